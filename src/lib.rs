@@ -1,0 +1,32 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod session;
+pub mod store;
+pub mod stores;
+
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
+
+pub use error::{BoxError, Error, ErrorKind, IdHint, InvalidIdReason, Result};
+pub use session::{Session, SessionId, from_millis, now_millis, to_millis};
+pub use store::SessionStore;
+
+/// Re-exported so that a store of your own can implement [`SessionStore`] without adding
+/// `async-trait` to its dependencies.
+pub use async_trait::async_trait;
+
+#[cfg(feature = "memory")]
+pub use stores::memory::MemoryStore;
+#[cfg(feature = "file")]
+pub use stores::file::FileStore;
+#[cfg(feature = "postgres")]
+pub use stores::postgres::PostgresStore;
+#[cfg(feature = "redis")]
+pub use stores::redis::RedisStore;
+#[cfg(feature = "sqlite")]
+pub use stores::sqlite::SqliteStore;

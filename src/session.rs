@@ -1,0 +1,505 @@
+//! [`Session`] (data, expiry, version) and [`SessionId`] (a validated id).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, IdHint, InvalidIdReason, Result};
+
+/// A validated session id.
+///
+/// A `SessionId` can only hold text that is safe to use as a file name, a Redis key suffix or
+/// a bound SQL parameter, so no backend ever has to validate an id again. The rules:
+///
+/// - 1 to [`SessionId::MAX_LEN`] bytes;
+/// - only ASCII letters, digits and `-` `_` `.` `~` `+` `=` (this refuses `/`, `\`, NUL,
+///   control characters, whitespace, non-ASCII text and glob metacharacters such as `*`, `?`
+///   and `[`);
+/// - not exactly `.` or `..`.
+///
+/// The ids that session middlewares mint (tower-sessions' base64url ids, actix-session's
+/// alphanumeric keys, express' uid-safe ids) all fit.
+///
+/// `Debug` prints only a shortened id, because a session id is a credential. `Display` and
+/// [`as_str`](SessionId::as_str) give the whole id, for cookies.
+///
+/// ```
+/// use session_stores::SessionId;
+///
+/// let id = SessionId::new("Zx81-aB9_q").unwrap();
+/// assert_eq!(id.as_str(), "Zx81-aB9_q");
+/// assert!(SessionId::new("../../etc/passwd").is_err());
+/// assert!(SessionId::new("").is_err());
+/// assert_eq!(SessionId::generate().as_str().len(), 32);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// The longest id accepted, in bytes. Chosen so that an id plus a file extension stays
+    /// well under the 255-byte file name limit of common file systems.
+    pub const MAX_LEN: usize = 128;
+
+    /// Validates `id`. See the type's docs for the rules.
+    pub fn new(id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        Self::check(&id)?;
+        Ok(SessionId(id))
+    }
+
+    /// Checks `id` against the rules without allocating.
+    pub fn check(id: &str) -> Result<()> {
+        let reason = if id.is_empty() {
+            InvalidIdReason::Empty
+        } else if id.len() > Self::MAX_LEN {
+            InvalidIdReason::TooLong
+        } else if id == "." || id == ".." {
+            InvalidIdReason::DotSegment
+        } else if !id.bytes().all(is_id_byte) {
+            InvalidIdReason::ForbiddenChar
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidId { reason })
+    }
+
+    /// A new random id: 192 bits from the operating system's CSPRNG, as 32 characters of
+    /// URL-safe base64 (`A-Z a-z 0-9 - _`).
+    ///
+    /// # Panics
+    ///
+    /// Only if the operating system cannot supply random bytes at all; see
+    /// [`try_generate`](SessionId::try_generate) to handle that as an error.
+    pub fn generate() -> Self {
+        match Self::try_generate() {
+            Ok(id) => id,
+            Err(err) => panic!("the OS random number generator failed: {err}"),
+        }
+    }
+
+    /// Like [`generate`](SessionId::generate), but reports a failing OS random number
+    /// generator as an [`Error::Backend`] instead of panicking.
+    pub fn try_generate() -> Result<Self> {
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes).map_err(|err| Error::Backend {
+            operation: "generate id",
+            id: None,
+            source: Box::new(std::io::Error::other(err.to_string())),
+        })?;
+        Ok(SessionId(base64url(&bytes)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id as an owned `String`.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The shortened form used in errors and `Debug` output.
+    pub fn hint(&self) -> IdHint {
+        IdHint::from(self)
+    }
+}
+
+fn is_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'=')
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            let index = (n >> (18 - 6 * i)) & 0x3f;
+            out.push(char::from(ALPHABET[index as usize]));
+        }
+    }
+    out
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.hint())
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for SessionId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        SessionId::new(s)
+    }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        SessionId::new(s)
+    }
+}
+
+impl TryFrom<&str> for SessionId {
+    type Error = Error;
+    fn try_from(s: &str) -> Result<Self> {
+        SessionId::new(s)
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> String {
+        id.0
+    }
+}
+
+/// The current time as milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    to_millis(SystemTime::now())
+}
+
+/// `time` as whole milliseconds since the Unix epoch (negative before 1970), saturating at
+/// the ends of `i64`. Sub-millisecond parts are truncated toward the past.
+pub fn to_millis(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => {
+            let before = before.duration();
+            let ms = i64::try_from(before.as_millis()).unwrap_or(i64::MAX);
+            // Truncate toward the past: 1.5 ms before the epoch is -2 ms.
+            let partial = before.as_nanos() % 1_000_000 != 0;
+            (-ms).saturating_sub(i64::from(partial))
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch as a `SystemTime`, clamped to what `SystemTime` can hold.
+pub fn from_millis(ms: i64) -> SystemTime {
+    let magnitude = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH.checked_add(magnitude).unwrap_or(UNIX_EPOCH)
+    } else {
+        UNIX_EPOCH.checked_sub(magnitude).unwrap_or(UNIX_EPOCH)
+    }
+}
+
+/// A session: a JSON object of data, an absolute expiry and a version.
+///
+/// - The **data** is a `serde_json` object. Stores keep it losslessly: what `get` returns is
+///   equal to what was written.
+/// - The **expiry** is absolute, with millisecond precision (finer parts are truncated when
+///   it is set). A store never returns a session whose expiry has passed.
+/// - The **version** is advanced by the store on every successful write and is what
+///   [`set_if_version`](crate::SessionStore::set_if_version) compares. A session that has
+///   never been stored has version 0. The version a caller puts in a `Session` is ignored by
+///   writes: the store decides it.
+///
+/// The typed helpers mirror @fastify/session's `session.get(key)` / `session.set(key, value)`:
+///
+/// ```
+/// use std::time::Duration;
+/// use session_stores::Session;
+///
+/// let mut session = Session::new(Duration::from_secs(3600));
+/// session.insert("user_id", 42).unwrap();
+/// session.insert("roles", ["admin", "editor"]).unwrap();
+/// assert_eq!(session.get::<u64>("user_id").unwrap(), Some(42));
+/// assert_eq!(session.get::<Vec<String>>("roles").unwrap().unwrap().len(), 2);
+/// assert_eq!(session.remove("user_id"), Some(serde_json::json!(42)));
+/// assert!(!session.is_expired());
+/// ```
+///
+/// `Debug` shows the keys' count, the expiry and the version, never the data: sessions hold
+/// secrets.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    data: Map<String, Value>,
+    expires_at: i64,
+    #[serde(default)]
+    version: u64,
+}
+
+impl Session {
+    /// An empty session that expires `ttl` from now.
+    pub fn new(ttl: Duration) -> Self {
+        let mut session = Session::with_expiry(UNIX_EPOCH);
+        session.expire_in(ttl);
+        session
+    }
+
+    /// An empty session that expires at `expires_at`.
+    pub fn with_expiry(expires_at: SystemTime) -> Self {
+        Session {
+            data: Map::new(),
+            expires_at: to_millis(expires_at),
+            version: 0,
+        }
+    }
+
+    /// A session from its stored parts: data, expiry in milliseconds since the Unix epoch,
+    /// and version. For store implementations.
+    pub fn from_parts(data: Map<String, Value>, expires_at_millis: i64, version: u64) -> Self {
+        Session {
+            data,
+            expires_at: expires_at_millis,
+            version,
+        }
+    }
+
+    /// Splits the session into data, expiry (milliseconds since the Unix epoch) and version.
+    pub fn into_parts(self) -> (Map<String, Value>, i64, u64) {
+        (self.data, self.expires_at, self.version)
+    }
+
+    /// The data.
+    pub fn data(&self) -> &Map<String, Value> {
+        &self.data
+    }
+
+    /// The data, mutably.
+    pub fn data_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.data
+    }
+
+    /// Replaces the data, returning the old data.
+    pub fn replace_data(&mut self, data: Map<String, Value>) -> Map<String, Value> {
+        std::mem::replace(&mut self.data, data)
+    }
+
+    /// The value under `key`, deserialized as `T`; `Ok(None)` if there is no such key, and an
+    /// error if the value is not a `T`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, serde_json::Error> {
+        self.data
+            .get(key)
+            .map(|value| T::deserialize(value))
+            .transpose()
+    }
+
+    /// The raw JSON value under `key`.
+    pub fn get_value(&self, key: &str) -> Option<&Value> {
+        self.data.get(key)
+    }
+
+    /// Stores `value` under `key`, returning the previous value.
+    pub fn insert<T: Serialize>(
+        &mut self,
+        key: impl Into<String>,
+        value: T,
+    ) -> Result<Option<Value>, serde_json::Error> {
+        let value = serde_json::to_value(value)?;
+        Ok(self.data.insert(key.into(), value))
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        self.data.remove(key)
+    }
+
+    /// Whether the data is empty.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The expiry.
+    pub fn expires_at(&self) -> SystemTime {
+        from_millis(self.expires_at)
+    }
+
+    /// The expiry in milliseconds since the Unix epoch.
+    pub fn expires_at_millis(&self) -> i64 {
+        self.expires_at
+    }
+
+    /// Sets the expiry (truncated to the millisecond).
+    pub fn set_expires_at(&mut self, expires_at: SystemTime) {
+        self.expires_at = to_millis(expires_at);
+    }
+
+    /// Sets the expiry in milliseconds since the Unix epoch.
+    pub fn set_expires_at_millis(&mut self, expires_at_millis: i64) {
+        self.expires_at = expires_at_millis;
+    }
+
+    /// Sets the expiry to `ttl` from now.
+    pub fn expire_in(&mut self, ttl: Duration) {
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.expires_at = now_millis().saturating_add(ttl);
+    }
+
+    /// Whether the expiry has passed.
+    pub fn is_expired(&self) -> bool {
+        self.is_expired_at(now_millis())
+    }
+
+    /// Whether the session is expired at `now_millis` (milliseconds since the Unix epoch). A
+    /// session is live while `now < expires_at`.
+    pub fn is_expired_at(&self, now_millis: i64) -> bool {
+        self.expires_at <= now_millis
+    }
+
+    /// The version: 0 for a session that was never stored, otherwise the version the store
+    /// assigned at its last write.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Sets the version. Stores use this when they load a session; writes ignore it.
+    pub fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    /// This session with `version`. Stores use this when they load a session.
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("keys", &self.data.len())
+            .field("expires_at_millis", &self.expires_at)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn valid_ids() {
+        for id in ["a", "abc-DEF_123", "a.b", "...", "~x+y=", &"x".repeat(128)] {
+            assert!(SessionId::new(id).is_ok(), "{id:?} should be valid");
+        }
+    }
+
+    #[test]
+    fn invalid_ids() {
+        let cases: &[(&str, InvalidIdReason)] = &[
+            ("", InvalidIdReason::Empty),
+            (&"x".repeat(129), InvalidIdReason::TooLong),
+            (".", InvalidIdReason::DotSegment),
+            ("..", InvalidIdReason::DotSegment),
+            ("a/b", InvalidIdReason::ForbiddenChar),
+            ("../../etc/passwd", InvalidIdReason::ForbiddenChar),
+            ("a\\b", InvalidIdReason::ForbiddenChar),
+            ("a\0b", InvalidIdReason::ForbiddenChar),
+            ("a b", InvalidIdReason::ForbiddenChar),
+            ("a\tb", InvalidIdReason::ForbiddenChar),
+            ("a\nb", InvalidIdReason::ForbiddenChar),
+            ("a\u{7f}", InvalidIdReason::ForbiddenChar),
+            ("é", InvalidIdReason::ForbiddenChar),
+            ("a*", InvalidIdReason::ForbiddenChar),
+            ("a?", InvalidIdReason::ForbiddenChar),
+            ("a[b]", InvalidIdReason::ForbiddenChar),
+            ("a:b", InvalidIdReason::ForbiddenChar),
+            ("a{b}", InvalidIdReason::ForbiddenChar),
+        ];
+        for (id, reason) in cases {
+            match SessionId::new(*id) {
+                Err(Error::InvalidId { reason: got }) => assert_eq!(got, *reason, "{id:?}"),
+                other => panic!("{id:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_valid_unique_and_url_safe() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let id = SessionId::generate();
+            assert_eq!(id.as_str().len(), 32);
+            assert!(
+                id.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
+            SessionId::check(id.as_str()).unwrap();
+            assert!(seen.insert(id));
+        }
+    }
+
+    #[test]
+    fn base64url_matches_known_vectors() {
+        assert_eq!(base64url(b""), "");
+        assert_eq!(base64url(b"f"), "Zg");
+        assert_eq!(base64url(b"fo"), "Zm8");
+        assert_eq!(base64url(b"foo"), "Zm9v");
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let id = SessionId::new("averysecretsessionidvalue").unwrap();
+        assert_eq!(format!("{id:?}"), "SessionId(averysec…)");
+        let mut session = Session::new(Duration::from_secs(60));
+        session.insert("password", "hunter2").unwrap();
+        let debug = format!("{session:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("password"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn millis_round_trip_and_truncate() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_500_700);
+        assert_eq!(to_millis(t), 1500);
+        assert_eq!(from_millis(1500), UNIX_EPOCH + Duration::from_millis(1500));
+        let before = UNIX_EPOCH - Duration::from_micros(1500);
+        assert_eq!(to_millis(before), -2);
+        assert_eq!(from_millis(-2), UNIX_EPOCH - Duration::from_millis(2));
+        assert_eq!(to_millis(from_millis(i64::MIN + 1)), i64::MIN + 1);
+    }
+
+    #[test]
+    fn typed_helpers() {
+        let mut s = Session::new(Duration::from_secs(1));
+        assert_eq!(s.insert("n", 1).unwrap(), None);
+        assert_eq!(s.insert("n", 2).unwrap(), Some(json!(1)));
+        assert_eq!(s.get::<i32>("n").unwrap(), Some(2));
+        assert!(s.get::<String>("n").is_err());
+        assert_eq!(s.get::<i32>("missing").unwrap(), None);
+        assert_eq!(s.version(), 0);
+    }
+
+    #[test]
+    fn expiry() {
+        let s = Session::with_expiry(SystemTime::now() - Duration::from_millis(1));
+        assert!(s.is_expired());
+        let s = Session::new(Duration::from_secs(60));
+        assert!(!s.is_expired());
+        assert!(s.is_expired_at(s.expires_at_millis()));
+        assert!(!s.is_expired_at(s.expires_at_millis() - 1));
+        let huge = Session::new(Duration::MAX);
+        assert!(!huge.is_expired());
+    }
+}

@@ -1,0 +1,52 @@
+//! Runs the public conformance suite against every built-in store enabled by features, and
+//! proves the suite has teeth against deliberately broken stores.
+//!
+//! Needs the `conformance` feature: `cargo test --all-features`.
+#![cfg(feature = "conformance")]
+
+mod broken;
+
+#[cfg(feature = "memory")]
+mod memory {
+    use session_stores::MemoryStore;
+
+    // One #[test] per check, as a user of the macro gets them.
+    session_stores::conformance_tests!(|| async { MemoryStore::new(10_000) });
+
+    /// A small sharded store (1024 sessions over 16 shards) still keeps the contract.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_suite_on_a_sharded_store() {
+        session_stores::conformance::run(|| async {
+            MemoryStore::builder().capacity(1024).shards(16).build()
+        })
+        .await
+        .unwrap();
+    }
+
+    /// A byte budget does not change the contract (the budget is large enough for the suite's
+    /// 1 MiB session).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_suite_with_a_byte_budget() {
+        session_stores::conformance::run(|| async {
+            MemoryStore::builder()
+                .capacity(10_000)
+                .max_bytes(64 << 20)
+                .shards(1)
+                .build()
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[path = "../support/mod.rs"]
+mod support;
+
+#[cfg(feature = "file")]
+mod file;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
