@@ -22,9 +22,20 @@
 //! check by name. It uses only `$crate::` paths: your crate needs `session-stores` with the
 //! `conformance` feature as a dev-dependency, and nothing else.
 //!
-//! ```ignore
+//! ```
+//! # #[cfg(feature = "memory")]
+//! # mod my_crate {
+//! #     pub struct MyStore;
+//! #     impl MyStore {
+//! #         pub async fn connect_for_tests() -> session_stores::MemoryStore {
+//! #             session_stores::MemoryStore::new(1000)
+//! #         }
+//! #     }
+//! # }
 //! // tests/conformance.rs of your crate
+//! # #[cfg(feature = "memory")]
 //! session_stores::conformance_tests!(|| async { my_crate::MyStore::connect_for_tests().await });
+//! # fn main() {}
 //! ```
 //!
 //! # The factory
@@ -174,10 +185,12 @@ crate::__for_each_check!(__conformance_registry!());
 /// Each test runs its check on a fresh multi-threaded tokio runtime and panics with the
 /// check's name and failure message. Invoke it inside a module of an integration test:
 ///
-/// ```ignore
+/// ```
+/// # #[cfg(feature = "memory")]
 /// mod memory {
 ///     session_stores::conformance_tests!(|| async { session_stores::MemoryStore::new(1000) });
 /// }
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
