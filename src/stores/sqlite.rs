@@ -1,0 +1,1192 @@
+//! A store in an SQLite database, through [rusqlite](https://docs.rs/rusqlite) with its
+//! bundled SQLite (no system library needed).
+//!
+//! [`SqliteStore`] keeps sessions in one table of an SQLite database file. It is the embedded
+//! store a small deployment can run in production: sessions survive restarts, several
+//! processes can share one database file, and there is no server to run.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use session_stores::{Session, SessionId, SessionStore, SqliteStore};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = SqliteStore::builder()
+//!     .table("web_sessions")
+//!     .busy_timeout(Duration::from_secs(10))
+//!     .open(dir.path().join("sessions.db"))
+//!     .await?;
+//! let id = SessionId::generate();
+//! let mut session = Session::new(Duration::from_secs(3600));
+//! session.insert("user", "ada").unwrap();
+//! assert!(store.create(&id, &session).await?);
+//! assert_eq!(store.get(&id).await?.unwrap().version(), 1);
+//!
+//! // A test or a single process that needs no persistence:
+//! let scratch = SqliteStore::open_in_memory().await?;
+//! assert!(scratch.is_empty().await?);
+//! # Ok::<(), session_stores::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Opening and options
+//!
+//! [`SqliteStore::open`] opens (creating if needed) a database file with the defaults;
+//! [`SqliteStore::open_in_memory`] makes a private in-memory database; [`SqliteStore::builder`]
+//! sets the options:
+//!
+//! | option | default | meaning |
+//! | --- | --- | --- |
+//! | [`table`](SqliteStoreBuilder::table) | `sessions` | the table, an identifier matching `[A-Za-z_][A-Za-z0-9_]{0,62}`, not starting with `sqlite_` and not the schema table's name |
+//! | [`busy_timeout`](SqliteStoreBuilder::busy_timeout) | 5 s | how long a connection waits for another connection's lock before the operation fails with a transient [`Error::Timeout`] |
+//! | [`synchronous`](SqliteStoreBuilder::synchronous) | [`Synchronous::Normal`] | SQLite's `PRAGMA synchronous`: with WAL, `Normal` never corrupts the database but a power loss may drop the last commits; `Full` syncs every commit |
+//! | [`wal`](SqliteStoreBuilder::wal) | `true` | switch the file to write-ahead logging (`PRAGMA journal_mode=WAL`), so reads run while a write is in progress; `false` leaves the file's journal mode as it is |
+//! | [`readers`](SqliteStoreBuilder::readers) | 4 | how many read connections serve `get` and `len` (0: the write connection serves them) |
+//! | [`delete_batch_size`](SqliteStoreBuilder::delete_batch_size) | 1000 | how many rows one batch of [`delete_expired`](SessionStore::delete_expired) deletes |
+//!
+//! Opening is async and runs on the store's own threads, like everything else.
+//!
+//! # Schema
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS "sessions" (
+//!     id         TEXT PRIMARY KEY NOT NULL, -- the session id
+//!     data       TEXT NOT NULL,             -- the session's data as a JSON object
+//!     expires_at INTEGER NOT NULL,          -- expiry, milliseconds since the Unix epoch (UTC)
+//!     version    INTEGER NOT NULL           -- the store-assigned version, 1 and up
+//! );
+//! CREATE INDEX IF NOT EXISTS "sessions_expires_at" ON "sessions" (expires_at);
+//!
+//! CREATE TABLE IF NOT EXISTS session_stores_schema (
+//!     table_name TEXT PRIMARY KEY NOT NULL, -- a session table in this database
+//!     version    INTEGER NOT NULL           -- its schema version, SCHEMA_VERSION (1) today
+//! );
+//! ```
+//!
+//! The store creates both tables and the index if they are missing and records the session
+//! table's schema version in `session_stores_schema`, so a later release can migrate it. A
+//! table recorded with a newer schema version than this release knows, or an existing table
+//! without the four columns above, is refused with [`Error::Config`]. Expiry is always an
+//! integer in epoch milliseconds, never a local or naive timestamp. Several stores can share a
+//! database file with different tables; [`clear`](SessionStore::clear) empties only its own.
+//!
+//! # Queries
+//!
+//! - `get` and `len` filter expiry in SQL (`expires_at > now`), so an expired row is never
+//!   returned or counted, even before `delete_expired` runs.
+//! - `set` is one upsert (`INSERT ... ON CONFLICT (id) DO UPDATE ... RETURNING version`) that
+//!   advances the version of a live row and restarts it at 1 over an expired one.
+//! - `create` is an `INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE expires_at <= now`, which
+//!   inserts over an absent or expired row and does nothing over a live one; the change count
+//!   says which happened.
+//! - `set_if_version` is `UPDATE ... WHERE id = ? AND version = ? AND expires_at > now` (or the
+//!   `create` statement for an expected version of 0), checked by its change count.
+//! - `touch` updates only `expires_at`, and only of a live row.
+//! - `delete_expired` deletes in batches of [`delete_batch_size`](SqliteStoreBuilder::delete_batch_size)
+//!   rows, each its own short transaction queued behind other writes, so a large backlog never
+//!   holds the write lock for long. [`SqliteStore::delete_expired_batch`] runs one batch.
+//!
+//! `set`, `create` and `set_if_version` run in `BEGIN IMMEDIATE` transactions: they take the
+//! database's write lock when they start (waiting up to the busy timeout for it), so two
+//! processes never fail with `SQLITE_BUSY` halfway through a read-modify-write. A write that
+//! fails rolls back and leaves the previous session intact.
+//!
+//! # Threads and concurrency
+//!
+//! rusqlite is synchronous, so no SQLite call ever runs on an async executor's thread. A
+//! file-backed store owns one thread for its write connection and one thread per read
+//! connection; operations are sent to them over channels and their results come back through
+//! `tokio::sync::oneshot`, so the store works under any executor and needs no tokio runtime.
+//! Writes from one store are serialised on its write connection; with WAL, reads on the read
+//! connections proceed in parallel with a write. Every connection caches its prepared
+//! statements (`prepare_cached`). Dropping the store lets its threads finish the queued
+//! operations and close their connections.
+//!
+//! Several stores, in one process or in several, may open the same file: SQLite's locking
+//! keeps every operation atomic across them, and the busy timeout absorbs ordinary lock
+//! contention. A lock still held by someone else when the timeout runs out surfaces as
+//! [`Error::Timeout`] (transient), never as a raw `SQLITE_BUSY`.
+//!
+//! An in-memory store has a single connection that serves reads and writes (an in-memory
+//! database is private to its connection), so its reads wait behind its writes.
+//!
+//! # Errors
+//!
+//! A row whose data is not a JSON object, or whose columns have the wrong types, gives
+//! [`Error::Decode`] for that id (the row is left as it is; a later `set` replaces it). Lock
+//! timeouts give [`Error::Timeout`]; a store whose threads have stopped gives
+//! [`Error::Unavailable`]; other SQLite failures give [`Error::Backend`]. Each keeps the
+//! rusqlite error as its source.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use rusqlite::ffi::ErrorCode;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, IdHint, Result};
+use crate::session::{Session, SessionId, now_millis, to_millis};
+use crate::store::SessionStore;
+
+/// The default table name: `sessions`.
+pub const DEFAULT_TABLE: &str = "sessions";
+
+/// The default busy timeout: 5 seconds.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default number of read connections of a file-backed store: 4.
+pub const DEFAULT_READERS: usize = 4;
+
+/// The default number of rows one batch of `delete_expired` deletes: 1000.
+pub const DEFAULT_DELETE_BATCH_SIZE: usize = 1000;
+
+/// The schema version this release writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The table that records the schema version of each session table in a database.
+pub const SCHEMA_TABLE: &str = "session_stores_schema";
+
+/// What the store waits for when a lock is still busy after the busy timeout.
+const LOCK_WAIT: &str = "the SQLite database lock";
+
+/// SQLite's `PRAGMA synchronous` setting: how hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// Never sync. Fastest; an operating system crash or power loss can corrupt the database.
+    Off,
+    /// Sync at checkpoints. With WAL, the database never corrupts, but a power loss may lose
+    /// the most recent commits. The default.
+    #[default]
+    Normal,
+    /// Sync every commit: a committed session survives a power loss.
+    Full,
+    /// Like `Full`, and also sync the directory after deleting a rollback journal.
+    Extra,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+            Synchronous::Extra => "EXTRA",
+        }
+    }
+}
+
+/// Builds a [`SqliteStore`]. See the [module docs](self) for the options.
+#[derive(Debug, Clone)]
+pub struct SqliteStoreBuilder {
+    table: String,
+    busy_timeout: Duration,
+    synchronous: Synchronous,
+    wal: bool,
+    readers: usize,
+    delete_batch_size: usize,
+}
+
+impl Default for SqliteStoreBuilder {
+    fn default() -> Self {
+        SqliteStoreBuilder {
+            table: DEFAULT_TABLE.to_string(),
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            synchronous: Synchronous::default(),
+            wal: true,
+            readers: DEFAULT_READERS,
+            delete_batch_size: DEFAULT_DELETE_BATCH_SIZE,
+        }
+    }
+}
+
+impl SqliteStoreBuilder {
+    /// The table to keep sessions in. It must match `[A-Za-z_][A-Za-z0-9_]{0,62}`, must not
+    /// start with `sqlite_` and must not be [`SCHEMA_TABLE`]; opening fails with
+    /// [`Error::Config`] otherwise. Default: [`DEFAULT_TABLE`].
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// How long an operation waits for a lock held by another connection before it fails
+    /// with [`Error::Timeout`]. Default: [`DEFAULT_BUSY_TIMEOUT`].
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// SQLite's `PRAGMA synchronous` for every connection. Default: [`Synchronous::Normal`].
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// Whether to switch a database file to write-ahead logging. `false` leaves the file's
+    /// journal mode unchanged. Ignored for in-memory databases. Default: `true`.
+    pub fn wal(mut self, wal: bool) -> Self {
+        self.wal = wal;
+        self
+    }
+
+    /// The number of read connections of a file-backed store (each on its own thread). With
+    /// 0, the write connection serves reads too. Ignored for in-memory databases, which have
+    /// one connection. Default: [`DEFAULT_READERS`].
+    pub fn readers(mut self, readers: usize) -> Self {
+        self.readers = readers;
+        self
+    }
+
+    /// How many expired rows one batch of `delete_expired` deletes (at least 1). Default:
+    /// [`DEFAULT_DELETE_BATCH_SIZE`].
+    pub fn delete_batch_size(mut self, rows: usize) -> Self {
+        self.delete_batch_size = rows.max(1);
+        self
+    }
+
+    /// Opens (creating if needed) the database file at `path` and the store's table.
+    pub async fn open(self, path: impl AsRef<Path>) -> Result<SqliteStore> {
+        self.start(Location::File(path.as_ref().to_path_buf()))
+            .await
+    }
+
+    /// Opens a new, private, in-memory database. Its sessions are lost when the store is
+    /// dropped.
+    pub async fn open_in_memory(self) -> Result<SqliteStore> {
+        self.start(Location::Memory).await
+    }
+
+    async fn start(self, location: Location) -> Result<SqliteStore> {
+        validate_table(&self.table)?;
+        let sql = Arc::new(Sql::new(&self.table));
+        let config = Arc::new(ConnConfig {
+            location: location.clone(),
+            table: self.table.clone(),
+            busy_timeout: self.busy_timeout,
+            synchronous: self.synchronous,
+            wal: self.wal,
+        });
+
+        let writer = {
+            let config = Arc::clone(&config);
+            Pool::start("writer", 1, Arc::clone(&sql), move || {
+                let mut conn = config.connect(true)?;
+                config.set_up(&mut conn)?;
+                Ok(conn)
+            })
+            .await?
+        };
+        let readers = match (&location, self.readers) {
+            (Location::Memory, _) | (_, 0) => None,
+            (Location::File(_), readers) => {
+                let config = Arc::clone(&config);
+                Some(
+                    Pool::start("reader", readers, Arc::clone(&sql), move || {
+                        let conn = config.connect(false)?;
+                        conn.pragma_update(None, "query_only", true)
+                            .map_err(|e| sql_error("open", None, e))?;
+                        Ok(conn)
+                    })
+                    .await?,
+                )
+            }
+        };
+        Ok(SqliteStore {
+            writer,
+            readers,
+            table: self.table,
+            location,
+            delete_batch_size: self.delete_batch_size,
+        })
+    }
+}
+
+/// A session store in an SQLite database. See the [module docs](self).
+pub struct SqliteStore {
+    writer: Pool,
+    readers: Option<Pool>,
+    table: String,
+    location: Location,
+    delete_batch_size: usize,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.location)
+            .field("table", &self.table)
+            .field("readers", &self.readers.as_ref().map_or(0, |r| r.size))
+            .field("delete_batch_size", &self.delete_batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Location {
+    File(PathBuf),
+    Memory,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`, with the default options.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::builder().open(path).await
+    }
+
+    /// Opens a new, private, in-memory database with the default options.
+    pub async fn open_in_memory() -> Result<Self> {
+        Self::builder().open_in_memory().await
+    }
+
+    /// A builder, starting from the defaults.
+    pub fn builder() -> SqliteStoreBuilder {
+        SqliteStoreBuilder::default()
+    }
+
+    /// The table this store keeps its sessions in.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The database file, or `None` for an in-memory store.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.location {
+            Location::File(path) => Some(path),
+            Location::Memory => None,
+        }
+    }
+
+    /// The number of rows one batch of `delete_expired` deletes.
+    pub fn delete_batch_size(&self) -> usize {
+        self.delete_batch_size
+    }
+
+    /// Deletes at most one batch ([`delete_batch_size`](Self::delete_batch_size) rows) of
+    /// expired sessions, in one short transaction, and returns how many it deleted.
+    /// [`delete_expired`](SessionStore::delete_expired) repeats this until a batch comes back
+    /// short; call this instead to pace the cleanup yourself.
+    pub async fn delete_expired_batch(&self) -> Result<u64> {
+        let batch = i64::try_from(self.delete_batch_size).unwrap_or(i64::MAX);
+        self.write("delete_expired", None, move |conn, sql| {
+            let mut stmt = conn.prepare_cached(&sql.delete_expired_batch)?;
+            Ok(stmt.execute(params![now_millis(), batch])? as u64)
+        })
+        .await
+    }
+
+    /// Runs `f` on the write connection.
+    async fn write<T, F>(&self, op: &'static str, id: Option<&SessionId>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Sql) -> Result<T, OpError> + Send + 'static,
+    {
+        self.writer.run(op, id, f).await
+    }
+
+    /// Runs `f` on a read connection (the write connection if there are none).
+    async fn read<T, F>(&self, op: &'static str, id: Option<&SessionId>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Sql) -> Result<T, OpError> + Send + 'static,
+    {
+        self.readers
+            .as_ref()
+            .unwrap_or(&self.writer)
+            .run(op, id, f)
+            .await
+    }
+}
+
+/// What a job on a connection thread can fail with; turned into an [`Error`] naming the
+/// operation and the session on the way back.
+#[derive(Debug)]
+enum OpError {
+    Sql(rusqlite::Error),
+    Row(RowError),
+    Conflict(u64),
+}
+
+impl From<rusqlite::Error> for OpError {
+    fn from(err: rusqlite::Error) -> Self {
+        OpError::Sql(err)
+    }
+}
+
+impl From<RowError> for OpError {
+    fn from(err: RowError) -> Self {
+        OpError::Row(err)
+    }
+}
+
+impl OpError {
+    fn into_error(self, op: &'static str, id: Option<&SessionId>) -> Error {
+        match (self, id) {
+            (OpError::Sql(err), id) => sql_error(op, id, err),
+            (OpError::Row(err), Some(id)) => Error::decode(id, err),
+            (OpError::Row(err), None) => Error::backend(op, None, err),
+            (OpError::Conflict(expected), Some(id)) => Error::conflict(id, expected),
+            (OpError::Conflict(expected), None) => Error::backend(
+                op,
+                None,
+                format!("unexpected version conflict (expected {expected})"),
+            ),
+        }
+    }
+}
+
+/// Maps a rusqlite error: a lock still busy after the busy timeout is a transient
+/// [`Error::Timeout`], anything else a [`Error::Backend`].
+fn sql_error(op: &'static str, id: Option<&SessionId>, err: rusqlite::Error) -> Error {
+    match err.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Timeout {
+            operation: op,
+            id: id.map(IdHint::from),
+            what: LOCK_WAIT,
+            source: Some(Box::new(err)),
+        },
+        _ => Error::backend(op, id, err),
+    }
+}
+
+/// A stored row that is not a valid session.
+#[derive(Debug)]
+enum RowError {
+    Json(serde_json::Error),
+    Column {
+        column: &'static str,
+        found: &'static str,
+    },
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowError::Json(_) => f.write_str("the data column is not a JSON object"),
+            RowError::Column { column, found } => {
+                write!(f, "the {column} column holds {found}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RowError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RowError::Json(err) => Some(err),
+            RowError::Column { .. } => None,
+        }
+    }
+}
+
+fn describe(value: ValueRef<'_>) -> &'static str {
+    match value {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "an integer",
+        ValueRef::Real(_) => "a real number",
+        ValueRef::Text(_) => "text",
+        ValueRef::Blob(_) => "a blob",
+    }
+}
+
+/// Decodes `data, expires_at, version` into a session, never panicking on what is stored.
+fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Session, RowError>> {
+    let data = row.get_ref(0)?;
+    let expires_at = row.get_ref(1)?;
+    let version = row.get_ref(2)?;
+    Ok((|| {
+        let data: Map<String, Value> = match data {
+            ValueRef::Text(text) => serde_json::from_slice(text).map_err(RowError::Json)?,
+            other => {
+                return Err(RowError::Column {
+                    column: "data",
+                    found: describe(other),
+                });
+            }
+        };
+        let expires_at = match expires_at {
+            ValueRef::Integer(ms) => ms,
+            other => {
+                return Err(RowError::Column {
+                    column: "expires_at",
+                    found: describe(other),
+                });
+            }
+        };
+        let version = integer_version(version)?;
+        Ok(Session::from_parts(data, expires_at, version))
+    })())
+}
+
+fn integer_version(value: ValueRef<'_>) -> Result<u64, RowError> {
+    match value {
+        ValueRef::Integer(v) => u64::try_from(v).map_err(|_| RowError::Column {
+            column: "version",
+            found: "a negative integer",
+        }),
+        other => Err(RowError::Column {
+            column: "version",
+            found: describe(other),
+        }),
+    }
+}
+
+/// A JSON encoding of the session's data, for the `data` column.
+fn encode(id: &SessionId, session: &Session) -> Result<String> {
+    serde_json::to_string(session.data()).map_err(|e| Error::encode(id, e))
+}
+
+/// The store's SQL, with its (validated, quoted) table name filled in.
+#[derive(Debug)]
+struct Sql {
+    get: String,
+    live_version: String,
+    upsert: String,
+    insert_if_absent: String,
+    update_if_version: String,
+    delete: String,
+    delete_live: String,
+    delete_live_if_version: String,
+    delete_stale: String,
+    touch: String,
+    count: String,
+    clear: String,
+    delete_expired_batch: String,
+}
+
+impl Sql {
+    fn new(table: &str) -> Self {
+        let t = format!("\"{table}\"");
+        Sql {
+            get: format!(
+                "SELECT data, expires_at, version FROM {t} WHERE id = ?1 AND expires_at > ?2"
+            ),
+            live_version: format!("SELECT version FROM {t} WHERE id = ?1 AND expires_at > ?2"),
+            upsert: format!(
+                "INSERT INTO {t} (id, data, expires_at, version) VALUES (?1, ?2, ?3, 1) \
+                 ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
+                 expires_at = excluded.expires_at, \
+                 version = CASE WHEN {t}.expires_at > ?4 THEN {t}.version + 1 ELSE 1 END \
+                 RETURNING version"
+            ),
+            insert_if_absent: format!(
+                "INSERT INTO {t} (id, data, expires_at, version) VALUES (?1, ?2, ?3, 1) \
+                 ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
+                 expires_at = excluded.expires_at, version = 1 \
+                 WHERE {t}.expires_at <= ?4"
+            ),
+            update_if_version: format!(
+                "UPDATE {t} SET data = ?2, expires_at = ?3, version = version + 1 \
+                 WHERE id = ?1 AND version = ?4 AND expires_at > ?5"
+            ),
+            delete: format!("DELETE FROM {t} WHERE id = ?1"),
+            delete_live: format!("DELETE FROM {t} WHERE id = ?1 AND expires_at > ?2"),
+            delete_live_if_version: format!(
+                "DELETE FROM {t} WHERE id = ?1 AND version = ?2 AND expires_at > ?3"
+            ),
+            delete_stale: format!("DELETE FROM {t} WHERE id = ?1 AND expires_at <= ?2"),
+            touch: format!("UPDATE {t} SET expires_at = ?2 WHERE id = ?1 AND expires_at > ?3"),
+            count: format!("SELECT COUNT(*) FROM {t} WHERE expires_at > ?1"),
+            clear: format!("DELETE FROM {t}"),
+            delete_expired_batch: format!(
+                "DELETE FROM {t} WHERE rowid IN \
+                 (SELECT rowid FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
+            ),
+        }
+    }
+}
+
+/// Checks a table name: `[A-Za-z_][A-Za-z0-9_]{0,62}`, not `sqlite_*`, not [`SCHEMA_TABLE`].
+fn validate_table(table: &str) -> Result<()> {
+    let mut bytes = table.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !first_ok || !rest_ok || table.len() > 63 {
+        return Err(Error::config(format!(
+            "SQLite table name {table:?} is not an identifier matching [A-Za-z_][A-Za-z0-9_]{{0,62}}"
+        )));
+    }
+    if table.to_ascii_lowercase().starts_with("sqlite_") {
+        return Err(Error::config(format!(
+            "SQLite table name {table:?} is reserved: names starting with sqlite_ belong to SQLite"
+        )));
+    }
+    if table.eq_ignore_ascii_case(SCHEMA_TABLE) {
+        return Err(Error::config(format!(
+            "SQLite table name {table:?} is the store's own schema table"
+        )));
+    }
+    Ok(())
+}
+
+/// How each connection is opened and configured.
+#[derive(Debug)]
+struct ConnConfig {
+    location: Location,
+    table: String,
+    busy_timeout: Duration,
+    synchronous: Synchronous,
+    wal: bool,
+}
+
+impl ConnConfig {
+    /// Opens and configures one connection (`create`: the write connection may create the
+    /// file; read connections open it once the write connection has set it up).
+    fn connect(&self, create: bool) -> Result<Connection> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = match &self.location {
+            Location::File(path) => {
+                Connection::open_with_flags(path, flags).map_err(|e| Error::Config {
+                    message: format!("cannot open the SQLite database {}", path.display()),
+                    source: Some(Box::new(e)),
+                })?
+            }
+            Location::Memory => {
+                Connection::open_in_memory_with_flags(flags).map_err(|e| Error::Config {
+                    message: "cannot open an in-memory SQLite database".to_string(),
+                    source: Some(Box::new(e)),
+                })?
+            }
+        };
+        let configure = || -> rusqlite::Result<()> {
+            conn.busy_timeout(self.busy_timeout)?;
+            conn.pragma_update(None, "synchronous", self.synchronous.pragma())?;
+            conn.set_prepared_statement_cache_capacity(32);
+            Ok(())
+        };
+        configure().map_err(|e| sql_error("open", None, e))?;
+        Ok(conn)
+    }
+
+    /// Switches to WAL if asked, and creates (or checks) the schema.
+    fn set_up(&self, conn: &mut Connection) -> Result<()> {
+        if self.wal && matches!(self.location, Location::File(_)) {
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+                .map_err(|e| sql_error("open", None, e))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(Error::config(format!(
+                    "SQLite refused to switch the database to WAL (journal mode is {mode:?}); \
+                     open it with wal(false) to keep its journal mode"
+                )));
+            }
+        }
+        self.create_schema(conn).map_err(|e| match e {
+            SchemaError::Sql(err) => sql_error("open", None, err),
+            SchemaError::Config(message) => Error::config(message),
+        })
+    }
+
+    fn create_schema(&self, conn: &mut Connection) -> Result<(), SchemaError> {
+        let table = &self.table;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (\
+                 table_name TEXT PRIMARY KEY NOT NULL, \
+                 version INTEGER NOT NULL)"
+        ))?;
+        let recorded: Option<i64> = tx
+            .query_row(
+                &format!("SELECT version FROM {SCHEMA_TABLE} WHERE table_name = ?1"),
+                params![table],
+                |row| row.get(0),
+            )
+            .optional()?;
+        match recorded {
+            Some(version) if version > SCHEMA_VERSION => {
+                return Err(SchemaError::Config(format!(
+                    "SQLite table {table:?} has schema version {version}, newer than the {SCHEMA_VERSION} \
+                     this release of session-stores knows; upgrade session-stores"
+                )));
+            }
+            Some(version) if version < 1 => {
+                return Err(SchemaError::Config(format!(
+                    "SQLite table {table:?} has an invalid schema version {version}"
+                )));
+            }
+            _ => {}
+        }
+        tx.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS \"{table}\" (\
+                 id TEXT PRIMARY KEY NOT NULL, \
+                 data TEXT NOT NULL, \
+                 expires_at INTEGER NOT NULL, \
+                 version INTEGER NOT NULL); \
+             CREATE INDEX IF NOT EXISTS \"{table}_expires_at\" ON \"{table}\" (expires_at);"
+        ))?;
+        let columns: Vec<String> = {
+            let mut stmt = tx.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+            stmt.query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for wanted in ["id", "data", "expires_at", "version"] {
+            if !columns.iter().any(|c| c.eq_ignore_ascii_case(wanted)) {
+                return Err(SchemaError::Config(format!(
+                    "SQLite table {table:?} already exists without a {wanted:?} column; \
+                     it is not a session table (choose another table name)"
+                )));
+            }
+        }
+        tx.execute(
+            &format!("INSERT OR IGNORE INTO {SCHEMA_TABLE} (table_name, version) VALUES (?1, ?2)"),
+            params![table, SCHEMA_VERSION],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+enum SchemaError {
+    Sql(rusqlite::Error),
+    Config(String),
+}
+
+impl From<rusqlite::Error> for SchemaError {
+    fn from(err: rusqlite::Error) -> Self {
+        SchemaError::Sql(err)
+    }
+}
+
+/// An operation to run on a connection thread.
+type Job = Box<dyn FnOnce(&mut Connection, &Sql) + Send>;
+
+/// One or more connection threads that take jobs from one queue.
+struct Pool {
+    jobs: mpsc::Sender<Job>,
+    size: usize,
+}
+
+/// The connection threads of a store have stopped (they only stop if a job panicked past
+/// the guard or the thread could not be kept).
+#[derive(Debug)]
+struct WorkerStopped;
+
+impl fmt::Display for WorkerStopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the SQLite connection thread stopped before answering")
+    }
+}
+
+impl std::error::Error for WorkerStopped {}
+
+impl Pool {
+    /// Starts `size` threads, each opening its connection with `open`, and waits until every
+    /// one is ready (or one failed).
+    async fn start<O>(role: &'static str, size: usize, sql: Arc<Sql>, open: O) -> Result<Self>
+    where
+        O: Fn() -> Result<Connection> + Send + Sync + 'static,
+    {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let open = Arc::new(open);
+        let mut ready = Vec::with_capacity(size);
+        for n in 0..size {
+            let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
+            ready.push(ready_rx);
+            let queue = Arc::clone(&queue);
+            let sql = Arc::clone(&sql);
+            let open = Arc::clone(&open);
+            thread::Builder::new()
+                .name(format!("session-stores-sqlite-{role}-{n}"))
+                .spawn(move || {
+                    let mut conn = match open() {
+                        Ok(conn) => {
+                            let _ = ready_tx.send(Ok(()));
+                            conn
+                        }
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(err));
+                            return;
+                        }
+                    };
+                    serve(&queue, &mut conn, &sql);
+                })
+                .map_err(|e| Error::backend("open", None, e))?;
+        }
+        for ready in ready {
+            ready
+                .await
+                .map_err(|_| Error::backend("open", None, WorkerStopped))??;
+        }
+        Ok(Pool { jobs, size })
+    }
+
+    /// Runs `f` on one of the pool's connections and returns its result.
+    async fn run<T, F>(&self, op: &'static str, id: Option<&SessionId>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Sql) -> Result<T, OpError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn, sql| {
+            let _ = tx.send(f(conn, sql));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::unavailable(op, id, WorkerStopped))?;
+        match rx.await {
+            Ok(result) => result.map_err(|e| e.into_error(op, id)),
+            // The job was dropped without answering: it panicked (and was rolled back).
+            Err(_) => Err(Error::backend(op, id, WorkerStopped)),
+        }
+    }
+}
+
+/// A connection thread's loop: run jobs until the store is dropped.
+fn serve(queue: &Mutex<mpsc::Receiver<Job>>, conn: &mut Connection, sql: &Sql) {
+    loop {
+        let job = {
+            let queue = queue
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            queue.recv()
+        };
+        let Ok(job) = job else { return };
+        // A panicking job drops its transaction (rolling it back) and its reply channel (the
+        // caller gets an error); the connection keeps serving.
+        let _ = catch_unwind(AssertUnwindSafe(|| job(conn, sql)));
+    }
+}
+
+/// Starts an immediate (write-locking) transaction.
+fn immediate(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+fn live_exists(conn: &Connection, sql: &Sql, id: &str, now: i64) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare_cached(&sql.live_version)?;
+    Ok(stmt
+        .query_row(params![id, now], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        let key = id.as_str().to_owned();
+        self.read("get", Some(id), move |conn, sql| {
+            let mut stmt = conn.prepare_cached(&sql.get)?;
+            let row = stmt
+                .query_row(params![key, now_millis()], decode_row)
+                .optional()?;
+            Ok(row.transpose()?)
+        })
+        .await
+    }
+
+    async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
+        let key = id.as_str().to_owned();
+        let expires_at = session.expires_at_millis();
+        if session.is_expired_at(now_millis()) {
+            return self
+                .write("set", Some(id), move |conn, sql| {
+                    conn.prepare_cached(&sql.delete)?.execute(params![key])?;
+                    Ok(0)
+                })
+                .await;
+        }
+        let data = encode(id, session)?;
+        self.write("set", Some(id), move |conn, sql| {
+            let tx = immediate(conn)?;
+            let version = {
+                let mut stmt = tx.prepare_cached(&sql.upsert)?;
+                stmt.query_row(params![key, data, expires_at, now_millis()], |row| {
+                    Ok(integer_version(row.get_ref(0)?))
+                })??
+            };
+            tx.commit()?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn destroy(&self, id: &SessionId) -> Result<()> {
+        let key = id.as_str().to_owned();
+        self.write("destroy", Some(id), move |conn, sql| {
+            conn.prepare_cached(&sql.delete)?.execute(params![key])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
+        let key = id.as_str().to_owned();
+        let expires_at = to_millis(expires_at);
+        self.write("touch", Some(id), move |conn, sql| {
+            let now = now_millis();
+            let changed = if expires_at <= now {
+                // Touching into the past expires the session at once.
+                conn.prepare_cached(&sql.delete_live)?
+                    .execute(params![key, now])?
+            } else {
+                conn.prepare_cached(&sql.touch)?
+                    .execute(params![key, expires_at, now])?
+            };
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
+        let key = id.as_str().to_owned();
+        let expires_at = session.expires_at_millis();
+        let data = encode(id, session)?;
+        self.write("create", Some(id), move |conn, sql| {
+            let now = now_millis();
+            let tx = immediate(conn)?;
+            let created = if expires_at <= now {
+                // Created and expired at once: succeeds only if the id is absent, and leaves
+                // it absent.
+                if live_exists(&tx, sql, &key, now)? {
+                    false
+                } else {
+                    tx.prepare_cached(&sql.delete_stale)?
+                        .execute(params![key, now])?;
+                    true
+                }
+            } else {
+                tx.prepare_cached(&sql.insert_if_absent)?
+                    .execute(params![key, data, expires_at, now])?
+                    == 1
+            };
+            tx.commit()?;
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn set_if_version(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        expected_version: u64,
+    ) -> Result<u64> {
+        // No stored version is above i64::MAX, so such an expectation can never match.
+        let Ok(expected) = i64::try_from(expected_version) else {
+            return Err(Error::conflict(id, expected_version));
+        };
+        let key = id.as_str().to_owned();
+        let expires_at = session.expires_at_millis();
+        let data = encode(id, session)?;
+        self.write("set_if_version", Some(id), move |conn, sql| {
+            let now = now_millis();
+            let tx = immediate(conn)?;
+            let new_version = match (expires_at <= now, expected) {
+                // An expired write to an absent id: nothing to store; drop any stale row.
+                (true, 0) => {
+                    if live_exists(&tx, sql, &key, now)? {
+                        return Err(OpError::Conflict(expected_version));
+                    }
+                    tx.prepare_cached(&sql.delete_stale)?
+                        .execute(params![key, now])?;
+                    0
+                }
+                // An expired write over the expected live version deletes it.
+                (true, expected) => {
+                    let deleted = tx
+                        .prepare_cached(&sql.delete_live_if_version)?
+                        .execute(params![key, expected, now])?;
+                    if deleted != 1 {
+                        return Err(OpError::Conflict(expected_version));
+                    }
+                    0
+                }
+                (false, 0) => {
+                    let inserted = tx
+                        .prepare_cached(&sql.insert_if_absent)?
+                        .execute(params![key, data, expires_at, now])?;
+                    if inserted != 1 {
+                        return Err(OpError::Conflict(expected_version));
+                    }
+                    1
+                }
+                (false, expected) => {
+                    let updated = tx
+                        .prepare_cached(&sql.update_if_version)?
+                        .execute(params![key, data, expires_at, expected, now])?;
+                    if updated != 1 {
+                        return Err(OpError::Conflict(expected_version));
+                    }
+                    expected_version + 1
+                }
+            };
+            tx.commit()?;
+            Ok(new_version)
+        })
+        .await
+    }
+
+    async fn len(&self) -> Result<u64> {
+        self.read("len", None, |conn, sql| {
+            let count: i64 = conn
+                .prepare_cached(&sql.count)?
+                .query_row(params![now_millis()], |row| row.get(0))?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.write("clear", None, |conn, sql| {
+            conn.prepare_cached(&sql.clear)?.execute([])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_expired(&self) -> Result<u64> {
+        let batch = self.delete_batch_size as u64;
+        let mut total = 0;
+        loop {
+            // Each batch is its own job and transaction, so writes queued meanwhile (from
+            // this store or another process) get the lock between batches.
+            let deleted = self.delete_expired_batch().await?;
+            total += deleted;
+            if deleted < batch {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn pragma(store: &SqliteStore, reader: bool, name: &'static str) -> String {
+        let f = move |conn: &mut Connection, _: &Sql| -> Result<String, OpError> {
+            let value: rusqlite::types::Value =
+                conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))?;
+            Ok(format!("{value:?}"))
+        };
+        if reader {
+            store.read("test", None, f).await.unwrap()
+        } else {
+            store.write("test", None, f).await.unwrap()
+        }
+    }
+
+    #[test]
+    fn connections_get_the_configured_pragmas() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::builder()
+                .busy_timeout(Duration::from_millis(1234))
+                .synchronous(Synchronous::Full)
+                .readers(2)
+                .open(dir.path().join("db"))
+                .await
+                .unwrap();
+            for reader in [false, true] {
+                assert_eq!(
+                    pragma(&store, reader, "busy_timeout").await,
+                    "Integer(1234)"
+                );
+                // FULL is 2.
+                assert_eq!(pragma(&store, reader, "synchronous").await, "Integer(2)");
+                assert_eq!(
+                    pragma(&store, reader, "journal_mode").await,
+                    "Text(\"wal\")"
+                );
+            }
+            assert_eq!(pragma(&store, true, "query_only").await, "Integer(1)");
+            assert_eq!(pragma(&store, false, "query_only").await, "Integer(0)");
+
+            let store = SqliteStore::open(dir.path().join("db2")).await.unwrap();
+            // NORMAL is 1, the default.
+            assert_eq!(pragma(&store, false, "synchronous").await, "Integer(1)");
+            assert_eq!(pragma(&store, true, "synchronous").await, "Integer(1)");
+            assert_eq!(pragma(&store, false, "busy_timeout").await, "Integer(5000)");
+        });
+    }
+
+    #[test]
+    fn in_memory_store_has_one_connection() {
+        rt().block_on(async {
+            let store = SqliteStore::builder()
+                .readers(8)
+                .open_in_memory()
+                .await
+                .unwrap();
+            assert!(store.readers.is_none());
+            assert!(store.path().is_none());
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::builder()
+                .readers(0)
+                .open(dir.path().join("missing").join("x.db"))
+                .await;
+            // The directory does not exist, so opening fails with a typed error.
+            assert!(matches!(store, Err(Error::Config { .. })), "{store:?}");
+        });
+    }
+
+    #[test]
+    fn a_panicking_job_leaves_the_connection_serving() {
+        rt().block_on(async {
+            let store = SqliteStore::builder()
+                .readers(0)
+                .open_in_memory()
+                .await
+                .unwrap();
+            let err = store
+                .write(
+                    "test",
+                    None,
+                    |_: &mut Connection, _: &Sql| -> Result<(), OpError> { panic!("boom") },
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+            let id = SessionId::generate();
+            let session = Session::new(Duration::from_secs(60));
+            assert_eq!(store.set(&id, &session).await.unwrap(), 1);
+            assert_eq!(store.get(&id).await.unwrap().unwrap().version(), 1);
+        });
+    }
+
+    #[test]
+    fn table_names_are_validated() {
+        for good in ["sessions", "_x", "A1_b2", &"t".repeat(63)] {
+            assert!(validate_table(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a b",
+            "a\"b",
+            "sessions;drop",
+            "é",
+            "sqlite_master",
+            "SQLITE_x",
+            SCHEMA_TABLE,
+            &"t".repeat(64),
+        ] {
+            assert!(
+                matches!(validate_table(bad), Err(Error::Config { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+}
