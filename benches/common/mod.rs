@@ -1,0 +1,412 @@
+//! The shared bench harness: one workload, run against a store and against the raw client
+//! doing the same work, in the same run.
+//!
+//! Every benchmark is named `<backend>/<case>/<param>` with two functions, `store` and `raw`;
+//! `benches/report.py` turns criterion's medians into `BENCHMARKS.md` with the ratio
+//! `store / raw` for each case.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use criterion::{BenchmarkId, Criterion, Throughput};
+use serde_json::{Map, Value, json};
+use session_stores::{Session, SessionId, SessionStore, now_millis};
+use tokio::runtime::Runtime;
+
+/// The three payload sizes, as serialized session JSON.
+pub const PAYLOADS: [(&str, usize); 3] = [("200B", 200), ("4KiB", 4 * 1024), ("64KiB", 64 * 1024)];
+
+/// Concurrency levels for the throughput cases.
+pub const TASKS: [usize; 3] = [1, 16, 128];
+
+/// One hour from now, in epoch milliseconds.
+pub fn expiry() -> i64 {
+    now_millis() + 3_600_000
+}
+
+/// A session expiring in an hour, with data whose JSON encoding is about `bytes` long;
+/// `variant` changes its content.
+pub fn sample(bytes: usize, variant: u64) -> Session {
+    Session::from_parts(data(bytes, variant), expiry(), 0)
+}
+
+/// Session data whose JSON encoding is about `bytes` long; `variant` changes its content.
+pub fn data(bytes: usize, variant: u64) -> Map<String, Value> {
+    let base = json!({"user_id": 4242, "csrf": "k2l3j4h5g6f7d8s9", "variant": variant, "blob": ""});
+    let overhead = serde_json::to_string(&base).map(|s| s.len()).unwrap_or(80);
+    let fill = bytes.saturating_sub(overhead);
+    let mut map = match base {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    let blob: String = (0..fill)
+        .map(|i| char::from(b'a' + ((i as u64 + variant) % 26) as u8))
+        .collect();
+    map.insert("blob".into(), Value::String(blob));
+    map
+}
+
+/// A fresh random id.
+pub fn new_id() -> SessionId {
+    SessionId::generate()
+}
+
+/// The operations every backend and every raw client implements.
+#[async_trait]
+pub trait Target: Send + Sync + 'static {
+    /// Reads a session; `true` on a hit.
+    async fn get(&self, id: &SessionId) -> bool;
+    /// Upserts a session (its data and expiry).
+    async fn set(&self, id: &SessionId, session: &Session);
+    /// Moves the expiry only.
+    async fn touch(&self, id: &SessionId, expires_at: i64) -> bool;
+    /// Deletes a session.
+    async fn destroy(&self, id: &SessionId);
+    /// Inserts only if absent.
+    async fn create(&self, id: &SessionId, session: &Session) -> bool;
+    /// One compare-and-set round trip: read the version, then write conditionally on it.
+    async fn cas(&self, id: &SessionId, session: &Session) -> bool;
+    /// Fills the backend with `ids`, all holding `session` (bulk, as fast as the backend
+    /// allows).
+    async fn fill(&self, ids: &[SessionId], session: &Session) {
+        for id in ids {
+            self.set(id, session).await;
+        }
+    }
+}
+
+/// A [`SessionStore`] as a bench [`Target`].
+pub struct StoreTarget(pub Arc<dyn SessionStore>);
+
+#[async_trait]
+impl Target for StoreTarget {
+    async fn get(&self, id: &SessionId) -> bool {
+        self.0.get(id).await.expect("get").is_some()
+    }
+    async fn set(&self, id: &SessionId, session: &Session) {
+        self.0.set(id, session).await.expect("set");
+    }
+    async fn touch(&self, id: &SessionId, expires_at: i64) -> bool {
+        self.0
+            .touch(id, session_stores::from_millis(expires_at))
+            .await
+            .expect("touch")
+    }
+    async fn destroy(&self, id: &SessionId) {
+        self.0.destroy(id).await.expect("destroy");
+    }
+    async fn create(&self, id: &SessionId, session: &Session) -> bool {
+        self.0.create(id, session).await.expect("create")
+    }
+    async fn cas(&self, id: &SessionId, session: &Session) -> bool {
+        let version = self
+            .0
+            .get(id)
+            .await
+            .expect("get")
+            .map_or(0, |s| s.version());
+        self.0.set_if_version(id, session, version).await.is_ok()
+    }
+}
+
+/// What to run for one backend.
+pub struct Plan {
+    /// The backend's name, the first part of every benchmark id.
+    pub backend: &'static str,
+    /// Live-session counts for the population cases.
+    pub populations: Vec<usize>,
+}
+
+/// Runs `iters` calls of `op` (given the iteration number) and returns the elapsed time.
+async fn timed<F, Fut>(iters: u64, mut op: F) -> Duration
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let start = Instant::now();
+    for i in 0..iters {
+        op(i).await;
+    }
+    start.elapsed()
+}
+
+/// Ids prepared for a batch: `n` fresh ids.
+fn ids(n: u64) -> Vec<SessionId> {
+    (0..n).map(|_| new_id()).collect()
+}
+
+/// Benchmarks every operation, payload, concurrency level and population on `store` and
+/// `raw`.
+pub fn run_all(
+    c: &mut Criterion,
+    rt: &Runtime,
+    plan: &Plan,
+    store: Arc<dyn Target>,
+    raw: Arc<dyn Target>,
+) {
+    let targets = [("store", store), ("raw", raw)];
+    operations(c, rt, plan, &targets);
+    concurrency(c, rt, plan, &targets);
+    populations(c, rt, plan, &targets);
+}
+
+fn operations(c: &mut Criterion, rt: &Runtime, plan: &Plan, targets: &[(&str, Arc<dyn Target>)]) {
+    for (payload, bytes) in PAYLOADS {
+        let d0 = sample(bytes, 0);
+        let d1 = sample(bytes, 1);
+        let cases: [&str; 9] = [
+            "get_hit",
+            "get_miss",
+            "set_new",
+            "set_changed",
+            "set_unchanged",
+            "touch",
+            "destroy",
+            "create",
+            "set_if_version",
+        ];
+        for case in cases {
+            let mut group = c.benchmark_group(format!("{}/{case}", plan.backend));
+            group.throughput(Throughput::Elements(1));
+            for (name, target) in targets {
+                let target = Arc::clone(target);
+                let (d0, d1) = (d0.clone(), d1.clone());
+                group.bench_function(BenchmarkId::new(*name, payload), |b| {
+                    b.to_async(rt).iter_custom(|iters| {
+                        let (t, d0, d1) = (Arc::clone(&target), d0.clone(), d1.clone());
+                        async move { one_case(&*t, case, iters, &d0, &d1).await }
+                    })
+                });
+            }
+            group.finish();
+        }
+    }
+}
+
+/// Runs `iters` of one operation on prepared state; only the operations are timed.
+async fn one_case(t: &dyn Target, case: &str, iters: u64, d0: &Session, d1: &Session) -> Duration {
+    let exp = expiry();
+    match case {
+        "get_hit" => {
+            let pool = ids(iters.min(256));
+            for id in &pool {
+                t.set(id, d0).await;
+            }
+            timed(iters, |i| {
+                let id = &pool[(i % pool.len() as u64) as usize];
+                async move {
+                    assert!(t.get(id).await, "get_hit missed");
+                }
+            })
+            .await
+        }
+        "get_miss" => {
+            let pool = ids(iters);
+            timed(iters, |i| {
+                let id = &pool[i as usize];
+                async move {
+                    assert!(!t.get(id).await);
+                }
+            })
+            .await
+        }
+        "set_new" | "create" => {
+            let pool = ids(iters);
+            let create = case == "create";
+            timed(iters, |i| {
+                let id = &pool[i as usize];
+                async move {
+                    if create {
+                        assert!(t.create(id, d0).await);
+                    } else {
+                        t.set(id, d0).await;
+                    }
+                }
+            })
+            .await
+        }
+        "set_changed" | "set_unchanged" => {
+            let pool = ids(iters.min(256));
+            for id in &pool {
+                t.set(id, d0).await;
+            }
+            let changed = case == "set_changed";
+            timed(iters, |i| {
+                let id = &pool[(i % pool.len() as u64) as usize];
+                // Changed: alternate between two contents, so every write differs from the last.
+                let d = if changed && (i / pool.len() as u64).is_multiple_of(2) {
+                    d1
+                } else {
+                    d0
+                };
+                async move { t.set(id, d).await }
+            })
+            .await
+        }
+        "touch" => {
+            let pool = ids(iters.min(256));
+            for id in &pool {
+                t.set(id, d0).await;
+            }
+            timed(iters, |i| {
+                let id = &pool[(i % pool.len() as u64) as usize];
+                async move {
+                    assert!(t.touch(id, exp + 1 + i as i64).await);
+                }
+            })
+            .await
+        }
+        "destroy" => {
+            let pool = ids(iters);
+            t.fill(&pool, d0).await;
+            timed(iters, |i| {
+                let id = &pool[i as usize];
+                async move { t.destroy(id).await }
+            })
+            .await
+        }
+        "set_if_version" => {
+            let pool = ids(iters.min(256));
+            for id in &pool {
+                t.set(id, d0).await;
+            }
+            timed(iters, |i| {
+                let id = &pool[(i % pool.len() as u64) as usize];
+                let d = if i.is_multiple_of(2) { d1 } else { d0 };
+                async move {
+                    assert!(t.cas(id, d).await, "uncontended CAS failed");
+                }
+            })
+            .await
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+fn concurrency(c: &mut Criterion, rt: &Runtime, plan: &Plan, targets: &[(&str, Arc<dyn Target>)]) {
+    let d0 = Arc::new(sample(200, 0));
+    let mut group = c.benchmark_group(format!("{}/mixed_3get_1set_200B", plan.backend));
+    group.throughput(Throughput::Elements(1));
+    for tasks in TASKS {
+        for (name, target) in targets {
+            let target = Arc::clone(target);
+            let d0 = Arc::clone(&d0);
+            group.bench_function(BenchmarkId::new(*name, format!("{tasks}_tasks")), |b| {
+                b.to_async(rt).iter_custom(|iters| {
+                    let (t, d0) = (Arc::clone(&target), Arc::clone(&d0));
+                    async move { mixed(t, d0, tasks, iters).await }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// `iters` operations (3 gets to 1 set) spread over `tasks` tasks; returns wall time, so
+/// the median is time per operation at that concurrency (its inverse is throughput).
+async fn mixed(t: Arc<dyn Target>, d0: Arc<Session>, tasks: usize, iters: u64) -> Duration {
+    let pool: Arc<Vec<SessionId>> = Arc::new(ids(256));
+    for id in pool.iter() {
+        t.set(id, &d0).await;
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (t, d0, pool, next) = (
+                Arc::clone(&t),
+                Arc::clone(&d0),
+                Arc::clone(&pool),
+                Arc::clone(&next),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i as u64 >= iters {
+                        break;
+                    }
+                    let id = &pool[i % pool.len()];
+                    if i % 4 == 3 {
+                        t.set(id, &d0).await;
+                    } else {
+                        t.get(id).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("bench task");
+    }
+    start.elapsed()
+}
+
+fn populations(c: &mut Criterion, rt: &Runtime, plan: &Plan, targets: &[(&str, Arc<dyn Target>)]) {
+    let d0 = sample(200, 0);
+    let d1 = sample(200, 1);
+    for &population in &plan.populations {
+        let label = match population {
+            n if n >= 1_000_000 => format!("{}M", n / 1_000_000),
+            n if n >= 1_000 => format!("{}k", n / 1_000),
+            n => n.to_string(),
+        };
+        for (name, target) in targets {
+            // Fill once per target and population; the cases then read and write inside it.
+            let pool: Vec<SessionId> = ids(population as u64);
+            rt.block_on(target.fill(&pool, &d0));
+            let pool = Arc::new(pool);
+            for case in ["get", "set"] {
+                let mut group =
+                    c.benchmark_group(format!("{}/population_{case}_200B", plan.backend));
+                group.throughput(Throughput::Elements(1));
+                let (t, pool, d1) = (Arc::clone(target), Arc::clone(&pool), d1.clone());
+                group.bench_function(BenchmarkId::new(*name, &label), |b| {
+                    b.to_async(rt).iter_custom(|iters| {
+                        let (t, pool, d1) = (Arc::clone(&t), Arc::clone(&pool), d1.clone());
+                        async move {
+                            // A stride through the population, so reads are spread over it.
+                            let stride = 7919usize;
+                            timed(iters, |i| {
+                                let id = &pool[(i as usize).wrapping_mul(stride) % pool.len()];
+                                let (t, d1) = (&t, &d1);
+                                async move {
+                                    if case == "get" {
+                                        assert!(t.get(id).await, "population get missed");
+                                    } else {
+                                        t.set(id, d1).await;
+                                    }
+                                }
+                            })
+                            .await
+                        }
+                    })
+                });
+                group.finish();
+            }
+        }
+    }
+}
+
+/// The criterion settings for every bench: short by default (a quick run of every backend
+/// stays within minutes on 2 cores); command-line flags such as `--measurement-time` override
+/// them, which `benches/report.sh --long` uses.
+pub fn criterion() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(800))
+        .sample_size(10)
+        .without_plots()
+        .configure_from_args()
+}
+
+/// A multi-threaded runtime for the benches.
+pub fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
