@@ -1,0 +1,1004 @@
+//! A PostgreSQL store through [sqlx](https://docs.rs/sqlx): one row per session.
+//!
+//! [`PostgresStore`] keeps sessions in one table of a Postgres database, so they survive
+//! restarts and are shared by every instance of an application. It talks to the server through
+//! an sqlx [`PgPool`]: either one the store opens ([`PostgresStore::connect`]) or one the
+//! application already has ([`PostgresStore::from_pool`]), so sessions and the rest of the
+//! application can share connections.
+//!
+//! ```no_run
+//! # async fn demo() -> session_stores::Result<()> {
+//! use std::time::Duration;
+//! use session_stores::{PostgresStore, Session, SessionId, SessionStore};
+//!
+//! let store = PostgresStore::builder()
+//!     .schema("auth")
+//!     .table("sessions")
+//!     .max_connections(20)
+//!     .acquire_timeout(Duration::from_secs(3))
+//!     .connect("postgres://app@db.internal/app")
+//!     .await?;
+//! store.migrate().await?; // creates the schema, table and index if missing
+//!
+//! let id = SessionId::generate();
+//! let mut session = Session::new(Duration::from_secs(3600));
+//! session.insert("user_id", 42).unwrap();
+//! assert!(store.create(&id, &session).await?);
+//!
+//! // Run now and then (for example every few minutes) to reclaim the space of expired rows.
+//! let removed = store.delete_expired().await?;
+//! # let _ = removed;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Options
+//!
+//! Set on [`PostgresStore::builder`]:
+//!
+//! | option | default | meaning |
+//! |---|---|---|
+//! | [`schema`](PostgresStoreBuilder::schema) | none (the connection's `search_path`) | schema of the table; `migrate` creates it if missing |
+//! | [`table`](PostgresStoreBuilder::table) | `sessions` | table name |
+//! | [`delete_batch_size`](PostgresStoreBuilder::delete_batch_size) | 1000 | rows `delete_expired` removes per statement |
+//! | [`max_connections`](PostgresStoreBuilder::max_connections) | 10 | pool size (only for pools the store opens) |
+//! | [`acquire_timeout`](PostgresStoreBuilder::acquire_timeout) | 5 s | longest wait for a connection, including connecting (only for pools the store opens) |
+//!
+//! Schema and table names must be 1 to 63 bytes (the table at most 48, so that the index name
+//! derived from it fits Postgres' 63-byte identifier limit) of ASCII letters, digits and `_`,
+//! not starting with a digit. They are always double-quoted in SQL, so they are
+//! case-sensitive: `.table("Sessions")` is the table `"Sessions"`, not `sessions`. Any other
+//! name is refused with [`Error::Config`].
+//!
+//! # Schema
+//!
+//! [`PostgresStore::migrate`] runs, in one transaction:
+//!
+//! ```sql
+//! SELECT pg_advisory_xact_lock(<MIGRATE_LOCK_KEY>);
+//! CREATE SCHEMA IF NOT EXISTS "<schema>";            -- only when a schema is set
+//! CREATE TABLE IF NOT EXISTS "<schema>"."<table>" (
+//!     id         text        PRIMARY KEY,
+//!     data       jsonb       NOT NULL,
+//!     expires_at timestamptz NOT NULL,
+//!     version    bigint      NOT NULL
+//! );
+//! CREATE INDEX IF NOT EXISTS "<table>_expires_at_idx" ON "<schema>"."<table>" (expires_at);
+//! ```
+//!
+//! - `id` is the [`SessionId`] as text. Ids are validated before the store sees them, and are
+//!   always bound as parameters.
+//! - `data` is the session's JSON object as `jsonb`, so operators can query it
+//!   (`WHERE data->>'user_id' = '42'`).
+//! - `expires_at` is an absolute instant (`timestamptz`, never a naive timestamp), stored to
+//!   the millisecond. Expiries are clamped to the years 1 to 9999
+//!   ([`MIN_EXPIRY_MILLIS`], [`MAX_EXPIRY_MILLIS`]); a row whose `expires_at` an operator set
+//!   to `'infinity'` reads back as expiring at `i64::MAX` milliseconds.
+//! - `version` is the version the store assigned at the last write (1 for a new session).
+//!
+//! `migrate` is idempotent and safe when several application instances start at once: the
+//! transaction-scoped advisory lock [`MIGRATE_LOCK_KEY`] serialises concurrent migrations
+//! (concurrent `CREATE ... IF NOT EXISTS` statements can otherwise fail on Postgres' catalog
+//! unique indexes). The store never migrates by itself; call `migrate` at start-up, or create
+//! the table with your own migration tool using the SQL above.
+//!
+//! # Queries and guarantees
+//!
+//! Every statement is a prepared statement with bound parameters (sqlx caches them per
+//! connection). Each operation is a single statement, so it is atomic on its own:
+//!
+//! - `get`, `len` filter expiry in SQL (`expires_at > now`), so an expired row is never
+//!   returned or counted, even before `delete_expired` removed it.
+//! - `set` is `INSERT ... ON CONFLICT (id) DO UPDATE`, whose new version is computed from the
+//!   row it replaces (`version + 1` if that row is live, else 1).
+//! - `create` is `INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE <the existing row is
+//!   expired>`, and its row count is the answer: 1 if it inserted (or replaced an expired row,
+//!   which the contract treats as absent), 0 if a live session holds the id. A plain
+//!   `ON CONFLICT DO NOTHING` would refuse to replace an expired row; a check-then-insert would
+//!   race. Postgres guarantees that of concurrent `create`s exactly one inserts.
+//! - `set_if_version` is a conditional `UPDATE ... WHERE version = $expected AND <live>`
+//!   (and, for expected version 0, the same conditional insert as `create`).
+//! - `touch` updates only `expires_at` of a live row (or deletes the row, when the new expiry
+//!   is already past); data and version are untouched.
+//! - `delete_expired` deletes in batches of at most
+//!   [`delete_batch_size`](PostgresStoreBuilder::delete_batch_size) rows, each batch its own
+//!   statement: `DELETE ... WHERE id IN (SELECT id ... WHERE expires_at <= now LIMIT n FOR
+//!   UPDATE SKIP LOCKED) AND expires_at <= now`. A huge backlog of expired rows therefore never
+//!   locks the table, or many rows, for long, and rows a concurrent write holds are skipped
+//!   (and left for the next run) rather than waited for. The outer `expires_at <= now` re-check
+//!   means a session refreshed concurrently is never deleted.
+//!   [`delete_expired_batch`](PostgresStore::delete_expired_batch) runs one batch.
+//! - `clear` is `DELETE FROM <table>`: it removes only this store's table's rows.
+//!
+//! A failing statement changes nothing, so a failed write leaves the old session intact.
+//!
+//! ## Clock
+//!
+//! The store uses the **application's clock** throughout: it binds "now" (from
+//! [`now_millis`]) as a parameter into every statement, and never calls the database's
+//! `now()`. Session expiries are made by the application ([`Session::new`] adds a TTL to the
+//! application's clock), so comparing them with the same clock means a session lives exactly
+//! as long as the application intended, and what the store decides agrees with
+//! [`Session::is_expired`]. With the database clock, a skew between application and database
+//! would shorten or stretch every session by the skew, and a session could be live for the
+//! application but already expired for the store. Keep the clocks of several application
+//! instances in sync (NTP): each one judges expiry by its own clock.
+//!
+//! ## Data fidelity
+//!
+//! `jsonb` stores a normalised form of JSON. Objects, arrays, strings, booleans, null,
+//! integers and floats round-trip exactly, with these exceptions:
+//!
+//! - a float with an integral value that `serde_json` writes without a decimal point (from
+//!   `1e16` upward, such as `1e17`) comes back as an integer when it fits in `u64`;
+//! - Postgres cannot store the character U+0000 in `jsonb`: writing a session that contains
+//!   it fails with [`Error::Encode`] for that session, and the old session stays.
+//!
+//! # Errors
+//!
+//! - Connection failures (refused, reset, closed, a pool that was closed, server shutting
+//!   down, SQLSTATE class `08`, `57P01`-`57P03`, `53300`) are [`Error::Unavailable`]; no
+//!   connection within the acquire timeout is [`Error::Timeout`] waiting for "a pooled
+//!   connection". Both are transient ([`Error::is_transient`]). sqlx retries a refused
+//!   connection with back-off until the acquire timeout, so an unreachable server gives a
+//!   [`Error::Timeout`] after at most that long, never a hang.
+//! - A row that cannot be read back as a session (data that is not a JSON object, a negative
+//!   version, a column of the wrong type) is [`Error::Decode`] for that session, never a panic.
+//! - Everything else the server reports is [`Error::Backend`].
+//!
+//! Every error keeps the sqlx error as its source and names the session by its
+//! [`IdHint`](crate::IdHint) only.
+//!
+//! A server that accepts a connection and then stops answering mid-statement is not bounded
+//! by the acquire timeout: set Postgres' `statement_timeout` (for example
+//! `?options=-c%20statement_timeout%3D5s` in the URL) and TCP keepalives for that case.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr, SqlStr};
+
+use crate::error::{Error, IdHint, Result};
+use crate::session::{Session, SessionId, now_millis, to_millis};
+use crate::store::SessionStore;
+
+/// The default table name: `sessions`.
+pub const DEFAULT_TABLE: &str = "sessions";
+
+/// The default number of rows `delete_expired` removes per statement.
+pub const DEFAULT_DELETE_BATCH_SIZE: u32 = 1000;
+
+/// The default pool size of a pool the store opens.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// The default acquire timeout of a pool the store opens.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The key of the transaction-scoped advisory lock that [`PostgresStore::migrate`] takes
+/// (`pg_advisory_xact_lock`). The bytes spell `SESSTORE`.
+pub const MIGRATE_LOCK_KEY: i64 = 0x5345_5353_544F_5245;
+
+/// The earliest expiry stored: 0001-01-01T00:00:00Z, in milliseconds since the Unix epoch.
+/// Earlier expiries are stored as this one (they are in the past either way).
+pub const MIN_EXPIRY_MILLIS: i64 = -62_135_596_800_000;
+
+/// The latest expiry stored: 9999-12-31T23:59:59.999Z, in milliseconds since the Unix epoch.
+/// Later expiries (such as a TTL of `Duration::MAX`) are stored as this one.
+pub const MAX_EXPIRY_MILLIS: i64 = 253_402_300_799_999;
+
+const MAX_IDENT_LEN: usize = 63;
+const INDEX_SUFFIX: &str = "_expires_at_idx";
+const MAX_TABLE_LEN: usize = MAX_IDENT_LEN - INDEX_SUFFIX.len();
+
+/// A session store over a PostgreSQL table. See the [module docs](self).
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    schema: Option<String>,
+    table: String,
+    delete_batch_size: u32,
+    sql: Statements,
+}
+
+/// Builds a [`PostgresStore`]. See the [module docs](self#options) for the options.
+#[derive(Debug, Clone)]
+pub struct PostgresStoreBuilder {
+    schema: Option<String>,
+    table: String,
+    delete_batch_size: u32,
+    max_connections: u32,
+    acquire_timeout: Duration,
+}
+
+impl PostgresStoreBuilder {
+    /// The schema of the table. Default: none, so the table is found through the connection's
+    /// `search_path` (normally `public`). [`PostgresStore::migrate`] creates the schema if it is
+    /// missing.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// The table name. Default: [`DEFAULT_TABLE`].
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// How many expired rows one `DELETE` of [`delete_expired`](SessionStore::delete_expired)
+    /// removes (at least 1). Default: [`DEFAULT_DELETE_BATCH_SIZE`].
+    pub fn delete_batch_size(mut self, rows: u32) -> Self {
+        self.delete_batch_size = rows.max(1);
+        self
+    }
+
+    /// The largest number of connections of a pool the store opens (at least 1). Ignored by
+    /// [`build`](Self::build), which uses the caller's pool. Default:
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long an operation waits for a connection, including opening one, before it fails
+    /// with a transient [`Error::Timeout`]. Ignored by [`build`](Self::build), which uses the
+    /// caller's pool. Default: [`DEFAULT_ACQUIRE_TIMEOUT`].
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// A store over `pool`, the application's own pool.
+    ///
+    /// Fails with [`Error::Config`] if the schema or table name is invalid.
+    pub fn build(self, pool: PgPool) -> Result<PostgresStore> {
+        self.validate()?;
+        let sql = Statements::new(self.schema.as_deref(), &self.table);
+        Ok(PostgresStore {
+            pool,
+            schema: self.schema,
+            table: self.table,
+            delete_batch_size: self.delete_batch_size,
+            sql,
+        })
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(schema) = &self.schema {
+            check_ident("schema", schema, MAX_IDENT_LEN)?;
+        }
+        check_ident("table", &self.table, MAX_TABLE_LEN)
+    }
+
+    /// Opens a pool to `url` (a `postgres://` URL, see sqlx's `PgConnectOptions`) and checks that
+    /// it can connect, then returns the store over it.
+    ///
+    /// Fails with [`Error::Config`] for an invalid URL or name, with a transient error when
+    /// the server cannot be reached within the acquire timeout, and with [`Error::Backend`]
+    /// when the server refuses the connection (unknown database, bad password, ...).
+    pub async fn connect(self, url: &str) -> Result<PostgresStore> {
+        require_tokio()?;
+        self.validate()?;
+        let connect_options = parse_url(url)?;
+        let pool = self
+            .pool_options()
+            .connect_with(connect_options)
+            .await
+            .map_err(|err| map_err("connect", None, err))?;
+        self.build(pool)
+    }
+
+    /// Like [`connect`](Self::connect), but opens connections only when an operation needs one,
+    /// so an application can start before its database. Must be called within a tokio runtime
+    /// (it fails with [`Error::Config`] otherwise).
+    pub fn connect_lazy(self, url: &str) -> Result<PostgresStore> {
+        require_tokio()?;
+        let connect_options = parse_url(url)?;
+        let pool = self.pool_options().connect_lazy_with(connect_options);
+        self.build(pool)
+    }
+
+    fn pool_options(&self) -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+    }
+}
+
+fn require_tokio() -> Result<()> {
+    tokio::runtime::Handle::try_current()
+        .map(|_| ())
+        .map_err(|err| Error::Config {
+            message: "PostgresStore needs a tokio runtime to open its pool".into(),
+            source: Some(Box::new(err)),
+        })
+}
+
+fn parse_url(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
+    url.parse().map_err(|err: sqlx::Error| Error::Config {
+        message: "the Postgres URL is invalid".into(),
+        source: Some(Box::new(err)),
+    })
+}
+
+/// Checks a schema or table name: `[A-Za-z_][A-Za-z0-9_]*`, 1..=`max` bytes.
+fn check_ident(what: &str, name: &str, max: usize) -> Result<()> {
+    let valid_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let starts_well = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if !valid_chars || !starts_well || name.len() > max {
+        return Err(Error::config(format!(
+            "the {what} name {name:?} is not 1 to {max} ASCII letters, digits or `_` starting with a letter or `_`"
+        )));
+    }
+    Ok(())
+}
+
+/// `"name"`. Only called on names that passed [`check_ident`], so there is nothing to escape.
+fn quote(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+/// SQL for the `timestamptz` that is `$n` milliseconds after the Unix epoch, exact to the
+/// millisecond. (Whole seconds and the millisecond remainder are multiplied separately, so
+/// the float multiplication of `interval` stays exact over the whole clamped range.)
+fn ts(n: usize) -> String {
+    format!(
+        "('epoch'::timestamptz + (${n}::int8 / 1000) * interval '1 second' \
+         + (${n}::int8 % 1000) * interval '1 millisecond')"
+    )
+}
+
+/// SQL reading `expires_at` back as milliseconds since the Unix epoch.
+const EXPIRES_MILLIS: &str = "CASE WHEN isfinite(expires_at) \
+     THEN round(extract(epoch FROM expires_at) * 1000)::int8 \
+     ELSE 9223372036854775807 END";
+
+fn sql(text: String) -> SqlStr {
+    AssertSqlSafe(text).into_sql_str()
+}
+
+/// The store's SQL, built once from the validated, quoted names.
+#[derive(Clone)]
+struct Statements {
+    create_schema: Option<SqlStr>,
+    create_table: SqlStr,
+    create_index: SqlStr,
+    get: SqlStr,
+    set: SqlStr,
+    delete: SqlStr,
+    delete_if_expired_or_absent: SqlStr,
+    live_exists: SqlStr,
+    touch: SqlStr,
+    touch_delete: SqlStr,
+    create: SqlStr,
+    update_if_version: SqlStr,
+    delete_if_version: SqlStr,
+    len: SqlStr,
+    clear: SqlStr,
+    delete_expired_batch: SqlStr,
+}
+
+impl Statements {
+    fn new(schema: Option<&str>, table: &str) -> Self {
+        let t = match schema {
+            Some(schema) => format!("{}.{}", quote(schema), quote(table)),
+            None => quote(table),
+        };
+        let index = quote(&format!("{table}{INDEX_SUFFIX}"));
+        let upsert_head = format!(
+            "INSERT INTO {t} AS s (id, data, expires_at, version) \
+             VALUES ($1, $2::jsonb, {exp}, 1) ON CONFLICT (id) DO UPDATE SET \
+             data = EXCLUDED.data, expires_at = EXCLUDED.expires_at",
+            exp = ts(3)
+        );
+        Statements {
+            create_schema: schema
+                .map(|schema| sql(format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)))),
+            create_table: sql(format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\
+                 id text PRIMARY KEY, \
+                 data jsonb NOT NULL, \
+                 expires_at timestamptz NOT NULL, \
+                 version bigint NOT NULL)"
+            )),
+            create_index: sql(format!(
+                "CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at)"
+            )),
+            get: sql(format!(
+                "SELECT data::text, {EXPIRES_MILLIS}, version FROM {t} \
+                 WHERE id = $1 AND expires_at > {now}",
+                now = ts(2)
+            )),
+            set: sql(format!(
+                "{upsert_head}, version = CASE WHEN s.expires_at > {now} AND s.version > 0 \
+                 THEN s.version + 1 ELSE 1 END RETURNING version",
+                now = ts(4)
+            )),
+            delete: sql(format!("DELETE FROM {t} WHERE id = $1")),
+            delete_if_expired_or_absent: sql(format!(
+                "DELETE FROM {t} WHERE id = $1 AND expires_at <= {now}",
+                now = ts(2)
+            )),
+            live_exists: sql(format!(
+                "SELECT EXISTS (SELECT 1 FROM {t} WHERE id = $1 AND expires_at > {now})",
+                now = ts(2)
+            )),
+            touch: sql(format!(
+                "UPDATE {t} SET expires_at = {exp} WHERE id = $1 AND expires_at > {now}",
+                exp = ts(2),
+                now = ts(3)
+            )),
+            touch_delete: sql(format!(
+                "DELETE FROM {t} WHERE id = $1 AND expires_at > {now}",
+                now = ts(2)
+            )),
+            create: sql(format!(
+                "{upsert_head}, version = 1 WHERE s.expires_at <= {now}",
+                now = ts(4)
+            )),
+            update_if_version: sql(format!(
+                "UPDATE {t} SET data = $2::jsonb, expires_at = {exp}, version = version + 1 \
+                 WHERE id = $1 AND version = $4 AND expires_at > {now} RETURNING version",
+                exp = ts(3),
+                now = ts(5)
+            )),
+            delete_if_version: sql(format!(
+                "DELETE FROM {t} WHERE id = $1 AND version = $2 AND expires_at > {now}",
+                now = ts(3)
+            )),
+            len: sql(format!(
+                "SELECT count(*) FROM {t} WHERE expires_at > {now}",
+                now = ts(1)
+            )),
+            clear: sql(format!("DELETE FROM {t}")),
+            delete_expired_batch: sql(format!(
+                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= {now} \
+                 LIMIT $2 FOR UPDATE SKIP LOCKED) AND expires_at <= {now}",
+                now = ts(1)
+            )),
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Opens a pool to `url` with the default options and returns a store over the table
+    /// [`DEFAULT_TABLE`]. See [`PostgresStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder().connect(url).await
+    }
+
+    /// A store with the default options over the application's own `pool`.
+    pub fn from_pool(pool: PgPool) -> Self {
+        let sql = Statements::new(None, DEFAULT_TABLE);
+        PostgresStore {
+            pool,
+            schema: None,
+            table: DEFAULT_TABLE.to_string(),
+            delete_batch_size: DEFAULT_DELETE_BATCH_SIZE,
+            sql,
+        }
+    }
+
+    /// A builder, starting from the defaults.
+    pub fn builder() -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            schema: None,
+            table: DEFAULT_TABLE.to_string(),
+            delete_batch_size: DEFAULT_DELETE_BATCH_SIZE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+        }
+    }
+
+    /// Creates the schema (if one is set), the table and its `expires_at` index if they are
+    /// missing. Idempotent, and safe to call from several processes at once. See the
+    /// [module docs](self#schema) for the SQL.
+    pub async fn migrate(&self) -> Result<()> {
+        const OP: &str = "migrate";
+        let err = |e| map_err(OP, None, e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATE_LOCK_KEY)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if let Some(create_schema) = &self.sql.create_schema {
+            sqlx::query(create_schema.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        for statement in [&self.sql.create_table, &self.sql.create_index] {
+            sqlx::query(statement.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    /// The pool the store uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema, if one was set.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The table name (unquoted).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// How many rows one batch of `delete_expired` removes at most.
+    pub fn delete_batch_size(&self) -> u32 {
+        self.delete_batch_size
+    }
+
+    /// Runs one batch of [`delete_expired`](SessionStore::delete_expired): removes at most
+    /// [`delete_batch_size`](Self::delete_batch_size) expired sessions in one statement and
+    /// returns how many it removed.
+    pub async fn delete_expired_batch(&self) -> Result<u64> {
+        self.delete_batch_at(now_millis()).await
+    }
+
+    async fn delete_batch_at(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query(self.sql.delete_expired_batch.clone())
+            .bind(clamp(now))
+            .bind(i64::from(self.delete_batch_size))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err("delete_expired", None, e))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn live_exists(&self, op: &'static str, id: &SessionId, now: i64) -> Result<bool> {
+        let row = sqlx::query(self.sql.live_exists.clone())
+            .bind(id.as_str())
+            .bind(clamp(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_err(op, Some(id), e))?;
+        row.try_get::<bool, _>(0)
+            .map_err(|e| Error::backend(op, Some(id), e))
+    }
+
+    async fn delete_if_expired(&self, op: &'static str, id: &SessionId, now: i64) -> Result<()> {
+        sqlx::query(self.sql.delete_if_expired_or_absent.clone())
+            .bind(id.as_str())
+            .bind(clamp(now))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(op, Some(id), e))?;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .field("delete_batch_size", &self.delete_batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Statements {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Statements(..)")
+    }
+}
+
+/// `ms` clamped to what the table stores. See [`MIN_EXPIRY_MILLIS`], [`MAX_EXPIRY_MILLIS`].
+fn clamp(ms: i64) -> i64 {
+    ms.clamp(MIN_EXPIRY_MILLIS, MAX_EXPIRY_MILLIS)
+}
+
+fn encode_data(id: &SessionId, session: &Session) -> Result<String> {
+    serde_json::to_string(session.data()).map_err(|err| Error::encode(id, err))
+}
+
+fn to_version(op: &'static str, id: &SessionId, version: i64) -> Result<u64> {
+    u64::try_from(version).map_err(|err| Error::backend(op, Some(id), err))
+}
+
+fn decode_row(id: &SessionId, row: &PgRow) -> Result<Session> {
+    let data: String = row.try_get(0).map_err(|e| Error::decode(id, e))?;
+    let expires_at: i64 = row.try_get(1).map_err(|e| Error::decode(id, e))?;
+    let version: i64 = row.try_get(2).map_err(|e| Error::decode(id, e))?;
+    let data: Map<String, Value> =
+        serde_json::from_str(&respell_long_integers(&data)).map_err(|e| Error::decode(id, e))?;
+    let version = u64::try_from(version).map_err(|e| Error::decode(id, e))?;
+    if version == 0 {
+        return Err(Error::decode(id, "the stored version is 0"));
+    }
+    Ok(Session::from_parts(data, expires_at, version))
+}
+
+/// `jsonb` prints every number in plain decimal notation, so a float such as `1e300` comes
+/// back as a 301-digit integer, which `serde_json` reads less precisely than the exponent form
+/// it wrote (and can even overflow to "number out of range" near `f64::MAX`). This rewrites
+/// each integer token that does not fit `i64`/`u64` (so it would become a float anyway) and
+/// ends in zeros into `<digits>e<zeros>`, which `serde_json` parses exactly as it parses its
+/// own output. Strings are skipped; nothing else changes.
+fn respell_long_integers(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    let mut in_string = false;
+    while let Some(&b) = bytes.get(i) {
+        if in_string {
+            match b {
+                b'\\' => i += 2,
+                b'"' => {
+                    in_string = false;
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+        } else if b == b'"' {
+            in_string = true;
+            i += 1;
+        } else if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while bytes
+                .get(i)
+                .is_some_and(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+            {
+                i += 1;
+            }
+            if let Some(respelled) = text.get(start..i).and_then(respell) {
+                let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                out.push_str(text.get(copied..start).unwrap_or_default());
+                out.push_str(&respelled);
+                copied = i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut out) => {
+            out.push_str(text.get(copied..).unwrap_or_default());
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// `<digits>e<zeros>` for an integer token too large for `i64`/`u64` that ends in zeros.
+fn respell(token: &str) -> Option<String> {
+    let (sign, digits) = match token.strip_prefix('-') {
+        Some(digits) => ("-", digits),
+        None => ("", token),
+    };
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || token.parse::<i64>().is_ok()
+        || token.parse::<u64>().is_ok()
+    {
+        return None;
+    }
+    let significant = digits.trim_end_matches('0');
+    let zeros = digits.len() - significant.len();
+    if zeros == 0 || significant.is_empty() {
+        return None;
+    }
+    Some(format!("{sign}{significant}e{zeros}"))
+}
+
+/// Classifies an sqlx error: connection trouble is transient, the rest is a backend error.
+fn map_err(op: &'static str, id: Option<&SessionId>, err: sqlx::Error) -> Error {
+    match &err {
+        sqlx::Error::PoolTimedOut => Error::Timeout {
+            operation: op,
+            id: id.map(IdHint::from),
+            what: "a pooled connection",
+            source: Some(Box::new(err)),
+        },
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            Error::unavailable(op, id, err)
+        }
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
+                Error::unavailable(op, id, err)
+            } else {
+                Error::backend(op, id, err)
+            }
+        }
+        _ => Error::backend(op, id, err),
+    }
+}
+
+/// Like [`map_err`], but for statements that carry session data: a value Postgres cannot
+/// store in `jsonb` (such as U+0000) is an encode error for the session.
+fn map_write_err(op: &'static str, id: &SessionId, err: sqlx::Error) -> Error {
+    let unstorable = err
+        .as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| matches!(&*code, "22P05" | "22P02"));
+    if unstorable {
+        Error::encode(id, err)
+    } else {
+        map_err(op, Some(id), err)
+    }
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        let row = sqlx::query(self.sql.get.clone())
+            .bind(id.as_str())
+            .bind(clamp(now_millis()))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err("get", Some(id), e))?;
+        row.map(|row| decode_row(id, &row)).transpose()
+    }
+
+    async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
+        const OP: &str = "set";
+        let now = now_millis();
+        if session.is_expired_at(now) {
+            self.destroy(id).await?;
+            return Ok(0);
+        }
+        let data = encode_data(id, session)?;
+        let version: i64 = sqlx::query_scalar(self.sql.set.clone())
+            .bind(id.as_str())
+            .bind(data)
+            .bind(clamp(session.expires_at_millis()))
+            .bind(clamp(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_write_err(OP, id, e))?;
+        to_version(OP, id, version)
+    }
+
+    async fn destroy(&self, id: &SessionId) -> Result<()> {
+        sqlx::query(self.sql.delete.clone())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err("destroy", Some(id), e))?;
+        Ok(())
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
+        let now = now_millis();
+        let expires_at = to_millis(expires_at);
+        let query = if expires_at <= now {
+            sqlx::query(self.sql.touch_delete.clone())
+                .bind(id.as_str())
+                .bind(clamp(now))
+        } else {
+            sqlx::query(self.sql.touch.clone())
+                .bind(id.as_str())
+                .bind(clamp(expires_at))
+                .bind(clamp(now))
+        };
+        let done = query
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err("touch", Some(id), e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
+        const OP: &str = "create";
+        let now = now_millis();
+        if session.is_expired_at(now) {
+            // Nothing is stored, but the answer still says whether the id was free.
+            if self.live_exists(OP, id, now).await? {
+                return Ok(false);
+            }
+            self.delete_if_expired(OP, id, now).await?;
+            return Ok(true);
+        }
+        let data = encode_data(id, session)?;
+        let done = sqlx::query(self.sql.create.clone())
+            .bind(id.as_str())
+            .bind(data)
+            .bind(clamp(session.expires_at_millis()))
+            .bind(clamp(now))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_write_err(OP, id, e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_if_version(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        expected_version: u64,
+    ) -> Result<u64> {
+        const OP: &str = "set_if_version";
+        let now = now_millis();
+        let expired = session.is_expired_at(now);
+        if expected_version == 0 {
+            if expired {
+                if self.live_exists(OP, id, now).await? {
+                    return Err(Error::conflict(id, 0));
+                }
+                self.delete_if_expired(OP, id, now).await?;
+                return Ok(0);
+            }
+            return match self.create(id, session).await {
+                Ok(true) => Ok(1),
+                Ok(false) => Err(Error::conflict(id, 0)),
+                Err(err) => Err(rename_op(err, OP)),
+            };
+        }
+        // Stored versions are `bigint`: a larger expected version can never match.
+        let Ok(expected) = i64::try_from(expected_version) else {
+            return Err(Error::conflict(id, expected_version));
+        };
+        if expired {
+            let done = sqlx::query(self.sql.delete_if_version.clone())
+                .bind(id.as_str())
+                .bind(expected)
+                .bind(clamp(now))
+                .execute(&self.pool)
+                .await
+                .map_err(|e| map_err(OP, Some(id), e))?;
+            return if done.rows_affected() == 1 {
+                Ok(0)
+            } else {
+                Err(Error::conflict(id, expected_version))
+            };
+        }
+        let data = encode_data(id, session)?;
+        let version: Option<i64> = sqlx::query_scalar(self.sql.update_if_version.clone())
+            .bind(id.as_str())
+            .bind(data)
+            .bind(clamp(session.expires_at_millis()))
+            .bind(expected)
+            .bind(clamp(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_write_err(OP, id, e))?;
+        match version {
+            Some(version) => to_version(OP, id, version),
+            None => Err(Error::conflict(id, expected_version)),
+        }
+    }
+
+    async fn len(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(self.sql.len.clone())
+            .bind(clamp(now_millis()))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_err("len", None, e))?;
+        // count(*) is never negative.
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn clear(&self) -> Result<()> {
+        sqlx::query(self.sql.clear.clone())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err("clear", None, e))?;
+        Ok(())
+    }
+
+    async fn delete_expired(&self) -> Result<u64> {
+        let now = now_millis();
+        let mut total = 0u64;
+        loop {
+            let removed = self.delete_batch_at(now).await?;
+            total += removed;
+            if removed < u64::from(self.delete_batch_size) {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// `err` with its operation replaced by `op` (for operations built on another one).
+fn rename_op(err: Error, op: &'static str) -> Error {
+    match err {
+        Error::Unavailable { id, source, .. } => Error::Unavailable {
+            operation: op,
+            id,
+            source,
+        },
+        Error::Timeout {
+            id, what, source, ..
+        } => Error::Timeout {
+            operation: op,
+            id,
+            what,
+            source,
+        },
+        Error::Backend { id, source, .. } => Error::Backend {
+            operation: op,
+            id,
+            source,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_validated() {
+        for good in ["sessions", "_x", "Sessions_2", &"t".repeat(MAX_TABLE_LEN)] {
+            assert!(check_ident("table", good, MAX_TABLE_LEN).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a b",
+            "a\"b",
+            "a;drop table x",
+            "ünï",
+            "a.b",
+            &"t".repeat(MAX_TABLE_LEN + 1),
+        ] {
+            let err = check_ident("table", bad, MAX_TABLE_LEN).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Config, "{bad}");
+        }
+        assert!(check_ident("schema", &"s".repeat(63), MAX_IDENT_LEN).is_ok());
+        assert!(check_ident("schema", &"s".repeat(64), MAX_IDENT_LEN).is_err());
+    }
+
+    #[test]
+    fn long_integers_are_respelled_outside_strings_only() {
+        let big = format!("17976931348623157{}", "0".repeat(292));
+        let text = format!(
+            r#"{{"a": {big}, "b": -{big}, "c": "{big}", "d": 18446744073709551615, "e": 0.5, "f": [1, {big}], "g": "q\"{big}"}}"#
+        );
+        let respelled = respell_long_integers(&text);
+        let expected = r#"{"a": 17976931348623157e292, "b": -17976931348623157e292, "c": "BIG", "d": 18446744073709551615, "e": 0.5, "f": [1, 17976931348623157e292], "g": "q\"BIG"}"#
+            .replace("BIG", &big);
+        assert_eq!(respelled, expected);
+        let value: serde_json::Value = serde_json::from_str(&respelled).unwrap();
+        assert_eq!(value["a"], serde_json::json!(f64::MAX));
+        assert_eq!(value["b"], serde_json::json!(f64::MIN));
+        assert_eq!(value["d"], serde_json::json!(u64::MAX));
+        // Text without long integers is not copied.
+        assert!(matches!(
+            respell_long_integers(r#"{"x": [1, -2, 3.5, 1e300]}"#),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn expiries_are_clamped_to_the_stored_range() {
+        assert_eq!(clamp(i64::MAX), MAX_EXPIRY_MILLIS);
+        assert_eq!(clamp(i64::MIN), MIN_EXPIRY_MILLIS);
+        assert_eq!(clamp(1_700_000_000_123), 1_700_000_000_123);
+    }
+
+    #[test]
+    fn statements_quote_names() {
+        let sql = Statements::new(Some("auth"), "Sessions");
+        assert!(sql.get.as_str().contains("FROM \"auth\".\"Sessions\""));
+        assert!(
+            sql.create_index
+                .as_str()
+                .contains("\"Sessions_expires_at_idx\" ON \"auth\".\"Sessions\"")
+        );
+        let sql = Statements::new(None, "sessions");
+        assert!(sql.create_schema.is_none());
+        assert!(sql.clear.as_str().ends_with("DELETE FROM \"sessions\""));
+    }
+}
