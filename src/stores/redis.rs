@@ -1,0 +1,1169 @@
+//! A Redis store, for a single Redis server or a Redis Cluster, through
+//! [redis-rs](https://docs.rs/redis) and [deadpool-redis](https://docs.rs/deadpool-redis).
+//!
+//! [`RedisStore`] keeps each session under one Redis key and lets Redis expire it, so any
+//! number of application processes share the same sessions and nothing needs sweeping.
+//!
+//! # Connecting
+//!
+//! ```no_run
+//! # async fn demo() -> session_stores::Result<()> {
+//! use std::time::Duration;
+//! use session_stores::{RedisStore, Session, SessionId, SessionStore};
+//!
+//! // One server, with the defaults (key prefix `session:`).
+//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+//!
+//! // A Redis Cluster: any reachable nodes, the client discovers the rest.
+//! let cluster = RedisStore::connect_cluster([
+//!     "redis://127.0.0.1:7001",
+//!     "redis://127.0.0.1:7002",
+//! ])
+//! .await?;
+//!
+//! // Every option.
+//! let tuned = RedisStore::builder("redis://127.0.0.1:6379")
+//!     .key_prefix("myapp:session:")
+//!     .connect_timeout(Duration::from_secs(1))
+//!     .response_timeout(Duration::from_millis(500))
+//!     .pool_wait_timeout(Duration::from_secs(1))
+//!     .max_connections(32)
+//!     .connect()
+//!     .await?;
+//!
+//! let id = SessionId::generate();
+//! tuned.set(&id, &Session::new(Duration::from_secs(3600))).await?;
+//! # let _ = (store, cluster);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`RedisStore::from_pool`] and [`RedisStore::from_cluster_pool`] wrap a
+//! [`deadpool_redis::Pool`] or [`deadpool_redis::cluster::Pool`] that you built yourself.
+//! [`connect`](RedisStore::connect) and [`RedisStoreBuilder::connect`] check the server with a
+//! `PING`; [`RedisStoreBuilder::build`] does no I/O (connections are opened on first use).
+//!
+//! # Options
+//!
+//! | option | default | meaning |
+//! | --- | --- | --- |
+//! | [`key_prefix`](RedisStoreBuilder::key_prefix) | `session:` | prepended to every id; the store's namespace (must not be empty) |
+//! | [`connect_timeout`](RedisStoreBuilder::connect_timeout) | 2 s | opening one connection |
+//! | [`response_timeout`](RedisStoreBuilder::response_timeout) | 2 s | one round trip (a command or a script) |
+//! | [`pool_wait_timeout`](RedisStoreBuilder::pool_wait_timeout) | 2 s | waiting for a free pooled connection |
+//! | [`max_connections`](RedisStoreBuilder::max_connections) | deadpool's (4 × CPUs) | pool size |
+//!
+//! Every round trip is also bounded by the store itself (response timeout), and taking a
+//! connection from the pool by the pool wait timeout plus the connect timeout, so a dead or
+//! hung server never hangs a request, whatever pool you hand in: it fails with
+//! [`Error::Timeout`]. In cluster mode the connect and response timeouts of redis-rs's
+//! cluster client keep their defaults (deadpool-redis does not expose them); the store's own
+//! per-round-trip bound still applies.
+//!
+//! # Key layout and value format
+//!
+//! The session `id` lives at the key `{prefix}{id}`, a Redis string:
+//!
+//! ```text
+//! session:Zx81-aB9_q...   →   "<version>:<expires_at_ms>:<data as JSON>"
+//!                             e.g. 3:1767225600000:{"user_id":42}
+//! ```
+//!
+//! `version` is a decimal `u64`, `expires_at_ms` the absolute expiry in milliseconds since the
+//! Unix epoch (decimal), and the rest the session's data as a JSON object. The key carries
+//! the same expiry as a Redis expiry (`PXAT`), so Redis deletes the session by itself. A value
+//! that does not have this shape (written by something else) is reported as
+//! [`Error::Decode`] by `get`, `touch` and `set_if_version`, and is replaced by `set`.
+//!
+//! # How each operation works
+//!
+//! Each operation touches exactly one key, so every operation works unchanged on a Redis
+//! Cluster, whatever slot the key hashes to. Read-modify-write operations are Lua scripts
+//! (sent with `EVALSHA`, loaded automatically on `NOSCRIPT`), which Redis runs atomically.
+//!
+//! - `get`: `GET`, then the expiry in the value is checked against the application's clock,
+//!   so an expired session is never returned, even in the millisecond before Redis drops it.
+//! - `set`: a script reads the live version, writes `version + 1` with `SET ... PXAT`. A
+//!   session whose expiry is already past is deleted instead (`DEL`): the store never sends a
+//!   past or invalid expire time.
+//! - `create`: `SET key value NX PXAT`. Only when the key exists does a script check whether
+//!   the stored session has already expired by the application's clock (Redis may still hold
+//!   it for a millisecond) and, if so, replace it, atomically.
+//! - `set_if_version`: a script compares the stored live version with the expected one and
+//!   writes only on a match; otherwise it writes nothing and the store returns
+//!   [`Error::Conflict`]. No `WATCH` is involved, so it is safe on a multiplexed connection.
+//! - `touch`: a script that moves the expiry of a live session (rewriting the expiry in the
+//!   value and the key's `PXAT`), keeps data and version, never creates a key, and deletes
+//!   the session when the new expiry is in the past.
+//! - `destroy`: `UNLINK`.
+//! - `len` and `clear`: `SCAN MATCH <escaped prefix>*` (never `KEYS` or `FLUSHDB`); in cluster
+//!   mode on every primary (found with `CLUSTER SLOTS`). `clear` then `UNLINK`s each key on
+//!   its own (pipelined on a single server), so only keys under this store's prefix are
+//!   removed. `len` keeps the keys it saw in a set, because `SCAN` may return a key twice.
+//! - `delete_expired` returns 0 and sends nothing: Redis expires keys itself.
+//!
+//! Unlike a store that writes with `SET XX`, no write is ever silently dropped: `set` and
+//! `set_if_version` write whether or not the key exists (as the contract requires).
+//!
+//! # Cluster use
+//!
+//! Keys hash to slots across the primaries by default. A prefix with a hash tag, such as
+//! `{sessions}:`, puts every session in one slot (one primary); that is allowed but gives up
+//! spreading the load. Reads go to primaries. `len` and `clear` visit every primary, so they
+//! cost one `SCAN` pass per primary; in cluster mode `clear` makes one round trip per key.
+//!
+//! # Failures and recovery
+//!
+//! Connection errors (refused, reset, closed), `LOADING`, `TRYAGAIN`, `CLUSTERDOWN`,
+//! `MASTERDOWN` and `READONLY` are reported as [`Error::Unavailable`], timeouts as
+//! [`Error::Timeout`]: both are [transient](Error::is_transient). When Redis restarts, the
+//! operations in flight fail with such errors and the store recovers by itself: the pool
+//! checks each connection with a `PING` before handing it out again and replaces broken ones,
+//! so later operations succeed without rebuilding the store. Other Redis errors are
+//! [`Error::Backend`]. Errors name the session by its [`IdHint`](crate::IdHint) and keep the
+//! redis-rs error as their source.
+//!
+//! # Requirements and caveats
+//!
+//! - **Redis 6.2 or later**: `SET ... PXAT` needs it. Valkey works too.
+//! - Expiry decisions (live or not) use the application's clock, passed to each script;
+//!   Redis's own expiry uses the server's clock. Keep clocks in sync (NTP): with skew, Redis
+//!   may drop a session early or keep an expired one, which the store then hides.
+//! - `len` counts keys under the prefix; a session in the very millisecond of its expiry
+//!   (Redis drops a key only once its expiry time has *passed*) may still be counted.
+//! - A session is read and written whole; Redis's 512 MB string limit applies.
+//! - Redis persistence (RDB/AOF) decides whether sessions survive a Redis restart.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use deadpool_redis::redis::{
+    self, AsyncConnectionConfig, Cmd, ErrorKind as RedisErrorKind, RedisError, RedisFuture, Script,
+    ServerErrorKind, Value,
+    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
+};
+use deadpool_redis::{PoolConfig, PoolError, Runtime, Timeouts};
+use serde_json::{Map, Value as Json};
+
+use crate::error::{Error, IdHint, Result};
+use crate::session::{Session, SessionId, now_millis, to_millis};
+use crate::store::SessionStore;
+
+/// The default key prefix, `session:`.
+pub const DEFAULT_KEY_PREFIX: &str = "session:";
+/// The default time allowed to open one connection: 2 seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default time allowed for one round trip: 2 seconds.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default time allowed to wait for a free pooled connection: 2 seconds.
+pub const DEFAULT_POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many keys one `SCAN` call asks for.
+const SCAN_COUNT: usize = 1000;
+
+/// `set` and `set_if_version`. KEYS[1] = key; ARGV: now_ms, mode (`set` | `cas`), expected
+/// version, expires_at_ms, data JSON. Returns the new version, 0 when the write deleted the
+/// session (past expiry), -1 on a version conflict, -2 when the stored value is unreadable
+/// (only in `cas` mode; `set` replaces it).
+const WRITE_LUA: &str = r#"
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local cas = ARGV[2] == 'cas'
+local live = '0'
+local kind = redis.call('TYPE', key)['ok']
+if kind == 'string' then
+  local cur = redis.call('GET', key)
+  local v, e = string.match(cur, '^(%d+):(%d+):')
+  if v then
+    if tonumber(e) > now then live = v end
+  elseif cas then
+    return -2
+  end
+elseif kind ~= 'none' and cas then
+  return -2
+end
+local nextv
+if cas then
+  if live ~= ARGV[3] then return -1 end
+  nextv = tonumber(ARGV[3]) + 1
+else
+  nextv = tonumber(live) + 1
+end
+if tonumber(ARGV[4]) <= now then
+  redis.call('DEL', key)
+  return 0
+end
+redis.call('SET', key, string.format('%d', nextv) .. ':' .. ARGV[4] .. ':' .. ARGV[5], 'PXAT', ARGV[4])
+return nextv
+"#;
+
+/// `touch`. KEYS[1] = key; ARGV: now_ms, new expires_at_ms. Returns 1 if a live session
+/// existed (and was moved, or deleted for a past expiry), 0 if none, -2 if unreadable.
+const TOUCH_LUA: &str = r#"
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local kind = redis.call('TYPE', key)['ok']
+if kind == 'none' then return 0 end
+if kind ~= 'string' then return -2 end
+local cur = redis.call('GET', key)
+local v, e = string.match(cur, '^(%d+):(%d+):')
+if not v then return -2 end
+if tonumber(e) <= now then return 0 end
+if tonumber(ARGV[2]) <= now then
+  redis.call('DEL', key)
+  return 1
+end
+redis.call('SET', key, v .. ':' .. ARGV[2] .. ':' .. string.sub(cur, #v + #e + 3), 'PXAT', ARGV[2])
+return 1
+"#;
+
+/// `create` when `SET NX` found the key (or the expiry is past). KEYS[1] = key; ARGV: now_ms,
+/// expires_at_ms, the whole value. Returns 1 if created (or, for a past expiry, if there was
+/// no live session), 0 if a live or unreadable value is in the way.
+const CREATE_LUA: &str = r#"
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local kind = redis.call('TYPE', key)['ok']
+if kind == 'string' then
+  local cur = redis.call('GET', key)
+  local v, e = string.match(cur, '^(%d+):(%d+):')
+  if not v or tonumber(e) > now then return 0 end
+elseif kind ~= 'none' then
+  return 0
+end
+if tonumber(ARGV[2]) <= now then
+  redis.call('DEL', key)
+  return 1
+end
+redis.call('SET', key, ARGV[3], 'PXAT', ARGV[2])
+return 1
+"#;
+
+/// A session store on Redis or a Redis Cluster. See the [module docs](self).
+pub struct RedisStore {
+    pool: Pool,
+    prefix: String,
+    response_timeout: Duration,
+    checkout_timeout: Duration,
+    write: Script,
+    touch: Script,
+    create: Script,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Single(deadpool_redis::Pool),
+    Cluster(deadpool_redis::cluster::Pool),
+}
+
+enum Conn {
+    Single(deadpool_redis::Connection),
+    Cluster(deadpool_redis::cluster::Connection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+enum Target {
+    Url(String),
+    Cluster(Vec<String>),
+}
+
+/// Builds a [`RedisStore`]. Start with [`RedisStore::builder`] or
+/// [`RedisStore::cluster_builder`].
+#[derive(Debug, Clone)]
+pub struct RedisStoreBuilder {
+    target: TargetDebug,
+    prefix: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    pool_wait_timeout: Duration,
+    max_connections: Option<usize>,
+}
+
+// The URLs may hold a password: keep them out of `Debug`.
+#[derive(Clone)]
+struct TargetDebug(std::sync::Arc<Target>);
+
+impl fmt::Debug for TargetDebug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.0 {
+            Target::Url(_) => f.write_str("Single(..)"),
+            Target::Cluster(urls) => write!(f, "Cluster({} urls)", urls.len()),
+        }
+    }
+}
+
+impl RedisStoreBuilder {
+    fn new(target: Target) -> Self {
+        RedisStoreBuilder {
+            target: TargetDebug(std::sync::Arc::new(target)),
+            prefix: DEFAULT_KEY_PREFIX.to_string(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            pool_wait_timeout: DEFAULT_POOL_WAIT_TIMEOUT,
+            max_connections: None,
+        }
+    }
+
+    /// The prefix of every key (the store's namespace). Must not be empty. Default:
+    /// [`DEFAULT_KEY_PREFIX`].
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long opening one connection may take. Default: [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one round trip (a command or a script) may take. Default:
+    /// [`DEFAULT_RESPONSE_TIMEOUT`].
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long an operation may wait for a free pooled connection. Default:
+    /// [`DEFAULT_POOL_WAIT_TIMEOUT`].
+    pub fn pool_wait_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_wait_timeout = timeout;
+        self
+    }
+
+    /// The largest number of pooled connections (at least 1). Default: deadpool's, 4 × the
+    /// number of CPUs.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = Some(max.max(1));
+        self
+    }
+
+    /// The store, without any I/O: connections are opened on first use. Fails with
+    /// [`Error::Config`] on an unusable URL or an empty key prefix.
+    pub fn build(self) -> Result<RedisStore> {
+        check_prefix(&self.prefix)?;
+        let mut pool_config = PoolConfig::default();
+        if let Some(max) = self.max_connections {
+            pool_config.max_size = max;
+        }
+        pool_config.timeouts = Timeouts {
+            wait: Some(self.pool_wait_timeout),
+            create: Some(self.connect_timeout),
+            recycle: Some(self.response_timeout),
+        };
+        let pool = match &*self.target.0 {
+            Target::Url(url) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.response_timeout));
+                let manager = deadpool_redis::Manager::new_with_config(url.as_str(), config)
+                    .map_err(|err| config_error("the Redis URL is not usable", err))?;
+                let pool = deadpool_redis::Pool::builder(manager)
+                    .config(pool_config)
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|err| config_error("could not build the connection pool", err))?;
+                Pool::Single(pool)
+            }
+            Target::Cluster(urls) => {
+                if urls.is_empty() {
+                    return Err(Error::config("a Redis Cluster needs at least one URL"));
+                }
+                let manager = deadpool_redis::cluster::Manager::new(
+                    urls.iter().map(String::as_str).collect(),
+                    false,
+                )
+                .map_err(|err| config_error("the Redis Cluster URLs are not usable", err))?;
+                let pool = deadpool_redis::cluster::Pool::builder(manager)
+                    .config(pool_config)
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|err| config_error("could not build the connection pool", err))?;
+                Pool::Cluster(pool)
+            }
+        };
+        Ok(RedisStore::new(
+            pool,
+            self.prefix,
+            self.response_timeout,
+            self.pool_wait_timeout + self.connect_timeout,
+        ))
+    }
+
+    /// The store, after checking with a `PING` that the server (or cluster) answers.
+    pub async fn connect(self) -> Result<RedisStore> {
+        let store = self.build()?;
+        store.ping().await?;
+        Ok(store)
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Err(Error::config(
+            "the Redis key prefix must not be empty (clear() would remove every key)",
+        ));
+    }
+    Ok(())
+}
+
+fn config_error(message: &str, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Config {
+        message: message.to_string(),
+        source: Some(Box::new(source)),
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field(
+                "mode",
+                &match self.pool {
+                    Pool::Single(_) => "single",
+                    Pool::Cluster(_) => "cluster",
+                },
+            )
+            .field("prefix", &self.prefix)
+            .field("response_timeout", &self.response_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a stored value could not be read.
+#[derive(Debug)]
+struct FormatError(&'static str);
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+impl RedisStore {
+    fn new(pool: Pool, prefix: String, response_timeout: Duration, checkout: Duration) -> Self {
+        RedisStore {
+            pool,
+            prefix,
+            response_timeout,
+            checkout_timeout: checkout,
+            write: Script::new(WRITE_LUA),
+            touch: Script::new(TOUCH_LUA),
+            create: Script::new(CREATE_LUA),
+        }
+    }
+
+    /// Connects to one Redis server with the default options, and checks it with a `PING`.
+    /// The URL is a redis-rs URL: `redis://[user:password@]host[:port][/db]`, `rediss://`
+    /// for TLS (with a TLS feature of redis-rs), `redis+unix:///path`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder(url).connect().await
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes, with the default options, and
+    /// checks it with a `PING`.
+    pub async fn connect_cluster<I, U>(urls: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        Self::cluster_builder(urls).connect().await
+    }
+
+    /// A builder for a store on one Redis server.
+    pub fn builder(url: &str) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Target::Url(url.to_string()))
+    }
+
+    /// A builder for a store on a Redis Cluster, reached through any of `urls`.
+    pub fn cluster_builder<I, U>(urls: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        RedisStoreBuilder::new(Target::Cluster(
+            urls.into_iter().map(|u| u.as_ref().to_string()).collect(),
+        ))
+    }
+
+    /// A store over a pool of your own, with the default key prefix and response timeout.
+    /// The pool's own timeouts apply to taking a connection; the store also gives up on a
+    /// checkout after [`DEFAULT_POOL_WAIT_TIMEOUT`] + [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn from_pool(pool: deadpool_redis::Pool) -> Self {
+        Self::new(
+            Pool::Single(pool),
+            DEFAULT_KEY_PREFIX.to_string(),
+            DEFAULT_RESPONSE_TIMEOUT,
+            DEFAULT_POOL_WAIT_TIMEOUT + DEFAULT_CONNECT_TIMEOUT,
+        )
+    }
+
+    /// A store over a Redis Cluster pool of your own. See [`from_pool`](Self::from_pool).
+    pub fn from_cluster_pool(pool: deadpool_redis::cluster::Pool) -> Self {
+        Self::new(
+            Pool::Cluster(pool),
+            DEFAULT_KEY_PREFIX.to_string(),
+            DEFAULT_RESPONSE_TIMEOUT,
+            DEFAULT_POOL_WAIT_TIMEOUT + DEFAULT_CONNECT_TIMEOUT,
+        )
+    }
+
+    /// This store with another key prefix. Fails with [`Error::Config`] if it is empty.
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Result<Self> {
+        let prefix = prefix.into();
+        check_prefix(&prefix)?;
+        self.prefix = prefix;
+        Ok(self)
+    }
+
+    /// This store with another bound on one round trip (see
+    /// [`RedisStoreBuilder::response_timeout`]).
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// The key prefix.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether this store is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.pool, Pool::Cluster(_))
+    }
+
+    /// The Redis key of the session `id`: the prefix followed by the id.
+    pub fn key_for(&self, id: &SessionId) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + id.as_str().len());
+        key.push_str(&self.prefix);
+        key.push_str(id.as_str());
+        key
+    }
+
+    /// Sends a `PING` (to every primary, in cluster mode).
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn("ping", None).await?;
+        self.round_trip(
+            "ping",
+            None,
+            redis::cmd("PING").query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
+    async fn conn(&self, op: &'static str, id: Option<&SessionId>) -> Result<Conn> {
+        let checkout = async {
+            match &self.pool {
+                Pool::Single(pool) => pool.get().await.map(Conn::Single),
+                Pool::Cluster(pool) => pool.get().await.map(Conn::Cluster),
+            }
+        };
+        match tokio::time::timeout(self.checkout_timeout, checkout).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(err)) => Err(pool_error(op, id, err)),
+            Err(elapsed) => Err(Error::Timeout {
+                operation: op,
+                id: id.map(IdHint::from),
+                what: "a pooled connection",
+                source: Some(Box::new(elapsed)),
+            }),
+        }
+    }
+
+    /// Runs one round trip under the response timeout, mapping its errors.
+    async fn round_trip<T>(
+        &self,
+        op: &'static str,
+        id: Option<&SessionId>,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.response_timeout, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(redis_error(op, id, err)),
+            Err(elapsed) => Err(Error::Timeout {
+                operation: op,
+                id: id.map(IdHint::from),
+                what: "the server's reply",
+                source: Some(Box::new(elapsed)),
+            }),
+        }
+    }
+
+    async fn run_write(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        session: &Session,
+        expected: Option<u64>,
+    ) -> Result<u64> {
+        let data = serde_json::to_vec(session.data()).map_err(|err| Error::encode(id, err))?;
+        let mut conn = self.conn(op, Some(id)).await?;
+        let mut invocation = self.write.key(self.key_for(id));
+        invocation
+            .arg(now_millis())
+            .arg(if expected.is_some() { "cas" } else { "set" })
+            .arg(expected.unwrap_or(0))
+            .arg(session.expires_at_millis())
+            .arg(data);
+        let result: i64 = self
+            .round_trip(op, Some(id), invocation.invoke_async(&mut conn))
+            .await?;
+        match result {
+            -1 => Err(Error::conflict(id, expected.unwrap_or(0))),
+            -2 => Err(Error::decode(
+                id,
+                FormatError("the stored value is not a session written by this store"),
+            )),
+            version => u64::try_from(version).map_err(|_| {
+                Error::backend(
+                    op,
+                    Some(id),
+                    FormatError("the write script returned an unexpected value"),
+                )
+            }),
+        }
+    }
+
+    /// The primaries of the cluster, each as one slot it serves (to route commands to it).
+    async fn primaries(&self, op: &'static str, conn: &mut Conn) -> Result<Vec<Route>> {
+        let Conn::Cluster(cluster) = conn else {
+            return Ok(Vec::new());
+        };
+        let reply = self
+            .round_trip(
+                op,
+                None,
+                cluster.route_command(
+                    redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+                ),
+            )
+            .await?;
+        let bad = || Error::backend(op, None, FormatError("unexpected reply to CLUSTER SLOTS"));
+        let Value::Array(ranges) = reply else {
+            return Err(bad());
+        };
+        let mut seen = HashSet::new();
+        let mut routes = Vec::new();
+        for range in ranges {
+            let Value::Array(fields) = range else {
+                return Err(bad());
+            };
+            let start = match fields.first() {
+                Some(Value::Int(start)) => u16::try_from(*start).map_err(|_| bad())?,
+                _ => return Err(bad()),
+            };
+            // The primary: [host, port, node id, ...]; identify it by host and port.
+            let node = match fields.get(2) {
+                Some(Value::Array(node)) => node,
+                _ => return Err(bad()),
+            };
+            let host = match node.first() {
+                Some(Value::BulkString(host)) => host.clone(),
+                Some(Value::SimpleString(host)) => host.clone().into_bytes(),
+                _ => return Err(bad()),
+            };
+            let port = match node.get(1) {
+                Some(Value::Int(port)) => *port,
+                _ => return Err(bad()),
+            };
+            if seen.insert((host, port)) {
+                routes.push(Route::new(start, SlotAddr::Master));
+            }
+        }
+        Ok(routes)
+    }
+
+    /// Calls `each` with every batch of keys under the prefix, on every node.
+    async fn scan_keys<F>(&self, op: &'static str, mut each: F) -> Result<()>
+    where
+        F: AsyncBatch,
+    {
+        let mut conn = self.conn(op, None).await?;
+        let pattern = format!("{}*", escape_glob(&self.prefix));
+        let routes = self.primaries(op, &mut conn).await?;
+        let nodes: Vec<Option<Route>> = if routes.is_empty() {
+            vec![None]
+        } else {
+            routes.into_iter().map(Some).collect()
+        };
+        for node in nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT);
+                let reply: Value = match (&mut conn, &node) {
+                    (Conn::Cluster(cluster), Some(route)) => {
+                        self.round_trip(
+                            op,
+                            None,
+                            cluster.route_command(
+                                cmd,
+                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                                    route.clone(),
+                                )),
+                            ),
+                        )
+                        .await?
+                    }
+                    (conn, _) => self.round_trip(op, None, cmd.query_async(conn)).await?,
+                };
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)
+                    .map_err(|err| redis_error(op, None, err.into()))?;
+                if !keys.is_empty() {
+                    each.batch(self, &mut conn, keys).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `scan_keys` does with each batch of keys (a trait rather than a closure, so that the
+/// batch can borrow the connection across an `.await`).
+#[async_trait]
+trait AsyncBatch: Send {
+    async fn batch(
+        &mut self,
+        store: &RedisStore,
+        conn: &mut Conn,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<()>;
+}
+
+struct Count(HashSet<Vec<u8>>);
+
+#[async_trait]
+impl AsyncBatch for Count {
+    async fn batch(&mut self, _: &RedisStore, _: &mut Conn, keys: Vec<Vec<u8>>) -> Result<()> {
+        self.0.extend(keys);
+        Ok(())
+    }
+}
+
+struct Unlink;
+
+#[async_trait]
+impl AsyncBatch for Unlink {
+    async fn batch(
+        &mut self,
+        store: &RedisStore,
+        conn: &mut Conn,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        match conn {
+            Conn::Single(_) => {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("UNLINK").arg(key).ignore();
+                }
+                store
+                    .round_trip("clear", None, pipe.query_async::<()>(conn))
+                    .await
+            }
+            Conn::Cluster(_) => {
+                // Keys of one node may lie in many slots: one single-key command each.
+                for key in &keys {
+                    store
+                        .round_trip(
+                            "clear",
+                            None,
+                            redis::cmd("UNLINK").arg(key).query_async::<()>(conn),
+                        )
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `prefix` with the glob metacharacters of `SCAN MATCH` escaped.
+fn escape_glob(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 4);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Parses a stored value: `<version>:<expires_at_ms>:<data JSON>`.
+fn decode_value(id: &SessionId, raw: &[u8]) -> Result<Session> {
+    let malformed = || {
+        Error::decode(
+            id,
+            FormatError("the stored value is not `<version>:<expires_at>:<json>`"),
+        )
+    };
+    let mut parts = raw.splitn(3, |&b| b == b':');
+    let (Some(version), Some(expires), Some(data)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let version = parse_digits(version).ok_or_else(malformed)?;
+    let expires = parse_digits(expires)
+        .and_then(|e| i64::try_from(e).ok())
+        .ok_or_else(malformed)?;
+    let data: Map<String, Json> =
+        serde_json::from_slice(data).map_err(|err| Error::decode(id, err))?;
+    Ok(Session::from_parts(data, expires, version))
+}
+
+fn parse_digits(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+fn encode_value(version: u64, expires_at: i64, data: &[u8]) -> Vec<u8> {
+    let mut value = format!("{version}:{expires_at}:").into_bytes();
+    value.extend_from_slice(data);
+    value
+}
+
+/// Whether a redis-rs error means "try again later".
+fn is_transient(err: &RedisError) -> bool {
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || matches!(
+            err.kind(),
+            RedisErrorKind::ClusterConnectionNotFound
+                | RedisErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                )
+        )
+}
+
+fn redis_error(op: &'static str, id: Option<&SessionId>, err: RedisError) -> Error {
+    if err.is_timeout() {
+        Error::Timeout {
+            operation: op,
+            id: id.map(IdHint::from),
+            what: "the server's reply",
+            source: Some(Box::new(err)),
+        }
+    } else if is_transient(&err) {
+        Error::unavailable(op, id, err)
+    } else {
+        Error::backend(op, id, err)
+    }
+}
+
+fn pool_error(op: &'static str, id: Option<&SessionId>, err: PoolError) -> Error {
+    match err {
+        PoolError::Backend(err) => redis_error(op, id, err),
+        err @ PoolError::Timeout(_) => Error::Timeout {
+            operation: op,
+            id: id.map(IdHint::from),
+            what: "a pooled connection",
+            source: Some(Box::new(err)),
+        },
+        err @ PoolError::NoRuntimeSpecified => Error::Config {
+            message: "the connection pool has no async runtime configured".to_string(),
+            source: Some(Box::new(err)),
+        },
+        err => Error::backend(op, id, err),
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        let mut conn = self.conn("get", Some(id)).await?;
+        let raw: Option<Vec<u8>> = match tokio::time::timeout(
+            self.response_timeout,
+            redis::cmd("GET")
+                .arg(self.key_for(id))
+                .query_async(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(raw)) => raw,
+            // A key of another type under this store's prefix: not a session.
+            Ok(Err(err)) if err.code() == Some("WRONGTYPE") => {
+                return Err(Error::decode(id, err));
+            }
+            Ok(Err(err)) => return Err(redis_error("get", Some(id), err)),
+            Err(elapsed) => {
+                return Err(Error::Timeout {
+                    operation: "get",
+                    id: Some(IdHint::from(id)),
+                    what: "the server's reply",
+                    source: Some(Box::new(elapsed)),
+                });
+            }
+        };
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let session = decode_value(id, &raw)?;
+        if session.is_expired_at(now_millis()) {
+            return Ok(None);
+        }
+        Ok(Some(session))
+    }
+
+    async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
+        if session.is_expired_at(now_millis()) {
+            self.destroy_op("set", id).await?;
+            return Ok(0);
+        }
+        self.run_write("set", id, session, None).await
+    }
+
+    async fn destroy(&self, id: &SessionId) -> Result<()> {
+        self.destroy_op("destroy", id).await
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
+        let mut conn = self.conn("touch", Some(id)).await?;
+        let mut invocation = self.touch.key(self.key_for(id));
+        invocation.arg(now_millis()).arg(to_millis(expires_at));
+        let result: i64 = self
+            .round_trip("touch", Some(id), invocation.invoke_async(&mut conn))
+            .await?;
+        match result {
+            -2 => Err(Error::decode(
+                id,
+                FormatError("the stored value is not a session written by this store"),
+            )),
+            n => Ok(n == 1),
+        }
+    }
+
+    async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
+        let data = serde_json::to_vec(session.data()).map_err(|err| Error::encode(id, err))?;
+        let expires_at = session.expires_at_millis();
+        let value = encode_value(1, expires_at, &data);
+        let key = self.key_for(id);
+        let mut conn = self.conn("create", Some(id)).await?;
+        if expires_at > now_millis() {
+            let set: Option<String> = self
+                .round_trip(
+                    "create",
+                    Some(id),
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&value)
+                        .arg("NX")
+                        .arg("PXAT")
+                        .arg(expires_at)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if set.is_some() {
+                return Ok(true);
+            }
+        }
+        // The key exists (perhaps holding an expired session Redis has not dropped yet), or
+        // the expiry is already past: decide atomically in a script.
+        let mut invocation = self.create.key(key);
+        invocation.arg(now_millis()).arg(expires_at).arg(value);
+        let created: i64 = self
+            .round_trip("create", Some(id), invocation.invoke_async(&mut conn))
+            .await?;
+        Ok(created == 1)
+    }
+
+    async fn set_if_version(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        expected_version: u64,
+    ) -> Result<u64> {
+        self.run_write("set_if_version", id, session, Some(expected_version))
+            .await
+    }
+
+    async fn len(&self) -> Result<u64> {
+        let mut count = Count(HashSet::new());
+        self.scan_keys("len", &mut count).await?;
+        Ok(count.0.len() as u64)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.scan_keys("clear", Unlink).await
+    }
+
+    /// Returns 0 without contacting Redis: Redis deletes expired sessions itself (each key
+    /// carries the session's expiry), and `get` never returns an expired one meanwhile.
+    async fn delete_expired(&self) -> Result<u64> {
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl<T: AsyncBatch> AsyncBatch for &mut T {
+    async fn batch(
+        &mut self,
+        store: &RedisStore,
+        conn: &mut Conn,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        (**self).batch(store, conn, keys).await
+    }
+}
+
+impl RedisStore {
+    async fn destroy_op(&self, op: &'static str, id: &SessionId) -> Result<()> {
+        let mut conn = self.conn(op, Some(id)).await?;
+        self.round_trip(
+            op,
+            Some(id),
+            redis::cmd("UNLINK")
+                .arg(self.key_for(id))
+                .query_async::<()>(&mut conn),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> SessionId {
+        SessionId::new("abcdefghijkl").unwrap()
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let data = br#"{"user":"ada","n":[1,2]}"#;
+        let raw = encode_value(7, 1_767_225_600_000, data);
+        assert_eq!(&raw[..17], b"7:1767225600000:{");
+        let session = decode_value(&id(), &raw).unwrap();
+        assert_eq!(session.version(), 7);
+        assert_eq!(session.expires_at_millis(), 1_767_225_600_000);
+        assert_eq!(
+            session.get::<String>("user").unwrap().as_deref(),
+            Some("ada")
+        );
+    }
+
+    #[test]
+    fn malformed_values_are_decode_errors_never_panics() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"garbage",
+            b"1:2",
+            b"x:1:{}",
+            b"+1:1:{}",
+            b"1:-5:{}",
+            b"1:1:not json",
+            b"1:1:[1,2]",
+            b"99999999999999999999999:1:{}",
+            b"1:99999999999999999999:{}",
+            b"\xff\xfe:1:{}",
+        ];
+        for raw in cases {
+            let err = decode_value(&id(), raw).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Decode, "{raw:?}");
+            assert!(!err.to_string().contains(id().as_str()));
+        }
+    }
+
+    #[test]
+    fn glob_metacharacters_are_escaped() {
+        assert_eq!(escape_glob("session:"), "session:");
+        assert_eq!(escape_glob("a*b?c[d]e\\f"), r"a\*b\?c\[d\]e\\f");
+        assert_eq!(escape_glob("{tag}-x^"), r"{tag}\-x\^");
+    }
+
+    #[test]
+    fn empty_prefix_and_bad_urls_are_config_errors() {
+        let err = RedisStore::builder("redis://127.0.0.1")
+            .key_prefix("")
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+        let err = RedisStore::builder("not a url").build().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+        let none: [&str; 0] = [];
+        let err = RedisStore::cluster_builder(none).build().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+    }
+
+    #[test]
+    fn transient_classification() {
+        let io = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        assert!(redis_error("get", Some(&id()), io).is_transient());
+        let reset = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        ));
+        assert_eq!(
+            redis_error("get", None, reset).kind(),
+            crate::ErrorKind::Unavailable
+        );
+        let timeout = RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "slow"));
+        assert_eq!(
+            redis_error("get", None, timeout).kind(),
+            crate::ErrorKind::Timeout
+        );
+        let server = RedisError::from((RedisErrorKind::Client, "bad"));
+        let err = redis_error("set", Some(&id()), server);
+        assert_eq!(err.kind(), crate::ErrorKind::Backend);
+        assert!(!err.is_transient());
+        use std::error::Error as _;
+        assert!(err.source().unwrap().downcast_ref::<RedisError>().is_some());
+    }
+
+    #[test]
+    fn debug_hides_urls() {
+        let builder = RedisStore::builder("redis://user:hunter2@127.0.0.1");
+        assert!(!format!("{builder:?}").contains("hunter2"));
+    }
+}
