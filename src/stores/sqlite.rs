@@ -574,7 +574,8 @@ impl Sql {
                 "INSERT INTO {t} (id, data, expires_at, version) VALUES (?1, ?2, ?3, 1) \
                  ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
                  expires_at = excluded.expires_at, \
-                 version = CASE WHEN {t}.expires_at > ?4 THEN {t}.version + 1 ELSE 1 END \
+                 version = CASE WHEN {t}.expires_at > ?4 AND typeof({t}.version) = 'integer' \
+                 AND {t}.version >= 0 THEN {t}.version + 1 ELSE 1 END \
                  RETURNING version"
             ),
             insert_if_absent: format!(
@@ -724,22 +725,37 @@ impl ConnConfig {
                  id TEXT PRIMARY KEY NOT NULL, \
                  data TEXT NOT NULL, \
                  expires_at INTEGER NOT NULL, \
-                 version INTEGER NOT NULL); \
-             CREATE INDEX IF NOT EXISTS \"{table}_expires_at\" ON \"{table}\" (expires_at);"
+                 version INTEGER NOT NULL)"
         ))?;
-        let columns: Vec<String> = {
-            let mut stmt = tx.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
-            stmt.query_map([], |row| row.get::<_, String>(0))?
+        let columns: Vec<(String, i64)> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT name, pk FROM pragma_table_info('{table}')"
+            ))?;
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?
         };
+        let id_is_key = columns
+            .iter()
+            .filter(|(_, pk)| *pk > 0)
+            .map(|(name, _)| name.as_str())
+            .eq(["id"]);
+        if !id_is_key {
+            return Err(SchemaError::Config(format!(
+                "SQLite table {table:?} already exists and `id` is not its primary key; \
+                 it is not a session table (choose another table name)"
+            )));
+        }
         for wanted in ["id", "data", "expires_at", "version"] {
-            if !columns.iter().any(|c| c.eq_ignore_ascii_case(wanted)) {
+            if !columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(wanted)) {
                 return Err(SchemaError::Config(format!(
                     "SQLite table {table:?} already exists without a {wanted:?} column; \
                      it is not a session table (choose another table name)"
                 )));
             }
         }
+        tx.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS \"{table}_expires_at\" ON \"{table}\" (expires_at)"
+        ))?;
         tx.execute(
             &format!("INSERT OR IGNORE INTO {SCHEMA_TABLE} (table_name, version) VALUES (?1, ?2)"),
             params![table, SCHEMA_VERSION],

@@ -1,0 +1,697 @@
+//! Tests specific to `SqliteStore`: persistence across reopening, several connections and
+//! processes on one file, corrupt rows, batched `delete_expired`, lock timeouts, reads during
+//! a waiting write, and the schema.
+#![cfg(feature = "sqlite")]
+
+use std::error::Error as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::Connection;
+use serde_json::json;
+use session_stores::stores::sqlite::{SCHEMA_TABLE, SCHEMA_VERSION};
+use session_stores::{Error, ErrorKind, Session, SessionId, SessionStore, SqliteStore, now_millis};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The env var that turns [`two_processes_child`] from a no-op into the second process of
+/// [`two_processes_on_one_file_lose_nothing`].
+const CHILD_DB: &str = "SESSION_STORES_SQLITE_CHILD_DB";
+
+fn session(data: serde_json::Value) -> Session {
+    let mut s = Session::new(HOUR);
+    for (k, v) in data.as_object().expect("an object").clone() {
+        s.insert(&k, v).unwrap();
+    }
+    s
+}
+
+fn raw(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_keeps_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let id = SessionId::generate();
+    let other = SessionId::generate();
+    let written = session(json!({"user": "ada", "roles": ["admin"], "n": 3}));
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.set(&id, &written).await.unwrap(), 1);
+        assert_eq!(store.set(&id, &written).await.unwrap(), 2);
+        assert!(store.create(&other, &written).await.unwrap());
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let got = store.get(&id).await.unwrap().expect("kept across reopen");
+    assert_eq!(got.data(), written.data());
+    assert_eq!(got.expires_at_millis(), written.expires_at_millis());
+    assert_eq!(got.version(), 2);
+    assert_eq!(store.len().await.unwrap(), 2);
+    assert_eq!(store.set(&id, &written).await.unwrap(), 3);
+    assert!(!store.create(&other, &written).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_hold_json_text_and_integer_epoch_millis() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let id = SessionId::generate();
+    let s = session(json!({"user": "ada", "emoji": "ü🦀"}));
+    store.set(&id, &s).await.unwrap();
+    let (data_type, data, expiry_type, expires_at, version): (String, String, String, i64, i64) =
+        raw(&path)
+            .query_row(
+                "SELECT typeof(data), data, typeof(expires_at), expires_at, version \
+                 FROM sessions WHERE id = ?1",
+                [id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+    assert_eq!(data_type, "text");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&data).unwrap(),
+        json!({"user": "ada", "emoji": "ü🦀"})
+    );
+    assert_eq!(expiry_type, "integer");
+    assert_eq!(expires_at, s.expires_at_millis());
+    assert_eq!(version, 1);
+}
+
+/// The shared work of the two-writer tests: `increments` compare-and-set increments of the
+/// counter, and a `create` race on every id of `shared`, marking the winner with `owner`.
+/// Returns how many creates this caller won. Any error but a conflict fails the test.
+async fn hammer(
+    store: &SqliteStore,
+    counter: &SessionId,
+    increments: u64,
+    shared: &[SessionId],
+    owner: &str,
+) -> u64 {
+    let mut wins = 0;
+    let rounds = (increments as usize).max(shared.len());
+    for i in 0..rounds {
+        if (i as u64) < increments {
+            loop {
+                let current = store
+                    .get(counter)
+                    .await
+                    .unwrap_or_else(|e| panic!("get failed: {e} ({e:?})"))
+                    .expect("the counter exists");
+                let n: u64 = current.get("n").unwrap().unwrap();
+                let mut next = current.clone();
+                next.insert("n", n + 1).unwrap();
+                match store
+                    .set_if_version(counter, &next, current.version())
+                    .await
+                {
+                    Ok(v) => {
+                        assert_eq!(v, current.version() + 1);
+                        break;
+                    }
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => panic!("set_if_version failed: {e} ({e:?})"),
+                }
+            }
+        }
+        if let Some(id) = shared.get(i) {
+            let mine = session(json!({ "owner": owner }));
+            match store.create(id, &mine).await {
+                Ok(true) => wins += 1,
+                Ok(false) => {}
+                Err(e) => panic!("create failed: {e} ({e:?})"),
+            }
+            // A plain set from every writer too, on an id of its own.
+            let own = SessionId::new(format!("{owner}-{i}")).unwrap();
+            store
+                .set(&own, &mine)
+                .await
+                .unwrap_or_else(|e| panic!("set failed: {e} ({e:?})"));
+        }
+    }
+    wins
+}
+
+fn shared_ids(n: usize) -> Vec<SessionId> {
+    (0..n)
+        .map(|i| SessionId::new(format!("shared-{i}")).unwrap())
+        .collect()
+}
+
+async fn owners(store: &SqliteStore, shared: &[SessionId]) -> (u64, u64) {
+    let (mut a, mut b) = (0, 0);
+    for id in shared {
+        let s = store
+            .get(id)
+            .await
+            .unwrap()
+            .expect("every shared id created");
+        assert_eq!(s.version(), 1, "a created session is never overwritten");
+        match s.get::<String>("owner").unwrap().as_deref() {
+            Some("parent") | Some("a") => a += 1,
+            Some("child") | Some("b") => b += 1,
+            other => panic!("unexpected owner {other:?}"),
+        }
+    }
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_lose_nothing_and_never_report_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let a = std::sync::Arc::new(SqliteStore::open(&path).await.unwrap());
+    let b = std::sync::Arc::new(SqliteStore::open(&path).await.unwrap());
+    let counter = SessionId::new("counter").unwrap();
+    assert!(a.create(&counter, &session(json!({"n": 0}))).await.unwrap());
+    let shared = shared_ids(60);
+    const TASKS: u64 = 3;
+    const INCREMENTS: u64 = 40;
+    let mut handles = Vec::new();
+    for (store, owner) in [(&a, "a"), (&b, "b")] {
+        for _ in 0..TASKS {
+            let store = std::sync::Arc::clone(store);
+            let counter = counter.clone();
+            let shared = shared.clone();
+            handles.push(tokio::spawn(async move {
+                hammer(&store, &counter, INCREMENTS, &shared, owner).await
+            }));
+        }
+    }
+    let mut wins = 0;
+    for handle in handles {
+        wins += handle.await.unwrap();
+    }
+    assert_eq!(wins, shared.len() as u64, "exactly one create per id won");
+    let (wins_a, wins_b) = owners(&a, &shared).await;
+    assert_eq!(wins_a + wins_b, shared.len() as u64);
+    let total = 2 * TASKS * INCREMENTS;
+    for store in [&a, &b] {
+        let c = store.get(&counter).await.unwrap().unwrap();
+        assert_eq!(c.get::<u64>("n").unwrap(), Some(total), "no increment lost");
+        assert_eq!(c.version(), total + 1);
+    }
+}
+
+/// Runs [`hammer`] as the second process of [`two_processes_on_one_file_lose_nothing`] when
+/// `SESSION_STORES_SQLITE_CHILD_DB` names the database; does nothing otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_child() {
+    let Ok(path) = std::env::var(CHILD_DB) else {
+        return;
+    };
+    let store = SqliteStore::open(&path).await.unwrap();
+    let counter = SessionId::new("counter").unwrap();
+    // Meet the parent, so that the two processes really write at the same time.
+    let child_ready = SessionId::new("child-ready").unwrap();
+    let parent_ready = SessionId::new("parent-ready").unwrap();
+    store.set(&child_ready, &session(json!({}))).await.unwrap();
+    wait_for(&store, &parent_ready).await;
+    let wins = hammer(
+        &store,
+        &counter,
+        PROCESS_INCREMENTS,
+        &shared_ids(80),
+        "child",
+    )
+    .await;
+    println!("\nCHILD_WINS={wins}");
+}
+
+const PROCESS_INCREMENTS: u64 = 150;
+
+async fn wait_for(store: &SqliteStore, id: &SessionId) {
+    for _ in 0..6000 {
+        if store.get(id).await.unwrap().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the other process never got ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_file_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let counter = SessionId::new("counter").unwrap();
+    assert!(
+        store
+            .create(&counter, &session(json!({"n": 0})))
+            .await
+            .unwrap()
+    );
+    let shared = shared_ids(80);
+
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "two_processes_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DB, &path)
+        .kill_on_drop(true)
+        .output();
+    let parent = async {
+        wait_for(&store, &SessionId::new("child-ready").unwrap()).await;
+        store
+            .set(
+                &SessionId::new("parent-ready").unwrap(),
+                &session(json!({})),
+            )
+            .await
+            .unwrap();
+        hammer(&store, &counter, PROCESS_INCREMENTS, &shared, "parent").await
+    };
+    let (child, parent_wins) = tokio::join!(child, parent);
+    let child = child.unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let child_wins: u64 = stdout
+        .lines()
+        .find_map(|l| l.split("CHILD_WINS=").nth(1))
+        .unwrap_or_else(|| panic!("the child ran its work: {stdout}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(parent_wins + child_wins, shared.len() as u64);
+    assert_eq!(owners(&store, &shared).await, (parent_wins, child_wins));
+    let c = store.get(&counter).await.unwrap().unwrap();
+    assert_eq!(
+        c.get::<u64>("n").unwrap(),
+        Some(2 * PROCESS_INCREMENTS),
+        "no increment lost"
+    );
+    assert_eq!(c.version(), 2 * PROCESS_INCREMENTS + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_give_a_decode_error_for_that_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let good = SessionId::generate();
+    store
+        .set(&good, &session(json!({"ok": true})))
+        .await
+        .unwrap();
+    let db = raw(&path);
+    let corruptions = [
+        ("data = 'not json{'", "not JSON"),
+        ("data = '[1, 2]'", "JSON but not an object"),
+        ("data = X'7B7D'", "a blob"),
+        ("data = CAST(X'FF' AS TEXT)", "invalid UTF-8"),
+        ("expires_at = 'soon'", "text expiry"),
+        ("version = -3", "negative version"),
+        ("version = 1.5", "real version"),
+    ];
+    for (update, what) in corruptions {
+        let id = SessionId::new(format!("corrupt-row-{}", what.replace(' ', "_"))).unwrap();
+        store.set(&id, &session(json!({"x": 1}))).await.unwrap();
+        let changed = db
+            .execute(
+                &format!("UPDATE sessions SET {update} WHERE id = ?1"),
+                [id.as_str()],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+        let err = store.get(&id).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{what}: {err:?}");
+        assert_eq!(err.session(), Some(&id.hint()), "{what}");
+        assert!(!err.to_string().contains(id.as_str()), "{what}: {err}");
+        assert!(err.source().is_some(), "{what}: the cause is kept");
+        // Other sessions are unaffected, and the row still counts as present.
+        assert!(store.get(&good).await.unwrap().is_some());
+        // A create does not overwrite it; a set replaces it and the session reads again.
+        assert!(
+            !store.create(&id, &session(json!({}))).await.unwrap(),
+            "{what}"
+        );
+        let version = store
+            .set(&id, &session(json!({"fixed": what})))
+            .await
+            .unwrap();
+        let fixed = store.get(&id).await.unwrap().expect(what);
+        assert_eq!(fixed.get::<String>("fixed").unwrap().as_deref(), Some(what));
+        assert_eq!(fixed.version(), version);
+        // destroy works on a corrupt row too.
+        db.execute(
+            &format!("UPDATE sessions SET {update} WHERE id = ?1"),
+            [id.as_str()],
+        )
+        .unwrap();
+        store.destroy(&id).await.unwrap();
+        assert!(store.get(&id).await.unwrap().is_none(), "{what}");
+    }
+    // The JSON error is reachable as the decode error's source chain.
+    let id = SessionId::generate();
+    store.set(&id, &session(json!({}))).await.unwrap();
+    db.execute(
+        "UPDATE sessions SET data = '{' WHERE id = ?1",
+        [id.as_str()],
+    )
+    .unwrap();
+    let err = store.get(&id).await.unwrap_err();
+    let row_error = err.source().unwrap();
+    assert!(
+        row_error
+            .source()
+            .and_then(|e| e.downcast_ref::<serde_json::Error>())
+            .is_some(),
+        "{err:?}"
+    );
+}
+
+/// Inserts `n` already-expired rows directly.
+fn insert_expired(path: &Path, prefix: &str, n: usize) {
+    let db = raw(path);
+    let past = now_millis() - 60_000;
+    for i in 0..n {
+        db.execute(
+            "INSERT INTO sessions (id, data, expires_at, version) VALUES (?1, '{}', ?2, 1)",
+            rusqlite::params![format!("{prefix}{i}"), past],
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_expired_runs_in_batches_of_the_configured_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::builder()
+        .delete_batch_size(10)
+        .open(&path)
+        .await
+        .unwrap();
+    assert_eq!(store.delete_batch_size(), 10);
+    let live: Vec<SessionId> = (0..3).map(|_| SessionId::generate()).collect();
+    for id in &live {
+        store.set(id, &session(json!({}))).await.unwrap();
+    }
+    insert_expired(&path, "old-", 25);
+    assert_eq!(store.len().await.unwrap(), 3);
+    // One batch deletes at most the batch size.
+    assert_eq!(store.delete_expired_batch().await.unwrap(), 10);
+    assert_eq!(store.delete_expired_batch().await.unwrap(), 10);
+    assert_eq!(store.delete_expired_batch().await.unwrap(), 5);
+    assert_eq!(store.delete_expired_batch().await.unwrap(), 0);
+    // delete_expired repeats batches until the backlog is gone, including an exact multiple.
+    insert_expired(&path, "older-", 30);
+    assert_eq!(store.delete_expired().await.unwrap(), 30);
+    insert_expired(&path, "oldest-", 7);
+    assert_eq!(store.delete_expired().await.unwrap(), 7);
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+    let rows: i64 = raw(&path)
+        .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 3, "only the live sessions remain");
+    for id in &live {
+        assert!(store.get(id).await.unwrap().is_some());
+    }
+    // A batch size of 0 is taken as 1.
+    let one = SqliteStore::builder()
+        .delete_batch_size(0)
+        .open(&path)
+        .await
+        .unwrap();
+    insert_expired(&path, "again-", 2);
+    assert_eq!(one.delete_batch_size(), 1);
+    assert_eq!(one.delete_expired_batch().await.unwrap(), 1);
+    assert_eq!(one.delete_expired().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_past_the_busy_timeout_is_a_transient_timeout_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::builder()
+        .busy_timeout(Duration::from_millis(50))
+        .open(&path)
+        .await
+        .unwrap();
+    let id = SessionId::generate();
+    let old = session(json!({"v": "old"}));
+    store.set(&id, &old).await.unwrap();
+
+    let db = raw(&path);
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let new = session(json!({"v": "new"}));
+    let results = [
+        ("set", store.set(&id, &new).await.map(|_| ())),
+        (
+            "create",
+            store.create(&SessionId::generate(), &new).await.map(|_| ()),
+        ),
+        (
+            "set_if_version",
+            store.set_if_version(&id, &new, 1).await.map(|_| ()),
+        ),
+        (
+            "touch",
+            store.touch(&id, SystemTime::now() + HOUR).await.map(|_| ()),
+        ),
+        ("destroy", store.destroy(&id).await),
+        ("clear", store.clear().await),
+    ];
+    for (op, result) in results {
+        let err = result.expect_err(op);
+        assert!(matches!(err, Error::Timeout { .. }), "{op}: {err:?}");
+        assert!(err.is_transient(), "{op}");
+        let source = err
+            .source()
+            .and_then(|e| e.downcast_ref::<rusqlite::Error>());
+        assert_eq!(
+            source.and_then(rusqlite::Error::sqlite_error_code),
+            Some(rusqlite::ErrorCode::DatabaseBusy),
+            "{op}: {err:?}"
+        );
+    }
+    // Reads are not blocked by the lock.
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.get::<String>("v").unwrap().as_deref(), Some("old"));
+    db.execute_batch("ROLLBACK").unwrap();
+
+    // Nothing was written, and the store works once the lock is released.
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.get::<String>("v").unwrap().as_deref(), Some("old"));
+    assert_eq!(got.version(), 1);
+    assert_eq!(store.len().await.unwrap(), 1);
+    assert_eq!(store.set(&id, &new).await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_proceed_while_a_write_waits_for_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::builder()
+        .busy_timeout(Duration::from_secs(60))
+        .open(&path)
+        .await
+        .unwrap();
+    let id = SessionId::generate();
+    store.set(&id, &session(json!({"v": 1}))).await.unwrap();
+
+    let db = raw(&path);
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let other = SessionId::generate();
+    let value = session(json!({"v": 2}));
+    let mut write = Box::pin(store.set(&other, &value));
+    // Poll the write once: it is now queued on the write connection, which waits for the
+    // lock (it cannot finish while the lock is held).
+    assert!(
+        tokio::time::timeout(Duration::ZERO, &mut write)
+            .await
+            .is_err()
+    );
+    // If reads were queued behind that write, these would wait out the 60 s busy timeout
+    // and the write would then fail.
+    assert!(store.get(&id).await.unwrap().is_some());
+    assert!(store.get(&other).await.unwrap().is_none());
+    assert_eq!(store.len().await.unwrap(), 1);
+    db.execute_batch("COMMIT").unwrap();
+    assert_eq!(write.await.unwrap(), 1);
+    assert!(store.get(&other).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_is_created_versioned_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::builder()
+        .table("web_sessions")
+        .open(&path)
+        .await
+        .unwrap();
+    assert_eq!(store.table(), "web_sessions");
+    assert_eq!(store.path(), Some(path.as_path()));
+    drop(store);
+    let db = raw(&path);
+    let version: i64 = db
+        .query_row(
+            &format!("SELECT version FROM {SCHEMA_TABLE} WHERE table_name = 'web_sessions'"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let index: String = db
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'web_sessions' \
+             AND sql IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(index.contains("expires_at"), "{index}");
+    let journal: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal", "WAL by default");
+
+    // A table recorded by a newer release is refused.
+    db.execute(
+        &format!("UPDATE {SCHEMA_TABLE} SET version = ?1 WHERE table_name = 'web_sessions'"),
+        [SCHEMA_VERSION + 1],
+    )
+    .unwrap();
+    let err = SqliteStore::builder()
+        .table("web_sessions")
+        .open(&path)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
+    assert!(err.to_string().contains("newer"), "{err}");
+
+    // A table that is not a session table is refused.
+    db.execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        .unwrap();
+    let err = SqliteStore::builder()
+        .table("users")
+        .open(&path)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
+
+    // So is a table whose `id` is not its primary key.
+    db.execute_batch(
+        "CREATE TABLE loose (id TEXT, data TEXT, expires_at INTEGER, version INTEGER)",
+    )
+    .unwrap();
+    let err = SqliteStore::builder()
+        .table("loose")
+        .open(&path)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
+
+    // Bad names never reach SQL.
+    for bad in [
+        "bad-name",
+        "x; DROP TABLE users",
+        "sqlite_x",
+        SCHEMA_TABLE,
+        "",
+    ] {
+        let err = SqliteStore::builder()
+            .table(bad)
+            .open(&path)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+    }
+    let users: i64 = db
+        .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(users, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_false_keeps_the_journal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollback.db");
+    let store = SqliteStore::builder().wal(false).open(&path).await.unwrap();
+    let id = SessionId::generate();
+    store.set(&id, &session(json!({}))).await.unwrap();
+    let journal: String = raw(&path)
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "delete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_in_one_file_are_separate_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let a = SqliteStore::builder().table("a").open(&path).await.unwrap();
+    let b = SqliteStore::builder().table("b").open(&path).await.unwrap();
+    let id = SessionId::generate();
+    a.set(&id, &session(json!({"in": "a"}))).await.unwrap();
+    assert!(b.get(&id).await.unwrap().is_none());
+    assert!(b.create(&id, &session(json!({"in": "b"}))).await.unwrap());
+    b.clear().await.unwrap();
+    assert_eq!(b.len().await.unwrap(), 0);
+    assert_eq!(a.len().await.unwrap(), 1);
+    let got = a.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.get::<String>("in").unwrap().as_deref(), Some("a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_stores_are_private() {
+    let a = SqliteStore::open_in_memory().await.unwrap();
+    let b = SqliteStore::open_in_memory().await.unwrap();
+    let id = SessionId::generate();
+    a.set(&id, &session(json!({}))).await.unwrap();
+    assert!(a.get(&id).await.unwrap().is_some());
+    assert!(b.get(&id).await.unwrap().is_none());
+    assert_eq!(b.len().await.unwrap(), 0);
+    assert!(a.path().is_none());
+}
+
+#[test]
+fn works_without_a_tokio_runtime() {
+    // The store's work runs on its own threads, so any executor (here a minimal one) can
+    // drive it.
+    let result = std::thread::spawn(|| {
+        futures_lite_block_on(async {
+            let store = SqliteStore::open_in_memory().await?;
+            let id = SessionId::generate();
+            store.set(&id, &session(json!({"k": "v"}))).await?;
+            Ok::<_, Error>(store.get(&id).await?.map(|s| s.version()))
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(result.unwrap(), Some(1));
+}
+
+/// A tiny executor: polls `fut` on this thread, parking between wake-ups.
+fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
