@@ -186,8 +186,24 @@ fn operations(c: &mut Criterion, rt: &Runtime, plan: &Plan, targets: &[(&str, Ar
     }
 }
 
-/// Runs `iters` of one operation on prepared state; only the operations are timed.
+/// Runs `iters` of one operation on prepared state; only the operations are timed. The
+/// sessions the case created are destroyed afterwards (untimed), so the backend's size stays
+/// the same from one sample to the next.
 async fn one_case(t: &dyn Target, case: &str, iters: u64, d0: &Session, d1: &Session) -> Duration {
+    let (elapsed, pool) = timed_case(t, case, iters, d0, d1).await;
+    for id in &pool {
+        t.destroy(id).await;
+    }
+    elapsed
+}
+
+async fn timed_case(
+    t: &dyn Target,
+    case: &str,
+    iters: u64,
+    d0: &Session,
+    d1: &Session,
+) -> (Duration, Vec<SessionId>) {
     let exp = expiry();
     match case {
         "get_hit" => {
@@ -195,28 +211,30 @@ async fn one_case(t: &dyn Target, case: &str, iters: u64, d0: &Session, d1: &Ses
             for id in &pool {
                 t.set(id, d0).await;
             }
-            timed(iters, |i| {
+            let elapsed = timed(iters, |i| {
                 let id = &pool[(i % pool.len() as u64) as usize];
                 async move {
                     assert!(t.get(id).await, "get_hit missed");
                 }
             })
-            .await
+            .await;
+            (elapsed, pool)
         }
         "get_miss" => {
             let pool = ids(iters);
-            timed(iters, |i| {
+            let elapsed = timed(iters, |i| {
                 let id = &pool[i as usize];
                 async move {
                     assert!(!t.get(id).await);
                 }
             })
-            .await
+            .await;
+            (elapsed, pool)
         }
         "set_new" | "create" => {
             let pool = ids(iters);
             let create = case == "create";
-            timed(iters, |i| {
+            let elapsed = timed(iters, |i| {
                 let id = &pool[i as usize];
                 async move {
                     if create {
@@ -226,7 +244,8 @@ async fn one_case(t: &dyn Target, case: &str, iters: u64, d0: &Session, d1: &Ses
                     }
                 }
             })
-            .await
+            .await;
+            (elapsed, pool)
         }
         "set_changed" | "set_unchanged" => {
             let pool = ids(iters.min(256));
@@ -234,7 +253,7 @@ async fn one_case(t: &dyn Target, case: &str, iters: u64, d0: &Session, d1: &Ses
                 t.set(id, d0).await;
             }
             let changed = case == "set_changed";
-            timed(iters, |i| {
+            let elapsed = timed(iters, |i| {
                 let id = &pool[(i % pool.len() as u64) as usize];
                 // Changed: alternate between two contents, so every write differs from the last.
                 let d = if changed && (i / pool.len() as u64).is_multiple_of(2) {
@@ -244,43 +263,47 @@ async fn one_case(t: &dyn Target, case: &str, iters: u64, d0: &Session, d1: &Ses
                 };
                 async move { t.set(id, d).await }
             })
-            .await
+            .await;
+            (elapsed, pool)
         }
         "touch" => {
             let pool = ids(iters.min(256));
             for id in &pool {
                 t.set(id, d0).await;
             }
-            timed(iters, |i| {
+            let elapsed = timed(iters, |i| {
                 let id = &pool[(i % pool.len() as u64) as usize];
                 async move {
                     assert!(t.touch(id, exp + 1 + i as i64).await);
                 }
             })
-            .await
+            .await;
+            (elapsed, pool)
         }
         "destroy" => {
             let pool = ids(iters);
             t.fill(&pool, d0).await;
-            timed(iters, |i| {
+            let elapsed = timed(iters, |i| {
                 let id = &pool[i as usize];
                 async move { t.destroy(id).await }
             })
-            .await
+            .await;
+            (elapsed, pool)
         }
         "set_if_version" => {
             let pool = ids(iters.min(256));
             for id in &pool {
                 t.set(id, d0).await;
             }
-            timed(iters, |i| {
+            let elapsed = timed(iters, |i| {
                 let id = &pool[(i % pool.len() as u64) as usize];
                 let d = if i.is_multiple_of(2) { d1 } else { d0 };
                 async move {
                     assert!(t.cas(id, d).await, "uncontended CAS failed");
                 }
             })
-            .await
+            .await;
+            (elapsed, pool)
         }
         other => panic!("unknown case {other}"),
     }
