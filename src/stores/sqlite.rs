@@ -75,7 +75,8 @@
 //! - `get` and `len` filter expiry in SQL (`expires_at > now`), so an expired row is never
 //!   returned or counted, even before `delete_expired` runs.
 //! - `set` is one upsert (`INSERT ... ON CONFLICT (id) DO UPDATE ... RETURNING version`) that
-//!   advances the version of a live row and restarts it at 1 over an expired one.
+//!   advances the version of a live row and restarts it at 1 over an expired one (or over a
+//!   corrupt one whose version is not a non-negative integer).
 //! - `create` is an `INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE expires_at <= now`, which
 //!   inserts over an absent or expired row and does nothing over a live one; the change count
 //!   says which happened.
