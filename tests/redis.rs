@@ -1,0 +1,695 @@
+//! Behaviour of [`RedisStore`] beyond the conformance suite, against real servers: the key
+//! layout and Redis-side expiry, unreadable values, prefix isolation, cluster-wide `len` and
+//! `clear`, timeouts, and recovery from a Redis restart.
+//!
+//! Reads `SESSION_STORES_REDIS_URL` (default `redis://127.0.0.1:6379`) and
+//! `SESSION_STORES_REDIS_CLUSTER_URLS`; a missing server is a loud skip locally and a failure
+//! in CI. The restart test starts its own `redis-server` on a free port.
+#![cfg(feature = "redis")]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use deadpool_redis::redis::{self, AsyncCommands};
+use serde_json::json;
+use session_stores::{ErrorKind, RedisStore, Session, SessionId, SessionStore, now_millis};
+
+const URL_VAR: &str = "SESSION_STORES_REDIS_URL";
+const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+const CLUSTER_VAR: &str = "SESSION_STORES_REDIS_CLUSTER_URLS";
+
+fn url() -> Option<String> {
+    support::service_url(URL_VAR, DEFAULT_URL, 6379)
+}
+
+async fn store(url: &str) -> RedisStore {
+    RedisStore::builder(url)
+        .key_prefix(support::unique_name("sst:test:"))
+        .connect()
+        .await
+        .expect("connect to the test server")
+}
+
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("a valid URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a raw connection")
+}
+
+fn session(data: serde_json::Value, ttl: Duration) -> Session {
+    let mut session = Session::new(ttl);
+    if let serde_json::Value::Object(map) = data {
+        session.replace_data(map);
+    }
+    session
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn key_layout_value_format_and_redis_expiry() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let id = SessionId::generate();
+    let s = session(json!({"user": "ada"}), HOUR);
+    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
+    assert_eq!(store.set(&id, &s).await.unwrap(), 2);
+
+    let key = store.key_for(&id);
+    assert_eq!(key, format!("{}{}", store.key_prefix(), id.as_str()));
+    let value: String = raw.get(&key).await.unwrap();
+    assert_eq!(
+        value,
+        format!("2:{}:{{\"user\":\"ada\"}}", s.expires_at_millis())
+    );
+    // Redis itself carries the session's expiry, to the millisecond (PXAT).
+    let pexpiretime: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(pexpiretime, s.expires_at_millis());
+
+    // touch moves both the expiry in the value and Redis's expiry, and keeps the version.
+    let later = SystemTime::now() + HOUR * 2;
+    assert!(store.touch(&id, later).await.unwrap());
+    let pexpiretime: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(pexpiretime, session_stores::to_millis(later));
+    let value: String = raw.get(&key).await.unwrap();
+    assert!(value.starts_with(&format!("2:{pexpiretime}:")), "{value}");
+
+    // create writes version 1 with SET NX PXAT.
+    let fresh = SessionId::generate();
+    assert!(store.create(&fresh, &s).await.unwrap());
+    let value: String = raw.get(store.key_for(&fresh)).await.unwrap();
+    assert!(value.starts_with("1:"), "{value}");
+    store.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_drops_expired_sessions_by_itself() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let id = SessionId::generate();
+    store
+        .set(&id, &session(json!({}), Duration::from_millis(100)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No delete_expired needed: the key itself is gone from Redis.
+    let exists: bool = raw.exists(store.key_for(&id)).await.unwrap();
+    assert!(!exists, "Redis did not expire the key");
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn past_expiry_deletes_and_sends_no_invalid_expire_time() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let id = SessionId::generate();
+    store
+        .set(&id, &session(json!({"a": 1}), HOUR))
+        .await
+        .unwrap();
+    // Far in the past (before 1970, so a negative PXAT if one were sent) and just now.
+    for expiry in [
+        SystemTime::UNIX_EPOCH - Duration::from_secs(10),
+        SystemTime::UNIX_EPOCH,
+        SystemTime::now(),
+    ] {
+        let mut past = Session::with_expiry(expiry);
+        past.insert("a", 2).unwrap();
+        assert_eq!(store.set(&id, &past).await.unwrap(), 0);
+        let exists: bool = raw.exists(store.key_for(&id)).await.unwrap();
+        assert!(!exists);
+        store
+            .set(&id, &session(json!({"a": 1}), HOUR))
+            .await
+            .unwrap();
+        assert_eq!(store.set_if_version(&id, &past, 1).await.unwrap(), 0);
+        let exists: bool = raw.exists(store.key_for(&id)).await.unwrap();
+        assert!(!exists);
+        // create with a past expiry stores nothing.
+        assert!(store.create(&id, &past).await.unwrap());
+        let exists: bool = raw.exists(store.key_for(&id)).await.unwrap();
+        assert!(!exists);
+        // touch into the past deletes the key; touch of a missing key never creates it.
+        store
+            .set(&id, &session(json!({"a": 1}), HOUR))
+            .await
+            .unwrap();
+        assert!(store.touch(&id, expiry).await.unwrap());
+        let exists: bool = raw.exists(store.key_for(&id)).await.unwrap();
+        assert!(!exists);
+        assert!(!store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
+        let exists: bool = raw.exists(store.key_for(&id)).await.unwrap();
+        assert!(!exists, "touch resurrected a missing key");
+    }
+}
+
+#[tokio::test]
+async fn far_future_expiry_is_kept() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let id = SessionId::generate();
+    let s = Session::from_parts(serde_json::Map::new(), i64::MAX, 0);
+    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.expires_at_millis(), i64::MAX);
+    assert!(store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
+    store.clear().await.unwrap();
+}
+
+/// Redis keeps a key until its expiry has *passed* and runs on its own clock; a value whose
+/// stored expiry is past by the application's clock is absent for every operation, even
+/// while Redis still holds the key.
+#[tokio::test]
+async fn expired_but_present_values_count_as_absent() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let expired_value = || format!("7:{}:{{\"old\":true}}", now_millis() - 1000);
+    let id = SessionId::generate();
+    let key = store.key_for(&id);
+    let plant = |raw: &mut redis::aio::MultiplexedConnection, value: String| {
+        let key = key.clone();
+        let mut raw = raw.clone();
+        async move {
+            let _: () = raw.set_ex(&key, value, 3600).await.unwrap();
+        }
+    };
+
+    plant(&mut raw, expired_value()).await;
+    assert!(store.get(&id).await.unwrap().is_none());
+    assert!(!store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
+    assert!(store.get(&id).await.unwrap().is_none());
+
+    plant(&mut raw, expired_value()).await;
+    assert_eq!(
+        store
+            .set(&id, &session(json!({"n": 1}), HOUR))
+            .await
+            .unwrap(),
+        1
+    );
+
+    plant(&mut raw, expired_value()).await;
+    assert!(
+        store
+            .set_if_version(&id, &session(json!({"n": 1}), HOUR), 7)
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
+    assert_eq!(
+        store
+            .set_if_version(&id, &session(json!({"n": 1}), HOUR), 0)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // create: SET NX finds the key, the script sees it expired and replaces it.
+    plant(&mut raw, expired_value()).await;
+    assert!(
+        store
+            .create(&id, &session(json!({"new": true}), HOUR))
+            .await
+            .unwrap()
+    );
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.version(), 1);
+    assert_eq!(got.get::<bool>("new").unwrap(), Some(true));
+    store.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn create_collision_keeps_the_existing_value() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let id = SessionId::generate();
+    assert!(
+        store
+            .create(&id, &session(json!({"first": 1}), HOUR))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create(&id, &session(json!({"second": 2}), HOUR))
+            .await
+            .unwrap()
+    );
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.get::<i32>("first").unwrap(), Some(1));
+    assert_eq!(got.version(), 1);
+    store.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreadable_values_are_decode_errors_and_set_replaces_them() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let garbage: [&[u8]; 5] = [
+        b"not a session",
+        b"1:2",
+        b"1:99999999999999:not json",
+        b"1:99999999999999:[1,2]",
+        b"\xff\xfe\x00",
+    ];
+    for value in garbage {
+        let id = SessionId::generate();
+        let key = store.key_for(&id);
+        let _: () = raw.set(&key, value).await.unwrap();
+        let err = store.get(&id).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{value:?}: {err}");
+        assert!(!err.to_string().contains(id.as_str()));
+        assert_eq!(err.session(), Some(&id.hint()));
+        if !value.starts_with(b"1:9") {
+            // Unparseable headers: touch and set_if_version report them too.
+            let err = store
+                .touch(&id, SystemTime::now() + HOUR)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Decode, "{value:?}");
+            let err = store
+                .set_if_version(&id, &session(json!({}), HOUR), 0)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Decode, "{value:?}");
+            // create never overwrites something it cannot read.
+            assert!(!store.create(&id, &session(json!({}), HOUR)).await.unwrap());
+        }
+        // The unreadable value is left as it is until a set replaces it. A readable header
+        // (version 1, live) with unreadable data still counts for the version.
+        let still: Vec<u8> = raw.get(&key).await.unwrap();
+        assert_eq!(still, value);
+        let want = if value.starts_with(b"1:9") { 2 } else { 1 };
+        assert_eq!(
+            store
+                .set(&id, &session(json!({"ok": 1}), HOUR))
+                .await
+                .unwrap(),
+            want
+        );
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(got.get::<i32>("ok").unwrap(), Some(1));
+    }
+
+    // A key of another Redis type under the prefix.
+    let id = SessionId::generate();
+    let key = store.key_for(&id);
+    let _: () = raw.hset(&key, "f", "v").await.unwrap();
+    assert_eq!(store.get(&id).await.unwrap_err().kind(), ErrorKind::Decode);
+    assert_eq!(
+        store
+            .touch(&id, SystemTime::now() + HOUR)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Decode
+    );
+    assert_eq!(store.set(&id, &session(json!({}), HOUR)).await.unwrap(), 1);
+    assert!(store.get(&id).await.unwrap().is_some());
+    store.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn clear_and_len_stay_inside_the_prefix_even_with_glob_characters() {
+    let Some(url) = url() else { return };
+    let mut raw = raw(&url).await;
+    let base = support::unique_name("sst:glob:");
+    // A prefix full of glob metacharacters, and a neighbour that its unescaped pattern
+    // (`[ab]*?` and so on) would match.
+    let tricky = RedisStore::builder(&url)
+        .key_prefix(format!("{base}:[ab]*?\\-^:"))
+        .build()
+        .unwrap();
+    let neighbour_key = format!("{base}:a-x\\-^:neighbour");
+    let _: () = raw.set_ex(&neighbour_key, "keep me", 600).await.unwrap();
+    let other = RedisStore::builder(&url)
+        .key_prefix(format!("{base}:other:"))
+        .build()
+        .unwrap();
+    let other_id = SessionId::generate();
+    other
+        .set(&other_id, &session(json!({}), HOUR))
+        .await
+        .unwrap();
+
+    for _ in 0..25 {
+        tricky
+            .set(&SessionId::generate(), &session(json!({}), HOUR))
+            .await
+            .unwrap();
+    }
+    assert_eq!(tricky.len().await.unwrap(), 25);
+    tricky.clear().await.unwrap();
+    assert_eq!(tricky.len().await.unwrap(), 0);
+    assert!(tricky.is_empty().await.unwrap());
+
+    let kept: Option<String> = raw.get(&neighbour_key).await.unwrap();
+    assert_eq!(kept.as_deref(), Some("keep me"));
+    assert!(other.get(&other_id).await.unwrap().is_some());
+    assert_eq!(other.len().await.unwrap(), 1);
+    other.clear().await.unwrap();
+    let _: () = raw.del(&neighbour_key).await.unwrap();
+}
+
+#[tokio::test]
+async fn len_and_clear_span_many_scan_pages() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut pipe = redis::pipe();
+    let expires = now_millis() + 3_600_000;
+    for i in 0..2500 {
+        pipe.cmd("SET")
+            .arg(format!("{}s{i}", store.key_prefix()))
+            .arg(format!("1:{expires}:{{}}"))
+            .arg("PXAT")
+            .arg(expires)
+            .ignore();
+    }
+    let mut raw = raw(&url).await;
+    let _: () = pipe.query_async(&mut raw).await.unwrap();
+    assert_eq!(store.len().await.unwrap(), 2500);
+    store.clear().await.unwrap();
+    assert_eq!(store.len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn empty_prefix_is_refused() {
+    let err = RedisStore::builder(DEFAULT_URL)
+        .key_prefix("")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let pool = deadpool_redis::Config::from_url(DEFAULT_URL)
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    let err = RedisStore::from_pool(pool).with_key_prefix("").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+#[tokio::test]
+async fn delete_expired_is_zero_without_contacting_redis() {
+    // A store whose server does not exist still answers delete_expired.
+    let port = free_port();
+    let store = RedisStore::builder(&format!("redis://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_transient_error_naming_the_session() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let err = RedisStore::connect(&url).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let store = RedisStore::builder(&url).build().unwrap();
+    let id = SessionId::generate();
+    let err = store.get(&id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+    assert_eq!(err.session(), Some(&id.hint()));
+    assert!(!err.to_string().contains(id.as_str()));
+    assert!(std::error::Error::source(&err).is_some());
+    let err = store.set(&id, &session(json!({}), HOUR)).await.unwrap_err();
+    assert!(err.is_transient());
+}
+
+/// A "server" that accepts connections and never answers: every operation must give up with
+/// a timeout instead of hanging.
+#[tokio::test]
+async fn a_silent_server_times_out_instead_of_hanging() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let store = RedisStore::builder(&format!("redis://{addr}"))
+        .connect_timeout(Duration::from_millis(200))
+        .response_timeout(Duration::from_millis(200))
+        .pool_wait_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let id = SessionId::generate();
+    let err = store.get(&id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    assert!(err.is_transient());
+    let err = store.set(&id, &session(json!({}), HOUR)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    let err = store.len().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    hold.abort();
+}
+
+// ----- Redis Cluster -----
+
+fn cluster_urls() -> Option<Vec<String>> {
+    support::service_urls(CLUSTER_VAR, 7001)
+}
+
+#[tokio::test]
+async fn cluster_len_and_clear_visit_every_primary() {
+    let Some(urls) = cluster_urls() else { return };
+    let store = RedisStore::cluster_builder(&urls)
+        .key_prefix(support::unique_name("sst:cl:"))
+        .connect()
+        .await
+        .unwrap();
+    assert!(store.is_cluster());
+    let ids: Vec<SessionId> = (0..60).map(|_| SessionId::generate()).collect();
+    for id in &ids {
+        store
+            .set(id, &session(json!({"x": 1}), HOUR))
+            .await
+            .unwrap();
+    }
+    // The keys really are spread over every primary: count them per node.
+    let mut per_node = Vec::new();
+    for url in &urls {
+        let mut node = raw(url).await;
+        let mut found = 0;
+        for id in &ids {
+            // A node that does not own the key's slot answers MOVED: not counted.
+            let exists: redis::RedisResult<bool> = node.exists(store.key_for(id)).await;
+            if exists == Ok(true) {
+                found += 1;
+            }
+        }
+        per_node.push(found);
+    }
+    assert_eq!(per_node.iter().sum::<usize>(), ids.len(), "{per_node:?}");
+    assert!(
+        per_node.iter().filter(|&&n| n > 0).count() >= 2,
+        "all keys landed on one node: {per_node:?}"
+    );
+    assert_eq!(store.len().await.unwrap(), ids.len() as u64);
+    store.clear().await.unwrap();
+    assert_eq!(store.len().await.unwrap(), 0);
+    for id in &ids {
+        assert!(store.get(id).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn cluster_from_pool_and_hash_tag_prefix() {
+    let Some(urls) = cluster_urls() else { return };
+    let pool = deadpool_redis::cluster::Config::from_urls(urls.clone())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    // A hash-tag prefix puts every session of the store in one slot.
+    let store = RedisStore::from_cluster_pool(pool)
+        .with_key_prefix(format!("{{{}}}:", support::unique_name("sst")))
+        .unwrap();
+    let id = SessionId::generate();
+    assert!(
+        store
+            .create(&id, &session(json!({"a": 1}), HOUR))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .set_if_version(&id, &session(json!({"a": 2}), HOUR), 1)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
+    assert_eq!(store.len().await.unwrap(), 1);
+    store.clear().await.unwrap();
+    assert!(store.is_empty().await.unwrap());
+}
+
+// ----- Restart -----
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn start_redis(port: u16, dir: &std::path::Path) -> Option<tokio::process::Child> {
+    let child = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    match child {
+        Ok(child) => Some(child),
+        Err(err) => {
+            let message = format!("SKIPPED: cannot run redis-server ({err})");
+            if support::in_ci() {
+                panic!("{message}");
+            }
+            eprintln!("\n*** {message} ***\n");
+            None
+        }
+    }
+}
+
+async fn wait_until_up(url: &str) {
+    for _ in 0..200 {
+        if let Ok(client) = redis::Client::open(url)
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            && redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("redis-server did not come up at {url}");
+}
+
+/// A dedicated redis-server is killed in the middle of a stream of operations and started
+/// again on the same port: operations in flight fail with transient errors only, and once
+/// the server is back the very same store works again, without being rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_by_itself_after_a_redis_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let Some(mut server) = start_redis(port, dir.path()) else {
+        return;
+    };
+    wait_until_up(&url).await;
+    let store = Arc::new(
+        RedisStore::builder(&url)
+            .key_prefix("restart:")
+            .connect_timeout(Duration::from_millis(500))
+            .response_timeout(Duration::from_secs(1))
+            .max_connections(4)
+            .connect()
+            .await
+            .unwrap(),
+    );
+
+    // A stream of operations from several tasks, running across the restart.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let store = Arc::clone(&store);
+        let stop = Arc::clone(&stop);
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut transient) = (0u64, 0u64);
+            let mut bad = Vec::new();
+            for i in 0..100_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let id = SessionId::generate();
+                let result = async {
+                    store.set(&id, &session(json!({"i": i}), HOUR)).await?;
+                    store.get(&id).await?;
+                    store.touch(&id, SystemTime::now() + HOUR).await?;
+                    store.destroy(&id).await
+                }
+                .await;
+                match result {
+                    Ok(()) => ok += 1,
+                    Err(err) if err.is_transient() => {
+                        transient += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(err) => bad.push(format!("{err:?}")),
+                }
+            }
+            (ok, transient, bad)
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill().await.unwrap();
+    // While the server is down, operations fail, transiently.
+    let id = SessionId::generate();
+    let err = store.get(&id).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut server = start_redis(port, dir.path()).expect("redis-server ran before");
+    wait_until_up(&url).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total_ok = 0;
+    let mut total_transient = 0;
+    for worker in workers {
+        let (ok, transient, bad) = worker.await.unwrap();
+        assert!(
+            bad.is_empty(),
+            "non-transient errors during restart: {bad:?}"
+        );
+        total_ok += ok;
+        total_transient += transient;
+    }
+    assert!(total_ok > 0, "no operation ever succeeded");
+    assert!(total_transient > 0, "the restart caused no error at all");
+
+    // After the restart every operation on the same store succeeds.
+    for i in 0..50 {
+        let id = SessionId::generate();
+        assert_eq!(
+            store
+                .set(&id, &session(json!({"i": i}), HOUR))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(store.get(&id).await.unwrap().is_some());
+        assert!(
+            store
+                .create(&SessionId::generate(), &session(json!({}), HOUR))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(store.len().await.unwrap(), 100);
+    store.clear().await.unwrap();
+    server.kill().await.unwrap();
+}
