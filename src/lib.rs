@@ -12,6 +12,18 @@ pub mod stores;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
+pub mod connect;
+
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tower-sessions", feature = "actix-session"))))]
+pub mod adapters;
+
+#[cfg(feature = "cleanup")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cleanup")))]
+pub mod cleanup;
+
+pub use connect::{StoreKind, connect};
+
 pub use error::{BoxError, Error, ErrorKind, IdHint, InvalidIdReason, Result};
 pub use session::{Session, SessionId, from_millis, now_millis, to_millis};
 pub use store::SessionStore;
@@ -30,3 +42,7 @@ pub use stores::postgres::PostgresStore;
 pub use stores::redis::RedisStore;
 #[cfg(feature = "sqlite")]
 pub use stores::sqlite::SqliteStore;
+#[cfg(feature = "tower-sessions")]
+pub use adapters::tower_sessions::TowerSessionsStore;
+#[cfg(feature = "actix-session")]
+pub use adapters::actix::ActixSessionStore;

@@ -1,0 +1,476 @@
+//! Any [`SessionStore`] as an [actix-session](https://docs.rs/actix-session/0.11) store
+//! (feature `actix-session`).
+//!
+//! [`ActixSessionStore`] wraps a store of this crate and implements
+//! [`actix_session::storage::SessionStore`], so it can be handed to
+//! `actix_session::SessionMiddleware` in an actix-web app.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use session_stores::adapters::actix::ActixSessionStore;
+//! use session_stores::cleanup::spawn_cleanup;
+//!
+//! let store = ActixSessionStore::from_box(session_stores::connect("sqlite://sessions.db").await?);
+//! let _cleanup = spawn_cleanup(store.inner_arc(), Duration::from_secs(60));
+//!
+//! // HttpServer::new(move || {
+//! //     App::new()
+//! //         .wrap(SessionMiddleware::new(store.clone(), key.clone()))
+//! //         .route("/", web::get().to(index))
+//! // })
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Mapping
+//!
+//! | actix-session                 | this crate                                            |
+//! |-------------------------------|-------------------------------------------------------|
+//! | `save(state, ttl)`            | a fresh [`SessionId::generate`] key, stored with the atomic [`create`](SessionStore::create); on a collision another key (at most 16 tries) |
+//! | `load(key)`                   | [`get`](SessionStore::get): never an expired session   |
+//! | `update(key, state, ttl)`     | [`get`](SessionStore::get), then [`set_if_version`](SessionStore::set_if_version) on the version read (re-read and retried when another request wrote in between, last writer wins). If the key is missing or expired, the state is saved under a **new** key, as actix-session's Redis store does, so an expired key is never brought back to life |
+//! | `update_ttl(key, ttl)`        | [`touch`](SessionStore::touch): moves the expiry only, never the data or version, never creates |
+//! | `delete(key)`                 | [`destroy`](SessionStore::destroy)                     |
+//!
+//! - **Keys.** Keys are minted by [`SessionId::generate`]: 32 characters of URL-safe base64
+//!   (192 random bits). A key from a cookie that is not a valid [`SessionId`] (forged, or
+//!   minted by another store) is treated as a missing session: `load` returns `None`,
+//!   `update` saves under a new key, `update_ttl` and `delete` do nothing.
+//! - **State.** actix-session's state is a `HashMap<String, String>` (each value is already
+//!   JSON text made by actix-session). It is stored as a JSON object whose values are those
+//!   strings, unchanged, so it round-trips exactly. Loading a session with a value that is not
+//!   a string (one written by something else) fails with `LoadError::Deserialization`
+//!   holding an [`Error::Decode`] for that session.
+//! - **TTL.** The expiry is now plus the TTL, to the millisecond. A zero or negative TTL
+//!   deletes the session, as the contract's past expiry does.
+//! - **Errors.** Every failure keeps this crate's [`Error`] (and the driver's error below it)
+//!   as the `anyhow::Error` inside actix-session's error, so
+//!   `err.downcast_ref::<session_stores::Error>()` gives it back. Errors never contain a whole
+//!   key or any session data.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use actix_session::storage::{self, LoadError, SaveError, SessionKey, UpdateError};
+use serde_json::{Map, Value};
+use time::Duration;
+
+use super::MAX_CREATE_ATTEMPTS;
+use crate::error::Error;
+use crate::session::{Session, SessionId, now_millis};
+use crate::store::SessionStore;
+
+/// How many times [`ActixSessionStore`]'s `update` re-reads and retries when other requests
+/// keep writing the same session between its read and its write.
+const MAX_UPDATE_ATTEMPTS: usize = 8;
+
+/// A [`SessionStore`] of this crate as an [`actix_session::storage::SessionStore`]. See the
+/// [module docs](self) for how operations, keys, state and TTLs map.
+///
+/// Cloning is cheap: clones share the store.
+pub struct ActixSessionStore<S: ?Sized> {
+    store: Arc<S>,
+}
+
+impl<S: SessionStore> ActixSessionStore<S> {
+    /// Wraps `store`.
+    pub fn new(store: S) -> Self {
+        ActixSessionStore {
+            store: Arc::new(store),
+        }
+    }
+}
+
+impl ActixSessionStore<dyn SessionStore> {
+    /// Wraps a boxed store, such as the one [`connect`](crate::connect()) returns.
+    pub fn from_box(store: Box<dyn SessionStore>) -> Self {
+        ActixSessionStore {
+            store: Arc::from(store),
+        }
+    }
+}
+
+impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
+    /// Wraps a store that the application also uses elsewhere.
+    pub fn from_arc(store: Arc<S>) -> Self {
+        ActixSessionStore { store }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.store
+    }
+
+    /// The wrapped store, shared (for example for
+    /// [`spawn_cleanup`](crate::cleanup::spawn_cleanup)).
+    pub fn inner_arc(&self) -> Arc<S> {
+        Arc::clone(&self.store)
+    }
+
+    async fn save_new(&self, session: &Session) -> Result<SessionKey, Error> {
+        for _ in 0..MAX_CREATE_ATTEMPTS {
+            let id = SessionId::try_generate()?;
+            if self.store.create(&id, session).await? {
+                return SessionKey::try_from(id.into_string()).map_err(|err| Error::Backend {
+                    operation: "save",
+                    id: None,
+                    source: Box::new(err),
+                });
+            }
+        }
+        Err(Error::Backend {
+            operation: "save",
+            id: None,
+            source: format!(
+                "the store reported a collision for {MAX_CREATE_ATTEMPTS} fresh random ids in a row"
+            )
+            .into(),
+        })
+    }
+
+    async fn update_existing(
+        &self,
+        key: SessionKey,
+        session: &Session,
+    ) -> Result<SessionKey, Error> {
+        let Ok(id) = SessionId::new(key.as_ref()) else {
+            return self.save_new(session).await;
+        };
+        let mut last_conflict = None;
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let Some(current) = self.store.get(&id).await? else {
+                // Missing or expired: never resurrect the old key.
+                return self.save_new(session).await;
+            };
+            match self
+                .store
+                .set_if_version(&id, session, current.version())
+                .await
+            {
+                Ok(_) => return Ok(key),
+                Err(err) if err.is_conflict() => last_conflict = Some(err),
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last_conflict.unwrap_or_else(|| Error::conflict(&id, 0)))
+    }
+}
+
+impl<S: ?Sized> Clone for ActixSessionStore<S> {
+    fn clone(&self) -> Self {
+        ActixSessionStore {
+            store: Arc::clone(&self.store),
+        }
+    }
+}
+
+impl<S: ?Sized> fmt::Debug for ActixSessionStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActixSessionStore")
+            .field("store", &std::any::type_name::<S>())
+            .finish()
+    }
+}
+
+/// A session holding actix-session's state, expiring `ttl` from now.
+fn session_of(state: HashMap<String, String>, ttl: &Duration) -> Session {
+    let ttl_ms = ttl.whole_milliseconds();
+    let ttl_ms = i64::try_from(ttl_ms).unwrap_or(if ttl_ms < 0 { i64::MIN } else { i64::MAX });
+    let data: Map<String, Value> = state
+        .into_iter()
+        .map(|(key, value)| (key, Value::String(value)))
+        .collect();
+    Session::from_parts(data, now_millis().saturating_add(ttl_ms), 0)
+}
+
+/// The stored data as actix-session's state; every value must be a string.
+fn state_of(id: &SessionId, session: Session) -> Result<HashMap<String, String>, Error> {
+    let (data, _, _) = session.into_parts();
+    let mut state = HashMap::with_capacity(data.len());
+    for (key, value) in data {
+        match value {
+            Value::String(text) => {
+                state.insert(key, text);
+            }
+            _ => return Err(Error::decode(id, NotActixState)),
+        }
+    }
+    Ok(state)
+}
+
+/// The stored session has a value that is not a string, so it was not written through
+/// [`ActixSessionStore`].
+#[derive(Debug)]
+struct NotActixState;
+
+impl fmt::Display for NotActixState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "a value of the stored session is not a string (it was not written by the actix-session adapter)",
+        )
+    }
+}
+
+impl std::error::Error for NotActixState {}
+
+impl<S: SessionStore + ?Sized> storage::SessionStore for ActixSessionStore<S> {
+    async fn load(&self, key: &SessionKey) -> Result<Option<HashMap<String, String>>, LoadError> {
+        let Ok(id) = SessionId::new(key.as_ref()) else {
+            return Ok(None);
+        };
+        let session = self
+            .store
+            .get(&id)
+            .await
+            .map_err(|err| LoadError::Other(err.into()))?;
+        match session {
+            None => Ok(None),
+            Some(session) => match state_of(&id, session) {
+                Ok(state) => Ok(Some(state)),
+                Err(err) => Err(LoadError::Deserialization(err.into())),
+            },
+        }
+    }
+
+    async fn save(
+        &self,
+        state: HashMap<String, String>,
+        ttl: &Duration,
+    ) -> Result<SessionKey, SaveError> {
+        let session = session_of(state, ttl);
+        self.save_new(&session).await.map_err(|err| match err {
+            Error::Encode { .. } => SaveError::Serialization(err.into()),
+            err => SaveError::Other(err.into()),
+        })
+    }
+
+    async fn update(
+        &self,
+        key: SessionKey,
+        state: HashMap<String, String>,
+        ttl: &Duration,
+    ) -> Result<SessionKey, UpdateError> {
+        let session = session_of(state, ttl);
+        self.update_existing(key, &session)
+            .await
+            .map_err(|err| match err {
+                Error::Encode { .. } => UpdateError::Serialization(err.into()),
+                err => UpdateError::Other(err.into()),
+            })
+    }
+
+    async fn update_ttl(&self, key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
+        let Ok(id) = SessionId::new(key.as_ref()) else {
+            return Ok(());
+        };
+        let expires_at = session_of(HashMap::new(), ttl).expires_at();
+        self.store.touch(&id, expires_at).await?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
+        let Ok(id) = SessionId::new(key.as_ref()) else {
+            return Ok(());
+        };
+        self.store.destroy(&id).await?;
+        Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use std::time::SystemTime;
+
+    use actix_session::storage::SessionStore as ActixStore;
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::error::Result;
+    use crate::stores::memory::MemoryStore;
+
+    fn state() -> HashMap<String, String> {
+        let mut state = HashMap::new();
+        state.insert("user".to_string(), r#"{"name":"ada"}"#.to_string());
+        state.insert("count".to_string(), "3".to_string());
+        state.insert("odd".to_string(), "not json at all \u{1F600}".to_string());
+        state
+    }
+
+    fn key(text: &str) -> SessionKey {
+        SessionKey::try_from(text.to_string()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn save_load_update_round_trip_losslessly() -> Result<()> {
+        let store = ActixSessionStore::new(MemoryStore::new(100));
+        let ttl = Duration::minutes(5);
+        let before = now_millis();
+        let k = store.save(state(), &ttl).await.unwrap();
+        assert_eq!(k.as_ref().len(), 32);
+        let id = SessionId::new(k.as_ref())?;
+        let stored = store.inner().get(&id).await?.unwrap();
+        assert_eq!(stored.version(), 1);
+        assert!(stored.expires_at_millis() >= before + 300_000);
+        assert!(stored.expires_at_millis() <= now_millis() + 300_000);
+        assert_eq!(store.load(&k).await.unwrap(), Some(state()));
+
+        let mut changed = state();
+        changed.insert("count".into(), "4".into());
+        let same = store.update(k, changed.clone(), &ttl).await.unwrap();
+        assert_eq!(same.as_ref(), id.as_str(), "a live key is kept");
+        assert_eq!(store.load(&same).await.unwrap(), Some(changed));
+        assert_eq!(store.inner().get(&id).await?.unwrap().version(), 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn update_of_a_missing_or_expired_key_saves_under_a_new_key() -> Result<()> {
+        let store = ActixSessionStore::new(MemoryStore::new(100));
+        let ttl = Duration::minutes(5);
+        // Missing.
+        let unknown = SessionId::generate();
+        let k = store
+            .update(key(unknown.as_str()), state(), &ttl)
+            .await
+            .unwrap();
+        assert_ne!(k.as_ref(), unknown.as_str());
+        assert!(
+            store.inner().get(&unknown).await?.is_none(),
+            "not resurrected"
+        );
+        assert_eq!(store.load(&k).await.unwrap(), Some(state()));
+        // Expired.
+        let old = SessionId::new(k.as_ref())?;
+        store
+            .inner()
+            .touch(&old, SystemTime::now() - std::time::Duration::from_secs(1))
+            .await?;
+        let k2 = store.update(k, state(), &ttl).await.unwrap();
+        assert_ne!(k2.as_ref(), old.as_str());
+        assert!(store.inner().get(&old).await?.is_none());
+        // A key that is not a valid SessionId (forged cookie).
+        let k3 = store.update(key("a/../b"), state(), &ttl).await.unwrap();
+        assert_eq!(store.load(&k3).await.unwrap(), Some(state()));
+        assert_eq!(store.inner().len().await?, 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn update_ttl_moves_only_the_expiry_and_never_creates() -> Result<()> {
+        let store = ActixSessionStore::new(MemoryStore::new(100));
+        let k = store.save(state(), &Duration::seconds(10)).await.unwrap();
+        let id = SessionId::new(k.as_ref())?;
+        let before = store.inner().get(&id).await?.unwrap();
+        store.update_ttl(&k, &Duration::hours(1)).await.unwrap();
+        let after = store.inner().get(&id).await?.unwrap();
+        assert!(after.expires_at_millis() >= before.expires_at_millis() + 3_000_000);
+        assert_eq!(after.version(), before.version());
+        assert_eq!(after.data(), before.data());
+
+        let unknown = SessionId::generate();
+        store
+            .update_ttl(&key(unknown.as_str()), &Duration::hours(1))
+            .await
+            .unwrap();
+        assert!(store.inner().get(&unknown).await?.is_none());
+        store
+            .update_ttl(&key("bad key!"), &Duration::hours(1))
+            .await
+            .unwrap();
+
+        // A negative TTL expires the session at once.
+        store.update_ttl(&k, &Duration::seconds(-1)).await.unwrap();
+        assert_eq!(store.load(&k).await.unwrap(), None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn load_and_delete_of_foreign_keys_and_foreign_data() -> Result<()> {
+        let store = ActixSessionStore::new(MemoryStore::new(100));
+        assert_eq!(store.load(&key("")).await.unwrap(), None);
+        assert_eq!(store.load(&key("../etc/passwd")).await.unwrap(), None);
+        store.delete(&key("*")).await.unwrap();
+
+        let id = SessionId::generate();
+        let mut foreign = Session::new(std::time::Duration::from_secs(60));
+        foreign.insert("n", 1).unwrap();
+        store.inner().set(&id, &foreign).await?;
+        match store.load(&key(id.as_str())).await {
+            Err(LoadError::Deserialization(err)) => {
+                let ours = err.downcast_ref::<Error>().expect("our typed error");
+                assert_eq!(ours.kind(), crate::ErrorKind::Decode);
+                assert!(!err.to_string().contains(id.as_str()));
+            }
+            other => panic!("{other:?}"),
+        }
+        store.delete(&key(id.as_str())).await.unwrap();
+        assert!(store.inner().get(&id).await?.is_none());
+        Ok(())
+    }
+
+    /// Fails every `set_if_version` with a conflict (as if other requests kept writing), and
+    /// every `create` with a collision.
+    struct Contended(MemoryStore);
+
+    #[async_trait]
+    impl SessionStore for Contended {
+        async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+            self.0.get(id).await
+        }
+        async fn set(&self, id: &SessionId, s: &Session) -> Result<u64> {
+            self.0.set(id, s).await
+        }
+        async fn destroy(&self, id: &SessionId) -> Result<()> {
+            self.0.destroy(id).await
+        }
+        async fn touch(&self, id: &SessionId, t: SystemTime) -> Result<bool> {
+            self.0.touch(id, t).await
+        }
+        async fn create(&self, _: &SessionId, _: &Session) -> Result<bool> {
+            Ok(false)
+        }
+        async fn set_if_version(&self, id: &SessionId, _: &Session, e: u64) -> Result<u64> {
+            Err(Error::conflict(id, e))
+        }
+        async fn len(&self) -> Result<u64> {
+            self.0.len().await
+        }
+        async fn clear(&self) -> Result<()> {
+            self.0.clear().await
+        }
+        async fn delete_expired(&self) -> Result<u64> {
+            self.0.delete_expired().await
+        }
+    }
+
+    #[tokio::test]
+    async fn endless_contention_is_a_typed_error_not_a_hang() -> Result<()> {
+        let store = ActixSessionStore::new(Contended(MemoryStore::new(10)));
+        let id = SessionId::generate();
+        let mut original = Session::new(std::time::Duration::from_secs(60));
+        original.insert("user", "ada").unwrap();
+        store.inner().set(&id, &original).await?;
+        match store
+            .update(key(id.as_str()), state(), &Duration::minutes(1))
+            .await
+        {
+            Err(UpdateError::Other(err)) => {
+                assert!(err.downcast_ref::<Error>().unwrap().is_conflict())
+            }
+            other => panic!("{other:?}"),
+        }
+        let kept = store.inner().get(&id).await?.unwrap();
+        assert_eq!(
+            kept.data(),
+            original.data(),
+            "a failed update leaves it intact"
+        );
+        assert!(matches!(
+            store.save(state(), &Duration::minutes(1)).await,
+            Err(SaveError::Other(_))
+        ));
+        Ok(())
+    }
+}

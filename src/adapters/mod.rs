@@ -1,0 +1,32 @@
+//! Adapters that plug any [`SessionStore`](crate::SessionStore) into a web framework's session
+//! middleware.
+//!
+//! | feature          | module                             | middleware                                  |
+//! |------------------|------------------------------------|---------------------------------------------|
+//! | `tower-sessions` | [`tower_sessions`](self::tower_sessions) | [tower-sessions] 0.15 (axum, any tower stack) |
+//! | `actix-session`  | [`actix`](self::actix)             | [actix-session] 0.11 (actix-web)            |
+//!
+//! Each adapter wraps a store of this crate (or your own, or a `Box<dyn SessionStore>` from
+//! [`connect`](crate::connect())) and implements the middleware's store trait on top of the
+//! contract: ids are created with the atomic [`create`](crate::SessionStore::create), so two
+//! users are never handed the same id; expiry is kept to the millisecond; the data is kept
+//! losslessly. Both enable the `cleanup` feature, whose
+//! [`spawn_cleanup`](crate::cleanup::spawn_cleanup) sweeps expired sessions from stores that
+//! need it (files, SQLite, Postgres) and, unlike tower-sessions' own task, survives errors.
+//!
+//! [tower-sessions]: https://docs.rs/tower-sessions/0.15
+//! [actix-session]: https://docs.rs/actix-session/0.11
+
+#[cfg(feature = "tower-sessions")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower-sessions")))]
+pub mod tower_sessions;
+
+#[cfg(feature = "actix-session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
+pub mod actix;
+
+/// How many fresh ids an adapter tries before it gives up on minting a session. With 128 or
+/// more random bits per id a single collision is already astronomically unlikely; the bound
+/// only stops a broken store (one whose `create` always reports a collision) from spinning.
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+pub(crate) const MAX_CREATE_ATTEMPTS: usize = 16;

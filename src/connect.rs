@@ -1,0 +1,585 @@
+//! Picking a store at run time from a URL: [`connect`].
+//!
+//! An application that reads its session store from configuration (an environment variable
+//! such as `SESSION_STORE_URL`) calls [`connect`] and gets a `Box<dyn SessionStore>`, which
+//! is a [`SessionStore`] itself and plugs into both adapters. Each scheme needs its cargo
+//! feature; a URL whose feature is off, or an unknown scheme, is an [`Error::Config`] that
+//! names the feature to enable.
+//!
+//! | URL | store | feature |
+//! |-----|-------|---------|
+//! | `memory://` or `memory://?capacity=N` | [`MemoryStore`](crate::MemoryStore) with `N` sessions (default 100,000) | `memory` |
+//! | `file:///abs/dir`, `file://rel/dir` | [`FileStore`](crate::FileStore) in that directory (created if missing) | `file` |
+//! | `sqlite://path/to.db`, `sqlite:///abs/to.db`, `sqlite:path` | [`SqliteStore`](crate::SqliteStore) in that file (created if missing) | `sqlite` |
+//! | `sqlite::memory:`, `sqlite://:memory:` | an in-memory [`SqliteStore`](crate::SqliteStore) | `sqlite` |
+//! | `postgres://...`, `postgresql://...` | [`PostgresStore`](crate::PostgresStore); the table is created if missing ([`migrate`](crate::PostgresStore::migrate)) | `postgres` |
+//! | `redis://...`, `rediss://...`, `redis+unix:///path` | [`RedisStore`](crate::RedisStore) on one server | `redis` |
+//! | `redis+cluster://host1:7001,host2:7002` (`rediss+cluster://` for TLS; `user:pass@` before the first host applies to all) | [`RedisStore`](crate::RedisStore) on a Redis Cluster | `redis` |
+//!
+//! Query options: `memory://` takes `capacity` (a positive integer); `file://` and `sqlite:`
+//! URLs take `table` (SQLite only; default `sessions`). Any other query option of those
+//! schemes is an error, so a typo never goes unnoticed. Postgres and Redis URLs are handed to
+//! their drivers whole, with all the driver's own options. Paths may be percent-encoded
+//! (`%20` for a space).
+//!
+//! Every store is opened with its defaults otherwise; use the store's builder directly for
+//! the other options. [`StoreKind::of`] tells which store a URL selects without connecting,
+//! and [`redact`] gives a URL with its password removed, for logs and status pages.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> session_stores::Result<()> {
+//! use session_stores::{connect, StoreKind, SessionStore};
+//!
+//! let url = std::env::var("SESSION_STORE_URL").unwrap_or_else(|_| "memory://?capacity=1000".into());
+//! let store = connect(&url).await?;
+//! assert_eq!(store.len().await?, 0);
+//! assert_eq!(StoreKind::of("redis+cluster://a:7001,b:7002")?, StoreKind::RedisCluster);
+//!
+//! let err = connect("mongodb://localhost").await.unwrap_err();
+//! assert!(err.to_string().contains("unknown session store URL scheme `mongodb`"));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::store::SessionStore;
+
+/// The kind of store a URL selects. See the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// `memory://`.
+    Memory,
+    /// `file://`.
+    File,
+    /// `sqlite:`.
+    Sqlite,
+    /// `postgres://`, `postgresql://`.
+    Postgres,
+    /// `redis://`, `rediss://`, `redis+unix://`.
+    Redis,
+    /// `redis+cluster://`, `rediss+cluster://`.
+    RedisCluster,
+}
+
+impl StoreKind {
+    /// The kind of store `url` selects, from its scheme alone (no I/O). Fails with
+    /// [`Error::Config`] for an unknown scheme; this does not check that the feature is on.
+    pub fn of(url: &str) -> Result<StoreKind> {
+        let scheme = scheme_of(url)?;
+        Ok(match scheme.as_str() {
+            "memory" => StoreKind::Memory,
+            "file" => StoreKind::File,
+            "sqlite" => StoreKind::Sqlite,
+            "postgres" | "postgresql" => StoreKind::Postgres,
+            "redis" | "rediss" | "redis+unix" | "unix" => StoreKind::Redis,
+            "redis+cluster" | "rediss+cluster" => StoreKind::RedisCluster,
+            _ => {
+                return Err(Error::config(format!(
+                    "unknown session store URL scheme `{scheme}`: expected memory://, file://, \
+                     sqlite:, postgres://, redis:// or redis+cluster://"
+                )));
+            }
+        })
+    }
+
+    /// The cargo feature of session-stores this kind of store needs.
+    pub fn feature(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::File => "file",
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+            StoreKind::Redis | StoreKind::RedisCluster => "redis",
+        }
+    }
+
+    /// Whether this build has the feature this kind of store needs.
+    pub fn is_enabled(self) -> bool {
+        match self {
+            StoreKind::Memory => cfg!(feature = "memory"),
+            StoreKind::File => cfg!(feature = "file"),
+            StoreKind::Sqlite => cfg!(feature = "sqlite"),
+            StoreKind::Postgres => cfg!(feature = "postgres"),
+            StoreKind::Redis | StoreKind::RedisCluster => cfg!(feature = "redis"),
+        }
+    }
+
+    /// The store's name, such as `"SQLite"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::File => "JSON files",
+            StoreKind::Sqlite => "SQLite",
+            StoreKind::Postgres => "Postgres",
+            StoreKind::Redis => "Redis",
+            StoreKind::RedisCluster => "Redis Cluster",
+        }
+    }
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Opens the store that `url` selects. See the [module docs](self) for the URL forms.
+///
+/// Fails with [`Error::Config`] for an unknown scheme, a scheme whose feature is off (the
+/// message names the feature), a malformed URL or an unknown query option, and with the
+/// store's own error when it cannot be opened (an unreachable server, an unwritable
+/// directory, ...).
+pub async fn connect(url: &str) -> Result<Box<dyn SessionStore>> {
+    let kind = StoreKind::of(url)?;
+    if !kind.is_enabled() {
+        return Err(Error::config(format!(
+            "the session store URL `{}` needs the `{}` feature of session-stores; enable it in \
+             Cargo.toml: session-stores = {{ version = \"*\", features = [\"{}\"] }}",
+            redact(url),
+            kind.feature(),
+            kind.feature(),
+        )));
+    }
+    match kind {
+        StoreKind::Memory => open_memory(url),
+        StoreKind::File => open_file(url).await,
+        StoreKind::Sqlite => open_sqlite(url).await,
+        StoreKind::Postgres => open_postgres(url).await,
+        StoreKind::Redis => open_redis(url).await,
+        StoreKind::RedisCluster => open_redis_cluster(url).await,
+    }
+}
+
+/// `url` with the password of its user info (if any) replaced by `***`, for logs and status
+/// pages. Cluster URLs keep every host.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{user}:***"),
+                None => userinfo.to_string(),
+            };
+            format!("{scheme}://{user}@{hosts}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+fn scheme_of(url: &str) -> Result<String> {
+    // `sqlite::memory:` and `sqlite:path` have no `//`.
+    let end = url.find(':').ok_or_else(|| {
+        Error::config("a session store URL needs a scheme, such as memory:// or sqlite://")
+    })?;
+    let scheme = &url[..end];
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return Err(Error::config(
+            "a session store URL needs a scheme, such as memory:// or sqlite://",
+        ));
+    }
+    Ok(scheme.to_ascii_lowercase())
+}
+
+/// The part after `scheme:` (and after `//` if present), split into location and query
+/// options.
+#[allow(dead_code)] // Unused when every scheme that takes options is compiled out.
+fn location_and_options(url: &str) -> Result<(String, Vec<(String, String)>)> {
+    let (_, rest) = url.split_once(':').unwrap_or(("", url));
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (location, query) = match rest.split_once('?') {
+        Some((location, query)) => (location, query),
+        None => (rest, ""),
+    };
+    let mut options = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        options.push((percent_decode(key)?, percent_decode(value)?));
+    }
+    Ok((percent_decode(location)?, options))
+}
+
+#[allow(dead_code)]
+fn percent_decode(text: &str) -> Result<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| Error::config("a session store URL has a malformed %-escape"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|err| Error::Config {
+        message: "a session store URL's %-escapes do not decode to UTF-8".into(),
+        source: Some(Box::new(err)),
+    })
+}
+
+#[allow(dead_code)]
+fn unknown_option(scheme: &str, key: &str, known: &str) -> Error {
+    Error::config(format!(
+        "unknown option `{key}` in a {scheme} session store URL (known: {known})"
+    ))
+}
+
+#[cfg(feature = "memory")]
+fn open_memory(url: &str) -> Result<Box<dyn SessionStore>> {
+    let (location, options) = location_and_options(url)?;
+    if !location.is_empty() {
+        return Err(Error::config(
+            "a memory:// session store URL takes no host or path, only ?capacity=N",
+        ));
+    }
+    let mut capacity = crate::stores::memory::DEFAULT_CAPACITY;
+    for (key, value) in options {
+        match key.as_str() {
+            "capacity" => {
+                capacity = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        Error::config(format!(
+                            "memory:// capacity must be a positive integer, not `{value}`"
+                        ))
+                    })?;
+            }
+            _ => return Err(unknown_option("memory://", &key, "capacity")),
+        }
+    }
+    Ok(Box::new(crate::MemoryStore::new(capacity)))
+}
+
+#[cfg(not(feature = "memory"))]
+fn open_memory(_: &str) -> Result<Box<dyn SessionStore>> {
+    Err(Error::config("the `memory` feature is off"))
+}
+
+#[cfg(feature = "file")]
+async fn open_file(url: &str) -> Result<Box<dyn SessionStore>> {
+    let (dir, options) = location_and_options(url)?;
+    if let Some((key, _)) = options.first() {
+        return Err(unknown_option("file://", key, "none"));
+    }
+    if dir.is_empty() {
+        return Err(Error::config(
+            "a file:// session store URL needs a directory, such as file:///var/lib/sessions",
+        ));
+    }
+    Ok(Box::new(crate::FileStore::new(dir).await?))
+}
+
+#[cfg(not(feature = "file"))]
+async fn open_file(_: &str) -> Result<Box<dyn SessionStore>> {
+    Err(Error::config("the `file` feature is off"))
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(url: &str) -> Result<Box<dyn SessionStore>> {
+    let (path, options) = location_and_options(url)?;
+    let mut builder = crate::SqliteStore::builder();
+    for (key, value) in options {
+        match key.as_str() {
+            "table" => builder = builder.table(value),
+            _ => return Err(unknown_option("sqlite:", &key, "table")),
+        }
+    }
+    let store = match path.as_str() {
+        ":memory:" => builder.open_in_memory().await?,
+        "" => {
+            return Err(Error::config(
+                "a sqlite: session store URL needs a file, such as sqlite://sessions.db, or \
+                 :memory: (sqlite::memory:)",
+            ));
+        }
+        path => builder.open(path).await?,
+    };
+    Ok(Box::new(store))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite(_: &str) -> Result<Box<dyn SessionStore>> {
+    Err(Error::config("the `sqlite` feature is off"))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Box<dyn SessionStore>> {
+    let store = crate::PostgresStore::connect(url).await?;
+    store.migrate().await?;
+    Ok(Box::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_: &str) -> Result<Box<dyn SessionStore>> {
+    Err(Error::config("the `postgres` feature is off"))
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(url: &str) -> Result<Box<dyn SessionStore>> {
+    Ok(Box::new(crate::RedisStore::connect(url).await?))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(_: &str) -> Result<Box<dyn SessionStore>> {
+    Err(Error::config("the `redis` feature is off"))
+}
+
+/// The node URLs of a `redis+cluster://[userinfo@]host:port,host:port[/...]` URL.
+#[allow(dead_code)]
+fn cluster_node_urls(url: &str) -> Result<Vec<String>> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        Error::config("a redis+cluster URL looks like redis+cluster://host:port,host:port")
+    })?;
+    let node_scheme = if scheme.eq_ignore_ascii_case("rediss+cluster") {
+        "rediss"
+    } else {
+        "redis"
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(|host| format!("{node_scheme}://{userinfo}{host}{tail}"))
+        .collect();
+    if nodes.is_empty() {
+        return Err(Error::config(
+            "a redis+cluster URL needs at least one node: redis+cluster://host:port,host:port",
+        ));
+    }
+    Ok(nodes)
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis_cluster(url: &str) -> Result<Box<dyn SessionStore>> {
+    let nodes = cluster_node_urls(url)?;
+    Ok(Box::new(crate::RedisStore::connect_cluster(nodes).await?))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis_cluster(_: &str) -> Result<Box<dyn SessionStore>> {
+    Err(Error::config("the `redis` feature is off"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn config_message(result: Result<Box<dyn SessionStore>>) -> String {
+        match result {
+            Err(Error::Config { message, .. }) => message,
+            Err(other) => panic!("expected a config error, got {other:?}"),
+            Ok(_) => panic!("expected a config error, got a store"),
+        }
+    }
+
+    #[test]
+    fn kinds_by_scheme() {
+        let cases = [
+            ("memory://", StoreKind::Memory),
+            ("MEMORY://?capacity=3", StoreKind::Memory),
+            ("file:///tmp/x", StoreKind::File),
+            ("sqlite://a.db", StoreKind::Sqlite),
+            ("sqlite::memory:", StoreKind::Sqlite),
+            ("postgres://u@h/db", StoreKind::Postgres),
+            ("postgresql://u@h/db", StoreKind::Postgres),
+            ("redis://h:6379", StoreKind::Redis),
+            ("rediss://h:6379", StoreKind::Redis),
+            ("redis+unix:///run/redis.sock", StoreKind::Redis),
+            ("redis+cluster://a:1,b:2", StoreKind::RedisCluster),
+            ("rediss+cluster://a:1", StoreKind::RedisCluster),
+        ];
+        for (url, kind) in cases {
+            assert_eq!(StoreKind::of(url).unwrap(), kind, "{url}");
+        }
+        assert_eq!(StoreKind::RedisCluster.feature(), "redis");
+        assert_eq!(StoreKind::Sqlite.to_string(), "SQLite");
+    }
+
+    #[tokio::test]
+    async fn unknown_and_malformed_urls_are_config_errors() {
+        let message = config_message(connect("mongodb://localhost/db").await);
+        assert!(
+            message.contains("unknown session store URL scheme `mongodb`"),
+            "{message}"
+        );
+        for bad in ["", "no scheme here", "://x", "a b://c"] {
+            let err = connect(bad).await.err().expect(bad);
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+        }
+    }
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/app?sslmode=require"),
+            "postgres://app:***@db:5432/app?sslmode=require"
+        );
+        assert_eq!(redact("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redact("redis://user@h"), "redis://user@h");
+        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(
+            redact("redis+cluster://u:p@a:1,b:2"),
+            "redis+cluster://u:***@a:1,b:2"
+        );
+    }
+
+    #[test]
+    fn cluster_urls_expand_to_node_urls() {
+        assert_eq!(
+            cluster_node_urls("redis+cluster://a:7001, b:7002,").unwrap(),
+            ["redis://a:7001", "redis://b:7002"]
+        );
+        assert_eq!(
+            cluster_node_urls("rediss+cluster://u:p@a:7001,b:7002").unwrap(),
+            ["rediss://u:p@a:7001", "rediss://u:p@b:7002"]
+        );
+        assert!(cluster_node_urls("redis+cluster://").is_err());
+        assert!(cluster_node_urls("redis+cluster:").is_err());
+    }
+
+    #[test]
+    fn locations_and_options_are_percent_decoded() {
+        let (location, options) =
+            location_and_options("sqlite://my%20dir/s.db?table=web%5Fsessions").unwrap();
+        assert_eq!(location, "my dir/s.db");
+        assert_eq!(options, [("table".to_string(), "web_sessions".to_string())]);
+        let (location, _) = location_and_options("sqlite::memory:").unwrap();
+        assert_eq!(location, ":memory:");
+        let (location, _) = location_and_options("file:///var/lib/s").unwrap();
+        assert_eq!(location, "/var/lib/s");
+        assert!(location_and_options("file:///a%zz").is_err());
+        assert!(location_and_options("file:///a%ff").is_err());
+    }
+
+    /// Every scheme whose feature is off names the feature to enable.
+    #[tokio::test]
+    async fn disabled_features_are_named() {
+        let urls = [
+            "memory://",
+            "file:///tmp/x",
+            "sqlite::memory:",
+            "postgres://u:pw@127.0.0.1:1/db",
+            "redis://127.0.0.1:1",
+            "redis+cluster://127.0.0.1:1",
+        ];
+        for url in urls {
+            let kind = StoreKind::of(url).unwrap();
+            if kind.is_enabled() {
+                continue;
+            }
+            let message = config_message(connect(url).await);
+            assert!(
+                message.contains(&format!("the `{}` feature", kind.feature())),
+                "{message}"
+            );
+            assert!(
+                !message.contains("pw@"),
+                "the password is redacted: {message}"
+            );
+        }
+    }
+
+    #[cfg(feature = "memory")]
+    #[tokio::test]
+    async fn memory_urls() {
+        let store = connect("memory://?capacity=2").await.unwrap();
+        let session = crate::Session::new(std::time::Duration::from_secs(60));
+        for _ in 0..3 {
+            store
+                .set(&crate::SessionId::generate(), &session)
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.len().await.unwrap(), 2, "capacity 2 is applied");
+        connect("memory://").await.unwrap();
+        connect("memory:").await.unwrap();
+        for bad in [
+            "memory://?capacity=0",
+            "memory://?capacity=lots",
+            "memory://?size=3",
+            "memory://host",
+        ] {
+            config_message(connect(bad).await);
+        }
+    }
+
+    #[cfg(feature = "file")]
+    #[tokio::test]
+    async fn file_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("with space");
+        let url = format!("file://{}", path.display()).replace(' ', "%20");
+        let store = connect(&url).await.unwrap();
+        let id = crate::SessionId::generate();
+        store
+            .set(
+                &id,
+                &crate::Session::new(std::time::Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+        assert!(store.get(&id).await.unwrap().is_some());
+        assert!(path.is_dir(), "the %20 in the URL is a space in the path");
+        config_message(connect("file://").await);
+        config_message(connect(&format!("{url}?durable=no")).await);
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.db");
+        for url in [
+            format!("sqlite://{}", file.display()),
+            format!("sqlite:{}?table=other_sessions", file.display()),
+            "sqlite::memory:".to_string(),
+            "sqlite://:memory:".to_string(),
+        ] {
+            let store = connect(&url).await.unwrap();
+            let id = crate::SessionId::generate();
+            store
+                .set(
+                    &id,
+                    &crate::Session::new(std::time::Duration::from_secs(60)),
+                )
+                .await
+                .unwrap();
+            assert_eq!(store.len().await.unwrap(), 1, "{url}");
+        }
+        assert!(file.exists());
+        // Two tables in the one file: each store counted only its own session.
+        let store = connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        assert_eq!(store.len().await.unwrap(), 1);
+        config_message(connect("sqlite://").await);
+        config_message(connect("sqlite://x.db?wal=off").await);
+    }
+}
