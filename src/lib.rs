@@ -1,4 +1,10 @@
-#![doc = include_str!("../README.md")]
+// The README is the crate's front page, and its examples run as doctests. They use the
+// default `memory` feature; without it the page is still the docs, just not tested.
+#![cfg_attr(feature = "memory", doc = include_str!("../README.md"))]
+#![cfg_attr(
+    not(feature = "memory"),
+    doc = "One `SessionStore` contract and its backends; see README.md (built with the `memory` feature, it is this page)."
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -7,6 +7,7 @@
 //! that failed and why:
 //!
 //! ```no_run
+//! # #[cfg(feature = "memory")]
 //! # async fn demo() {
 //! use session_stores::MemoryStore;
 //!
