@@ -90,7 +90,8 @@
 //! - `get`, `len` filter expiry in SQL (`expires_at > now`), so an expired row is never
 //!   returned or counted, even before `delete_expired` removed it.
 //! - `set` is `INSERT ... ON CONFLICT (id) DO UPDATE`, whose new version is computed from the
-//!   row it replaces (`version + 1` if that row is live, else 1).
+//!   row it replaces (`version + 1` if that row is live and its version valid, else 1). A `set`
+//!   whose expiry is already past is a `DELETE`.
 //! - `create` is `INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE <the existing row is
 //!   expired>`, and its row count is the answer: 1 if it inserted (or replaced an expired row,
 //!   which the contract treats as absent), 0 if a live session holds the id. A plain
@@ -147,7 +148,7 @@
 //! - Everything else the server reports is [`Error::Backend`].
 //!
 //! Every error keeps the sqlx error as its source and names the session by its
-//! [`IdHint`](crate::IdHint) only.
+//! [`IdHint`] only.
 //!
 //! A server that accepts a connection and then stops answering mid-statement is not bounded
 //! by the acquire timeout: set Postgres' `statement_timeout` (for example
