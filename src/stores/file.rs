@@ -94,11 +94,12 @@
 //!   update and `set` never hands out one version twice. The lock is two-level: a tokio
 //!   mutex serializes the tasks of one store without tying up threads, and an advisory
 //!   `flock` ([`std::fs::File::lock`]) on a lock file serializes stores and processes that
-//!   share the directory. Ids are spread over 128 lock files (`.locks/NNN.lock`) by a stable
-//!   hash (FNV-1a), so the lock files do not grow with the number of sessions; two ids that
-//!   share a lock file only wait for each other. An `flock` is released by the kernel when
-//!   its process dies, even by `SIGKILL`, so there are no stale locks to clean up. `get` and
-//!   `len` take no lock: atomic renames already make every file they read whole.
+//!   share the directory. Ids are spread over 128 lock files (`.locks/NNN.lock`, each made
+//!   on first use) by a stable hash (FNV-1a of the id), so the lock files do not grow with
+//!   the number of sessions; two ids that share a lock file only wait for each other. An
+//!   `flock` is released by the kernel when its process dies, even by `SIGKILL`, so there
+//!   are no stale locks to clean up. `get` and `len` take no lock: atomic renames already
+//!   make every file they read whole.
 //! - **Expiry.** `get` never returns an expired session, whether or not its file has been
 //!   removed yet, and an expired file counts as absent for every operation.
 //!   [`delete_expired`](SessionStore::delete_expired) walks the directory one entry at a
@@ -111,6 +112,9 @@
 //!   in place and not counted) by `len`, `delete_expired` and `clear`. A `set` replaces it,
 //!   which repairs the session. Nothing panics on a bad file and nothing removes one silently;
 //!   `destroy` removes whatever file is under the id.
+//! - **Durable mode.** If the directory `fsync` after a successful rename fails, the
+//!   operation returns an error although the new file is in place (its durability is
+//!   unknown), like a database whose commit acknowledgement was lost.
 //! - **`clear`** removes the files of this store's format only: files named `<id>.json`
 //!   whose content decodes as a session. Other files in the directory are left alone.
 //!
@@ -475,10 +479,17 @@ impl Stamp {
 
 /// What this store last wrote under an id.
 struct Written {
-    content: Vec<u8>,
+    content: Arc<[u8]>,
     version: u64,
     expires_at: i64,
     stamp: Stamp,
+}
+
+/// A valid cache entry, copied out of the cache.
+struct Snapshot {
+    content: Arc<[u8]>,
+    version: u64,
+    expires_at: i64,
 }
 
 struct Cache {
@@ -665,41 +676,48 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The cache entry of `id` if the file on disk is still the one it describes; drops a
-    /// stale entry. The caller holds the id's lock.
-    fn valid_entry<T>(
-        &self,
-        op: &'static str,
-        id: &SessionId,
-        f: impl FnOnce(&Written) -> T,
-    ) -> Result<Option<T>> {
-        let mut cache = self.cache();
-        let Some(lru) = cache.lru.as_mut() else {
-            return Ok(None);
+    /// A snapshot of the cache entry of `id` if the file on disk is still the one it
+    /// describes; drops a stale entry. The caller holds the id's lock, so only an eviction
+    /// can change the entry meanwhile, and the cache mutex is not held during the `stat`.
+    fn valid_entry(&self, op: &'static str, id: &SessionId) -> Result<Option<Snapshot>> {
+        let cached = {
+            let mut cache = self.cache();
+            match cache.lru.as_mut().and_then(|lru| lru.get(id)) {
+                Some(written) => written.stamp,
+                None => return Ok(None),
+            }
         };
-        if !lru.contains(id) {
-            return Ok(None);
-        }
-        let stamp = match fs::metadata(self.path(id)) {
+        let on_disk = match fs::metadata(self.path(id)) {
             Ok(meta) => Some(Stamp::of(&meta)),
             Err(err) if err.kind() == io::ErrorKind::NotFound => None,
             Err(err) => return Err(Error::backend(op, Some(id), err)),
         };
-        match lru.get(id) {
-            Some(written) if stamp.is_some_and(|s| written.stamp.same_as(&s)) => {
-                Ok(Some(f(written)))
-            }
-            _ => {
-                cache.forget(id);
-                Ok(None)
-            }
+        let mut cache = self.cache();
+        if on_disk.is_some_and(|stamp| cached.same_as(&stamp)) {
+            Ok(cache
+                .lru
+                .as_mut()
+                .and_then(|lru| lru.peek(id))
+                .filter(|written| written.stamp == cached)
+                .map(|written| Snapshot {
+                    content: Arc::clone(&written.content),
+                    version: written.version,
+                    expires_at: written.expires_at,
+                }))
+        } else {
+            cache.forget(id);
+            Ok(None)
         }
     }
 
     /// The state of `id` for a write. The caller holds the id's lock.
     fn current(&self, op: &'static str, id: &SessionId, now: i64) -> Result<Current> {
-        let cached = self.valid_entry(op, id, |w| (w.version, w.expires_at))?;
-        if let Some((version, expires_at)) = cached {
+        if let Some(Snapshot {
+            version,
+            expires_at,
+            ..
+        }) = self.valid_entry(op, id)?
+        {
             return Ok(if expires_at <= now {
                 Current::Absent
             } else {
@@ -731,15 +749,19 @@ impl Inner {
 
     /// The stored version if writing `session` would not change the file.
     fn unchanged(&self, id: &SessionId, session: &Session, now: i64) -> Result<Option<u64>> {
-        let Some((version, expires_at, same)) = self.valid_entry("set_if_changed", id, |w| {
-            let same = encode(id, session.data(), session.expires_at_millis(), w.version)
-                .map(|bytes| bytes == w.content);
-            (w.version, w.expires_at, same)
-        })?
-        else {
+        let Some(entry) = self.valid_entry("set_if_changed", id)? else {
             return Ok(None);
         };
-        Ok((expires_at > now && same?).then_some(version))
+        if entry.expires_at <= now {
+            return Ok(None);
+        }
+        let bytes = encode(
+            id,
+            session.data(),
+            session.expires_at_millis(),
+            entry.version,
+        )?;
+        Ok((*bytes == *entry.content).then_some(entry.version))
     }
 
     /// An upsert. The caller holds the id's lock.
@@ -801,7 +823,7 @@ impl Inner {
         self.cache().remember(
             id,
             Written {
-                content,
+                content: content.into(),
                 version,
                 expires_at,
                 stamp,
@@ -1260,11 +1282,12 @@ mod tests {
             for id in &ids {
                 small.set(id, &session("y")).await.unwrap();
             }
-            let cache = small.inner.cache();
-            assert!(cache.bytes <= 180, "{} bytes cached", cache.bytes);
-            let entries = cache.lru.as_ref().unwrap().len();
+            let (bytes, entries) = {
+                let cache = small.inner.cache();
+                (cache.bytes, cache.lru.as_ref().unwrap().len())
+            };
+            assert!(bytes <= 180, "{bytes} bytes cached");
             assert!((1..3).contains(&entries), "{entries} entries");
-            drop(cache);
             small
                 .set(&ids[0], &session(&"z".repeat(400)))
                 .await

@@ -1,0 +1,721 @@
+//! `FileStore`-specific behaviour: the write-skip cache, sharing a directory between stores
+//! and processes, permissions, hostile ids, corrupt files, expiry and a SIGKILL crash test.
+//!
+//! Some tests re-run this test binary as a child process (see [`child_process_entry`]).
+#![cfg(feature = "file")]
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use session_stores::{ErrorKind, FileStore, Session, SessionId, SessionStore};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn session(data: Value) -> Session {
+    let mut session = Session::new(HOUR);
+    if let Value::Object(map) = data {
+        session.replace_data(map);
+    }
+    session
+}
+
+fn id(text: &str) -> SessionId {
+    SessionId::new(text).unwrap()
+}
+
+/// Length, mtime and inode of a file: what changes when it is rewritten.
+fn stamp(path: &Path) -> (u64, SystemTime, u64) {
+    let meta = fs::metadata(path).unwrap();
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let ino = 0;
+    (meta.len(), meta.modified().unwrap(), ino)
+}
+
+fn on_disk(store: &FileStore, id: &SessionId) -> Session {
+    serde_json::from_slice(&fs::read(store.path_of(id)).unwrap()).unwrap()
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+// ---------------------------------------------------------------------------------------
+// The write-skip cache
+
+#[tokio::test]
+async fn an_unchanged_save_skips_the_write_and_keeps_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    let s = session(json!({"user": "ada", "roles": ["admin"]}));
+
+    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 1);
+    assert_eq!((store.writes(), store.skipped_writes()), (1, 0));
+    let before = stamp(&store.path_of(&id));
+
+    for _ in 0..3 {
+        assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 1);
+    }
+    assert_eq!((store.writes(), store.skipped_writes()), (1, 3));
+    assert_eq!(
+        stamp(&store.path_of(&id)),
+        before,
+        "the file was not rewritten"
+    );
+    assert_eq!(store.get(&id).await.unwrap().unwrap().version(), 1);
+
+    // `set` keeps the contract: it always advances the version, so it always writes.
+    assert_eq!(store.set(&id, &s).await.unwrap(), 2);
+    assert_eq!(store.writes(), 2);
+    assert_eq!(on_disk(&store, &id).version(), 2);
+    // ...after which an unchanged save skips again, at the new version.
+    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 2);
+    assert_eq!(store.skipped_writes(), 4);
+
+    // A changed expiry is a change.
+    let mut later = s.clone();
+    later.set_expires_at_millis(s.expires_at_millis() + 1);
+    assert_eq!(store.set_if_changed(&id, &later).await.unwrap(), 3);
+    assert_eq!(
+        on_disk(&store, &id).expires_at_millis(),
+        later.expires_at_millis()
+    );
+}
+
+#[tokio::test]
+async fn a_nested_change_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    let mut s = session(json!({"profile": {"prefs": {"theme": "dark", "tags": [1, 2]}}}));
+    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 1);
+
+    // Change a value deep inside the object the caller still holds.
+    s.data_mut()["profile"]["prefs"]["theme"] = json!("light");
+    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 2);
+    assert_eq!(
+        on_disk(&store, &id).data()["profile"]["prefs"]["theme"],
+        "light"
+    );
+    if let Some(tags) = s.data_mut()["profile"]["prefs"]["tags"].as_array_mut() {
+        tags.push(json!(3));
+    }
+    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 3);
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.data(), s.data());
+    assert_eq!(got.version(), 3);
+    assert_eq!((store.writes(), store.skipped_writes()), (3, 0));
+}
+
+#[tokio::test]
+async fn touch_to_the_same_expiry_skips_and_a_new_expiry_keeps_data_and_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    let s = session(json!({"n": 1}));
+    store.set(&id, &s).await.unwrap();
+    let before = stamp(&store.path_of(&id));
+
+    assert!(store.touch(&id, s.expires_at()).await.unwrap());
+    assert_eq!((store.writes(), store.skipped_writes()), (1, 1));
+    assert_eq!(stamp(&store.path_of(&id)), before);
+
+    let later = SystemTime::now() + 2 * HOUR;
+    assert!(store.touch(&id, later).await.unwrap());
+    assert_eq!(store.writes(), 2);
+    let got = on_disk(&store, &id);
+    assert_eq!(got.data(), s.data());
+    assert_eq!(got.version(), 1);
+    assert_eq!(got.expires_at_millis(), session_stores::to_millis(later));
+    // The touch's write is in the cache: an unchanged save at the new expiry skips.
+    assert_eq!(store.set_if_changed(&id, &got).await.unwrap(), 1);
+    assert_eq!(store.skipped_writes(), 2);
+}
+
+#[tokio::test]
+async fn an_expired_session_is_never_saved_by_a_skip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    let mut s = session(json!({"n": 1}));
+    s.set_expires_at_millis(session_stores::now_millis() + 150);
+    store.set(&id, &s).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The cached entry describes an expired session: the save is a fresh write, and a
+    // past expiry deletes.
+    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 0);
+    assert!(!store.path_of(&id).exists());
+    assert_eq!(store.skipped_writes(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sharing a directory
+
+#[tokio::test]
+async fn two_stores_on_one_directory_never_serve_or_keep_stale_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = FileStore::new(tmp.path()).await.unwrap();
+    let b = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    // Same length, same expiry: only the inode tells the files apart.
+    let mut s1 = session(json!({"v": "aaaa"}));
+    let mut s2 = session(json!({"v": "bbbb"}));
+    s2.set_expires_at_millis(s1.expires_at_millis());
+
+    assert_eq!(a.set(&id, &s1).await.unwrap(), 1);
+    assert_eq!(b.set(&id, &s2).await.unwrap(), 2, "b read a's version");
+    assert_eq!(a.get(&id).await.unwrap().unwrap().data(), s2.data());
+
+    // a's cache says "s1 at version 1", but the file is b's: no skip, and the version
+    // continues from b's.
+    assert_eq!(a.set_if_changed(&id, &s1).await.unwrap(), 3);
+    assert_eq!(a.skipped_writes(), 0);
+    let got = b.get(&id).await.unwrap().unwrap();
+    assert_eq!((got.data(), got.version()), (s1.data(), 3));
+
+    // b destroys; a's save writes a new session rather than trusting its cache.
+    b.destroy(&id).await.unwrap();
+    assert_eq!(a.set_if_changed(&id, &s1).await.unwrap(), 1);
+    assert!(b.get(&id).await.unwrap().is_some());
+
+    // b writes a new file; a's next write must read b's version, not its own cached one.
+    s1.insert("v", "cccc").unwrap();
+    b.set(&id, &s1).await.unwrap();
+    assert_eq!(a.set(&id, &s1).await.unwrap(), 3);
+    assert_eq!(b.set_if_version(&id, &s1, 3).await.unwrap(), 4);
+    assert!(
+        a.set_if_version(&id, &s1, 3)
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
+    assert_eq!(a.get(&id).await.unwrap().unwrap().version(), 4);
+}
+
+/// Compare-and-set increments on one session through two stores (two caches, two sets of
+/// in-process locks): only the `flock` keeps them apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_in_one_process_lose_no_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stores = [
+        Arc::new(FileStore::new(tmp.path()).await.unwrap()),
+        Arc::new(FileStore::new(tmp.path()).await.unwrap()),
+    ];
+    let counter = SessionId::generate();
+    stores[0]
+        .set(&counter, &session(json!({"n": 0})))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let store = stores[t % 2].clone();
+            let counter = counter.clone();
+            tokio::spawn(async move { increment(&*store, &counter, 25).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let got = stores[1].get(&counter).await.unwrap().unwrap();
+    assert_eq!(got.get::<u64>("n").unwrap(), Some(100));
+    assert_eq!(got.version(), 101);
+
+    // Concurrent creates through both stores: exactly one winner.
+    let fresh = SessionId::generate();
+    let creates: Vec<_> = (0..8)
+        .map(|t| {
+            let store = stores[t % 2].clone();
+            let fresh = fresh.clone();
+            tokio::spawn(async move {
+                store
+                    .create(&fresh, &session(json!({"t": t})))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in creates {
+        winners += u32::from(task.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn increment(store: &dyn SessionStore, id: &SessionId, times: u64) {
+    for _ in 0..times {
+        loop {
+            let mut s = store.get(id).await.unwrap().expect("the counter exists");
+            let n = s.get::<u64>("n").unwrap().unwrap_or(0);
+            s.insert("n", n + 1).unwrap();
+            tokio::task::yield_now().await;
+            match store.set_if_version(id, &s, s.version()).await {
+                Ok(_) => break,
+                Err(err) if err.is_conflict() => continue,
+                Err(err) => panic!("set_if_version failed: {err}"),
+            }
+        }
+    }
+}
+
+const CHILD_MODE: &str = "SESSION_STORES_FILE_CHILD";
+const CHILD_DIR: &str = "SESSION_STORES_FILE_CHILD_DIR";
+
+/// Not a test on its own: the body of the child processes that other tests start by
+/// re-running this test binary with [`CHILD_MODE`] set. Without it, it does nothing.
+#[test]
+fn child_process_entry() {
+    let (Ok(mode), Ok(dir)) = (std::env::var(CHILD_MODE), std::env::var(CHILD_DIR)) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let store = FileStore::new(&dir).await.unwrap();
+        match mode.as_str() {
+            "increment" => increment(&store, &id("counter"), 100).await,
+            "crash-writer" => crash_writer(&store).await,
+            other => panic!("unknown child mode {other}"),
+        }
+    });
+}
+
+/// Writes sessions of varying sizes as fast as it can, reporting progress on stdout, until
+/// it is killed (or after a million writes).
+async fn crash_writer(store: &FileStore) {
+    for i in 0u64..1_000_000 {
+        let slot = id(&format!("crash-{:02}", i % 16));
+        let fill = char::from(b'a' + (i % 26) as u8);
+        let payload: String =
+            std::iter::repeat_n(fill, 100 + (i as usize * 977) % 20_000).collect();
+        let s = session(json!({"i": i, "payload": payload, "check": payload.len()}));
+        if i % 5 == 4 {
+            store
+                .touch(&slot, SystemTime::now() + 2 * HOUR)
+                .await
+                .unwrap();
+        } else {
+            store.set(&slot, &s).await.unwrap();
+        }
+        if i % 100 == 0 {
+            println!("progress {i}");
+        }
+    }
+}
+
+fn child(mode: &str, dir: &Path) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "child_process_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_MODE, mode)
+        .env(CHILD_DIR, dir);
+    command
+}
+
+/// Two processes doing compare-and-set increments on one session: none is lost.
+#[tokio::test]
+async fn two_processes_lose_no_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    store
+        .set(&id("counter"), &session(json!({"n": 0})))
+        .await
+        .unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            child("increment", tmp.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "a child failed: {output:?}");
+    }
+    let got = store.get(&id("counter")).await.unwrap().unwrap();
+    assert_eq!(got.get::<u64>("n").unwrap(), Some(200));
+    assert_eq!(got.version(), 201);
+}
+
+/// A writer killed with SIGKILL in the middle of thousands of writes leaves only whole
+/// files: every session file parses, and the store works on.
+#[tokio::test]
+async fn a_killed_writer_leaves_no_torn_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let mut writer = child("crash-writer", &dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = writer.stdout.take().unwrap();
+    let mut reached = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("progress ") {
+            reached = n.parse().unwrap();
+            if reached >= 3000 {
+                break;
+            }
+        }
+    }
+    assert!(reached >= 3000, "the writer stopped early, at {reached}");
+    writer.kill().unwrap(); // SIGKILL on Unix
+    let status = writer.wait().unwrap();
+    assert!(!status.success(), "the writer was killed, not finished");
+
+    let store = FileStore::new(&dir).await.unwrap();
+    let mut sessions = 0;
+    for name in names(&dir) {
+        let path = dir.join(&name);
+        if let Some(slot) = name.strip_suffix(".json") {
+            let bytes = fs::read(&path).unwrap();
+            let s: Session = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|err| panic!("{name} is torn ({} bytes): {err}", bytes.len()));
+            let payload = s.get::<String>("payload").unwrap().unwrap();
+            assert_eq!(s.get::<usize>("check").unwrap(), Some(payload.len()));
+            let got = store.get(&id(slot)).await.unwrap().unwrap();
+            assert_eq!(got.data(), s.data());
+            sessions += 1;
+        } else {
+            // At most the write in flight was left behind, as a temporary file.
+            assert!(
+                name == ".locks" || (name.starts_with(".tmp-") && name.ends_with(".partial")),
+                "unexpected {name}"
+            );
+        }
+    }
+    assert_eq!(sessions, 16);
+    assert_eq!(store.len().await.unwrap(), 16);
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+    // The store carries on where the writer stopped.
+    let slot = id("crash-00");
+    let version = store.get(&slot).await.unwrap().unwrap().version();
+    assert_eq!(
+        store.set(&slot, &session(json!({}))).await.unwrap(),
+        version + 1
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Layout, permissions and ids
+
+#[cfg(unix)]
+#[tokio::test]
+async fn directory_and_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a/b/sessions");
+    let store = FileStore::new(&dir).await.unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    let id = SessionId::generate();
+    store
+        .set(&id, &session(json!({"secret": 1})))
+        .await
+        .unwrap();
+    assert_eq!(mode(&store.path_of(&id)), 0o600);
+    store
+        .touch(&id, SystemTime::now() + 2 * HOUR)
+        .await
+        .unwrap();
+    assert_eq!(mode(&store.path_of(&id)), 0o600, "after a rewrite too");
+    for lock in fs::read_dir(dir.join(".locks")).unwrap() {
+        assert_eq!(mode(&lock.unwrap().path()), 0o600);
+    }
+
+    // An existing directory keeps its mode.
+    let shared = tmp.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o750)).unwrap();
+    FileStore::new(&shared).await.unwrap();
+    assert_eq!(mode(&shared), 0o750);
+}
+
+#[tokio::test]
+async fn opening_a_file_as_the_directory_is_a_config_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("plain");
+    fs::write(&file, b"x").unwrap();
+    let err = FileStore::new(&file).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
+    assert!(std::error::Error::source(&err).is_some());
+    let err = FileStore::new(file.join("below")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
+}
+
+#[tokio::test]
+async fn hostile_ids_never_address_a_file_outside_the_directory() {
+    for hostile in [
+        "../escape",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "..",
+        ".",
+        "a/b",
+        "a\\b",
+        "C:\\x",
+        "a\0b",
+        "%2e%2e%2f",
+        "*",
+        "",
+        "a\nb",
+        "é",
+    ] {
+        assert!(SessionId::new(hostile).is_err(), "{hostile:?} was accepted");
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let store = FileStore::new(&dir).await.unwrap();
+    let long = "x".repeat(SessionId::MAX_LEN);
+    let tricky = [
+        "...",
+        ".locks",
+        ".tmp-abc.partial",
+        "-rf",
+        "~",
+        "~root",
+        "a.json",
+        "=",
+        "+",
+        ".hidden",
+        long.as_str(),
+    ];
+    for (n, text) in tricky.iter().enumerate() {
+        store
+            .set(&id(text), &session(json!({ "n": n })))
+            .await
+            .unwrap();
+    }
+    let mut want: Vec<String> = tricky.iter().map(|t| format!("{t}.json")).collect();
+    want.push(".locks".to_string());
+    want.sort();
+    assert_eq!(
+        names(&dir),
+        want,
+        "exactly one file per id, inside the directory"
+    );
+    assert_eq!(
+        names(tmp.path()),
+        ["sessions"],
+        "nothing written outside it"
+    );
+    for (n, text) in tricky.iter().enumerate() {
+        let got = store.get(&id(text)).await.unwrap().unwrap();
+        assert_eq!(got.get::<usize>("n").unwrap(), Some(n), "{text}");
+    }
+    assert_eq!(store.len().await.unwrap(), tricky.len() as u64);
+    store.clear().await.unwrap();
+    assert_eq!(names(&dir), [".locks"]);
+}
+
+#[tokio::test]
+async fn the_file_is_readable_json_with_data_expiry_and_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    let s = session(json!({"user": "ada", "nested": {"k": [1, "two"]}}));
+    store.set(&id, &s).await.unwrap();
+    store.set(&id, &s).await.unwrap();
+    let text = fs::read_to_string(store.path_of(&id)).unwrap();
+    assert!(text.contains('\n'), "pretty-printed: {text}");
+    let value: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        value,
+        json!({"data": s.data(), "expires_at": s.expires_at_millis(), "version": 2})
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad files and expiry
+
+#[tokio::test]
+async fn corrupt_files_give_decode_errors_are_skipped_by_scans_and_repaired_by_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    let good = SessionId::generate();
+    store
+        .set(&good, &session(json!({"ok": true})))
+        .await
+        .unwrap();
+
+    let corrupt: [(&str, &[u8]); 6] = [
+        ("empty-file-0123456789", b""),
+        (
+            "truncated",
+            b"{\"data\":{\"a\":1},\"expires_at\":99999999999",
+        ),
+        ("not-json", b"\x00\xff garbage"),
+        ("foreign", b"{\"name\":\"package\",\"version\":\"1.0\"}"),
+        (
+            "version-zero",
+            b"{\"data\":{},\"expires_at\":99999999999999,\"version\":0}",
+        ),
+        (
+            "wrong-types",
+            b"{\"data\":[],\"expires_at\":\"soon\",\"version\":1}",
+        ),
+    ];
+    for (name, bytes) in corrupt {
+        fs::write(dir.join(format!("{name}.json")), bytes).unwrap();
+    }
+    fs::create_dir(dir.join("a-directory.json")).unwrap();
+    fs::write(dir.join("notes.txt"), b"not a session").unwrap();
+
+    let bad_ids: Vec<SessionId> = corrupt
+        .iter()
+        .map(|(name, _)| id(name))
+        .chain([id("a-directory")])
+        .collect();
+    for bad in &bad_ids {
+        let err = store.get(bad).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{bad:?}: {err:?}");
+        assert_eq!(err.session(), Some(&bad.hint()));
+        assert!(!err.to_string().contains("empty-file-0123456789"), "{err}");
+        assert!(std::error::Error::source(&err).is_some());
+        let later = SystemTime::now() + HOUR;
+        assert_eq!(
+            store.touch(bad, later).await.unwrap_err().kind(),
+            ErrorKind::Decode
+        );
+        assert_eq!(
+            store
+                .create(bad, &session(json!({})))
+                .await
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Decode
+        );
+        assert_eq!(
+            store
+                .set_if_version(bad, &session(json!({})), 0)
+                .await
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Decode
+        );
+    }
+    // Scans skip them and leave them where they are.
+    assert_eq!(store.len().await.unwrap(), 1);
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+    store.clear().await.unwrap();
+    assert!(
+        store.get(&good).await.unwrap().is_none(),
+        "clear removed the good one"
+    );
+    for (name, bytes) in corrupt {
+        assert_eq!(fs::read(dir.join(format!("{name}.json"))).unwrap(), bytes);
+    }
+    assert!(dir.join("notes.txt").exists());
+
+    // A set repairs a bad file; the session starts again at version 1.
+    for bad in &bad_ids[..corrupt.len()] {
+        assert_eq!(
+            store.set(bad, &session(json!({"fixed": 1}))).await.unwrap(),
+            1
+        );
+        assert_eq!(store.get(bad).await.unwrap().unwrap().version(), 1);
+    }
+    // destroy removes whatever file is under the id.
+    for (name, _) in corrupt {
+        store.destroy(&id(name)).await.unwrap();
+        assert!(!dir.join(format!("{name}.json")).exists());
+    }
+    assert_eq!(store.len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn expired_files_are_never_served_and_delete_expired_removes_only_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    let now = session_stores::now_millis();
+    // Files written by someone else (another process, an older run) that have expired.
+    for n in 0..5 {
+        let body = json!({"data": {"n": n}, "expires_at": now - 1000, "version": 3});
+        fs::write(dir.join(format!("old-{n}.json")), body.to_string()).unwrap();
+    }
+    let live = SessionId::generate();
+    store
+        .set(&live, &session(json!({"live": true})))
+        .await
+        .unwrap();
+
+    assert!(store.get(&id("old-0")).await.unwrap().is_none());
+    assert!(
+        !store
+            .touch(&id("old-1"), SystemTime::now() + HOUR)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.len().await.unwrap(), 1);
+    // Expired counts as absent: a set starts again at version 1, a create succeeds.
+    assert_eq!(
+        store.set(&id("old-2"), &session(json!({}))).await.unwrap(),
+        1
+    );
+    assert!(
+        store
+            .create(&id("old-3"), &session(json!({})))
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(store.delete_expired().await.unwrap(), 3);
+    for gone in ["old-0.json", "old-1.json", "old-4.json"] {
+        assert!(!dir.join(gone).exists(), "{gone}");
+    }
+    assert!(dir.join("old-2.json").exists() && dir.join("old-3.json").exists());
+    assert_eq!(store.len().await.unwrap(), 3);
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn temporary_files_are_not_sessions_and_stale_ones_are_cleaned_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    let body = json!({"data": {}, "expires_at": session_stores::now_millis() - 10, "version": 1});
+    let stale = dir.join(".tmp-stale1.partial");
+    let fresh = dir.join(".tmp-fresh1.partial");
+    fs::write(&stale, body.to_string()).unwrap();
+    fs::write(&fresh, body.to_string()).unwrap();
+    let file = fs::File::options().write(true).open(&stale).unwrap();
+    file.set_modified(SystemTime::now() - HOUR).unwrap();
+    drop(file);
+
+    assert_eq!(store.len().await.unwrap(), 0);
+    assert_eq!(
+        store.delete_expired().await.unwrap(),
+        0,
+        "not counted as sessions"
+    );
+    assert!(
+        !stale.exists(),
+        "a temporary file untouched for an hour is a leftover"
+    );
+    assert!(fresh.exists(), "a recent one may be a write in progress");
+    store.clear().await.unwrap();
+    assert!(fresh.exists());
+}
