@@ -737,7 +737,7 @@ impl RedisStore {
                             cluster.route_command(
                                 cmd,
                                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                                    route.clone(),
+                                    *route,
                                 )),
                             ),
                         )
