@@ -20,6 +20,7 @@
 //! health checks and tests.
 //!
 //! ```
+//! # #[cfg(feature = "memory")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! use std::sync::Arc;
@@ -31,6 +32,8 @@
 //! // ... serve requests with `store` ...
 //! cleanup.stop().await;
 //! # }
+//! # #[cfg(not(feature = "memory"))]
+//! # fn main() {}
 //! ```
 //!
 //! It needs a running tokio runtime (any flavour, including actix-web's).

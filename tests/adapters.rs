@@ -1,0 +1,37 @@
+//! End-to-end tests of both adapters: real middleware (tower-sessions 0.15 under axum,
+//! actix-session 0.11 under actix-web), real HTTP requests through the framework's service
+//! (`tower::ServiceExt::oneshot`, `actix_web::test::call_service`), with a cookie jar kept
+//! by the test, against every backend enabled by features:
+//!
+//! - memory always, file and SQLite (temporary directories) with their features;
+//! - Postgres (`SESSION_STORES_POSTGRES_URL`), Redis (`SESSION_STORES_REDIS_URL`) and Redis
+//!   Cluster (`SESSION_STORES_REDIS_CLUSTER_URLS`) when reachable: a loud skip locally, a
+//!   failure in CI.
+//!
+//! Each test runs every scenario of [`scenarios`] for one adapter on one backend, each
+//! scenario on a fresh, isolated store. Run with
+//! `cargo test --features tower-sessions,actix-session --test adapters` (plus the backend
+//! features).
+#![cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "adapters/common.rs"]
+mod common;
+
+#[path = "adapters/backends.rs"]
+mod backends;
+#[path = "adapters/scenarios.rs"]
+mod scenarios;
+
+#[cfg(feature = "tower-sessions")]
+#[path = "adapters/tower.rs"]
+mod tower;
+
+#[cfg(feature = "actix-session")]
+#[path = "adapters/actix.rs"]
+mod actix;
+
+#[path = "adapters/connect.rs"]
+mod connect;

@@ -1,0 +1,114 @@
+//! The scenarios under actix-session 0.11 and actix-web, through
+//! `actix_web::test::call_service`.
+
+use std::sync::Arc;
+
+use actix_session::config::{BrowserSession, PersistentSession, TtlExtensionPolicy};
+use actix_session::{Session, SessionMiddleware};
+use actix_web::body::MessageBody;
+use actix_web::cookie::{Key, time::Duration};
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header;
+use actix_web::{App as ActixWebApp, test, web};
+use session_stores::ActixSessionStore;
+
+use crate::common::{App, COOKIE, Jar, Recording, Variant};
+use crate::scenarios::{Adapter, run_all};
+
+async fn count(session: Session) -> String {
+    let n = session.get::<u64>("count").unwrap().unwrap_or(0) + 1;
+    session.insert("count", n).unwrap();
+    n.to_string()
+}
+
+async fn peek(session: Session) -> String {
+    let count = session.get::<u64>("count").unwrap();
+    let user = session.get::<String>("user").unwrap();
+    format!(
+        "count={} user={}",
+        count.map_or("none".to_string(), |n| n.to_string()),
+        user.as_deref().unwrap_or("none")
+    )
+}
+
+async fn login(session: Session) -> String {
+    session.renew();
+    session.insert("user", "ada").unwrap();
+    "welcome ada".to_string()
+}
+
+async fn logout(session: Session) -> String {
+    session.purge();
+    "bye".to_string()
+}
+
+pub struct ActixApp<S>(S);
+
+pub async fn app(
+    store: Arc<Recording>,
+    variant: Variant,
+) -> ActixApp<
+    impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+> {
+    let key = Key::from(&[7u8; 64]);
+    let middleware = SessionMiddleware::builder(ActixSessionStore::from_arc(store), key)
+        .cookie_name(COOKIE.to_string())
+        .cookie_secure(false);
+    let middleware =
+        match variant {
+            Variant::Default => middleware
+                .session_lifecycle(BrowserSession::default().state_ttl(Duration::hours(1))),
+            Variant::ShortTtl => middleware
+                .session_lifecycle(BrowserSession::default().state_ttl(Duration::seconds(1))),
+            Variant::ExtendOnEveryRequest => middleware.session_lifecycle(
+                PersistentSession::default()
+                    .session_ttl(Duration::hours(1))
+                    .session_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
+            ),
+        };
+    let service = test::init_service(
+        ActixWebApp::new()
+            .wrap(middleware.build())
+            .route("/count", web::get().to(count))
+            .route("/peek", web::get().to(peek))
+            .route("/login", web::post().to(login))
+            .route("/logout", web::post().to(logout)),
+    )
+    .await;
+    ActixApp(service)
+}
+
+impl<S, B> App for ActixApp<S>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    async fn send(&self, jar: &mut Jar, method: &str, path: &str) -> (u16, String) {
+        let mut request = match method {
+            "GET" => test::TestRequest::get(),
+            "POST" => test::TestRequest::post(),
+            other => panic!("unsupported method {other}"),
+        }
+        .uri(path);
+        if let Some(cookie) = jar.header() {
+            request = request.insert_header((header::COOKIE, cookie));
+        }
+        let response = test::call_service(&self.0, request.to_request()).await;
+        for set_cookie in response.headers().get_all(header::SET_COOKIE) {
+            jar.apply(set_cookie.to_str().unwrap());
+        }
+        let status = response.status().as_u16();
+        let body = test::read_body(response).await;
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+}
+
+async fn run(backend: Option<crate::backends::Backend>) {
+    run_all(Adapter::Actix, backend, app).await;
+}
+
+crate::per_backend!(actix_web::test, run);

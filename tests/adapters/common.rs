@@ -1,0 +1,144 @@
+//! The pieces every scenario uses: a recording store, a cookie jar and an app abstraction
+//! over both frameworks.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use session_stores::{Result, Session, SessionId, SessionStore, async_trait};
+
+/// The middleware configuration a scenario needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// Sessions live for an hour; only changes are written.
+    Default,
+    /// Sessions live for one second.
+    ShortTtl,
+    /// Sessions live for an hour, and every request extends them (tower-sessions:
+    /// `with_always_save`; actix-session: `TtlExtensionPolicy::OnEveryRequest`, which calls
+    /// `update_ttl`).
+    ExtendOnEveryRequest,
+}
+
+/// The routes every test app has:
+///
+/// - `GET /count`: adds one to `count` in the session and answers the new count;
+/// - `GET /peek`: answers `count` and `user` without changing the session;
+/// - `POST /login`: cycles the session id and sets `user` to `ada`;
+/// - `POST /logout`: destroys the session.
+pub trait App {
+    /// Sends a request with the jar's cookie, updates the jar from `Set-Cookie`, and returns
+    /// the status code and body.
+    async fn send(&self, jar: &mut Jar, method: &str, path: &str) -> (u16, String);
+}
+
+/// The name of the session cookie in every test app.
+pub const COOKIE: &str = "id";
+
+/// A one-cookie jar, as a browser keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Jar(pub Option<String>);
+
+impl Jar {
+    /// A jar holding `value`.
+    pub fn with(value: &str) -> Jar {
+        Jar(Some(value.to_string()))
+    }
+
+    /// The `Cookie` request header value, if the jar holds a cookie.
+    pub fn header(&self) -> Option<String> {
+        self.0.as_ref().map(|value| format!("{COOKIE}={value}"))
+    }
+
+    /// Applies one `Set-Cookie` header: a new value replaces the cookie, an empty value
+    /// (how both middlewares delete their cookie) removes it. Other cookies are ignored.
+    pub fn apply(&mut self, set_cookie: &str) {
+        let first = set_cookie.split(';').next().unwrap_or("").trim();
+        if let Some((name, value)) = first.split_once('=') {
+            if name.trim() == COOKIE {
+                let value = value.trim().trim_matches('"');
+                self.0 = (!value.is_empty()).then(|| value.to_string());
+            }
+        }
+    }
+}
+
+/// A store that passes everything to `inner` and remembers the ids it was asked to create,
+/// so a test can find a session whose cookie it cannot read (actix-session signs it).
+pub struct Recording {
+    pub inner: Arc<dyn SessionStore>,
+    created: Mutex<Vec<SessionId>>,
+}
+
+impl Recording {
+    pub fn new(inner: Arc<dyn SessionStore>) -> Arc<Recording> {
+        Arc::new(Recording {
+            inner,
+            created: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Every id a successful `create` stored, oldest first.
+    pub fn created(&self) -> Vec<SessionId> {
+        self.created.lock().unwrap().clone()
+    }
+
+    /// The id of the last session created.
+    pub fn last_created(&self) -> SessionId {
+        self.created()
+            .last()
+            .cloned()
+            .expect("a session was created")
+    }
+}
+
+#[async_trait]
+impl SessionStore for Recording {
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        self.inner.get(id).await
+    }
+    async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
+        self.inner.set(id, session).await
+    }
+    async fn destroy(&self, id: &SessionId) -> Result<()> {
+        self.inner.destroy(id).await
+    }
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
+        self.inner.touch(id, expires_at).await
+    }
+    async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
+        let created = self.inner.create(id, session).await?;
+        if created {
+            self.created.lock().unwrap().push(id.clone());
+        }
+        Ok(created)
+    }
+    async fn set_if_version(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        expected: u64,
+    ) -> Result<u64> {
+        self.inner.set_if_version(id, session, expected).await
+    }
+    async fn len(&self) -> Result<u64> {
+        self.inner.len().await
+    }
+    async fn clear(&self) -> Result<()> {
+        self.inner.clear().await
+    }
+    async fn delete_expired(&self) -> Result<u64> {
+        self.inner.delete_expired().await
+    }
+}
+
+#[test]
+fn jar_follows_set_cookie() {
+    let mut jar = Jar::default();
+    jar.apply("id=abc; HttpOnly; SameSite=Strict; Path=/");
+    assert_eq!(jar, Jar::with("abc"));
+    jar.apply("other=zzz; Path=/");
+    assert_eq!(jar, Jar::with("abc"));
+    jar.apply("id=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
+    assert_eq!(jar, Jar::default());
+    assert_eq!(Jar::with("x").header().as_deref(), Some("id=x"));
+}

@@ -1,0 +1,279 @@
+//! The end-to-end scenarios, written once for both adapters.
+//!
+//! Each scenario gets an app (built by the adapter's test module for the [`Variant`] it
+//! needs) over a [`Recording`] store that wraps a fresh backend store, and drives it with
+//! requests and a cookie jar the way a browser would.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_stores::{SessionId, SessionStore};
+
+use crate::backends::Backend;
+use crate::common::{App, Jar, Recording, Variant};
+
+/// Which adapter a scenario runs under: a few expectations differ (the cookie of
+/// tower-sessions is the plain id; actix-session signs it, and its `update_ttl` is a
+/// `touch`, which keeps the version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    Tower,
+    Actix,
+}
+
+/// Runs every scenario on `backend` (skipping when it is `None`), each on a fresh store,
+/// with apps from `make_app`.
+pub async fn run_all<F, Fut, A>(adapter: Adapter, backend: Option<Backend>, make_app: F)
+where
+    F: Fn(Arc<Recording>, Variant) -> Fut,
+    Fut: Future<Output = A>,
+    A: App,
+{
+    let Some(backend) = backend else { return };
+    let name = backend.name();
+    macro_rules! scenario {
+        ($scenario:ident, $variant:expr) => {{
+            let store = Recording::new(backend.fresh().await);
+            let app = make_app(Arc::clone(&store), $variant).await;
+            eprintln!("{adapter:?} on {name}: {} ...", stringify!($scenario));
+            $scenario(adapter, &app, &store).await;
+            store.clear().await.expect("clear the test store");
+            eprintln!("{adapter:?} on {name}: {} ok", stringify!($scenario));
+        }};
+    }
+    scenario!(session_survives_requests, Variant::Default);
+    scenario!(session_expires, Variant::ShortTtl);
+    scenario!(logout_destroys_the_session_in_the_store, Variant::Default);
+    scenario!(login_cycles_the_id, Variant::Default);
+    scenario!(
+        forged_or_unknown_cookies_get_a_fresh_session,
+        Variant::Default
+    );
+    scenario!(
+        activity_extends_the_session_without_changing_its_data,
+        Variant::ExtendOnEveryRequest
+    );
+    backend.finish().await;
+}
+
+/// The id of the session the jar's cookie names.
+fn id_of(adapter: Adapter, jar: &Jar, store: &Recording) -> SessionId {
+    let cookie = jar.0.as_deref().expect("the jar holds a session cookie");
+    match adapter {
+        // tower-sessions' cookie is the id itself.
+        Adapter::Tower => {
+            let id = SessionId::new(cookie).expect("a valid id in the cookie");
+            assert_eq!(
+                id,
+                store.last_created(),
+                "the cookie names the created session"
+            );
+            id
+        }
+        // actix-session signs its cookie: the last created session is the one.
+        Adapter::Actix => store.last_created(),
+    }
+}
+
+async fn session_survives_requests<A: App>(adapter: Adapter, app: &A, store: &Recording) {
+    let mut jar = Jar::default();
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "1".into()));
+    let first_cookie = jar.clone();
+    let id = id_of(adapter, &jar, store);
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "2".into()));
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "3".into()));
+    if adapter == Adapter::Tower {
+        // (actix-session encrypts its cookie afresh on every write, so only the store can
+        // tell that the key stayed: the count of created sessions below.)
+        assert_eq!(jar, first_cookie, "the session keeps its id");
+    }
+    assert_eq!(
+        store.created().len(),
+        1,
+        "one session for all three requests"
+    );
+    let stored = store.get(&id).await.unwrap().expect("stored");
+    // actix-session keeps values as JSON text; tower-sessions as JSON.
+    let count = stored.get_value("count").expect("count is stored");
+    assert!(
+        count == &serde_json::json!(3) || count == &serde_json::json!("3"),
+        "{count}"
+    );
+    assert_eq!(store.len().await.unwrap(), 1);
+    assert_eq!(
+        app.send(&mut jar, "GET", "/peek").await,
+        (200, "count=3 user=none".into())
+    );
+}
+
+async fn session_expires<A: App>(adapter: Adapter, app: &A, store: &Recording) {
+    let mut jar = Jar::default();
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "1".into()));
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "2".into()));
+    let old = id_of(adapter, &jar, store);
+    assert!(store.get(&old).await.unwrap().is_some());
+    // The variant's TTL is one second.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(
+        store.get(&old).await.unwrap().is_none(),
+        "expired in the store"
+    );
+    // The browser still sends the old cookie: the server starts over.
+    let mut stale = jar.clone();
+    assert_eq!(
+        app.send(&mut stale, "GET", "/peek").await,
+        (200, "count=none user=none".into())
+    );
+    assert_eq!(
+        app.send(&mut stale, "GET", "/count").await,
+        (200, "1".into())
+    );
+    let new = store.last_created();
+    assert_ne!(new, old, "a fresh session under a new id");
+    assert!(
+        store.get(&old).await.unwrap().is_none(),
+        "the old id is not resurrected"
+    );
+}
+
+async fn logout_destroys_the_session_in_the_store<A: App>(
+    adapter: Adapter,
+    app: &A,
+    store: &Recording,
+) {
+    let mut jar = Jar::default();
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "1".into()));
+    let id = id_of(adapter, &jar, store);
+    let old_cookie = jar.clone();
+    assert_eq!(
+        app.send(&mut jar, "POST", "/logout").await,
+        (200, "bye".into())
+    );
+    assert!(
+        store.get(&id).await.unwrap().is_none(),
+        "destroyed in the store"
+    );
+    assert_eq!(store.len().await.unwrap(), 0);
+    assert_eq!(jar, Jar::default(), "the cookie is removed");
+    // Replaying the old cookie does not bring the session back.
+    let mut replay = old_cookie;
+    assert_eq!(
+        app.send(&mut replay, "GET", "/peek").await,
+        (200, "count=none user=none".into())
+    );
+    assert_eq!(
+        app.send(&mut replay, "GET", "/count").await,
+        (200, "1".into())
+    );
+    assert_ne!(store.last_created(), id);
+    assert!(store.get(&id).await.unwrap().is_none());
+}
+
+async fn login_cycles_the_id<A: App>(adapter: Adapter, app: &A, store: &Recording) {
+    let mut jar = Jar::default();
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "1".into()));
+    let before = id_of(adapter, &jar, store);
+    let before_cookie = jar.clone();
+    assert_eq!(
+        app.send(&mut jar, "POST", "/login").await,
+        (200, "welcome ada".into())
+    );
+    assert_ne!(jar, before_cookie, "a new cookie");
+    let after = id_of(adapter, &jar, store);
+    assert_ne!(after, before, "a new id");
+    assert!(
+        store.get(&before).await.unwrap().is_none(),
+        "the old id no longer loads"
+    );
+    assert_eq!(store.len().await.unwrap(), 1);
+    // The data moved to the new id.
+    assert_eq!(
+        app.send(&mut jar, "GET", "/peek").await,
+        (200, "count=1 user=ada".into())
+    );
+    // Whoever held the old id (a planted cookie) gets nothing.
+    let mut attacker = before_cookie;
+    assert_eq!(
+        app.send(&mut attacker, "GET", "/peek").await,
+        (200, "count=none user=none".into())
+    );
+}
+
+async fn forged_or_unknown_cookies_get_a_fresh_session<A: App>(
+    adapter: Adapter,
+    app: &A,
+    store: &Recording,
+) {
+    let unknown = SessionId::generate();
+    let forged = [
+        "not a valid id at all!".to_string(),
+        "../../etc/passwd".to_string(),
+        "x".repeat(300),
+        // Looks like a real cookie of the app, but names no session.
+        unknown.as_str().to_string(),
+        // A tower-sessions id that was never issued.
+        "AAAAAAAAAAAAAAAAAAAAAA".to_string(),
+    ];
+    for (n, cookie) in forged.iter().enumerate() {
+        let mut jar = Jar::with(cookie);
+        assert_eq!(
+            app.send(&mut jar, "GET", "/peek").await,
+            (200, "count=none user=none".into()),
+            "{cookie}"
+        );
+        assert_eq!(
+            app.send(&mut jar, "GET", "/count").await,
+            (200, "1".into()),
+            "{cookie}"
+        );
+        let issued = jar.0.clone().expect("a new cookie");
+        assert_ne!(&issued, cookie, "the forged value is never adopted");
+        let id = id_of(adapter, &jar, store);
+        assert_ne!(id.as_str(), cookie);
+        assert_eq!(
+            store.created().len(),
+            n + 1,
+            "one fresh session per forged cookie"
+        );
+        assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "2".into()));
+    }
+    assert!(
+        store.get(&unknown).await.unwrap().is_none(),
+        "no session under a forged id"
+    );
+    let tower_zero = SessionId::new("AAAAAAAAAAAAAAAAAAAAAA").unwrap();
+    assert!(store.get(&tower_zero).await.unwrap().is_none());
+    assert_eq!(store.len().await.unwrap(), forged.len() as u64);
+}
+
+async fn activity_extends_the_session_without_changing_its_data<A: App>(
+    adapter: Adapter,
+    app: &A,
+    store: &Recording,
+) {
+    let mut jar = Jar::default();
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "1".into()));
+    let id = id_of(adapter, &jar, store);
+    let before = store.get(&id).await.unwrap().expect("stored");
+    // Let the clock move past the millisecond of the first expiry.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A request that reads but does not change the session.
+    assert_eq!(
+        app.send(&mut jar, "GET", "/peek").await,
+        (200, "count=1 user=none".into())
+    );
+    let after = store.get(&id).await.unwrap().expect("still stored");
+    assert!(
+        after.expires_at_millis() > before.expires_at_millis(),
+        "the expiry moved forward: {} -> {}",
+        before.expires_at_millis(),
+        after.expires_at_millis()
+    );
+    assert_eq!(after.data(), before.data(), "the data is unchanged");
+    if adapter == Adapter::Actix {
+        // update_ttl is touch: not a write of the data, so the version stays.
+        assert_eq!(after.version(), before.version());
+    }
+    assert_eq!(store.created().len(), 1, "the same session, not a new one");
+}
