@@ -140,11 +140,11 @@ pub async fn connect(url: &str) -> Result<Box<dyn SessionStore>> {
     let kind = StoreKind::of(url)?;
     if !kind.is_enabled() {
         return Err(Error::config(format!(
-            "the session store URL `{}` needs the `{}` feature of session-stores; enable it in \
-             Cargo.toml: session-stores = {{ version = \"*\", features = [\"{}\"] }}",
+            "the session store URL `{}` needs the `{feature}` feature of session-stores: add \
+             features = [\"{feature}\"] to its line in Cargo.toml (or pass --features {feature} \
+             to cargo)",
             redact(url),
-            kind.feature(),
-            kind.feature(),
+            feature = kind.feature(),
         )));
     }
     match kind {

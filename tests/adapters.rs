@@ -12,7 +12,12 @@
 //! scenario on a fresh, isolated store. Run with
 //! `cargo test --features tower-sessions,actix-session --test adapters` (plus the backend
 //! features).
-#![cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+//!
+//! Needs the `memory` feature (on by default) besides an adapter feature.
+#![cfg(all(
+    feature = "memory",
+    any(feature = "tower-sessions", feature = "actix-session")
+))]
 
 #[path = "support/mod.rs"]
 mod support;

@@ -53,11 +53,11 @@ impl Jar {
     /// (how both middlewares delete their cookie) removes it. Other cookies are ignored.
     pub fn apply(&mut self, set_cookie: &str) {
         let first = set_cookie.split(';').next().unwrap_or("").trim();
-        if let Some((name, value)) = first.split_once('=') {
-            if name.trim() == COOKIE {
-                let value = value.trim().trim_matches('"');
-                self.0 = (!value.is_empty()).then(|| value.to_string());
-            }
+        if let Some((name, value)) = first.split_once('=')
+            && name.trim() == COOKIE
+        {
+            let value = value.trim().trim_matches('"');
+            self.0 = (!value.is_empty()).then(|| value.to_string());
         }
     }
 }
