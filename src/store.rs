@@ -25,7 +25,11 @@ use crate::session::{Session, SessionId};
 /// - **`set(id, session)`** is an upsert: it stores the session's data and expiry under `id`,
 ///   whatever was there, and returns the new version: the previous live version plus one,
 ///   or 1 if the session was absent. A `set` whose expiry is already in the past deletes the
-///   session and returns 0. The version inside `session` is ignored.
+///   session and returns 0. The version inside `session` is ignored. One exception: a `set`
+///   whose data and expiry are exactly those of the live stored session changes nothing, so a
+///   store may skip the write and return the current version instead (the file store does,
+///   to save a rewrite on every request). Either way the returned version is the one now
+///   stored, and a compare-and-set on it succeeds.
 /// - **`destroy(id)`** removes the session. It is idempotent: destroying an absent session
 ///   is `Ok`.
 /// - **`touch(id, expires_at)`** moves the expiry of a live session and changes nothing

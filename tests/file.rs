@@ -62,12 +62,12 @@ async fn an_unchanged_save_skips_the_write_and_keeps_the_file() {
     let id = SessionId::generate();
     let s = session(json!({"user": "ada", "roles": ["admin"]}));
 
-    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 1);
+    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
     assert_eq!((store.writes(), store.skipped_writes()), (1, 0));
     let before = stamp(&store.path_of(&id));
 
     for _ in 0..3 {
-        assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 1);
+        assert_eq!(store.set(&id, &s).await.unwrap(), 1);
     }
     assert_eq!((store.writes(), store.skipped_writes()), (1, 3));
     assert_eq!(
@@ -77,18 +77,11 @@ async fn an_unchanged_save_skips_the_write_and_keeps_the_file() {
     );
     assert_eq!(store.get(&id).await.unwrap().unwrap().version(), 1);
 
-    // `set` keeps the contract: it always advances the version, so it always writes.
-    assert_eq!(store.set(&id, &s).await.unwrap(), 2);
-    assert_eq!(store.writes(), 2);
-    assert_eq!(on_disk(&store, &id).version(), 2);
-    // ...after which an unchanged save skips again, at the new version.
-    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 2);
-    assert_eq!(store.skipped_writes(), 4);
-
     // A changed expiry is a change.
     let mut later = s.clone();
     later.set_expires_at_millis(s.expires_at_millis() + 1);
-    assert_eq!(store.set_if_changed(&id, &later).await.unwrap(), 3);
+    assert_eq!(store.set(&id, &later).await.unwrap(), 2);
+    assert_eq!(store.writes(), 2);
     assert_eq!(
         on_disk(&store, &id).expires_at_millis(),
         later.expires_at_millis()
@@ -101,11 +94,11 @@ async fn a_nested_change_is_written() {
     let store = FileStore::new(tmp.path()).await.unwrap();
     let id = SessionId::generate();
     let mut s = session(json!({"profile": {"prefs": {"theme": "dark", "tags": [1, 2]}}}));
-    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 1);
+    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
 
     // Change a value deep inside the object the caller still holds.
     s.data_mut()["profile"]["prefs"]["theme"] = json!("light");
-    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 2);
+    assert_eq!(store.set(&id, &s).await.unwrap(), 2);
     assert_eq!(
         on_disk(&store, &id).data()["profile"]["prefs"]["theme"],
         "light"
@@ -113,7 +106,7 @@ async fn a_nested_change_is_written() {
     if let Some(tags) = s.data_mut()["profile"]["prefs"]["tags"].as_array_mut() {
         tags.push(json!(3));
     }
-    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 3);
+    assert_eq!(store.set(&id, &s).await.unwrap(), 3);
     let got = store.get(&id).await.unwrap().unwrap();
     assert_eq!(got.data(), s.data());
     assert_eq!(got.version(), 3);
@@ -141,7 +134,7 @@ async fn touch_to_the_same_expiry_skips_and_a_new_expiry_keeps_data_and_version(
     assert_eq!(got.version(), 1);
     assert_eq!(got.expires_at_millis(), session_stores::to_millis(later));
     // The touch's write is in the cache: an unchanged save at the new expiry skips.
-    assert_eq!(store.set_if_changed(&id, &got).await.unwrap(), 1);
+    assert_eq!(store.set(&id, &got).await.unwrap(), 1);
     assert_eq!(store.skipped_writes(), 2);
 }
 
@@ -156,7 +149,7 @@ async fn an_expired_session_is_never_saved_by_a_skip() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The cached entry describes an expired session: the save is a fresh write, and a
     // past expiry deletes.
-    assert_eq!(store.set_if_changed(&id, &s).await.unwrap(), 0);
+    assert_eq!(store.set(&id, &s).await.unwrap(), 0);
     assert!(!store.path_of(&id).exists());
     assert_eq!(store.skipped_writes(), 0);
 }
@@ -181,14 +174,14 @@ async fn two_stores_on_one_directory_never_serve_or_keep_stale_data() {
 
     // a's cache says "s1 at version 1", but the file is b's: no skip, and the version
     // continues from b's.
-    assert_eq!(a.set_if_changed(&id, &s1).await.unwrap(), 3);
+    assert_eq!(a.set(&id, &s1).await.unwrap(), 3);
     assert_eq!(a.skipped_writes(), 0);
     let got = b.get(&id).await.unwrap().unwrap();
     assert_eq!((got.data(), got.version()), (s1.data(), 3));
 
     // b destroys; a's save writes a new session rather than trusting its cache.
     b.destroy(&id).await.unwrap();
-    assert_eq!(a.set_if_changed(&id, &s1).await.unwrap(), 1);
+    assert_eq!(a.set(&id, &s1).await.unwrap(), 1);
     assert!(b.get(&id).await.unwrap().is_some());
 
     // b writes a new file; a's next write must read b's version, not its own cached one.
@@ -535,7 +528,7 @@ async fn the_file_is_readable_json_with_data_expiry_and_version() {
     let store = FileStore::new(tmp.path()).await.unwrap();
     let id = SessionId::generate();
     let s = session(json!({"user": "ada", "nested": {"k": [1, "two"]}}));
-    store.set(&id, &s).await.unwrap();
+    store.set(&id, &session(json!({"first": true}))).await.unwrap();
     store.set(&id, &s).await.unwrap();
     let text = fs::read_to_string(store.path_of(&id)).unwrap();
     assert!(text.contains('\n'), "pretty-printed: {text}");

@@ -158,6 +158,46 @@ pub(super) async fn set_overwrites_and_advances_version(factory: Factory) -> Che
     Ok(())
 }
 
+pub(super) async fn set_of_identical_content_returns_the_stored_version(
+    factory: Factory,
+) -> CheckResult {
+    let store = factory.boxed().await;
+    let (id, session) = (id(), sample());
+    call!("set", store.set(&id, &session).await);
+    let again = call!("set of identical content", store.set(&id, &session).await);
+    ensure!(
+        again == 1 || again == 2,
+        "set of content identical to the stored session returned version {again}, \
+         not 1 (skipped) or 2 (rewritten)"
+    );
+    let got = call!("get", store.get(&id).await).ok_or("the session vanished")?;
+    same_content(&got, &session)?;
+    ensure!(
+        got.version() == again,
+        "set returned version {again} but get shows version {}",
+        got.version()
+    );
+    // The returned version is the stored one: a compare-and-set on it succeeds...
+    let changed = session_with(HOUR, json!({"user": "grace"}));
+    let next = call!(
+        "set_if_version on the returned version",
+        store.set_if_version(&id, &changed, again).await
+    );
+    ensure!(
+        next == again + 1,
+        "set_if_version returned {next}, not {}",
+        again + 1
+    );
+    // ...and a set of different content after it always advances the version.
+    let after = call!("set of changed content", store.set(&id, &session).await);
+    ensure!(
+        after == next + 1,
+        "set of changed content returned {after}, not {}",
+        next + 1
+    );
+    Ok(())
+}
+
 pub(super) async fn set_with_past_expiry_deletes(factory: Factory) -> CheckResult {
     let store = factory.boxed().await;
     let id = id();
@@ -476,7 +516,7 @@ pub(super) async fn set_if_version_mismatch_conflicts_and_writes_nothing(
 ) -> CheckResult {
     let store = factory.boxed().await;
     let (id, original) = (id(), sample());
-    call!("set", store.set(&id, &original).await);
+    call!("set", store.set(&id, &session_with(HOUR, json!({"first": 1}))).await);
     call!("set", store.set(&id, &original).await);
     let stale = session_with(HOUR, json!({"user": "stale"}));
     for expected in [1, 3, 7] {

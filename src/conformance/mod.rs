@@ -146,6 +146,7 @@ macro_rules! __for_each_check {
             get_absent_is_none,
             set_then_get_round_trips,
             set_overwrites_and_advances_version,
+            set_of_identical_content_returns_the_stored_version,
             set_with_past_expiry_deletes,
             get_never_returns_expired,
             expiry_is_honoured_at_sub_second_granularity,

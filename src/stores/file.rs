@@ -19,7 +19,7 @@
 //! assert!(dir.join(format!("{id}.json")).is_file());
 //! assert_eq!(store.get(&id).await?.unwrap().version(), 1);
 //! // Unchanged data and expiry: nothing is written, the version stays.
-//! assert_eq!(store.set_if_changed(&id, &session).await?, 1);
+//! assert_eq!(store.set(&id, &session).await?, 1);
 //! assert_eq!((store.writes(), store.skipped_writes()), (1, 1));
 //! # Ok::<(), session_stores::Error>(())
 //! # }).unwrap();
@@ -88,8 +88,7 @@
 //! - **Atomic writes.** Every write goes to a new temporary file in `dir` and is then
 //!   `rename`d over `<id>.json`. A reader sees the old file or the new one, never a partial
 //!   one, even if the writer is killed; a write that fails leaves the old file in place.
-//! - **Locking.** `set`, [`set_if_changed`](FileStore::set_if_changed), `create`,
-//!   `set_if_version`, `touch` and `destroy` run under a lock for their id, so that a
+//! - **Locking.** `set`, `create`, `set_if_version`, `touch` and `destroy` run under a lock for their id, so that a
 //!   read-decide-write is atomic: `create` has one winner, `set_if_version` never loses an
 //!   update and `set` never hands out one version twice. The lock is two-level: a tokio
 //!   mutex serializes the tasks of one store without tying up threads, and an advisory
@@ -133,15 +132,13 @@
 //!
 //! - When its entry is valid, a write reads the current version and expiry from the cache
 //!   instead of reading and parsing the file.
-//! - [`FileStore::set_if_changed`] skips the write when the session's data and expiry, encoded
-//!   with the current version, are byte-for-byte what the file already holds.
+//! - [`set`](SessionStore::set) skips the write when the session's data and expiry, encoded
+//!   with the current version, are byte-for-byte what the file already holds, and returns
+//!   the version unchanged (the [contract](SessionStore#contract) allows a `set` of identical
+//!   content to keep the version). A middleware that saves at the end of every request pays
+//!   a `stat` instead of a write for an unchanged session.
 //!   [`touch`](SessionStore::touch) to the expiry a session already has also writes nothing.
 //!
-//! Note that [`set`](SessionStore::set) itself **always writes**: the
-//! [contract](SessionStore#contract) says that every `set` advances the version, so the file's
-//! content always changes. `set_if_changed` is for callers (typically a session middleware
-//! that saves at the end of every request) that want an unchanged session to cost a `stat`
-//! instead of a write, and accept that an unchanged save does not advance the version.
 //! [`writes`](FileStore::writes) and [`skipped_writes`](FileStore::skipped_writes) count
 //! what happened.
 //!
@@ -351,34 +348,10 @@ impl FileStore {
     }
 
     /// How many writes this store (and its clones) skipped because the file already held
-    /// exactly the content to write (see [`set_if_changed`](FileStore::set_if_changed) and
+    /// exactly the content to write (see [`set`](SessionStore::set) and
     /// [`touch`](SessionStore::touch)).
     pub fn skipped_writes(&self) -> u64 {
         self.inner.skipped.load(Ordering::Relaxed)
-    }
-
-    /// Like [`set`](SessionStore::set), except when nothing changed: if the session under `id`
-    /// is live, its file is still the one this store last wrote, and `session`'s data and
-    /// expiry encode to exactly that file's content, nothing is written and the stored
-    /// version is returned unchanged. Otherwise this is a `set`: it writes and returns the
-    /// new version (or deletes the session and returns 0 for an expiry in the past).
-    ///
-    /// The comparison is made on the encoded bytes, not on any object the caller still
-    /// holds, and only against what this store wrote, so a change made by another process
-    /// or store is never overwritten by a skip.
-    pub async fn set_if_changed(&self, id: &SessionId, session: &Session) -> Result<u64> {
-        let session = session.clone();
-        self.locked("set_if_changed", id, move |inner, id| {
-            let now = now_millis();
-            if !session.is_expired_at(now)
-                && let Some(version) = inner.unchanged(id, &session, now)?
-            {
-                inner.skipped.fetch_add(1, Ordering::Relaxed);
-                return Ok(version);
-            }
-            inner.set(id, &session, now)
-        })
-        .await
     }
 
     /// Runs `f` on the blocking pool, holding the in-process and the cross-process lock of
@@ -749,7 +722,7 @@ impl Inner {
 
     /// The stored version if writing `session` would not change the file.
     fn unchanged(&self, id: &SessionId, session: &Session, now: i64) -> Result<Option<u64>> {
-        let Some(entry) = self.valid_entry("set_if_changed", id)? else {
+        let Some(entry) = self.valid_entry("set", id)? else {
             return Ok(None);
         };
         if entry.expires_at <= now {
@@ -1053,10 +1026,23 @@ impl SessionStore for FileStore {
             .await
     }
 
+    /// Skips the write when nothing changed: if the session under `id` is live, its file is
+    /// still the one this store last wrote, and `session`'s data and expiry encode to exactly
+    /// that file's content, nothing is written and the stored version is returned unchanged
+    /// (the contract allows this). The comparison is made on the encoded bytes, not on any
+    /// object the caller still holds, and only against what this store wrote, so a change
+    /// made by another process or store is never overwritten by a skip.
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         let session = session.clone();
         self.locked("set", id, move |inner, id| {
-            inner.set(id, &session, now_millis())
+            let now = now_millis();
+            if !session.is_expired_at(now)
+                && let Some(version) = inner.unchanged(id, &session, now)?
+            {
+                inner.skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(version);
+            }
+            inner.set(id, &session, now)
         })
         .await
     }
@@ -1173,7 +1159,7 @@ mod tests {
             assert_eq!(store.set(&id, &a).await.unwrap(), 1);
 
             store.inner.faults.failing_writes.store(1, SeqCst);
-            let err = store.set_if_changed(&id, &b).await.unwrap_err();
+            let err = store.set(&id, &b).await.unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::Backend, "{err:?}");
             assert!(std::error::Error::source(&err).is_some(), "source kept");
             // The old session is intact, and no temporary file was left behind.
@@ -1188,14 +1174,14 @@ mod tests {
 
             // The retry really writes: the cache did not record the failed write.
             let writes = store.writes();
-            assert_eq!(store.set_if_changed(&id, &b).await.unwrap(), 2);
+            assert_eq!(store.set(&id, &b).await.unwrap(), 2);
             assert_eq!(store.writes(), writes + 1);
             assert_eq!(store.skipped_writes(), 0);
             let stored = on_disk(&store, &id);
             assert_eq!(stored.data, *b.data());
             assert_eq!(stored.version, 2);
             // And now an identical save is skipped.
-            assert_eq!(store.set_if_changed(&id, &b).await.unwrap(), 2);
+            assert_eq!(store.set(&id, &b).await.unwrap(), 2);
             assert_eq!(store.skipped_writes(), 1);
         });
     }
@@ -1242,13 +1228,13 @@ mod tests {
             );
             assert!(store.inner.cache().lru.as_mut().unwrap().contains(&id));
             // The entry still describes the file on disk, so a skip is still right.
-            assert_eq!(store.set_if_changed(&id, &a).await.unwrap(), 1);
+            assert_eq!(store.set(&id, &a).await.unwrap(), 1);
             assert_eq!(store.skipped_writes(), 1);
 
             store.destroy(&id).await.unwrap();
             assert!(!store.path_of(&id).exists());
             assert!(!store.inner.cache().lru.as_mut().unwrap().contains(&id));
-            assert_eq!(store.set_if_changed(&id, &a).await.unwrap(), 1);
+            assert_eq!(store.set(&id, &a).await.unwrap(), 1);
             assert_eq!(store.skipped_writes(), 1, "no skip once the file is gone");
         });
     }
@@ -1269,9 +1255,9 @@ mod tests {
             }
             assert_eq!(store.inner.cache().lru.as_ref().unwrap().len(), 2);
             // The least recently written id was evicted: saving it writes again.
-            assert_eq!(store.set_if_changed(&ids[0], &x).await.unwrap(), 2);
+            assert_eq!(store.set(&ids[0], &x).await.unwrap(), 2);
             assert_eq!(store.skipped_writes(), 0);
-            assert_eq!(store.set_if_changed(&ids[2], &x).await.unwrap(), 1);
+            assert_eq!(store.set(&ids[2], &x).await.unwrap(), 1);
             assert_eq!(store.skipped_writes(), 1);
 
             let small = FileStore::builder(tmp.path().join("small"))
@@ -1313,7 +1299,7 @@ mod tests {
             let id = SessionId::generate();
             let a = session("a");
             store.set(&id, &a).await.unwrap();
-            assert_eq!(store.set_if_changed(&id, &a).await.unwrap(), 2);
+            assert_eq!(store.set(&id, &a).await.unwrap(), 2);
             assert_eq!((store.writes(), store.skipped_writes()), (2, 0));
         });
     }
