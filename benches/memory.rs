@@ -94,7 +94,7 @@ fn main() {
     let mut c = common::criterion();
     let rt = common::runtime();
     let capacity = 2_000_000;
-    let store = Arc::new(StoreTarget(Arc::new(MemoryStore::new(capacity))));
+    let store = Arc::new(StoreTarget::new(MemoryStore::new(capacity)));
     let raw = Arc::new(RawLru(Mutex::new(LruCache::new(
         NonZeroUsize::new(capacity).expect("non-zero"),
     ))));

@@ -78,8 +78,23 @@ pub trait Target: Send + Sync + 'static {
     }
 }
 
+/// Bulk-loads sessions straight into a backend, bypassing the store (for large populations).
+pub type BulkFill = Arc<dyn Fn(&[SessionId], &Session) + Send + Sync>;
+
 /// A [`SessionStore`] as a bench [`Target`].
-pub struct StoreTarget(pub Arc<dyn SessionStore>);
+pub struct StoreTarget(pub Arc<dyn SessionStore>, pub Option<BulkFill>);
+
+impl StoreTarget {
+    /// The store, filled through its own `set` for population cases.
+    pub fn new(store: impl SessionStore + 'static) -> Self {
+        StoreTarget(Arc::new(store), None)
+    }
+
+    /// The store, filled by `fill` (writing the backend directly) for population cases.
+    pub fn with_bulk_fill(store: impl SessionStore + 'static, fill: BulkFill) -> Self {
+        StoreTarget(Arc::new(store), Some(fill))
+    }
+}
 
 #[async_trait]
 impl Target for StoreTarget {
@@ -109,6 +124,16 @@ impl Target for StoreTarget {
             .expect("get")
             .map_or(0, |s| s.version());
         self.0.set_if_version(id, session, version).await.is_ok()
+    }
+    async fn fill(&self, ids: &[SessionId], session: &Session) {
+        match &self.1 {
+            Some(fill) => fill(ids, session),
+            None => {
+                for id in ids {
+                    self.set(id, session).await;
+                }
+            }
+        }
     }
 }
 

@@ -9,7 +9,10 @@ use std::time::Duration;
 /// Whether this run is CI (`CI=true` or `CI=1`), where a missing server fails the test.
 pub fn in_ci() -> bool {
     matches!(
-        std::env::var("CI").as_deref().map(str::to_ascii_lowercase).as_deref(),
+        std::env::var("CI")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Ok("true") | Ok("1")
     )
 }
