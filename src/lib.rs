@@ -21,7 +21,10 @@ pub mod conformance;
 pub mod connect;
 
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "tower-sessions", feature = "actix-session"))))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "tower-sessions", feature = "actix-session")))
+)]
 pub mod adapters;
 
 #[cfg(feature = "cleanup")]
@@ -38,17 +41,17 @@ pub use store::SessionStore;
 /// `async-trait` to its dependencies.
 pub use async_trait::async_trait;
 
-#[cfg(feature = "memory")]
-pub use stores::memory::MemoryStore;
+#[cfg(feature = "actix-session")]
+pub use adapters::actix::ActixSessionStore;
+#[cfg(feature = "tower-sessions")]
+pub use adapters::tower_sessions::TowerSessionsStore;
 #[cfg(feature = "file")]
 pub use stores::file::FileStore;
+#[cfg(feature = "memory")]
+pub use stores::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use stores::postgres::PostgresStore;
 #[cfg(feature = "redis")]
 pub use stores::redis::RedisStore;
 #[cfg(feature = "sqlite")]
 pub use stores::sqlite::SqliteStore;
-#[cfg(feature = "tower-sessions")]
-pub use adapters::tower_sessions::TowerSessionsStore;
-#[cfg(feature = "actix-session")]
-pub use adapters::actix::ActixSessionStore;

@@ -528,7 +528,10 @@ async fn the_file_is_readable_json_with_data_expiry_and_version() {
     let store = FileStore::new(tmp.path()).await.unwrap();
     let id = SessionId::generate();
     let s = session(json!({"user": "ada", "nested": {"k": [1, "two"]}}));
-    store.set(&id, &session(json!({"first": true}))).await.unwrap();
+    store
+        .set(&id, &session(json!({"first": true})))
+        .await
+        .unwrap();
     store.set(&id, &s).await.unwrap();
     let text = fs::read_to_string(store.path_of(&id)).unwrap();
     assert!(text.contains('\n'), "pretty-printed: {text}");

@@ -516,7 +516,12 @@ pub(super) async fn set_if_version_mismatch_conflicts_and_writes_nothing(
 ) -> CheckResult {
     let store = factory.boxed().await;
     let (id, original) = (id(), sample());
-    call!("set", store.set(&id, &session_with(HOUR, json!({"first": 1}))).await);
+    call!(
+        "set",
+        store
+            .set(&id, &session_with(HOUR, json!({"first": 1})))
+            .await
+    );
     call!("set", store.set(&id, &original).await);
     let stale = session_with(HOUR, json!({"user": "stale"}));
     for expected in [1, 3, 7] {

@@ -194,7 +194,9 @@ impl MemoryStore {
         for chunk in &mut chunks {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
-            h = (h ^ u64::from_le_bytes(word)).wrapping_mul(K).rotate_left(29);
+            h = (h ^ u64::from_le_bytes(word))
+                .wrapping_mul(K)
+                .rotate_left(29);
         }
         for &b in chunks.remainder() {
             h = (h ^ u64::from(b)).wrapping_mul(K).rotate_left(29);
