@@ -34,7 +34,9 @@ pub mod cleanup;
 pub use connect::{StoreKind, connect};
 
 pub use error::{BoxError, Error, ErrorKind, IdHint, InvalidIdReason, Result};
-pub use session::{Session, SessionId, from_millis, now_millis, to_millis};
+pub use session::{
+    MAX_NESTING, Session, SessionId, check_nesting, from_millis, now_millis, to_millis,
+};
 pub use store::SessionStore;
 
 /// Re-exported so that a store of your own can implement [`SessionStore`] without adding

@@ -207,6 +207,35 @@ pub fn from_millis(ms: i64) -> SystemTime {
     }
 }
 
+/// How deeply session data may nest arrays and objects: the data object itself is level 1,
+/// so `{"a": {"b": [1]}}` has depth 3. Every store refuses deeper data with
+/// [`Error::Encode`] before writing anything, because a JSON parser (serde_json's stops at
+/// 128 levels) could not read it back: a session that can be written but never loaded again
+/// would be a lost session.
+pub const MAX_NESTING: usize = 100;
+
+/// Checks that `data` nests at most [`MAX_NESTING`] levels deep (without recursion, so a
+/// depth bomb cannot overflow the stack here). Stores call this before they write; it is
+/// public for stores of your own.
+pub fn check_nesting(id: &SessionId, data: &Map<String, Value>) -> Result<()> {
+    let mut stack: Vec<(&Value, usize)> = data.values().map(|v| (v, 2)).collect();
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth > MAX_NESTING {
+            return Err(Error::encode(
+                id,
+                format!("the session data nests deeper than {MAX_NESTING} levels"),
+            ));
+        }
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    Ok(())
+}
+
 /// A session: a JSON object of data, an absolute expiry and a version.
 ///
 /// - The **data** is a `serde_json` object. Stores keep it losslessly: what `get` returns is
@@ -489,6 +518,37 @@ mod tests {
         assert!(s.get::<String>("n").is_err());
         assert_eq!(s.get::<i32>("missing").unwrap(), None);
         assert_eq!(s.version(), 0);
+    }
+
+    fn nested(depth: usize) -> Map<String, Value> {
+        // `depth` levels in all, counting the data object itself.
+        let mut value = json!(1);
+        for level in 0..depth.saturating_sub(1) {
+            // Built by hand: `json!` would re-serialize the whole value at every level.
+            value = if level % 2 == 0 {
+                Value::Array(vec![value])
+            } else {
+                let mut map = Map::new();
+                map.insert("k".into(), value);
+                Value::Object(map)
+            };
+        }
+        let mut map = Map::new();
+        map.insert("root".into(), value);
+        map
+    }
+
+    #[test]
+    fn nesting_limit() {
+        let id = SessionId::new("abc").unwrap();
+        assert!(check_nesting(&id, &Map::new()).is_ok());
+        assert!(check_nesting(&id, &nested(MAX_NESTING)).is_ok());
+        let err = check_nesting(&id, &nested(MAX_NESTING + 1)).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Encode);
+        assert!(check_nesting(&id, &nested(1000)).is_err());
+        // The deepest data accepted still parses back with serde_json.
+        let text = serde_json::to_string(&json!({"data": nested(MAX_NESTING)})).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap();
     }
 
     #[test]

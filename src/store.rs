@@ -51,6 +51,12 @@ use crate::session::{Session, SessionId};
 /// - **`delete_expired()`** removes expired sessions and returns how many it removed. It never
 ///   removes a live session. A backend that expires entries by itself (Redis) may return 0.
 ///
+/// - **Data limits:** data nested more than [`MAX_NESTING`](crate::MAX_NESTING) levels deep
+///   is refused by every write with [`Error::Encode`](crate::Error::Encode) before anything
+///   is written (see [`check_nesting`](crate::check_nesting)), so that no store accepts a
+///   session it could not read back. A store may also refuse a session over its documented
+///   size limit with [`Error::TooLarge`](crate::Error::TooLarge).
+///
 /// Ids are validated by [`SessionId`] before any store sees them. Errors say which session
 /// failed and keep the backend's error as their source. A write that fails leaves the
 /// previous session intact.

@@ -793,6 +793,69 @@ pub(super) async fn round_trip_empty_session(factory: Factory) -> CheckResult {
     Ok(())
 }
 
+fn nested(depth: usize) -> Value {
+    // `depth` levels in all, counting the session's data object itself.
+    let mut value = json!("leaf");
+    for level in 0..depth.saturating_sub(1) {
+        // Built by hand: `json!` would re-serialize the whole value at every level.
+        value = if level % 2 == 0 {
+            Value::Array(vec![value, Value::from(level)])
+        } else {
+            let mut map = Map::new();
+            map.insert("k".into(), value);
+            map.insert("n".into(), Value::from(level));
+            Value::Object(map)
+        };
+    }
+    let mut data = Map::new();
+    data.insert("root".into(), value);
+    Value::Object(data)
+}
+
+pub(super) async fn nesting_at_the_limit_round_trips_and_deeper_is_refused(
+    factory: Factory,
+) -> CheckResult {
+    let store = factory.boxed().await;
+    let id = id();
+    let deepest = session_with(HOUR, nested(crate::session::MAX_NESTING));
+    call!(
+        "set of data nested exactly MAX_NESTING levels deep",
+        store.set(&id, &deepest).await
+    );
+    let got = call!("get", store.get(&id).await).ok_or("the deepest allowed session vanished")?;
+    same_content(&got, &deepest)?;
+    for depth in [crate::session::MAX_NESTING + 1, 500] {
+        let bomb = session_with(HOUR, nested(depth));
+        for (op, result) in [
+            ("set", store.set(&id, &bomb).await.map(|_| ())),
+            ("create", store.create(&self::id(), &bomb).await.map(|_| ())),
+            (
+                "set_if_version",
+                store
+                    .set_if_version(&id, &bomb, got.version())
+                    .await
+                    .map(|_| ()),
+            ),
+        ] {
+            match result {
+                Err(err) if err.kind() == ErrorKind::Encode => {}
+                other => {
+                    return Err(format!(
+                        "{op} of data nested {depth} levels deep gave {other:?}, not an encode error"
+                    ));
+                }
+            }
+        }
+    }
+    let after = call!("get", store.get(&id).await).ok_or("a refused write removed the session")?;
+    same_content(&after, &deepest)?;
+    ensure!(
+        after.version() == got.version(),
+        "a refused write changed the version"
+    );
+    Ok(())
+}
+
 pub(super) async fn ids_are_isolated(factory: Factory) -> CheckResult {
     let store = factory.boxed().await;
     let (a, b) = (id(), id());

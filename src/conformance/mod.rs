@@ -170,6 +170,7 @@ macro_rules! __for_each_check {
             round_trip_nested_json_and_unicode,
             round_trip_one_mib_session,
             round_trip_empty_session,
+            nesting_at_the_limit_round_trips_and_deeper_is_refused,
             ids_are_isolated,
             invalid_ids_are_rejected_and_edge_ids_work,
             concurrent_sets_leave_one_whole_value,

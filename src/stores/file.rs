@@ -531,6 +531,7 @@ fn encode(
     expires_at: i64,
     version: u64,
 ) -> Result<Vec<u8>> {
+    crate::session::check_nesting(id, data)?;
     let mut bytes = serde_json::to_vec_pretty(&StoredRef {
         data,
         expires_at,

@@ -231,6 +231,7 @@ impl MemoryStore {
             shard.remove(id);
             return Ok(0);
         }
+        crate::session::check_nesting(id, session.data())?;
         let size = match self.shard_bytes {
             Some(limit) => {
                 let size = estimate_size(id, session);

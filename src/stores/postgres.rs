@@ -606,6 +606,7 @@ fn clamp(ms: i64) -> i64 {
 }
 
 fn encode_data(id: &SessionId, session: &Session) -> Result<String> {
+    crate::session::check_nesting(id, session.data())?;
     serde_json::to_string(session.data()).map_err(|err| Error::encode(id, err))
 }
 

@@ -629,6 +629,7 @@ impl RedisStore {
         session: &Session,
         expected: Option<u64>,
     ) -> Result<u64> {
+        crate::session::check_nesting(id, session.data())?;
         let data = serde_json::to_vec(session.data()).map_err(|err| Error::encode(id, err))?;
         let mut conn = self.conn(op, Some(id)).await?;
         let mut invocation = self.write.key(self.key_for(id));
@@ -982,6 +983,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
+        crate::session::check_nesting(id, session.data())?;
         let data = serde_json::to_vec(session.data()).map_err(|err| Error::encode(id, err))?;
         let expires_at = session.expires_at_millis();
         let value = encode_value(1, expires_at, &data);

@@ -542,6 +542,7 @@ fn integer_version(value: ValueRef<'_>) -> Result<u64, RowError> {
 
 /// A JSON encoding of the session's data, for the `data` column.
 fn encode(id: &SessionId, session: &Session) -> Result<String> {
+    crate::session::check_nesting(id, session.data())?;
     serde_json::to_string(session.data()).map_err(|e| Error::encode(id, e))
 }
 
