@@ -128,12 +128,14 @@
 //! ## Data fidelity
 //!
 //! `jsonb` stores a normalised form of JSON. Objects, arrays, strings, booleans, null,
-//! integers and floats round-trip exactly, with these exceptions:
+//! integers and floats round-trip exactly. What `jsonb` cannot keep exactly is refused
+//! before anything is written, with [`Error::Encode`] for that session (the old session
+//! stays):
 //!
-//! - a float with an integral value that `serde_json` writes without a decimal point (from
-//!   `1e16` upward, such as `1e17`) comes back as an integer when it fits in `u64`;
-//! - Postgres cannot store the character U+0000 in `jsonb`: writing a session that contains
-//!   it fails with [`Error::Encode`] for that session, and the old session stays.
+//! - a float with an integral value that `serde_json` writes without a decimal point and that
+//!   fits in `i64` or `u64` (whole floats from `1e16` up to 2^64 in magnitude, such as
+//!   `1e17`): `jsonb` would give it back as an integer;
+//! - the character U+0000, which Postgres cannot store in `jsonb`.
 //!
 //! # Errors
 //!
@@ -607,7 +609,39 @@ fn clamp(ms: i64) -> i64 {
 
 fn encode_data(id: &SessionId, session: &Session) -> Result<String> {
     crate::session::check_nesting(id, session.data())?;
+    check_jsonb_floats(id, session.data())?;
     serde_json::to_string(session.data()).map_err(|err| Error::encode(id, err))
+}
+
+/// Refuses floats that `jsonb` would give back as integers, so that what is stored always
+/// reads back exactly. serde_json writes large whole floats without a decimal point (`1e16`);
+/// `jsonb` keeps them as the integer `10000000000000000`, which would read back as an integer,
+/// not a float, whenever it fits in `i64` or `u64` (whole floats from 1e16 up to 2^64 in
+/// magnitude).
+fn check_jsonb_floats(id: &SessionId, data: &Map<String, Value>) -> Result<()> {
+    let mut stack: Vec<&Value> = data.values().collect();
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Number(n) if n.is_f64() => {
+                // jsonb turns `1e16` into `10000000000000000`, which reads back as an
+                // integer when it fits in i64 or u64.
+                let f = n.as_f64().unwrap_or(0.0);
+                let integral = f.is_finite() && f.fract() == 0.0;
+                let fits = (-9.223_372_036_854_775_808e18..1.844_674_407_370_955_2e19).contains(&f);
+                if integral && fits && !n.to_string().contains('.') {
+                    return Err(Error::encode(
+                        id,
+                        "the data holds a whole-number float of 1e16 or more that Postgres' jsonb \
+                         would give back as an integer; store it as an integer or a string",
+                    ));
+                }
+            }
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn to_version(op: &'static str, id: &SessionId, version: i64) -> Result<u64> {
