@@ -157,24 +157,47 @@ pub async fn connect(url: &str) -> Result<Box<dyn SessionStore>> {
     }
 }
 
-/// `url` with the password of its user info (if any) replaced by `***`, for logs and status
-/// pages. Cluster URLs keep every host.
+/// `url` with every password replaced by `***`, for logs and status pages: the password of
+/// its user info (even one holding an unencoded `/` or `?`) and the value of any
+/// `password`, `pass` or `pwd` query option (which Postgres URLs accept). Cluster URLs keep
+/// every host.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    // The user info ends at the last `@`: a password may contain `/`, `?` or `:`, a host
+    // list never contains `@`.
+    let rest = match rest.rsplit_once('@') {
         Some((userinfo, hosts)) => {
             let user = match userinfo.split_once(':') {
                 Some((user, _password)) => format!("{user}:***"),
                 None => userinfo.to_string(),
             };
-            format!("{scheme}://{user}@{hosts}{tail}")
+            format!("{user}@{hosts}")
         }
-        None => url.to_string(),
-    }
+        None => rest.to_string(),
+    };
+    let rest = match rest.split_once('?') {
+        Some((location, query)) => {
+            let options: Vec<String> = query
+                .split('&')
+                .map(|option| match option.split_once('=') {
+                    Some((key, _))
+                        if matches!(
+                            key.to_ascii_lowercase().as_str(),
+                            "password" | "pass" | "pwd"
+                        ) =>
+                    {
+                        format!("{key}=***")
+                    }
+                    _ => option.to_string(),
+                })
+                .collect();
+            format!("{location}?{}", options.join("&"))
+        }
+        None => rest,
+    };
+    format!("{scheme}://{rest}")
 }
 
 fn scheme_of(url: &str) -> Result<String> {
@@ -444,6 +467,14 @@ mod tests {
             "postgres://app:***@db:5432/app?sslmode=require"
         );
         assert_eq!(redact("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(
+            redact("postgres://app:a/b?c@db/app"),
+            "postgres://app:***@db/app"
+        );
+        assert_eq!(
+            redact("postgres://db/app?user=app&password=s3cret&sslmode=require"),
+            "postgres://db/app?user=app&password=***&sslmode=require"
+        );
         assert_eq!(redact("redis://user@h"), "redis://user@h");
         assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
         assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");

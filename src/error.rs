@@ -86,6 +86,71 @@ impl fmt::Display for InvalidIdReason {
     }
 }
 
+/// A JSON encode or decode failure, with what went wrong and where, but none of the data.
+///
+/// `serde_json`'s own messages quote the offending value (`invalid type: string "…"`), which
+/// for a session may be a secret. Stores keep this summary as the source of
+/// [`Error::Decode`] and [`Error::Encode`] instead, so error chains and logs never carry
+/// session data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonError {
+    /// What kind of failure: `"syntax"`, `"data"` (well-formed JSON of the wrong shape),
+    /// `"eof"` (truncated) or `"io"`.
+    pub category: &'static str,
+    /// The 1-based line of the failure (0 when it has no position).
+    pub line: usize,
+    /// The 1-based column of the failure (0 when it has no position).
+    pub column: usize,
+}
+
+impl From<&serde_json::Error> for JsonError {
+    fn from(err: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        JsonError {
+            category: match err.classify() {
+                Category::Io => "io",
+                Category::Syntax => "syntax",
+                Category::Data => "data",
+                Category::Eof => "eof",
+            },
+            line: err.line(),
+            column: err.column(),
+        }
+    }
+}
+
+impl From<serde_json::Error> for JsonError {
+    fn from(err: serde_json::Error) -> Self {
+        JsonError::from(&err)
+    }
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.category {
+            "syntax" => "not valid JSON",
+            "data" => "JSON of the wrong shape or type",
+            "eof" => "truncated JSON",
+            _ => "unreadable JSON",
+        };
+        if self.line == 0 {
+            f.write_str(what)
+        } else {
+            write!(f, "{what} at line {} column {}", self.line, self.column)
+        }
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+/// Replaces a `serde_json::Error` source by its data-free [`JsonError`] summary.
+fn redact_json(source: BoxError) -> BoxError {
+    match source.downcast::<serde_json::Error>() {
+        Ok(json) => Box::new(JsonError::from(*json)),
+        Err(other) => other,
+    }
+}
+
 /// What kind of failure an [`Error`] is, for matching without caring about its fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -279,19 +344,21 @@ impl Error {
         }
     }
 
-    /// A decode error for `id`, keeping `source`.
+    /// A decode error for `id`, keeping `source` (a `serde_json::Error` is kept as its
+    /// data-free [`JsonError`] summary).
     pub fn decode(id: &SessionId, source: impl Into<BoxError>) -> Self {
         Error::Decode {
             id: id.into(),
-            source: source.into(),
+            source: redact_json(source.into()),
         }
     }
 
-    /// An encode error for `id`, keeping `source`.
+    /// An encode error for `id`, keeping `source` (a `serde_json::Error` is kept as its
+    /// data-free [`JsonError`] summary).
     pub fn encode(id: &SessionId, source: impl Into<BoxError>) -> Self {
         Error::Encode {
             id: id.into(),
-            source: source.into(),
+            source: redact_json(source.into()),
         }
     }
 
@@ -358,6 +425,30 @@ mod tests {
             .expect("source is still the io::Error");
         assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
         assert!(!format!("{err:?}").contains(id.as_str()));
+    }
+
+    #[test]
+    fn json_sources_never_carry_data() {
+        let id = SessionId::new("abc").unwrap();
+        let err = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
+            "\"hunter2-secret\"",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("hunter2"),
+            "serde_json quotes the data"
+        );
+        let err = Error::decode(&id, err);
+        let mut chain = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            chain.push_str(&format!(" / {cause} / {cause:?}"));
+            source = cause.source();
+        }
+        assert!(!chain.contains("hunter2"), "{chain}");
+        let json = err.source().unwrap().downcast_ref::<JsonError>().unwrap();
+        assert_eq!((json.category, json.line), ("data", 1));
+        assert!(chain.contains("JSON of the wrong shape"), "{chain}");
     }
 
     #[test]

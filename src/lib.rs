@@ -33,7 +33,7 @@ pub mod cleanup;
 
 pub use connect::{StoreKind, connect};
 
-pub use error::{BoxError, Error, ErrorKind, IdHint, InvalidIdReason, Result};
+pub use error::{BoxError, Error, ErrorKind, IdHint, InvalidIdReason, JsonError, Result};
 pub use session::{
     MAX_NESTING, Session, SessionId, check_nesting, from_millis, now_millis, to_millis,
 };

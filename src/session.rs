@@ -88,7 +88,7 @@ impl SessionId {
         getrandom::fill(&mut bytes).map_err(|err| Error::Backend {
             operation: "generate id",
             id: None,
-            source: Box::new(std::io::Error::other(err.to_string())),
+            source: Box::new(err),
         })?;
         Ok(SessionId(base64url(&bytes)))
     }

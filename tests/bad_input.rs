@@ -18,6 +18,7 @@ use session_stores::{ErrorKind, Session, SessionId, SessionStore};
 const SECRET: &str = "s3cr3t-marker-9f2c";
 
 /// Every store enabled by features whose server is reachable, each on its own namespace.
+#[allow(clippy::vec_init_then_push)]
 async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
     #[allow(unused_mut)]
     let mut stores: Vec<(&'static str, Arc<dyn SessionStore>)> = Vec::new();
@@ -153,6 +154,11 @@ async fn numbers_at_the_edges_round_trip_or_are_refused() {
         ("-0.0", json!(-0.0)),
         ("2.0", json!(2.0)),
         ("1e16 as a float", json!(1e16)),
+        ("1.5e16 as a float", json!(1.5e16)),
+        (
+            "-1.2345678901234568e17 as a float",
+            json!(-1.2345678901234568e17),
+        ),
         ("2^53 + 2 as a float", json!(9007199254740994.0)),
         ("-1e300", json!(-1e300)),
     ];

@@ -600,3 +600,43 @@ async fn a_missing_table_is_a_backend_error_naming_the_session() {
     })
     .await;
 }
+
+/// A statement stopped by `statement_timeout` is a transient timeout, and the session is
+/// left as it was: here the row is locked by another transaction, so the store's `set`
+/// waits until Postgres cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_is_a_transient_timeout_and_writes_nothing() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let id = SessionId::generate();
+        store.set(&id, &session(json!({"n": 1}))).await.unwrap();
+
+        let url = std::env::var(VAR).unwrap_or_else(|_| DEFAULT_URL.to_string());
+        let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        let short = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.options([("statement_timeout", "200")]))
+            .await
+            .unwrap();
+        let impatient = builder(&schema).build(short).expect("valid names");
+
+        let mut locker = pool.begin().await.unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT 1 FROM \"{schema}\".sessions WHERE id = $1 FOR UPDATE"
+        )))
+        .bind(id.as_str())
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+        let err = tokio::time::timeout(HANG_GUARD, impatient.set(&id, &session(json!({"n": 2}))))
+            .await
+            .expect("no hang")
+            .unwrap_err();
+        locker.rollback().await.unwrap();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+        assert!(err.is_transient());
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(got.get::<u64>("n").unwrap(), Some(1));
+    })
+    .await;
+}

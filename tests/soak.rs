@@ -21,7 +21,7 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use session_stores::{Error, Session, SessionId, SessionStore, now_millis};
@@ -603,6 +603,7 @@ mod redis {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_catches_a_store_that_drops_writes() {
     use session_stores::{MemoryStore, Result, async_trait};
+    use std::time::SystemTime;
 
     struct Lossy(MemoryStore, AtomicU64);
 

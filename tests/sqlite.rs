@@ -353,7 +353,7 @@ async fn corrupt_rows_give_a_decode_error_for_that_id() {
         store.destroy(&id).await.unwrap();
         assert!(store.get(&id).await.unwrap().is_none(), "{what}");
     }
-    // The JSON error is reachable as the decode error's source chain.
+    // The JSON error is reachable as the decode error's source chain, as a data-free summary.
     let id = SessionId::generate();
     store.set(&id, &session(json!({}))).await.unwrap();
     db.execute(
@@ -366,8 +366,8 @@ async fn corrupt_rows_give_a_decode_error_for_that_id() {
     assert!(
         row_error
             .source()
-            .and_then(|e| e.downcast_ref::<serde_json::Error>())
-            .is_some(),
+            .and_then(|e| e.downcast_ref::<session_stores::JsonError>())
+            .is_some_and(|json| json.category == "eof"),
         "{err:?}"
     );
 }
@@ -694,4 +694,36 @@ fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
         }
         std::thread::park();
     }
+}
+
+/// A row whose version is already i64::MAX never becomes a REAL or an unreadable row:
+/// `set_if_version` on it writes nothing, and `set` restarts the version at 1.
+#[tokio::test]
+async fn a_version_at_i64_max_never_overflows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let id = SessionId::generate();
+    store.set(&id, &session(json!({"n": 1}))).await.unwrap();
+    let db = raw(&path);
+    db.execute(
+        "UPDATE sessions SET version = 9223372036854775807 WHERE id = ?1",
+        [id.as_str()],
+    )
+    .unwrap();
+    let max = i64::MAX as u64;
+    assert_eq!(store.get(&id).await.unwrap().unwrap().version(), max);
+    let err = store
+        .set_if_version(&id, &session(json!({"n": 2})), max)
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "{err:?}");
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.version(), got.get::<u64>("n").unwrap()),
+        (max, Some(1))
+    );
+    assert_eq!(store.set(&id, &session(json!({"n": 3}))).await.unwrap(), 1);
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((got.version(), got.get::<u64>("n").unwrap()), (1, Some(3)));
 }

@@ -144,7 +144,9 @@
 //!   connection within the acquire timeout is [`Error::Timeout`] waiting for "a pooled
 //!   connection". Both are transient ([`Error::is_transient`]). sqlx retries a refused
 //!   connection with back-off until the acquire timeout, so an unreachable server gives a
-//!   [`Error::Timeout`] after at most that long, never a hang.
+//!   [`Error::Timeout`] after at most that long, never a hang. A statement cancelled by
+//!   `statement_timeout` (SQLSTATE `57014`) is a transient [`Error::Timeout`] too, and a
+//!   serialization failure or deadlock (`40001`, `40P01`) a transient [`Error::Unavailable`].
 //! - A row that cannot be read back as a session (data that is not a JSON object, a negative
 //!   version, a column of the wrong type) is [`Error::Decode`] for that session, never a panic.
 //! - Everything else the server reports is [`Error::Backend`].
@@ -623,12 +625,14 @@ fn check_jsonb_floats(id: &SessionId, data: &Map<String, Value>) -> Result<()> {
     while let Some(value) = stack.pop() {
         match value {
             Value::Number(n) if n.is_f64() => {
-                // jsonb turns `1e16` into `10000000000000000`, which reads back as an
-                // integer when it fits in i64 or u64.
+                // jsonb keeps a number as `numeric`, printed without exponent: a whole
+                // float of 1e16 or more (`1e16`, `1.5e16`) comes back as an integer, which
+                // reads back as i64/u64 when it fits. (Whole floats under 1e16 are written
+                // by serde_json as `123.0`, which jsonb keeps.)
                 let f = n.as_f64().unwrap_or(0.0);
                 let integral = f.is_finite() && f.fract() == 0.0;
-                let fits = (-9.223_372_036_854_775_808e18..1.844_674_407_370_955_2e19).contains(&f);
-                if integral && fits && !n.to_string().contains('.') {
+                let fits = (i64::MIN as f64..u64::MAX as f64).contains(&f);
+                if integral && fits && f.abs() >= 1e16 {
                     return Err(Error::encode(
                         id,
                         "the data holds a whole-number float of 1e16 or more that Postgres' jsonb \
@@ -750,6 +754,17 @@ fn map_err(op: &'static str, id: Option<&SessionId>, err: sqlx::Error) -> Error 
             let code = db.code();
             let code = code.as_deref().unwrap_or("");
             if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
+                Error::unavailable(op, id, err)
+            } else if code == "57014" {
+                // query_canceled: `statement_timeout` (or a cancel request) stopped it.
+                Error::Timeout {
+                    operation: op,
+                    id: id.map(IdHint::from),
+                    what: "the statement (statement_timeout)",
+                    source: Some(Box::new(err)),
+                }
+            } else if matches!(code, "40001" | "40P01") {
+                // serialization_failure, deadlock_detected: the same call may succeed.
                 Error::unavailable(op, id, err)
             } else {
                 Error::backend(op, id, err)

@@ -461,7 +461,7 @@ fn sql_error(op: &'static str, id: Option<&SessionId>, err: rusqlite::Error) -> 
 /// A stored row that is not a valid session.
 #[derive(Debug)]
 enum RowError {
-    Json(serde_json::Error),
+    Json(crate::error::JsonError),
     Column {
         column: &'static str,
         found: &'static str,
@@ -505,7 +505,9 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Session, RowEr
     let version = row.get_ref(2)?;
     Ok((|| {
         let data: Map<String, Value> = match data {
-            ValueRef::Text(text) => serde_json::from_slice(text).map_err(RowError::Json)?,
+            ValueRef::Text(text) => {
+                serde_json::from_slice(text).map_err(|e| RowError::Json(e.into()))?
+            }
             other => {
                 return Err(RowError::Column {
                     column: "data",
@@ -577,7 +579,8 @@ impl Sql {
                  ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
                  expires_at = excluded.expires_at, \
                  version = CASE WHEN {t}.expires_at > ?4 AND typeof({t}.version) = 'integer' \
-                 AND {t}.version >= 0 THEN {t}.version + 1 ELSE 1 END \
+                 AND {t}.version >= 0 AND {t}.version < 9223372036854775807 \
+                 THEN {t}.version + 1 ELSE 1 END \
                  RETURNING version"
             ),
             insert_if_absent: format!(
@@ -588,7 +591,8 @@ impl Sql {
             ),
             update_if_version: format!(
                 "UPDATE {t} SET data = ?2, expires_at = ?3, version = version + 1 \
-                 WHERE id = ?1 AND version = ?4 AND expires_at > ?5"
+                 WHERE id = ?1 AND version = ?4 AND version < 9223372036854775807 \
+                 AND expires_at > ?5"
             ),
             delete: format!("DELETE FROM {t} WHERE id = ?1"),
             delete_live: format!("DELETE FROM {t} WHERE id = ?1 AND expires_at > ?2"),
