@@ -372,6 +372,172 @@ async fn clear_and_len_stay_inside_the_prefix_even_with_glob_characters() {
     let _: () = raw.del(&neighbour_key).await.unwrap();
 }
 
+/// `SCAN MATCH "<prefix>*"` also matches the keys of a store whose prefix extends this one
+/// (`p:` and `p:admin:`) and foreign keys such as `p:x:y`; `len` and `clear` keep only keys
+/// whose remainder after the prefix is a valid session id.
+async fn nested_prefixes_stay_apart(outer: RedisStore, inner: RedisStore, raw_url: &str) {
+    let mut raw = raw(raw_url).await;
+    let foreign_key = format!("{}x:y", outer.key_prefix());
+    let _: () = raw
+        .set_ex(&foreign_key, "not a session", 600)
+        .await
+        .unwrap();
+    let inner_ids: Vec<SessionId> = (0..4).map(|_| SessionId::generate()).collect();
+    for id in &inner_ids {
+        inner
+            .set(id, &session(json!({"admin": true}), HOUR))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        outer
+            .set(&SessionId::generate(), &session(json!({}), HOUR))
+            .await
+            .unwrap();
+    }
+    assert_eq!(outer.len().await.unwrap(), 3);
+    assert_eq!(inner.len().await.unwrap(), 4);
+
+    outer.clear().await.unwrap();
+    assert_eq!(outer.len().await.unwrap(), 0);
+    assert_eq!(inner.len().await.unwrap(), 4);
+    for id in &inner_ids {
+        assert!(
+            inner.get(id).await.unwrap().is_some(),
+            "clear removed a nested store's session"
+        );
+    }
+    let kept: Option<String> = raw.get(&foreign_key).await.unwrap();
+    assert_eq!(
+        kept.as_deref(),
+        Some("not a session"),
+        "clear removed a foreign key"
+    );
+
+    inner.clear().await.unwrap();
+    assert_eq!(inner.len().await.unwrap(), 0);
+    let _: () = raw.del(&foreign_key).await.unwrap();
+}
+
+#[tokio::test]
+async fn clear_and_len_skip_a_nested_prefix_and_foreign_keys() {
+    let Some(url) = url() else { return };
+    let base = support::unique_name("sst:nest:");
+    let outer = RedisStore::builder(&url)
+        .key_prefix(format!("{base}:p:"))
+        .build()
+        .unwrap();
+    let inner = RedisStore::builder(&url)
+        .key_prefix(format!("{base}:p:admin:"))
+        .build()
+        .unwrap();
+    nested_prefixes_stay_apart(outer, inner, &url).await;
+}
+
+/// Versions are Lua doubles in the scripts: a stored version of more than 15 digits (above
+/// 2^53 it loses precision, above 2^63 `%d` is undefined) is unreadable. `set` starts over at
+/// 1 as for any unreadable value; `get`, `touch` and `set_if_version` report a decode error
+/// and write nothing; `create` leaves it alone.
+#[tokio::test]
+async fn oversized_stored_versions_are_unreadable() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let expires = now_millis() + 3_600_000;
+    for version in [
+        "99999999999999999999",
+        "18446744073709551615",
+        "9223372036854775808",
+        "9007199254740993",
+        "1000000000000000",
+    ] {
+        let id = SessionId::generate();
+        let key = store.key_for(&id);
+        let planted = format!("{version}:{expires}:{{\"old\":true}}");
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(&planted)
+            .arg("PXAT")
+            .arg(expires)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let unchanged = |raw: redis::aio::MultiplexedConnection| {
+            let key = key.clone();
+            let planted = planted.clone();
+            async move {
+                let mut raw = raw;
+                let now: String = raw.get(&key).await.unwrap();
+                assert_eq!(now, planted, "version {version}: the value was rewritten");
+            }
+        };
+
+        let err = store.get(&id).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{version}: {err:?}");
+        let mut expected = vec![0, 1];
+        if let Ok(v) = version.parse::<u64>() {
+            expected.extend([v, v.wrapping_sub(1)]);
+        }
+        for expected in expected {
+            let err = store
+                .set_if_version(&id, &session(json!({"new": true}), HOUR), expected)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::Decode,
+                "{version}/{expected}: {err:?}"
+            );
+            unchanged(raw.clone()).await;
+        }
+        let err = store
+            .touch(&id, SystemTime::now() + HOUR)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{version}: {err:?}");
+        unchanged(raw.clone()).await;
+        assert!(!store.create(&id, &session(json!({}), HOUR)).await.unwrap());
+        unchanged(raw.clone()).await;
+
+        // set repairs it, starting over at version 1.
+        assert_eq!(
+            store
+                .set(&id, &session(json!({"new": true}), HOUR))
+                .await
+                .unwrap(),
+            1,
+            "{version}"
+        );
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(got.version(), 1);
+        assert_eq!(got.get::<bool>("new").unwrap(), Some(true));
+    }
+
+    // The largest readable version still counts up exactly.
+    let id = SessionId::generate();
+    let key = store.key_for(&id);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(format!("999999999999998:{expires}:{{}}"))
+        .arg("PXAT")
+        .arg(expires)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().version(),
+        999_999_999_999_998
+    );
+    assert_eq!(
+        store
+            .set_if_version(&id, &session(json!({}), HOUR), 999_999_999_999_998)
+            .await
+            .unwrap(),
+        999_999_999_999_999
+    );
+    store.clear().await.unwrap();
+}
+
 #[tokio::test]
 async fn len_and_clear_span_many_scan_pages() {
     let Some(url) = url() else { return };
@@ -510,6 +676,31 @@ async fn cluster_len_and_clear_visit_every_primary() {
     for id in &ids {
         assert!(store.get(id).await.unwrap().is_none());
     }
+}
+
+#[tokio::test]
+async fn cluster_clear_and_len_skip_a_nested_prefix_and_foreign_keys() {
+    let Some(urls) = cluster_urls() else { return };
+    // A hash tag keeps the raw (non-cluster) connection below on the node owning the keys.
+    let base = format!("{{{}}}", support::unique_name("sst-nest"));
+    let outer = RedisStore::cluster_builder(&urls)
+        .key_prefix(format!("{base}:p:"))
+        .build()
+        .unwrap();
+    let inner = RedisStore::cluster_builder(&urls)
+        .key_prefix(format!("{base}:p:admin:"))
+        .build()
+        .unwrap();
+    let mut owner = None;
+    for url in &urls {
+        let mut node = raw(url).await;
+        let probe: redis::RedisResult<bool> = node.exists(format!("{base}:probe")).await;
+        if probe.is_ok() {
+            owner = Some(url.clone());
+        }
+    }
+    let owner = owner.expect("a node owns the hash-tag slot");
+    nested_prefixes_stay_apart(outer, inner, &owner).await;
 }
 
 #[tokio::test]

@@ -47,7 +47,7 @@
 //!
 //! | option | default | meaning |
 //! | --- | --- | --- |
-//! | [`key_prefix`](RedisStoreBuilder::key_prefix) | `session:` | prepended to every id; the store's namespace (must not be empty) |
+//! | [`key_prefix`](RedisStoreBuilder::key_prefix) | `session:` | prepended to every id; the store's namespace (must not be empty; see [Key prefixes](#key-prefixes)) |
 //! | [`connect_timeout`](RedisStoreBuilder::connect_timeout) | 2 s | opening one connection |
 //! | [`response_timeout`](RedisStoreBuilder::response_timeout) | 2 s | one round trip (a command or a script) |
 //! | [`pool_wait_timeout`](RedisStoreBuilder::pool_wait_timeout) | 2 s | waiting for a free pooled connection |
@@ -69,11 +69,32 @@
 //!                             e.g. 3:1767225600000:{"user_id":42}
 //! ```
 //!
-//! `version` is a decimal `u64`, `expires_at_ms` the absolute expiry in milliseconds since the
-//! Unix epoch (decimal), and the rest the session's data as a JSON object. The key carries
-//! the same expiry as a Redis expiry (`PXAT`), so Redis deletes the session by itself. A value
-//! that does not have this shape (written by something else) is reported as
-//! [`Error::Decode`] by `get`, `touch` and `set_if_version`, and is replaced by `set`.
+//! `version` is a decimal of at most 15 digits, `expires_at_ms` the absolute expiry in
+//! milliseconds since the Unix epoch (decimal), and the rest the session's data as a JSON
+//! object. The key carries the same expiry as a Redis expiry (`PXAT`), so Redis deletes the
+//! session by itself. A value that does not have this shape (written by something else) is
+//! reported as [`Error::Decode`] by `get`, `touch` and `set_if_version`, which write nothing,
+//! is left alone by `create`, and is replaced by `set`, which starts over at version 1.
+//!
+//! The scripts compute versions as Lua numbers (doubles), exact only below 2^53, so a stored
+//! version of more than 15 digits counts as such an unreadable value rather than being
+//! rounded. A session would reach that only after 10^15 writes.
+//!
+//! # Key prefixes
+//!
+//! A store owns exactly the keys made of its prefix followed by a valid [`SessionId`]. `len`
+//! and `clear` find keys with `SCAN MATCH <prefix>*` and then keep only those; since an id
+//! never contains `:` (or `/`, space and other separators), a key such as `session:admin:x`
+//! or `session:a:b` under the prefix `session:` is not this store's and is neither counted
+//! nor removed.
+//!
+//! - End a prefix with a separator such as `:` (`myapp:session:`), so that what follows it
+//!   can only be an id.
+//! - Never give two stores on the same Redis prefixes such that one store's prefix followed
+//!   by a valid id can equal a key of the other. `a` and `ab` are such a pair: the key `ab1`
+//!   is both the session `1` of `ab` and the session `b1` of `a`, so the stores would read,
+//!   overwrite, count and clear each other's sessions. `session:` and `session:admin:` are
+//!   fine: no id contains the `:` after `admin`.
 //!
 //! # How each operation works
 //!
@@ -97,9 +118,11 @@
 //!   the session when the new expiry is in the past.
 //! - `destroy`: `UNLINK`.
 //! - `len` and `clear`: `SCAN MATCH <escaped prefix>*` (never `KEYS` or `FLUSHDB`); in cluster
-//!   mode on every primary (found with `CLUSTER SLOTS`). `clear` then `UNLINK`s each key on
-//!   its own (pipelined on a single server), so only keys under this store's prefix are
-//!   removed. `len` keeps the keys it saw in a set, because `SCAN` may return a key twice.
+//!   mode on every primary (found with `CLUSTER SLOTS`). Of the keys found, only those whose
+//!   rest after the prefix is a valid session id are kept (see [Key prefixes](#key-prefixes)).
+//!   `clear` then `UNLINK`s each key on its own (pipelined on a single server), so only this
+//!   store's sessions are removed. `len` keeps the keys it saw in a set, because `SCAN` may
+//!   return a key twice.
 //! - `delete_expired` returns 0 and sends nothing: Redis expires keys itself.
 //!
 //! Unlike a store that writes with `SET XX`, no write is ever silently dropped: `set` and
@@ -120,7 +143,7 @@
 //! operations in flight fail with such errors and the store recovers by itself: the pool
 //! checks each connection with a `PING` before handing it out again and replaces broken ones,
 //! so later operations succeed without rebuilding the store. Other Redis errors are
-//! [`Error::Backend`]. Errors name the session by its [`IdHint`](crate::IdHint) and keep the
+//! [`Error::Backend`]. Errors name the session by its [`IdHint`] and keep the
 //! redis-rs error as their source.
 //!
 //! # Requirements and caveats
@@ -129,8 +152,11 @@
 //! - Expiry decisions (live or not) use the application's clock, passed to each script;
 //!   Redis's own expiry uses the server's clock. Keep clocks in sync (NTP): with skew, Redis
 //!   may drop a session early or keep an expired one, which the store then hides.
-//! - `len` counts keys under the prefix; a session in the very millisecond of its expiry
-//!   (Redis drops a key only once its expiry time has *passed*) may still be counted.
+//! - `len` counts the store's keys that Redis still holds, without reading them, so it may
+//!   count sessions that have expired by the application's clock but not yet by Redis's:
+//!   for as long as the two clocks differ (when Redis's clock runs behind the application's),
+//!   plus the millisecond of the expiry itself (Redis drops a key only once its expiry time
+//!   has *passed*). `get` never returns such a session.
 //! - A session is read and written whole; Redis's 512 MB string limit applies.
 //! - Redis persistence (RDB/AOF) decides whether sessions survive a Redis restart.
 
@@ -164,10 +190,16 @@ pub const DEFAULT_POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many keys one `SCAN` call asks for.
 const SCAN_COUNT: usize = 1000;
 
+/// The longest stored version the scripts read, in digits. Lua numbers are doubles: up to 15
+/// digits (below 2^53) `version + 1` is exact and `%d` formats it; a longer version is treated
+/// as unreadable, like a value of the wrong shape. [`decode_value`] agrees.
+const MAX_VERSION_DIGITS: usize = 15;
+
 /// `set` and `set_if_version`. KEYS[1] = key; ARGV: now_ms, mode (`set` | `cas`), expected
 /// version, expires_at_ms, data JSON. Returns the new version, 0 when the write deleted the
 /// session (past expiry), -1 on a version conflict, -2 when the stored value is unreadable
-/// (only in `cas` mode; `set` replaces it).
+/// (only in `cas` mode; `set` replaces it, starting over at version 1). Every check comes
+/// before the single write, so the script never writes and then fails.
 const WRITE_LUA: &str = r#"
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -177,6 +209,7 @@ local kind = redis.call('TYPE', key)['ok']
 if kind == 'string' then
   local cur = redis.call('GET', key)
   local v, e = string.match(cur, '^(%d+):(%d+):')
+  if v and #v > 15 then v = nil end
   if v then
     if tonumber(e) > now then live = v end
   elseif cas then
@@ -187,6 +220,7 @@ elseif kind ~= 'none' and cas then
 end
 local nextv
 if cas then
+  -- live has at most 15 digits, so a match makes ARGV[3] + 1 exact.
   if live ~= ARGV[3] then return -1 end
   nextv = tonumber(ARGV[3]) + 1
 else
@@ -210,7 +244,7 @@ if kind == 'none' then return 0 end
 if kind ~= 'string' then return -2 end
 local cur = redis.call('GET', key)
 local v, e = string.match(cur, '^(%d+):(%d+):')
-if not v then return -2 end
+if not v or #v > 15 then return -2 end
 if tonumber(e) <= now then return 0 end
 if tonumber(ARGV[2]) <= now then
   redis.call('DEL', key)
@@ -230,7 +264,7 @@ local kind = redis.call('TYPE', key)['ok']
 if kind == 'string' then
   local cur = redis.call('GET', key)
   local v, e = string.match(cur, '^(%d+):(%d+):')
-  if not v or tonumber(e) > now then return 0 end
+  if not v or #v > 15 or tonumber(e) > now then return 0 end
 elseif kind ~= 'none' then
   return 0
 end
@@ -334,8 +368,9 @@ impl RedisStoreBuilder {
         }
     }
 
-    /// The prefix of every key (the store's namespace). Must not be empty. Default:
-    /// [`DEFAULT_KEY_PREFIX`].
+    /// The prefix of every key (the store's namespace). Must not be empty; should end with a
+    /// separator such as `:`, and must not collide with another store's prefix (not `a` and
+    /// `ab`): see [Key prefixes](self#key-prefixes). Default: [`DEFAULT_KEY_PREFIX`].
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -540,7 +575,8 @@ impl RedisStore {
         )
     }
 
-    /// This store with another key prefix. Fails with [`Error::Config`] if it is empty.
+    /// This store with another key prefix. Fails with [`Error::Config`] if it is empty. See
+    /// [`RedisStoreBuilder::key_prefix`] and [Key prefixes](self#key-prefixes).
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Result<Self> {
         let prefix = prefix.into();
         check_prefix(&prefix)?;
@@ -746,8 +782,11 @@ impl RedisStore {
                     }
                     (conn, _) => self.round_trip(op, None, cmd.query_async(conn)).await?,
                 };
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)
+                let (next, mut keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)
                     .map_err(|err| redis_error(op, None, err.into()))?;
+                // `MATCH` also finds keys of a store whose prefix extends this one
+                // (`session:admin:...` under `session:`) and foreign keys (`session:a:b`).
+                keys.retain(|key| is_own_key(&self.prefix, key));
                 if !keys.is_empty() {
                     each.batch(self, &mut conn, keys).await?;
                 }
@@ -820,6 +859,14 @@ impl AsyncBatch for Unlink {
     }
 }
 
+/// Whether `key` is a session key of the store with this prefix: the prefix followed by a
+/// valid [`SessionId`] (which never contains `:` or another separator).
+fn is_own_key(prefix: &str, key: &[u8]) -> bool {
+    key.strip_prefix(prefix.as_bytes())
+        .and_then(|rest| std::str::from_utf8(rest).ok())
+        .is_some_and(|rest| SessionId::check(rest).is_ok())
+}
+
 /// `prefix` with the glob metacharacters of `SCAN MATCH` escaped.
 fn escape_glob(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + 4);
@@ -845,6 +892,9 @@ fn decode_value(id: &SessionId, raw: &[u8]) -> Result<Session> {
     else {
         return Err(malformed());
     };
+    if version.len() > MAX_VERSION_DIGITS {
+        return Err(malformed());
+    }
     let version = parse_digits(version).ok_or_else(malformed)?;
     let expires = parse_digits(expires)
         .and_then(|e| i64::try_from(e).ok())
@@ -1104,6 +1154,8 @@ mod tests {
             b"1:1:not json",
             b"1:1:[1,2]",
             b"99999999999999999999999:1:{}",
+            b"1000000000000000:1:{}",
+            b"9007199254740993:1:{}",
             b"1:99999999999999999999:{}",
             b"\xff\xfe:1:{}",
         ];
@@ -1112,6 +1164,29 @@ mod tests {
             assert_eq!(err.kind(), crate::ErrorKind::Decode, "{raw:?}");
             assert!(!err.to_string().contains(id().as_str()));
         }
+    }
+
+    #[test]
+    fn fifteen_digit_versions_are_the_largest_readable() {
+        let session = decode_value(&id(), b"999999999999999:1:{}").unwrap();
+        assert_eq!(session.version(), 999_999_999_999_999);
+        assert!(WRITE_LUA.contains(&format!("#v > {MAX_VERSION_DIGITS}")));
+        assert!(TOUCH_LUA.contains(&format!("#v > {MAX_VERSION_DIGITS}")));
+        assert!(CREATE_LUA.contains(&format!("#v > {MAX_VERSION_DIGITS}")));
+    }
+
+    #[test]
+    fn only_valid_ids_under_the_prefix_are_the_store_s_keys() {
+        let own = |key: &[u8]| is_own_key("p:", key);
+        assert!(own(b"p:abc"));
+        assert!(own(b"p:Zx81-aB9_q"));
+        assert!(!own(b"p:admin:abc"));
+        assert!(!own(b"p:x:y"));
+        assert!(!own(b"p:"));
+        assert!(!own(b"p:.."));
+        assert!(!own(b"p:a b"));
+        assert!(!own(b"p:\xff"));
+        assert!(!own(b"q:abc"));
     }
 
     #[test]
