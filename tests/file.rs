@@ -198,6 +198,100 @@ async fn two_stores_on_one_directory_never_serve_or_keep_stale_data() {
     assert_eq!(a.get(&id).await.unwrap().unwrap().version(), 4);
 }
 
+/// Overwrites the first `from` in the file at `path` with `to` (of the same length) in
+/// place, without truncating, and puts its mtime back: the file keeps its length, mtime and
+/// inode, so no metadata tells the new content from the old.
+fn rewrite_in_place(path: &Path, from: &str, to: &str) {
+    use std::io::Write;
+    assert_eq!(from.len(), to.len());
+    let before = stamp(path);
+    let old = fs::read(path).unwrap();
+    let text = String::from_utf8(old).unwrap();
+    assert!(text.contains(from), "{from:?} not in {text}");
+    let new = text.replacen(from, to, 1);
+    let mut file = fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all(new.as_bytes()).unwrap();
+    file.set_modified(before.1).unwrap();
+    drop(file);
+    assert_eq!(fs::read(path).unwrap(), new.as_bytes());
+    assert_eq!(stamp(path), before, "length, mtime and inode are unchanged");
+}
+
+/// A file's length, mtime and inode do not prove that it still holds what this store wrote:
+/// Linux hands a freed inode number to the next new file at once, and an mtime has tick
+/// granularity, so another writer's file can carry exactly the old stamp. The worst case is
+/// made here by rewriting the file in place and restoring its mtime: the cache must not be
+/// trusted for the skip, nor for the version.
+#[tokio::test]
+async fn a_file_changed_behind_an_unchanged_stamp_is_never_taken_for_ours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    let s1 = session(json!({"v": "aaaa"}));
+    assert_eq!(a.set(&id, &s1).await.unwrap(), 1);
+    let path = a.path_of(&id);
+
+    // Other data, same length, same version.
+    rewrite_in_place(&path, "aaaa", "bbbb");
+    assert_eq!(a.set(&id, &s1).await.unwrap(), 2, "not skipped");
+    assert_eq!((a.writes(), a.skipped_writes()), (2, 0));
+    let got = a.get(&id).await.unwrap().unwrap();
+    assert_eq!((got.data(), got.version()), (s1.data(), 2));
+    // The file is this store's again: an identical save skips.
+    assert_eq!(a.set(&id, &s1).await.unwrap(), 2);
+    assert_eq!((a.writes(), a.skipped_writes()), (2, 1));
+
+    // Same data, another version of the same length: the version is the file's, not the
+    // cached one.
+    rewrite_in_place(&path, "\"version\": 2", "\"version\": 7");
+    assert!(
+        a.set_if_version(&id, &s1, 2)
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
+    assert_eq!(a.set(&id, &s1).await.unwrap(), 8);
+    assert_eq!((a.writes(), a.skipped_writes()), (3, 1));
+    assert_eq!(a.get(&id).await.unwrap().unwrap().version(), 8);
+}
+
+/// The race the previous test stands for: store A writes, and within one mtime tick store B
+/// destroys the session and writes another of the same length, whose new file may get the
+/// inode A's file just freed. A's save of its old data must then be written, not skipped.
+#[tokio::test]
+async fn a_save_after_another_store_destroyed_and_rewrote_the_session_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = FileStore::new(tmp.path()).await.unwrap();
+    let b = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    let s1 = session(json!({"v": "aaaa"}));
+    let mut s2 = session(json!({"v": "bbbb"}));
+    s2.set_expires_at_millis(s1.expires_at_millis());
+
+    assert_eq!(a.set(&id, &s1).await.unwrap(), 1);
+    let path = a.path_of(&id);
+    let (len, mtime, _) = stamp(&path);
+    b.destroy(&id).await.unwrap();
+    assert_eq!(
+        b.set(&id, &s2).await.unwrap(),
+        1,
+        "absent after the destroy"
+    );
+    // Same length already; put A's mtime back, as if both writes fell in one tick.
+    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    assert_eq!(stamp(&path).0, len);
+
+    // set = the previous live version (B's 1) + 1.
+    assert_eq!(a.set(&id, &s1).await.unwrap(), 2);
+    assert_eq!((a.writes(), a.skipped_writes()), (2, 0));
+    for store in [&a, &b] {
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((got.data(), got.version()), (s1.data(), 2));
+    }
+}
+
 /// Compare-and-set increments on one session through two stores (two caches, two sets of
 /// in-process locks): only the `flock` keeps them apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,6 +733,103 @@ async fn corrupt_files_give_decode_errors_are_skipped_by_scans_and_repaired_by_s
         assert!(!dir.join(format!("{name}.json")).exists());
     }
     assert_eq!(store.len().await.unwrap(), 0);
+}
+
+/// A file at the largest version cannot be advanced: a `set` repairs it like a corrupt
+/// version, starting again at 1, whether the version comes from the file or from the cache.
+#[tokio::test]
+async fn a_set_on_the_largest_version_starts_again_at_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    let expires_at = session_stores::now_millis() + 3_600_000;
+    let body = format!(
+        "{{\"data\":{{\"n\":1}},\"expires_at\":{expires_at},\"version\":{}}}",
+        u64::MAX
+    );
+
+    fs::write(store.path_of(&id), &body).unwrap();
+    assert_eq!(store.get(&id).await.unwrap().unwrap().version(), u64::MAX);
+    let s = session(json!({"n": 2}));
+    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((got.data(), got.version()), (s.data(), 1));
+
+    // Through the cache: a touch writes the file at its version and records it.
+    fs::write(store.path_of(&id), &body).unwrap();
+    assert!(
+        store
+            .touch(&id, SystemTime::now() + 2 * HOUR)
+            .await
+            .unwrap()
+    );
+    assert_eq!(on_disk(&store, &id).version(), u64::MAX);
+    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((got.data(), got.version()), (s.data(), 1));
+}
+
+/// Runs `op`, failing the test if it takes 10 s: a hang guard, not a timing assertion. On a
+/// hang, opens the FIFO at `fifo` for writing, which releases a reader blocked opening it.
+async fn unblocked<T>(fifo: &Path, what: &str, op: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(10), op).await {
+        Ok(out) => out,
+        Err(_) => {
+            drop(fs::OpenOptions::new().write(true).open(fifo));
+            panic!("{what} blocked on a FIFO");
+        }
+    }
+}
+
+/// A FIFO under a session's name is not a regular file: it is a decode error for that id,
+/// skipped by scans and replaced by `set`, and opening it never blocks (no writer will come).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_under_a_session_name_is_a_decode_error_and_never_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let fifo = id("a-fifo");
+    let path = store.path_of(&fifo);
+    let status = Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(status.success());
+    let is_fifo = |path: &Path| {
+        use std::os::unix::fs::FileTypeExt;
+        fs::symlink_metadata(path).unwrap().file_type().is_fifo()
+    };
+
+    let err = unblocked(&path, "get", store.get(&fifo)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    let later = SystemTime::now() + HOUR;
+    let err = unblocked(&path, "touch", store.touch(&fifo, later))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    let s = session(json!({"fixed": 1}));
+    let err = unblocked(&path, "create", store.create(&fifo, &s))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    let err = unblocked(&path, "set_if_version", store.set_if_version(&fifo, &s, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    assert_eq!(unblocked(&path, "len", store.len()).await.unwrap(), 0);
+    assert_eq!(
+        unblocked(&path, "delete_expired", store.delete_expired())
+            .await
+            .unwrap(),
+        0
+    );
+    unblocked(&path, "clear", store.clear()).await.unwrap();
+    assert!(is_fifo(&path), "scans leave it in place");
+
+    assert_eq!(
+        unblocked(&path, "set", store.set(&fifo, &s)).await.unwrap(),
+        1
+    );
+    assert!(!is_fifo(&path) && path.is_file(), "set replaced it");
+    let got = store.get(&fifo).await.unwrap().unwrap();
+    assert_eq!((got.data(), got.version()), (s.data(), 1));
 }
 
 #[tokio::test]

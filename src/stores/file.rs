@@ -110,7 +110,11 @@
 //!   `set_if_version` (which will not decide on state they cannot read). It is skipped (left
 //!   in place and not counted) by `len`, `delete_expired` and `clear`. A `set` replaces it,
 //!   which repairs the session. Nothing panics on a bad file and nothing removes one silently;
-//!   `destroy` removes whatever file is under the id.
+//!   `destroy` removes whatever file is under the id. A FIFO or device under a session's
+//!   name is never read from, so it cannot block an operation.
+//! - **The largest version.** A session at version `u64::MAX` (only a hand-written file can
+//!   be) cannot be advanced: `set` starts it again at 1, as it does when it repairs a bad
+//!   file, and `set_if_version` fails with a backend error.
 //! - **Durable mode.** If the directory `fsync` after a successful rename fails, the
 //!   operation returns an error although the new file is in place (its durability is
 //!   unknown), like a database whose commit acknowledgement was lost.
@@ -120,23 +124,25 @@
 //! # The write-skip cache
 //!
 //! Each `FileStore` (and its clones) has its own bounded LRU cache recording, per id, what it
-//! last wrote: the exact bytes of the file, the version and expiry in it, and the file's
-//! length, modification time and (on Unix) device and inode as they were right after the
-//! write. An entry is only recorded after the write succeeded, and is dropped after the file
-//! is gone (on `destroy`, `clear`, `delete_expired` or an expiring write). An entry is only
-//! trusted while the file on disk still has exactly that metadata, which is checked under
-//! the id's lock; a file replaced by another process or another store always has a new inode
-//! (every write is a rename of a new file), so it is never mistaken for this store's.
+//! last wrote: the exact bytes of the file and the version and expiry in them. An entry is
+//! only recorded after the write succeeded, and is dropped after the file is gone (on
+//! `destroy`, `clear`, `delete_expired` or an expiring write). An entry is only trusted while
+//! the file on disk holds byte for byte the content it records, which every write checks by
+//! reading the file under the id's lock. File metadata is not evidence: an inode number
+//! freed by a `destroy` is handed to the next new file at once, and modification times have
+//! tick granularity, so a file written by another process or another store can have the
+//! same length, modification time and inode as this store's.
 //!
 //! The cache is used in two ways:
 //!
-//! - When its entry is valid, a write reads the current version and expiry from the cache
-//!   instead of reading and parsing the file.
+//! - When its entry is valid, a write takes the current version and expiry from the cache
+//!   instead of parsing the file.
 //! - [`set`](SessionStore::set) skips the write when the session's data and expiry, encoded
 //!   with the current version, are byte-for-byte what the file already holds, and returns
 //!   the version unchanged (the [contract](SessionStore#contract) allows a `set` of identical
 //!   content to keep the version). A middleware that saves at the end of every request pays
-//!   a `stat` instead of a write for an unchanged session.
+//!   a read of the file instead of a write (a new file, a rename and, in durable mode, two
+//!   `fsync`s) for an unchanged session.
 //!   [`touch`](SessionStore::touch) to the expiry a session already has also writes nothing.
 //!
 //! [`writes`](FileStore::writes) and [`skipped_writes`](FileStore::skipped_writes) count
@@ -419,46 +425,14 @@ fn is_temp_file_name(name: &std::ffi::OsStr) -> bool {
         .is_some_and(|n| n.starts_with(TMP_PREFIX) && n.ends_with(TMP_SUFFIX))
 }
 
-/// What identifies one version of a file: if any of it differs, the file was replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    modified: Option<SystemTime>,
-    #[cfg(unix)]
-    dev: u64,
-    #[cfg(unix)]
-    ino: u64,
-}
-
-impl Stamp {
-    fn of(meta: &fs::Metadata) -> Self {
-        #[cfg(unix)]
-        use std::os::unix::fs::MetadataExt;
-        Stamp {
-            len: meta.len(),
-            modified: meta.modified().ok(),
-            #[cfg(unix)]
-            dev: meta.dev(),
-            #[cfg(unix)]
-            ino: meta.ino(),
-        }
-    }
-
-    /// Whether `other` is provably the same file version (an unknown mtime proves nothing).
-    fn same_as(&self, other: &Stamp) -> bool {
-        self.modified.is_some() && self == other
-    }
-}
-
 /// What this store last wrote under an id.
 struct Written {
     content: Arc<[u8]>,
     version: u64,
     expires_at: i64,
-    stamp: Stamp,
 }
 
-/// A valid cache entry, copied out of the cache.
+/// A cache entry, copied out of the cache.
 struct Snapshot {
     content: Arc<[u8]>,
     version: u64,
@@ -561,8 +535,56 @@ enum Loaded {
     Bytes(Vec<u8>),
 }
 
+/// `O_NONBLOCK` where its value is known (std has no constant for it), so that opening a
+/// FIFO never waits for a writer; on a regular file it changes nothing.
+#[cfg(unix)]
+const O_NONBLOCK: Option<i32> = if cfg!(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+)) {
+    Some(0x0004)
+} else if cfg!(all(
+    any(target_os = "linux", target_os = "android"),
+    any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "arm",
+        target_arch = "aarch64",
+        target_arch = "riscv32",
+        target_arch = "riscv64",
+        target_arch = "powerpc",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64",
+    ),
+)) {
+    Some(0o4000)
+} else {
+    None
+};
+
+/// Reads the file at `path`. Something other than a regular file (a directory, a FIFO, a
+/// device) is [`Loaded::NotAFile`] and is never read: the type is checked before opening,
+/// and where possible the open itself cannot block, so a FIFO put there between the check
+/// and the open is caught by the check after it.
 fn read_file(path: &Path) -> io::Result<Loaded> {
-    let mut file = match File::open(path) {
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Ok(Loaded::NotAFile),
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(err) => return Err(err),
+    }
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    if let Some(flag) = O_NONBLOCK {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, flag);
+    }
+    let mut file = match options.open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
         Err(err) => return Err(err),
@@ -577,6 +599,17 @@ fn read_file(path: &Path) -> io::Result<Loaded> {
     Ok(Loaded::Bytes(bytes))
 }
 
+fn decode_loaded(id: &SessionId, loaded: Loaded) -> Option<Result<Stored>> {
+    match loaded {
+        Loaded::Missing => None,
+        Loaded::NotAFile => Some(Err(Error::decode(
+            id,
+            "the session's path is not a regular file",
+        ))),
+        Loaded::Bytes(bytes) => Some(decode(id, &bytes)),
+    }
+}
+
 /// The state of an id, as far as a write needs to know.
 enum Current {
     /// No file, or an expired one.
@@ -586,6 +619,21 @@ enum Current {
     },
     /// The file cannot be decoded.
     Corrupt(Error),
+}
+
+/// What the file of `id` holds, read under the id's lock.
+enum Probe {
+    /// Exactly the bytes this store last wrote there, as recorded in its cache entry: the
+    /// version and expiry are known without parsing.
+    Cached(Snapshot),
+    /// Anything else: `None` if there is no file, `Some(Err)` if it cannot be decoded.
+    Read(Option<Result<Stored>>),
+}
+
+/// The version after `version`; the largest one cannot be advanced, so, like a corrupt
+/// version, it starts again at 1.
+fn next_version(version: u64) -> u64 {
+    version.checked_add(1).unwrap_or(1)
 }
 
 impl Inner {
@@ -644,86 +692,83 @@ impl Inner {
 
     fn cache(&self) -> MutexGuard<'_, Cache> {
         // A poisoned cache only means a thread panicked while holding it; every method leaves
-        // it consistent, and an entry is only ever trusted after a metadata check anyway.
+        // it consistent, and an entry is only ever trusted after comparing it with the file.
         self.cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A snapshot of the cache entry of `id` if the file on disk is still the one it
-    /// describes; drops a stale entry. The caller holds the id's lock, so only an eviction
-    /// can change the entry meanwhile, and the cache mutex is not held during the `stat`.
-    fn valid_entry(&self, op: &'static str, id: &SessionId) -> Result<Option<Snapshot>> {
+    /// Reads the file of `id` and compares it with the cache entry: only a file holding
+    /// byte for byte what the entry records is taken for this store's. No metadata is
+    /// trusted for this: an inode number is reused as soon as it is freed and an mtime has
+    /// tick granularity, so another writer's file can have this store's length, mtime and
+    /// inode. A stale entry is dropped. The caller holds the id's lock, so only an eviction
+    /// can change the entry meanwhile; the cache mutex is not held during the read.
+    fn probe(&self, op: &'static str, id: &SessionId) -> Result<Probe> {
         let cached = {
             let mut cache = self.cache();
-            match cache.lru.as_mut().and_then(|lru| lru.get(id)) {
-                Some(written) => written.stamp,
-                None => return Ok(None),
-            }
-        };
-        let on_disk = match fs::metadata(self.path(id)) {
-            Ok(meta) => Some(Stamp::of(&meta)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
-            Err(err) => return Err(Error::backend(op, Some(id), err)),
-        };
-        let mut cache = self.cache();
-        if on_disk.is_some_and(|stamp| cached.same_as(&stamp)) {
-            Ok(cache
+            cache
                 .lru
                 .as_mut()
-                .and_then(|lru| lru.peek(id))
-                .filter(|written| written.stamp == cached)
+                .and_then(|lru| lru.get(id))
                 .map(|written| Snapshot {
                     content: Arc::clone(&written.content),
                     version: written.version,
                     expires_at: written.expires_at,
-                }))
-        } else {
-            cache.forget(id);
-            Ok(None)
+                })
+        };
+        let loaded = read_file(&self.path(id)).map_err(|err| Error::backend(op, Some(id), err))?;
+        if let Some(entry) = cached {
+            if let Loaded::Bytes(bytes) = &loaded
+                && **bytes == *entry.content
+            {
+                return Ok(Probe::Cached(entry));
+            }
+            self.cache().forget(id);
+        }
+        Ok(Probe::Read(decode_loaded(id, loaded)))
+    }
+
+    /// The state of `id` for a write, from a [`probe`](Inner::probe).
+    fn current_of(probe: Probe, now: i64) -> Current {
+        match probe {
+            Probe::Cached(entry) if entry.expires_at <= now => Current::Absent,
+            Probe::Cached(entry) => Current::Live {
+                version: entry.version,
+            },
+            Probe::Read(None) => Current::Absent,
+            Probe::Read(Some(Err(err))) => Current::Corrupt(err),
+            Probe::Read(Some(Ok(stored))) if stored.is_expired_at(now) => Current::Absent,
+            Probe::Read(Some(Ok(stored))) => Current::Live {
+                version: stored.version,
+            },
         }
     }
 
     /// The state of `id` for a write. The caller holds the id's lock.
     fn current(&self, op: &'static str, id: &SessionId, now: i64) -> Result<Current> {
-        if let Some(Snapshot {
-            version,
-            expires_at,
-            ..
-        }) = self.valid_entry(op, id)?
-        {
-            return Ok(if expires_at <= now {
-                Current::Absent
-            } else {
-                Current::Live { version }
-            });
-        }
-        match self.load(op, id)? {
-            None => Ok(Current::Absent),
-            Some(Err(err)) => Ok(Current::Corrupt(err)),
-            Some(Ok(stored)) if stored.is_expired_at(now) => Ok(Current::Absent),
-            Some(Ok(stored)) => Ok(Current::Live {
-                version: stored.version,
-            }),
-        }
+        Ok(Self::current_of(self.probe(op, id)?, now))
     }
 
     /// Reads and decodes the file of `id`: `None` if there is none, `Some(Err)` if it cannot
     /// be decoded, an `Err` if it cannot be read.
     fn load(&self, op: &'static str, id: &SessionId) -> Result<Option<Result<Stored>>> {
-        match read_file(&self.path(id)).map_err(|err| Error::backend(op, Some(id), err))? {
-            Loaded::Missing => Ok(None),
-            Loaded::NotAFile => Ok(Some(Err(Error::decode(
-                id,
-                "the session's path is not a regular file",
-            )))),
-            Loaded::Bytes(bytes) => Ok(Some(decode(id, &bytes))),
-        }
+        let loaded = read_file(&self.path(id)).map_err(|err| Error::backend(op, Some(id), err))?;
+        Ok(decode_loaded(id, loaded))
     }
 
-    /// The stored version if writing `session` would not change the file.
-    fn unchanged(&self, id: &SessionId, session: &Session, now: i64) -> Result<Option<u64>> {
-        let Some(entry) = self.valid_entry("set", id)? else {
+    /// The stored version if writing `session` would not change the file: `probe` found
+    /// the file holding byte for byte what this store last wrote (so the version in the
+    /// cache entry is the one in the file), the session there is live, and `session`
+    /// encodes, at that version, to exactly those bytes.
+    fn unchanged(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        now: i64,
+        probe: &Probe,
+    ) -> Result<Option<u64>> {
+        let Probe::Cached(entry) = probe else {
             return Ok(None);
         };
         if entry.expires_at <= now {
@@ -738,14 +783,20 @@ impl Inner {
         Ok((*bytes == *entry.content).then_some(entry.version))
     }
 
-    /// An upsert. The caller holds the id's lock.
+    /// An upsert, skipped when [`unchanged`](Inner::unchanged). The caller holds the id's
+    /// lock.
     fn set(&self, id: &SessionId, session: &Session, now: i64) -> Result<u64> {
         if session.is_expired_at(now) {
             self.remove("set", id)?;
             return Ok(0);
         }
-        let version = match self.current("set", id, now)? {
-            Current::Live { version } => version + 1,
+        let probe = self.probe("set", id)?;
+        if let Some(version) = self.unchanged(id, session, now, &probe)? {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(version);
+        }
+        let version = match Self::current_of(probe, now) {
+            Current::Live { version } => next_version(version),
             // An absent session starts again at 1, and a corrupt file is repaired.
             Current::Absent | Current::Corrupt(_) => 1,
         };
@@ -779,7 +830,6 @@ impl Inner {
         if self.durable {
             tmp.as_file().sync_all().map_err(io_err)?;
         }
-        let stamp = Stamp::of(&tmp.as_file().metadata().map_err(io_err)?);
         #[cfg(test)]
         self.faults.check_write().map_err(io_err)?;
         // On failure the temporary file is removed when `PersistError` drops it.
@@ -800,7 +850,6 @@ impl Inner {
                 content: content.into(),
                 version,
                 expires_at,
-                stamp,
             },
         );
         Ok(version)
@@ -1027,23 +1076,16 @@ impl SessionStore for FileStore {
             .await
     }
 
-    /// Skips the write when nothing changed: if the session under `id` is live, its file is
-    /// still the one this store last wrote, and `session`'s data and expiry encode to exactly
-    /// that file's content, nothing is written and the stored version is returned unchanged
+    /// Skips the write when nothing changed: if the session under `id` is live, its file
+    /// (read under the id's lock) holds byte for byte what this store last wrote there, and
+    /// `session`'s data and expiry encode, at that file's version, to exactly that content, nothing is written and the stored version is returned unchanged
     /// (the contract allows this). The comparison is made on the encoded bytes, not on any
     /// object the caller still holds, and only against what this store wrote, so a change
     /// made by another process or store is never overwritten by a skip.
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         let session = session.clone();
         self.locked("set", id, move |inner, id| {
-            let now = now_millis();
-            if !session.is_expired_at(now)
-                && let Some(version) = inner.unchanged(id, &session, now)?
-            {
-                inner.skipped.fetch_add(1, Ordering::Relaxed);
-                return Ok(version);
-            }
-            inner.set(id, &session, now)
+            inner.set(id, &session, now_millis())
         })
         .await
     }
