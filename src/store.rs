@@ -74,7 +74,7 @@ use crate::session::{Session, SessionId};
 /// use std::sync::Mutex;
 /// use std::time::SystemTime;
 ///
-/// use session_stores::{async_trait, now_millis, to_millis, Error, Result, Session, SessionId, SessionStore};
+/// use session_stores::{async_trait, check_nesting, now_millis, to_millis, Error, Result, Session, SessionId, SessionStore};
 ///
 /// #[derive(Default)]
 /// struct MapStore(Mutex<HashMap<SessionId, Session>>);
@@ -83,13 +83,14 @@ use crate::session::{Session, SessionId};
 ///     fn live(map: &HashMap<SessionId, Session>, id: &SessionId) -> Option<u64> {
 ///         map.get(id).filter(|s| !s.is_expired()).map(|s| s.version())
 ///     }
-///     fn write(map: &mut HashMap<SessionId, Session>, id: &SessionId, s: &Session, version: u64) -> u64 {
+///     fn write(map: &mut HashMap<SessionId, Session>, id: &SessionId, s: &Session, version: u64) -> Result<u64> {
 ///         if s.is_expired() {
 ///             map.remove(id);
-///             return 0;
+///             return Ok(0);
 ///         }
+///         check_nesting(id, s.data())?;
 ///         map.insert(id.clone(), s.clone().with_version(version));
-///         version
+///         Ok(version)
 ///     }
 /// }
 ///
@@ -102,7 +103,7 @@ use crate::session::{Session, SessionId};
 ///     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
 ///         let mut map = self.0.lock().unwrap();
 ///         let next = Self::live(&map, id).unwrap_or(0) + 1;
-///         Ok(Self::write(&mut map, id, session, next))
+///         Self::write(&mut map, id, session, next)
 ///     }
 ///     async fn destroy(&self, id: &SessionId) -> Result<()> {
 ///         self.0.lock().unwrap().remove(id);
@@ -123,7 +124,7 @@ use crate::session::{Session, SessionId};
 ///         if Self::live(&map, id).is_some() {
 ///             return Ok(false);
 ///         }
-///         Self::write(&mut map, id, session, 1);
+///         Self::write(&mut map, id, session, 1)?;
 ///         Ok(true)
 ///     }
 ///     async fn set_if_version(&self, id: &SessionId, session: &Session, expected: u64) -> Result<u64> {
@@ -131,7 +132,7 @@ use crate::session::{Session, SessionId};
 ///         if Self::live(&map, id).unwrap_or(0) != expected {
 ///             return Err(Error::conflict(id, expected));
 ///         }
-///         Ok(Self::write(&mut map, id, session, expected + 1))
+///         Self::write(&mut map, id, session, expected + 1)
 ///     }
 ///     async fn len(&self) -> Result<u64> {
 ///         let now = now_millis();

@@ -656,13 +656,27 @@ fn decode_row(id: &SessionId, row: &PgRow) -> Result<Session> {
     let data: String = row.try_get(0).map_err(|e| Error::decode(id, e))?;
     let expires_at: i64 = row.try_get(1).map_err(|e| Error::decode(id, e))?;
     let version: i64 = row.try_get(2).map_err(|e| Error::decode(id, e))?;
+    decode_parts(id, &data, expires_at, version)
+}
+
+/// A session from the text of its `data` column (as `jsonb` prints it), its expiry in
+/// milliseconds and its version.
+fn decode_parts(id: &SessionId, data: &str, expires_at: i64, version: i64) -> Result<Session> {
     let data: Map<String, Value> =
-        serde_json::from_str(&respell_long_integers(&data)).map_err(|e| Error::decode(id, e))?;
+        serde_json::from_str(&respell_long_integers(data)).map_err(|e| Error::decode(id, e))?;
     let version = u64::try_from(version).map_err(|e| Error::decode(id, e))?;
     if version == 0 {
         return Err(Error::decode(id, "the stored version is 0"));
     }
     Ok(Session::from_parts(data, expires_at, version))
+}
+
+/// The row decoder, for the fuzz target in `fuzz/` (built with `--cfg fuzzing` only).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn __fuzz_decode(data: &str, expires_at: i64, version: i64) -> Result<Session> {
+    let id = SessionId::new("fuzzed").expect("a valid id");
+    decode_parts(&id, data, expires_at, version)
 }
 
 /// `jsonb` prints every number in plain decimal notation, so a float such as `1e300` comes

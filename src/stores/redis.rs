@@ -904,6 +904,14 @@ fn decode_value(id: &SessionId, raw: &[u8]) -> Result<Session> {
     Ok(Session::from_parts(data, expires, version))
 }
 
+/// The value decoder, for the fuzz target in `fuzz/` (built with `--cfg fuzzing` only).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn __fuzz_decode(raw: &[u8]) -> Result<Session> {
+    let id = SessionId::new("fuzzed").expect("a valid id");
+    decode_value(&id, raw)
+}
+
 fn parse_digits(bytes: &[u8]) -> Option<u64> {
     if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
         return None;

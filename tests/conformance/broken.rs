@@ -63,6 +63,7 @@ impl SessionStore for Faulty {
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
+        session_stores::check_nesting(id, session.data())?;
         // One lock for the read and the write, so the version advances atomically.
         let mut map = self.map.lock().unwrap();
         let next = map
@@ -105,6 +106,7 @@ impl SessionStore for Faulty {
     }
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
+        session_stores::check_nesting(id, session.data())?;
         if self.defect == Defect::NonAtomicCreate {
             // Check, let other tasks run, then insert: the classic race.
             if self.live_version(id).is_some() {
@@ -128,6 +130,7 @@ impl SessionStore for Faulty {
         session: &Session,
         expected: u64,
     ) -> Result<u64> {
+        session_stores::check_nesting(id, session.data())?;
         let mut map = self.map.lock().unwrap();
         let current = map
             .get(id)
