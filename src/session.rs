@@ -451,6 +451,12 @@ mod tests {
             ("a[b]", InvalidIdReason::ForbiddenChar),
             ("a:b", InvalidIdReason::ForbiddenChar),
             ("a{b}", InvalidIdReason::ForbiddenChar),
+            // Found by the session_id fuzzer (an oracle bug, kept as a regression case): the
+            // text of the error message itself.
+            (
+                "invalid session id: it contains a character outside [A-Za-z0-9-_.",
+                InvalidIdReason::ForbiddenChar,
+            ),
         ];
         for (id, reason) in cases {
             match SessionId::new(*id) {

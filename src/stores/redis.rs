@@ -50,8 +50,8 @@
 //! | [`key_prefix`](RedisStoreBuilder::key_prefix) | `session:` | prepended to every id; the store's namespace (must not be empty; see [Key prefixes](#key-prefixes)) |
 //! | [`connect_timeout`](RedisStoreBuilder::connect_timeout) | 2 s | opening one connection |
 //! | [`response_timeout`](RedisStoreBuilder::response_timeout) | 2 s | one round trip (a command or a script) |
-//! | [`pool_wait_timeout`](RedisStoreBuilder::pool_wait_timeout) | 2 s | waiting for a free pooled connection |
-//! | [`max_connections`](RedisStoreBuilder::max_connections) | deadpool's (4 × CPUs) | pool size |
+//! | [`pool_wait_timeout`](RedisStoreBuilder::pool_wait_timeout) | 2 s | waiting for a pooled connection |
+//! | [`max_connections`](RedisStoreBuilder::max_connections) | deadpool's (4 × CPUs) | pool size (the store keeps one connection in use and shares it: see [Connections](#connections)) |
 //!
 //! Every round trip is also bounded by the store itself (response timeout), and taking a
 //! connection from the pool by the pool wait timeout plus the connect timeout, so a dead or
@@ -140,9 +140,19 @@
 //! Connection errors (refused, reset, closed), `LOADING`, `TRYAGAIN`, `CLUSTERDOWN`,
 //! `MASTERDOWN` and `READONLY` are reported as [`Error::Unavailable`], timeouts as
 //! [`Error::Timeout`]: both are [transient](Error::is_transient). When Redis restarts, the
-//! operations in flight fail with such errors and the store recovers by itself: the pool
-//! checks each connection with a `PING` before handing it out again and replaces broken ones,
-//! so later operations succeed without rebuilding the store. Other Redis errors are
+//! operations in flight fail with such errors and the store recovers by itself: a connection
+//! failure or timeout makes the store discard its connection, and the next operation takes a
+//! fresh one from the pool (which checks it with a `PING`), so later operations succeed
+//! without rebuilding the store.
+//!
+//! # Connections
+//!
+//! redis-rs connections are multiplexed: one socket pipelines any number of concurrent
+//! requests. The store therefore keeps one pooled connection checked out and gives every
+//! operation a cheap clone of it, rather than taking a connection from the pool per
+//! operation: deadpool-redis verifies each checkout with an `UNWATCH`+`PING` round trip,
+//! which doubled the round trips of every operation. The pool supplies and verifies
+//! replacements after a failure; `max_connections` bounds it. Other Redis errors are
 //! [`Error::Backend`]. Errors name the session by its [`IdHint`] and keep the
 //! redis-rs error as their source.
 //!
@@ -279,6 +289,8 @@ return 1
 /// A session store on Redis or a Redis Cluster. See the [module docs](self).
 pub struct RedisStore {
     pool: Pool,
+    /// The pooled connection the store keeps checked out and shares between operations.
+    shared: std::sync::Arc<std::sync::Mutex<Option<Pooled>>>,
     prefix: String,
     response_timeout: Duration,
     checkout_timeout: Duration,
@@ -293,9 +305,37 @@ enum Pool {
     Cluster(deadpool_redis::cluster::Pool),
 }
 
-enum Conn {
+/// A connection checked out of the pool and kept by the store. Both kinds are multiplexed
+/// (one socket pipelines many concurrent requests), so every operation uses a cheap clone of
+/// it instead of checking a connection out of the pool, which would cost deadpool-redis'
+/// `UNWATCH`+`PING` round trip each time. When a round trip fails at the connection level,
+/// the store discards it (it never goes back to the pool) and the next operation checks out
+/// a fresh, verified one: this is how the store recovers from a Redis restart by itself.
+enum Pooled {
     Single(deadpool_redis::Connection),
     Cluster(deadpool_redis::cluster::Connection),
+}
+
+impl Pooled {
+    fn handle(&self) -> Conn {
+        match self {
+            Pooled::Single(conn) => Conn::Single((**conn).clone()),
+            Pooled::Cluster(conn) => Conn::Cluster((**conn).clone()),
+        }
+    }
+
+    /// Drops the connection without returning it to the pool.
+    fn discard(self) {
+        match self {
+            Pooled::Single(conn) => drop(deadpool_redis::Connection::take(conn)),
+            Pooled::Cluster(conn) => drop(deadpool_redis::cluster::Connection::take(conn)),
+        }
+    }
+}
+
+enum Conn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
 impl redis::aio::ConnectionLike for Conn {
@@ -511,6 +551,7 @@ impl RedisStore {
     fn new(pool: Pool, prefix: String, response_timeout: Duration, checkout: Duration) -> Self {
         RedisStore {
             pool,
+            shared: Default::default(),
             prefix,
             response_timeout,
             checkout_timeout: checkout,
@@ -620,15 +661,28 @@ impl RedisStore {
         .await
     }
 
+    /// A handle on the shared connection, checking one out of the pool (verified by the
+    /// pool's `PING`) when the store holds none.
     async fn conn(&self, op: &'static str, id: Option<&SessionId>) -> Result<Conn> {
+        if let Some(pooled) = self.lock_shared().as_ref() {
+            return Ok(pooled.handle());
+        }
         let checkout = async {
             match &self.pool {
-                Pool::Single(pool) => pool.get().await.map(Conn::Single),
-                Pool::Cluster(pool) => pool.get().await.map(Conn::Cluster),
+                Pool::Single(pool) => pool.get().await.map(Pooled::Single),
+                Pool::Cluster(pool) => pool.get().await.map(Pooled::Cluster),
             }
         };
         match tokio::time::timeout(self.checkout_timeout, checkout).await {
-            Ok(Ok(conn)) => Ok(conn),
+            Ok(Ok(pooled)) => {
+                let conn = pooled.handle();
+                let mut shared = self.lock_shared();
+                if shared.is_none() {
+                    *shared = Some(pooled);
+                }
+                // Otherwise another task got there first: ours goes back to the pool.
+                Ok(conn)
+            }
             Ok(Err(err)) => Err(pool_error(op, id, err)),
             Err(elapsed) => Err(Error::Timeout {
                 operation: op,
@@ -639,7 +693,22 @@ impl RedisStore {
         }
     }
 
-    /// Runs one round trip under the response timeout, mapping its errors.
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Option<Pooled>> {
+        // Nothing panics while holding this lock; a poisoned one still holds a valid Option.
+        self.shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Discards the shared connection, so that the next operation checks out a fresh one.
+    fn discard_shared(&self) {
+        if let Some(pooled) = self.lock_shared().take() {
+            pooled.discard();
+        }
+    }
+
+    /// Runs one round trip under the response timeout, mapping its errors. A connection
+    /// failure or a timeout discards the shared connection.
     async fn round_trip<T>(
         &self,
         op: &'static str,
@@ -648,13 +717,22 @@ impl RedisStore {
     ) -> Result<T> {
         match tokio::time::timeout(self.response_timeout, fut).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(redis_error(op, id, err)),
-            Err(elapsed) => Err(Error::Timeout {
-                operation: op,
-                id: id.map(IdHint::from),
-                what: "the server's reply",
-                source: Some(Box::new(elapsed)),
-            }),
+            Ok(Err(err)) => {
+                let err = redis_error(op, id, err);
+                if err.is_transient() {
+                    self.discard_shared();
+                }
+                Err(err)
+            }
+            Err(elapsed) => {
+                self.discard_shared();
+                Err(Error::Timeout {
+                    operation: op,
+                    id: id.map(IdHint::from),
+                    what: "the server's reply",
+                    source: Some(Box::new(elapsed)),
+                })
+            }
         }
     }
 
@@ -992,8 +1070,15 @@ impl SessionStore for RedisStore {
             Ok(Err(err)) if err.code() == Some("WRONGTYPE") => {
                 return Err(Error::decode(id, err));
             }
-            Ok(Err(err)) => return Err(redis_error("get", Some(id), err)),
+            Ok(Err(err)) => {
+                let err = redis_error("get", Some(id), err);
+                if err.is_transient() {
+                    self.discard_shared();
+                }
+                return Err(err);
+            }
             Err(elapsed) => {
+                self.discard_shared();
                 return Err(Error::Timeout {
                     operation: "get",
                     id: Some(IdHint::from(id)),
