@@ -17,9 +17,34 @@ use session_stores::{ErrorKind, Session, SessionId, SessionStore};
 
 const SECRET: &str = "s3cr3t-marker-9f2c";
 
+/// What a test made on servers, removed by [`Cleanup::done`] at its end.
+#[derive(Default)]
+struct Cleanup {
+    #[allow(dead_code)]
+    postgres: Option<(String, String)>,
+}
+
+impl Cleanup {
+    async fn done(self) {
+        #[cfg(feature = "postgres")]
+        if let Some((url, schema)) = self.postgres {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+}
+
 /// Every store enabled by features whose server is reachable, each on its own namespace.
 #[allow(clippy::vec_init_then_push)]
-async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
+async fn stores() -> (Vec<(&'static str, Arc<dyn SessionStore>)>, Cleanup) {
+    #[allow(unused_mut)]
+    let mut cleanup = Cleanup::default();
     #[allow(unused_mut)]
     let mut stores: Vec<(&'static str, Arc<dyn SessionStore>)> = Vec::new();
     #[cfg(feature = "memory")]
@@ -44,13 +69,15 @@ async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
         "postgres://postgres@127.0.0.1:5432/test",
         5432,
     ) {
+        let schema = support::unique_name("sst_bad_");
         let store = session_stores::PostgresStore::builder()
-            .schema(support::unique_name("sst_bad_"))
+            .schema(schema.as_str())
             .connect(&url)
             .await
             .unwrap();
         store.migrate().await.unwrap();
         stores.push(("postgres", Arc::new(store)));
+        cleanup.postgres = Some((url, schema));
     }
     #[cfg(feature = "redis")]
     if let Some(url) =
@@ -63,7 +90,7 @@ async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
             .unwrap();
         stores.push(("redis", Arc::new(store)));
     }
-    stores
+    (stores, cleanup)
 }
 
 fn session(data: Value) -> Session {
@@ -128,7 +155,8 @@ async fn a_16_mib_value_round_trips_on_every_backend() {
     let blob: String = (0..16 << 20)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
-    for (name, store) in stores().await {
+    let (stores, cleanup) = stores().await;
+    for (name, store) in stores {
         let stored =
             round_trip_or_refuse(name, &*store, "a 16 MiB value", json!({ "blob": blob })).await;
         assert!(
@@ -137,6 +165,7 @@ async fn a_16_mib_value_round_trips_on_every_backend() {
         );
         eprintln!("{name}: 16 MiB value round-tripped");
     }
+    cleanup.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +191,8 @@ async fn numbers_at_the_edges_round_trip_or_are_refused() {
         ("2^53 + 2 as a float", json!(9007199254740994.0)),
         ("-1e300", json!(-1e300)),
     ];
-    for (name, store) in stores().await {
+    let (stores, cleanup) = stores().await;
+    for (name, store) in stores {
         let mut refused = Vec::new();
         for (what, number) in &numbers {
             let data = json!({ "n": number, "secret": SECRET });
@@ -179,6 +209,7 @@ async fn numbers_at_the_edges_round_trip_or_are_refused() {
             assert!(!refused.contains(&integer), "{name} refused {integer}");
         }
     }
+    cleanup.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +229,8 @@ async fn strings_with_every_escape_round_trip_or_are_refused() {
         ("a key full of escapes", json!({ "\n\t\"\\\u{1}": 1 })),
         ("NUL", json!("a\u{0}b")),
     ];
-    for (name, store) in stores().await {
+    let (stores, cleanup) = stores().await;
+    for (name, store) in stores {
         let mut refused = Vec::new();
         for (what, value) in &cases {
             let data = json!({ "s": value, "secret": SECRET });
@@ -213,6 +245,7 @@ async fn strings_with_every_escape_round_trip_or_are_refused() {
             "{name} refused {refused:?}"
         );
     }
+    cleanup.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +267,8 @@ async fn debug_output_and_errors_never_show_session_data_or_whole_ids() {
     deep.insert("deep".into(), value);
     let mut deep_session = Session::new(Duration::from_secs(60));
     deep_session.replace_data(deep);
-    for (name, store) in stores().await {
+    let (stores, cleanup) = stores().await;
+    for (name, store) in stores {
         let err = store.set(&id, &deep_session).await.unwrap_err();
         for text in [err.to_string(), format!("{err:?}")] {
             assert!(!text.contains(SECRET), "{name}: {text}");
@@ -254,4 +288,5 @@ async fn debug_output_and_errors_never_show_session_data_or_whole_ids() {
             "{name}: the error does not name the session: {text}"
         );
     }
+    cleanup.done().await;
 }
