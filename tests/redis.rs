@@ -884,3 +884,60 @@ async fn recovers_by_itself_after_a_redis_restart() {
     store.clear().await.unwrap();
     server.kill().await.unwrap();
 }
+
+/// `touch` to an expiry of the same width rewrites only the expiry in place (the data bytes
+/// are untouched), and to one of another width rewrites the value; either way the data,
+/// version and the key's TTL follow.
+#[tokio::test]
+async fn touch_in_place_and_with_a_wider_expiry() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut conn = raw(&url).await;
+    let id = SessionId::generate();
+    let blob = "x".repeat(64 * 1024);
+    let s = session(json!({ "blob": blob }), HOUR);
+    store.set(&id, &s).await.unwrap();
+    let key = store.key_for(&id);
+    let before: Vec<u8> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // Same width (13 digits): in place.
+    let later = SystemTime::now() + 2 * HOUR;
+    assert!(store.touch(&id, later).await.unwrap());
+    let after: Vec<u8> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(before.len(), after.len());
+    let head = |v: &[u8]| v.iter().take_while(|b| **b != b'{').count();
+    assert_eq!(
+        &before[head(&before)..],
+        &after[head(&after)..],
+        "data bytes changed"
+    );
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.expires_at_millis(), session_stores::to_millis(later));
+    assert_eq!((got.version(), got.data()), (1, s.data()));
+    let ttl: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ttl, session_stores::to_millis(later));
+
+    // A wider expiry (year 5000: 14 digits), then back to 13.
+    let far = session_stores::from_millis(95_617_584_000_000);
+    assert!(store.touch(&id, far).await.unwrap());
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.expires_at_millis(), 95_617_584_000_000);
+    assert_eq!((got.version(), got.data()), (1, s.data()));
+    assert!(store.touch(&id, later).await.unwrap());
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.expires_at_millis(), session_stores::to_millis(later));
+    assert_eq!((got.version(), got.data()), (1, s.data()));
+    store.destroy(&id).await.unwrap();
+}

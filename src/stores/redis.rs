@@ -217,7 +217,8 @@ local cas = ARGV[2] == 'cas'
 local live = '0'
 local kind = redis.call('TYPE', key)['ok']
 if kind == 'string' then
-  local cur = redis.call('GET', key)
+  -- Only the head is needed: a version of at most 15 digits and an expiry.
+  local cur = redis.call('GETRANGE', key, 0, 63)
   local v, e = string.match(cur, '^(%d+):(%d+):')
   if v and #v > 15 then v = nil end
   if v then
@@ -252,15 +253,22 @@ local now = tonumber(ARGV[1])
 local kind = redis.call('TYPE', key)['ok']
 if kind == 'none' then return 0 end
 if kind ~= 'string' then return -2 end
-local cur = redis.call('GET', key)
-local v, e = string.match(cur, '^(%d+):(%d+):')
+local head = redis.call('GETRANGE', key, 0, 63)
+local v, e = string.match(head, '^(%d+):(%d+):')
 if not v or #v > 15 then return -2 end
 if tonumber(e) <= now then return 0 end
 if tonumber(ARGV[2]) <= now then
   redis.call('DEL', key)
   return 1
 end
-redis.call('SET', key, v .. ':' .. ARGV[2] .. ':' .. string.sub(cur, #v + #e + 3), 'PXAT', ARGV[2])
+if #ARGV[2] == #e then
+  -- Same width (the usual case): overwrite the expiry in place, without moving the data.
+  redis.call('SETRANGE', key, #v + 1, ARGV[2])
+  redis.call('PEXPIREAT', key, ARGV[2])
+else
+  local cur = redis.call('GET', key)
+  redis.call('SET', key, v .. ':' .. ARGV[2] .. ':' .. string.sub(cur, #v + #e + 3), 'PXAT', ARGV[2])
+end
 return 1
 "#;
 
@@ -272,7 +280,7 @@ local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local kind = redis.call('TYPE', key)['ok']
 if kind == 'string' then
-  local cur = redis.call('GET', key)
+  local cur = redis.call('GETRANGE', key, 0, 63)
   local v, e = string.match(cur, '^(%d+):(%d+):')
   if not v or #v > 15 or tonumber(e) > now then return 0 end
 elseif kind ~= 'none' then
