@@ -51,17 +51,17 @@ async fn stores() -> (Vec<(&'static str, Arc<dyn SessionStore>)>, Cleanup) {
     stores.push(("memory", Arc::new(session_stores::MemoryStore::new(1000))));
     #[cfg(feature = "file")]
     {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let store = session_stores::FileStore::new(dir).await.unwrap();
-        stores.push(("file", Arc::new(store)));
+        let dir = tempfile::tempdir().unwrap();
+        let store = session_stores::FileStore::new(dir.path()).await.unwrap();
+        stores.push(("file", Arc::new(support::WithDir::new(store, dir))));
     }
     #[cfg(feature = "sqlite")]
     {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let store = session_stores::SqliteStore::open(dir.join("bad.db"))
+        let dir = tempfile::tempdir().unwrap();
+        let store = session_stores::SqliteStore::open(dir.path().join("bad.db"))
             .await
             .unwrap();
-        stores.push(("sqlite", Arc::new(store)));
+        stores.push(("sqlite", Arc::new(support::WithDir::new(store, dir))));
     }
     #[cfg(feature = "postgres")]
     if let Some(url) = support::service_url(

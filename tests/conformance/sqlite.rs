@@ -2,68 +2,22 @@
 //! check), in-memory, several stores sharing one file through their own tables, and without
 //! WAL or read connections.
 
-use std::time::SystemTime;
+use session_stores::SqliteStore;
 
-use session_stores::{Result, Session, SessionId, SessionStore, SqliteStore, async_trait};
-use tempfile::TempDir;
+use crate::support::{WithDir, unique_name};
 
-use crate::support::unique_name;
-
-/// A file-backed store that owns the temporary directory of its database.
-struct TempSqlite {
-    store: SqliteStore,
-    _dir: TempDir,
-}
-
-impl TempSqlite {
-    async fn new() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let store = SqliteStore::open(dir.path().join("sessions.db"))
-            .await
-            .expect("open a file-backed SqliteStore");
-        TempSqlite { store, _dir: dir }
-    }
-}
-
-#[async_trait]
-impl SessionStore for TempSqlite {
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        self.store.get(id).await
-    }
-    async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
-        self.store.set(id, session).await
-    }
-    async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.store.destroy(id).await
-    }
-    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
-        self.store.touch(id, expires_at).await
-    }
-    async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
-        self.store.create(id, session).await
-    }
-    async fn set_if_version(
-        &self,
-        id: &SessionId,
-        session: &Session,
-        expected: u64,
-    ) -> Result<u64> {
-        self.store.set_if_version(id, session, expected).await
-    }
-    async fn len(&self) -> Result<u64> {
-        self.store.len().await
-    }
-    async fn clear(&self) -> Result<()> {
-        self.store.clear().await
-    }
-    async fn delete_expired(&self) -> Result<u64> {
-        self.store.delete_expired().await
-    }
+/// A file-backed store in a fresh temporary directory that is removed with the store.
+async fn temp_sqlite() -> WithDir<SqliteStore> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(dir.path().join("sessions.db"))
+        .await
+        .expect("open a file-backed SqliteStore");
+    WithDir::new(store, dir)
 }
 
 /// One #[test] per check, each on a fresh database file.
 mod file {
-    session_stores::conformance_tests!(|| async { super::TempSqlite::new().await });
+    session_stores::conformance_tests!(super::temp_sqlite);
 }
 
 /// One #[test] per check, each on a fresh in-memory database.

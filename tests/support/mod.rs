@@ -6,6 +6,8 @@
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use session_stores::{Result, Session, SessionId};
+
 /// Whether this run is CI (`CI=true` or `CI=1`), where a missing server fails the test.
 pub fn in_ci() -> bool {
     matches!(
@@ -105,4 +107,54 @@ pub fn unique_name(prefix: &str) -> String {
         .collect::<String>()
         .to_ascii_lowercase();
     format!("{prefix}{suffix}")
+}
+
+/// A store that owns the temporary directory its data lives in, so the directory is removed
+/// when the store is dropped (for factories that must hand out a fresh store per check).
+pub struct WithDir<S> {
+    pub store: S,
+    _dir: tempfile::TempDir,
+}
+
+impl<S> WithDir<S> {
+    /// `store`, keeping `dir` alive as long as it is.
+    pub fn new(store: S, dir: tempfile::TempDir) -> Self {
+        WithDir { store, _dir: dir }
+    }
+}
+
+#[session_stores::async_trait]
+impl<S: session_stores::SessionStore> session_stores::SessionStore for WithDir<S> {
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        self.store.get(id).await
+    }
+    async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
+        self.store.set(id, session).await
+    }
+    async fn destroy(&self, id: &SessionId) -> Result<()> {
+        self.store.destroy(id).await
+    }
+    async fn touch(&self, id: &SessionId, expires_at: std::time::SystemTime) -> Result<bool> {
+        self.store.touch(id, expires_at).await
+    }
+    async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
+        self.store.create(id, session).await
+    }
+    async fn set_if_version(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        expected: u64,
+    ) -> Result<u64> {
+        self.store.set_if_version(id, session, expected).await
+    }
+    async fn len(&self) -> Result<u64> {
+        self.store.len().await
+    }
+    async fn clear(&self) -> Result<()> {
+        self.store.clear().await
+    }
+    async fn delete_expired(&self) -> Result<u64> {
+        self.store.delete_expired().await
+    }
 }
