@@ -771,7 +771,9 @@ impl Inner {
         let Probe::Cached(entry) = probe else {
             return Ok(None);
         };
-        if entry.expires_at <= now {
+        // A different expiry is a different file: no need to encode to know it (and a write
+        // that follows encodes anyway, at its new version).
+        if entry.expires_at <= now || entry.expires_at != session.expires_at_millis() {
             return Ok(None);
         }
         let bytes = encode(
