@@ -19,6 +19,8 @@ enum Defect {
     NonAtomicCreate,
     SetIfVersionIgnoresVersion,
     LenCountsExpired,
+    AcceptsOverDeepData,
+    UnchangedSetMisreportsVersion,
 }
 
 struct Faulty {
@@ -32,6 +34,14 @@ impl Faulty {
             map: Mutex::new(HashMap::new()),
             defect,
         }
+    }
+
+    /// The nesting limit every write must enforce (skipped by one defect).
+    fn check_data(&self, id: &SessionId, session: &Session) -> Result<()> {
+        if self.defect == Defect::AcceptsOverDeepData {
+            return Ok(());
+        }
+        session_stores::check_nesting(id, session.data())
     }
 
     fn live_version(&self, id: &SessionId) -> Option<u64> {
@@ -63,13 +73,19 @@ impl SessionStore for Faulty {
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
-        session_stores::check_nesting(id, session.data())?;
+        self.check_data(id, session)?;
         // One lock for the read and the write, so the version advances atomically.
         let mut map = self.map.lock().unwrap();
-        let next = map
-            .get(id)
-            .filter(|s| !s.is_expired())
-            .map_or(1, |s| s.version() + 1);
+        let live = map.get(id).filter(|s| !s.is_expired());
+        let next = live.map_or(1, |s| s.version() + 1);
+        if self.defect == Defect::UnchangedSetMisreportsVersion
+            && live.is_some_and(|s| {
+                s.data() == session.data() && s.expires_at_millis() == session.expires_at_millis()
+            })
+        {
+            // Skips the identical write, but reports a version that is not the stored one.
+            return Ok(next);
+        }
         if session.is_expired() {
             map.remove(id);
             return Ok(0);
@@ -106,7 +122,7 @@ impl SessionStore for Faulty {
     }
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
-        session_stores::check_nesting(id, session.data())?;
+        self.check_data(id, session)?;
         if self.defect == Defect::NonAtomicCreate {
             // Check, let other tasks run, then insert: the classic race.
             if self.live_version(id).is_some() {
@@ -130,7 +146,7 @@ impl SessionStore for Faulty {
         session: &Session,
         expected: u64,
     ) -> Result<u64> {
-        session_stores::check_nesting(id, session.data())?;
+        self.check_data(id, session)?;
         let mut map = self.map.lock().unwrap();
         let current = map
             .get(id)
@@ -262,4 +278,22 @@ async fn run_check_names_an_unknown_check() {
     .unwrap_err();
     assert!(err.message.contains("no_such_check"), "{err}");
     assert!(session_stores::conformance::check_names().count() >= 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_a_store_that_accepts_data_it_could_not_read_back() {
+    assert_caught(
+        Defect::AcceptsOverDeepData,
+        &["nesting_at_the_limit_round_trips_and_deeper_is_refused"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_a_skipped_identical_set_that_misreports_its_version() {
+    assert_caught(
+        Defect::UnchangedSetMisreportsVersion,
+        &["set_of_identical_content_returns_the_stored_version"],
+    )
+    .await;
 }
