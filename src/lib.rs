@@ -35,9 +35,10 @@ pub use connect::{StoreKind, connect};
 
 pub use error::{BoxError, Error, ErrorKind, IdHint, InvalidIdReason, JsonError, Result};
 pub use session::{
-    MAX_NESTING, Session, SessionId, check_nesting, from_millis, now_millis, to_millis,
+    FRESH_VERSION_SPAN, MAX_NESTING, MAX_VERSION, Session, SessionId, check_nesting,
+    fresh_version, from_millis, next_version, now_millis, to_millis,
 };
-pub use store::SessionStore;
+pub use store::{Capabilities, SessionStore};
 
 /// Re-exported so that a store of your own can implement [`SessionStore`] without adding
 /// `async-trait` to its dependencies.

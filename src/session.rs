@@ -207,6 +207,72 @@ pub fn from_millis(ms: i64) -> SystemTime {
     }
 }
 
+/// The largest version a store assigns: the largest 15-digit number. Every version fits a
+/// signed 64-bit SQL integer, a Redis value header and a JSON or JavaScript number exactly
+/// (it is below 2^53).
+pub const MAX_VERSION: u64 = 999_999_999_999_999;
+
+/// A new incarnation's version is drawn from `1..=FRESH_VERSION_SPAN` (2^48), which leaves
+/// room for more than 7 * 10^14 later writes before [`MAX_VERSION`].
+pub const FRESH_VERSION_SPAN: u64 = 1 << 48;
+
+/// A fresh, unpredictable version for a new incarnation of a session: a write that stores a
+/// session where none was live (`create`, or `set`/`set_if_version(.., 0)` over an absent or
+/// expired session).
+///
+/// It is drawn uniformly from `1..=`[`FRESH_VERSION_SPAN`], so a compare-and-set that still
+/// holds a version of an earlier incarnation of the same id (destroyed or expired since) fails
+/// with [`Error::Conflict`] instead of overwriting the new session, except with a chance of
+/// about one in 2^48. Stores call this; it is public for stores of your own.
+///
+/// The generator is a per-thread SplitMix64 seeded from the standard library's randomly keyed
+/// hasher: fast (no system call per write) and never failing. Versions are not secrets: they
+/// need to be distinct, not unguessable.
+///
+/// ```
+/// use session_stores::{fresh_version, FRESH_VERSION_SPAN};
+///
+/// let v = fresh_version();
+/// assert!((1..=FRESH_VERSION_SPAN).contains(&v));
+/// assert_ne!(v, fresh_version());
+/// ```
+pub fn fresh_version() -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0x7e55_10_u64));
+    }
+    STATE.with(|state| {
+        // SplitMix64 (Steele, Lea and Flood, 2014).
+        let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(next);
+        let mut z = next;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 16) + 1
+    })
+}
+
+/// The version a write assigns over a live session at `version`: `version + 1`, or a
+/// [`fresh_version`] when `version` is 0 (absent) or already [`MAX_VERSION`] or above (which
+/// no store assigns; only a hand-edited or corrupt record holds one).
+///
+/// ```
+/// use session_stores::{next_version, MAX_VERSION};
+///
+/// assert_eq!(next_version(41), 42);
+/// assert!(next_version(MAX_VERSION) <= MAX_VERSION);
+/// assert!(next_version(0) > 0);
+/// ```
+pub fn next_version(version: u64) -> u64 {
+    if version == 0 || version >= MAX_VERSION {
+        fresh_version()
+    } else {
+        version + 1
+    }
+}
+
 /// How deeply session data may nest arrays and objects: the data object itself is level 1,
 /// so `{"a": {"b": [1]}}` has depth 3. Every store refuses deeper data with
 /// [`Error::Encode`] before writing anything, because a JSON parser (serde_json's stops at
@@ -242,10 +308,11 @@ pub fn check_nesting(id: &SessionId, data: &Map<String, Value>) -> Result<()> {
 ///   equal to what was written.
 /// - The **expiry** is absolute, with millisecond precision (finer parts are truncated when
 ///   it is set). A store never returns a session whose expiry has passed.
-/// - The **version** is advanced by the store on every successful write and is what
+/// - The **version** is assigned by the store on every successful write and is what
 ///   [`set_if_version`](crate::SessionStore::set_if_version) compares. A session that has
-///   never been stored has version 0. The version a caller puts in a `Session` is ignored by
-///   writes: the store decides it.
+///   never been stored has version 0. A new incarnation of an id starts at an unpredictable
+///   [`fresh_version`]; each later write adds one. The version a caller puts in a `Session`
+///   is ignored by writes: the store decides it.
 ///
 /// The typed helpers mirror @fastify/session's `session.get(key)` / `session.set(key, value)`:
 ///

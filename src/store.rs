@@ -13,53 +13,99 @@ use crate::session::{Session, SessionId};
 /// # Contract
 ///
 /// Every store in this crate, and every store that passes the
-/// [conformance suite](crate::conformance), behaves as follows. "Live" means the session's
-/// expiry is still in the future (`now < expires_at`); "absent" means there is no live
-/// session under the id, whether nothing was ever stored there, it was destroyed, or it
-/// expired.
+/// [conformance suite](crate::conformance), behaves as follows.
 ///
+/// **Live and absent.** A session is *live* while the store's clock is before its expiry
+/// (`now < expires_at`, in milliseconds): an expiry equal to now has passed. *Absent* means
+/// there is no live session under the id, whether nothing was ever stored there, it was
+/// destroyed, or it expired. An expired session that was not yet deleted is absent for every
+/// operation: `get` does not return it, `set`, `create` and `set_if_version(.., 0)` write over
+/// it as over nothing (starting a new incarnation), `touch` does not revive it, and `len` and
+/// `is_empty` do not count it.
+///
+/// **Versions.** Every stored session has a version in `1..=`[`MAX_VERSION`](crate::MAX_VERSION).
+/// - A write that stores a session where none was live starts a **new incarnation** at a
+///   fresh, unpredictable version ([`fresh_version`](crate::fresh_version)), never at a fixed
+///   value such as 1.
+/// - A write over a live session at version `v` stores `v + 1`
+///   ([`next_version`](crate::next_version)); `touch` never changes the version.
+/// - So a version never repeats for an id: a version read from one incarnation does not match
+///   a later incarnation (except with a chance of about one in 2^48), and a compare-and-set
+///   that holds it fails with [`Error::Conflict`](crate::Error::Conflict) instead of
+///   overwriting a session that was created after a logout or an expiry.
+/// - A caller may assume: 0 means absent; every successful write returns the version it
+///   stored; the versions of one incarnation go up by exactly one per write. A caller may not
+///   assume any starting value, that a new incarnation's version is larger than an old one's,
+///   or anything about versions of different ids.
+/// - The version inside a [`Session`] passed to a write is ignored: the store decides it.
+///
+/// **Operations.**
 /// - **`get(id)`** returns the live session stored under `id`, or `None` if it is absent. A
 ///   store never returns an expired session, even before `delete_expired` has run. The data
-///   is returned exactly as written; the expiry to the millisecond; the version as the
+///   is returned exactly as written (keys, strings, integers versus floats such as `1` and
+///   `1.0`, nulls, empty objects and arrays); the expiry to the millisecond; the version as the
 ///   store assigned it.
 /// - **`set(id, session)`** is an upsert: it stores the session's data and expiry under `id`,
-///   whatever was there, and returns the new version: the previous live version plus one,
-///   or 1 if the session was absent. A `set` whose expiry is already in the past deletes the
-///   session and returns 0. The version inside `session` is ignored. One exception: a `set`
-///   whose data and expiry are exactly those of the live stored session changes nothing, so a
-///   store may skip the write and return the current version instead (the file store does,
-///   to save a rewrite on every request). Either way the returned version is the one now
-///   stored, and a compare-and-set on it succeeds.
+///   whatever was there, and returns the new version (the live version plus one, or a fresh
+///   one if the session was absent). A `set` whose expiry is not in the future deletes any
+///   session under `id`, stores nothing and returns 0. One exception: a `set` whose data and
+///   expiry are both exactly those of the live stored session changes nothing, so a store may
+///   skip the write and return the current version instead (the file store does, to save a
+///   rewrite on every request). Either way the returned version is the one now stored, and a
+///   compare-and-set on it succeeds. Identical data with another expiry, or identical content
+///   over an absent session, is an ordinary write.
 /// - **`destroy(id)`** removes the session. It is idempotent: destroying an absent session
 ///   is `Ok`.
-/// - **`touch(id, expires_at)`** moves the expiry of a live session and changes nothing
-///   else: not the data, not the version. It returns whether a live session existed; it never
-///   creates one. Touching to a time in the past expires the session at once.
+/// - **`touch(id, expires_at)`** moves the expiry of a live session, later or earlier, and
+///   changes nothing else: not the data, not the version. It returns whether a live session
+///   existed; it never creates or revives one. Touching to a time that is not in the future
+///   expires the session at once (and returns `true`).
 /// - **`create(id, session)`** stores the session only if `id` is absent, atomically: of any
 ///   number of concurrent `create`s of one id, exactly one returns `true`. It returns `false`
-///   on a collision and leaves the existing session untouched. A created session has version
-///   1. Middleware uses this so that two users are never handed the same id.
+///   on a collision and leaves the existing session untouched (data, expiry and version). A
+///   created session starts a new incarnation. A `create` whose expiry is not in the future
+///   stores nothing live: over an absent id it returns `true` and the id stays absent.
+///   Middleware uses `create` so that two users are never handed the same id.
 /// - **`set_if_version(id, session, expected)`** is compare-and-set: it writes only if the
-///   stored version still equals `expected` (0 meaning "absent"), atomically with respect to
-///   every other write, and returns the new version (`expected + 1`, or 0 if the session's
-///   expiry is in the past and the write deleted it). Otherwise it writes nothing and returns
-///   [`Error::Conflict`](crate::Error::Conflict). A read-modify-write loop around it never
+///   live version still equals `expected` (0 meaning "absent"), atomically with respect to
+///   every other write, and returns the new version (`expected + 1`; a fresh version when
+///   `expected` is 0; 0 when the session's expiry is not in the future and the write deleted
+///   it). Otherwise it writes nothing and returns [`Error::Conflict`](crate::Error::Conflict)
+///   naming the session and the expected version. A read-modify-write loop around it never
 ///   loses an update.
 /// - **`len()`** counts live sessions; expired ones that are not yet deleted do not count.
-///   **`clear()`** removes every session of this store (and only this store's: a store that
-///   shares a database, directory or Redis with other data removes only its own entries).
-/// - **`delete_expired()`** removes expired sessions and returns how many it removed. It never
-///   removes a live session. A backend that expires entries by itself (Redis) may return 0.
+///   **`is_empty()`** is `len() == 0`.
+/// - **`clear()`** removes every session of this store, and only this store's: a store that
+///   shares a database, directory or Redis with other data (another table, prefix or
+///   directory, another store) removes only its own entries. Likewise `len` counts and
+///   `delete_expired` removes only this store's sessions.
+/// - **`delete_expired()`** removes expired sessions and returns exactly how many it removed.
+///   It never removes a live session, however close to its expiry. A store whose
+///   [`capabilities`](SessionStore::capabilities) declare
+///   [`expires_by_itself`](Capabilities::expires_by_itself) (Redis, whose keys expire on their
+///   own) has nothing to remove and returns 0.
 ///
-/// - **Data limits:** data nested more than [`MAX_NESTING`](crate::MAX_NESTING) levels deep
-///   is refused by every write with [`Error::Encode`](crate::Error::Encode) before anything
-///   is written (see [`check_nesting`](crate::check_nesting)), so that no store accepts a
-///   session it could not read back. A store may also refuse a session over its documented
-///   size limit with [`Error::TooLarge`](crate::Error::TooLarge).
+/// **Concurrency.** Every operation is atomic with respect to every other on the same id:
+/// concurrent writes never produce a mix of two sessions, never hand out one version twice,
+/// and leave the last write whole; a `touch` racing a `destroy` never brings the session
+/// back; a `create` racing a `destroy` returns `true` only if it stored its session.
 ///
-/// Ids are validated by [`SessionId`] before any store sees them. Errors say which session
-/// failed and keep the backend's error as their source. A write that fails leaves the
-/// previous session intact.
+/// **Data limits.** Data nested more than [`MAX_NESTING`](crate::MAX_NESTING) levels deep
+/// is refused by every write with [`Error::Encode`](crate::Error::Encode) naming the session,
+/// before anything is written (see [`check_nesting`](crate::check_nesting)), so that no store
+/// accepts a session it could not read back. A store may also refuse a session over its
+/// documented size limit with [`Error::TooLarge`](crate::Error::TooLarge). A refused write
+/// leaves the previous session under the id exactly as it was, and a fresh id absent.
+///
+/// Ids are validated by [`SessionId`] before any store sees them, and ids are compared
+/// exactly: ids that differ only in case, in `.` versus `_`, or in their last byte are
+/// different sessions. Errors say which session failed ([`Error::session`](crate::Error::session))
+/// and keep the backend's error as their source. A write that fails leaves the previous
+/// session intact.
+///
+/// **Capabilities.** Optional parts of the contract are declared by
+/// [`capabilities`](SessionStore::capabilities); the suite holds a store to the sentences of
+/// what it declares and never fails it for what it does not.
 ///
 /// The trait is dyn-compatible: `Box<dyn SessionStore>` and `Arc<dyn SessionStore>` are
 /// stores too (as are `&S`, `Box<S>` and `Arc<S>`).
@@ -74,7 +120,10 @@ use crate::session::{Session, SessionId};
 /// use std::sync::Mutex;
 /// use std::time::SystemTime;
 ///
-/// use session_stores::{async_trait, check_nesting, now_millis, to_millis, Error, Result, Session, SessionId, SessionStore};
+/// use session_stores::{
+///     async_trait, check_nesting, fresh_version, next_version, now_millis, to_millis, Error,
+///     Result, Session, SessionId, SessionStore,
+/// };
 ///
 /// #[derive(Default)]
 /// struct MapStore(Mutex<HashMap<SessionId, Session>>);
@@ -102,7 +151,7 @@ use crate::session::{Session, SessionId};
 ///     }
 ///     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
 ///         let mut map = self.0.lock().unwrap();
-///         let next = Self::live(&map, id).unwrap_or(0) + 1;
+///         let next = next_version(Self::live(&map, id).unwrap_or(0));
 ///         Self::write(&mut map, id, session, next)
 ///     }
 ///     async fn destroy(&self, id: &SessionId) -> Result<()> {
@@ -124,7 +173,7 @@ use crate::session::{Session, SessionId};
 ///         if Self::live(&map, id).is_some() {
 ///             return Ok(false);
 ///         }
-///         Self::write(&mut map, id, session, 1)?;
+///         Self::write(&mut map, id, session, fresh_version())?;
 ///         Ok(true)
 ///     }
 ///     async fn set_if_version(&self, id: &SessionId, session: &Session, expected: u64) -> Result<u64> {
@@ -132,7 +181,7 @@ use crate::session::{Session, SessionId};
 ///         if Self::live(&map, id).unwrap_or(0) != expected {
 ///             return Err(Error::conflict(id, expected));
 ///         }
-///         Self::write(&mut map, id, session, expected + 1)
+///         Self::write(&mut map, id, session, next_version(expected))
 ///     }
 ///     async fn len(&self) -> Result<u64> {
 ///         let now = now_millis();
@@ -158,7 +207,9 @@ use crate::session::{Session, SessionId};
 /// session.insert("user", "ada").unwrap();
 /// assert!(store.create(&id, &session).await.unwrap());
 /// let loaded = store.get(&id).await.unwrap().unwrap();
-/// assert_eq!(loaded.version(), 1);
+/// assert!(loaded.version() >= 1);
+/// let next = store.set_if_version(&id, &loaded, loaded.version()).await.unwrap();
+/// assert_eq!(next, loaded.version() + 1);
 /// assert_eq!(loaded.get::<String>("user").unwrap().as_deref(), Some("ada"));
 /// # let _ = to_millis(SystemTime::now());
 /// # });
@@ -205,6 +256,51 @@ pub trait SessionStore: Send + Sync {
 
     /// Removes expired sessions and returns how many were removed.
     async fn delete_expired(&self) -> Result<u64>;
+
+    /// The optional parts of the contract this store keeps. The default declares none.
+    /// A wrapper store forwards the capabilities of the store it wraps, except those it
+    /// changes.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+}
+
+/// The optional parts of the [contract](SessionStore#contract) a store declares, as
+/// [OpenDAL's `Capability`](https://docs.rs/opendal) does: the conformance suite checks the
+/// sentences of each declared capability and never fails a store for one it does not declare.
+///
+/// New capabilities are added as new fields (the struct is `#[non_exhaustive]`); build one
+/// with the `with_*` methods:
+///
+/// ```
+/// use session_stores::Capabilities;
+///
+/// let caps = Capabilities::new().with_expires_by_itself(true);
+/// assert!(caps.expires_by_itself);
+/// assert!(!Capabilities::default().expires_by_itself);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The backend removes expired sessions by itself (Redis key expiry), so
+    /// [`delete_expired`](SessionStore::delete_expired) has nothing to remove and returns 0.
+    /// A store that does not declare it must return exactly the number it removed.
+    pub expires_by_itself: bool,
+}
+
+impl Capabilities {
+    /// No optional capability.
+    pub const fn new() -> Self {
+        Capabilities {
+            expires_by_itself: false,
+        }
+    }
+
+    /// Declares (or not) [`expires_by_itself`](Capabilities::expires_by_itself).
+    pub const fn with_expires_by_itself(mut self, yes: bool) -> Self {
+        self.expires_by_itself = yes;
+        self
+    }
 }
 
 macro_rules! forward_store {
@@ -245,6 +341,9 @@ macro_rules! forward_store {
             }
             async fn delete_expired(&self) -> Result<u64> {
                 (**self).delete_expired().await
+            }
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
             }
         }
     )*};

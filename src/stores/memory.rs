@@ -46,7 +46,7 @@ use lru::LruCache;
 use serde_json::Value;
 
 use crate::error::{Error, IdHint, Result};
-use crate::session::{Session, SessionId, now_millis, to_millis};
+use crate::session::{Session, SessionId, fresh_version, next_version, now_millis, to_millis};
 use crate::store::SessionStore;
 
 /// The default capacity of [`MemoryStore::default`]: 100,000 sessions.
@@ -328,7 +328,7 @@ impl SessionStore for MemoryStore {
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         let now = now_millis();
         let mut shard = self.shard(id);
-        let version = Self::live_version(&mut shard, id, now).unwrap_or(0) + 1;
+        let version = next_version(Self::live_version(&mut shard, id, now).unwrap_or(0));
         self.write(&mut shard, id, session, version, now)
     }
 
@@ -358,7 +358,7 @@ impl SessionStore for MemoryStore {
         if Self::live_version(&mut shard, id, now).is_some() {
             return Ok(false);
         }
-        self.write(&mut shard, id, session, 1, now)?;
+        self.write(&mut shard, id, session, fresh_version(), now)?;
         Ok(true)
     }
 
@@ -373,7 +373,7 @@ impl SessionStore for MemoryStore {
         if Self::live_version(&mut shard, id, now).unwrap_or(0) != expected_version {
             return Err(Error::conflict(id, expected_version));
         }
-        self.write(&mut shard, id, session, expected_version + 1, now)
+        self.write(&mut shard, id, session, next_version(expected_version), now)
     }
 
     async fn len(&self) -> Result<u64> {
