@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use session_stores::{ErrorKind, FileStore, Session, SessionId, SessionStore};
+use session_stores::{
+    ErrorKind, FRESH_VERSION_SPAN, FileStore, MAX_VERSION, Session, SessionId, SessionStore,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -62,12 +64,12 @@ async fn an_unchanged_save_skips_the_write_and_keeps_the_file() {
     let id = SessionId::generate();
     let s = session(json!({"user": "ada", "roles": ["admin"]}));
 
-    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
+    let v0 = store.set(&id, &s).await.unwrap();
     assert_eq!((store.writes(), store.skipped_writes()), (1, 0));
     let before = stamp(&store.path_of(&id));
 
     for _ in 0..3 {
-        assert_eq!(store.set(&id, &s).await.unwrap(), 1);
+        assert_eq!(store.set(&id, &s).await.unwrap(), v0);
     }
     assert_eq!((store.writes(), store.skipped_writes()), (1, 3));
     assert_eq!(
@@ -75,12 +77,12 @@ async fn an_unchanged_save_skips_the_write_and_keeps_the_file() {
         before,
         "the file was not rewritten"
     );
-    assert_eq!(store.get(&id).await.unwrap().unwrap().version(), 1);
+    assert_eq!(store.get(&id).await.unwrap().unwrap().version(), v0);
 
     // A changed expiry is a change.
     let mut later = s.clone();
     later.set_expires_at_millis(s.expires_at_millis() + 1);
-    assert_eq!(store.set(&id, &later).await.unwrap(), 2);
+    assert_eq!(store.set(&id, &later).await.unwrap(), v0 + 1);
     assert_eq!(store.writes(), 2);
     assert_eq!(
         on_disk(&store, &id).expires_at_millis(),
@@ -94,11 +96,11 @@ async fn a_nested_change_is_written() {
     let store = FileStore::new(tmp.path()).await.unwrap();
     let id = SessionId::generate();
     let mut s = session(json!({"profile": {"prefs": {"theme": "dark", "tags": [1, 2]}}}));
-    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
+    let v0 = store.set(&id, &s).await.unwrap();
 
     // Change a value deep inside the object the caller still holds.
     s.data_mut()["profile"]["prefs"]["theme"] = json!("light");
-    assert_eq!(store.set(&id, &s).await.unwrap(), 2);
+    assert_eq!(store.set(&id, &s).await.unwrap(), v0 + 1);
     assert_eq!(
         on_disk(&store, &id).data()["profile"]["prefs"]["theme"],
         "light"
@@ -106,10 +108,10 @@ async fn a_nested_change_is_written() {
     if let Some(tags) = s.data_mut()["profile"]["prefs"]["tags"].as_array_mut() {
         tags.push(json!(3));
     }
-    assert_eq!(store.set(&id, &s).await.unwrap(), 3);
+    assert_eq!(store.set(&id, &s).await.unwrap(), v0 + 2);
     let got = store.get(&id).await.unwrap().unwrap();
     assert_eq!(got.data(), s.data());
-    assert_eq!(got.version(), 3);
+    assert_eq!(got.version(), v0 + 2);
     assert_eq!((store.writes(), store.skipped_writes()), (3, 0));
 }
 
@@ -119,7 +121,7 @@ async fn touch_to_the_same_expiry_skips_and_a_new_expiry_keeps_data_and_version(
     let store = FileStore::new(tmp.path()).await.unwrap();
     let id = SessionId::generate();
     let s = session(json!({"n": 1}));
-    store.set(&id, &s).await.unwrap();
+    let v0 = store.set(&id, &s).await.unwrap();
     let before = stamp(&store.path_of(&id));
 
     assert!(store.touch(&id, s.expires_at()).await.unwrap());
@@ -131,10 +133,10 @@ async fn touch_to_the_same_expiry_skips_and_a_new_expiry_keeps_data_and_version(
     assert_eq!(store.writes(), 2);
     let got = on_disk(&store, &id);
     assert_eq!(got.data(), s.data());
-    assert_eq!(got.version(), 1);
+    assert_eq!(got.version(), v0);
     assert_eq!(got.expires_at_millis(), session_stores::to_millis(later));
     // The touch's write is in the cache: an unchanged save at the new expiry skips.
-    assert_eq!(store.set(&id, &got).await.unwrap(), 1);
+    assert_eq!(store.set(&id, &got).await.unwrap(), v0);
     assert_eq!(store.skipped_writes(), 2);
 }
 
@@ -168,34 +170,41 @@ async fn two_stores_on_one_directory_never_serve_or_keep_stale_data() {
     let mut s2 = session(json!({"v": "bbbb"}));
     s2.set_expires_at_millis(s1.expires_at_millis());
 
-    assert_eq!(a.set(&id, &s1).await.unwrap(), 1);
-    assert_eq!(b.set(&id, &s2).await.unwrap(), 2, "b read a's version");
+    let v0 = a.set(&id, &s1).await.unwrap();
+    assert_eq!(b.set(&id, &s2).await.unwrap(), v0 + 1, "b read a's version");
     assert_eq!(a.get(&id).await.unwrap().unwrap().data(), s2.data());
 
-    // a's cache says "s1 at version 1", but the file is b's: no skip, and the version
+    // a's cache says "s1 at version v0", but the file is b's: no skip, and the version
     // continues from b's.
-    assert_eq!(a.set(&id, &s1).await.unwrap(), 3);
+    assert_eq!(a.set(&id, &s1).await.unwrap(), v0 + 2);
     assert_eq!(a.skipped_writes(), 0);
     let got = b.get(&id).await.unwrap().unwrap();
-    assert_eq!((got.data(), got.version()), (s1.data(), 3));
+    assert_eq!((got.data(), got.version()), (s1.data(), v0 + 2));
 
-    // b destroys; a's save writes a new session rather than trusting its cache.
+    // b destroys; a's save writes a new session (a new incarnation, at a fresh version)
+    // rather than trusting its cache.
     b.destroy(&id).await.unwrap();
-    assert_eq!(a.set(&id, &s1).await.unwrap(), 1);
-    assert!(b.get(&id).await.unwrap().is_some());
+    let v1 = a.set(&id, &s1).await.unwrap();
+    assert_ne!(
+        v1,
+        v0 + 2,
+        "a skipped the write or continued the old versions"
+    );
+    assert_eq!(a.skipped_writes(), 0);
+    assert_eq!(b.get(&id).await.unwrap().unwrap().version(), v1);
 
     // b writes a new file; a's next write must read b's version, not its own cached one.
     s1.insert("v", "cccc").unwrap();
-    b.set(&id, &s1).await.unwrap();
-    assert_eq!(a.set(&id, &s1).await.unwrap(), 3);
-    assert_eq!(b.set_if_version(&id, &s1, 3).await.unwrap(), 4);
+    assert_eq!(b.set(&id, &s1).await.unwrap(), v1 + 1);
+    assert_eq!(a.set(&id, &s1).await.unwrap(), v1 + 2);
+    assert_eq!(b.set_if_version(&id, &s1, v1 + 2).await.unwrap(), v1 + 3);
     assert!(
-        a.set_if_version(&id, &s1, 3)
+        a.set_if_version(&id, &s1, v1 + 2)
             .await
             .unwrap_err()
             .is_conflict()
     );
-    assert_eq!(a.get(&id).await.unwrap().unwrap().version(), 4);
+    assert_eq!(a.get(&id).await.unwrap().unwrap().version(), v1 + 3);
 }
 
 /// Overwrites the first `from` in the file at `path` with `to` (of the same length) in
@@ -228,31 +237,37 @@ async fn a_file_changed_behind_an_unchanged_stamp_is_never_taken_for_ours() {
     let a = FileStore::new(tmp.path()).await.unwrap();
     let id = SessionId::generate();
     let s1 = session(json!({"v": "aaaa"}));
-    assert_eq!(a.set(&id, &s1).await.unwrap(), 1);
+    let v0 = a.set(&id, &s1).await.unwrap();
     let path = a.path_of(&id);
 
     // Other data, same length, same version.
     rewrite_in_place(&path, "aaaa", "bbbb");
-    assert_eq!(a.set(&id, &s1).await.unwrap(), 2, "not skipped");
+    assert_eq!(a.set(&id, &s1).await.unwrap(), v0 + 1, "not skipped");
     assert_eq!((a.writes(), a.skipped_writes()), (2, 0));
     let got = a.get(&id).await.unwrap().unwrap();
-    assert_eq!((got.data(), got.version()), (s1.data(), 2));
+    assert_eq!((got.data(), got.version()), (s1.data(), v0 + 1));
     // The file is this store's again: an identical save skips.
-    assert_eq!(a.set(&id, &s1).await.unwrap(), 2);
+    assert_eq!(a.set(&id, &s1).await.unwrap(), v0 + 1);
     assert_eq!((a.writes(), a.skipped_writes()), (2, 1));
 
-    // Same data, another version of the same length: the version is the file's, not the
-    // cached one.
-    rewrite_in_place(&path, "\"version\": 2", "\"version\": 7");
+    // Same data, another version of the same length (its last digit changed): the version
+    // is the file's, not the cached one.
+    let cached = v0 + 1;
+    let other = cached - cached % 10 + (cached % 10 + 5) % 10;
+    rewrite_in_place(
+        &path,
+        &format!("\"version\": {cached}"),
+        &format!("\"version\": {other}"),
+    );
     assert!(
-        a.set_if_version(&id, &s1, 2)
+        a.set_if_version(&id, &s1, cached)
             .await
             .unwrap_err()
             .is_conflict()
     );
-    assert_eq!(a.set(&id, &s1).await.unwrap(), 8);
+    assert_eq!(a.set(&id, &s1).await.unwrap(), other + 1);
     assert_eq!((a.writes(), a.skipped_writes()), (3, 1));
-    assert_eq!(a.get(&id).await.unwrap().unwrap().version(), 8);
+    assert_eq!(a.get(&id).await.unwrap().unwrap().version(), other + 1);
 }
 
 /// The race the previous test stands for: store A writes, and within one mtime tick store B
@@ -264,31 +279,36 @@ async fn a_save_after_another_store_destroyed_and_rewrote_the_session_is_written
     let a = FileStore::new(tmp.path()).await.unwrap();
     let b = FileStore::new(tmp.path()).await.unwrap();
     let id = SessionId::generate();
-    let s1 = session(json!({"v": "aaaa"}));
-    let mut s2 = session(json!({"v": "bbbb"}));
-    s2.set_expires_at_millis(s1.expires_at_millis());
+    let s1 = session(json!({"v": "a".repeat(20)}));
+    let with_v = |v: String| {
+        let mut s = session(json!({ "v": v }));
+        s.set_expires_at_millis(s1.expires_at_millis());
+        s
+    };
 
-    assert_eq!(a.set(&id, &s1).await.unwrap(), 1);
+    let v0 = a.set(&id, &s1).await.unwrap();
     let path = a.path_of(&id);
     let (len, mtime, _) = stamp(&path);
     b.destroy(&id).await.unwrap();
-    assert_eq!(
-        b.set(&id, &s2).await.unwrap(),
-        1,
-        "absent after the destroy"
-    );
-    // Same length already; put A's mtime back, as if both writes fell in one tick.
+    let v1 = b.set(&id, &with_v("c".into())).await.unwrap();
+    assert_ne!(v1, v0 + 1, "absent after the destroy: a new incarnation");
+    // Versions are random, so their widths differ: B's next write pads its data to bring
+    // the file to exactly the length of A's.
+    let width = |v: u64| v.to_string().len();
+    let s2 = with_v("b".repeat(20 + width(v0) - width(v1 + 1)));
+    assert_eq!(b.set(&id, &s2).await.unwrap(), v1 + 1);
+    // Put A's mtime back, as if the writes fell in one tick.
     let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_modified(mtime).unwrap();
     drop(file);
     assert_eq!(stamp(&path).0, len);
 
-    // set = the previous live version (B's 1) + 1.
-    assert_eq!(a.set(&id, &s1).await.unwrap(), 2);
+    // set = the previous live version (B's) + 1.
+    assert_eq!(a.set(&id, &s1).await.unwrap(), v1 + 2);
     assert_eq!((a.writes(), a.skipped_writes()), (2, 0));
     for store in [&a, &b] {
         let got = store.get(&id).await.unwrap().unwrap();
-        assert_eq!((got.data(), got.version()), (s1.data(), 2));
+        assert_eq!((got.data(), got.version()), (s1.data(), v1 + 2));
     }
 }
 
@@ -302,7 +322,7 @@ async fn two_stores_in_one_process_lose_no_update() {
         Arc::new(FileStore::new(tmp.path()).await.unwrap()),
     ];
     let counter = SessionId::generate();
-    stores[0]
+    let v0 = stores[0]
         .set(&counter, &session(json!({"n": 0})))
         .await
         .unwrap();
@@ -318,7 +338,7 @@ async fn two_stores_in_one_process_lose_no_update() {
     }
     let got = stores[1].get(&counter).await.unwrap().unwrap();
     assert_eq!(got.get::<u64>("n").unwrap(), Some(100));
-    assert_eq!(got.version(), 101);
+    assert_eq!(got.version(), v0 + 100);
 
     // Concurrent creates through both stores: exactly one winner.
     let fresh = SessionId::generate();
@@ -423,7 +443,7 @@ fn child(mode: &str, dir: &Path) -> Command {
 async fn two_processes_lose_no_update() {
     let tmp = tempfile::tempdir().unwrap();
     let store = FileStore::new(tmp.path()).await.unwrap();
-    store
+    let v0 = store
         .set(&id("counter"), &session(json!({"n": 0})))
         .await
         .unwrap();
@@ -441,7 +461,7 @@ async fn two_processes_lose_no_update() {
     }
     let got = store.get(&id("counter")).await.unwrap().unwrap();
     assert_eq!(got.get::<u64>("n").unwrap(), Some(200));
-    assert_eq!(got.version(), 201);
+    assert_eq!(got.version(), v0 + 200);
 }
 
 /// A writer killed with SIGKILL in the middle of thousands of writes leaves only whole
@@ -622,7 +642,7 @@ async fn the_file_is_readable_json_with_data_expiry_and_version() {
     let store = FileStore::new(tmp.path()).await.unwrap();
     let id = SessionId::generate();
     let s = session(json!({"user": "ada", "nested": {"k": [1, "two"]}}));
-    store
+    let v0 = store
         .set(&id, &session(json!({"first": true})))
         .await
         .unwrap();
@@ -632,7 +652,7 @@ async fn the_file_is_readable_json_with_data_expiry_and_version() {
     let value: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         value,
-        json!({"data": s.data(), "expires_at": s.expires_at_millis(), "version": 2})
+        json!({"data": s.data(), "expires_at": s.expires_at_millis(), "version": v0 + 1})
     );
 }
 
@@ -719,13 +739,11 @@ async fn corrupt_files_give_decode_errors_are_skipped_by_scans_and_repaired_by_s
     }
     assert!(dir.join("notes.txt").exists());
 
-    // A set repairs a bad file; the session starts again at version 1.
+    // A set repairs a bad file; the session starts again, at a fresh version.
     for bad in &bad_ids[..corrupt.len()] {
-        assert_eq!(
-            store.set(bad, &session(json!({"fixed": 1}))).await.unwrap(),
-            1
-        );
-        assert_eq!(store.get(bad).await.unwrap().unwrap().version(), 1);
+        let version = store.set(bad, &session(json!({"fixed": 1}))).await.unwrap();
+        assert!((1..=FRESH_VERSION_SPAN).contains(&version), "{version}");
+        assert_eq!(store.get(bad).await.unwrap().unwrap().version(), version);
     }
     // destroy removes whatever file is under the id.
     for (name, _) in corrupt {
@@ -735,25 +753,23 @@ async fn corrupt_files_give_decode_errors_are_skipped_by_scans_and_repaired_by_s
     assert_eq!(store.len().await.unwrap(), 0);
 }
 
-/// A file at the largest version cannot be advanced: a `set` repairs it like a corrupt
-/// version, starting again at 1, whether the version comes from the file or from the cache.
+/// A file above the largest version a store assigns (only a hand-written file can be) is
+/// not advanced by one: a `set` gives it a fresh version, whether the version comes from the
+/// file or from the cache.
 #[tokio::test]
-async fn a_set_on_the_largest_version_starts_again_at_1() {
+async fn a_set_on_a_version_above_the_largest_starts_a_fresh_one() {
     let tmp = tempfile::tempdir().unwrap();
     let store = FileStore::new(tmp.path()).await.unwrap();
     let id = SessionId::generate();
-    let expires_at = session_stores::now_millis() + 3_600_000;
-    let body = format!(
-        "{{\"data\":{{\"n\":1}},\"expires_at\":{expires_at},\"version\":{}}}",
-        u64::MAX
-    );
+    let body = hand_written(json!({"n": 1}), u64::MAX);
 
     fs::write(store.path_of(&id), &body).unwrap();
     assert_eq!(store.get(&id).await.unwrap().unwrap().version(), u64::MAX);
     let s = session(json!({"n": 2}));
-    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
+    let fresh = store.set(&id, &s).await.unwrap();
+    assert!((1..=FRESH_VERSION_SPAN).contains(&fresh), "{fresh}");
     let got = store.get(&id).await.unwrap().unwrap();
-    assert_eq!((got.data(), got.version()), (s.data(), 1));
+    assert_eq!((got.data(), got.version()), (s.data(), fresh));
 
     // Through the cache: a touch writes the file at its version and records it.
     fs::write(store.path_of(&id), &body).unwrap();
@@ -764,9 +780,92 @@ async fn a_set_on_the_largest_version_starts_again_at_1() {
             .unwrap()
     );
     assert_eq!(on_disk(&store, &id).version(), u64::MAX);
-    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
+    let fresh = store.set(&id, &s).await.unwrap();
+    assert!((1..=FRESH_VERSION_SPAN).contains(&fresh), "{fresh}");
     let got = store.get(&id).await.unwrap().unwrap();
-    assert_eq!((got.data(), got.version()), (s.data(), 1));
+    assert_eq!((got.data(), got.version()), (s.data(), fresh));
+
+    // And a compare-and-set on it succeeds, with a fresh version too.
+    fs::write(store.path_of(&id), &body).unwrap();
+    let fresh = store.set_if_version(&id, &s, u64::MAX).await.unwrap();
+    assert!((1..=FRESH_VERSION_SPAN).contains(&fresh), "{fresh}");
+    assert_eq!(store.get(&id).await.unwrap().unwrap().version(), fresh);
+}
+
+/// The file of a live session with `data` at `version`, as written by hand.
+fn hand_written(data: Value, version: u64) -> String {
+    let expires_at = session_stores::now_millis() + 3_600_000;
+    json!({"data": data, "expires_at": expires_at, "version": version}).to_string()
+}
+
+/// A session at [`MAX_VERSION`] advances to a fresh version (at most
+/// [`FRESH_VERSION_SPAN`]) on `set` and on `set_if_version(MAX_VERSION)`.
+#[tokio::test]
+async fn the_largest_version_advances_to_a_fresh_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    let s = session(json!({"n": 2}));
+
+    fs::write(
+        store.path_of(&id),
+        hand_written(json!({"n": 1}), MAX_VERSION),
+    )
+    .unwrap();
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().version(),
+        MAX_VERSION
+    );
+    let fresh = store.set(&id, &s).await.unwrap();
+    assert!(
+        (1..=FRESH_VERSION_SPAN).contains(&fresh),
+        "set gave {fresh}"
+    );
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((got.data(), got.version()), (s.data(), fresh));
+
+    fs::write(
+        store.path_of(&id),
+        hand_written(json!({"n": 1}), MAX_VERSION),
+    )
+    .unwrap();
+    let fresh = store.set_if_version(&id, &s, MAX_VERSION).await.unwrap();
+    assert!(
+        (1..=FRESH_VERSION_SPAN).contains(&fresh),
+        "set_if_version gave {fresh}"
+    );
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((got.data(), got.version()), (s.data(), fresh));
+    assert_eq!(
+        store.set(&id, &session(json!({}))).await.unwrap(),
+        fresh + 1
+    );
+}
+
+/// A session at version 1 (written by hand), destroyed and created again, starts a new
+/// incarnation at a fresh version: neither 1 again nor 2 (each with a chance of 2^-48).
+#[tokio::test]
+async fn a_new_incarnation_does_not_restart_at_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    fs::write(store.path_of(&id), hand_written(json!({"n": 1}), 1)).unwrap();
+    assert_eq!(store.get(&id).await.unwrap().unwrap().version(), 1);
+
+    store.destroy(&id).await.unwrap();
+    assert!(store.create(&id, &session(json!({"n": 2}))).await.unwrap());
+    let version = store.get(&id).await.unwrap().unwrap().version();
+    assert_ne!(version, 1);
+    assert_ne!(version, 2);
+    assert!((1..=FRESH_VERSION_SPAN).contains(&version), "{version}");
+    // A compare-and-set holding the old incarnation's version fails.
+    assert!(
+        store
+            .set_if_version(&id, &session(json!({"n": 3})), 1)
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
 }
 
 /// Runs `op`, failing the test if it takes 10 s: a hang guard, not a timing assertion. On a
@@ -823,13 +922,10 @@ async fn a_fifo_under_a_session_name_is_a_decode_error_and_never_blocks() {
     unblocked(&path, "clear", store.clear()).await.unwrap();
     assert!(is_fifo(&path), "scans leave it in place");
 
-    assert_eq!(
-        unblocked(&path, "set", store.set(&fifo, &s)).await.unwrap(),
-        1
-    );
+    let version = unblocked(&path, "set", store.set(&fifo, &s)).await.unwrap();
     assert!(!is_fifo(&path) && path.is_file(), "set replaced it");
     let got = store.get(&fifo).await.unwrap().unwrap();
-    assert_eq!((got.data(), got.version()), (s.data(), 1));
+    assert_eq!((got.data(), got.version()), (s.data(), version));
 }
 
 #[tokio::test]
@@ -857,11 +953,11 @@ async fn expired_files_are_never_served_and_delete_expired_removes_only_them() {
             .unwrap()
     );
     assert_eq!(store.len().await.unwrap(), 1);
-    // Expired counts as absent: a set starts again at version 1, a create succeeds.
-    assert_eq!(
-        store.set(&id("old-2"), &session(json!({}))).await.unwrap(),
-        1
-    );
+    // Expired counts as absent: a set starts a new incarnation (a fresh version, not the
+    // expired one's 3 + 1), a create succeeds.
+    let version = store.set(&id("old-2"), &session(json!({}))).await.unwrap();
+    assert_ne!(version, 4);
+    assert!((1..=FRESH_VERSION_SPAN).contains(&version), "{version}");
     assert!(
         store
             .create(&id("old-3"), &session(json!({})))

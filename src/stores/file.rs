@@ -15,11 +15,12 @@
 //! let id = SessionId::generate();
 //! let mut session = Session::new(Duration::from_secs(3600));
 //! session.insert("user", "ada").unwrap();
-//! assert_eq!(store.set(&id, &session).await?, 1);
+//! // A new session starts at a fresh, unpredictable version.
+//! let version = store.set(&id, &session).await?;
 //! assert!(dir.join(format!("{id}.json")).is_file());
-//! assert_eq!(store.get(&id).await?.unwrap().version(), 1);
+//! assert_eq!(store.get(&id).await?.unwrap().version(), version);
 //! // Unchanged data and expiry: nothing is written, the version stays.
-//! assert_eq!(store.set(&id, &session).await?, 1);
+//! assert_eq!(store.set(&id, &session).await?, version);
 //! assert_eq!((store.writes(), store.skipped_writes()), (1, 1));
 //! # Ok::<(), session_stores::Error>(())
 //! # }).unwrap();
@@ -73,7 +74,9 @@
 //! ```
 //!
 //! `data` is the session's data exactly as written, `expires_at` its expiry in milliseconds
-//! since the Unix epoch, and `version` the version this store assigned (at least 1). This is
+//! since the Unix epoch, and `version` the version this store assigned (from 1 to
+//! [`MAX_VERSION`](crate::MAX_VERSION): a new session starts at a
+//! [fresh, unpredictable one](crate::fresh_version), each later write adds one). This is
 //! the same shape as [`Session`]'s serde form, so a file can be read with
 //! `serde_json::from_slice::<Session>`.
 //!
@@ -112,9 +115,10 @@
 //!   which repairs the session. Nothing panics on a bad file and nothing removes one silently;
 //!   `destroy` removes whatever file is under the id. A FIFO or device under a session's
 //!   name is never read from, so it cannot block an operation.
-//! - **The largest version.** A session at version `u64::MAX` (only a hand-written file can
-//!   be) cannot be advanced: `set` starts it again at 1, as it does when it repairs a bad
-//!   file, and `set_if_version` fails with a backend error.
+//! - **The largest version.** A session at [`MAX_VERSION`](crate::MAX_VERSION) or above
+//!   (only a hand-written file can be above) is not advanced by one: `set` and
+//!   `set_if_version` give it a fresh version instead ([`next_version`](crate::next_version)),
+//!   as `set` does when it repairs a bad file.
 //! - **Durable mode.** If the directory `fsync` after a successful rename fails, the
 //!   operation returns an error although the new file is in place (its durability is
 //!   unknown), like a database whose commit acknowledgement was lost.
@@ -172,7 +176,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::session::{Session, SessionId, now_millis, to_millis};
+use crate::session::{Session, SessionId, fresh_version, next_version, now_millis, to_millis};
 use crate::store::SessionStore;
 
 /// The default number of sessions the write-skip cache remembers: 10,000.
@@ -630,12 +634,6 @@ enum Probe {
     Read(Option<Result<Stored>>),
 }
 
-/// The version after `version`; the largest one cannot be advanced, so, like a corrupt
-/// version, it starts again at 1.
-fn next_version(version: u64) -> u64 {
-    version.checked_add(1).unwrap_or(1)
-}
-
 impl Inner {
     fn path(&self, id: &SessionId) -> PathBuf {
         let mut name = String::with_capacity(id.as_str().len() + SUFFIX.len());
@@ -799,8 +797,9 @@ impl Inner {
         }
         let version = match Self::current_of(probe, now) {
             Current::Live { version } => next_version(version),
-            // An absent session starts again at 1, and a corrupt file is repaired.
-            Current::Absent | Current::Corrupt(_) => 1,
+            // An absent session starts a new incarnation, and a corrupt file is repaired,
+            // at a fresh version.
+            Current::Absent | Current::Corrupt(_) => fresh_version(),
         };
         self.write(
             "set",
@@ -924,7 +923,13 @@ impl Inner {
             // Stored and expired at once: nothing to keep, but drop an expired leftover.
             self.remove("create", id)?;
         } else {
-            self.write("create", id, session.data(), session.expires_at_millis(), 1)?;
+            self.write(
+                "create",
+                id,
+                session.data(),
+                session.expires_at_millis(),
+                fresh_version(),
+            )?;
         }
         Ok(true)
     }
@@ -943,15 +948,14 @@ impl Inner {
             self.remove("set_if_version", id)?;
             return Ok(0);
         }
-        let next = expected
-            .checked_add(1)
-            .ok_or_else(|| Error::backend("set_if_version", Some(id), "version overflow"))?;
+        // `expected + 1`, or a fresh version for an absent session (0) or one at the
+        // largest version.
         self.write(
             "set_if_version",
             id,
             session.data(),
             session.expires_at_millis(),
-            next,
+            next_version(expected),
         )
     }
 
@@ -1201,7 +1205,7 @@ mod tests {
             let store = FileStore::new(tmp.path()).await.unwrap();
             let id = SessionId::generate();
             let (a, b) = (session("a"), session("b"));
-            assert_eq!(store.set(&id, &a).await.unwrap(), 1);
+            let v0 = store.set(&id, &a).await.unwrap();
 
             store.inner.faults.failing_writes.store(1, SeqCst);
             let err = store.set(&id, &b).await.unwrap_err();
@@ -1210,7 +1214,7 @@ mod tests {
             // The old session is intact, and no temporary file was left behind.
             let got = store.get(&id).await.unwrap().unwrap();
             assert_eq!(got.data(), a.data());
-            assert_eq!(got.version(), 1);
+            assert_eq!(got.version(), v0);
             assert_eq!(
                 fs::read_dir(tmp.path()).unwrap().count(),
                 2,
@@ -1219,14 +1223,14 @@ mod tests {
 
             // The retry really writes: the cache did not record the failed write.
             let writes = store.writes();
-            assert_eq!(store.set(&id, &b).await.unwrap(), 2);
+            assert_eq!(store.set(&id, &b).await.unwrap(), v0 + 1);
             assert_eq!(store.writes(), writes + 1);
             assert_eq!(store.skipped_writes(), 0);
             let stored = on_disk(&store, &id);
             assert_eq!(stored.data, *b.data());
-            assert_eq!(stored.version, 2);
+            assert_eq!(stored.version, v0 + 1);
             // And now an identical save is skipped.
-            assert_eq!(store.set(&id, &b).await.unwrap(), 2);
+            assert_eq!(store.set(&id, &b).await.unwrap(), v0 + 1);
             assert_eq!(store.skipped_writes(), 1);
         });
     }
@@ -1238,20 +1242,20 @@ mod tests {
             let store = FileStore::new(tmp.path()).await.unwrap();
             let id = SessionId::generate();
             let a = session("a");
-            store.set(&id, &a).await.unwrap();
+            let v0 = store.set(&id, &a).await.unwrap();
             store.inner.faults.failing_writes.store(2, SeqCst);
             let later = SystemTime::now() + Duration::from_secs(7200);
             assert!(store.touch(&id, later).await.is_err());
-            assert!(store.set_if_version(&id, &session("b"), 1).await.is_err());
+            assert!(store.set_if_version(&id, &session("b"), v0).await.is_err());
             let got = store.get(&id).await.unwrap().unwrap();
             assert_eq!(got.data(), a.data());
             assert_eq!(got.expires_at_millis(), a.expires_at_millis());
-            assert_eq!(got.version(), 1);
+            assert_eq!(got.version(), v0);
             // Both retried for real.
             assert!(store.touch(&id, later).await.unwrap());
             assert_eq!(
-                store.set_if_version(&id, &session("b"), 1).await.unwrap(),
-                2
+                store.set_if_version(&id, &session("b"), v0).await.unwrap(),
+                v0 + 1
             );
         });
     }
@@ -1263,7 +1267,7 @@ mod tests {
             let store = FileStore::new(tmp.path()).await.unwrap();
             let id = SessionId::generate();
             let a = session("a");
-            store.set(&id, &a).await.unwrap();
+            let v0 = store.set(&id, &a).await.unwrap();
 
             store.inner.faults.failing_removes.store(1, SeqCst);
             assert!(store.destroy(&id).await.is_err());
@@ -1273,13 +1277,16 @@ mod tests {
             );
             assert!(store.inner.cache().lru.as_mut().unwrap().contains(&id));
             // The entry still describes the file on disk, so a skip is still right.
-            assert_eq!(store.set(&id, &a).await.unwrap(), 1);
+            assert_eq!(store.set(&id, &a).await.unwrap(), v0);
             assert_eq!(store.skipped_writes(), 1);
 
             store.destroy(&id).await.unwrap();
             assert!(!store.path_of(&id).exists());
             assert!(!store.inner.cache().lru.as_mut().unwrap().contains(&id));
-            assert_eq!(store.set(&id, &a).await.unwrap(), 1);
+            // A new incarnation, at a fresh version.
+            let v1 = store.set(&id, &a).await.unwrap();
+            assert_ne!(v1, v0);
+            assert_eq!(on_disk(&store, &id).version, v1);
             assert_eq!(store.skipped_writes(), 1, "no skip once the file is gone");
         });
     }
@@ -1295,14 +1302,15 @@ mod tests {
                 .unwrap();
             let ids: Vec<SessionId> = (0..3).map(|_| SessionId::generate()).collect();
             let x = session("x");
+            let mut versions = Vec::new();
             for id in &ids {
-                store.set(id, &x).await.unwrap();
+                versions.push(store.set(id, &x).await.unwrap());
             }
             assert_eq!(store.inner.cache().lru.as_ref().unwrap().len(), 2);
             // The least recently written id was evicted: saving it writes again.
-            assert_eq!(store.set(&ids[0], &x).await.unwrap(), 2);
+            assert_eq!(store.set(&ids[0], &x).await.unwrap(), versions[0] + 1);
             assert_eq!(store.skipped_writes(), 0);
-            assert_eq!(store.set(&ids[2], &x).await.unwrap(), 1);
+            assert_eq!(store.set(&ids[2], &x).await.unwrap(), versions[2]);
             assert_eq!(store.skipped_writes(), 1);
 
             let small = FileStore::builder(tmp.path().join("small"))
@@ -1343,8 +1351,8 @@ mod tests {
                 .unwrap();
             let id = SessionId::generate();
             let a = session("a");
-            store.set(&id, &a).await.unwrap();
-            assert_eq!(store.set(&id, &a).await.unwrap(), 2);
+            let v0 = store.set(&id, &a).await.unwrap();
+            assert_eq!(store.set(&id, &a).await.unwrap(), v0 + 1);
             assert_eq!((store.writes(), store.skipped_writes()), (2, 0));
         });
     }
