@@ -10,7 +10,10 @@ use std::time::{Duration, SystemTime};
 use rusqlite::Connection;
 use serde_json::json;
 use session_stores::stores::sqlite::{SCHEMA_TABLE, SCHEMA_VERSION};
-use session_stores::{Error, ErrorKind, Session, SessionId, SessionStore, SqliteStore, now_millis};
+use session_stores::{
+    Error, ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, Session, SessionId, SessionStore,
+    SqliteStore, now_millis,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -39,19 +42,20 @@ async fn reopening_keeps_sessions() {
     let id = SessionId::generate();
     let other = SessionId::generate();
     let written = session(json!({"user": "ada", "roles": ["admin"], "n": 3}));
-    {
+    let v0 = {
         let store = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(store.set(&id, &written).await.unwrap(), 1);
-        assert_eq!(store.set(&id, &written).await.unwrap(), 2);
+        let v0 = store.set(&id, &written).await.unwrap();
+        assert_eq!(store.set(&id, &written).await.unwrap(), v0 + 1);
         assert!(store.create(&other, &written).await.unwrap());
-    }
+        v0
+    };
     let store = SqliteStore::open(&path).await.unwrap();
     let got = store.get(&id).await.unwrap().expect("kept across reopen");
     assert_eq!(got.data(), written.data());
     assert_eq!(got.expires_at_millis(), written.expires_at_millis());
-    assert_eq!(got.version(), 2);
+    assert_eq!(got.version(), v0 + 1);
     assert_eq!(store.len().await.unwrap(), 2);
-    assert_eq!(store.set(&id, &written).await.unwrap(), 3);
+    assert_eq!(store.set(&id, &written).await.unwrap(), v0 + 2);
     assert!(!store.create(&other, &written).await.unwrap());
 }
 
@@ -62,7 +66,7 @@ async fn rows_hold_json_text_and_integer_epoch_millis() {
     let store = SqliteStore::open(&path).await.unwrap();
     let id = SessionId::generate();
     let s = session(json!({"user": "ada", "emoji": "ü🦀"}));
-    store.set(&id, &s).await.unwrap();
+    let stored = store.set(&id, &s).await.unwrap();
     let (data_type, data, expiry_type, expires_at, version): (String, String, String, i64, i64) =
         raw(&path)
             .query_row(
@@ -79,7 +83,7 @@ async fn rows_hold_json_text_and_integer_epoch_millis() {
     );
     assert_eq!(expiry_type, "integer");
     assert_eq!(expires_at, s.expires_at_millis());
-    assert_eq!(version, 1);
+    assert_eq!(u64::try_from(version), Ok(stored));
 }
 
 /// The shared work of the two-writer tests: `increments` compare-and-set increments of the
@@ -142,6 +146,10 @@ fn shared_ids(n: usize) -> Vec<SessionId> {
         .collect()
 }
 
+/// How many of the `shared` ids each side owns, by the owner in their data. (Versions do
+/// not tell: every incarnation starts at a fresh one, so a created session's version says
+/// nothing about whether a losing `create` overwrote it; the owner counts, compared with
+/// the wins, do.)
 async fn owners(store: &SqliteStore, shared: &[SessionId]) -> (u64, u64) {
     let (mut a, mut b) = (0, 0);
     for id in shared {
@@ -150,7 +158,6 @@ async fn owners(store: &SqliteStore, shared: &[SessionId]) -> (u64, u64) {
             .await
             .unwrap()
             .expect("every shared id created");
-        assert_eq!(s.version(), 1, "a created session is never overwritten");
         match s.get::<String>("owner").unwrap().as_deref() {
             Some("parent") | Some("a") => a += 1,
             Some("child") | Some("b") => b += 1,
@@ -168,6 +175,7 @@ async fn two_stores_on_one_file_lose_nothing_and_never_report_busy() {
     let b = std::sync::Arc::new(SqliteStore::open(&path).await.unwrap());
     let counter = SessionId::new("counter").unwrap();
     assert!(a.create(&counter, &session(json!({"n": 0}))).await.unwrap());
+    let v0 = a.get(&counter).await.unwrap().unwrap().version();
     let shared = shared_ids(60);
     const TASKS: u64 = 3;
     const INCREMENTS: u64 = 40;
@@ -178,22 +186,35 @@ async fn two_stores_on_one_file_lose_nothing_and_never_report_busy() {
             let counter = counter.clone();
             let shared = shared.clone();
             handles.push(tokio::spawn(async move {
-                hammer(&store, &counter, INCREMENTS, &shared, owner).await
+                (
+                    owner,
+                    hammer(&store, &counter, INCREMENTS, &shared, owner).await,
+                )
             }));
         }
     }
-    let mut wins = 0;
+    let (mut wins_a, mut wins_b) = (0, 0);
     for handle in handles {
-        wins += handle.await.unwrap();
+        match handle.await.unwrap() {
+            ("a", wins) => wins_a += wins,
+            (_, wins) => wins_b += wins,
+        }
     }
-    assert_eq!(wins, shared.len() as u64, "exactly one create per id won");
-    let (wins_a, wins_b) = owners(&a, &shared).await;
-    assert_eq!(wins_a + wins_b, shared.len() as u64);
+    assert_eq!(
+        wins_a + wins_b,
+        shared.len() as u64,
+        "exactly one create per id won"
+    );
+    assert_eq!(
+        owners(&a, &shared).await,
+        (wins_a, wins_b),
+        "a created session is never overwritten"
+    );
     let total = 2 * TASKS * INCREMENTS;
     for store in [&a, &b] {
         let c = store.get(&counter).await.unwrap().unwrap();
         assert_eq!(c.get::<u64>("n").unwrap(), Some(total), "no increment lost");
-        assert_eq!(c.version(), total + 1);
+        assert_eq!(c.version(), v0 + total);
     }
 }
 
@@ -246,6 +267,7 @@ async fn two_processes_on_one_file_lose_nothing() {
             .await
             .unwrap()
     );
+    let v0 = store.get(&counter).await.unwrap().unwrap().version();
     let shared = shared_ids(80);
 
     let child = tokio::process::Command::new(std::env::current_exe().unwrap())
@@ -292,7 +314,7 @@ async fn two_processes_on_one_file_lose_nothing() {
         Some(2 * PROCESS_INCREMENTS),
         "no increment lost"
     );
-    assert_eq!(c.version(), 2 * PROCESS_INCREMENTS + 1);
+    assert_eq!(c.version(), v0 + 2 * PROCESS_INCREMENTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,7 +464,7 @@ async fn a_lock_held_past_the_busy_timeout_is_a_transient_timeout_and_writes_not
         .unwrap();
     let id = SessionId::generate();
     let old = session(json!({"v": "old"}));
-    store.set(&id, &old).await.unwrap();
+    let v0 = store.set(&id, &old).await.unwrap();
 
     let db = raw(&path);
     db.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -455,7 +477,7 @@ async fn a_lock_held_past_the_busy_timeout_is_a_transient_timeout_and_writes_not
         ),
         (
             "set_if_version",
-            store.set_if_version(&id, &new, 1).await.map(|_| ()),
+            store.set_if_version(&id, &new, v0).await.map(|_| ()),
         ),
         (
             "touch",
@@ -485,9 +507,9 @@ async fn a_lock_held_past_the_busy_timeout_is_a_transient_timeout_and_writes_not
     // Nothing was written, and the store works once the lock is released.
     let got = store.get(&id).await.unwrap().unwrap();
     assert_eq!(got.get::<String>("v").unwrap().as_deref(), Some("old"));
-    assert_eq!(got.version(), 1);
+    assert_eq!(got.version(), v0);
     assert_eq!(store.len().await.unwrap(), 1);
-    assert_eq!(store.set(&id, &new).await.unwrap(), 2);
+    assert_eq!(store.set(&id, &new).await.unwrap(), v0 + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,8 +542,11 @@ async fn reads_proceed_while_a_write_waits_for_the_lock() {
     assert!(store.get(&other).await.unwrap().is_none());
     assert_eq!(store.len().await.unwrap(), 1);
     db.execute_batch("COMMIT").unwrap();
-    assert_eq!(write.await.unwrap(), 1);
-    assert!(store.get(&other).await.unwrap().is_some());
+    let version = write.await.unwrap();
+    assert_eq!(
+        store.get(&other).await.unwrap().map(|s| s.version()),
+        Some(version)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,13 +691,14 @@ fn works_without_a_tokio_runtime() {
         futures_lite_block_on(async {
             let store = SqliteStore::open_in_memory().await?;
             let id = SessionId::generate();
-            store.set(&id, &session(json!({"k": "v"}))).await?;
-            Ok::<_, Error>(store.get(&id).await?.map(|s| s.version()))
+            let version = store.set(&id, &session(json!({"k": "v"}))).await?;
+            Ok::<_, Error>((version, store.get(&id).await?.map(|s| s.version())))
         })
     })
     .join()
     .unwrap();
-    assert_eq!(result.unwrap(), Some(1));
+    let (version, got) = result.unwrap();
+    assert_eq!(got, Some(version));
 }
 
 /// A tiny executor: polls `fut` on this thread, parking between wake-ups.
@@ -696,8 +722,9 @@ fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
     }
 }
 
-/// A row whose version is already i64::MAX never becomes a REAL or an unreadable row:
-/// `set_if_version` on it writes nothing, and `set` restarts the version at 1.
+/// A row whose version is already i64::MAX (above [`MAX_VERSION`]: only a hand-edited row can
+/// be) never becomes a REAL or an unreadable row: `set_if_version` and `set` on it give it a
+/// fresh version, as `next_version` does.
 #[tokio::test]
 async fn a_version_at_i64_max_never_overflows() {
     let dir = tempfile::tempdir().unwrap();
@@ -706,24 +733,108 @@ async fn a_version_at_i64_max_never_overflows() {
     let id = SessionId::generate();
     store.set(&id, &session(json!({"n": 1}))).await.unwrap();
     let db = raw(&path);
-    db.execute(
-        "UPDATE sessions SET version = 9223372036854775807 WHERE id = ?1",
-        [id.as_str()],
-    )
-    .unwrap();
     let max = i64::MAX as u64;
+    set_version(&db, &id, max);
     assert_eq!(store.get(&id).await.unwrap().unwrap().version(), max);
-    let err = store
+    let fresh = store
         .set_if_version(&id, &session(json!({"n": 2})), max)
         .await
-        .unwrap_err();
-    assert!(err.is_conflict(), "{err:?}");
+        .unwrap();
+    assert!((1..=FRESH_VERSION_SPAN).contains(&fresh), "{fresh}");
     let got = store.get(&id).await.unwrap().unwrap();
     assert_eq!(
         (got.version(), got.get::<u64>("n").unwrap()),
-        (max, Some(1))
+        (fresh, Some(2))
     );
-    assert_eq!(store.set(&id, &session(json!({"n": 3}))).await.unwrap(), 1);
+    set_version(&db, &id, max);
+    let fresh = store.set(&id, &session(json!({"n": 3}))).await.unwrap();
+    assert!((1..=FRESH_VERSION_SPAN).contains(&fresh), "{fresh}");
     let got = store.get(&id).await.unwrap().unwrap();
-    assert_eq!((got.version(), got.get::<u64>("n").unwrap()), (1, Some(3)));
+    assert_eq!(
+        (got.version(), got.get::<u64>("n").unwrap()),
+        (fresh, Some(3))
+    );
+}
+
+/// Sets the version of the row of `id` by hand.
+fn set_version(db: &Connection, id: &SessionId, version: u64) {
+    let changed = db
+        .execute(
+            "UPDATE sessions SET version = ?2 WHERE id = ?1",
+            rusqlite::params![id.as_str(), i64::try_from(version).unwrap()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+/// A row at [`MAX_VERSION`] advances to a fresh version (at most [`FRESH_VERSION_SPAN`]) on
+/// `set` and on `set_if_version(MAX_VERSION)`.
+#[tokio::test]
+async fn the_largest_version_advances_to_a_fresh_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let db = raw(&path);
+    let id = SessionId::generate();
+    store.set(&id, &session(json!({"n": 1}))).await.unwrap();
+
+    set_version(&db, &id, MAX_VERSION);
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().version(),
+        MAX_VERSION
+    );
+    let fresh = store.set(&id, &session(json!({"n": 2}))).await.unwrap();
+    assert!(
+        (1..=FRESH_VERSION_SPAN).contains(&fresh),
+        "set gave {fresh}"
+    );
+    assert_eq!(store.get(&id).await.unwrap().unwrap().version(), fresh);
+
+    set_version(&db, &id, MAX_VERSION);
+    let fresh = store
+        .set_if_version(&id, &session(json!({"n": 3})), MAX_VERSION)
+        .await
+        .unwrap();
+    assert!(
+        (1..=FRESH_VERSION_SPAN).contains(&fresh),
+        "set_if_version gave {fresh}"
+    );
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.version(), got.get::<u64>("n").unwrap()),
+        (fresh, Some(3))
+    );
+    assert_eq!(
+        store.set(&id, &session(json!({"n": 4}))).await.unwrap(),
+        fresh + 1
+    );
+}
+
+/// A session at version 1 (set by hand), destroyed and created again, starts a new
+/// incarnation at a fresh version: neither 1 again nor 2 (each with a chance of 2^-48).
+#[tokio::test]
+async fn a_new_incarnation_does_not_restart_at_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let db = raw(&path);
+    let id = SessionId::generate();
+    store.set(&id, &session(json!({"n": 1}))).await.unwrap();
+    set_version(&db, &id, 1);
+    assert_eq!(store.get(&id).await.unwrap().unwrap().version(), 1);
+
+    store.destroy(&id).await.unwrap();
+    assert!(store.create(&id, &session(json!({"n": 2}))).await.unwrap());
+    let version = store.get(&id).await.unwrap().unwrap().version();
+    assert_ne!(version, 1);
+    assert_ne!(version, 2);
+    assert!((1..=FRESH_VERSION_SPAN).contains(&version), "{version}");
+    // A compare-and-set holding the old incarnation's version fails.
+    assert!(
+        store
+            .set_if_version(&id, &session(json!({"n": 3})), 1)
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
 }

@@ -20,7 +20,9 @@
 //! let mut session = Session::new(Duration::from_secs(3600));
 //! session.insert("user", "ada").unwrap();
 //! assert!(store.create(&id, &session).await?);
-//! assert_eq!(store.get(&id).await?.unwrap().version(), 1);
+//! // A new session starts at a fresh, unpredictable version; each write adds one.
+//! let version = store.get(&id).await?.unwrap().version();
+//! assert_eq!(store.set(&id, &session).await?, version + 1);
 //!
 //! // A test or a single process that needs no persistence:
 //! let scratch = SqliteStore::open_in_memory().await?;
@@ -53,7 +55,7 @@
 //!     id         TEXT PRIMARY KEY NOT NULL, -- the session id
 //!     data       TEXT NOT NULL,             -- the session's data as a JSON object
 //!     expires_at INTEGER NOT NULL,          -- expiry, milliseconds since the Unix epoch (UTC)
-//!     version    INTEGER NOT NULL           -- the store-assigned version, 1 and up
+//!     version    INTEGER NOT NULL           -- the store-assigned version, 1 to MAX_VERSION
 //! );
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at" ON "sessions" (expires_at);
 //!
@@ -74,9 +76,14 @@
 //!
 //! - `get` and `len` filter expiry in SQL (`expires_at > now`), so an expired row is never
 //!   returned or counted, even before `delete_expired` runs.
+//! - Versions: a write that starts a new incarnation (over an absent, expired or corrupt row)
+//!   stores a [fresh, unpredictable version](crate::fresh_version), drawn by the store and
+//!   bound as a parameter; a write over a live row stores its version + 1, or a fresh one if
+//!   the row is at [`MAX_VERSION`](crate::MAX_VERSION) (or above, which only a hand-edited row
+//!   can be).
 //! - `set` is one upsert (`INSERT ... ON CONFLICT (id) DO UPDATE ... RETURNING version`) that
-//!   advances the version of a live row and restarts it at 1 over an expired one (or over a
-//!   corrupt one whose version is not a non-negative integer).
+//!   advances the version of a live row and stores the fresh one over an expired row (or over
+//!   a corrupt one whose version is not a positive integer).
 //! - `create` is an `INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE expires_at <= now`, which
 //!   inserts over an absent or expired row and does nothing over a live one; the change count
 //!   says which happened.
@@ -135,7 +142,9 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, IdHint, Result};
-use crate::session::{Session, SessionId, now_millis, to_millis};
+use crate::session::{
+    MAX_VERSION, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
+};
 use crate::store::SessionStore;
 
 /// The default table name: `sessions`.
@@ -542,6 +551,12 @@ fn integer_version(value: ValueRef<'_>) -> Result<u64, RowError> {
     }
 }
 
+/// A version as an SQLite integer. Every version a store assigns is at most
+/// [`MAX_VERSION`], far below `i64::MAX`.
+fn sql_version(version: u64) -> i64 {
+    i64::try_from(version.min(MAX_VERSION)).unwrap_or(i64::MAX)
+}
+
 /// A JSON encoding of the session's data, for the `data` column.
 fn encode(id: &SessionId, session: &Session) -> Result<String> {
     crate::session::check_nesting(id, session.data())?;
@@ -574,25 +589,28 @@ impl Sql {
                 "SELECT data, expires_at, version FROM {t} WHERE id = ?1 AND expires_at > ?2"
             ),
             live_version: format!("SELECT version FROM {t} WHERE id = ?1 AND expires_at > ?2"),
+            // ?5 is a fresh version: stored when no live row with a valid version is there,
+            // or when the live version is already the largest.
             upsert: format!(
-                "INSERT INTO {t} (id, data, expires_at, version) VALUES (?1, ?2, ?3, 1) \
+                "INSERT INTO {t} (id, data, expires_at, version) VALUES (?1, ?2, ?3, ?5) \
                  ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
                  expires_at = excluded.expires_at, \
                  version = CASE WHEN {t}.expires_at > ?4 AND typeof({t}.version) = 'integer' \
-                 AND {t}.version >= 0 AND {t}.version < 9223372036854775807 \
-                 THEN {t}.version + 1 ELSE 1 END \
+                 AND {t}.version >= 1 AND {t}.version < {MAX_VERSION} \
+                 THEN {t}.version + 1 ELSE excluded.version END \
                  RETURNING version"
             ),
+            // ?5 is the new incarnation's (fresh) version.
             insert_if_absent: format!(
-                "INSERT INTO {t} (id, data, expires_at, version) VALUES (?1, ?2, ?3, 1) \
+                "INSERT INTO {t} (id, data, expires_at, version) VALUES (?1, ?2, ?3, ?5) \
                  ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
-                 expires_at = excluded.expires_at, version = 1 \
+                 expires_at = excluded.expires_at, version = excluded.version \
                  WHERE {t}.expires_at <= ?4"
             ),
+            // ?6 is the next version after ?4, computed by the caller (`next_version`).
             update_if_version: format!(
-                "UPDATE {t} SET data = ?2, expires_at = ?3, version = version + 1 \
-                 WHERE id = ?1 AND version = ?4 AND version < 9223372036854775807 \
-                 AND expires_at > ?5"
+                "UPDATE {t} SET data = ?2, expires_at = ?3, version = ?6 \
+                 WHERE id = ?1 AND version = ?4 AND expires_at > ?5"
             ),
             delete: format!("DELETE FROM {t} WHERE id = ?1"),
             delete_live: format!("DELETE FROM {t} WHERE id = ?1 AND expires_at > ?2"),
@@ -922,11 +940,13 @@ impl SessionStore for SqliteStore {
                 .await;
         }
         let data = encode(id, session)?;
+        // Used if the write starts a new incarnation; the statement decides.
+        let fresh = sql_version(fresh_version());
         self.write("set", Some(id), move |conn, sql| {
             let tx = immediate(conn)?;
             let version = {
                 let mut stmt = tx.prepare_cached(&sql.upsert)?;
-                stmt.query_row(params![key, data, expires_at, now_millis()], |row| {
+                stmt.query_row(params![key, data, expires_at, now_millis(), fresh], |row| {
                     Ok(integer_version(row.get_ref(0)?))
                 })??
             };
@@ -967,6 +987,7 @@ impl SessionStore for SqliteStore {
         let key = id.as_str().to_owned();
         let expires_at = session.expires_at_millis();
         let data = encode(id, session)?;
+        let fresh = sql_version(fresh_version());
         self.write("create", Some(id), move |conn, sql| {
             let now = now_millis();
             let tx = immediate(conn)?;
@@ -982,7 +1003,7 @@ impl SessionStore for SqliteStore {
                 }
             } else {
                 tx.prepare_cached(&sql.insert_if_absent)?
-                    .execute(params![key, data, expires_at, now])?
+                    .execute(params![key, data, expires_at, now, fresh])?
                     == 1
             };
             tx.commit()?;
@@ -1004,6 +1025,10 @@ impl SessionStore for SqliteStore {
         let key = id.as_str().to_owned();
         let expires_at = session.expires_at_millis();
         let data = encode(id, session)?;
+        // `expected + 1`, or a fresh version for an absent session (0) or one at the largest
+        // version: the statement stores it only if the live version is still `expected`.
+        let next = next_version(expected_version);
+        let next_sql = sql_version(next);
         self.write("set_if_version", Some(id), move |conn, sql| {
             let now = now_millis();
             let tx = immediate(conn)?;
@@ -1030,20 +1055,20 @@ impl SessionStore for SqliteStore {
                 (false, 0) => {
                     let inserted = tx
                         .prepare_cached(&sql.insert_if_absent)?
-                        .execute(params![key, data, expires_at, now])?;
+                        .execute(params![key, data, expires_at, now, next_sql])?;
                     if inserted != 1 {
                         return Err(OpError::Conflict(expected_version));
                     }
-                    1
+                    next
                 }
                 (false, expected) => {
                     let updated = tx
                         .prepare_cached(&sql.update_if_version)?
-                        .execute(params![key, data, expires_at, expected, now])?;
+                        .execute(params![key, data, expires_at, expected, now, next_sql])?;
                     if updated != 1 {
                         return Err(OpError::Conflict(expected_version));
                     }
-                    expected_version + 1
+                    next
                 }
             };
             tx.commit()?;
@@ -1182,8 +1207,8 @@ mod tests {
             assert!(matches!(err, Error::Backend { .. }), "{err:?}");
             let id = SessionId::generate();
             let session = Session::new(Duration::from_secs(60));
-            assert_eq!(store.set(&id, &session).await.unwrap(), 1);
-            assert_eq!(store.get(&id).await.unwrap().unwrap().version(), 1);
+            let version = store.set(&id, &session).await.unwrap();
+            assert_eq!(store.get(&id).await.unwrap().unwrap().version(), version);
         });
     }
 
