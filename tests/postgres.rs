@@ -18,7 +18,9 @@ use serde_json::json;
 use session_stores::stores::postgres::{
     DEFAULT_TABLE, MAX_EXPIRY_MILLIS, PostgresStore, PostgresStoreBuilder,
 };
-use session_stores::{Error, ErrorKind, Session, SessionId, SessionStore};
+use session_stores::{
+    Error, ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, Session, SessionId, SessionStore,
+};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool};
 
@@ -171,7 +173,8 @@ async fn concurrent_migrations_all_succeed() {
         assert_eq!(tables, 9);
         let store = builder(&schema).build(pool.clone()).unwrap();
         let id = SessionId::generate();
-        assert_eq!(store.set(&id, &session(json!({"a": 1}))).await.unwrap(), 1);
+        let version = store.set(&id, &session(json!({"a": 1}))).await.unwrap();
+        assert_eq!(store.get(&id).await.unwrap().unwrap().version(), version);
     })
     .await;
 }
@@ -238,12 +241,12 @@ async fn delete_expired_works_in_bounded_batches() {
 async fn corrupt_rows_are_decode_errors_for_that_session() {
     with_schema(|pool, schema| async move {
         let store = migrated(&pool, &schema).await;
-        // (data, version, the version a `set` over the row gives)
+        // (data, version, the version a `set` over the row gives: `None` for a fresh one)
         let cases = [
-            ("'[1, 2]'", "1", 2),      // data is not an object
-            ("'\"text\"'", "7", 8),    // data is a string
-            ("'{\"a\": 1}'", "-5", 1), // negative version
-            ("'{\"a\": 1}'", "0", 1),  // version 0 is never stored
+            ("'[1, 2]'", "1", Some(2)),   // data is not an object
+            ("'\"text\"'", "7", Some(8)), // data is a string
+            ("'{\"a\": 1}'", "-5", None), // negative version
+            ("'{\"a\": 1}'", "0", None),  // version 0 is never stored
         ];
         for (data, version, next) in cases {
             let id =
@@ -265,10 +268,17 @@ async fn corrupt_rows_are_decode_errors_for_that_session() {
             // The row is left as it is, and a later set replaces it.
             assert_eq!(store.get(&id).await.unwrap_err().kind(), ErrorKind::Decode);
             let fresh = session(json!({"fixed": true}));
-            assert_eq!(store.set(&id, &fresh).await.unwrap(), next);
+            let version = store.set(&id, &fresh).await.unwrap();
+            match next {
+                Some(next) => assert_eq!(version, next, "v{version}"),
+                None => assert!(
+                    (1..=FRESH_VERSION_SPAN).contains(&version),
+                    "v{version}: {version} is not fresh"
+                ),
+            }
             let got = store.get(&id).await.unwrap().unwrap();
             assert_eq!(got.data(), fresh.data());
-            assert_eq!(got.version(), next);
+            assert_eq!(got.version(), version);
         }
     })
     .await;
@@ -280,13 +290,13 @@ async fn data_postgres_cannot_store_is_an_encode_error_and_keeps_the_old_session
         let store = migrated(&pool, &schema).await;
         let id = SessionId::generate();
         let old = session(json!({"user": "ada"}));
-        assert_eq!(store.set(&id, &old).await.unwrap(), 1);
+        let v0 = store.set(&id, &old).await.unwrap();
         let bad = session(json!({"user": "nul \u{0} inside"}));
 
         let err = store.set(&id, &bad).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Encode, "{err:?}");
         assert_eq!(err.session(), Some(&id.hint()));
-        let err = store.set_if_version(&id, &bad, 1).await.unwrap_err();
+        let err = store.set_if_version(&id, &bad, v0).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Encode, "{err:?}");
         let other = SessionId::generate();
         let err = store.create(&other, &bad).await.unwrap_err();
@@ -294,8 +304,100 @@ async fn data_postgres_cannot_store_is_an_encode_error_and_keeps_the_old_session
 
         let got = store.get(&id).await.unwrap().unwrap();
         assert_eq!(got.data(), old.data());
-        assert_eq!(got.version(), 1);
+        assert_eq!(got.version(), v0);
         assert!(store.get(&other).await.unwrap().is_none());
+    })
+    .await;
+}
+
+/// Sets the version of the row of `id` by hand.
+async fn set_version(pool: &PgPool, schema: &str, id: &SessionId, version: u64) {
+    let done = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE \"{schema}\".sessions SET version = $2 WHERE id = $1"
+    )))
+    .bind(id.as_str())
+    .bind(i64::try_from(version).unwrap())
+    .execute(pool)
+    .await
+    .unwrap();
+    assert_eq!(done.rows_affected(), 1);
+}
+
+/// A row at [`MAX_VERSION`] advances to a fresh version (at most [`FRESH_VERSION_SPAN`]) on
+/// `set` and on `set_if_version(MAX_VERSION)`; so does a row above it (only a hand-edited
+/// row can be), up to `i64::MAX`, without overflowing the `bigint`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_version_advances_to_a_fresh_one() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let id = SessionId::generate();
+        store.set(&id, &session(json!({"n": 1}))).await.unwrap();
+        for top in [MAX_VERSION, i64::MAX as u64] {
+            set_version(&pool, &schema, &id, top).await;
+            assert_eq!(store.get(&id).await.unwrap().unwrap().version(), top);
+            let fresh = store.set(&id, &session(json!({"n": 2}))).await.unwrap();
+            assert!(
+                (1..=FRESH_VERSION_SPAN).contains(&fresh),
+                "set on {top} gave {fresh}"
+            );
+            assert_eq!(store.get(&id).await.unwrap().unwrap().version(), fresh);
+
+            set_version(&pool, &schema, &id, top).await;
+            let fresh = store
+                .set_if_version(&id, &session(json!({"n": 3})), top)
+                .await
+                .unwrap();
+            assert!(
+                (1..=FRESH_VERSION_SPAN).contains(&fresh),
+                "set_if_version on {top} gave {fresh}"
+            );
+            let got = store.get(&id).await.unwrap().unwrap();
+            assert_eq!(
+                (got.version(), got.get::<u64>("n").unwrap()),
+                (fresh, Some(3))
+            );
+            assert_eq!(
+                store.set(&id, &session(json!({"n": 4}))).await.unwrap(),
+                fresh + 1
+            );
+        }
+    })
+    .await;
+}
+
+/// A session at version 1 (set by hand), destroyed and created again, starts a new
+/// incarnation at a fresh version: neither 1 again nor 2 (each with a chance of 2^-48).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_incarnation_does_not_restart_at_1() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let id = SessionId::generate();
+        store.set(&id, &session(json!({"n": 1}))).await.unwrap();
+        set_version(&pool, &schema, &id, 1).await;
+        assert_eq!(store.get(&id).await.unwrap().unwrap().version(), 1);
+
+        store.destroy(&id).await.unwrap();
+        assert!(store.create(&id, &session(json!({"n": 2}))).await.unwrap());
+        let version = store.get(&id).await.unwrap().unwrap().version();
+        assert_ne!(version, 1);
+        assert_ne!(version, 2);
+        assert!((1..=FRESH_VERSION_SPAN).contains(&version), "{version}");
+        // A compare-and-set holding the old incarnation's version fails.
+        assert!(
+            store
+                .set_if_version(&id, &session(json!({"n": 3})), 1)
+                .await
+                .unwrap_err()
+                .is_conflict()
+        );
+        // And set_if_version(.., 0) over an absent session starts a fresh one too.
+        let other = SessionId::generate();
+        let version = store
+            .set_if_version(&other, &session(json!({})), 0)
+            .await
+            .unwrap();
+        assert!((1..=FRESH_VERSION_SPAN).contains(&version), "{version}");
+        assert_eq!(store.get(&other).await.unwrap().unwrap().version(), version);
     })
     .await;
 }

@@ -74,7 +74,9 @@
 //!   the millisecond. Expiries are clamped to the years 1 to 9999
 //!   ([`MIN_EXPIRY_MILLIS`], [`MAX_EXPIRY_MILLIS`]); a row whose `expires_at` an operator set
 //!   to `'infinity'` reads back as expiring at `i64::MAX` milliseconds.
-//! - `version` is the version the store assigned at the last write (1 for a new session).
+//! - `version` is the version the store assigned at the last write: from 1 to
+//!   [`MAX_VERSION`](crate::MAX_VERSION), a [fresh, unpredictable one](crate::fresh_version)
+//!   for a new session, one more for each later write.
 //!
 //! `migrate` is idempotent and safe when several application instances start at once: the
 //! transaction-scoped advisory lock [`MIGRATE_LOCK_KEY`] serialises concurrent migrations
@@ -89,9 +91,15 @@
 //!
 //! - `get`, `len` filter expiry in SQL (`expires_at > now`), so an expired row is never
 //!   returned or counted, even before `delete_expired` removed it.
+//! - Versions: the store draws a fresh version ([`fresh_version`](crate::fresh_version)) for
+//!   every write that may start a new incarnation and binds it as a parameter; the statement
+//!   stores it where no live row is (absent or expired), and `version + 1` over a live row,
+//!   unless that row is at [`MAX_VERSION`](crate::MAX_VERSION) (or above, which only a
+//!   hand-edited row can be), which gets the fresh version too.
 //! - `set` is `INSERT ... ON CONFLICT (id) DO UPDATE`, whose new version is computed from the
-//!   row it replaces (`version + 1` if that row is live and its version valid, else 1). A `set`
-//!   whose expiry is already past is a `DELETE`.
+//!   row it replaces (`version + 1` if that row is live and its version valid and below
+//!   `MAX_VERSION`, else the fresh version). A `set` whose expiry is already past is a
+//!   `DELETE`.
 //! - `create` is `INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE <the existing row is
 //!   expired>`, and its row count is the answer: 1 if it inserted (or replaced an expired row,
 //!   which the contract treats as absent), 0 if a live session holds the id. A plain
@@ -168,7 +176,9 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr, SqlStr};
 
 use crate::error::{Error, IdHint, Result};
-use crate::session::{Session, SessionId, now_millis, to_millis};
+use crate::session::{
+    MAX_VERSION, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
+};
 use crate::store::SessionStore;
 
 /// The default table name: `sessions`.
@@ -397,9 +407,10 @@ impl Statements {
             None => quote(table),
         };
         let index = quote(&format!("{table}{INDEX_SUFFIX}"));
+        // $5 is a fresh version, for a row that starts a new incarnation.
         let upsert_head = format!(
             "INSERT INTO {t} AS s (id, data, expires_at, version) \
-             VALUES ($1, $2::jsonb, {exp}, 1) ON CONFLICT (id) DO UPDATE SET \
+             VALUES ($1, $2::jsonb, {exp}, $5::int8) ON CONFLICT (id) DO UPDATE SET \
              data = EXCLUDED.data, expires_at = EXCLUDED.expires_at",
             exp = ts(3)
         );
@@ -423,7 +434,8 @@ impl Statements {
             )),
             set: sql(format!(
                 "{upsert_head}, version = CASE WHEN s.expires_at > {now} AND s.version > 0 \
-                 THEN s.version + 1 ELSE 1 END RETURNING version",
+                 AND s.version < {MAX_VERSION} THEN s.version + 1 ELSE EXCLUDED.version END \
+                 RETURNING version",
                 now = ts(4)
             )),
             delete: sql(format!("DELETE FROM {t} WHERE id = $1")),
@@ -445,11 +457,12 @@ impl Statements {
                 now = ts(2)
             )),
             create: sql(format!(
-                "{upsert_head}, version = 1 WHERE s.expires_at <= {now}",
+                "{upsert_head}, version = EXCLUDED.version WHERE s.expires_at <= {now}",
                 now = ts(4)
             )),
+            // $6 is the version after $4, computed by the caller (`next_version`).
             update_if_version: sql(format!(
-                "UPDATE {t} SET data = $2::jsonb, expires_at = {exp}, version = version + 1 \
+                "UPDATE {t} SET data = $2::jsonb, expires_at = {exp}, version = $6::int8 \
                  WHERE id = $1 AND version = $4 AND expires_at > {now} RETURNING version",
                 exp = ts(3),
                 now = ts(5)
@@ -577,6 +590,29 @@ impl PostgresStore {
             .map_err(|e| Error::backend(op, Some(id), e))
     }
 
+    /// The `create` statement: inserts `session` at `version` if no live session holds `id`.
+    /// Returns whether it did. The session's expiry must be in the future.
+    async fn insert_if_absent(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        session: &Session,
+        version: u64,
+        now: i64,
+    ) -> Result<bool> {
+        let data = encode_data(id, session)?;
+        let done = sqlx::query(self.sql.create.clone())
+            .bind(id.as_str())
+            .bind(data)
+            .bind(clamp(session.expires_at_millis()))
+            .bind(clamp(now))
+            .bind(db_version(version))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_write_err(op, id, e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete_if_expired(&self, op: &'static str, id: &SessionId, now: i64) -> Result<()> {
         sqlx::query(self.sql.delete_if_expired_or_absent.clone())
             .bind(id.as_str())
@@ -646,6 +682,12 @@ fn check_jsonb_floats(id: &SessionId, data: &Map<String, Value>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A version as a `bigint`. Every version a store assigns is at most [`MAX_VERSION`], far
+/// below `i64::MAX`.
+fn db_version(version: u64) -> i64 {
+    i64::try_from(version.min(MAX_VERSION)).unwrap_or(i64::MAX)
 }
 
 fn to_version(op: &'static str, id: &SessionId, version: i64) -> Result<u64> {
@@ -827,6 +869,7 @@ impl SessionStore for PostgresStore {
             .bind(data)
             .bind(clamp(session.expires_at_millis()))
             .bind(clamp(now))
+            .bind(db_version(fresh_version()))
             .fetch_one(&self.pool)
             .await
             .map_err(|e| map_write_err(OP, id, e))?;
@@ -873,16 +916,8 @@ impl SessionStore for PostgresStore {
             self.delete_if_expired(OP, id, now).await?;
             return Ok(true);
         }
-        let data = encode_data(id, session)?;
-        let done = sqlx::query(self.sql.create.clone())
-            .bind(id.as_str())
-            .bind(data)
-            .bind(clamp(session.expires_at_millis()))
-            .bind(clamp(now))
-            .execute(&self.pool)
+        self.insert_if_absent(OP, id, session, fresh_version(), now)
             .await
-            .map_err(|e| map_write_err(OP, id, e))?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn set_if_version(
@@ -902,10 +937,11 @@ impl SessionStore for PostgresStore {
                 self.delete_if_expired(OP, id, now).await?;
                 return Ok(0);
             }
-            return match self.create(id, session).await {
-                Ok(true) => Ok(1),
-                Ok(false) => Err(Error::conflict(id, 0)),
-                Err(err) => Err(rename_op(err, OP)),
+            let fresh = next_version(0);
+            return if self.insert_if_absent(OP, id, session, fresh, now).await? {
+                Ok(fresh)
+            } else {
+                Err(Error::conflict(id, 0))
             };
         }
         // Stored versions are `bigint`: a larger expected version can never match.
@@ -933,6 +969,8 @@ impl SessionStore for PostgresStore {
             .bind(clamp(session.expires_at_millis()))
             .bind(expected)
             .bind(clamp(now))
+            // `expected + 1`, or a fresh version if `expected` is the largest (or above).
+            .bind(db_version(next_version(expected_version)))
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| map_write_err(OP, id, e))?;
@@ -970,31 +1008,6 @@ impl SessionStore for PostgresStore {
                 return Ok(total);
             }
         }
-    }
-}
-
-/// `err` with its operation replaced by `op` (for operations built on another one).
-fn rename_op(err: Error, op: &'static str) -> Error {
-    match err {
-        Error::Unavailable { id, source, .. } => Error::Unavailable {
-            operation: op,
-            id,
-            source,
-        },
-        Error::Timeout {
-            id, what, source, ..
-        } => Error::Timeout {
-            operation: op,
-            id,
-            what,
-            source,
-        },
-        Error::Backend { id, source, .. } => Error::Backend {
-            operation: op,
-            id,
-            source,
-        },
-        other => other,
     }
 }
 
