@@ -18,7 +18,15 @@ use std::time::{Duration, SystemTime};
 
 use deadpool_redis::redis::{self, AsyncCommands};
 use serde_json::json;
-use session_stores::{ErrorKind, RedisStore, Session, SessionId, SessionStore, now_millis};
+use session_stores::{
+    ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, RedisStore, Session, SessionId, SessionStore,
+    now_millis,
+};
+
+/// Whether `version` is one a new incarnation can start at.
+fn is_fresh(version: u64) -> bool {
+    (1..=FRESH_VERSION_SPAN).contains(&version)
+}
 
 const URL_VAR: &str = "SESSION_STORES_REDIS_URL";
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -61,15 +69,16 @@ async fn key_layout_value_format_and_redis_expiry() {
     let mut raw = raw(&url).await;
     let id = SessionId::generate();
     let s = session(json!({"user": "ada"}), HOUR);
-    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
-    assert_eq!(store.set(&id, &s).await.unwrap(), 2);
+    let v0 = store.set(&id, &s).await.unwrap();
+    assert!(is_fresh(v0), "{v0}");
+    assert_eq!(store.set(&id, &s).await.unwrap(), v0 + 1);
 
     let key = store.key_for(&id);
     assert_eq!(key, format!("{}{}", store.key_prefix(), id.as_str()));
     let value: String = raw.get(&key).await.unwrap();
     assert_eq!(
         value,
-        format!("2:{}:{{\"user\":\"ada\"}}", s.expires_at_millis())
+        format!("{}:{}:{{\"user\":\"ada\"}}", v0 + 1, s.expires_at_millis())
     );
     // Redis itself carries the session's expiry, to the millisecond (PXAT).
     let pexpiretime: i64 = redis::cmd("PEXPIRETIME")
@@ -89,13 +98,18 @@ async fn key_layout_value_format_and_redis_expiry() {
         .unwrap();
     assert_eq!(pexpiretime, session_stores::to_millis(later));
     let value: String = raw.get(&key).await.unwrap();
-    assert!(value.starts_with(&format!("2:{pexpiretime}:")), "{value}");
+    assert!(
+        value.starts_with(&format!("{}:{pexpiretime}:", v0 + 1)),
+        "{value}"
+    );
 
-    // create writes version 1 with SET NX PXAT.
+    // create writes a fresh version with SET NX PXAT.
     let fresh = SessionId::generate();
     assert!(store.create(&fresh, &s).await.unwrap());
     let value: String = raw.get(store.key_for(&fresh)).await.unwrap();
-    assert!(value.starts_with("1:"), "{value}");
+    let version = store.get(&fresh).await.unwrap().unwrap().version();
+    assert!(is_fresh(version), "{version}");
+    assert!(value.starts_with(&format!("{version}:")), "{value}");
     store.clear().await.unwrap();
 }
 
@@ -137,11 +151,11 @@ async fn past_expiry_deletes_and_sends_no_invalid_expire_time() {
         assert_eq!(store.set(&id, &past).await.unwrap(), 0);
         let exists: bool = raw.exists(store.key_for(&id)).await.unwrap();
         assert!(!exists);
-        store
+        let version = store
             .set(&id, &session(json!({"a": 1}), HOUR))
             .await
             .unwrap();
-        assert_eq!(store.set_if_version(&id, &past, 1).await.unwrap(), 0);
+        assert_eq!(store.set_if_version(&id, &past, version).await.unwrap(), 0);
         let exists: bool = raw.exists(store.key_for(&id)).await.unwrap();
         assert!(!exists);
         // create with a past expiry stores nothing.
@@ -168,7 +182,8 @@ async fn far_future_expiry_is_kept() {
     let store = store(&url).await;
     let id = SessionId::generate();
     let s = Session::from_parts(serde_json::Map::new(), i64::MAX, 0);
-    assert_eq!(store.set(&id, &s).await.unwrap(), 1);
+    let version = store.set(&id, &s).await.unwrap();
+    assert!(is_fresh(version), "{version}");
     let got = store.get(&id).await.unwrap().unwrap();
     assert_eq!(got.expires_at_millis(), i64::MAX);
     assert!(store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
@@ -199,14 +214,13 @@ async fn expired_but_present_values_count_as_absent() {
     assert!(!store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
     assert!(store.get(&id).await.unwrap().is_none());
 
+    // A set over it starts a new incarnation: a fresh version, not the expired 7 + 1.
     plant(&mut raw, expired_value()).await;
-    assert_eq!(
-        store
-            .set(&id, &session(json!({"n": 1}), HOUR))
-            .await
-            .unwrap(),
-        1
-    );
+    let version = store
+        .set(&id, &session(json!({"n": 1}), HOUR))
+        .await
+        .unwrap();
+    assert!(is_fresh(version) && version != 8, "{version}");
 
     plant(&mut raw, expired_value()).await;
     assert!(
@@ -216,13 +230,11 @@ async fn expired_but_present_values_count_as_absent() {
             .unwrap_err()
             .is_conflict()
     );
-    assert_eq!(
-        store
-            .set_if_version(&id, &session(json!({"n": 1}), HOUR), 0)
-            .await
-            .unwrap(),
-        1
-    );
+    let version = store
+        .set_if_version(&id, &session(json!({"n": 1}), HOUR), 0)
+        .await
+        .unwrap();
+    assert!(is_fresh(version) && version != 8, "{version}");
 
     // create: SET NX finds the key, the script sees it expired and replaces it.
     plant(&mut raw, expired_value()).await;
@@ -233,7 +245,7 @@ async fn expired_but_present_values_count_as_absent() {
             .unwrap()
     );
     let got = store.get(&id).await.unwrap().unwrap();
-    assert_eq!(got.version(), 1);
+    assert!(is_fresh(got.version()) && got.version() != 8, "{got:?}");
     assert_eq!(got.get::<bool>("new").unwrap(), Some(true));
     store.clear().await.unwrap();
 }
@@ -249,6 +261,7 @@ async fn create_collision_keeps_the_existing_value() {
             .await
             .unwrap()
     );
+    let v0 = store.get(&id).await.unwrap().unwrap().version();
     assert!(
         !store
             .create(&id, &session(json!({"second": 2}), HOUR))
@@ -257,7 +270,7 @@ async fn create_collision_keeps_the_existing_value() {
     );
     let got = store.get(&id).await.unwrap().unwrap();
     assert_eq!(got.get::<i32>("first").unwrap(), Some(1));
-    assert_eq!(got.version(), 1);
+    assert_eq!(got.version(), v0);
     store.clear().await.unwrap();
 }
 
@@ -296,18 +309,20 @@ async fn unreadable_values_are_decode_errors_and_set_replaces_them() {
             // create never overwrites something it cannot read.
             assert!(!store.create(&id, &session(json!({}), HOUR)).await.unwrap());
         }
-        // The unreadable value is left as it is until a set replaces it. A readable header
-        // (version 1, live) with unreadable data still counts for the version.
+        // The unreadable value is left as it is until a set replaces it, at a fresh
+        // version. A readable header (version 1, live) with unreadable data still counts for
+        // the version.
         let still: Vec<u8> = raw.get(&key).await.unwrap();
         assert_eq!(still, value);
-        let want = if value.starts_with(b"1:9") { 2 } else { 1 };
-        assert_eq!(
-            store
-                .set(&id, &session(json!({"ok": 1}), HOUR))
-                .await
-                .unwrap(),
-            want
-        );
+        let version = store
+            .set(&id, &session(json!({"ok": 1}), HOUR))
+            .await
+            .unwrap();
+        if value.starts_with(b"1:9") {
+            assert_eq!(version, 2, "{value:?}");
+        } else {
+            assert!(is_fresh(version), "{value:?}: {version}");
+        }
         let got = store.get(&id).await.unwrap().unwrap();
         assert_eq!(got.get::<i32>("ok").unwrap(), Some(1));
     }
@@ -325,7 +340,8 @@ async fn unreadable_values_are_decode_errors_and_set_replaces_them() {
             .kind(),
         ErrorKind::Decode
     );
-    assert_eq!(store.set(&id, &session(json!({}), HOUR)).await.unwrap(), 1);
+    let version = store.set(&id, &session(json!({}), HOUR)).await.unwrap();
+    assert!(is_fresh(version), "{version}");
     assert!(store.get(&id).await.unwrap().is_some());
     store.clear().await.unwrap();
 }
@@ -435,9 +451,9 @@ async fn clear_and_len_skip_a_nested_prefix_and_foreign_keys() {
 }
 
 /// Versions are Lua doubles in the scripts: a stored version of more than 15 digits (above
-/// 2^53 it loses precision, above 2^63 `%d` is undefined) is unreadable. `set` starts over at
-/// 1 as for any unreadable value; `get`, `touch` and `set_if_version` report a decode error
-/// and write nothing; `create` leaves it alone.
+/// 2^53 it loses precision, above 2^63 `%d` is undefined) is unreadable. `set` starts a new
+/// incarnation at a fresh version as for any unreadable value; `get`, `touch` and
+/// `set_if_version` report a decode error and write nothing; `create` leaves it alone.
 #[tokio::test]
 async fn oversized_stored_versions_are_unreadable() {
     let Some(url) = url() else { return };
@@ -499,17 +515,14 @@ async fn oversized_stored_versions_are_unreadable() {
         assert!(!store.create(&id, &session(json!({}), HOUR)).await.unwrap());
         unchanged(raw.clone()).await;
 
-        // set repairs it, starting over at version 1.
-        assert_eq!(
-            store
-                .set(&id, &session(json!({"new": true}), HOUR))
-                .await
-                .unwrap(),
-            1,
-            "{version}"
-        );
+        // set repairs it, starting a new incarnation at a fresh version.
+        let fresh = store
+            .set(&id, &session(json!({"new": true}), HOUR))
+            .await
+            .unwrap();
+        assert!(is_fresh(fresh), "{version}: {fresh}");
         let got = store.get(&id).await.unwrap().unwrap();
-        assert_eq!(got.version(), 1);
+        assert_eq!(got.version(), fresh);
         assert_eq!(got.get::<bool>("new").unwrap(), Some(true));
     }
 
@@ -533,7 +546,100 @@ async fn oversized_stored_versions_are_unreadable() {
             .set_if_version(&id, &session(json!({}), HOUR), 999_999_999_999_998)
             .await
             .unwrap(),
-        999_999_999_999_999
+        MAX_VERSION
+    );
+    store.clear().await.unwrap();
+}
+
+/// Plants a live session at `version` under the key of `id`, by hand.
+async fn plant_version(
+    raw: &mut redis::aio::MultiplexedConnection,
+    store: &RedisStore,
+    id: &SessionId,
+    version: u64,
+) {
+    let expires = now_millis() + 3_600_000;
+    let _: () = redis::cmd("SET")
+        .arg(store.key_for(id))
+        .arg(format!("{version}:{expires}:{{\"n\":0}}"))
+        .arg("PXAT")
+        .arg(expires)
+        .query_async(raw)
+        .await
+        .unwrap();
+}
+
+/// A session at [`MAX_VERSION`] (the largest 15-digit number) advances to a fresh version
+/// (at most [`FRESH_VERSION_SPAN`]) on `set` and on `set_if_version(MAX_VERSION)`.
+#[tokio::test]
+async fn the_largest_version_advances_to_a_fresh_one() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let id = SessionId::generate();
+
+    plant_version(&mut raw, &store, &id, MAX_VERSION).await;
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().version(),
+        MAX_VERSION
+    );
+    let fresh = store
+        .set(&id, &session(json!({"n": 1}), HOUR))
+        .await
+        .unwrap();
+    assert!(is_fresh(fresh), "set gave {fresh}");
+    assert_eq!(store.get(&id).await.unwrap().unwrap().version(), fresh);
+
+    plant_version(&mut raw, &store, &id, MAX_VERSION).await;
+    let fresh = store
+        .set_if_version(&id, &session(json!({"n": 2}), HOUR), MAX_VERSION)
+        .await
+        .unwrap();
+    assert!(is_fresh(fresh), "set_if_version gave {fresh}");
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.version(), got.get::<u64>("n").unwrap()),
+        (fresh, Some(2))
+    );
+    assert_eq!(
+        store
+            .set(&id, &session(json!({"n": 3}), HOUR))
+            .await
+            .unwrap(),
+        fresh + 1
+    );
+    store.clear().await.unwrap();
+}
+
+/// A session at version 1 (planted by hand), destroyed and created again, starts a new
+/// incarnation at a fresh version: neither 1 again nor 2 (each with a chance of 2^-48).
+#[tokio::test]
+async fn a_new_incarnation_does_not_restart_at_1() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let id = SessionId::generate();
+    plant_version(&mut raw, &store, &id, 1).await;
+    assert_eq!(store.get(&id).await.unwrap().unwrap().version(), 1);
+
+    store.destroy(&id).await.unwrap();
+    assert!(
+        store
+            .create(&id, &session(json!({"n": 2}), HOUR))
+            .await
+            .unwrap()
+    );
+    let version = store.get(&id).await.unwrap().unwrap().version();
+    assert_ne!(version, 1);
+    assert_ne!(version, 2);
+    assert!(is_fresh(version), "{version}");
+    // A compare-and-set holding the old incarnation's version fails.
+    assert!(
+        store
+            .set_if_version(&id, &session(json!({"n": 3}), HOUR), 1)
+            .await
+            .unwrap_err()
+            .is_conflict()
     );
     store.clear().await.unwrap();
 }
@@ -581,6 +687,8 @@ async fn delete_expired_is_zero_without_contacting_redis() {
         .build()
         .unwrap();
     assert_eq!(store.delete_expired().await.unwrap(), 0);
+    // And the store says so: Redis expires keys by itself.
+    assert!(store.capabilities().expires_by_itself);
 }
 
 #[tokio::test]
@@ -720,12 +828,13 @@ async fn cluster_from_pool_and_hash_tag_prefix() {
             .await
             .unwrap()
     );
+    let v0 = store.get(&id).await.unwrap().unwrap().version();
     assert_eq!(
         store
-            .set_if_version(&id, &session(json!({"a": 2}), HOUR), 1)
+            .set_if_version(&id, &session(json!({"a": 2}), HOUR), v0)
             .await
             .unwrap(),
-        2
+        v0 + 1
     );
     assert!(store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
     assert_eq!(store.len().await.unwrap(), 1);
@@ -865,14 +974,15 @@ async fn recovers_by_itself_after_a_redis_restart() {
     // After the restart every operation on the same store succeeds.
     for i in 0..50 {
         let id = SessionId::generate();
+        let version = store
+            .set(&id, &session(json!({"i": i}), HOUR))
+            .await
+            .unwrap();
+        assert!(is_fresh(version), "{version}");
         assert_eq!(
-            store
-                .set(&id, &session(json!({"i": i}), HOUR))
-                .await
-                .unwrap(),
-            1
+            store.get(&id).await.unwrap().map(|s| s.version()),
+            Some(version)
         );
-        assert!(store.get(&id).await.unwrap().is_some());
         assert!(
             store
                 .create(&SessionId::generate(), &session(json!({}), HOUR))
@@ -896,7 +1006,7 @@ async fn touch_in_place_and_with_a_wider_expiry() {
     let id = SessionId::generate();
     let blob = "x".repeat(64 * 1024);
     let s = session(json!({ "blob": blob }), HOUR);
-    store.set(&id, &s).await.unwrap();
+    let v0 = store.set(&id, &s).await.unwrap();
     let key = store.key_for(&id);
     let before: Vec<u8> = redis::cmd("GET")
         .arg(&key)
@@ -921,7 +1031,7 @@ async fn touch_in_place_and_with_a_wider_expiry() {
     );
     let got = store.get(&id).await.unwrap().unwrap();
     assert_eq!(got.expires_at_millis(), session_stores::to_millis(later));
-    assert_eq!((got.version(), got.data()), (1, s.data()));
+    assert_eq!((got.version(), got.data()), (v0, s.data()));
     let ttl: i64 = redis::cmd("PEXPIRETIME")
         .arg(&key)
         .query_async(&mut conn)
@@ -934,10 +1044,10 @@ async fn touch_in_place_and_with_a_wider_expiry() {
     assert!(store.touch(&id, far).await.unwrap());
     let got = store.get(&id).await.unwrap().unwrap();
     assert_eq!(got.expires_at_millis(), 95_617_584_000_000);
-    assert_eq!((got.version(), got.data()), (1, s.data()));
+    assert_eq!((got.version(), got.data()), (v0, s.data()));
     assert!(store.touch(&id, later).await.unwrap());
     let got = store.get(&id).await.unwrap().unwrap();
     assert_eq!(got.expires_at_millis(), session_stores::to_millis(later));
-    assert_eq!((got.version(), got.data()), (1, s.data()));
+    assert_eq!((got.version(), got.data()), (v0, s.data()));
     store.destroy(&id).await.unwrap();
 }

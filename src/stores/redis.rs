@@ -74,11 +74,17 @@
 //! object. The key carries the same expiry as a Redis expiry (`PXAT`), so Redis deletes the
 //! session by itself. A value that does not have this shape (written by something else) is
 //! reported as [`Error::Decode`] by `get`, `touch` and `set_if_version`, which write nothing,
-//! is left alone by `create`, and is replaced by `set`, which starts over at version 1.
+//! is left alone by `create`, and is replaced by `set`, which starts a new incarnation at a
+//! fresh version.
 //!
-//! The scripts compute versions as Lua numbers (doubles), exact only below 2^53, so a stored
-//! version of more than 15 digits counts as such an unreadable value rather than being
-//! rounded. A session would reach that only after 10^15 writes.
+//! Versions: a write that starts a new incarnation (`create`, or `set` or
+//! `set_if_version(.., 0)` where no live session is) stores a
+//! [fresh, unpredictable version](crate::fresh_version), drawn by the store and passed to
+//! the script; a write over a live session stores its version + 1, or a fresh version if it
+//! is already [`MAX_VERSION`](crate::MAX_VERSION), the largest 15-digit number. The scripts
+//! compute versions as Lua numbers (doubles), exact below 2^53, which every version of at
+//! most 15 digits and every fresh version (at most 2^48) is; a stored version of more than 15
+//! digits counts as such an unreadable value rather than being rounded.
 //!
 //! # Key prefixes
 //!
@@ -104,10 +110,11 @@
 //!
 //! - `get`: `GET`, then the expiry in the value is checked against the application's clock,
 //!   so an expired session is never returned, even in the millisecond before Redis drops it.
-//! - `set`: a script reads the live version, writes `version + 1` with `SET ... PXAT`. A
-//!   session whose expiry is already past is deleted instead (`DEL`): the store never sends a
-//!   past or invalid expire time.
-//! - `create`: `SET key value NX PXAT`. Only when the key exists does a script check whether
+//! - `set`: a script reads the live version, writes `version + 1` (or the fresh version, over
+//!   no live session) with `SET ... PXAT`. A session whose expiry is already past is deleted
+//!   instead (`DEL`): the store never sends a past or invalid expire time.
+//! - `create`: `SET key value NX PXAT`, the value at a fresh version. Only when the key
+//!   exists does a script check whether
 //!   the stored session has already expired by the application's clock (Redis may still hold
 //!   it for a millisecond) and, if so, replace it, atomically.
 //! - `set_if_version`: a script compares the stored live version with the expected one and
@@ -185,8 +192,8 @@ use deadpool_redis::{PoolConfig, PoolError, Runtime, Timeouts};
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, IdHint, Result};
-use crate::session::{Session, SessionId, now_millis, to_millis};
-use crate::store::SessionStore;
+use crate::session::{Session, SessionId, fresh_version, now_millis, to_millis};
+use crate::store::{Capabilities, SessionStore};
 
 /// The default key prefix, `session:`.
 pub const DEFAULT_KEY_PREFIX: &str = "session:";
@@ -206,10 +213,12 @@ const SCAN_COUNT: usize = 1000;
 const MAX_VERSION_DIGITS: usize = 15;
 
 /// `set` and `set_if_version`. KEYS[1] = key; ARGV: now_ms, mode (`set` | `cas`), expected
-/// version, expires_at_ms, data JSON. Returns the new version, 0 when the write deleted the
-/// session (past expiry), -1 on a version conflict, -2 when the stored value is unreadable
-/// (only in `cas` mode; `set` replaces it, starting over at version 1). Every check comes
-/// before the single write, so the script never writes and then fails.
+/// version, expires_at_ms, data JSON, a fresh version. Returns the new version, 0 when the
+/// write deleted the session (past expiry), -1 on a version conflict, -2 when the stored
+/// value is unreadable (only in `cas` mode; `set` replaces it, at the fresh version). The new
+/// version is the live one + 1, or the fresh one where no session is live (or the live one is
+/// [`MAX_VERSION`](crate::MAX_VERSION), written into the script). Every check comes before the single write, so
+/// the script never writes and then fails.
 const WRITE_LUA: &str = r#"
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -229,13 +238,14 @@ if kind == 'string' then
 elseif kind ~= 'none' and cas then
   return -2
 end
+if cas and live ~= ARGV[3] then return -1 end
+-- live has at most 15 digits, so live + 1 is exact; a fresh version (ARGV[6]) is below 2^49.
+local cur = tonumber(live)
 local nextv
-if cas then
-  -- live has at most 15 digits, so a match makes ARGV[3] + 1 exact.
-  if live ~= ARGV[3] then return -1 end
-  nextv = tonumber(ARGV[3]) + 1
+if cur >= 1 and cur < 999999999999999 then
+  nextv = cur + 1
 else
-  nextv = tonumber(live) + 1
+  nextv = tonumber(ARGV[6])
 end
 if tonumber(ARGV[4]) <= now then
   redis.call('DEL', key)
@@ -760,7 +770,8 @@ impl RedisStore {
             .arg(if expected.is_some() { "cas" } else { "set" })
             .arg(expected.unwrap_or(0))
             .arg(session.expires_at_millis())
-            .arg(data);
+            .arg(data)
+            .arg(fresh_version());
         let result: i64 = self
             .round_trip(op, Some(id), invocation.invoke_async(&mut conn))
             .await?;
@@ -1137,7 +1148,7 @@ impl SessionStore for RedisStore {
         crate::session::check_nesting(id, session.data())?;
         let data = serde_json::to_vec(session.data()).map_err(|err| Error::encode(id, err))?;
         let expires_at = session.expires_at_millis();
-        let value = encode_value(1, expires_at, &data);
+        let value = encode_value(fresh_version(), expires_at, &data);
         let key = self.key_for(id);
         let mut conn = self.conn("create", Some(id)).await?;
         if expires_at > now_millis() {
@@ -1192,6 +1203,11 @@ impl SessionStore for RedisStore {
     /// carries the session's expiry), and `get` never returns an expired one meanwhile.
     async fn delete_expired(&self) -> Result<u64> {
         Ok(0)
+    }
+
+    /// Redis expires keys by itself ([`Capabilities::expires_by_itself`]).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new().with_expires_by_itself(true)
     }
 }
 
@@ -1274,6 +1290,10 @@ mod tests {
         assert!(WRITE_LUA.contains(&format!("#v > {MAX_VERSION_DIGITS}")));
         assert!(TOUCH_LUA.contains(&format!("#v > {MAX_VERSION_DIGITS}")));
         assert!(CREATE_LUA.contains(&format!("#v > {MAX_VERSION_DIGITS}")));
+        // The script's largest version is MAX_VERSION, which has MAX_VERSION_DIGITS digits.
+        use crate::session::MAX_VERSION;
+        assert!(WRITE_LUA.contains(&format!("cur < {MAX_VERSION}")));
+        assert_eq!(MAX_VERSION.to_string().len(), MAX_VERSION_DIGITS);
     }
 
     #[test]
