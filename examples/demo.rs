@@ -20,7 +20,9 @@ async fn main() -> Result<(), Error> {
         .insert("user", "ada")
         .map_err(|e| Error::encode(&id, e))?;
     assert!(store.create(&id, &session).await?);
-    println!("created session {id:?} (version 1)");
+    // A new session starts at a fresh, unpredictable version; each write adds one.
+    let created = store.get(&id).await?.expect("live session").version();
+    println!("created session {id:?} (version {created})");
 
     // Two concurrent requests each add to a counter; compare-and-set means neither is lost.
     let tasks: Vec<_> = (0..2)
@@ -50,7 +52,7 @@ async fn main() -> Result<(), Error> {
     }
     let s = store.get(&id).await?.expect("live session");
     println!(
-        "visits = {} (100 expected), version = {}",
+        "visits = {} (100 expected), version = {} ({created} + 100 expected)",
         s.get::<u64>("visits").ok().flatten().unwrap_or(0),
         s.version()
     );

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use session_stores::{Error, Session, SessionId, SessionStore, now_millis};
+use session_stores::{Error, FRESH_VERSION_SPAN, Session, SessionId, SessionStore, now_millis};
 
 const TASKS: usize = 64;
 const IDS_PER_TASK: usize = 4;
@@ -36,6 +36,10 @@ fn ops_per_task() -> usize {
         .unwrap_or(150)
 }
 
+/// The version of a [`State::Live`] that starts a new incarnation before the store has said
+/// which one: any fresh version (`1..=FRESH_VERSION_SPAN`) matches. No store assigns 0.
+const FRESH: u64 = 0;
+
 /// What an id holds, as far as the model knows.
 #[derive(Clone, Debug, PartialEq)]
 enum State {
@@ -43,15 +47,45 @@ enum State {
     Live {
         data: Map<String, Value>,
         expires_at: i64,
+        /// The version, or [`FRESH`] while unknown.
         version: u64,
     },
 }
 
 impl State {
-    fn version(&self) -> u64 {
+    /// The version a `set` over this state stores: one more over a live session (whose
+    /// version is known: the model reads an uncertain id before writing it), a fresh one
+    /// over an absent session.
+    fn next_version(&self) -> u64 {
         match self {
-            State::Absent => 0,
-            State::Live { version, .. } => *version,
+            State::Absent => FRESH,
+            State::Live { version, .. } => version + 1,
+        }
+    }
+
+    /// Whether a store's answer `version` is the one this state expects.
+    fn version_matches(expected: u64, version: u64) -> bool {
+        if expected == FRESH {
+            (1..=FRESH_VERSION_SPAN).contains(&version)
+        } else {
+            version == expected
+        }
+    }
+
+    /// This state with its version as the store reported it in `got`.
+    fn pinned(self, got: &Option<Session>) -> State {
+        match (self, got) {
+            (
+                State::Live {
+                    data, expires_at, ..
+                },
+                Some(s),
+            ) => State::Live {
+                data,
+                expires_at,
+                version: s.version(),
+            },
+            (state, _) => state,
         }
     }
 
@@ -66,7 +100,9 @@ impl State {
                 },
                 Some(s),
             ) => {
-                s.data() == data && s.expires_at_millis() == *expires_at && s.version() == *version
+                s.data() == data
+                    && s.expires_at_millis() == *expires_at
+                    && State::version_matches(*version, s.version())
             }
             _ => false,
         }
@@ -161,7 +197,7 @@ async fn run_task(
                         if model[slot].len() > 1 {
                             tally.resolved_uncertain.fetch_add(1, Ordering::Relaxed);
                         }
-                        model[slot] = vec![state];
+                        model[slot] = vec![state.pinned(&got)];
                     }
                     Err(err) => {
                         tally.transient.fetch_add(1, Ordering::Relaxed);
@@ -176,20 +212,25 @@ async fn run_task(
                 let expires_at = now_millis() + 3_600_000 + counter as i64;
                 let session = Session::from_parts(data.clone(), expires_at, 0);
                 let before = model[slot][0].clone();
+                let next = before.next_version();
                 let expected = State::Live {
-                    data,
+                    data: data.clone(),
                     expires_at,
-                    version: before.version() + 1,
+                    version: next,
                 };
                 match store.set(id, &session).await {
                     Ok(version) => {
-                        if version != expected.version() {
+                        if !State::version_matches(next, version) {
                             return Err(format!(
-                                "task {task}: set returned version {version}, the model expected {}",
-                                expected.version()
+                                "task {task}: set returned version {version}, the model expected \
+                                 {next} (0: a fresh one) after {before:?}"
                             ));
                         }
-                        model[slot] = vec![expected];
+                        model[slot] = vec![State::Live {
+                            data,
+                            expires_at,
+                            version,
+                        }];
                     }
                     Err(err) => {
                         tally.transient.fetch_add(1, Ordering::Relaxed);
@@ -616,7 +657,7 @@ async fn soak_catches_a_store_that_drops_writes() {
             if self.1.fetch_add(1, Ordering::Relaxed) % 100 == 99 {
                 // Acknowledge the write without doing it.
                 let version = self.0.get(id).await?.map_or(0, |s| s.version());
-                return Ok(version + 1);
+                return Ok(session_stores::next_version(version));
             }
             self.0.set(id, session).await
         }
