@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value, json};
 
 use super::{CheckResult, Factory};
+
 use crate::error::{Error, ErrorKind};
 use crate::session::{Session, SessionId, now_millis};
 use crate::store::SessionStore;
@@ -25,12 +26,18 @@ macro_rules! call {
     ($what:literal, $e:expr) => {
         match $e {
             Ok(value) => value,
-            Err(err) => return Err(format!("{} failed: {}", $what, chain(&err))),
+            Err(err) => {
+                return Err(format!(
+                    "{} failed: {}",
+                    $what,
+                    $crate::conformance::checks::chain(&err)
+                ))
+            }
         }
     };
 }
 
-fn chain(err: &Error) -> String {
+pub(super) fn chain(err: &Error) -> String {
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
@@ -41,13 +48,24 @@ fn chain(err: &Error) -> String {
     text
 }
 
-const HOUR: Duration = Duration::from_secs(3600);
+// The newer checks, by theme. Declared after the macros above so that they can use them.
+mod boundaries;
+mod fidelity;
+mod races;
+mod versions;
 
-fn id() -> SessionId {
+pub(super) use boundaries::*;
+pub(super) use fidelity::*;
+pub(super) use races::*;
+pub(super) use versions::*;
+
+pub(super) const HOUR: Duration = Duration::from_secs(3600);
+
+pub(super) fn id() -> SessionId {
     SessionId::generate()
 }
 
-fn session_with(ttl: Duration, data: Value) -> Session {
+pub(super) fn session_with(ttl: Duration, data: Value) -> Session {
     let mut session = Session::new(ttl);
     if let Value::Object(map) = data {
         session.replace_data(map);
@@ -55,15 +73,15 @@ fn session_with(ttl: Duration, data: Value) -> Session {
     session
 }
 
-fn sample() -> Session {
+pub(super) fn sample() -> Session {
     session_with(HOUR, json!({"user": "ada", "n": 1, "tags": ["a", "b"]}))
 }
 
-fn in_the_past() -> Session {
+pub(super) fn in_the_past() -> Session {
     session_with(Duration::ZERO, json!({"stale": true})).with_expires_at(-1000)
 }
 
-trait PastExt {
+pub(super) trait PastExt {
     fn with_expires_at(self, offset_ms: i64) -> Self;
 }
 
@@ -75,7 +93,7 @@ impl PastExt for Session {
 }
 
 /// Compares what `get` returned with what was written (data and expiry, not version).
-fn same_content(got: &Session, want: &Session) -> CheckResult {
+pub(super) fn same_content(got: &Session, want: &Session) -> CheckResult {
     ensure!(
         got.data() == want.data(),
         "get returned different data than was written"
@@ -90,7 +108,7 @@ fn same_content(got: &Session, want: &Session) -> CheckResult {
 }
 
 /// The result of a spawned task: its panic or its store error as a check failure.
-fn joined<T>(
+pub(super) fn joined<T>(
     what: &str,
     result: Result<crate::error::Result<T>, tokio::task::JoinError>,
 ) -> Result<T, String> {
@@ -101,7 +119,27 @@ fn joined<T>(
     }
 }
 
-async fn sleep_ms(ms: u64) {
+/// Fails unless `version` is one a store may assign to a stored session.
+pub(super) fn valid_version(what: &str, version: u64) -> CheckResult {
+    ensure!(
+        (1..=crate::session::MAX_VERSION).contains(&version),
+        "{what} has version {version}, outside 1..=MAX_VERSION"
+    );
+    Ok(())
+}
+
+/// Fails unless `err` names the session `id` (as its shortened hint).
+pub(super) fn names_the_session(err: &Error, id: &SessionId, what: &str) -> CheckResult {
+    ensure!(
+        err.session() == Some(&id.hint()),
+        "{what} names session {:?}, not the session it is about ({:?}): {err}",
+        err.session(),
+        id.hint()
+    );
+    Ok(())
+}
+
+pub(super) async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
@@ -119,16 +157,13 @@ pub(super) async fn set_then_get_round_trips(factory: Factory) -> CheckResult {
     let store = factory.boxed().await;
     let (id, session) = (id(), sample());
     let version = call!("set", store.set(&id, &session).await);
-    ensure!(
-        version == 1,
-        "the first set returned version {version}, not 1"
-    );
+    valid_version("the first set", version)?;
     let got = call!("get", store.get(&id).await);
     let got = got.ok_or("get after set returned None")?;
     same_content(&got, &session)?;
     ensure!(
-        got.version() == 1,
-        "get after the first set returned version {}, not 1",
+        got.version() == version,
+        "get after the first set returned version {}, but set returned {version}",
         got.version()
     );
     Ok(())
@@ -137,12 +172,13 @@ pub(super) async fn set_then_get_round_trips(factory: Factory) -> CheckResult {
 pub(super) async fn set_overwrites_and_advances_version(factory: Factory) -> CheckResult {
     let store = factory.boxed().await;
     let id = id();
-    call!("set", store.set(&id, &sample()).await);
+    let first = call!("set", store.set(&id, &sample()).await);
     let second = session_with(HOUR * 2, json!({"other": "value"}));
     let version = call!("second set", store.set(&id, &second).await);
     ensure!(
-        version == 2,
-        "the second set returned version {version}, not 2"
+        version == first + 1,
+        "the second set returned version {version}, not {} (the first set's plus one)",
+        first + 1
     );
     let got = call!("get", store.get(&id).await).ok_or("get after two sets returned None")?;
     same_content(&got, &second)?;
@@ -151,9 +187,10 @@ pub(super) async fn set_overwrites_and_advances_version(factory: Factory) -> Che
         "set merged the old data into the new session instead of replacing it"
     );
     ensure!(
-        got.version() == 2,
-        "stored version is {}, not 2",
-        got.version()
+        got.version() == first + 1,
+        "stored version is {}, not {}",
+        got.version(),
+        first + 1
     );
     Ok(())
 }
@@ -163,12 +200,13 @@ pub(super) async fn set_of_identical_content_returns_the_stored_version(
 ) -> CheckResult {
     let store = factory.boxed().await;
     let (id, session) = (id(), sample());
-    call!("set", store.set(&id, &session).await);
+    let first = call!("set", store.set(&id, &session).await);
     let again = call!("set of identical content", store.set(&id, &session).await);
     ensure!(
-        again == 1 || again == 2,
+        again == first || again == first + 1,
         "set of content identical to the stored session returned version {again}, \
-         not 1 (skipped) or 2 (rewritten)"
+         not {first} (skipped) or {} (rewritten)",
+        first + 1
     );
     let got = call!("get", store.get(&id).await).ok_or("the session vanished")?;
     same_content(&got, &session)?;
@@ -298,10 +336,14 @@ pub(super) async fn destroy_is_idempotent(factory: Factory) -> CheckResult {
     call!("set", store.set(&id, &sample()).await);
     call!("destroy", store.destroy(&id).await);
     call!("second destroy", store.destroy(&id).await);
-    let version = call!("set after destroy", store.set(&id, &sample()).await);
     ensure!(
-        version == 1,
-        "set after destroy returned version {version}, not 1 (a destroyed session is absent)"
+        call!("get", store.get(&id).await).is_none(),
+        "get returned a session after two destroys"
+    );
+    call!("set after destroy", store.set(&id, &sample()).await);
+    ensure!(
+        call!("get", store.get(&id).await).is_some(),
+        "a set after two destroys stored nothing"
     );
     Ok(())
 }
@@ -328,7 +370,7 @@ pub(super) async fn touch_moves_expiry_only(factory: Factory) -> CheckResult {
 pub(super) async fn touch_keeps_data_and_version(factory: Factory) -> CheckResult {
     let store = factory.boxed().await;
     let (id, session) = (id(), sample());
-    call!("set", store.set(&id, &session).await);
+    let version = call!("set", store.set(&id, &session).await);
     ensure!(
         call!(
             "touch",
@@ -339,18 +381,19 @@ pub(super) async fn touch_keeps_data_and_version(factory: Factory) -> CheckResul
     let got = call!("get", store.get(&id).await).ok_or("get after touch returned None")?;
     ensure!(got.data() == session.data(), "touch changed the data");
     ensure!(
-        got.version() == 1,
-        "touch changed the version from 1 to {}: touch must not rewrite the session",
+        got.version() == version,
+        "touch changed the version from {version} to {}: touch must not rewrite the session",
         got.version()
     );
     // A compare-and-set based on the version read before the touch still succeeds.
     let next = call!(
         "set_if_version after touch",
-        store.set_if_version(&id, &sample(), 1).await
+        store.set_if_version(&id, &sample(), version).await
     );
     ensure!(
-        next == 2,
-        "set_if_version after touch returned {next}, not 2"
+        next == version + 1,
+        "set_if_version after touch returned {next}, not {}",
+        version + 1
     );
     Ok(())
 }
@@ -402,7 +445,7 @@ pub(super) async fn touch_into_the_past_expires(factory: Factory) -> CheckResult
     Ok(())
 }
 
-pub(super) async fn create_absent_succeeds_with_version_one(factory: Factory) -> CheckResult {
+pub(super) async fn create_absent_succeeds_with_a_fresh_version(factory: Factory) -> CheckResult {
     let store = factory.boxed().await;
     let (id, session) = (id(), sample());
     ensure!(
@@ -411,10 +454,29 @@ pub(super) async fn create_absent_succeeds_with_version_one(factory: Factory) ->
     );
     let got = call!("get", store.get(&id).await).ok_or("get after create returned None")?;
     same_content(&got, &session)?;
+    valid_version("a created session", got.version())?;
+    // A second incarnation of another id does not start at the same value: versions are
+    // fresh, not a fixed starting point.
+    let mut starts = vec![got.version()];
+    for _ in 0..3 {
+        let other = self::id();
+        ensure!(
+            call!("create", store.create(&other, &session).await),
+            "create of an absent id returned false"
+        );
+        let version = call!("get", store.get(&other).await)
+            .ok_or("get after create returned None")?
+            .version();
+        valid_version("a created session", version)?;
+        starts.push(version);
+    }
+    starts.sort_unstable();
+    starts.dedup();
     ensure!(
-        got.version() == 1,
-        "a created session has version {}, not 1",
-        got.version()
+        starts.len() > 1,
+        "four created sessions all start at version {}: a new incarnation must start at a \
+         fresh, unpredictable version",
+        starts[0]
     );
     Ok(())
 }
@@ -424,7 +486,7 @@ pub(super) async fn create_collision_returns_false_and_keeps_existing(
 ) -> CheckResult {
     let store = factory.boxed().await;
     let (id, first) = (id(), sample());
-    call!("set", store.set(&id, &first).await);
+    let version = call!("set", store.set(&id, &first).await);
     let intruder = session_with(HOUR, json!({"user": "mallory"}));
     ensure!(
         !call!("create", store.create(&id, &intruder).await),
@@ -432,7 +494,10 @@ pub(super) async fn create_collision_returns_false_and_keeps_existing(
     );
     let got = call!("get", store.get(&id).await).ok_or("the existing session vanished")?;
     same_content(&got, &first)?;
-    ensure!(got.version() == 1, "a failed create changed the version");
+    ensure!(
+        got.version() == version,
+        "a failed create changed the version"
+    );
     Ok(())
 }
 
@@ -491,22 +556,24 @@ pub(super) async fn create_concurrent_exactly_one_wins(factory: Factory) -> Chec
 pub(super) async fn set_if_version_matching_writes(factory: Factory) -> CheckResult {
     let store = factory.boxed().await;
     let id = id();
-    call!("set", store.set(&id, &sample()).await);
+    let first = call!("set", store.set(&id, &sample()).await);
     let update = session_with(HOUR, json!({"user": "ada", "n": 2}));
     let version = call!(
         "set_if_version",
-        store.set_if_version(&id, &update, 1).await
+        store.set_if_version(&id, &update, first).await
     );
     ensure!(
-        version == 2,
-        "set_if_version with the right version returned {version}, not 2"
+        version == first + 1,
+        "set_if_version with the right version returned {version}, not {}",
+        first + 1
     );
     let got = call!("get", store.get(&id).await).ok_or("get returned None")?;
     same_content(&got, &update)?;
     ensure!(
-        got.version() == 2,
-        "stored version is {}, not 2",
-        got.version()
+        got.version() == first + 1,
+        "stored version is {}, not {}",
+        got.version(),
+        first + 1
     );
     Ok(())
 }
@@ -516,17 +583,23 @@ pub(super) async fn set_if_version_mismatch_conflicts_and_writes_nothing(
 ) -> CheckResult {
     let store = factory.boxed().await;
     let (id, original) = (id(), sample());
-    call!(
+    let first = call!(
         "set",
         store
             .set(&id, &session_with(HOUR, json!({"first": 1})))
             .await
     );
-    call!("set", store.set(&id, &original).await);
+    let stored = call!("set", store.set(&id, &original).await);
     let stale = session_with(HOUR, json!({"user": "stale"}));
-    for expected in [1, 3, 7] {
+    for expected in [first, stored + 1, stored + 1000, 0] {
         match store.set_if_version(&id, &stale, expected).await {
-            Err(err) if err.kind() == ErrorKind::Conflict => {}
+            Err(err) if err.kind() == ErrorKind::Conflict => {
+                names_the_session(&err, &id, "a conflict")?;
+                ensure!(
+                    matches!(err, Error::Conflict { expected: e, .. } if e == expected),
+                    "the conflict error does not carry the expected version {expected}: {err}"
+                );
+            }
             Err(err) => {
                 return Err(format!(
                     "set_if_version with stale version {expected} failed with {}, not a conflict",
@@ -535,7 +608,7 @@ pub(super) async fn set_if_version_mismatch_conflicts_and_writes_nothing(
             }
             Ok(v) => {
                 return Err(format!(
-                    "set_if_version with stale version {expected} (stored: 2) wrote version {v}"
+                    "set_if_version with stale version {expected} (stored: {stored}) wrote version {v}"
                 ));
             }
         }
@@ -543,7 +616,7 @@ pub(super) async fn set_if_version_mismatch_conflicts_and_writes_nothing(
     let got = call!("get", store.get(&id).await).ok_or("get returned None")?;
     same_content(&got, &original)?;
     ensure!(
-        got.version() == 2,
+        got.version() == stored,
         "a conflicting write changed the version"
     );
     Ok(())
@@ -564,7 +637,13 @@ pub(super) async fn set_if_version_zero_means_absent(factory: Factory) -> CheckR
         "set_if_version(expected 0) on an absent id",
         store.set_if_version(&id, &sample(), 0).await
     );
-    ensure!(version == 1, "it returned {version}, not 1");
+    valid_version("set_if_version(expected 0) on an absent id", version)?;
+    let got = call!("get", store.get(&id).await).ok_or("set_if_version(0) stored nothing")?;
+    ensure!(
+        got.version() == version,
+        "set_if_version(0) returned {version} but get shows {}",
+        got.version()
+    );
     match store.set_if_version(&id, &sample(), 0).await {
         Err(err) if err.is_conflict() => Ok(()),
         other => Err(format!(
@@ -580,7 +659,7 @@ pub(super) async fn set_if_version_concurrent_increments_lose_nothing(
     const INCREMENTS: u64 = 25;
     let store = factory.shared().await;
     let id = id();
-    call!(
+    let start = call!(
         "set",
         store
             .set(&id, &session_with(HOUR, json!({"counter": 0})))
@@ -629,10 +708,10 @@ pub(super) async fn set_if_version_concurrent_increments_lose_nothing(
         TASKS * INCREMENTS
     );
     ensure!(
-        got.version() == 1 + TASKS * INCREMENTS,
+        got.version() == start + TASKS * INCREMENTS,
         "the version is {}, not {}",
         got.version(),
-        1 + TASKS * INCREMENTS
+        start + TASKS * INCREMENTS
     );
     Ok(())
 }
@@ -694,6 +773,7 @@ pub(super) async fn clear_removes_everything(factory: Factory) -> CheckResult {
 
 pub(super) async fn delete_expired_removes_only_expired(factory: Factory) -> CheckResult {
     let store = factory.boxed().await;
+    let by_itself = store.capabilities().expires_by_itself;
     let live: Vec<SessionId> = (0..3).map(|_| id()).collect();
     let doomed: Vec<SessionId> = (0..2).map(|_| id()).collect();
     for id in &live {
@@ -704,9 +784,17 @@ pub(super) async fn delete_expired_removes_only_expired(factory: Factory) -> Che
     }
     sleep_ms(300).await;
     let removed = call!("delete_expired", store.delete_expired().await);
+    let want = if by_itself { 0 } else { doomed.len() as u64 };
     ensure!(
-        removed <= 2,
-        "delete_expired reported {removed} removed with only 2 sessions expired"
+        removed == want,
+        "delete_expired reported {removed} removed with {} sessions expired; it must return \
+         exactly the number it removed ({want}{})",
+        doomed.len(),
+        if by_itself {
+            ": the store declares expires_by_itself"
+        } else {
+            ""
+        }
     );
     for id in &live {
         ensure!(
@@ -824,21 +912,39 @@ pub(super) async fn nesting_at_the_limit_round_trips_and_deeper_is_refused(
     );
     let got = call!("get", store.get(&id).await).ok_or("the deepest allowed session vanished")?;
     same_content(&got, &deepest)?;
+    let fresh = self::id();
     for depth in [crate::session::MAX_NESTING + 1, 500] {
         let bomb = session_with(HOUR, nested(depth));
-        for (op, result) in [
-            ("set", store.set(&id, &bomb).await.map(|_| ())),
-            ("create", store.create(&self::id(), &bomb).await.map(|_| ())),
+        for (op, target, result) in [
+            ("set", &id, store.set(&id, &bomb).await.map(|_| ())),
             (
                 "set_if_version",
+                &id,
                 store
                     .set_if_version(&id, &bomb, got.version())
                     .await
                     .map(|_| ()),
             ),
+            (
+                "set of a new id",
+                &fresh,
+                store.set(&fresh, &bomb).await.map(|_| ()),
+            ),
+            (
+                "create",
+                &fresh,
+                store.create(&fresh, &bomb).await.map(|_| ()),
+            ),
+            (
+                "set_if_version(.., 0) of a new id",
+                &fresh,
+                store.set_if_version(&fresh, &bomb, 0).await.map(|_| ()),
+            ),
         ] {
             match result {
-                Err(err) if err.kind() == ErrorKind::Encode => {}
+                Err(err) if err.kind() == ErrorKind::Encode => {
+                    names_the_session(&err, target, &format!("{op}'s encode error"))?;
+                }
                 other => {
                     return Err(format!(
                         "{op} of data nested {depth} levels deep gave {other:?}, not an encode error"
@@ -847,6 +953,14 @@ pub(super) async fn nesting_at_the_limit_round_trips_and_deeper_is_refused(
             }
         }
     }
+    ensure!(
+        call!("get", store.get(&fresh).await).is_none(),
+        "a refused write of over-deep data stored something under a new id"
+    );
+    ensure!(
+        call!("len", store.len().await) == 1,
+        "a refused write of over-deep data is counted by len"
+    );
     let after = call!("get", store.get(&id).await).ok_or("a refused write removed the session")?;
     same_content(&after, &deepest)?;
     ensure!(
@@ -864,7 +978,7 @@ pub(super) async fn ids_are_isolated(factory: Factory) -> CheckResult {
         session_with(HOUR, json!({"who": "b"})),
     );
     call!("set a", store.set(&a, &sa).await);
-    call!("set b", store.set(&b, &sb).await);
+    let vb = call!("set b", store.set(&b, &sb).await);
     call!("set a again", store.set(&a, &sample()).await);
     call!(
         "touch a",
@@ -873,7 +987,7 @@ pub(super) async fn ids_are_isolated(factory: Factory) -> CheckResult {
     call!("destroy a", store.destroy(&a).await);
     let got = call!("get b", store.get(&b).await).ok_or("b vanished after writes to a")?;
     same_content(&got, &sb)?;
-    ensure!(got.version() == 1, "writes to a changed b's version");
+    ensure!(got.version() == vb, "writes to a changed b's version");
     Ok(())
 }
 
@@ -949,12 +1063,13 @@ pub(super) async fn concurrent_sets_leave_one_whole_value(factory: Factory) -> C
                 let mut session = Session::new(HOUR);
                 session.replace_data(data);
                 barrier.wait().await;
-                store.set(&id, &session).await
+                store.set(&id, &session).await.map(|v| (writer, v))
             })
         })
         .collect();
+    let mut versions = Vec::new();
     for task in tasks {
-        joined("concurrent set", task.await)?;
+        versions.push(joined("concurrent set", task.await)?);
     }
     let got = call!("get", store.get(&id).await).ok_or("no session after 100 concurrent sets")?;
     let writer = got
@@ -967,10 +1082,27 @@ pub(super) async fn concurrent_sets_leave_one_whole_value(factory: Factory) -> C
             && got.get::<Vec<usize>>("list").ok().flatten() == Some(vec![writer; 64]),
         "the stored session mixes fields from different writers (a torn write)"
     );
+    // Each set got its own version: the first a fresh one, every other one more.
+    versions.sort_unstable_by_key(|&(_, v)| v);
+    let first = versions[0].1;
+    for (i, &(_, v)) in versions.iter().enumerate() {
+        ensure!(
+            v == first + i as u64,
+            "{WRITERS} concurrent sets returned versions that are not {first}..={}: a version \
+             was handed out twice or skipped ({v} at rank {i})",
+            first + WRITERS as u64 - 1
+        );
+    }
+    let (last_writer, last) = versions[WRITERS - 1];
     ensure!(
-        got.version() == WRITERS as u64,
-        "{WRITERS} sets left version {}, not {WRITERS}",
+        got.version() == last,
+        "{WRITERS} sets left version {}, not the highest one returned ({last})",
         got.version()
+    );
+    ensure!(
+        writer == last_writer,
+        "the stored session is writer {writer}'s, but writer {last_writer}'s set returned the \
+         stored version {last}"
     );
     Ok(())
 }

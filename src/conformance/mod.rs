@@ -47,6 +47,10 @@
 //! must hand out a store that is safe to clear: a new temporary directory, table, schema or
 //! key prefix per call, never a store over a user's real data.
 //!
+//! The factory's stores must hold at least 2,500 live sessions each (one check writes 2,100),
+//! and two stores it made one after the other must be isolated from each other: clearing,
+//! counting or expiring one never touches the other's sessions, even under the same id.
+//!
 //! Checks that involve expiry use sub-second expiries and short sleeps; the whole suite takes
 //! a few seconds per backend. Each check has a time limit of [`CHECK_TIMEOUT`]; a check that
 //! hangs or panics fails, naming itself.
@@ -75,6 +79,9 @@ use crate::store::SessionStore;
 
 #[cfg(doc)]
 use crate::session::SessionId;
+
+/// How many checks [`run`] runs at once (each against its own fresh store).
+pub const CONCURRENT_CHECKS: usize = 4;
 
 /// How long one check may take before it fails as hung.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -156,7 +163,7 @@ macro_rules! __for_each_check {
             touch_keeps_data_and_version,
             touch_absent_returns_false_and_creates_nothing,
             touch_into_the_past_expires,
-            create_absent_succeeds_with_version_one,
+            create_absent_succeeds_with_a_fresh_version,
             create_collision_returns_false_and_keeps_existing,
             create_over_expired_session_succeeds,
             create_concurrent_exactly_one_wins,
@@ -176,6 +183,27 @@ macro_rules! __for_each_check {
             concurrent_sets_leave_one_whole_value,
             works_as_box_dyn_store,
             works_as_arc_dyn_store_across_tasks,
+            stale_compare_and_set_after_destroy_conflicts,
+            stale_compare_and_set_after_expiry_conflicts,
+            versions_never_repeat_across_incarnations,
+            version_inside_a_written_session_is_ignored,
+            identical_data_with_another_expiry_is_a_write,
+            identical_content_after_destroy_is_a_new_session,
+            errors_name_the_session_and_kind,
+            an_expiry_equal_to_now_has_passed,
+            writes_with_a_past_expiry_store_nothing,
+            expiries_a_few_milliseconds_ahead_are_live,
+            touch_can_move_the_expiry_earlier,
+            an_expired_session_is_absent_for_touch_len_and_is_empty,
+            delete_expired_spares_sessions_about_to_expire,
+            set_racing_set_if_version_hands_out_each_version_once,
+            touch_racing_destroy_never_revives,
+            touch_racing_set_keeps_the_written_data,
+            create_racing_destroy_stores_only_when_it_returns_true,
+            round_trip_edge_values_exactly,
+            len_and_clear_at_scale,
+            stores_from_the_factory_are_isolated,
+            ids_that_differ_slightly_are_distinct,
         }
     };
 }
@@ -279,8 +307,8 @@ pub fn check_names() -> impl Iterator<Item = &'static str> {
     CHECKS.iter().map(|check| check.name)
 }
 
-/// Runs every check against fresh stores from `factory`. `Ok` when all pass; otherwise the
-/// error names every failed check and says why.
+/// Runs every check against fresh stores from `factory`, [`CONCURRENT_CHECKS`] at a time.
+/// `Ok` when all pass; otherwise the error names every failed check and says why.
 ///
 /// Must be called within a multi-threaded tokio runtime (the checks spawn tasks and sleep).
 pub async fn run<F, Fut, S>(factory: F) -> Result<(), Failures>
@@ -294,8 +322,27 @@ where
         failed: Vec::new(),
         passed: Vec::new(),
     };
-    for check in CHECKS {
-        match run_one(check, factory.clone()).await {
+    // Most of the suite's time is spent sleeping past expiries, so a few checks run at once;
+    // each has a store of its own. Results are reported in suite order.
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CHECKS));
+    let tasks: Vec<_> = CHECKS
+        .iter()
+        .map(|check| {
+            let (factory, permits) = (factory.clone(), permits.clone());
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                run_one(check, factory).await
+            })
+        })
+        .collect();
+    for (check, task) in CHECKS.iter().zip(tasks) {
+        let result = task.await.unwrap_or_else(|join| {
+            Err(CheckFailure {
+                check: check.name,
+                message: format!("panicked or was cancelled: {join}"),
+            })
+        });
+        match result {
             Ok(()) => failures.passed.push(check.name),
             Err(failure) => failures.failed.push(failure),
         }

@@ -1,64 +1,206 @@
-//! The suite has teeth: each store here breaks exactly one contract sentence, and the suite
-//! must fail on it, naming the check for that sentence. The same store with no defect passes,
-//! so each failure is the defect's doing.
+//! The suite has teeth: each store here breaks exactly one contract sentence, the way real
+//! session stores have, and the suite must fail on it, naming the check for that sentence.
+//! The same store with no defect passes, so each failure is the defect's doing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use serde_json::Value;
 use session_stores::{
-    Error, Result, Session, SessionId, SessionStore, async_trait, now_millis, to_millis,
+    Capabilities, Error, Result, Session, SessionId, SessionStore, async_trait, fresh_version,
+    next_version, now_millis, to_millis,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Defect {
     None,
+    // Expiry.
     IgnoresExpiry,
+    ExpiryEqualToNowIsLive,
+    WritesTreatExpiredAsLive,
+    CreateCollidesWithExpired,
+    TouchRevivesExpired,
+    TouchOnlyExtends,
+    IsEmptyCountsExpired,
+    LenCountsExpired,
+    DeleteExpiredReturnsZero,
+    DeleteExpiredCountsEverything,
+    DeleteExpiredWithSlack,
+    PastExpiryWriteIgnoresVersion,
+    // Versions.
+    VersionRestartsAtOne,
+    VersionFromTheClock,
+    HonoursCarriedVersion,
+    SetIfVersionIgnoresVersion,
+    ZeroMatchesAnything,
+    ConflictCarriesStoredVersion,
+    MismatchIsABackendError,
+    UnchangedSetMisreportsVersion,
+    IdenticalSetIgnoresExpiry,
+    SkipCacheSurvivesDestroy,
+    // Writes.
     DestroyDoesNothing,
     TouchRewritesData,
+    TouchWritesBackWholeSession,
     NonAtomicCreate,
-    SetIfVersionIgnoresVersion,
-    LenCountsExpired,
+    NonAtomicSet,
+    CreateTrustsSecondLook,
     AcceptsOverDeepData,
-    UnchangedSetMisreportsVersion,
+    RefusedWriteRemovesOld,
+    RefusedCreateLeavesPlaceholder,
+    EncodeErrorNamesNoSession,
+    // Data and ids.
+    IntegralFloatsBecomeIntegers,
+    NormalizesLineEndings,
+    DropsNullMembers,
+    IdsCaseInsensitive,
+    IdsTruncatedTo64,
+    DotsAreUnderscores,
+    // Scale and isolation.
+    LenCapsAt1000,
+    ClearFirstPageOnly,
+    ClearClearsEveryStore,
 }
 
+type Map = HashMap<(u64, SessionId), Session>;
+
 struct Faulty {
-    map: Mutex<HashMap<SessionId, Session>>,
+    map: Arc<Mutex<Map>>,
+    ns: u64,
     defect: Defect,
+    /// The last content written per id, for a write-skip cache (one defect forgets to drop it).
+    written: Mutex<HashMap<SessionId, (serde_json::Map<String, Value>, i64, u64)>>,
 }
+
+static NAMESPACES: AtomicU64 = AtomicU64::new(1);
 
 impl Faulty {
     fn new(defect: Defect) -> Self {
+        Self::over(defect, Arc::default())
+    }
+
+    fn over(defect: Defect, map: Arc<Mutex<Map>>) -> Self {
         Faulty {
-            map: Mutex::new(HashMap::new()),
+            map,
+            ns: NAMESPACES.fetch_add(1, Ordering::Relaxed),
             defect,
+            written: Mutex::default(),
         }
     }
 
-    /// The nesting limit every write must enforce (skipped by one defect).
-    fn check_data(&self, id: &SessionId, session: &Session) -> Result<()> {
-        if self.defect == Defect::AcceptsOverDeepData {
-            return Ok(());
-        }
-        session_stores::check_nesting(id, session.data())
+    fn is(&self, defect: Defect) -> bool {
+        self.defect == defect
     }
 
-    fn live_version(&self, id: &SessionId) -> Option<u64> {
-        let map = self.map.lock().unwrap();
-        map.get(id)
-            .filter(|s| self.defect == Defect::IgnoresExpiry || !s.is_expired())
+    fn key(&self, id: &SessionId) -> (u64, SessionId) {
+        let mut raw = id.as_str().to_string();
+        if self.is(Defect::IdsCaseInsensitive) {
+            raw = raw.to_ascii_lowercase();
+        }
+        if self.is(Defect::IdsTruncatedTo64) {
+            raw.truncate(64);
+        }
+        if self.is(Defect::DotsAreUnderscores) {
+            raw = raw.replace('.', "_");
+        }
+        (self.ns, SessionId::new(raw).expect("still a valid id"))
+    }
+
+    fn expired(&self, session: &Session, now: i64) -> bool {
+        if self.is(Defect::IgnoresExpiry) {
+            return false;
+        }
+        if self.is(Defect::ExpiryEqualToNowIsLive) {
+            return session.expires_at_millis() < now;
+        }
+        session.is_expired_at(now)
+    }
+
+    /// The live version, as the write paths see it.
+    fn live_for_write(&self, map: &Map, id: &SessionId, now: i64) -> Option<u64> {
+        map.get(&self.key(id))
+            .filter(|s| self.is(Defect::WritesTreatExpiredAsLive) || !self.expired(s, now))
             .map(Session::version)
     }
 
-    fn write(&self, id: &SessionId, session: &Session, version: u64) -> u64 {
-        let mut map = self.map.lock().unwrap();
-        if session.is_expired() {
-            map.remove(id);
+    fn check_data(&self, id: &SessionId, session: &Session) -> Result<()> {
+        if self.is(Defect::AcceptsOverDeepData) {
+            return Ok(());
+        }
+        session_stores::check_nesting(id, session.data()).map_err(|err| {
+            if self.is(Defect::EncodeErrorNamesNoSession) {
+                Error::encode(&SessionId::new("someone-else").unwrap(), err)
+            } else {
+                err
+            }
+        })
+    }
+
+    /// What the store keeps of `session`'s data (three defects lose something).
+    fn kept(&self, session: &Session) -> Session {
+        fn walk(value: &mut Value, defect: Defect) {
+            match value {
+                Value::Number(n) if defect == Defect::IntegralFloatsBecomeIntegers => {
+                    if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) {
+                        *value = Value::from(f as i64);
+                    }
+                }
+                Value::String(s) if defect == Defect::NormalizesLineEndings => {
+                    *s = s.replace("\r\n", "\n");
+                }
+                Value::Array(items) => items.iter_mut().for_each(|v| walk(v, defect)),
+                Value::Object(map) => {
+                    if defect == Defect::DropsNullMembers {
+                        map.retain(|_, v| !v.is_null());
+                    }
+                    map.values_mut().for_each(|v| walk(v, defect));
+                }
+                _ => {}
+            }
+        }
+        let mut data = Value::Object(session.data().clone());
+        walk(&mut data, self.defect);
+        let Value::Object(data) = data else {
+            unreachable!()
+        };
+        Session::from_parts(data, session.expires_at_millis(), session.version())
+    }
+
+    /// A fresh version for a new incarnation.
+    fn fresh(&self) -> u64 {
+        if self.is(Defect::VersionRestartsAtOne) {
+            1
+        } else if self.is(Defect::VersionFromTheClock) {
+            now_millis() as u64
+        } else {
+            fresh_version()
+        }
+    }
+
+    /// Stores `session` at `version` (deleting on a past expiry). The caller holds the lock.
+    fn put(&self, map: &mut Map, id: &SessionId, session: &Session, version: u64, now: i64) -> u64 {
+        if self.expired(session, now) {
+            map.remove(&self.key(id));
             return 0;
         }
-        map.insert(id.clone(), session.clone().with_version(version));
+        map.insert(self.key(id), self.kept(session).with_version(version));
+        self.written.lock().unwrap().insert(
+            id.clone(),
+            (session.data().clone(), session.expires_at_millis(), version),
+        );
         version
+    }
+
+    fn next(&self, live: Option<u64>, session: &Session) -> u64 {
+        if self.is(Defect::HonoursCarriedVersion) && session.version() > 0 {
+            return session.version() + 1;
+        }
+        match live {
+            Some(v) => next_version(v),
+            None => self.fresh(),
+        }
     }
 }
 
@@ -67,42 +209,59 @@ impl SessionStore for Faulty {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
         let map = self.map.lock().unwrap();
         Ok(map
-            .get(id)
-            .filter(|s| self.defect == Defect::IgnoresExpiry || !s.is_expired())
+            .get(&self.key(id))
+            .filter(|s| !self.expired(s, now_millis()))
             .cloned())
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
-        self.check_data(id, session)?;
-        // One lock for the read and the write, so the version advances atomically.
+        let now = now_millis();
+        if let Err(err) = self.check_data(id, session) {
+            if self.is(Defect::RefusedWriteRemovesOld) {
+                self.map.lock().unwrap().remove(&self.key(id));
+            }
+            return Err(err);
+        }
+        if self.is(Defect::NonAtomicSet) {
+            // Read the version, let other tasks run, then write: two writers get one version.
+            let live = self.live_for_write(&self.map.lock().unwrap(), id, now);
+            tokio::task::yield_now().await;
+            let next = self.next(live, session);
+            return Ok(self.put(&mut self.map.lock().unwrap(), id, session, next, now));
+        }
         let mut map = self.map.lock().unwrap();
-        let live = map.get(id).filter(|s| !s.is_expired());
-        let next = live.map_or(1, |s| s.version() + 1);
-        if self.defect == Defect::UnchangedSetMisreportsVersion
-            && live.is_some_and(|s| {
-                s.data() == session.data() && s.expires_at_millis() == session.expires_at_millis()
-            })
-        {
-            // Skips the identical write, but reports a version that is not the stored one.
-            return Ok(next);
+        let live = self.live_for_write(&map, id, now);
+        let cached = self.written.lock().unwrap().get(id).cloned();
+        if let Some((data, expires_at, version)) = cached {
+            let same_expiry = self.is(Defect::IdenticalSetIgnoresExpiry)
+                || expires_at == session.expires_at_millis();
+            let cache_valid = self.is(Defect::SkipCacheSurvivesDestroy) || live == Some(version);
+            if cache_valid && same_expiry && data == *session.data() && !self.expired(session, now)
+            {
+                return Ok(if self.is(Defect::UnchangedSetMisreportsVersion) {
+                    version + 1
+                } else {
+                    version
+                });
+            }
         }
-        if session.is_expired() {
-            map.remove(id);
-            return Ok(0);
-        }
-        map.insert(id.clone(), session.clone().with_version(next));
-        Ok(next)
+        let next = self.next(live, session);
+        Ok(self.put(&mut map, id, session, next, now))
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        if self.defect != Defect::DestroyDoesNothing {
-            self.map.lock().unwrap().remove(id);
+        if !self.is(Defect::DestroyDoesNothing) {
+            self.map.lock().unwrap().remove(&self.key(id));
+            if !self.is(Defect::SkipCacheSurvivesDestroy) {
+                self.written.lock().unwrap().remove(id);
+            }
         }
         Ok(())
     }
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
-        if self.defect == Defect::TouchRewritesData {
+        let now = now_millis();
+        if self.is(Defect::TouchRewritesData) {
             // Read, change, write back: a rewrite that advances the version.
             let Some(mut session) = self.get(id).await? else {
                 return Ok(false);
@@ -111,10 +270,31 @@ impl SessionStore for Faulty {
             self.set(id, &session).await?;
             return Ok(true);
         }
+        if self.is(Defect::TouchWritesBackWholeSession) {
+            // Read, let other tasks run, write the whole session back: races lose writes.
+            let Some(mut session) = self.get(id).await? else {
+                return Ok(false);
+            };
+            tokio::task::yield_now().await;
+            session.set_expires_at(expires_at);
+            self.map.lock().unwrap().insert(self.key(id), session);
+            return Ok(true);
+        }
         let mut map = self.map.lock().unwrap();
-        match map.get_mut(id).filter(|s| !s.is_expired()) {
+        let key = self.key(id);
+        let revive = self.is(Defect::TouchRevivesExpired);
+        match map
+            .get_mut(&key)
+            .filter(|s| revive || !self.expired(s, now))
+        {
             Some(session) => {
-                session.set_expires_at(expires_at);
+                let new = to_millis(expires_at);
+                let keep_later = self.is(Defect::TouchOnlyExtends)
+                    && new > now
+                    && new < session.expires_at_millis();
+                if !keep_later {
+                    session.set_expires_at_millis(new);
+                }
                 Ok(true)
             }
             None => Ok(false),
@@ -122,21 +302,55 @@ impl SessionStore for Faulty {
     }
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
-        self.check_data(id, session)?;
-        if self.defect == Defect::NonAtomicCreate {
+        let now = now_millis();
+        if let Err(err) = self.check_data(id, session) {
+            if self.is(Defect::RefusedCreateLeavesPlaceholder) {
+                let mut placeholder = session.clone();
+                placeholder.replace_data(Default::default());
+                let mut map = self.map.lock().unwrap();
+                if self.live_for_write(&map, id, now).is_none() {
+                    map.insert(self.key(id), placeholder.with_version(self.fresh()));
+                }
+            }
+            return Err(err);
+        }
+        if self.is(Defect::NonAtomicCreate) {
             // Check, let other tasks run, then insert: the classic race.
-            if self.live_version(id).is_some() {
+            if self
+                .live_for_write(&self.map.lock().unwrap(), id, now)
+                .is_some()
+            {
                 return Ok(false);
             }
             tokio::task::yield_now().await;
-            self.write(id, session, 1);
+            let fresh = self.fresh();
+            self.put(&mut self.map.lock().unwrap(), id, session, fresh, now);
             return Ok(true);
         }
+        if self.is(Defect::CreateTrustsSecondLook) {
+            // On a collision, look once more and report success if the id is free by then,
+            // as if the first attempt had written.
+            if self
+                .live_for_write(&self.map.lock().unwrap(), id, now)
+                .is_some()
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                return Ok(self
+                    .live_for_write(&self.map.lock().unwrap(), id, now_millis())
+                    .is_none());
+            }
+        }
         let mut map = self.map.lock().unwrap();
-        if map.get(id).is_some_and(|s| !s.is_expired()) {
+        let collides = if self.is(Defect::CreateCollidesWithExpired) {
+            map.contains_key(&self.key(id))
+        } else {
+            self.live_for_write(&map, id, now).is_some()
+        };
+        if collides {
             return Ok(false);
         }
-        map.insert(id.clone(), session.clone().with_version(1));
+        let fresh = self.next(None, session);
+        self.put(&mut map, id, session, fresh, now);
         Ok(true)
     }
 
@@ -146,49 +360,122 @@ impl SessionStore for Faulty {
         session: &Session,
         expected: u64,
     ) -> Result<u64> {
-        self.check_data(id, session)?;
-        let mut map = self.map.lock().unwrap();
-        let current = map
-            .get(id)
-            .filter(|s| !s.is_expired())
-            .map_or(0, Session::version);
-        if current != expected && self.defect != Defect::SetIfVersionIgnoresVersion {
-            return Err(Error::conflict(id, expected));
+        let now = now_millis();
+        if let Err(err) = self.check_data(id, session) {
+            if self.is(Defect::RefusedWriteRemovesOld) {
+                self.map.lock().unwrap().remove(&self.key(id));
+            }
+            return Err(err);
         }
-        if session.is_expired() {
-            map.remove(id);
+        let mut map = self.map.lock().unwrap();
+        if self.is(Defect::PastExpiryWriteIgnoresVersion) && self.expired(session, now) {
+            map.remove(&self.key(id));
             return Ok(0);
         }
-        map.insert(id.clone(), session.clone().with_version(current + 1));
-        Ok(current + 1)
+        let live = self.live_for_write(&map, id, now);
+        let current = live.unwrap_or(0);
+        let matches = current == expected
+            || self.is(Defect::SetIfVersionIgnoresVersion)
+            || (self.is(Defect::ZeroMatchesAnything) && expected == 0);
+        if !matches {
+            return Err(if self.is(Defect::ConflictCarriesStoredVersion) {
+                Error::conflict(id, current)
+            } else if self.is(Defect::MismatchIsABackendError) {
+                Error::backend("set_if_version", Some(id), "version mismatch")
+            } else {
+                Error::conflict(id, expected)
+            });
+        }
+        let next = self.next(live, session);
+        Ok(self.put(&mut map, id, session, next, now))
     }
 
     async fn len(&self) -> Result<u64> {
         let now = now_millis();
         let map = self.map.lock().unwrap();
-        Ok(map
-            .values()
-            .filter(|s| self.defect == Defect::LenCountsExpired || !s.is_expired_at(now))
-            .count() as u64)
+        let live = map
+            .iter()
+            .filter(|((ns, _), s)| {
+                *ns == self.ns && (self.is(Defect::LenCountsExpired) || !self.expired(s, now))
+            })
+            .count() as u64;
+        Ok(if self.is(Defect::LenCapsAt1000) {
+            live.min(1000)
+        } else {
+            live
+        })
+    }
+
+    async fn is_empty(&self) -> Result<bool> {
+        if self.is(Defect::IsEmptyCountsExpired) {
+            let map = self.map.lock().unwrap();
+            return Ok(!map.keys().any(|(ns, _)| *ns == self.ns));
+        }
+        Ok(self.len().await? == 0)
     }
 
     async fn clear(&self) -> Result<()> {
-        self.map.lock().unwrap().clear();
+        let mut map = self.map.lock().unwrap();
+        if self.is(Defect::ClearClearsEveryStore) {
+            map.clear();
+        } else {
+            let mut mine: Vec<_> = map
+                .keys()
+                .filter(|(ns, _)| *ns == self.ns)
+                .cloned()
+                .collect();
+            if self.is(Defect::ClearFirstPageOnly) {
+                mine.truncate(1000);
+            }
+            for key in mine {
+                map.remove(&key);
+            }
+        }
+        self.written.lock().unwrap().clear();
         Ok(())
     }
 
     async fn delete_expired(&self) -> Result<u64> {
         let now = now_millis();
+        let horizon = if self.is(Defect::DeleteExpiredWithSlack) {
+            now + 1000
+        } else {
+            now
+        };
         let mut map = self.map.lock().unwrap();
-        let before = map.len();
-        map.retain(|_, s| !s.is_expired_at(now));
-        Ok((before - map.len()) as u64)
+        let doomed: Vec<_> = map
+            .iter()
+            .filter(|((ns, _), s)| *ns == self.ns && self.expired(s, horizon))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mine = map.keys().filter(|(ns, _)| *ns == self.ns).count() as u64;
+        for key in &doomed {
+            map.remove(key);
+        }
+        Ok(match self.defect {
+            Defect::DeleteExpiredReturnsZero => 0,
+            Defect::DeleteExpiredCountsEverything => mine,
+            _ => doomed.len() as u64,
+        })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
     }
 }
 
 async fn failures_of(defect: Defect) -> Vec<&'static str> {
-    let _ = to_millis(SystemTime::now());
-    match session_stores::conformance::run(move || async move { Faulty::new(defect) }).await {
+    let shared: Arc<Mutex<Map>> = Arc::default();
+    let result = session_stores::conformance::run(move || {
+        let store = if defect == Defect::ClearClearsEveryStore {
+            Faulty::over(defect, shared.clone())
+        } else {
+            Faulty::new(defect)
+        };
+        async move { store }
+    })
+    .await;
+    match result {
         Ok(()) => Vec::new(),
         Err(failures) => {
             eprintln!("{defect:?}: {failures}");
@@ -217,59 +504,6 @@ async fn the_reference_store_without_a_defect_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_a_store_that_ignores_expiry() {
-    assert_caught(
-        Defect::IgnoresExpiry,
-        &[
-            "get_never_returns_expired",
-            "expiry_is_honoured_at_sub_second_granularity",
-        ],
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_a_destroy_that_does_nothing() {
-    assert_caught(
-        Defect::DestroyDoesNothing,
-        &["destroy_removes", "destroy_is_idempotent"],
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_a_touch_that_rewrites_data() {
-    assert_caught(Defect::TouchRewritesData, &["touch_keeps_data_and_version"]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_a_non_atomic_create() {
-    assert_caught(
-        Defect::NonAtomicCreate,
-        &["create_concurrent_exactly_one_wins"],
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_a_set_if_version_that_ignores_the_version() {
-    assert_caught(
-        Defect::SetIfVersionIgnoresVersion,
-        &[
-            "set_if_version_mismatch_conflicts_and_writes_nothing",
-            "set_if_version_zero_means_absent",
-            "set_if_version_concurrent_increments_lose_nothing",
-        ],
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_a_len_that_counts_expired_sessions() {
-    assert_caught(Defect::LenCountsExpired, &["len_counts_live_sessions_only"]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_check_names_an_unknown_check() {
     let err = session_stores::conformance::run_check("no_such_check", || async {
         Faulty::new(Defect::None)
@@ -277,23 +511,99 @@ async fn run_check_names_an_unknown_check() {
     .await
     .unwrap_err();
     assert!(err.message.contains("no_such_check"), "{err}");
-    assert!(session_stores::conformance::check_names().count() >= 30);
+    assert!(session_stores::conformance::check_names().count() >= 50);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_a_store_that_accepts_data_it_could_not_read_back() {
-    assert_caught(
-        Defect::AcceptsOverDeepData,
-        &["nesting_at_the_limit_round_trips_and_deeper_is_refused"],
-    )
-    .await;
+/// One test per defect: `caught!(test_name, Defect, ["check", ...])`.
+macro_rules! caught {
+    ($($name:ident: $defect:ident => [$($check:literal),+ $(,)?];)+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            assert_caught(Defect::$defect, &[$($check),+]).await;
+        }
+    )+};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_a_skipped_identical_set_that_misreports_its_version() {
-    assert_caught(
-        Defect::UnchangedSetMisreportsVersion,
-        &["set_of_identical_content_returns_the_stored_version"],
-    )
-    .await;
+caught! {
+    catches_a_store_that_ignores_expiry: IgnoresExpiry => [
+        "get_never_returns_expired", "expiry_is_honoured_at_sub_second_granularity"];
+    catches_an_expiry_equal_to_now_taken_as_live: ExpiryEqualToNowIsLive => [
+        "an_expiry_equal_to_now_has_passed"];
+    catches_writes_that_continue_an_expired_session: WritesTreatExpiredAsLive => [
+        "stale_compare_and_set_after_expiry_conflicts"];
+    catches_a_create_that_collides_with_an_expired_session: CreateCollidesWithExpired => [
+        "create_over_expired_session_succeeds", "stale_compare_and_set_after_expiry_conflicts"];
+    catches_a_touch_that_revives_an_expired_session: TouchRevivesExpired => [
+        "touch_absent_returns_false_and_creates_nothing",
+        "an_expired_session_is_absent_for_touch_len_and_is_empty"];
+    catches_a_touch_that_only_extends: TouchOnlyExtends => ["touch_can_move_the_expiry_earlier"];
+    catches_an_is_empty_that_counts_expired_sessions: IsEmptyCountsExpired => [
+        "an_expired_session_is_absent_for_touch_len_and_is_empty"];
+    catches_a_len_that_counts_expired_sessions: LenCountsExpired => [
+        "len_counts_live_sessions_only"];
+    catches_a_delete_expired_that_returns_zero: DeleteExpiredReturnsZero => [
+        "delete_expired_removes_only_expired", "delete_expired_spares_sessions_about_to_expire"];
+    catches_a_delete_expired_that_counts_everything: DeleteExpiredCountsEverything => [
+        "delete_expired_removes_only_expired"];
+    catches_a_delete_expired_with_slack: DeleteExpiredWithSlack => [
+        "delete_expired_spares_sessions_about_to_expire"];
+    catches_a_past_expiry_write_that_skips_the_version_check: PastExpiryWriteIgnoresVersion => [
+        "writes_with_a_past_expiry_store_nothing"];
+    catches_versions_that_restart_at_one: VersionRestartsAtOne => [
+        "stale_compare_and_set_after_destroy_conflicts",
+        "versions_never_repeat_across_incarnations",
+        "create_absent_succeeds_with_a_fresh_version"];
+    catches_versions_taken_from_the_clock: VersionFromTheClock => [
+        "stale_compare_and_set_after_destroy_conflicts"];
+    catches_a_store_that_honours_the_carried_version: HonoursCarriedVersion => [
+        "version_inside_a_written_session_is_ignored"];
+    catches_a_set_if_version_that_ignores_the_version: SetIfVersionIgnoresVersion => [
+        "set_if_version_mismatch_conflicts_and_writes_nothing",
+        "set_if_version_zero_means_absent",
+        "set_if_version_concurrent_increments_lose_nothing"];
+    catches_a_zero_that_matches_a_live_session: ZeroMatchesAnything => [
+        "set_if_version_zero_means_absent",
+        "set_if_version_mismatch_conflicts_and_writes_nothing"];
+    catches_a_conflict_that_carries_the_stored_version: ConflictCarriesStoredVersion => [
+        "errors_name_the_session_and_kind"];
+    catches_a_mismatch_reported_as_a_backend_error: MismatchIsABackendError => [
+        "errors_name_the_session_and_kind",
+        "set_if_version_mismatch_conflicts_and_writes_nothing"];
+    catches_a_skipped_identical_set_that_misreports_its_version: UnchangedSetMisreportsVersion => [
+        "set_of_identical_content_returns_the_stored_version"];
+    catches_an_identical_set_that_ignores_the_expiry: IdenticalSetIgnoresExpiry => [
+        "identical_data_with_another_expiry_is_a_write"];
+    catches_a_skip_cache_that_survives_destroy: SkipCacheSurvivesDestroy => [
+        "identical_content_after_destroy_is_a_new_session"];
+    catches_a_destroy_that_does_nothing: DestroyDoesNothing => [
+        "destroy_removes", "destroy_is_idempotent"];
+    catches_a_touch_that_rewrites_data: TouchRewritesData => ["touch_keeps_data_and_version"];
+    catches_a_touch_that_writes_back_the_whole_session: TouchWritesBackWholeSession => [
+        "touch_racing_destroy_never_revives", "touch_racing_set_keeps_the_written_data"];
+    catches_a_non_atomic_create: NonAtomicCreate => ["create_concurrent_exactly_one_wins"];
+    catches_a_non_atomic_set: NonAtomicSet => [
+        "set_racing_set_if_version_hands_out_each_version_once",
+        "concurrent_sets_leave_one_whole_value"];
+    catches_a_create_that_trusts_a_second_look: CreateTrustsSecondLook => [
+        "create_racing_destroy_stores_only_when_it_returns_true"];
+    catches_a_store_that_accepts_data_it_could_not_read_back: AcceptsOverDeepData => [
+        "nesting_at_the_limit_round_trips_and_deeper_is_refused"];
+    catches_a_refused_write_that_removes_the_old_session: RefusedWriteRemovesOld => [
+        "nesting_at_the_limit_round_trips_and_deeper_is_refused"];
+    catches_a_refused_create_that_leaves_a_placeholder: RefusedCreateLeavesPlaceholder => [
+        "nesting_at_the_limit_round_trips_and_deeper_is_refused"];
+    catches_an_encode_error_that_names_another_session: EncodeErrorNamesNoSession => [
+        "errors_name_the_session_and_kind"];
+    catches_integral_floats_turned_into_integers: IntegralFloatsBecomeIntegers => [
+        "round_trip_edge_values_exactly"];
+    catches_normalized_line_endings: NormalizesLineEndings => ["round_trip_edge_values_exactly"];
+    catches_dropped_null_members: DropsNullMembers => ["round_trip_edge_values_exactly"];
+    catches_case_insensitive_ids: IdsCaseInsensitive => ["ids_that_differ_slightly_are_distinct"];
+    catches_truncated_ids: IdsTruncatedTo64 => ["ids_that_differ_slightly_are_distinct"];
+    catches_dots_taken_for_underscores: DotsAreUnderscores => [
+        "ids_that_differ_slightly_are_distinct"];
+    catches_a_len_that_stops_at_a_thousand: LenCapsAt1000 => ["len_and_clear_at_scale"];
+    catches_a_clear_of_the_first_page_only: ClearFirstPageOnly => ["len_and_clear_at_scale"];
+    catches_a_clear_that_clears_every_store: ClearClearsEveryStore => [
+        "stores_from_the_factory_are_isolated"];
 }

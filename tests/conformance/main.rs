@@ -13,11 +13,11 @@ mod memory {
     // One #[test] per check, as a user of the macro gets them.
     session_stores::conformance_tests!(|| async { MemoryStore::new(10_000) });
 
-    /// A small sharded store (1024 sessions over 16 shards) still keeps the contract.
+    /// A small sharded store (4096 sessions over 16 shards) still keeps the contract.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn whole_suite_on_a_sharded_store() {
         session_stores::conformance::run(|| async {
-            MemoryStore::builder().capacity(1024).shards(16).build()
+            MemoryStore::builder().capacity(4096).shards(16).build()
         })
         .await
         .unwrap();
