@@ -29,7 +29,7 @@
 //! #     pub struct MyStore;
 //! #     impl MyStore {
 //! #         pub async fn connect_for_tests() -> session_stores::MemoryStore {
-//! #             session_stores::MemoryStore::new(1000)
+//! #             session_stores::MemoryStore::new(10_000)
 //! #         }
 //! #     }
 //! # }
@@ -219,7 +219,7 @@ crate::__for_each_check!(__conformance_registry!());
 /// ```
 /// # #[cfg(feature = "memory")]
 /// mod memory {
-///     session_stores::conformance_tests!(|| async { session_stores::MemoryStore::new(1000) });
+///     session_stores::conformance_tests!(|| async { session_stores::MemoryStore::new(10_000) });
 /// }
 /// # fn main() {}
 /// ```
