@@ -240,7 +240,7 @@ pub fn fresh_version() -> u64 {
     use std::cell::Cell;
     use std::hash::{BuildHasher, RandomState};
     thread_local! {
-        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0x7e55_10_u64));
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0x7e55_1075_u64));
     }
     STATE.with(|state| {
         // SplitMix64 (Steele, Lea and Flood, 2014).
