@@ -90,6 +90,23 @@ async fn an_unchanged_save_skips_the_write_and_keeps_the_file() {
     );
 }
 
+/// A huge write-skip cache capacity reserves nothing up front and still works (it used to
+/// panic: "Hash table capacity overflow").
+#[tokio::test]
+async fn a_huge_cache_capacity_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(tmp.path())
+        .cache_capacity(usize::MAX)
+        .open()
+        .await
+        .unwrap();
+    let id = SessionId::generate();
+    let s = session(json!({"user": "ada"}));
+    let v = store.set(&id, &s).await.unwrap();
+    assert_eq!(store.set(&id, &s).await.unwrap(), v);
+    assert_eq!((store.writes(), store.skipped_writes()), (1, 1));
+}
+
 #[tokio::test]
 async fn a_nested_change_is_written() {
     let tmp = tempfile::tempdir().unwrap();

@@ -164,7 +164,6 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -268,7 +267,8 @@ impl FileStoreBuilder {
             Ok((dir, lock_dir))
         })
         .await?;
-        let lru = NonZeroUsize::new(cache_capacity).map(LruCache::new);
+        // Unbounded maps bounded by hand: a large capacity reserves nothing up front.
+        let lru = (cache_capacity > 0).then(LruCache::unbounded);
         Ok(FileStore {
             inner: Arc::new(Inner {
                 dir,
@@ -279,6 +279,7 @@ impl FileStoreBuilder {
                     .collect(),
                 cache: Mutex::new(Cache {
                     lru,
+                    capacity: cache_capacity,
                     bytes: 0,
                     max_bytes: cache_max_bytes,
                 }),
@@ -446,6 +447,8 @@ struct Snapshot {
 struct Cache {
     /// `None` when the cache is turned off.
     lru: Option<LruCache<SessionId, Written>>,
+    /// The most entries kept.
+    capacity: usize,
     bytes: usize,
     max_bytes: usize,
 }
@@ -470,7 +473,7 @@ impl Cache {
             self.bytes = self.bytes.saturating_sub(evicted.content.len());
         }
         self.bytes += size;
-        while self.bytes > self.max_bytes {
+        while self.bytes > self.max_bytes || lru.len() > self.capacity {
             match lru.pop_lru() {
                 Some((_, evicted)) => {
                     self.bytes = self.bytes.saturating_sub(evicted.content.len());

@@ -13,10 +13,23 @@
 //! longest is dropped, and that user is logged out early. Size the capacity for your peak of
 //! live sessions; [`MemoryStore::evictions`] counts how often eviction happened.
 //!
-//! Sessions are spread over shards by a hash of their id, each shard with its own mutex and
-//! its own share of the capacity, so tasks touching different sessions rarely wait on each
-//! other. LRU order is kept per shard, which approximates a global LRU. Stores with a capacity
-//! under 1024 use one shard, so their eviction order is exact.
+//! **Expired sessions go first.** Before a live session is evicted, the store drops the
+//! expired sessions it holds, in the writer's shard and then in the others (each shard keeps a
+//! lower bound of its earliest expiry, so it only scans when something may have expired).
+//!
+//! **The capacity is the store's, not a shard's.** Sessions are spread over shards by a hash
+//! of their id, each shard with its own mutex, so tasks touching different sessions rarely wait
+//! on each other; but the capacity bounds the whole store: nothing is evicted while the store
+//! holds fewer than `capacity` sessions, however unevenly they fall on the shards. When the
+//! store is full, a write evicts the least recently used session of its own shard (or, when
+//! that shard holds nothing else, of another shard), so LRU order is kept per shard, which
+//! approximates a global LRU. The slack: when a writer's own shard holds nothing else and every
+//! other shard is busy at that instant, it does not wait, and the store holds one session over
+//! its capacity until the next write evicts it, so at most one per concurrent writer. Stores
+//! with a capacity under 1024 use one shard, so their eviction order is exact.
+//!
+//! A large capacity reserves nothing up front: `capacity(usize::MAX)` with a byte budget is a
+//! store bounded by bytes only.
 //!
 //! No lock is ever held across an `.await`: every operation runs to completion under one
 //! shard's mutex, which is also what makes `create` and `set_if_version` atomic.
@@ -36,8 +49,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -57,6 +69,8 @@ const SHARDS: usize = 16;
 /// A bounded, sharded, in-process LRU session store. See the [module docs](self).
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
+    /// Entries held over all shards, live or expired.
+    held: AtomicUsize,
     shard_seed: u64,
     shard_bytes: Option<usize>,
     capacity: usize,
@@ -67,6 +81,8 @@ pub struct MemoryStore {
 struct Shard {
     lru: LruCache<SessionId, Entry>,
     bytes: usize,
+    /// At most the earliest expiry held (a lower bound: not raised when that entry goes).
+    earliest_expiry: i64,
 }
 
 struct Entry {
@@ -110,17 +126,19 @@ impl MemoryStoreBuilder {
             .shards
             .unwrap_or(if self.capacity < 1024 { 1 } else { SHARDS })
             .min(self.capacity);
-        let per_shard =
-            NonZeroUsize::new(self.capacity.div_ceil(shards)).unwrap_or(NonZeroUsize::MIN);
         MemoryStore {
             shards: (0..shards)
                 .map(|_| {
                     Mutex::new(Shard {
-                        lru: LruCache::new(per_shard),
+                        // Unbounded: the store bounds the total itself, and reserves nothing
+                        // up front.
+                        lru: LruCache::unbounded(),
                         bytes: 0,
+                        earliest_expiry: i64::MAX,
                     })
                 })
                 .collect(),
+            held: AtomicUsize::new(0),
             shard_seed: RandomState::new().hash_one(0x5e55_1075u64),
             shard_bytes: self.max_bytes.map(|b| (b / shards).max(1)),
             capacity: self.capacity,
@@ -166,7 +184,8 @@ impl MemoryStore {
         self.capacity
     }
 
-    /// How many live or expired sessions were evicted to make room, since the store was made.
+    /// How many sessions were evicted to make room, since the store was made. Expired sessions
+    /// dropped first are not counted: nobody could load them any more.
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
@@ -177,11 +196,14 @@ impl MemoryStore {
     }
 
     fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[self.shard_index(id)])
+    }
+
+    fn shard_index(&self, id: &SessionId) -> usize {
         if self.shards.len() == 1 {
-            return lock(&self.shards[0]);
+            return 0;
         }
-        let index = (self.shard_hash(id.as_str()) % self.shards.len() as u64) as usize;
-        lock(&self.shards[index])
+        (self.shard_hash(id.as_str()) % self.shards.len() as u64) as usize
     }
 
     /// A fast seeded hash of the id, only to pick a shard (the LRU inside the shard uses its
@@ -207,10 +229,10 @@ impl MemoryStore {
     }
 
     /// The live version under `id`, removing the entry if it has expired.
-    fn live_version(shard: &mut Shard, id: &SessionId, now: i64) -> Option<u64> {
+    fn live_version(&self, shard: &mut Shard, id: &SessionId, now: i64) -> Option<u64> {
         match shard.lru.peek(id) {
             Some(entry) if entry.session.is_expired_at(now) => {
-                shard.remove(id);
+                self.remove(shard, id);
                 None
             }
             Some(entry) => Some(entry.session.version()),
@@ -218,17 +240,97 @@ impl MemoryStore {
         }
     }
 
+    /// Removes `id` from `shard`, keeping the counts.
+    fn remove(&self, shard: &mut Shard, id: &SessionId) {
+        if let Some(old) = shard.lru.pop(id) {
+            shard.bytes -= old.size;
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops every expired entry of `shard` if its earliest expiry may have passed, and
+    /// recomputes that expiry exactly.
+    fn drop_expired(&self, shard: &mut Shard, now: i64) -> usize {
+        if shard.earliest_expiry > now {
+            return 0;
+        }
+        let mut earliest = i64::MAX;
+        let mut expired = Vec::new();
+        for (id, entry) in shard.lru.iter() {
+            let expiry = entry.session.expires_at_millis();
+            if expiry <= now {
+                expired.push(id.clone());
+            } else {
+                earliest = earliest.min(expiry);
+            }
+        }
+        shard.earliest_expiry = earliest;
+        for id in &expired {
+            self.remove(shard, id);
+        }
+        expired.len()
+    }
+
+    /// Makes room after `id` was added to `shard` (at `index`) while the store was full:
+    /// expired sessions first, then the least recently used one of this shard, or of another
+    /// shard when this one holds nothing else.
+    fn make_room(&self, shard: &mut Shard, index: usize, id: &SessionId, now: i64) {
+        if self.held.load(Ordering::Relaxed) <= self.capacity {
+            return;
+        }
+        if self.drop_expired(shard, now) > 0 && self.held.load(Ordering::Relaxed) <= self.capacity {
+            return;
+        }
+        // Expired sessions of the other shards go before any live one. A shard busy at this
+        // instant is skipped rather than waited for (waiting on a second shard could deadlock).
+        for offset in 1..self.shards.len() {
+            let other = &self.shards[(index + offset) % self.shards.len()];
+            let Ok(mut other) = other.try_lock() else {
+                continue;
+            };
+            if self.drop_expired(&mut other, now) > 0
+                && self.held.load(Ordering::Relaxed) <= self.capacity
+            {
+                return;
+            }
+        }
+        if shard.lru.len() > 1 {
+            if let Some((old_id, old)) = shard.lru.pop_lru() {
+                debug_assert!(old_id != *id, "the new entry is the most recently used");
+                shard.bytes -= old.size;
+                self.held.fetch_sub(1, Ordering::Relaxed);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        // This shard holds only the new session: take room from another shard that is free
+        // right now, without waiting (waiting on a second shard could deadlock).
+        for offset in 1..self.shards.len() {
+            let other = &self.shards[(index + offset) % self.shards.len()];
+            let Ok(mut other) = other.try_lock() else {
+                continue;
+            };
+            if let Some((_, old)) = other.lru.pop_lru() {
+                other.bytes -= old.size;
+                self.held.fetch_sub(1, Ordering::Relaxed);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
     /// Stores `session` with `version` (or deletes it if expired). The caller holds the lock.
     fn write(
         &self,
         shard: &mut Shard,
+        index: usize,
         id: &SessionId,
         session: &Session,
         version: u64,
         now: i64,
     ) -> Result<u64> {
         if session.is_expired_at(now) {
-            shard.remove(id);
+            self.remove(shard, id);
             return Ok(0);
         }
         crate::session::check_nesting(id, session.data())?;
@@ -250,18 +352,24 @@ impl MemoryStore {
             session: session.clone().with_version(version),
             size,
         };
-        if let Some((old_id, old)) = shard.lru.push(id.clone(), entry) {
-            shard.bytes -= old.size;
-            if old_id != *id {
-                self.evictions.fetch_add(1, Ordering::Relaxed);
+        shard.earliest_expiry = shard.earliest_expiry.min(session.expires_at_millis());
+        match shard.lru.put(id.clone(), entry) {
+            Some(old) => shard.bytes -= old.size,
+            None => {
+                self.held.fetch_add(1, Ordering::Relaxed);
             }
         }
         shard.bytes += size;
+        self.make_room(shard, index, id, now);
         if let Some(limit) = self.shard_bytes {
+            if shard.bytes > limit {
+                self.drop_expired(shard, now);
+            }
             while shard.bytes > limit && shard.lru.len() > 1 {
                 match shard.lru.pop_lru() {
                     Some((_, old)) => {
                         shard.bytes -= old.size;
+                        self.held.fetch_sub(1, Ordering::Relaxed);
                         self.evictions.fetch_add(1, Ordering::Relaxed);
                     }
                     None => break,
@@ -269,14 +377,6 @@ impl MemoryStore {
             }
         }
         Ok(version)
-    }
-}
-
-impl Shard {
-    fn remove(&mut self, id: &SessionId) {
-        if let Some(old) = self.lru.pop(id) {
-            self.bytes -= old.size;
-        }
     }
 }
 
@@ -317,7 +417,7 @@ impl SessionStore for MemoryStore {
         match shard.lru.get(id) {
             // The clock is read only on a hit: a miss costs no clock call.
             Some(entry) if entry.session.is_expired_at(now_millis()) => {
-                shard.remove(id);
+                self.remove(&mut shard, id);
                 Ok(None)
             }
             Some(entry) => Ok(Some(entry.session.clone())),
@@ -327,13 +427,14 @@ impl SessionStore for MemoryStore {
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         let now = now_millis();
-        let mut shard = self.shard(id);
-        let version = next_version(Self::live_version(&mut shard, id, now).unwrap_or(0));
-        self.write(&mut shard, id, session, version, now)
+        let index = self.shard_index(id);
+        let mut shard = lock(&self.shards[index]);
+        let version = next_version(self.live_version(&mut shard, id, now).unwrap_or(0));
+        self.write(&mut shard, index, id, session, version, now)
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.shard(id).remove(id);
+        self.remove(&mut self.shard(id), id);
         Ok(())
     }
 
@@ -341,24 +442,26 @@ impl SessionStore for MemoryStore {
         let now = now_millis();
         let expires_at = to_millis(expires_at);
         let mut shard = self.shard(id);
-        if Self::live_version(&mut shard, id, now).is_none() {
+        if self.live_version(&mut shard, id, now).is_none() {
             return Ok(false);
         }
         if expires_at <= now {
-            shard.remove(id);
+            self.remove(&mut shard, id);
         } else if let Some(entry) = shard.lru.get_mut(id) {
             entry.session.set_expires_at_millis(expires_at);
+            shard.earliest_expiry = shard.earliest_expiry.min(expires_at);
         }
         Ok(true)
     }
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
         let now = now_millis();
-        let mut shard = self.shard(id);
-        if Self::live_version(&mut shard, id, now).is_some() {
+        let index = self.shard_index(id);
+        let mut shard = lock(&self.shards[index]);
+        if self.live_version(&mut shard, id, now).is_some() {
             return Ok(false);
         }
-        self.write(&mut shard, id, session, fresh_version(), now)?;
+        self.write(&mut shard, index, id, session, fresh_version(), now)?;
         Ok(true)
     }
 
@@ -369,11 +472,13 @@ impl SessionStore for MemoryStore {
         expected_version: u64,
     ) -> Result<u64> {
         let now = now_millis();
-        let mut shard = self.shard(id);
-        if Self::live_version(&mut shard, id, now).unwrap_or(0) != expected_version {
+        let index = self.shard_index(id);
+        let mut shard = lock(&self.shards[index]);
+        if self.live_version(&mut shard, id, now).unwrap_or(0) != expected_version {
             return Err(Error::conflict(id, expected_version));
         }
-        self.write(&mut shard, id, session, next_version(expected_version), now)
+        let version = next_version(expected_version);
+        self.write(&mut shard, index, id, session, version, now)
     }
 
     async fn len(&self) -> Result<u64> {
@@ -395,8 +500,10 @@ impl SessionStore for MemoryStore {
     async fn clear(&self) -> Result<()> {
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
+            self.held.fetch_sub(shard.lru.len(), Ordering::Relaxed);
             shard.lru.clear();
             shard.bytes = 0;
+            shard.earliest_expiry = i64::MAX;
         }
         Ok(())
     }
@@ -406,16 +513,9 @@ impl SessionStore for MemoryStore {
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
-            let expired: Vec<SessionId> = shard
-                .lru
-                .iter()
-                .filter(|(_, entry)| entry.session.is_expired_at(now))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in &expired {
-                shard.remove(id);
-            }
-            removed += expired.len() as u64;
+            // A full scan: the earliest-expiry bound is only a hint for eviction.
+            shard.earliest_expiry = i64::MIN;
+            removed += self.drop_expired(&mut shard, now) as u64;
         }
         Ok(removed)
     }
@@ -527,6 +627,110 @@ mod tests {
                 let n = lock(shard).lru.len();
                 assert!((1..=125).contains(&n), "unbalanced shard with {n} sessions");
             }
+        });
+    }
+
+    #[test]
+    fn a_huge_capacity_reserves_nothing_and_the_byte_budget_bounds_it() {
+        rt().block_on(async {
+            let store = MemoryStore::builder()
+                .capacity(usize::MAX)
+                .max_bytes(256 << 20)
+                .build();
+            let fresh = MemoryStore::builder().capacity(usize::MAX).build();
+            for _ in 0..100 {
+                store
+                    .set(&SessionId::generate(), &session(10))
+                    .await
+                    .unwrap();
+                fresh
+                    .set(&SessionId::generate(), &session(10))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(store.len().await.unwrap(), 100);
+            assert_eq!(fresh.len().await.unwrap(), 100);
+            assert_eq!(store.evictions(), 0);
+        });
+    }
+
+    #[test]
+    fn the_capacity_is_the_stores_not_a_shards() {
+        rt().block_on(async {
+            for shards in [1, 4, 16] {
+                let store = MemoryStore::builder().capacity(1024).shards(shards).build();
+                let ids: Vec<SessionId> = (0..1024).map(|_| SessionId::generate()).collect();
+                for id in &ids {
+                    store.set(id, &session(1)).await.unwrap();
+                }
+                assert_eq!(store.evictions(), 0, "{shards} shards evicted before full");
+                assert_eq!(store.len().await.unwrap(), 1024);
+                // One more: exactly one eviction, and the store holds its capacity.
+                store
+                    .set(&SessionId::generate(), &session(1))
+                    .await
+                    .unwrap();
+                assert_eq!(store.evictions(), 1, "{shards} shards");
+                assert_eq!(store.len().await.unwrap(), 1024, "{shards} shards");
+                assert_eq!(store.held.load(Ordering::Relaxed), 1024);
+            }
+        });
+    }
+
+    #[test]
+    fn expired_sessions_are_dropped_before_live_ones_are_evicted() {
+        rt().block_on(async {
+            for shards in [1, 16] {
+                let store = MemoryStore::builder().capacity(1024).shards(shards).build();
+                let mut short = session(1);
+                short.set_expires_at_millis(now_millis() + 100);
+                for _ in 0..512 {
+                    store.set(&SessionId::generate(), &short).await.unwrap();
+                }
+                let live: Vec<SessionId> = (0..512).map(|_| SessionId::generate()).collect();
+                for id in &live {
+                    store.set(id, &session(1)).await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let newer: Vec<SessionId> = (0..512).map(|_| SessionId::generate()).collect();
+                for id in &newer {
+                    store.set(id, &session(1)).await.unwrap();
+                }
+                assert_eq!(
+                    store.evictions(),
+                    0,
+                    "{shards} shards evicted a live session"
+                );
+                for id in live.iter().chain(&newer) {
+                    assert!(store.get(id).await.unwrap().is_some(), "{shards} shards");
+                }
+                assert_eq!(store.len().await.unwrap(), 1024);
+            }
+        });
+    }
+
+    #[test]
+    fn counts_stay_true_through_clear_destroy_and_delete_expired() {
+        rt().block_on(async {
+            let store = MemoryStore::builder().capacity(64).shards(4).build();
+            let ids: Vec<SessionId> = (0..64).map(|_| SessionId::generate()).collect();
+            for id in &ids {
+                store.set(id, &session(1)).await.unwrap();
+            }
+            store.destroy(&ids[0]).await.unwrap();
+            assert_eq!(store.held.load(Ordering::Relaxed), 63);
+            let mut short = session(1);
+            short.set_expires_at_millis(now_millis() + 50);
+            store.set(&ids[1], &short).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(store.delete_expired().await.unwrap(), 1);
+            assert_eq!(store.held.load(Ordering::Relaxed), 62);
+            store.clear().await.unwrap();
+            assert_eq!(store.held.load(Ordering::Relaxed), 0);
+            for id in &ids {
+                store.set(id, &session(1)).await.unwrap();
+            }
+            assert_eq!(store.evictions(), 0);
         });
     }
 }

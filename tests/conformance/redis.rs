@@ -10,7 +10,6 @@
 //! `clear_*` checks clear only that prefix).
 
 use session_stores::RedisStore;
-use session_stores::conformance::{check_names, run_check};
 
 use crate::support;
 
@@ -18,33 +17,22 @@ const URL_VAR: &str = "SESSION_STORES_REDIS_URL";
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 const CLUSTER_VAR: &str = "SESSION_STORES_REDIS_CLUSTER_URLS";
 
-/// Runs every check by name, printing each result, and fails naming every failed check.
+/// Runs the whole suite (as `conformance::run` does: a few checks at once) and fails naming
+/// every failed check.
 async fn run_all<F, Fut>(label: &str, factory: F)
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = RedisStore> + Send + 'static,
 {
-    let mut failed = Vec::new();
-    let mut passed = 0;
-    for name in check_names() {
-        match run_check(name, factory.clone()).await {
-            Ok(()) => {
-                passed += 1;
-                eprintln!("RedisStore ({label}): conformance check {name} ... ok");
-            }
-            Err(failure) => {
-                eprintln!("RedisStore ({label}): {failure}");
-                failed.push(failure.to_string());
-            }
-        }
+    let started = std::time::Instant::now();
+    if let Err(failures) = session_stores::conformance::run(factory).await {
+        panic!("RedisStore ({label}): {failures}");
     }
-    assert!(
-        failed.is_empty(),
-        "RedisStore ({label}) failed {} conformance checks:\n{}",
-        failed.len(),
-        failed.join("\n")
+    eprintln!(
+        "RedisStore ({label}) passed all {} conformance checks in {:?}",
+        session_stores::conformance::check_names().count(),
+        started.elapsed()
     );
-    eprintln!("RedisStore ({label}) passed all {passed} conformance checks");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
