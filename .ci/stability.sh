@@ -2,15 +2,18 @@
 # Runs each backend's whole conformance suite N times in a row (default 20) and reports, per
 # backend, how many runs passed and how long one whole-suite run took (min / median / max).
 # Needs the services .ci/run starts (Postgres, Redis, a Redis Cluster). Not part of CI: it
-# takes a few minutes. Usage: bash .ci/stability.sh [N]
+# takes a few minutes. Usage: bash .ci/stability.sh [N [TEST...]]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-20}"
+shift || true
+eval "$(bash .ci/redis-cluster.sh start)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/session-stores-target}"
 cargo test --all-features --test conformance --no-run -q 2>/dev/null
 bin="$(cargo test --all-features --test conformance --no-run --message-format=json 2>/dev/null \
     | grep -o '"executable":"[^"]*conformance-[^"]*"' | head -n1 | cut -d'"' -f4)"
-tests=(
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=(
     memory::whole_suite_on_a_sharded_store
     file::whole_suite_durable
     sqlite::whole_suite_on_one_file_with_a_table_per_store

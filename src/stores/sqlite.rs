@@ -696,8 +696,23 @@ impl ConnConfig {
         Ok(conn)
     }
 
-    /// Switches to WAL if asked, and creates (or checks) the schema.
+    /// Switches to WAL if asked, and creates (or checks) the schema. SQLite answers some of
+    /// these steps with an immediate `SQLITE_BUSY` that its busy handler does not wait out
+    /// (while another connection writes or checkpoints), so a busy answer is retried, with a
+    /// short pause, until the busy timeout has passed.
     fn set_up(&self, conn: &mut Connection) -> Result<()> {
+        let deadline = std::time::Instant::now() + self.busy_timeout;
+        loop {
+            match self.try_set_up(conn) {
+                Err(Error::Timeout { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_set_up(&self, conn: &mut Connection) -> Result<()> {
         if self.wal && matches!(self.location, Location::File(_)) {
             let mode: String = conn
                 .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))

@@ -203,18 +203,32 @@ pub(crate) async fn expiries_a_few_milliseconds_ahead_are_live(factory: Factory)
 
 pub(crate) async fn touch_can_move_the_expiry_earlier(factory: Factory) -> CheckResult {
     let store = factory.boxed().await;
-    let id = id();
-    let v = call!("set", store.set(&id, &sample()).await);
-    let earlier = SystemTime::now() + std::time::Duration::from_millis(300);
-    ensure!(
-        call!(
-            "touch to an earlier expiry",
-            store.touch(&id, earlier).await
-        ),
-        "touch of a live session returned false"
-    );
-    let got = call!("get", store.get(&id).await).ok_or("the session vanished after touch")?;
-    let want = crate::session::to_millis(earlier);
+    let mut seen = None;
+    for window in super::WINDOWS {
+        let id = id();
+        let v = call!("set", store.set(&id, &sample()).await);
+        let earlier = SystemTime::now() + std::time::Duration::from_millis(window as u64);
+        ensure!(
+            call!(
+                "touch to an earlier expiry",
+                store.touch(&id, earlier).await
+            ),
+            "touch of a live session returned false"
+        );
+        let want = crate::session::to_millis(earlier);
+        match call!("get", store.get(&id).await) {
+            Some(got) => {
+                seen = Some((id, v, got, want, window));
+                break;
+            }
+            None => ensure!(
+                now_millis() >= want,
+                "the session vanished after a touch to {} ms ahead",
+                want - now_millis()
+            ),
+        }
+    }
+    let (id, v, got, want, window) = seen.ok_or_else(super::too_slow)?;
     ensure!(
         got.expires_at_millis() == want,
         "touch to an earlier (future) expiry left expiry {} ms, not {want} ms",
@@ -225,7 +239,7 @@ pub(crate) async fn touch_can_move_the_expiry_earlier(factory: Factory) -> Check
         "touch changed the version from {v} to {}",
         got.version()
     );
-    sleep_ms(450).await;
+    sleep_ms(window as u64 + 150).await;
     absent(&*store, &id, "after the earlier expiry set by touch passed").await
 }
 
@@ -274,22 +288,27 @@ pub(crate) async fn delete_expired_spares_sessions_about_to_expire(
     let store = factory.boxed().await;
     let by_itself = store.capabilities().expires_by_itself;
     let doomed: Vec<SessionId> = (0..3).map(|_| id()).collect();
+    let mut stored = 0;
     for id in &doomed {
-        call!("set", store.set(id, &sample().with_expires_at(100)).await);
+        // A store too slow to write before the expiry stores nothing (and returns 0).
+        if call!("set", store.set(id, &sample().with_expires_at(100)).await) > 0 {
+            stored += 1;
+        }
     }
     sleep_ms(250).await;
     let mut near = Vec::new();
     for ahead in [60, 200, 400] {
         let id = id();
         let session = session_with(HOUR, json!({ "ahead": ahead })).with_expires_at(ahead);
-        call!("set", store.set(&id, &session).await);
-        near.push((id, session.expires_at_millis()));
+        if call!("set", store.set(&id, &session).await) > 0 {
+            near.push((id, session.expires_at_millis()));
+        }
     }
     let removed = call!("delete_expired", store.delete_expired().await);
     let after = now_millis();
     // Sessions whose expiry passed while delete_expired ran may or may not be counted.
     let unsure = near.iter().filter(|(_, exp)| *exp <= after).count() as u64;
-    let expired = doomed.len() as u64;
+    let expired: u64 = stored;
     if by_itself {
         ensure!(
             removed == 0,
