@@ -9,10 +9,12 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod deadline;
 pub mod error;
 pub mod session;
 pub mod store;
 pub mod stores;
+pub mod wrappers;
 
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
@@ -32,11 +34,12 @@ pub mod adapters;
 pub mod cleanup;
 
 pub use connect::{StoreKind, connect};
+pub use deadline::DEFAULT_OPERATION_TIMEOUT;
 
 pub use error::{BoxError, Error, ErrorKind, IdHint, InvalidIdReason, JsonError, Result};
 pub use session::{
-    FRESH_VERSION_SPAN, MAX_NESTING, MAX_VERSION, Session, SessionId, check_nesting,
-    fresh_version, from_millis, next_version, now_millis, to_millis,
+    FRESH_VERSION_SPAN, MAX_NESTING, MAX_VERSION, Session, SessionId, check_nesting, fresh_version,
+    from_millis, next_version, now_millis, to_millis,
 };
 pub use store::{Capabilities, SessionStore};
 
