@@ -413,9 +413,148 @@ fn child_process_entry() {
         match mode.as_str() {
             "increment" => increment(&store, &id("counter"), 100).await,
             "crash-writer" => crash_writer(&store).await,
+            "hold-locks" => hold_locks(&dir),
             other => panic!("unknown child mode {other}"),
         }
     });
+}
+
+/// Locks every stripe's lock file, says so on stdout, and sleeps until it is killed: a
+/// stopped or hung peer process.
+fn hold_locks(dir: &str) {
+    let held = lock_all(Path::new(dir));
+    println!("locked {}", held.len());
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Opens (creating if needed) and locks every stripe's lock file under `dir`.
+fn lock_all(dir: &Path) -> Vec<fs::File> {
+    let locks = dir.join(".locks");
+    fs::create_dir_all(&locks).unwrap();
+    (0..128)
+        .map(|i| {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(locks.join(format!("{i:03}.lock")))
+                .unwrap();
+            file.lock().unwrap();
+            file
+        })
+        .collect()
+}
+
+/// Starts a child process holding every lock file of `dir`, once it has them all.
+fn lock_holder(dir: &Path) -> std::process::Child {
+    let mut holder = child("hold-locks", dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    while !line.contains("locked ") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the lock holder died"
+        );
+    }
+    holder
+}
+
+/// A peer process that holds the lock and hangs makes operations fail with a transient
+/// `Timeout` after the operation timeout, not hang forever.
+#[tokio::test]
+async fn a_hung_peer_holding_the_lock_gives_a_timeout_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(tmp.path())
+        .operation_timeout(Duration::from_millis(400))
+        .open()
+        .await
+        .unwrap();
+    let mut holder = lock_holder(tmp.path());
+    let id = SessionId::generate();
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(10), store.set(&id, &session(json!({}))))
+        .await
+        .expect("set hung on a lock held by another process");
+    let waited = started.elapsed();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    assert!(err.is_transient());
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_secs(3),
+        "waited {waited:?} for a 400 ms operation timeout"
+    );
+    // Once the peer is gone, the same operation goes through.
+    store.set(&id, &session(json!({}))).await.unwrap();
+}
+
+/// A lock file deleted and recreated while a writer waits (a tmp cleaner) must not let the
+/// waiter proceed on the old file while another process holds the new one.
+#[tokio::test]
+async fn a_replaced_lock_file_is_not_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let mut old_holder = lock_holder(tmp.path());
+    let id = SessionId::generate();
+    let waiter = {
+        let store = store.clone();
+        let id = id.clone();
+        tokio::spawn(async move { store.set(&id, &session(json!({"from": "waiter"}))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A cleaner removes the lock files and another process makes new ones and takes them:
+    // each path atomically names a new, locked file.
+    let locks = tmp.path().join(".locks");
+    let new_holder: Vec<fs::File> = (0..128)
+        .map(|i| {
+            let fresh = locks.join(format!("{i:03}.lock.new"));
+            let file = fs::File::create(&fresh).unwrap();
+            file.lock().unwrap();
+            fs::rename(&fresh, locks.join(format!("{i:03}.lock"))).unwrap();
+            file
+        })
+        .collect();
+    // The old holder goes away: its (deleted) lock files are free now.
+    old_holder.kill().unwrap();
+    old_holder.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the waiter wrote under a deleted lock file while another process held the current one"
+    );
+    drop(new_holder);
+    waiter.await.unwrap().unwrap();
+    assert!(store.get(&id).await.unwrap().is_some());
+}
+
+/// A zero-length session file (what a power loss can leave of a write without `durable`) reads
+/// as absent, not as a permanent decode error for that user, and the next write replaces it.
+#[tokio::test]
+async fn a_zero_length_file_is_absent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    fs::write(store.path_of(&id), b"").unwrap();
+    assert!(store.get(&id).await.unwrap().is_none());
+    assert_eq!(store.len().await.unwrap(), 0);
+    assert!(!store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
+    match store.set_if_version(&id, &session(json!({})), 3).await {
+        Err(err) if err.is_conflict() => {}
+        other => panic!("set_if_version(3) over an empty file gave {other:?}"),
+    }
+    assert!(store.create(&id, &session(json!({"n": 1}))).await.unwrap());
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.get::<u64>("n").unwrap(), Some(1));
+    let other = SessionId::generate();
+    fs::write(store.path_of(&other), b"").unwrap();
+    assert!(store.set(&other, &session(json!({}))).await.unwrap() > 0);
 }
 
 /// Writes sessions of varying sizes as fast as it can, reporting progress on stdout, until
@@ -687,10 +826,10 @@ async fn corrupt_files_give_decode_errors_are_skipped_by_scans_and_repaired_by_s
         .await
         .unwrap();
 
-    let corrupt: [(&str, &[u8]); 6] = [
-        ("empty-file-0123456789", b""),
+    // (An empty file is absent, not corrupt: see `a_zero_length_file_is_absent`.)
+    let corrupt: [(&str, &[u8]); 5] = [
         (
-            "truncated",
+            "truncated-0123456789",
             b"{\"data\":{\"a\":1},\"expires_at\":99999999999",
         ),
         ("not-json", b"\x00\xff garbage"),
@@ -719,7 +858,7 @@ async fn corrupt_files_give_decode_errors_are_skipped_by_scans_and_repaired_by_s
         let err = store.get(bad).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Decode, "{bad:?}: {err:?}");
         assert_eq!(err.session(), Some(&bad.hint()));
-        assert!(!err.to_string().contains("empty-file-0123456789"), "{err}");
+        assert!(!err.to_string().contains("truncated-0123456789"), "{err}");
         assert!(std::error::Error::source(&err).is_some());
         let later = SystemTime::now() + HOUR;
         assert_eq!(

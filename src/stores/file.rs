@@ -102,12 +102,27 @@
 //!   `flock` is released by the kernel when its process dies, even by `SIGKILL`, so there
 //!   are no stale locks to clean up. `get` and `len` take no lock: atomic renames already
 //!   make every file they read whole.
+//! - **Bounded waits.** Every operation ends within the
+//!   [`operation_timeout`](FileStoreBuilder::operation_timeout) (default 5 s): the lock is
+//!   taken with `try_lock`, polled with a growing pause of at most 20 ms, so a stopped or hung
+//!   process holding a lock file makes operations fail with a transient
+//!   [`Error::Timeout`](crate::Error::Timeout) instead of hanging every session on that lock
+//!   file; a hung disk likewise.
+//! - **Replaced lock files.** A lock file deleted while locked (a tmp cleaner) would let two
+//!   processes each hold "the" lock on a different inode. After locking, the store checks that
+//!   the path still names the file it locked (device and inode) and starts again if not, so a
+//!   waiter never proceeds on a deleted lock file while another process holds the current
+//!   one. What no check can catch: a lock file deleted while a write is already under way, and
+//!   another process locking the new file in that window; keep cleaners out of `.locks`.
 //! - **Expiry.** `get` never returns an expired session, whether or not its file has been
 //!   removed yet, and an expired file counts as absent for every operation.
 //!   [`delete_expired`](SessionStore::delete_expired) walks the directory one entry at a
 //!   time (it never loads the listing into memory) and removes expired files, re-checking
 //!   each one under its lock so that a session rewritten meanwhile is kept.
-//! - **Bad files.** A file under a session's name that is empty, truncated, not JSON, not of
+//! - **Empty files.** A zero-length `<id>.json` (what some file systems leave of a write that
+//!   a power loss cut short, without `durable`) holds no session: it is absent for every
+//!   operation, and the next write replaces it.
+//! - **Bad files.** A file under a session's name that is truncated, not JSON, not of
 //!   the shape above, has version 0, or is not a regular file is reported as
 //!   [`Error::Decode`](crate::Error::Decode) for that id by `get`, `touch`, `create` and
 //!   `set_if_version` (which will not decide on state they cannot read). It is skipped (left
@@ -167,13 +182,14 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::deadline::{DEFAULT_OPERATION_TIMEOUT, within};
 use crate::error::{Error, Result};
 use crate::session::{Session, SessionId, fresh_version, next_version, now_millis, to_millis};
 use crate::store::SessionStore;
@@ -193,6 +209,26 @@ const TMP_SUFFIX: &str = ".partial";
 const LOCK_DIR: &str = ".locks";
 /// How many lock files (and in-process lock stripes) ids are spread over.
 const LOCK_STRIPES: usize = 128;
+/// Whether `file` (open) is the file that `path` names now.
+fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    let held = file.metadata()?;
+    let now = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(held.dev() == now.dev() && held.ino() == now.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (held, now);
+        Ok(true)
+    }
+}
+
 /// Temporary files untouched for this long are leftovers of a killed writer.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
 /// An upper bound on the buffer reserved up front when reading a file.
@@ -211,6 +247,7 @@ struct Inner {
     dir: PathBuf,
     lock_dir: PathBuf,
     durable: bool,
+    operation_timeout: Duration,
     stripes: Box<[Arc<tokio::sync::Mutex<()>>]>,
     cache: Mutex<Cache>,
     writes: AtomicU64,
@@ -224,6 +261,7 @@ struct Inner {
 pub struct FileStoreBuilder {
     dir: PathBuf,
     durable: bool,
+    operation_timeout: Duration,
     cache_capacity: usize,
     cache_max_bytes: usize,
 }
@@ -233,6 +271,15 @@ impl FileStoreBuilder {
     /// Default: `false`.
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;
+        self
+    }
+
+    /// The bound on one operation, waiting for another process's lock included: an operation
+    /// that has not finished by then fails with a transient [`Error::Timeout`] (a stopped or
+    /// hung process holding a lock file, a hung disk). Default:
+    /// [`DEFAULT_OPERATION_TIMEOUT`](crate::DEFAULT_OPERATION_TIMEOUT).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
         self
     }
 
@@ -257,6 +304,7 @@ impl FileStoreBuilder {
         let FileStoreBuilder {
             dir,
             durable,
+            operation_timeout,
             cache_capacity,
             cache_max_bytes,
         } = self;
@@ -274,6 +322,7 @@ impl FileStoreBuilder {
                 dir,
                 lock_dir,
                 durable,
+                operation_timeout,
                 stripes: (0..LOCK_STRIPES)
                     .map(|_| Arc::new(tokio::sync::Mutex::new(())))
                     .collect(),
@@ -337,6 +386,7 @@ impl FileStore {
     pub fn builder(dir: impl Into<PathBuf>) -> FileStoreBuilder {
         FileStoreBuilder {
             dir: dir.into(),
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             durable: false,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
@@ -372,17 +422,21 @@ impl FileStore {
         T: Send + 'static,
         F: FnOnce(&Inner, &SessionId) -> Result<T> + Send + 'static,
     {
-        let stripe = stripe_of(id);
-        let guard = self.inner.stripe(stripe).lock_owned().await;
-        let inner = Arc::clone(&self.inner);
-        let owned = id.clone();
-        blocking(op, Some(id), move || {
-            let id = owned;
-            let _guard = guard;
-            let _flock = inner.flock(op, &id, stripe)?;
-            f(&inner, &id)
-        })
-        .await
+        let deadline = Instant::now() + self.inner.operation_timeout;
+        let locked = async {
+            let stripe = stripe_of(id);
+            let guard = self.inner.stripe(stripe).lock_owned().await;
+            let inner = Arc::clone(&self.inner);
+            let owned = id.clone();
+            blocking(op, Some(id), move || {
+                let id = owned;
+                let _guard = guard;
+                let _flock = inner.flock(op, &id, stripe, deadline)?;
+                f(&inner, &id)
+            })
+            .await
+        };
+        within(self.inner.operation_timeout, op, Some(id), locked).await
     }
 
     /// Runs `f` on the blocking pool, without locks.
@@ -392,7 +446,13 @@ impl FileStore {
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        blocking(op, id, move || f(&inner)).await
+        within(
+            self.inner.operation_timeout,
+            op,
+            id,
+            blocking(op, id, move || f(&inner)),
+        )
+        .await
     }
 }
 
@@ -613,6 +673,10 @@ fn decode_loaded(id: &SessionId, loaded: Loaded) -> Option<Result<Stored>> {
             id,
             "the session's path is not a regular file",
         ))),
+        // An empty file is what some file systems leave of a write that a power loss cut
+        // short (without `durable`): no session was ever readable there, so it is absent,
+        // not a permanent decode error for that user. The next write replaces it.
+        Loaded::Bytes(bytes) if bytes.is_empty() => None,
         Loaded::Bytes(bytes) => Some(decode(id, &bytes)),
     }
 }
@@ -656,7 +720,20 @@ impl Inner {
 
     /// Takes the cross-process lock of stripe `index`: an exclusive `flock` on its lock file,
     /// released when the returned file is dropped.
-    fn flock(&self, op: &'static str, id: &SessionId, index: usize) -> Result<File> {
+    ///
+    /// - It never waits past `deadline`: a stopped or hung process holding the lock makes
+    ///   this a transient [`Error::Timeout`] instead of a hang (`try_lock` polled with a
+    ///   growing pause, at most 20 ms).
+    /// - A lock file deleted or replaced while locked (a tmp cleaner) would let two processes
+    ///   each hold "the" lock on a different inode, so after locking it checks that the path
+    ///   still names the file it locked, and starts again if not.
+    fn flock(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        index: usize,
+        deadline: Instant,
+    ) -> Result<File> {
         let path = self.lock_dir.join(format!("{index:03}.lock"));
         let open = || {
             let mut options = OpenOptions::new();
@@ -665,18 +742,42 @@ impl Inner {
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             options.open(&path)
         };
-        let file = match open() {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                // The lock directory was removed under us: make it again.
-                prepare_dir(&self.lock_dir)?;
-                open()
+        let mut pause = Duration::from_micros(100);
+        loop {
+            let file = match open() {
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    // The lock directory was removed under us: make it again.
+                    prepare_dir(&self.lock_dir)?;
+                    open()
+                }
+                other => other,
             }
-            other => other,
-        }
-        .map_err(|err| Error::backend(op, Some(id), err))?;
-        file.lock()
             .map_err(|err| Error::backend(op, Some(id), err))?;
-        Ok(file)
+            match file.try_lock() {
+                Ok(()) => {
+                    if same_file(&file, &path).map_err(|err| Error::backend(op, Some(id), err))? {
+                        return Ok(file);
+                    }
+                    // Locked a file that is no longer at the path: drop it and lock the new one.
+                    continue;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(err)) => {
+                    return Err(Error::backend(op, Some(id), err));
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    operation: op,
+                    id: Some(id.into()),
+                    what: "the session's lock file (held by another process)",
+                    source: None,
+                });
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
     }
 
     /// Takes both locks of `id` from a blocking thread (for directory scans).
@@ -687,7 +788,7 @@ impl Inner {
     ) -> Result<(tokio::sync::OwnedMutexGuard<()>, File)> {
         let stripe = stripe_of(id);
         let guard = self.stripe(stripe).blocking_lock_owned();
-        let file = self.flock(op, id, stripe)?;
+        let file = self.flock(op, id, stripe, Instant::now() + self.operation_timeout)?;
         Ok((guard, file))
     }
 
