@@ -29,7 +29,7 @@
 //! |-------------------------------|-------------------------------------------------------|
 //! | `save(state, ttl)`            | a fresh [`SessionId::generate`] key, stored with the atomic [`create`](SessionStore::create); on a collision another key (at most 16 tries) |
 //! | `load(key)`                   | [`get`](SessionStore::get): never an expired session   |
-//! | `update(key, state, ttl)`     | [`get`](SessionStore::get), then [`set_if_version`](SessionStore::set_if_version) on the version read (re-read and retried when another request wrote in between, last writer wins). If the key is missing or expired, the state is saved under a **new** key, as actix-session's Redis store does, so an expired key is never brought back to life |
+//! | `update(key, state, ttl)`     | [`get`](SessionStore::get), then [`set_if_version`](SessionStore::set_if_version) on the version read (re-read and retried when another request wrote in between, last writer wins). If the key is missing, expired or unreadable (a decode error: the record is destroyed), the state is saved under a **new** key, as actix-session's Redis store does, so an expired key is never brought back to life |
 //! | `update_ttl(key, ttl)`        | [`touch`](SessionStore::touch): moves the expiry only, never the data or version, never creates |
 //! | `delete(key)`                 | [`destroy`](SessionStore::destroy)                     |
 //!
@@ -41,7 +41,10 @@
 //!   JSON text made by actix-session). It is stored as a JSON object whose values are those
 //!   strings, unchanged, so it round-trips exactly. Loading a session with a value that is not
 //!   a string (one written by something else) fails with `LoadError::Deserialization`
-//!   holding an [`Error::Decode`] for that session.
+//!   holding an [`Error::Decode`] for that session, and so does a session the store itself
+//!   cannot decode (a corrupt row or file): actix-session then starts a fresh session for that
+//!   request instead of answering 500 to every request with that cookie. Other store errors
+//!   (unavailable, timeout) are `LoadError::Other`: a 500, since the session may well be fine.
 //! - **TTL.** The expiry is now plus the TTL, to the millisecond. A zero or negative TTL
 //!   deletes the session, as the contract's past expiry does.
 //! - **Errors.** Every failure keeps this crate's [`Error`] (and the driver's error below it)
@@ -140,8 +143,19 @@ impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
         };
         let mut last_conflict = None;
         for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let Some(current) = self.store.get(&id).await? else {
-                // Missing or expired: never resurrect the old key.
+            let current = match self.store.get(&id).await {
+                Ok(current) => current,
+                Err(err) if err.kind() == crate::ErrorKind::Decode => {
+                    // A record nobody can read (load gave actix a fresh session for it):
+                    // remove it and save the fresh state under a new key, as for a missing
+                    // session.
+                    self.store.destroy(&id).await?;
+                    None
+                }
+                Err(err) => return Err(err),
+            };
+            let Some(current) = current else {
+                // Missing, expired or unreadable: never resurrect the old key.
                 return self.save_new(session).await;
             };
             match self
@@ -220,11 +234,16 @@ impl<S: SessionStore + ?Sized> storage::SessionStore for ActixSessionStore<S> {
         let Ok(id) = SessionId::new(key.as_ref()) else {
             return Ok(None);
         };
-        let session = self
-            .store
-            .get(&id)
-            .await
-            .map_err(|err| LoadError::Other(err.into()))?;
+        let session = self.store.get(&id).await.map_err(|err| {
+            // A session the store cannot decode is lost either way: as a deserialization
+            // error actix-session starts a fresh session (and logs it) instead of answering
+            // 500 to every request that carries this cookie.
+            if err.kind() == crate::ErrorKind::Decode {
+                LoadError::Deserialization(err.into())
+            } else {
+                LoadError::Other(err.into())
+            }
+        })?;
         match session {
             None => Ok(None),
             Some(session) => match state_of(&id, session) {
@@ -411,6 +430,65 @@ mod tests {
         store.delete(&key(id.as_str())).await.unwrap();
         assert!(store.inner().get(&id).await?.is_none());
         Ok(())
+    }
+
+    /// A store whose `get` fails with a decode error (a corrupt row), and with `Unavailable`
+    /// for one id.
+    struct Corrupt(MemoryStore, SessionId);
+
+    #[async_trait]
+    impl SessionStore for Corrupt {
+        async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+            if *id == self.1 {
+                return Err(Error::unavailable("get", Some(id), "the server is down"));
+            }
+            Err(Error::decode(id, "corrupt row"))
+        }
+        async fn set(&self, id: &SessionId, s: &Session) -> Result<u64> {
+            self.0.set(id, s).await
+        }
+        async fn destroy(&self, id: &SessionId) -> Result<()> {
+            self.0.destroy(id).await
+        }
+        async fn touch(&self, id: &SessionId, at: std::time::SystemTime) -> Result<bool> {
+            self.0.touch(id, at).await
+        }
+        async fn create(&self, id: &SessionId, s: &Session) -> Result<bool> {
+            self.0.create(id, s).await
+        }
+        async fn set_if_version(&self, id: &SessionId, s: &Session, e: u64) -> Result<u64> {
+            self.0.set_if_version(id, s, e).await
+        }
+        async fn len(&self) -> Result<u64> {
+            self.0.len().await
+        }
+        async fn clear(&self) -> Result<()> {
+            self.0.clear().await
+        }
+        async fn delete_expired(&self) -> Result<u64> {
+            self.0.delete_expired().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_the_store_cannot_decode_is_a_deserialization_error() {
+        let down = SessionId::generate();
+        let store = ActixSessionStore::new(Corrupt(MemoryStore::new(10), down.clone()));
+        let id = SessionId::generate();
+        match store.load(&key(id.as_str())).await {
+            Err(LoadError::Deserialization(err)) => {
+                let ours = err.downcast_ref::<Error>().expect("our typed error");
+                assert_eq!(ours.kind(), crate::ErrorKind::Decode);
+            }
+            other => panic!("a decode error must be LoadError::Deserialization: {other:?}"),
+        }
+        match store.load(&key(down.as_str())).await {
+            Err(LoadError::Other(err)) => {
+                let ours = err.downcast_ref::<Error>().expect("our typed error");
+                assert_eq!(ours.kind(), crate::ErrorKind::Unavailable);
+            }
+            other => panic!("an unavailable store must be LoadError::Other: {other:?}"),
+        }
     }
 
     /// Fails every `set_if_version` with a conflict (as if other requests kept writing), and

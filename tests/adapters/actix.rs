@@ -112,3 +112,25 @@ async fn run(backend: Option<crate::backends::Backend>) {
 }
 
 crate::per_backend!(actix_web::test, run);
+
+/// A session the store cannot decode (here a corrupted file) makes actix-session start a fresh
+/// session for that request, instead of answering 500 to every request with that cookie.
+#[cfg(feature = "file")]
+#[actix_web::test]
+async fn a_session_the_store_cannot_decode_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = session_stores::FileStore::new(dir.path()).await.unwrap();
+    let recording = Recording::new(Arc::new(file.clone()));
+    let app = app(recording.clone(), Variant::Default).await;
+    let mut jar = Jar::default();
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "1".into()));
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "2".into()));
+    std::fs::write(file.path_of(&recording.last_created()), b"{not json").unwrap();
+    let (status, body) = app.send(&mut jar, "GET", "/count").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "1"),
+        "a session the store cannot decode must start afresh, not fail the request"
+    );
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "2".into()));
+}
