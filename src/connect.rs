@@ -16,11 +16,18 @@
 //! | `redis://...`, `rediss://...`, `redis+unix:///path` | [`RedisStore`](crate::RedisStore) on one server | `redis` |
 //! | `redis+cluster://host1:7001,host2:7002` (`rediss+cluster://` for TLS; `user:pass@` before the first host applies to all) | [`RedisStore`](crate::RedisStore) on a Redis Cluster | `redis` |
 //!
-//! Query options: `memory://` takes `capacity` (a positive integer); `file://` and `sqlite:`
-//! URLs take `table` (SQLite only; default `sessions`). Any other query option of those
-//! schemes is an error, so a typo never goes unnoticed. Postgres and Redis URLs are handed to
-//! their drivers whole, with all the driver's own options. Paths may be percent-encoded
-//! (`%20` for a space).
+//! Query options (any other is an [`Error::Config`] naming the known ones, so a typo never
+//! goes unnoticed):
+//!
+//! | scheme | this crate's options | the driver's options, passed on |
+//! |---|---|---|
+//! | `memory://` | `capacity` (a positive integer) | |
+//! | `file://` | | |
+//! | `sqlite:` | `table` (default `sessions`) | |
+//! | `postgres://` | `table`, `schema`, `migrate` (`true`, the default: create the table if it is missing; `false`: only use an existing one) | sqlx's: `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `host`, `hostaddr`, `port`, `dbname`, `user`, `password`, `application_name`, `options`, `statement-cache-capacity` (and their dashed spellings) |
+//! | `redis://`, `redis+cluster://` | `key_prefix` (default `session:`) | redis-rs': `db`, `user`, `pass`, `protocol` |
+//!
+//! Paths and option values may be percent-encoded (`%20` for a space).
 //!
 //! Every store is opened with its defaults otherwise; use the store's builder directly for
 //! the other options. [`StoreKind::of`] tells which store a URL selects without connecting,
@@ -260,6 +267,77 @@ fn percent_decode(text: &str) -> Result<String> {
     })
 }
 
+/// Splits this crate's options (`ours`) out of `url`'s query and returns the URL without them
+/// (for the driver) and their decoded values. An option in neither `ours` nor `drivers` is an
+/// [`Error::Config`].
+#[allow(dead_code)] // Unused when Postgres and Redis are compiled out.
+fn take_options(
+    scheme: &str,
+    url: &str,
+    ours: &[&str],
+    drivers: &[&str],
+) -> Result<(String, Vec<(String, String)>)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), Vec::new()));
+    };
+    // A `#fragment` (redis-rs' `#insecure`) stays with the URL.
+    let (query, fragment) = match query.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (query, None),
+    };
+    let mut kept = Vec::new();
+    let mut taken = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(raw_key)?;
+        if ours.contains(&key.as_str()) {
+            taken.push((key, percent_decode(raw_value)?));
+        } else if drivers.contains(&key.as_str()) {
+            kept.push(pair);
+        } else {
+            let known: Vec<&str> = ours.iter().chain(drivers).copied().collect();
+            return Err(unknown_option(scheme, &key, &known.join(", ")));
+        }
+    }
+    let mut driver_url = base.to_string();
+    if !kept.is_empty() {
+        driver_url.push('?');
+        driver_url.push_str(&kept.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        driver_url.push('#');
+        driver_url.push_str(fragment);
+    }
+    Ok((driver_url, taken))
+}
+
+/// sqlx's Postgres URL options (sqlx-postgres 0.9, `PgConnectOptions::from_str`).
+#[allow(dead_code)]
+const POSTGRES_DRIVER_OPTIONS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// redis-rs' URL options (redis 1.x).
+#[allow(dead_code)]
+const REDIS_DRIVER_OPTIONS: &[&str] = &["db", "user", "pass", "protocol"];
+
 #[allow(dead_code)]
 fn unknown_option(scheme: &str, key: &str, known: &str) -> Error {
     Error::config(format!(
@@ -349,9 +427,39 @@ async fn open_sqlite(_: &str) -> Result<Box<dyn SessionStore>> {
 
 #[cfg(feature = "postgres")]
 async fn open_postgres(url: &str) -> Result<Box<dyn SessionStore>> {
-    let store = crate::PostgresStore::connect(url).await?;
-    store.migrate().await?;
+    let (url, options) = take_options(
+        "postgres://",
+        url,
+        &["table", "schema", "migrate"],
+        POSTGRES_DRIVER_OPTIONS,
+    )?;
+    let mut builder = crate::PostgresStore::builder();
+    let mut migrate = true;
+    for (key, value) in options {
+        match key.as_str() {
+            "table" => builder = builder.table(value),
+            "schema" => builder = builder.schema(value),
+            _ => {
+                migrate = parse_bool("migrate", &value)?;
+            }
+        }
+    }
+    let store = builder.connect(&url).await?;
+    if migrate {
+        store.migrate().await?;
+    }
     Ok(Box::new(store))
+}
+
+#[allow(dead_code)]
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(Error::config(format!(
+            "the session store URL option `{key}` is `{other}`, not true or false"
+        ))),
+    }
 }
 
 #[cfg(not(feature = "postgres"))]
@@ -361,7 +469,12 @@ async fn open_postgres(_: &str) -> Result<Box<dyn SessionStore>> {
 
 #[cfg(feature = "redis")]
 async fn open_redis(url: &str) -> Result<Box<dyn SessionStore>> {
-    Ok(Box::new(crate::RedisStore::connect(url).await?))
+    let (url, options) = take_options("redis://", url, &["key_prefix"], REDIS_DRIVER_OPTIONS)?;
+    let mut builder = crate::RedisStore::builder(&url);
+    for (_, prefix) in options {
+        builder = builder.key_prefix(prefix);
+    }
+    Ok(Box::new(builder.connect().await?))
 }
 
 #[cfg(not(feature = "redis"))]
@@ -402,8 +515,18 @@ fn cluster_node_urls(url: &str) -> Result<Vec<String>> {
 
 #[cfg(feature = "redis")]
 async fn open_redis_cluster(url: &str) -> Result<Box<dyn SessionStore>> {
-    let nodes = cluster_node_urls(url)?;
-    Ok(Box::new(crate::RedisStore::connect_cluster(nodes).await?))
+    let (url, options) = take_options(
+        "redis+cluster://",
+        url,
+        &["key_prefix"],
+        REDIS_DRIVER_OPTIONS,
+    )?;
+    let nodes = cluster_node_urls(&url)?;
+    let mut builder = crate::RedisStore::cluster_builder(nodes);
+    for (_, prefix) in options {
+        builder = builder.key_prefix(prefix);
+    }
+    Ok(Box::new(builder.connect().await?))
 }
 
 #[cfg(not(feature = "redis"))]
@@ -615,5 +738,48 @@ mod tests {
         assert_eq!(store.len().await.unwrap(), 1);
         config_message(connect("sqlite://").await);
         config_message(connect("sqlite://x.db?wal=off").await);
+    }
+
+    #[test]
+    fn our_options_are_taken_and_the_drivers_kept() {
+        let (url, ours) = take_options(
+            "postgres://",
+            "postgres://u:p@h/db?sslmode=require&table=t&schema=s%5Fx&options=-c%20a%3Db",
+            &["table", "schema"],
+            POSTGRES_DRIVER_OPTIONS,
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "postgres://u:p@h/db?sslmode=require&options=-c%20a%3Db"
+        );
+        assert_eq!(
+            ours,
+            [
+                ("table".into(), "t".into()),
+                ("schema".into(), "s_x".into())
+            ]
+        );
+        let (url, ours) = take_options(
+            "redis://",
+            "rediss://h:1/2?key_prefix=app%3A#insecure",
+            &["key_prefix"],
+            REDIS_DRIVER_OPTIONS,
+        )
+        .unwrap();
+        assert_eq!(url, "rediss://h:1/2#insecure");
+        assert_eq!(ours, [("key_prefix".into(), "app:".into())]);
+        let (url, ours) = take_options("redis://", "redis://h", &["key_prefix"], &[]).unwrap();
+        assert_eq!((url.as_str(), ours.len()), ("redis://h", 0));
+        let err = take_options(
+            "redis://",
+            "redis://h?prefix=x",
+            &["key_prefix"],
+            REDIS_DRIVER_OPTIONS,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("`prefix`"), "{err}");
+        assert!(err.to_string().contains("key_prefix"), "{err}");
     }
 }
