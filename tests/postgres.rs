@@ -742,3 +742,224 @@ async fn a_statement_timeout_is_a_transient_timeout_and_writes_nothing() {
     })
     .await;
 }
+
+/// `url` with its user replaced by `user` (no password: the test server trusts loopback).
+fn url_as(user: &str) -> String {
+    let url = support::service_url(VAR, DEFAULT_URL, 5432).expect("a server");
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}@{host}")
+}
+
+async fn drop_role(pool: &PgPool, role: &str) {
+    exec(pool, format!("DROP OWNED BY \"{role}\" CASCADE")).await;
+    exec(pool, format!("DROP ROLE IF EXISTS \"{role}\"")).await;
+}
+
+/// A role with only SELECT, INSERT, UPDATE and DELETE on an existing session table (no CREATE
+/// on the schema, not the table's owner: what PG 15 gives an application role by default)
+/// starts through `connect(url)`, whose migration looks at the catalog before any DDL, and
+/// works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_create_or_ownership_can_start_and_work() {
+    with_schema(|pool, schema| async move {
+        let role = support::unique_name("sst_app_");
+        exec(&pool, format!("CREATE ROLE \"{role}\" LOGIN")).await;
+        migrated(&pool, &schema).await;
+        exec(
+            &pool,
+            format!("GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\""),
+        )
+        .await;
+        exec(
+            &pool,
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON \"{schema}\".sessions TO \"{role}\""),
+        )
+        .await;
+        let url = format!("{}?schema={schema}&table=sessions", url_as(&role));
+        let result = session_stores::connect(&url).await;
+        let store = match result {
+            Ok(store) => store,
+            Err(err) => {
+                drop_role(&pool, &role).await;
+                panic!("a role with DML rights only could not start: {err}");
+            }
+        };
+        let id = SessionId::generate();
+        let v = store
+            .set(&id, &session(json!({"role": "app"})))
+            .await
+            .unwrap();
+        assert_eq!(store.get(&id).await.unwrap().unwrap().version(), v);
+        store.destroy(&id).await.unwrap();
+        drop(store);
+        drop_role(&pool, &role).await;
+    })
+    .await;
+}
+
+/// A role whose default isolation is `serializable`: the store pins its own connections to
+/// `read committed`, so the whole conformance suite passes; on the application's own pool
+/// (left at `serializable`), concurrent compare-and-set increments give conflicts, never
+/// `Unavailable`, and lose nothing.
+#[cfg(feature = "conformance")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serializable_default_isolation_still_gives_conflicts_not_errors() {
+    with_schema(|pool, schema| async move {
+        let role = support::unique_name("sst_ser_");
+        exec(&pool, format!("CREATE ROLE \"{role}\" LOGIN")).await;
+        exec(
+            &pool,
+            format!("ALTER ROLE \"{role}\" SET default_transaction_isolation = 'serializable'"),
+        )
+        .await;
+        exec(
+            &pool,
+            format!("CREATE SCHEMA \"{schema}\" AUTHORIZATION \"{role}\""),
+        )
+        .await;
+        let url = url_as(&role);
+        let own_pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&url)
+            .await
+            .unwrap();
+        let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+            .fetch_one(&own_pool)
+            .await
+            .unwrap();
+        assert_eq!(level, "serializable", "the role's default did not apply");
+
+        let (suite_url, suite_schema) = (url.clone(), schema.clone());
+        let suite = session_stores::conformance::run(move || {
+            let (url, schema) = (suite_url.clone(), suite_schema.clone());
+            async move {
+                let store = PostgresStore::builder()
+                    .schema(schema)
+                    .table(support::unique_name("t_"))
+                    .connect(&url)
+                    .await
+                    .expect("connect as the serializable role");
+                store.migrate().await.expect("migrate");
+                store
+            }
+        })
+        .await;
+
+        let shared = PostgresStore::builder()
+            .schema(&schema)
+            .table("own_pool")
+            .build(own_pool.clone())
+            .unwrap();
+        shared.migrate().await.unwrap();
+        let own = Arc::new(shared);
+        let checks = [
+            "set_if_version_concurrent_increments_lose_nothing",
+            "set_racing_set_if_version_hands_out_each_version_once",
+            "concurrent_sets_leave_one_whole_value",
+            "create_concurrent_exactly_one_wins",
+        ];
+        let mut own_failures = Vec::new();
+        for check in checks {
+            let own = Arc::clone(&own);
+            if let Err(failure) = session_stores::conformance::run_check(check, move || {
+                let own = Arc::clone(&own);
+                async move { own }
+            })
+            .await
+            {
+                own_failures.push(failure.to_string());
+            }
+        }
+        own_pool.close().await;
+        drop(own);
+        drop_role(&pool, &role).await;
+        if let Err(failures) = suite {
+            panic!("the suite failed as a serializable role: {failures}");
+        }
+        assert!(own_failures.is_empty(), "{own_failures:#?}");
+    })
+    .await;
+}
+
+/// "Now" is read once the connection is in hand: after a long wait for the pool's only
+/// connection, a session that expired meanwhile is not returned, touched or written over as
+/// if live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_expires_while_waiting_for_a_connection_is_not_revived() {
+    with_schema(|pool, schema| async move {
+        migrated(&pool, &schema).await;
+        let url = support::service_url(VAR, DEFAULT_URL, 5432).unwrap();
+        let store = builder(&schema)
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let id = SessionId::generate();
+        let mut short = session(json!({"n": 1}));
+        short.set_expires_at_millis(session_stores::now_millis() + 300);
+        let v = store.set(&id, &short).await.unwrap();
+        let held = store.pool().acquire().await.unwrap();
+        let (get, touch, cas) = {
+            let (a, b, c) = (store.clone(), store.clone(), store.clone());
+            let (ia, ib, ic) = (id.clone(), id.clone(), id.clone());
+            (
+                tokio::spawn(async move { a.get(&ia).await }),
+                tokio::spawn(async move { b.touch(&ib, SystemTime::now() + HOUR).await }),
+                tokio::spawn(
+                    async move { c.set_if_version(&ic, &session(json!({"n": 2})), v).await },
+                ),
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        drop(held);
+        assert!(
+            get.await.unwrap().unwrap().is_none(),
+            "get returned an expired session"
+        );
+        assert!(
+            !touch.await.unwrap().unwrap(),
+            "touch revived an expired session"
+        );
+        match cas.await.unwrap() {
+            Err(err) if err.is_conflict() => {}
+            other => panic!("set_if_version over an expired session gave {other:?}"),
+        }
+        assert!(store.get(&id).await.unwrap().is_none());
+    })
+    .await;
+}
+
+/// A row locked by a stuck transaction makes a write fail with `Timeout` after the
+/// operation timeout, not wait for the lock forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_lock_held_by_a_stuck_transaction_gives_a_timeout() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let id = SessionId::generate();
+        store.set(&id, &session(json!({}))).await.unwrap();
+        let mut stuck = pool.begin().await.unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT 1 FROM \"{schema}\".sessions WHERE id = $1 FOR UPDATE"
+        )))
+        .bind(id.as_str())
+        .execute(&mut *stuck)
+        .await
+        .unwrap();
+        let bounded = builder(&schema)
+            .operation_timeout(Duration::from_millis(400))
+            .build(pool.clone())
+            .unwrap();
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(HANG_GUARD, bounded.set(&id, &session(json!({"n": 2}))))
+            .await
+            .expect("set hung on a locked row");
+        let waited = started.elapsed();
+        stuck.rollback().await.unwrap();
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+        assert_eq!(err.session(), Some(&id.hint()));
+        assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    })
+    .await;
+}

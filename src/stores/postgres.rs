@@ -43,6 +43,7 @@
 //! | [`delete_batch_size`](PostgresStoreBuilder::delete_batch_size) | 1000 | rows `delete_expired` removes per statement |
 //! | [`max_connections`](PostgresStoreBuilder::max_connections) | 10 | pool size (only for pools the store opens) |
 //! | [`acquire_timeout`](PostgresStoreBuilder::acquire_timeout) | 5 s | longest wait for a connection, including connecting (only for pools the store opens) |
+//! | [`operation_timeout`](PostgresStoreBuilder::operation_timeout) | 5 s | bound on one whole operation, connection wait included (each batch of `delete_expired`); an overrun is a transient [`Error::Timeout`] |
 //!
 //! Schema and table names must be 1 to 63 bytes (the table at most 48, so that the index name
 //! derived from it fits Postgres' 63-byte identifier limit) of ASCII letters, digits and `_`,
@@ -52,11 +53,17 @@
 //!
 //! # Schema
 //!
-//! [`PostgresStore::migrate`] runs, in one transaction:
+//! [`PostgresStore::migrate`] first reads the catalog (`to_regclass`, `pg_attribute`,
+//! `pg_namespace`: no lock, no privilege beyond connecting). If the table is there with its
+//! four columns and its index, it is done: no DDL and no lock, so a role with only `SELECT`,
+//! `INSERT`, `UPDATE` and `DELETE` on an existing table (Postgres 15 grants no `CREATE` on
+//! `public` by default) starts, and a boot never takes the `SHARE` lock of `CREATE INDEX`
+//! that would stall writes. Otherwise it runs, in one transaction with
+//! `SET LOCAL lock_timeout = '5s'` (it fails rather than queue behind a long transaction):
 //!
 //! ```sql
 //! SELECT pg_advisory_xact_lock(<MIGRATE_LOCK_KEY>);
-//! CREATE SCHEMA IF NOT EXISTS "<schema>";            -- only when a schema is set
+//! CREATE SCHEMA IF NOT EXISTS "<schema>";            -- only when a schema is set and missing
 //! CREATE TABLE IF NOT EXISTS "<schema>"."<table>" (
 //!     id         text        PRIMARY KEY,
 //!     data       jsonb       NOT NULL,
@@ -65,6 +72,10 @@
 //! );
 //! CREATE INDEX IF NOT EXISTS "<table>_expires_at_idx" ON "<schema>"."<table>" (expires_at);
 //! ```
+//!
+//! (The table statements only when the table is missing. An existing table whose index the
+//! role may not create is used without it: `delete_expired` then scans.) `connect(url)` runs
+//! `migrate` unless the URL says `migrate=false`.
 //!
 //! - `id` is the [`SessionId`] as text. Ids are validated before the store sees them, and are
 //!   always bound as parameters.
@@ -87,7 +98,17 @@
 //! # Queries and guarantees
 //!
 //! Every statement is a prepared statement with bound parameters (sqlx caches them per
-//! connection). Each operation is a single statement, so it is atomic on its own:
+//! connection). Each operation is a single statement, so it is atomic on its own, whatever
+//! the isolation level. Connections the store opens are pinned to `read committed` (a startup
+//! option, which takes precedence over a database or role default of `repeatable read` or
+//! `serializable`). On an application's own pool at a higher level, a statement that fails
+//! with a serialization failure or a deadlock (`40001`, `40P01`) is run once more inside
+//! `BEGIN ISOLATION LEVEL READ COMMITTED`, except a `set_if_version` update, whose
+//! serialization failure means another write got there first: a [`Error::Conflict`], which
+//! is the truth, not an outage. Each operation reads the clock only once it holds a
+//! connection, and `get` checks the expiry of the row it received once more, so a long wait
+//! for a connection never returns, touches or writes over a session that expired meanwhile.
+//!
 //!
 //! - `get`, `len` filter expiry in SQL (`expires_at > now`), so an expired row is never
 //!   returned or counted, even before `delete_expired` removed it.
@@ -153,8 +174,10 @@
 //!   connection". Both are transient ([`Error::is_transient`]). sqlx retries a refused
 //!   connection with back-off until the acquire timeout, so an unreachable server gives a
 //!   [`Error::Timeout`] after at most that long, never a hang. A statement cancelled by
-//!   `statement_timeout` (SQLSTATE `57014`) is a transient [`Error::Timeout`] too, and a
-//!   serialization failure or deadlock (`40001`, `40P01`) a transient [`Error::Unavailable`].
+//!   `statement_timeout` (SQLSTATE `57014`) is a transient [`Error::Timeout`] too, and so is
+//!   an operation that overran its [`operation_timeout`](PostgresStoreBuilder::operation_timeout).
+//!   A serialization failure or deadlock that persists after the retry above is a transient
+//!   [`Error::Unavailable`].
 //! - A row that cannot be read back as a session (data that is not a JSON object, a negative
 //!   version, a column of the wrong type) is [`Error::Decode`] for that session, never a panic.
 //! - Everything else the server reports is [`Error::Backend`].
@@ -162,9 +185,10 @@
 //! Every error keeps the sqlx error as its source and names the session by its
 //! [`IdHint`] only.
 //!
-//! A server that accepts a connection and then stops answering mid-statement is not bounded
-//! by the acquire timeout: set Postgres' `statement_timeout` (for example
-//! `?options=-c%20statement_timeout%3D5s` in the URL) and TCP keepalives for that case.
+//! A server that accepts a connection and then stops answering mid-statement, or a row lock
+//! held by a stuck transaction, is bounded by the operation timeout: the operation fails with
+//! a transient [`Error::Timeout`] and its connection is dropped. Setting Postgres'
+//! `statement_timeout` as well lets the server give up on such statements too.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -172,14 +196,49 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr, SqlStr};
 
+use crate::deadline::{DEFAULT_OPERATION_TIMEOUT, within};
 use crate::error::{Error, IdHint, Result};
 use crate::session::{
     MAX_VERSION, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
 };
 use crate::store::SessionStore;
+
+/// Runs a statement (`$statement`, built on the executor `$e`, which is `$conn`). If it fails
+/// with a serialization failure or a deadlock (possible only on a connection whose isolation
+/// level is above `read committed`, such as an application's own pool at `serializable`), it
+/// runs it once more inside `BEGIN ISOLATION LEVEL READ COMMITTED`, where a single statement
+/// cannot fail that way. Each statement is a whole operation, so running it again is safe;
+/// the fast path stays one round trip.
+macro_rules! retry {
+    ($conn:ident => $e:ident : $statement:expr) => {{
+        let first = {
+            let $e = &mut *$conn;
+            $statement.await
+        };
+        match first {
+            Err(err) if is_serialization_failure(&err) => {
+                async {
+                    let mut tx = sqlx::Connection::begin_with(
+                        &mut *$conn,
+                        "BEGIN ISOLATION LEVEL READ COMMITTED",
+                    )
+                    .await?;
+                    let result = {
+                        let $e = &mut *tx;
+                        $statement.await
+                    }?;
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(result)
+                }
+                .await
+            }
+            other => other,
+        }
+    }};
+}
 
 /// The default table name: `sessions`.
 pub const DEFAULT_TABLE: &str = "sessions";
@@ -216,6 +275,7 @@ pub struct PostgresStore {
     schema: Option<String>,
     table: String,
     delete_batch_size: u32,
+    operation_timeout: Duration,
     sql: Statements,
 }
 
@@ -227,6 +287,7 @@ pub struct PostgresStoreBuilder {
     delete_batch_size: u32,
     max_connections: u32,
     acquire_timeout: Duration,
+    operation_timeout: Duration,
 }
 
 impl PostgresStoreBuilder {
@@ -267,6 +328,15 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// The bound on one operation, from waiting for a connection to the last row: an
+    /// operation that has not finished by then fails with a transient [`Error::Timeout`] (a
+    /// half-open connection, a server that stopped answering, a row lock held by a stuck
+    /// transaction). Default: [`DEFAULT_OPERATION_TIMEOUT`](crate::DEFAULT_OPERATION_TIMEOUT).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
     /// A store over `pool`, the application's own pool.
     ///
     /// Fails with [`Error::Config`] if the schema or table name is invalid.
@@ -278,6 +348,7 @@ impl PostgresStoreBuilder {
             schema: self.schema,
             table: self.table,
             delete_batch_size: self.delete_batch_size,
+            operation_timeout: self.operation_timeout,
             sql,
         })
     }
@@ -333,11 +404,18 @@ fn require_tokio() -> Result<()> {
         })
 }
 
+/// Parses `url` and pins the connections' isolation level to `read committed`: every
+/// operation is one statement whose atomicity does not depend on the level, and a database
+/// or role default of `repeatable read` or `serializable` would otherwise turn concurrent
+/// writes into serialization failures. (Startup options take precedence over database and
+/// role defaults.)
 fn parse_url(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
-    url.parse().map_err(|err: sqlx::Error| Error::Config {
-        message: "the Postgres URL is invalid".into(),
-        source: Some(Box::new(err)),
-    })
+    let options: sqlx::postgres::PgConnectOptions =
+        url.parse().map_err(|err: sqlx::Error| Error::Config {
+            message: "the Postgres URL is invalid".into(),
+            source: Some(Box::new(err)),
+        })?;
+    Ok(options.options([("default_transaction_isolation", "read committed")]))
 }
 
 /// Checks a schema or table name: `[A-Za-z_][A-Za-z0-9_]*`, 1..=`max` bytes.
@@ -500,6 +578,7 @@ impl PostgresStore {
             schema: None,
             table: DEFAULT_TABLE.to_string(),
             delete_batch_size: DEFAULT_DELETE_BATCH_SIZE,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             sql,
         }
     }
@@ -512,6 +591,7 @@ impl PostgresStore {
             delete_batch_size: DEFAULT_DELETE_BATCH_SIZE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
         }
     }
 
@@ -521,25 +601,82 @@ impl PostgresStore {
     pub async fn migrate(&self) -> Result<()> {
         const OP: &str = "migrate";
         let err = |e| map_err(OP, None, e);
+        // Look first: a table that is already there with its index needs no lock and no DDL,
+        // so a role with only SELECT, INSERT, UPDATE and DELETE on it can start, and a boot
+        // takes no SHARE lock that would stall writes.
+        let (schema_ready, table_ready, index_ready) = self.catalog_state().await?;
+        if table_ready && index_ready {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await.map_err(err)?;
+        // Never queue behind a long transaction holding the table: fail instead.
+        sqlx::query("SET LOCAL lock_timeout = '5s'")
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATE_LOCK_KEY)
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        if let Some(create_schema) = &self.sql.create_schema {
-            sqlx::query(create_schema.clone())
+        if !table_ready {
+            // (Even `IF NOT EXISTS` needs CREATE on the database, so only when missing.)
+            if let Some(create_schema) = self.sql.create_schema.as_ref().filter(|_| !schema_ready) {
+                sqlx::query(create_schema.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            }
+            sqlx::query(self.sql.create_table.clone())
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;
         }
-        for statement in [&self.sql.create_table, &self.sql.create_index] {
-            sqlx::query(statement.clone())
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
+        match sqlx::query(self.sql.create_index.clone())
+            .execute(&mut *tx)
+            .await
+        {
+            Ok(_) => {}
+            // The table is usable without its expiry index (delete_expired scans instead);
+            // a role that may not create it still starts.
+            Err(e) if table_ready && sql_state(&e) == Some("42501") => return Ok(()),
+            Err(e) => return Err(err(e)),
         }
         tx.commit().await.map_err(err)
+    }
+
+    /// Whether the schema exists (or none is set), whether the table exists with the store's
+    /// columns, and whether its expiry index does, read from the catalog (no lock, no
+    /// privilege beyond connecting).
+    async fn catalog_state(&self) -> Result<(bool, bool, bool)> {
+        let qualified = |name: &str| match &self.schema {
+            Some(schema) => format!("{}.{}", quote(schema), quote(name)),
+            None => quote(name),
+        };
+        let row = sqlx::query(
+            "SELECT \
+             (SELECT count(*) FROM pg_attribute \
+              WHERE attrelid = to_regclass($1) AND NOT attisdropped \
+              AND attname IN ('id', 'data', 'expires_at', 'version')) = 4, \
+             to_regclass($2) IS NOT NULL, \
+             $3::text IS NULL OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $3)",
+        )
+        .bind(qualified(&self.table))
+        .bind(qualified(&format!("{}{INDEX_SUFFIX}", self.table)))
+        .bind(self.schema.as_deref())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_err("migrate", None, e))?;
+        let table: bool = row
+            .try_get(0)
+            .map_err(|e| Error::backend("migrate", None, e))?;
+        let index: bool = row
+            .try_get(1)
+            .map_err(|e| Error::backend("migrate", None, e))?;
+        let schema: bool = row
+            .try_get(2)
+            .map_err(|e| Error::backend("migrate", None, e))?;
+        Ok((schema, table, index))
     }
 
     /// The pool the store uses.
@@ -579,13 +716,31 @@ impl PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn live_exists(&self, op: &'static str, id: &SessionId, now: i64) -> Result<bool> {
-        let row = sqlx::query(self.sql.live_exists.clone())
-            .bind(id.as_str())
-            .bind(clamp(now))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| map_err(op, Some(id), e))?;
+    /// A pooled connection. Operations read the clock only once they hold one, so a long
+    /// wait for a connection never makes them decide on a stale "now" (and return, touch or
+    /// revive a session that expired meanwhile).
+    async fn conn(
+        &self,
+        op: &'static str,
+        id: Option<&SessionId>,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.map_err(|e| map_err(op, id, e))
+    }
+
+    async fn live_exists(
+        &self,
+        conn: &mut PgConnection,
+        op: &'static str,
+        id: &SessionId,
+        now: i64,
+    ) -> Result<bool> {
+        let row = retry!(conn => e:
+            sqlx::query(self.sql.live_exists.clone())
+                .bind(id.as_str())
+                .bind(clamp(now))
+                .fetch_one(e)
+        )
+        .map_err(|e| map_err(op, Some(id), e))?;
         row.try_get::<bool, _>(0)
             .map_err(|e| Error::backend(op, Some(id), e))
     }
@@ -594,6 +749,7 @@ impl PostgresStore {
     /// Returns whether it did. The session's expiry must be in the future.
     async fn insert_if_absent(
         &self,
+        conn: &mut PgConnection,
         op: &'static str,
         id: &SessionId,
         session: &Session,
@@ -601,25 +757,33 @@ impl PostgresStore {
         now: i64,
     ) -> Result<bool> {
         let data = encode_data(id, session)?;
-        let done = sqlx::query(self.sql.create.clone())
-            .bind(id.as_str())
-            .bind(data)
-            .bind(clamp(session.expires_at_millis()))
-            .bind(clamp(now))
-            .bind(db_version(version))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_write_err(op, id, e))?;
+        let done = retry!(conn => e:
+            sqlx::query(self.sql.create.clone())
+                .bind(id.as_str())
+                .bind(data.as_str())
+                .bind(clamp(session.expires_at_millis()))
+                .bind(clamp(now))
+                .bind(db_version(version))
+                .execute(e)
+        )
+        .map_err(|e| map_write_err(op, id, e))?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn delete_if_expired(&self, op: &'static str, id: &SessionId, now: i64) -> Result<()> {
-        sqlx::query(self.sql.delete_if_expired_or_absent.clone())
-            .bind(id.as_str())
-            .bind(clamp(now))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_err(op, Some(id), e))?;
+    async fn delete_if_expired(
+        &self,
+        conn: &mut PgConnection,
+        op: &'static str,
+        id: &SessionId,
+        now: i64,
+    ) -> Result<()> {
+        retry!(conn => e:
+            sqlx::query(self.sql.delete_if_expired_or_absent.clone())
+                .bind(id.as_str())
+                .bind(clamp(now))
+                .execute(e)
+        )
+        .map_err(|e| map_err(op, Some(id), e))?;
         Ok(())
     }
 }
@@ -844,80 +1008,122 @@ fn map_write_err(op: &'static str, id: &SessionId, err: sqlx::Error) -> Error {
     }
 }
 
+/// The SQLSTATE of a database error.
+fn sql_state(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(Cow::Borrowed(code)) => Some(code),
+            // Postgres codes are static; an owned one is never one we look for.
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// serialization_failure or deadlock_detected.
+fn is_serialization_failure(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "40001" || code == "40P01")
+}
+
 #[async_trait]
 impl SessionStore for PostgresStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        let row = sqlx::query(self.sql.get.clone())
-            .bind(id.as_str())
-            .bind(clamp(now_millis()))
-            .fetch_optional(&self.pool)
-            .await
+        within(self.operation_timeout, "get", Some(id), async {
+            let mut conn = self.conn("get", Some(id)).await?;
+            let row = retry!(conn => e:
+                sqlx::query(self.sql.get.clone())
+                    .bind(id.as_str())
+                    .bind(clamp(now_millis()))
+                    .fetch_optional(e)
+            )
             .map_err(|e| map_err("get", Some(id), e))?;
-        row.map(|row| decode_row(id, &row)).transpose()
+            let session = row.map(|row| decode_row(id, &row)).transpose()?;
+            // The clock again, now that the row is here: a session that expired while the
+            // reply travelled is not returned.
+            Ok(session.filter(|s| !s.is_expired_at(now_millis())))
+        })
+        .await
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         const OP: &str = "set";
-        let now = now_millis();
-        if session.is_expired_at(now) {
-            self.destroy(id).await?;
-            return Ok(0);
-        }
-        let data = encode_data(id, session)?;
-        let version: i64 = sqlx::query_scalar(self.sql.set.clone())
-            .bind(id.as_str())
-            .bind(data)
-            .bind(clamp(session.expires_at_millis()))
-            .bind(clamp(now))
-            .bind(db_version(fresh_version()))
-            .fetch_one(&self.pool)
-            .await
+        within(self.operation_timeout, OP, Some(id), async {
+            let mut conn = self.conn(OP, Some(id)).await?;
+            let now = now_millis();
+            if session.is_expired_at(now) {
+                self.destroy_on(&mut conn, id).await?;
+                return Ok(0);
+            }
+            let data = encode_data(id, session)?;
+            let version: i64 = retry!(conn => e:
+                sqlx::query_scalar(self.sql.set.clone())
+                    .bind(id.as_str())
+                    .bind(data.as_str())
+                    .bind(clamp(session.expires_at_millis()))
+                    .bind(clamp(now))
+                    .bind(db_version(fresh_version()))
+                    .fetch_one(e)
+            )
             .map_err(|e| map_write_err(OP, id, e))?;
-        to_version(OP, id, version)
+            to_version(OP, id, version)
+        })
+        .await
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        sqlx::query(self.sql.delete.clone())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_err("destroy", Some(id), e))?;
-        Ok(())
+        within(self.operation_timeout, "destroy", Some(id), async {
+            let mut conn = self.conn("destroy", Some(id)).await?;
+            self.destroy_on(&mut conn, id).await
+        })
+        .await
     }
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
-        let now = now_millis();
-        let expires_at = to_millis(expires_at);
-        let query = if expires_at <= now {
-            sqlx::query(self.sql.touch_delete.clone())
-                .bind(id.as_str())
-                .bind(clamp(now))
-        } else {
-            sqlx::query(self.sql.touch.clone())
-                .bind(id.as_str())
-                .bind(clamp(expires_at))
-                .bind(clamp(now))
-        };
-        let done = query
-            .execute(&self.pool)
-            .await
+        within(self.operation_timeout, "touch", Some(id), async {
+            let mut conn = self.conn("touch", Some(id)).await?;
+            let now = now_millis();
+            let expires_at = to_millis(expires_at);
+            let done = if expires_at <= now {
+                retry!(conn => e:
+                    sqlx::query(self.sql.touch_delete.clone())
+                        .bind(id.as_str())
+                        .bind(clamp(now))
+                        .execute(e)
+                )
+            } else {
+                retry!(conn => e:
+                    sqlx::query(self.sql.touch.clone())
+                        .bind(id.as_str())
+                        .bind(clamp(expires_at))
+                        .bind(clamp(now))
+                        .execute(e)
+                )
+            }
             .map_err(|e| map_err("touch", Some(id), e))?;
-        Ok(done.rows_affected() > 0)
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
         const OP: &str = "create";
-        let now = now_millis();
-        if session.is_expired_at(now) {
-            // Nothing is stored, but the answer still says whether the id was free.
-            if self.live_exists(OP, id, now).await? {
-                return Ok(false);
+        within(self.operation_timeout, OP, Some(id), async {
+            let mut conn = self.conn(OP, Some(id)).await?;
+            let now = now_millis();
+            if session.is_expired_at(now) {
+                // Nothing is stored, but the answer still says whether the id was free.
+                if self.live_exists(&mut conn, OP, id, now).await? {
+                    return Ok(false);
+                }
+                self.delete_if_expired(&mut conn, OP, id, now).await?;
+                return Ok(true);
             }
-            self.delete_if_expired(OP, id, now).await?;
-            return Ok(true);
-        }
-        self.insert_if_absent(OP, id, session, fresh_version(), now)
-            .await
+            self.insert_if_absent(&mut conn, OP, id, session, fresh_version(), now)
+                .await
+        })
+        .await
     }
 
     async fn set_if_version(
@@ -927,87 +1133,128 @@ impl SessionStore for PostgresStore {
         expected_version: u64,
     ) -> Result<u64> {
         const OP: &str = "set_if_version";
-        let now = now_millis();
-        let expired = session.is_expired_at(now);
-        if expected_version == 0 {
-            if expired {
-                if self.live_exists(OP, id, now).await? {
-                    return Err(Error::conflict(id, 0));
+        within(self.operation_timeout, OP, Some(id), async {
+            let mut conn = self.conn(OP, Some(id)).await?;
+            let now = now_millis();
+            let expired = session.is_expired_at(now);
+            if expected_version == 0 {
+                if expired {
+                    if self.live_exists(&mut conn, OP, id, now).await? {
+                        return Err(Error::conflict(id, 0));
+                    }
+                    self.delete_if_expired(&mut conn, OP, id, now).await?;
+                    return Ok(0);
                 }
-                self.delete_if_expired(OP, id, now).await?;
-                return Ok(0);
+                let fresh = next_version(0);
+                return if self
+                    .insert_if_absent(&mut conn, OP, id, session, fresh, now)
+                    .await?
+                {
+                    Ok(fresh)
+                } else {
+                    Err(Error::conflict(id, 0))
+                };
             }
-            let fresh = next_version(0);
-            return if self.insert_if_absent(OP, id, session, fresh, now).await? {
-                Ok(fresh)
-            } else {
-                Err(Error::conflict(id, 0))
+            // Stored versions are `bigint`: a larger expected version can never match.
+            let Ok(expected) = i64::try_from(expected_version) else {
+                return Err(Error::conflict(id, expected_version));
             };
-        }
-        // Stored versions are `bigint`: a larger expected version can never match.
-        let Ok(expected) = i64::try_from(expected_version) else {
-            return Err(Error::conflict(id, expected_version));
-        };
-        if expired {
-            let done = sqlx::query(self.sql.delete_if_version.clone())
+            // A serialization failure here (a caller's pool at `repeatable read` or above)
+            // means another transaction wrote the row first: the expected version is stale,
+            // which is a conflict, not an outage.
+            let conflict_or =
+                |e: sqlx::Error, map: fn(&'static str, &SessionId, sqlx::Error) -> Error| {
+                    if is_serialization_failure(&e) {
+                        Error::conflict(id, expected_version)
+                    } else {
+                        map(OP, id, e)
+                    }
+                };
+            if expired {
+                let done = sqlx::query(self.sql.delete_if_version.clone())
+                    .bind(id.as_str())
+                    .bind(expected)
+                    .bind(clamp(now))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| conflict_or(e, |op, id, e| map_err(op, Some(id), e)))?;
+                return if done.rows_affected() == 1 {
+                    Ok(0)
+                } else {
+                    Err(Error::conflict(id, expected_version))
+                };
+            }
+            let data = encode_data(id, session)?;
+            let version: Option<i64> = sqlx::query_scalar(self.sql.update_if_version.clone())
                 .bind(id.as_str())
+                .bind(data)
+                .bind(clamp(session.expires_at_millis()))
                 .bind(expected)
                 .bind(clamp(now))
-                .execute(&self.pool)
+                // `expected + 1`, or a fresh version if `expected` is the largest (or above).
+                .bind(db_version(next_version(expected_version)))
+                .fetch_optional(&mut *conn)
                 .await
-                .map_err(|e| map_err(OP, Some(id), e))?;
-            return if done.rows_affected() == 1 {
-                Ok(0)
-            } else {
-                Err(Error::conflict(id, expected_version))
-            };
-        }
-        let data = encode_data(id, session)?;
-        let version: Option<i64> = sqlx::query_scalar(self.sql.update_if_version.clone())
-            .bind(id.as_str())
-            .bind(data)
-            .bind(clamp(session.expires_at_millis()))
-            .bind(expected)
-            .bind(clamp(now))
-            // `expected + 1`, or a fresh version if `expected` is the largest (or above).
-            .bind(db_version(next_version(expected_version)))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| map_write_err(OP, id, e))?;
-        match version {
-            Some(version) => to_version(OP, id, version),
-            None => Err(Error::conflict(id, expected_version)),
-        }
+                .map_err(|e| conflict_or(e, map_write_err))?;
+            match version {
+                Some(version) => to_version(OP, id, version),
+                None => Err(Error::conflict(id, expected_version)),
+            }
+        })
+        .await
     }
 
     async fn len(&self) -> Result<u64> {
-        let count: i64 = sqlx::query_scalar(self.sql.len.clone())
-            .bind(clamp(now_millis()))
-            .fetch_one(&self.pool)
-            .await
+        within(self.operation_timeout, "len", None, async {
+            let mut conn = self.conn("len", None).await?;
+            let count: i64 = retry!(conn => e:
+                sqlx::query_scalar(self.sql.len.clone())
+                    .bind(clamp(now_millis()))
+                    .fetch_one(e)
+            )
             .map_err(|e| map_err("len", None, e))?;
-        // count(*) is never negative.
-        Ok(u64::try_from(count).unwrap_or(0))
+            // count(*) is never negative.
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+        .await
     }
 
     async fn clear(&self) -> Result<()> {
-        sqlx::query(self.sql.clear.clone())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_err("clear", None, e))?;
-        Ok(())
+        within(self.operation_timeout, "clear", None, async {
+            let mut conn = self.conn("clear", None).await?;
+            retry!(conn => e: sqlx::query(self.sql.clear.clone()).execute(e))
+                .map_err(|e| map_err("clear", None, e))?;
+            Ok(())
+        })
+        .await
     }
 
+    /// Removes expired rows in batches of [`delete_batch_size`](Self::delete_batch_size); the
+    /// operation timeout bounds each batch, not the whole sweep, so a large backlog is
+    /// worked off batch by batch.
     async fn delete_expired(&self) -> Result<u64> {
         let now = now_millis();
         let mut total = 0u64;
         loop {
-            let removed = self.delete_batch_at(now).await?;
+            let batch = self.delete_batch_at(now);
+            let removed = within(self.operation_timeout, "delete_expired", None, batch).await?;
             total += removed;
             if removed < u64::from(self.delete_batch_size) {
                 return Ok(total);
             }
         }
+    }
+}
+
+impl PostgresStore {
+    async fn destroy_on(&self, conn: &mut PgConnection, id: &SessionId) -> Result<()> {
+        retry!(conn => e:
+            sqlx::query(self.sql.delete.clone())
+                .bind(id.as_str())
+                .execute(e)
+        )
+        .map_err(|e| map_err("destroy", Some(id), e))?;
+        Ok(())
     }
 }
 
