@@ -11,6 +11,10 @@
 //!   and the task keeps going: the next sweep runs on schedule. (tower-sessions' own
 //!   `continuously_delete_expired` ends at the first error, and nobody notices.) Successful
 //!   sweeps that removed something are logged at `debug`;
+//! - a sweep that has not finished within the sweep timeout (default
+//!   [`DEFAULT_SWEEP_TIMEOUT`], see [`spawn_cleanup_with_timeout`]) is abandoned and counted
+//!   and logged as a failure, so a hung store (a stopped server, a hung disk) never stalls the
+//!   task silently: the next sweep runs on schedule;
 //! - the task stops when its [`CleanupHandle`] is dropped, or on
 //!   [`CleanupHandle::stop`] (which also waits for it to end). A sweep that is running when
 //!   the handle goes is abandoned at its next `.await`; the contract makes that safe, since
@@ -47,8 +51,12 @@ use tokio::time::MissedTickBehavior;
 
 use crate::store::SessionStore;
 
+/// How long one sweep may take before [`spawn_cleanup`] abandons it as hung: 60 seconds.
+pub const DEFAULT_SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Starts a task that calls `store.delete_expired()` every `period`, logging failures and
-/// carrying on. The task ends when the returned handle is dropped or stopped.
+/// carrying on, with a sweep timeout of [`DEFAULT_SWEEP_TIMEOUT`]. The task ends when the
+/// returned handle is dropped or stopped.
 ///
 /// A zero `period` is raised to one millisecond.
 ///
@@ -59,7 +67,26 @@ pub fn spawn_cleanup<S>(store: Arc<S>, period: Duration) -> CleanupHandle
 where
     S: SessionStore + ?Sized + 'static,
 {
+    spawn_cleanup_with_timeout(store, period, DEFAULT_SWEEP_TIMEOUT)
+}
+
+/// Like [`spawn_cleanup`], with a sweep that has not finished within `sweep_timeout` abandoned,
+/// counted in [`CleanupHandle::failures`] and logged as a failure (a transient
+/// [`Error::Timeout`](crate::Error::Timeout)). A zero timeout is raised to one millisecond.
+///
+/// # Panics
+///
+/// If called outside a tokio runtime (as [`tokio::spawn`] does).
+pub fn spawn_cleanup_with_timeout<S>(
+    store: Arc<S>,
+    period: Duration,
+    sweep_timeout: Duration,
+) -> CleanupHandle
+where
+    S: SessionStore + ?Sized + 'static,
+{
     let period = period.max(Duration::from_millis(1));
+    let sweep_timeout = sweep_timeout.max(Duration::from_millis(1));
     let counters = Arc::new(Counters::default());
     let task_counters = Arc::clone(&counters);
     let task = tokio::spawn(async move {
@@ -68,7 +95,8 @@ where
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            match store.delete_expired().await {
+            let sweep = store.delete_expired();
+            match crate::deadline::within(sweep_timeout, "delete_expired", None, sweep).await {
                 Ok(removed) => {
                     task_counters.sweeps.fetch_add(1, Ordering::Relaxed);
                     if removed > 0 {
@@ -310,6 +338,58 @@ mod tests {
         let handle = spawn_cleanup(Arc::clone(&store), Duration::ZERO);
         assert_eq!(seen.recv().await, Some(Err(())));
         assert_eq!(seen.recv().await, Some(Ok(())));
+        handle.stop().await;
+    }
+
+    /// A store whose `delete_expired` never returns.
+    struct Hung(mpsc::UnboundedSender<()>);
+
+    #[async_trait]
+    impl SessionStore for Hung {
+        async fn get(&self, _: &SessionId) -> Result<Option<Session>> {
+            Ok(None)
+        }
+        async fn set(&self, _: &SessionId, _: &Session) -> Result<u64> {
+            Ok(1)
+        }
+        async fn destroy(&self, _: &SessionId) -> Result<()> {
+            Ok(())
+        }
+        async fn touch(&self, _: &SessionId, _: SystemTime) -> Result<bool> {
+            Ok(false)
+        }
+        async fn create(&self, _: &SessionId, _: &Session) -> Result<bool> {
+            Ok(true)
+        }
+        async fn set_if_version(&self, _: &SessionId, _: &Session, e: u64) -> Result<u64> {
+            Ok(e + 1)
+        }
+        async fn len(&self) -> Result<u64> {
+            Ok(0)
+        }
+        async fn clear(&self) -> Result<()> {
+            Ok(())
+        }
+        async fn delete_expired(&self) -> Result<u64> {
+            let _ = self.0.send(());
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hung_sweep_is_a_failure_and_the_next_one_still_runs() {
+        let (tx, mut started) = mpsc::unbounded_channel();
+        let handle = spawn_cleanup_with_timeout(
+            Arc::new(Hung(tx)),
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+        );
+        for _ in 0..3 {
+            started.recv().await.unwrap();
+        }
+        assert!(handle.failures() >= 2, "{} failures", handle.failures());
+        assert_eq!(handle.sweeps(), 0);
+        assert!(handle.is_running());
         handle.stop().await;
     }
 }
