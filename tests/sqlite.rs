@@ -1,6 +1,7 @@
 //! Tests specific to `SqliteStore`: persistence across reopening, several connections and
-//! processes on one file, corrupt rows, batched `delete_expired`, lock timeouts, reads during
-//! a waiting write, and the schema.
+//! processes on one file, corrupt rows, batched `delete_expired` and `clear`, lock timeouts,
+//! reads during a waiting write, the schema, and contention and failure (operation deadlines,
+//! the bounded queue, expiry decided under the lock, the WAL's size, `close`).
 #![cfg(feature = "sqlite")]
 
 use std::error::Error as _;
@@ -837,4 +838,287 @@ async fn a_new_incarnation_does_not_restart_at_1() {
             .unwrap_err()
             .is_conflict()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Contention and failure: a lock held by another connection, abandoned calls, expiry decided
+// under the lock, WAL growth, batched `clear`, `close`.
+// ---------------------------------------------------------------------------------------
+
+/// The size of the database's `-wal` file in bytes (0 if there is none).
+fn wal_size(path: &Path) -> u64 {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
+/// 10,000 `set`s against a write lock held by another connection: each fails with a
+/// transient `Timeout` at the operation timeout, the queue never holds more than its capacity,
+/// and once the lock is released none of the abandoned writes happens after all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sets_that_time_out_behind_a_held_lock_never_commit_later_and_the_queue_stays_bounded() {
+    const SETS: usize = 10_000;
+    const CAPACITY: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = std::sync::Arc::new(
+        SqliteStore::builder()
+            .operation_timeout(Duration::from_millis(200))
+            .queue_capacity(CAPACITY)
+            .open(&path)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(store.operation_timeout(), Duration::from_millis(200));
+    let db = raw(&path);
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..SETS)
+        .map(|_| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                let id = SessionId::generate();
+                store.set(&id, &session(json!({"n": 1}))).await
+            })
+        })
+        .collect();
+    let mut most_pending = 0;
+    while !tasks.iter().all(|t| t.is_finished()) {
+        most_pending = most_pending.max(store.pending_writes());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the sets never gave up"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let waited = started.elapsed();
+    for task in tasks {
+        let err = task.await.unwrap().expect_err("the lock is held");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+        assert!(err.is_transient());
+        assert!(err.session().is_some(), "the error names the session");
+    }
+    println!("{SETS} sets timed out after {waited:?}; at most {most_pending} queued");
+    assert!(most_pending <= CAPACITY, "{most_pending} queued");
+    db.execute_batch("ROLLBACK").unwrap();
+
+    // A write queued now runs after every job still in the queue.
+    let probe = SessionId::generate();
+    store.set(&probe, &session(json!({}))).await.unwrap();
+    assert_eq!(store.pending_writes(), 0);
+    let rows: i64 = db
+        .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "only the probe: no abandoned set committed later");
+}
+
+/// A `set` whose expiry is in the future when called but past by the time the writer gets
+/// the lock stores nothing and returns 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_that_expires_while_waiting_for_the_lock_stores_nothing_and_returns_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::builder()
+        .busy_timeout(Duration::from_secs(30))
+        .open(&path)
+        .await
+        .unwrap();
+    let db = raw(&path);
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let id = SessionId::generate();
+    let mut short = Session::new(Duration::from_millis(300));
+    short.insert("n", 1).unwrap();
+    assert!(!short.is_expired_at(now_millis()), "live when called");
+    let mut write = Box::pin(store.set(&id, &short));
+    // Queue it: the writer now waits for the lock, longer than the session lives.
+    assert!(
+        tokio::time::timeout(Duration::ZERO, &mut write)
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(short.is_expired_at(now_millis()));
+    db.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(write.await.unwrap(), 0, "the job found the expiry passed");
+    let rows: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM sessions WHERE id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 0, "no already-expired row was stored");
+    assert!(store.get(&id).await.unwrap().is_none());
+}
+
+/// Inserts `n` rows of about 300 bytes, `expires_at` ms since the epoch, in transactions of
+/// 1000 rows.
+fn insert_rows(path: &Path, prefix: &str, n: usize, expires_at: i64) {
+    let mut db = raw(path);
+    let data = format!("{{\"pad\":\"{}\"}}", "x".repeat(256));
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let tx = db.transaction().unwrap();
+        for i in chunk {
+            tx.execute(
+                "INSERT INTO sessions (id, data, expires_at, version) VALUES (?1, ?2, ?3, 1)",
+                rusqlite::params![format!("{prefix}{i}"), data, expires_at],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+}
+
+/// After a `clear` or `delete_expired` of 20,000 sessions the WAL is not left at its peak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_shrinks_after_a_large_clear_or_delete_expired() {
+    const MIB: u64 = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+
+    insert_rows(&path, "live-", 20_000, now_millis() + 3_600_000);
+    assert_eq!(store.len().await.unwrap(), 20_000);
+    let before = wal_size(&path);
+    store.clear().await.unwrap();
+    let after_clear = wal_size(&path);
+    assert_eq!(store.len().await.unwrap(), 0);
+
+    insert_rows(&path, "old-", 20_000, now_millis() - 60_000);
+    let before_expired = wal_size(&path);
+    assert_eq!(store.delete_expired().await.unwrap(), 20_000);
+    let after_expired = wal_size(&path);
+    println!(
+        "WAL bytes: {before} before clear, {after_clear} after; \
+         {before_expired} before delete_expired, {after_expired} after"
+    );
+    assert!(after_clear < MIB, "WAL after clear: {after_clear} bytes");
+    assert!(
+        after_expired < MIB,
+        "WAL after delete_expired: {after_expired} bytes"
+    );
+}
+
+/// `clear` of many rows runs in batches: a write queued while the first batch waits for the
+/// lock runs before the second batch, and still finds the rows of later batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_runs_in_batches_that_let_other_writes_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::builder()
+        .delete_batch_size(100)
+        .busy_timeout(Duration::from_secs(30))
+        .open(&path)
+        .await
+        .unwrap();
+    insert_rows(&path, "s-", 1000, now_millis() + 3_600_000);
+    // The row cleared last (the largest rowid).
+    let last = SessionId::new("s-999").unwrap();
+
+    let db = raw(&path);
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut clear = Box::pin(store.clear());
+    assert!(
+        tokio::time::timeout(Duration::ZERO, &mut clear)
+            .await
+            .is_err()
+    );
+    // Queued behind the first batch of the clear.
+    let mut touch = Box::pin(store.touch(&last, SystemTime::now() + HOUR));
+    assert!(
+        tokio::time::timeout(Duration::ZERO, &mut touch)
+            .await
+            .is_err()
+    );
+    db.execute_batch("ROLLBACK").unwrap();
+    let (cleared, touched) = tokio::join!(clear, touch);
+    cleared.unwrap();
+    assert!(
+        touched.unwrap(),
+        "the touch ran between two batches, before the clear reached its row"
+    );
+    assert_eq!(store.len().await.unwrap(), 0, "the clear still removed it");
+    let rows: i64 = db
+        .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+/// `close` runs every write queued before it, stops the threads and closes the connections;
+/// operations afterwards fail with `Unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_finishes_queued_writes_then_refuses_operations() {
+    const SETS: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = std::sync::Arc::new(SqliteStore::open(&path).await.unwrap());
+    // Another connection holds the lock while the sets are called, so that they queue up.
+    let db = raw(&path);
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let tasks: Vec<_> = (0..SETS)
+        .map(|i| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                let id = SessionId::new(format!("s-{i}")).unwrap();
+                let result = store.set(&id, &session(json!({ "i": i }))).await;
+                (id, result)
+            })
+        })
+        .collect();
+    let waiting = std::time::Instant::now();
+    while store.pending_writes() < 100 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(4),
+            "the sets never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    db.execute_batch("ROLLBACK").unwrap();
+    drop(db);
+    let queued = store.pending_writes();
+    store.close().await.unwrap();
+    assert_eq!(store.pending_writes(), 0);
+    let mut written = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (id, Ok(version)) => written.push((id, version)),
+            (_, Err(err)) => {
+                assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+                refused += 1;
+            }
+        }
+    }
+    println!(
+        "{queued} writes queued at close; {} acknowledged, {refused} refused",
+        written.len()
+    );
+    assert!(queued > 0 && !written.is_empty());
+    // Every connection is closed: the last one checkpointed and removed the WAL file.
+    assert_eq!(wal_size(&path), 0, "the WAL was checkpointed and removed");
+    let id = SessionId::generate();
+    for err in [
+        store.get(&id).await.map(|_| ()).unwrap_err(),
+        store
+            .set(&id, &session(json!({})))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        store.len().await.map(|_| ()).unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+        assert_eq!(
+            err.source().map(ToString::to_string).as_deref(),
+            Some("the SQLite store was closed")
+        );
+    }
+    // Closing again is fine.
+    store.close().await.unwrap();
+
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    for (id, version) in &written {
+        let got = reopened.get(id).await.unwrap();
+        assert_eq!(got.map(|s| s.version()), Some(*version), "{id:?}");
+    }
+    assert_eq!(reopened.len().await.unwrap(), written.len() as u64);
 }

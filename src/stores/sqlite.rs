@@ -40,11 +40,13 @@
 //! | option | default | meaning |
 //! | --- | --- | --- |
 //! | [`table`](SqliteStoreBuilder::table) | `sessions` | the table, an identifier matching `[A-Za-z_][A-Za-z0-9_]{0,62}`, not starting with `sqlite_` and not the schema table's name |
-//! | [`busy_timeout`](SqliteStoreBuilder::busy_timeout) | 5 s | how long a connection waits for another connection's lock before the operation fails with a transient [`Error::Timeout`] |
+//! | [`busy_timeout`](SqliteStoreBuilder::busy_timeout) | 5 s | how long a connection waits for another connection's lock (never past the operation's deadline) before the operation fails with a transient [`Error::Timeout`] |
 //! | [`synchronous`](SqliteStoreBuilder::synchronous) | [`Synchronous::Normal`] | SQLite's `PRAGMA synchronous`: with WAL, `Normal` never corrupts the database but a power loss may drop the last commits; `Full` syncs every commit |
 //! | [`wal`](SqliteStoreBuilder::wal) | `true` | switch the file to write-ahead logging (`PRAGMA journal_mode=WAL`), so reads run while a write is in progress; `false` leaves the file's journal mode as it is |
 //! | [`readers`](SqliteStoreBuilder::readers) | 4 | how many read connections serve `get` and `len` (0: the write connection serves them) |
-//! | [`delete_batch_size`](SqliteStoreBuilder::delete_batch_size) | 1000 | how many rows one batch of [`delete_expired`](SessionStore::delete_expired) deletes |
+//! | [`delete_batch_size`](SqliteStoreBuilder::delete_batch_size) | 1000 | how many rows one batch of [`delete_expired`](SessionStore::delete_expired) or [`clear`](SessionStore::clear) deletes |
+//! | [`operation_timeout`](SqliteStoreBuilder::operation_timeout) | 5 s ([`DEFAULT_OPERATION_TIMEOUT`](crate::DEFAULT_OPERATION_TIMEOUT)) | the client-side bound on one operation, queue and lock waits included; an overrun is a transient [`Error::Timeout`] (for `delete_expired` and `clear`: on each batch) |
+//! | [`queue_capacity`](SqliteStoreBuilder::queue_capacity) | 1024 | how many operations may wait in each connection queue; a caller that finds it full waits for room within its operation timeout |
 //!
 //! Opening is async and runs on the store's own threads, like everything else.
 //!
@@ -93,22 +95,65 @@
 //! - `delete_expired` deletes in batches of [`delete_batch_size`](SqliteStoreBuilder::delete_batch_size)
 //!   rows, each its own short transaction queued behind other writes, so a large backlog never
 //!   holds the write lock for long. [`SqliteStore::delete_expired_batch`] runs one batch.
+//! - `clear` deletes in batches of the same size, each its own transaction, up to the largest
+//!   rowid it found when it started: it removes every session that was there when it was
+//!   called, and writes queued meanwhile run between its batches (a session written during a
+//!   `clear` may or may not survive it).
 //!
-//! `set`, `create` and `set_if_version` run in `BEGIN IMMEDIATE` transactions: they take the
-//! database's write lock when they start (waiting up to the busy timeout for it), so two
-//! processes never fail with `SQLITE_BUSY` halfway through a read-modify-write. A write that
-//! fails rolls back and leaves the previous session intact.
+//! `set`, `create`, `set_if_version` and `touch` run in `BEGIN IMMEDIATE` transactions: they
+//! take the database's write lock when they start (waiting up to the busy timeout for it), so
+//! two processes never fail with `SQLITE_BUSY` halfway through a read-modify-write. They read
+//! the clock only once they hold the lock, so whether a session has expired is decided when
+//! the write happens, not when it was called: a `set` whose expiry passes while it waits for
+//! the queue or the lock stores nothing and returns 0. A write that fails rolls back and
+//! leaves the previous session intact.
+//!
+//! # Write-ahead log size
+//!
+//! With WAL, SQLite checkpoints the log into the database every 1000 pages and then reuses
+//! the log file from its start, but never shrinks the file by itself. The write connection
+//! sets `PRAGMA journal_size_limit` to [`WAL_SIZE_LIMIT`] (4 MiB), so a log that a large
+//! transaction grew is cut back to that size when it is reused; and a `clear` or
+//! `delete_expired` that removed at least [`LARGE_DELETE_ROWS`] (1000) rows ends with a
+//! `PRAGMA wal_checkpoint(TRUNCATE)`, which empties the file (best effort: it waits at most
+//! 250 ms for other connections' locks, and a failure is ignored).
 //!
 //! # Threads and concurrency
 //!
 //! rusqlite is synchronous, so no SQLite call ever runs on an async executor's thread. A
 //! file-backed store owns one thread for its write connection and one thread per read
-//! connection; operations are sent to them over channels and their results come back through
-//! `tokio::sync::oneshot`, so the store works under any executor and needs no tokio runtime.
-//! Writes from one store are serialised on its write connection; with WAL, reads on the read
-//! connections proceed in parallel with a write. Every connection caches its prepared
-//! statements (`prepare_cached`). Dropping the store lets its threads finish the queued
-//! operations and close their connections.
+//! connection; operations are sent to them over bounded queues
+//! ([`queue_capacity`](SqliteStoreBuilder::queue_capacity), default
+//! [`DEFAULT_QUEUE_CAPACITY`]) and their results come back through `tokio::sync::oneshot`, so
+//! the store works under any executor and needs no tokio runtime. Writes from one store are
+//! serialised on its write connection; with WAL, reads on the read connections proceed in
+//! parallel with a write. Every connection caches its prepared statements (`prepare_cached`).
+//! [`SqliteStore::pending_writes`] says how many writes are waiting.
+//!
+//! # Deadlines and shutdown
+//!
+//! Every operation is bounded by the [operation timeout](SqliteStoreBuilder::operation_timeout)
+//! (default 5 s), from the call to the answer: waiting for room in a full queue, waiting in
+//! the queue, waiting for the lock, running. It is
+//! [`deadline::within`](crate::deadline::within), and an overrun is a transient
+//! [`Error::Timeout`] naming the operation and the session. Its timer is a tokio timer on one
+//! thread per process (started with the first store), which the store's futures use whatever
+//! executor polls them, so the bound holds under any executor, in a tokio runtime built
+//! without timers, or with none. The connection threads keep the same deadline: a job whose
+//! caller has gone (timed out, or its future dropped) is skipped without touching the
+//! database, a job whose deadline passed while it was queued is answered with a timeout, and
+//! a job never waits for the lock past its deadline (its busy timeout is the smaller of the
+//! configured one and the time left). So a lock held by another process for longer than the
+//! timeout makes the calls behind it fail, and they do not happen later: only a job that had
+//! already started when its caller gave up may still complete (see
+//! [`deadline`](crate::deadline) for what a `Timeout` means for a write).
+//!
+//! [`SqliteStore::close`] stops the store: the operations already queued run (each within its
+//! deadline), then the threads stop and close their connections, and `close` returns. Every
+//! operation called after `close` fails with [`Error::Unavailable`] whose source says the
+//! store was closed; it is not transient in practice: open a new store. Dropping the store
+//! without `close` also lets its threads finish the queued operations and close their
+//! connections, but nothing waits for them (a process that exits right away loses them).
 //!
 //! Several stores, in one process or in several, may open the same file: SQLite's locking
 //! keeps every operation atomic across them, and the busy timeout absorbs ordinary lock
@@ -122,25 +167,27 @@
 //!
 //! A row whose data is not a JSON object, or whose columns have the wrong types, gives
 //! [`Error::Decode`] for that id (the row is left as it is; a later `set` replaces it). Lock
-//! timeouts give [`Error::Timeout`]; a store whose threads have stopped gives
-//! [`Error::Unavailable`]; other SQLite failures give [`Error::Backend`]. Each keeps the
-//! rusqlite error as its source.
+//! timeouts and overrun deadlines give [`Error::Timeout`]; a store that was closed or whose
+//! threads have stopped gives [`Error::Unavailable`]; other SQLite failures give
+//! [`Error::Backend`]. Each keeps the rusqlite error as its source when there is one (a lock
+//! timeout's is `SQLITE_BUSY`; an overrun deadline's is the timer's, or none).
 
 use std::fmt;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use rusqlite::ffi::ErrorCode;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::deadline::{DEFAULT_OPERATION_TIMEOUT, within};
 use crate::error::{Error, IdHint, Result};
 use crate::session::{
     MAX_VERSION, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
@@ -156,8 +203,27 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default number of read connections of a file-backed store: 4.
 pub const DEFAULT_READERS: usize = 4;
 
-/// The default number of rows one batch of `delete_expired` deletes: 1000.
+/// The default number of rows one batch of `delete_expired` or `clear` deletes: 1000.
 pub const DEFAULT_DELETE_BATCH_SIZE: usize = 1000;
+
+/// The default number of operations that may wait in each connection queue (the write
+/// connection's, the read connections'): 1024.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
+/// The largest queue capacity the builder accepts; larger values are taken as this.
+const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
+/// The write connection's `PRAGMA journal_size_limit`: 4 MiB. Whenever SQLite restarts the
+/// write-ahead log from its beginning, it truncates a larger file to this size.
+pub const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+
+/// A `clear` or `delete_expired` that removed at least this many rows ends with a
+/// `PRAGMA wal_checkpoint(TRUNCATE)`, which empties the write-ahead log file.
+pub const LARGE_DELETE_ROWS: u64 = 1000;
+
+/// How long the checkpoint after a large delete waits for other connections' locks before it
+/// gives up (it is housekeeping: the delete has already succeeded).
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
 
 /// The schema version this release writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -204,6 +270,8 @@ pub struct SqliteStoreBuilder {
     wal: bool,
     readers: usize,
     delete_batch_size: usize,
+    operation_timeout: Duration,
+    queue_capacity: usize,
 }
 
 impl Default for SqliteStoreBuilder {
@@ -215,6 +283,8 @@ impl Default for SqliteStoreBuilder {
             wal: true,
             readers: DEFAULT_READERS,
             delete_batch_size: DEFAULT_DELETE_BATCH_SIZE,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
         }
     }
 }
@@ -229,7 +299,8 @@ impl SqliteStoreBuilder {
     }
 
     /// How long an operation waits for a lock held by another connection before it fails
-    /// with [`Error::Timeout`]. Default: [`DEFAULT_BUSY_TIMEOUT`].
+    /// with [`Error::Timeout`] (never longer than what is left of its
+    /// [`operation_timeout`](Self::operation_timeout)). Default: [`DEFAULT_BUSY_TIMEOUT`].
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
@@ -256,10 +327,28 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// How many expired rows one batch of `delete_expired` deletes (at least 1). Default:
+    /// How many rows one batch of `delete_expired` or `clear` deletes (at least 1). Default:
     /// [`DEFAULT_DELETE_BATCH_SIZE`].
     pub fn delete_batch_size(mut self, rows: usize) -> Self {
         self.delete_batch_size = rows.max(1);
+        self
+    }
+
+    /// The client-side bound on one operation, from the call to the answer, including the
+    /// time spent waiting in the queue and for the database lock. An operation that
+    /// overruns it fails with a transient [`Error::Timeout`], and its job is skipped if it has
+    /// not started yet. `delete_expired` and `clear` apply it to each batch. Default:
+    /// [`DEFAULT_OPERATION_TIMEOUT`].
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// How many operations may wait in each connection queue (at least 1, at most 2^20).
+    /// An operation that finds its queue full waits for room, within its operation timeout.
+    /// Default: [`DEFAULT_QUEUE_CAPACITY`].
+    pub fn queue_capacity(mut self, jobs: usize) -> Self {
+        self.queue_capacity = jobs.clamp(1, MAX_QUEUE_CAPACITY);
         self
     }
 
@@ -286,13 +375,21 @@ impl SqliteStoreBuilder {
             wal: self.wal,
         });
 
+        let queue = self.queue_capacity;
         let writer = {
             let config = Arc::clone(&config);
-            Pool::start("writer", 1, Arc::clone(&sql), move || {
-                let mut conn = config.connect(true)?;
-                config.set_up(&mut conn)?;
-                Ok(conn)
-            })
+            Pool::start(
+                "writer",
+                1,
+                queue,
+                self.busy_timeout,
+                Arc::clone(&sql),
+                move || {
+                    let mut conn = config.connect(true)?;
+                    config.set_up(&mut conn)?;
+                    Ok(conn)
+                },
+            )
             .await?
         };
         let readers = match (&location, self.readers) {
@@ -300,12 +397,19 @@ impl SqliteStoreBuilder {
             (Location::File(_), readers) => {
                 let config = Arc::clone(&config);
                 Some(
-                    Pool::start("reader", readers, Arc::clone(&sql), move || {
-                        let conn = config.connect(false)?;
-                        conn.pragma_update(None, "query_only", true)
-                            .map_err(|e| sql_error("open", None, e))?;
-                        Ok(conn)
-                    })
+                    Pool::start(
+                        "reader",
+                        readers,
+                        queue,
+                        self.busy_timeout,
+                        Arc::clone(&sql),
+                        move || {
+                            let conn = config.connect(false)?;
+                            conn.pragma_update(None, "query_only", true)
+                                .map_err(|e| sql_error("open", None, e))?;
+                            Ok(conn)
+                        },
+                    )
                     .await?,
                 )
             }
@@ -316,6 +420,7 @@ impl SqliteStoreBuilder {
             table: self.table,
             location,
             delete_batch_size: self.delete_batch_size,
+            operation_timeout: self.operation_timeout,
         })
     }
 }
@@ -327,6 +432,7 @@ pub struct SqliteStore {
     table: String,
     location: Location,
     delete_batch_size: usize,
+    operation_timeout: Duration,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -336,6 +442,7 @@ impl fmt::Debug for SqliteStore {
             .field("table", &self.table)
             .field("readers", &self.readers.as_ref().map_or(0, |r| r.size))
             .field("delete_batch_size", &self.delete_batch_size)
+            .field("operation_timeout", &self.operation_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -375,7 +482,7 @@ impl SqliteStore {
         }
     }
 
-    /// The number of rows one batch of `delete_expired` deletes.
+    /// The number of rows one batch of `delete_expired` or `clear` deletes.
     pub fn delete_batch_size(&self) -> usize {
         self.delete_batch_size
     }
@@ -393,13 +500,61 @@ impl SqliteStore {
         .await
     }
 
+    /// The bound on one operation (see
+    /// [`operation_timeout`](SqliteStoreBuilder::operation_timeout)).
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+
+    /// How many write operations are waiting in the write connection's queue right now (not
+    /// counting the one running), at most the
+    /// [`queue_capacity`](SqliteStoreBuilder::queue_capacity). 0 once the store is closed
+    /// and its queue drained.
+    pub fn pending_writes(&self) -> usize {
+        self.writer.pending()
+    }
+
+    /// Finishes the queued operations, then stops the store's threads and closes its
+    /// connections, so that a process can exit without losing a write it queued.
+    ///
+    /// Operations already queued (or waiting for room in the queue) when `close` is called
+    /// still run, each within its operation timeout. Every operation called after it fails
+    /// with [`Error::Unavailable`] whose source says the store was closed: the kind is
+    /// transient, but retrying on this store never helps (open a new one). `close` waits
+    /// at most twice the operation timeout (inside a tokio runtime; elsewhere as long as the
+    /// queued operations take, each bounded by its own deadline) and then fails with
+    /// [`Error::Timeout`], the threads still finishing in the background. Calling it again
+    /// waits again; it is never an error to close a closed store. Dropping the store without
+    /// `close` also lets the threads finish the queue, but nothing waits for them.
+    pub async fn close(&self) -> Result<()> {
+        self.writer.close();
+        if let Some(readers) = &self.readers {
+            readers.close();
+        }
+        let stopped = async {
+            self.writer.stopped().await;
+            if let Some(readers) = &self.readers {
+                readers.stopped().await;
+            }
+            Ok(())
+        };
+        bounded(
+            self.operation_timeout.saturating_mul(2),
+            "close",
+            None,
+            stopped,
+        )
+        .await
+    }
+
     /// Runs `f` on the write connection.
     async fn write<T, F>(&self, op: &'static str, id: Option<&SessionId>, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Sql) -> Result<T, OpError> + Send + 'static,
     {
-        self.writer.run(op, id, f).await
+        self.on(&self.writer, op, id, self.writer.busy_timeout, f)
+            .await
     }
 
     /// Runs `f` on a read connection (the write connection if there are none).
@@ -408,12 +563,110 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Sql) -> Result<T, OpError> + Send + 'static,
     {
-        self.readers
-            .as_ref()
-            .unwrap_or(&self.writer)
-            .run(op, id, f)
-            .await
+        let pool = self.readers.as_ref().unwrap_or(&self.writer);
+        self.on(pool, op, id, pool.busy_timeout, f).await
     }
+
+    /// Runs `f` on one of `pool`'s connections within the operation timeout, waiting at most
+    /// `lock_wait` for a lock held by another connection.
+    async fn on<T, F>(
+        &self,
+        pool: &Pool,
+        op: &'static str,
+        id: Option<&SessionId>,
+        lock_wait: Duration,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Sql) -> Result<T, OpError> + Send + 'static,
+    {
+        // The connection thread keeps the same deadline: it skips the job once it has passed
+        // and never waits for a lock beyond it.
+        let deadline = Instant::now().checked_add(self.operation_timeout);
+        bounded(
+            self.operation_timeout,
+            op,
+            id,
+            pool.run(op, id, deadline, lock_wait, f),
+        )
+        .await
+    }
+
+    /// After a large delete: checkpoints the write-ahead log and truncates its file to zero
+    /// bytes (`PRAGMA wal_checkpoint(TRUNCATE)`), so it does not stay at its peak size. Best
+    /// effort: it waits at most [`CHECKPOINT_WAIT`] for other connections, and a failure is
+    /// ignored (the next checkpoint, or [`WAL_SIZE_LIMIT`], takes care of the file).
+    async fn shrink_wal(&self, op: &'static str) {
+        if !matches!(self.location, Location::File(_)) {
+            return;
+        }
+        let lock_wait = self.writer.busy_timeout.min(CHECKPOINT_WAIT);
+        let _ = self
+            .on(&self.writer, op, None, lock_wait, |conn, _| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                Ok(())
+            })
+            .await;
+    }
+}
+
+/// Bounds `operation` with [`within`], whose timer runs on the store's [`timer`] runtime: the
+/// future enters that runtime while it is polled, so the bound works under any executor, in
+/// a tokio runtime built without timers, or with none. Should the timer thread fail to start,
+/// the connection thread alone keeps the deadline (it skips a job whose deadline has passed
+/// and bounds every lock wait by it).
+async fn bounded<T>(
+    timeout: Duration,
+    op: &'static str,
+    id: Option<&SessionId>,
+    operation: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(timer) = timer() else {
+        return operation.await;
+    };
+    let mut bounded = std::pin::pin!(within(timeout, op, id, operation));
+    std::future::poll_fn(|cx| {
+        let _timer = timer.enter();
+        bounded.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// The runtime whose timers bound the operations of every [`SqliteStore`] of the process: one
+/// thread running a current-thread tokio runtime with only its time driver, started with the
+/// first store. `None` if the thread could not be started.
+fn timer() -> Option<&'static tokio::runtime::Handle> {
+    static TIMER: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
+    TIMER.get_or_init(start_timer).as_ref()
+}
+
+fn start_timer() -> Option<tokio::runtime::Handle> {
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    thread::Builder::new()
+        .name("session-stores-sqlite-timer".to_string())
+        .spawn(move || {
+            // Built (and, never, dropped) on its own thread: dropping a runtime inside an
+            // async context would panic.
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(runtime) => {
+                    let _ = handle_tx.send(Some(runtime.handle().clone()));
+                    runtime.block_on(std::future::pending::<()>());
+                }
+                Err(_) => {
+                    let _ = handle_tx.send(None);
+                }
+            }
+        })
+        .ok()?;
+    // A thread start: a short wait, once per process.
+    handle_rx
+        .recv_timeout(Duration::from_secs(10))
+        .ok()
+        .flatten()
 }
 
 /// What a job on a connection thread can fail with; turned into an [`Error`] naming the
@@ -423,6 +676,8 @@ enum OpError {
     Sql(rusqlite::Error),
     Row(RowError),
     Conflict(u64),
+    /// The operation's deadline passed before its job could start.
+    Deadline,
 }
 
 impl From<rusqlite::Error> for OpError {
@@ -449,6 +704,12 @@ impl OpError {
                 None,
                 format!("unexpected version conflict (expected {expected})"),
             ),
+            (OpError::Deadline, id) => Error::Timeout {
+                operation: op,
+                id: id.map(IdHint::from),
+                what: "the operation's deadline",
+                source: None,
+            },
         }
     }
 }
@@ -577,7 +838,8 @@ struct Sql {
     delete_stale: String,
     touch: String,
     count: String,
-    clear: String,
+    max_rowid: String,
+    clear_batch: String,
     delete_expired_batch: String,
 }
 
@@ -620,7 +882,11 @@ impl Sql {
             delete_stale: format!("DELETE FROM {t} WHERE id = ?1 AND expires_at <= ?2"),
             touch: format!("UPDATE {t} SET expires_at = ?2 WHERE id = ?1 AND expires_at > ?3"),
             count: format!("SELECT COUNT(*) FROM {t} WHERE expires_at > ?1"),
-            clear: format!("DELETE FROM {t}"),
+            max_rowid: format!("SELECT MAX(rowid) FROM {t}"),
+            clear_batch: format!(
+                "DELETE FROM {t} WHERE rowid IN \
+                 (SELECT rowid FROM {t} WHERE rowid <= ?1 ORDER BY rowid LIMIT ?2)"
+            ),
             delete_expired_batch: format!(
                 "DELETE FROM {t} WHERE rowid IN \
                  (SELECT rowid FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
@@ -687,8 +953,14 @@ impl ConnConfig {
             }
         };
         let configure = || -> rusqlite::Result<()> {
-            conn.busy_timeout(self.busy_timeout)?;
+            conn.busy_timeout(sqlite_wait(self.busy_timeout))?;
             conn.pragma_update(None, "synchronous", self.synchronous.pragma())?;
+            if create {
+                // The write connection restarts the log after its checkpoints.
+                conn.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |_| {
+                    Ok(())
+                })?;
+            }
             conn.set_prepared_statement_cache_capacity(32);
             Ok(())
         };
@@ -701,10 +973,10 @@ impl ConnConfig {
     /// (while another connection writes or checkpoints), so a busy answer is retried, with a
     /// short pause, until the busy timeout has passed.
     fn set_up(&self, conn: &mut Connection) -> Result<()> {
-        let deadline = std::time::Instant::now() + self.busy_timeout;
+        let deadline = Instant::now() + sqlite_wait(self.busy_timeout);
         loop {
             match self.try_set_up(conn) {
-                Err(Error::Timeout { .. }) if std::time::Instant::now() < deadline => {
+                Err(Error::Timeout { .. }) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 other => return other,
@@ -818,10 +1090,15 @@ impl From<rusqlite::Error> for SchemaError {
 /// An operation to run on a connection thread.
 type Job = Box<dyn FnOnce(&mut Connection, &Sql) + Send>;
 
-/// One or more connection threads that take jobs from one queue.
+/// One or more connection threads that take jobs from one bounded queue.
 struct Pool {
-    jobs: mpsc::Sender<Job>,
+    /// The queue's sending side; `None` once the pool is closed.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// How many of the pool's threads are still running.
+    running: watch::Receiver<usize>,
     size: usize,
+    /// The configured busy timeout: the longest a job waits for another connection's lock.
+    busy_timeout: Duration,
 }
 
 /// The connection threads of a store have stopped (they only stop if a job panicked past
@@ -837,15 +1114,50 @@ impl fmt::Display for WorkerStopped {
 
 impl std::error::Error for WorkerStopped {}
 
+/// The store was closed with [`SqliteStore::close`].
+#[derive(Debug)]
+struct StoreClosed;
+
+impl fmt::Display for StoreClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the SQLite store was closed")
+    }
+}
+
+impl std::error::Error for StoreClosed {}
+
+/// Counts a connection thread out when it ends, however it ends.
+struct Running(Arc<watch::Sender<usize>>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A wait as SQLite's busy timeout takes it: whole milliseconds, at most `i32::MAX`.
+fn sqlite_wait(wait: Duration) -> Duration {
+    wait.min(Duration::from_millis(i32::MAX as u64))
+}
+
 impl Pool {
     /// Starts `size` threads, each opening its connection with `open`, and waits until every
     /// one is ready (or one failed).
-    async fn start<O>(role: &'static str, size: usize, sql: Arc<Sql>, open: O) -> Result<Self>
+    async fn start<O>(
+        role: &'static str,
+        size: usize,
+        capacity: usize,
+        busy_timeout: Duration,
+        sql: Arc<Sql>,
+        open: O,
+    ) -> Result<Self>
     where
         O: Fn() -> Result<Connection> + Send + Sync + 'static,
     {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::channel::<Job>(capacity.clamp(1, MAX_QUEUE_CAPACITY));
         let queue = Arc::new(Mutex::new(queue));
+        let (running_tx, running) = watch::channel(size);
+        let running_tx = Arc::new(running_tx);
         let open = Arc::new(open);
         let mut ready = Vec::with_capacity(size);
         for n in 0..size {
@@ -854,9 +1166,11 @@ impl Pool {
             let queue = Arc::clone(&queue);
             let sql = Arc::clone(&sql);
             let open = Arc::clone(&open);
+            let counted = Running(Arc::clone(&running_tx));
             thread::Builder::new()
                 .name(format!("session-stores-sqlite-{role}-{n}"))
                 .spawn(move || {
+                    let _counted = counted;
                     let mut conn = match open() {
                         Ok(conn) => {
                             let _ = ready_tx.send(Ok(()));
@@ -868,6 +1182,9 @@ impl Pool {
                         }
                     };
                     serve(&queue, &mut conn, &sql);
+                    // Closed before the thread counts itself out, so that `close` returns
+                    // only once every connection is closed.
+                    drop(conn);
                 })
                 .map_err(|e| Error::backend("open", None, e))?;
         }
@@ -876,22 +1193,90 @@ impl Pool {
                 .await
                 .map_err(|_| Error::backend("open", None, WorkerStopped))??;
         }
-        Ok(Pool { jobs, size })
+        Ok(Pool {
+            jobs: Mutex::new(Some(jobs)),
+            running,
+            size,
+            busy_timeout,
+        })
     }
 
-    /// Runs `f` on one of the pool's connections and returns its result.
-    async fn run<T, F>(&self, op: &'static str, id: Option<&SessionId>, f: F) -> Result<T>
+    fn sender(&self) -> Option<mpsc::Sender<Job>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many jobs wait in the queue.
+    fn pending(&self) -> usize {
+        self.sender()
+            .map_or(0, |jobs| jobs.max_capacity() - jobs.capacity())
+    }
+
+    /// Accepts no more jobs; the threads stop once the queued ones (and those of callers
+    /// already waiting for room) have run.
+    fn close(&self) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    /// Waits until every thread of the pool has stopped and closed its connection.
+    async fn stopped(&self) {
+        let mut running = self.running.clone();
+        // An error means every thread (each holding a sender) is gone: stopped too.
+        let _ = running.wait_for(|n| *n == 0).await;
+    }
+
+    /// Runs `f` on one of the pool's connections and returns its result. The job is skipped
+    /// if its caller has gone away (its deadline passed or its future was dropped) before it
+    /// starts, answered with a timeout if `deadline` has passed, and otherwise waits for
+    /// another connection's lock at most `lock_wait` and never past `deadline`.
+    async fn run<T, F>(
+        &self,
+        op: &'static str,
+        id: Option<&SessionId>,
+        deadline: Option<Instant>,
+        lock_wait: Duration,
+        f: F,
+    ) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Sql) -> Result<T, OpError> + Send + 'static,
     {
+        let jobs = self
+            .sender()
+            .ok_or_else(|| Error::unavailable(op, id, StoreClosed))?;
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn, sql| {
-            let _ = tx.send(f(conn, sql));
+            if tx.is_closed() {
+                // Nobody is waiting for the answer: the write must not happen behind the
+                // back of a caller that was told it timed out.
+                return;
+            }
+            let wait = match deadline {
+                None => lock_wait,
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => lock_wait.min(left),
+                    _ => {
+                        let _ = tx.send(Err(OpError::Deadline));
+                        return;
+                    }
+                },
+            };
+            let result = conn
+                .busy_timeout(sqlite_wait(wait))
+                .map_err(OpError::from)
+                .and_then(|()| f(conn, sql));
+            let _ = tx.send(result);
         });
-        self.jobs
-            .send(job)
+        // Waits for room in a full queue (bounded by the caller's deadline).
+        jobs.send(job)
+            .await
             .map_err(|_| Error::unavailable(op, id, WorkerStopped))?;
+        drop(jobs);
         match rx.await {
             Ok(result) => result.map_err(|e| e.into_error(op, id)),
             // The job was dropped without answering: it panicked (and was rolled back).
@@ -900,16 +1285,15 @@ impl Pool {
     }
 }
 
-/// A connection thread's loop: run jobs until the store is dropped.
+/// A connection thread's loop: run jobs until the store is closed or dropped and its queue
+/// is empty.
 fn serve(queue: &Mutex<mpsc::Receiver<Job>>, conn: &mut Connection, sql: &Sql) {
     loop {
-        let job = {
-            let queue = queue
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            queue.recv()
-        };
-        let Ok(job) = job else { return };
+        let job = queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .blocking_recv();
+        let Some(job) = job else { return };
         // A panicking job drops its transaction (rolling it back) and its reply channel (the
         // caller gets an error); the connection keeps serving.
         let _ = catch_unwind(AssertUnwindSafe(|| job(conn, sql)));
@@ -946,24 +1330,31 @@ impl SessionStore for SqliteStore {
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         let key = id.as_str().to_owned();
         let expires_at = session.expires_at_millis();
-        if session.is_expired_at(now_millis()) {
-            return self
-                .write("set", Some(id), move |conn, sql| {
-                    conn.prepare_cached(&sql.delete)?.execute(params![key])?;
-                    Ok(0)
-                })
-                .await;
-        }
-        let data = encode(id, session)?;
+        // A session already expired on the caller's clock has nothing to store (and is not
+        // encoded); any other is encoded here, so that an encoding error is the caller's.
+        let data = if session.is_expired_at(now_millis()) {
+            None
+        } else {
+            Some(encode(id, session)?)
+        };
         // Used if the write starts a new incarnation; the statement decides.
         let fresh = sql_version(fresh_version());
         self.write("set", Some(id), move |conn, sql| {
             let tx = immediate(conn)?;
-            let version = {
-                let mut stmt = tx.prepare_cached(&sql.upsert)?;
-                stmt.query_row(params![key, data, expires_at, now_millis(), fresh], |row| {
-                    Ok(integer_version(row.get_ref(0)?))
-                })??
+            // Expired or not is decided now, holding the write lock: the wait for the queue
+            // and the lock may have outlasted the session.
+            let now = now_millis();
+            let version = match data {
+                Some(data) if expires_at > now => {
+                    let mut stmt = tx.prepare_cached(&sql.upsert)?;
+                    stmt.query_row(params![key, data, expires_at, now, fresh], |row| {
+                        Ok(integer_version(row.get_ref(0)?))
+                    })??
+                }
+                _ => {
+                    tx.prepare_cached(&sql.delete)?.execute(params![key])?;
+                    0
+                }
             };
             tx.commit()?;
             Ok(version)
@@ -984,15 +1375,19 @@ impl SessionStore for SqliteStore {
         let key = id.as_str().to_owned();
         let expires_at = to_millis(expires_at);
         self.write("touch", Some(id), move |conn, sql| {
+            let tx = immediate(conn)?;
+            // Read under the write lock, so a session that expired during the wait for it
+            // is not revived.
             let now = now_millis();
             let changed = if expires_at <= now {
                 // Touching into the past expires the session at once.
-                conn.prepare_cached(&sql.delete_live)?
+                tx.prepare_cached(&sql.delete_live)?
                     .execute(params![key, now])?
             } else {
-                conn.prepare_cached(&sql.touch)?
+                tx.prepare_cached(&sql.touch)?
                     .execute(params![key, expires_at, now])?
             };
+            tx.commit()?;
             Ok(changed == 1)
         })
         .await
@@ -1004,8 +1399,8 @@ impl SessionStore for SqliteStore {
         let data = encode(id, session)?;
         let fresh = sql_version(fresh_version());
         self.write("create", Some(id), move |conn, sql| {
-            let now = now_millis();
             let tx = immediate(conn)?;
+            let now = now_millis();
             let created = if expires_at <= now {
                 // Created and expired at once: succeeds only if the id is absent, and leaves
                 // it absent.
@@ -1045,8 +1440,8 @@ impl SessionStore for SqliteStore {
         let next = next_version(expected_version);
         let next_sql = sql_version(next);
         self.write("set_if_version", Some(id), move |conn, sql| {
-            let now = now_millis();
             let tx = immediate(conn)?;
+            let now = now_millis();
             let new_version = match (expires_at <= now, expected) {
                 // An expired write to an absent id: nothing to store; drop any stale row.
                 (true, 0) => {
@@ -1103,11 +1498,40 @@ impl SessionStore for SqliteStore {
     }
 
     async fn clear(&self) -> Result<()> {
-        self.write("clear", None, |conn, sql| {
-            conn.prepare_cached(&sql.clear)?.execute([])?;
-            Ok(())
-        })
-        .await
+        let batch = i64::try_from(self.delete_batch_size).unwrap_or(i64::MAX);
+        // The first batch notes the largest rowid: the clear removes the rows up to it, the
+        // ones there when it started, so it ends even while other writers keep inserting.
+        let (mut deleted, last) = self
+            .write("clear", None, move |conn, sql| {
+                let tx = immediate(conn)?;
+                let last: Option<i64> = tx
+                    .prepare_cached(&sql.max_rowid)?
+                    .query_row([], |row| row.get(0))?;
+                let Some(last) = last else {
+                    return Ok((0, 0));
+                };
+                let deleted = tx
+                    .prepare_cached(&sql.clear_batch)?
+                    .execute(params![last, batch])?;
+                tx.commit()?;
+                Ok((deleted as u64, last))
+            })
+            .await?;
+        let mut total = deleted;
+        // Each batch is its own job and transaction, like delete_expired's.
+        while deleted >= self.delete_batch_size as u64 {
+            deleted = self
+                .write("clear", None, move |conn, sql| {
+                    let mut stmt = conn.prepare_cached(&sql.clear_batch)?;
+                    Ok(stmt.execute(params![last, batch])? as u64)
+                })
+                .await?;
+            total += deleted;
+        }
+        if total >= LARGE_DELETE_ROWS {
+            self.shrink_wal("clear").await;
+        }
+        Ok(())
     }
 
     async fn delete_expired(&self) -> Result<u64> {
@@ -1119,9 +1543,13 @@ impl SessionStore for SqliteStore {
             let deleted = self.delete_expired_batch().await?;
             total += deleted;
             if deleted < batch {
-                return Ok(total);
+                break;
             }
         }
+        if total >= LARGE_DELETE_ROWS {
+            self.shrink_wal("delete_expired").await;
+        }
+        Ok(total)
     }
 }
 
@@ -1179,7 +1607,18 @@ mod tests {
             // NORMAL is 1, the default.
             assert_eq!(pragma(&store, false, "synchronous").await, "Integer(1)");
             assert_eq!(pragma(&store, true, "synchronous").await, "Integer(1)");
-            assert_eq!(pragma(&store, false, "busy_timeout").await, "Integer(5000)");
+            // The 5 s default, less what the job's 5 s operation deadline has already used.
+            let busy = pragma(&store, false, "busy_timeout").await;
+            let busy: i64 = busy
+                .strip_prefix("Integer(")
+                .and_then(|b| b.strip_suffix(')'))
+                .and_then(|b| b.parse().ok())
+                .unwrap_or_else(|| panic!("{busy}"));
+            assert!((4000..=5000).contains(&busy), "{busy}");
+            assert_eq!(
+                pragma(&store, false, "journal_size_limit").await,
+                format!("Integer({WAL_SIZE_LIMIT})")
+            );
         });
     }
 
@@ -1224,6 +1663,70 @@ mod tests {
             let session = Session::new(Duration::from_secs(60));
             let version = store.set(&id, &session).await.unwrap();
             assert_eq!(store.get(&id).await.unwrap().unwrap().version(), version);
+        });
+    }
+
+    /// The deadline holds in a tokio runtime built without timers (where
+    /// `tokio::time::timeout` on its own would panic): a `set` queued behind a job that keeps
+    /// the write connection busy for 2 s fails with `Timeout` at its 100 ms deadline, and the
+    /// busy job's successor is skipped rather than run late.
+    #[test]
+    fn the_deadline_holds_in_a_runtime_without_timers() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = SqliteStore::builder()
+                .readers(0)
+                .operation_timeout(Duration::from_millis(100))
+                .open_in_memory()
+                .await
+                .unwrap();
+            let (started_tx, started_rx) = oneshot::channel();
+            let mut slow = std::pin::pin!(store.write(
+                "test",
+                None,
+                move |_: &mut Connection, _: &Sql| -> Result<(), OpError> {
+                    let _ = started_tx.send(());
+                    std::thread::sleep(Duration::from_secs(2));
+                    Ok(())
+                },
+            ));
+            // Polled once, the slow job is queued; the writer starts it.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(slow.as_mut().poll(&mut cx).is_pending());
+            started_rx.await.unwrap();
+
+            let id = SessionId::generate();
+            let started = Instant::now();
+            let err = store
+                .set(&id, &Session::new(Duration::from_secs(60)))
+                .await
+                .unwrap_err();
+            let waited = started.elapsed();
+            assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+            assert!(waited < Duration::from_secs(1), "waited {waited:?}");
+            // Queued behind the slow job and the abandoned set, this job (without a
+            // deadline) finds that the set was skipped, not run late.
+            let key = id.as_str().to_owned();
+            let rows = store
+                .writer
+                .run(
+                    "test",
+                    None,
+                    None,
+                    DEFAULT_BUSY_TIMEOUT,
+                    move |conn: &mut Connection, _: &Sql| -> Result<i64, OpError> {
+                        Ok(conn.query_row(
+                            "SELECT COUNT(*) FROM sessions WHERE id = ?1",
+                            [key],
+                            |row| row.get(0),
+                        )?)
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(rows, 0);
         });
     }
 
