@@ -45,7 +45,7 @@
 //! | [`wal`](SqliteStoreBuilder::wal) | `true` | switch the file to write-ahead logging (`PRAGMA journal_mode=WAL`), so reads run while a write is in progress; `false` leaves the file's journal mode as it is |
 //! | [`readers`](SqliteStoreBuilder::readers) | 4 | how many read connections serve `get` and `len` (0: the write connection serves them) |
 //! | [`delete_batch_size`](SqliteStoreBuilder::delete_batch_size) | 1000 | how many rows one batch of [`delete_expired`](SessionStore::delete_expired) or [`clear`](SessionStore::clear) deletes |
-//! | [`operation_timeout`](SqliteStoreBuilder::operation_timeout) | 5 s ([`DEFAULT_OPERATION_TIMEOUT`](crate::DEFAULT_OPERATION_TIMEOUT)) | the client-side bound on one operation, queue and lock waits included; an overrun is a transient [`Error::Timeout`] (for `delete_expired` and `clear`: on each batch) |
+//! | [`operation_timeout`](SqliteStoreBuilder::operation_timeout) | 5 s ([`DEFAULT_OPERATION_TIMEOUT`]) | the client-side bound on one operation, queue and lock waits included; an overrun is a transient [`Error::Timeout`] (for `delete_expired` and `clear`: on each batch) |
 //! | [`queue_capacity`](SqliteStoreBuilder::queue_capacity) | 1024 | how many operations may wait in each connection queue; a caller that finds it full waits for room within its operation timeout |
 //!
 //! Opening is async and runs on the store's own threads, like everything else.
