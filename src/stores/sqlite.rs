@@ -176,7 +176,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -611,62 +611,16 @@ impl SqliteStore {
     }
 }
 
-/// Bounds `operation` with [`within`], whose timer runs on the store's [`timer`] runtime: the
-/// future enters that runtime while it is polled, so the bound works under any executor, in
-/// a tokio runtime built without timers, or with none. Should the timer thread fail to start,
-/// the connection thread alone keeps the deadline (it skips a job whose deadline has passed
-/// and bounds every lock wait by it).
+/// Bounds `operation` with [`within`] (whose timer works under any executor). The connection
+/// threads keep the same deadline: they skip a job whose deadline has passed and bound every
+/// lock wait by it.
 async fn bounded<T>(
     timeout: Duration,
     op: &'static str,
     id: Option<&SessionId>,
     operation: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    let Some(timer) = timer() else {
-        return operation.await;
-    };
-    let mut bounded = std::pin::pin!(within(timeout, op, id, operation));
-    std::future::poll_fn(|cx| {
-        let _timer = timer.enter();
-        bounded.as_mut().poll(cx)
-    })
-    .await
-}
-
-/// The runtime whose timers bound the operations of every [`SqliteStore`] of the process: one
-/// thread running a current-thread tokio runtime with only its time driver, started with the
-/// first store. `None` if the thread could not be started.
-fn timer() -> Option<&'static tokio::runtime::Handle> {
-    static TIMER: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
-    TIMER.get_or_init(start_timer).as_ref()
-}
-
-fn start_timer() -> Option<tokio::runtime::Handle> {
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    thread::Builder::new()
-        .name("session-stores-sqlite-timer".to_string())
-        .spawn(move || {
-            // Built (and, never, dropped) on its own thread: dropping a runtime inside an
-            // async context would panic.
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(runtime) => {
-                    let _ = handle_tx.send(Some(runtime.handle().clone()));
-                    runtime.block_on(std::future::pending::<()>());
-                }
-                Err(_) => {
-                    let _ = handle_tx.send(None);
-                }
-            }
-        })
-        .ok()?;
-    // A thread start: a short wait, once per process.
-    handle_rx
-        .recv_timeout(Duration::from_secs(10))
-        .ok()
-        .flatten()
+    within(timeout, op, id, operation).await
 }
 
 /// What a job on a connection thread can fail with; turned into an [`Error`] naming the
