@@ -102,8 +102,9 @@
 //!   `flock` is released by the kernel when its process dies, even by `SIGKILL`, so there
 //!   are no stale locks to clean up. `get` and `len` take no lock: atomic renames already
 //!   make every file they read whole.
-//! - **Bounded waits.** Every operation ends within the
-//!   [`operation_timeout`](FileStoreBuilder::operation_timeout) (default 5 s): the lock is
+//! - **Bounded waits.** Every operation on a session ends within the
+//!   [`operation_timeout`](FileStoreBuilder::operation_timeout) (default 5 s), and a
+//!   directory scan (`len`, `clear`, `delete_expired`) within 12 of them: the lock is
 //!   taken with `try_lock`, polled with a growing pause of at most 20 ms, so a stopped or hung
 //!   process holding a lock file makes operations fail with a transient
 //!   [`Error::Timeout`](crate::Error::Timeout) instead of hanging every session on that lock
@@ -446,15 +447,22 @@ impl FileStore {
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        within(
-            self.inner.operation_timeout,
-            op,
-            id,
-            blocking(op, id, move || f(&inner)),
-        )
-        .await
+        // A directory scan (`len`, `clear`, `delete_expired`) reads every session file, so it
+        // gets a longer bound than one session's operation; each lock it takes is still bounded
+        // by the operation timeout.
+        let timeout = match id {
+            Some(_) => self.inner.operation_timeout,
+            None => self
+                .inner
+                .operation_timeout
+                .saturating_mul(SCAN_TIMEOUT_FACTOR),
+        };
+        within(timeout, op, id, blocking(op, id, move || f(&inner))).await
     }
 }
+
+/// How many operation timeouts a directory scan may take.
+const SCAN_TIMEOUT_FACTOR: u32 = 12;
 
 /// Runs `f` on tokio's blocking pool; a panic or cancellation of the task becomes a
 /// [`Error::Backend`].

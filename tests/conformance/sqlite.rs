@@ -63,6 +63,9 @@ async fn whole_suite_without_wal_or_readers() {
                 .wal(false)
                 .readers(0)
                 .delete_batch_size(1)
+                // One-row batches over a rollback journal, four checks at once: far slower
+                // than any real set-up, so a wider deadline than the default.
+                .operation_timeout(std::time::Duration::from_secs(30))
                 .open(path)
                 .await
                 .expect("open a SqliteStore without WAL")

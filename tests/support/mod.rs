@@ -36,7 +36,7 @@ pub fn service_url(var: &str, default: &str, default_port: u16) -> Option<String
             if in_ci() {
                 panic!("{message}");
             }
-            eprintln!("\n*** {message} ***\n");
+            loud(&message);
             None
         }
     }
@@ -44,15 +44,25 @@ pub fn service_url(var: &str, default: &str, default_port: u16) -> Option<String
 
 /// Several `host:port` URLs from `var` (comma-separated), each reachable; same skip/fail
 /// rules as [`service_url`]. `None` when `var` is unset outside CI.
+///
+/// For `SESSION_STORES_REDIS_CLUSTER_URLS` left unset, the tests start their own throwaway
+/// 3-primary Redis Cluster when `redis-server` is installed ([`own_redis_cluster`]), so that
+/// the README's `cargo test --all-features` runs the cluster tests too.
 pub fn service_urls(var: &str, default_port: u16) -> Option<Vec<String>> {
     let raw = match std::env::var(var) {
         Ok(raw) if !raw.trim().is_empty() => raw,
+        _ if var == "SESSION_STORES_REDIS_CLUSTER_URLS" && has_redis_server() => {
+            return Some(own_redis_cluster().to_vec());
+        }
         _ => {
-            let message = format!("SKIPPED: {var} is not set (a comma-separated list of URLs)");
+            let message = format!(
+                "SKIPPED: {var} is not set (a comma-separated list of URLs) and redis-server is \
+                 not installed to start a throwaway one"
+            );
             if in_ci() {
                 panic!("{message}");
             }
-            eprintln!("\n*** {message} ***\n");
+            loud(&message);
             return None;
         }
     };
@@ -64,7 +74,7 @@ pub fn service_urls(var: &str, default_port: u16) -> Option<Vec<String>> {
             if in_ci() {
                 panic!("{message}");
             }
-            eprintln!("\n*** {message} ***\n");
+            loud(&message);
             return None;
         }
     }
@@ -157,4 +167,120 @@ impl<S: session_stores::SessionStore> session_stores::SessionStore for WithDir<S
     async fn delete_expired(&self) -> Result<u64> {
         self.store.delete_expired().await
     }
+}
+
+/// Writes `message` to the real standard error, past the test harness' capture (which only
+/// takes `print!` and `eprint!`), so a skipped test shows in the run's output even when it
+/// "passes".
+pub fn loud(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
+}
+
+fn has_redis_server() -> bool {
+    std::process::Command::new("redis-server")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// The node URLs of a throwaway 3-primary Redis Cluster that this test process started (once;
+/// every test of the binary shares it). Its nodes run on free loopback ports, keep no data on
+/// disk, and are stopped by a watchdog shell when this process exits.
+pub fn own_redis_cluster() -> &'static [String] {
+    use std::process::{Command, Stdio};
+    use std::sync::OnceLock;
+    static CLUSTER: OnceLock<Vec<String>> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sst-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory for the throwaway cluster");
+        let ports = free_cluster_ports(3);
+        let parent = std::process::id();
+        for port in &ports {
+            let script = format!(
+                "redis-server --port {port} --bind 127.0.0.1 --cluster-enabled yes \
+                 --cluster-config-file nodes-{port}.conf --cluster-node-timeout 5000 \
+                 --save '' --appendonly no --dir '{dir}' --logfile '{dir}/{port}.log' & \
+                 server=$!; while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; \
+                 kill $server; rm -rf '{dir}'",
+                dir = dir.display()
+            );
+            // Not waited for on purpose: the watchdog shell lives as long as this process.
+            #[allow(clippy::zombie_processes)]
+            Command::new("sh")
+                .args(["-c", &script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start a throwaway redis-server");
+        }
+        for port in &ports {
+            wait_for(|| redis_cli(*port, &["ping"]).is_some_and(|out| out.contains("PONG")));
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            created.status.success(),
+            "could not form the throwaway cluster: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        wait_for(|| {
+            redis_cli(ports[0], &["cluster", "info"])
+                .is_some_and(|out| out.contains("cluster_state:ok"))
+        });
+        loud(&format!(
+            "SESSION_STORES_REDIS_CLUSTER_URLS is not set: started a throwaway Redis Cluster on \
+             127.0.0.1 ports {ports:?} for this test binary"
+        ));
+        ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    })
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_for(mut ready: impl FnMut() -> bool) {
+    for _ in 0..150 {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the throwaway Redis Cluster did not come up within 15 s");
+}
+
+/// `n` loopback ports that are free, each with its cluster bus port (+10000) free too.
+fn free_cluster_ports(n: usize) -> Vec<u16> {
+    use std::net::TcpListener;
+    let mut ports = Vec::new();
+    let mut candidate = 20_000 + (std::process::id() % 9_000) as u16;
+    while ports.len() < n {
+        candidate = if candidate >= 29_990 {
+            20_000
+        } else {
+            candidate + 1
+        };
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(candidate) && free(candidate + 10_000) {
+            ports.push(candidate);
+        }
+    }
+    ports
 }
