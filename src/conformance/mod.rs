@@ -204,6 +204,8 @@ macro_rules! __for_each_check {
             len_and_clear_at_scale,
             stores_from_the_factory_are_isolated,
             ids_that_differ_slightly_are_distinct,
+            far_future_expiries_round_trip,
+            set_if_version_racing_destroy_never_revives,
         }
     };
 }

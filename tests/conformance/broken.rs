@@ -46,6 +46,8 @@ enum Defect {
     TouchWritesBackWholeSession,
     NonAtomicCreate,
     NonAtomicSet,
+    NonAtomicSetIfVersion,
+    CapsExpiryAt30Days,
     CreateTrustsSecondLook,
     AcceptsOverDeepData,
     RefusedWriteRemovesOld,
@@ -185,7 +187,12 @@ impl Faulty {
             map.remove(&self.key(id));
             return 0;
         }
-        map.insert(self.key(id), self.kept(session).with_version(version));
+        let mut kept = self.kept(session).with_version(version);
+        if self.is(Defect::CapsExpiryAt30Days) {
+            let cap = now + 30 * 24 * 3600 * 1000;
+            kept.set_expires_at_millis(kept.expires_at_millis().min(cap));
+        }
+        map.insert(self.key(id), kept);
         self.written.lock().unwrap().insert(
             id.clone(),
             (session.data().clone(), session.expires_at_millis(), version),
@@ -366,6 +373,17 @@ impl SessionStore for Faulty {
                 self.map.lock().unwrap().remove(&self.key(id));
             }
             return Err(err);
+        }
+        if self.is(Defect::NonAtomicSetIfVersion) {
+            // Compare, let other tasks run, then write: a destroy in between is undone.
+            let live = self.live_for_write(&self.map.lock().unwrap(), id, now);
+            if live.unwrap_or(0) != expected {
+                return Err(Error::conflict(id, expected));
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            let next = self.next(live, session);
+            return Ok(self.put(&mut self.map.lock().unwrap(), id, session, next, now));
         }
         let mut map = self.map.lock().unwrap();
         if self.is(Defect::PastExpiryWriteIgnoresVersion) && self.expired(session, now) {
@@ -584,6 +602,9 @@ caught! {
     catches_a_non_atomic_set: NonAtomicSet => [
         "set_racing_set_if_version_hands_out_each_version_once",
         "concurrent_sets_leave_one_whole_value"];
+    catches_a_non_atomic_set_if_version: NonAtomicSetIfVersion => [
+        "set_if_version_racing_destroy_never_revives"];
+    catches_expiries_capped_at_30_days: CapsExpiryAt30Days => ["far_future_expiries_round_trip"];
     catches_a_create_that_trusts_a_second_look: CreateTrustsSecondLook => [
         "create_racing_destroy_stores_only_when_it_returns_true"];
     catches_a_store_that_accepts_data_it_could_not_read_back: AcceptsOverDeepData => [

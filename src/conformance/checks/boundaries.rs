@@ -151,16 +151,18 @@ pub(crate) async fn writes_with_a_past_expiry_store_nothing(factory: Factory) ->
         !created,
         "create over a live session returned true (its expiry was in the past)"
     );
-    match store
-        .set_if_version(&id, &sample().with_expires_at(-1000), v + 1)
-        .await
-    {
-        Err(err) if err.is_conflict() => {}
-        other => {
-            return Err(format!(
-                "set_if_version with a wrong version and a past expiry gave {other:?}, not a \
-                 conflict"
-            ));
+    for wrong in [v + 1, 0] {
+        match store
+            .set_if_version(&id, &sample().with_expires_at(-1000), wrong)
+            .await
+        {
+            Err(err) if err.is_conflict() => {}
+            other => {
+                return Err(format!(
+                    "set_if_version expecting {wrong} (stored: {v}) with a past expiry gave \
+                     {other:?}, not a conflict"
+                ));
+            }
         }
     }
     ensure!(
@@ -338,6 +340,35 @@ pub(crate) async fn delete_expired_spares_sessions_about_to_expire(
             removed + rest == expired + near.len() as u64,
             "two delete_expired calls removed {removed} + {rest} sessions, but {} expired",
             expired + near.len() as u64
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn far_future_expiries_round_trip(factory: Factory) -> CheckResult {
+    let store = factory.boxed().await;
+    // A year ahead ("remember me"), and the year 2100 (past 2038: no 32-bit seconds).
+    let year = 366 * 24 * 3600 * 1000;
+    let year_2100 = 4_102_444_800_000;
+    for expiry in [now_millis() + year, year_2100] {
+        let id = id();
+        let mut session = sample();
+        session.set_expires_at_millis(expiry);
+        call!("set", store.set(&id, &session).await);
+        let got = call!("get", store.get(&id).await).ok_or("a far-future session vanished")?;
+        ensure!(
+            got.expires_at_millis() == expiry,
+            "expiry {expiry} ms came back as {} ms (capped or overflowed?)",
+            got.expires_at_millis()
+        );
+        let touched = call!("touch", store.touch(&id, from_millis(expiry + 1)).await);
+        ensure!(touched, "touch of a live session returned false");
+        let got = call!("get", store.get(&id).await).ok_or("the session vanished after touch")?;
+        ensure!(
+            got.expires_at_millis() == expiry + 1,
+            "touch to {} ms left expiry {} ms",
+            expiry + 1,
+            got.expires_at_millis()
         );
     }
     Ok(())

@@ -222,3 +222,42 @@ pub(crate) async fn create_racing_destroy_stores_only_when_it_returns_true(
     }
     Ok(())
 }
+
+pub(crate) async fn set_if_version_racing_destroy_never_revives(factory: Factory) -> CheckResult {
+    let store = factory.shared().await;
+    for round in 0..20 {
+        let id = id();
+        let v = call!("set", store.set(&id, &sample()).await);
+        let barrier = Arc::new(Barrier::new(2));
+        let writer = {
+            let (store, id, barrier) = (store.clone(), id.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let update = session_with(HOUR, json!({"round": round}));
+                barrier.wait().await;
+                store.set_if_version(&id, &update, v).await
+            })
+        };
+        let destroyer = {
+            let (store, id, barrier) = (store.clone(), id.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.destroy(&id).await
+            })
+        };
+        let written = match writer.await {
+            Ok(Ok(_)) => true,
+            Ok(Err(err)) if err.is_conflict() => false,
+            Ok(Err(err)) => return Err(format!("set_if_version failed: {err}")),
+            Err(join) => return Err(format!("set_if_version panicked: {join}")),
+        };
+        joined("destroy", destroyer.await)?;
+        // Whichever ran first, the destroy removed the session: a compare-and-set after it
+        // must conflict (the session is absent), one before it is destroyed with it.
+        ensure!(
+            call!("get", store.get(&id).await).is_none(),
+            "round {round}: a compare-and-set racing a destroy (it {}) left a session behind",
+            if written { "succeeded" } else { "conflicted" }
+        );
+    }
+    Ok(())
+}
