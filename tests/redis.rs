@@ -850,9 +850,19 @@ fn free_port() -> u16 {
 }
 
 fn start_redis(port: u16, dir: &std::path::Path) -> Option<tokio::process::Child> {
+    start_redis_with(port, dir, &[])
+}
+
+/// A test-owned `redis-server` on `port`, with `extra` arguments.
+fn start_redis_with(
+    port: u16,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Option<tokio::process::Child> {
     let child = tokio::process::Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -1050,4 +1060,323 @@ async fn touch_in_place_and_with_a_wider_expiry() {
     assert_eq!(got.expires_at_millis(), session_stores::to_millis(later));
     assert_eq!((got.version(), got.data()), (v0, s.data()));
     store.destroy(&id).await.unwrap();
+}
+
+// ----- Connection sharing, bounded memory, batching, deadlines -----
+
+/// The integer `field` of `INFO <section>` on the server behind `conn`.
+async fn info_field(
+    conn: &mut redis::aio::MultiplexedConnection,
+    section: &str,
+    field: &str,
+) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+}
+
+/// A dedicated redis-server (with `DEBUG` enabled) stalls for 300 ms (`DEBUG SLEEP 0.3` from
+/// another client) while 200 tasks `get` through one store whose response timeout (100 ms)
+/// is shorter than the stall, each retrying its transient errors. The store may replace its
+/// connection when nothing comes back on it, but only one caller reconnects while the others
+/// wait, and a replacement installed by one task is never thrown away because of another
+/// task's timeout on the old one: the server sees a handful of new connections, not one per
+/// caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_costs_a_handful_of_connections_not_one_per_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let Some(mut server) = start_redis_with(port, dir.path(), &["--enable-debug-command", "yes"])
+    else {
+        return;
+    };
+    wait_until_up(&url).await;
+    let store = Arc::new(
+        RedisStore::builder(&url)
+            .key_prefix("stall:")
+            .response_timeout(Duration::from_millis(100))
+            .max_connections(64)
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let id = SessionId::generate();
+    store
+        .set(&id, &session(json!({"n": 1}), HOUR))
+        .await
+        .unwrap();
+    let mut admin = raw(&url).await;
+    let mut sleeper = raw(&url).await;
+    let before = info_field(&mut admin, "stats", "total_connections_received").await;
+
+    let stall = tokio::spawn(async move {
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("0.3")
+            .query_async::<()>(&mut sleeper)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut transient = 0u32;
+            loop {
+                match store.get(&id).await {
+                    Ok(found) => return Ok((transient, found.is_some())),
+                    Err(err) if err.is_transient() && std::time::Instant::now() < deadline => {
+                        transient += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(err) => return Err(format!("{err:?}")),
+                }
+            }
+        });
+    }
+    let mut retries = 0;
+    while let Some(outcome) = tasks.join_next().await {
+        let (transient, found) = outcome.unwrap().expect("every get succeeds in the end");
+        assert!(found);
+        retries += transient;
+    }
+    let took = started.elapsed();
+    stall.await.unwrap().unwrap();
+    let after = info_field(&mut admin, "stats", "total_connections_received").await;
+    let opened = after - before;
+    eprintln!(
+        "stall: 200 gets done in {took:?}, {retries} transient errors retried, {opened} new connections"
+    );
+    assert!(
+        opened <= 5,
+        "a 300 ms stall made the store open {opened} connections"
+    );
+    server.kill().await.unwrap();
+}
+
+/// A fake Redis that answers the connection set-up (`CLIENT`), `PING` and `UNWATCH`
+/// normally and every other command with the error `reply`, and counts the connections it
+/// accepted.
+async fn fake_redis(reply: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let mut out = Vec::new();
+                    while let Some((name, used)) = parse_command(&buf) {
+                        buf.drain(..used);
+                        out.extend_from_slice(match name.to_ascii_uppercase().as_slice() {
+                            b"CLIENT" | b"UNWATCH" => b"+OK\r\n".as_slice(),
+                            b"PING" => b"+PONG\r\n",
+                            _ => reply.as_bytes(),
+                        });
+                    }
+                    if socket.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// The name of the first whole RESP command in `buf` and its length in bytes.
+fn parse_command(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+    fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        let end = buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+        Some((&buf[at..at + end], at + end + 2))
+    }
+    let (head, mut at) = line(buf, 0)?;
+    let count: usize = std::str::from_utf8(head.strip_prefix(b"*")?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let mut name = None;
+    for _ in 0..count {
+        let (len, next) = line(buf, at)?;
+        let len: usize = std::str::from_utf8(len.strip_prefix(b"$")?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let arg = buf.get(next..next + len)?;
+        name.get_or_insert_with(|| arg.to_vec());
+        at = next + len + 2;
+        if buf.len() < at {
+            return None;
+        }
+    }
+    Some((name?, at))
+}
+
+/// `LOADING` and `CLUSTERDOWN` are replies from a server that is there: transient errors for
+/// the caller, but the connection that carried them is fine and is kept.
+#[tokio::test]
+async fn server_error_replies_keep_the_connection() {
+    for reply in [
+        "-LOADING Redis is loading the dataset in memory\r\n",
+        "-CLUSTERDOWN The cluster is down\r\n",
+    ] {
+        let (url, accepted) = fake_redis(reply).await;
+        let store = RedisStore::builder(&url)
+            .response_timeout(Duration::from_secs(1))
+            .max_connections(64)
+            .connect()
+            .await
+            .unwrap();
+        let id = SessionId::generate();
+        for _ in 0..50 {
+            let err = store.get(&id).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{reply}: {err:?}");
+            let err = store.set(&id, &session(json!({}), HOUR)).await.unwrap_err();
+            assert!(err.is_transient(), "{reply}: {err:?}");
+        }
+        let opened = accepted.load(Ordering::SeqCst);
+        eprintln!("{}: 100 operations, {opened} connections", reply.trim());
+        assert_eq!(opened, 1, "{}: the store reconnected", reply.trim());
+    }
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to the process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// A dedicated redis-server is stopped (SIGSTOP: its sockets stay open and silent, like a
+/// hung server). With an operation timeout of 300 ms, shorter than the response and connect
+/// timeouts (2 s each), every operation of a connected store, and the first operation of a
+/// store that has no connection yet, fails with a transient `Timeout` after about 300 ms.
+/// Once the server continues (SIGCONT) the same store works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_fails_every_operation_within_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let Some(mut server) = start_redis(port, dir.path()) else {
+        return;
+    };
+    wait_until_up(&url).await;
+    let pid = server.id().expect("the server is running");
+    const DEADLINE: Duration = Duration::from_millis(300);
+    let build = || {
+        RedisStore::builder(&url)
+            .key_prefix("stopped:")
+            .operation_timeout(DEADLINE)
+            .build()
+            .unwrap()
+    };
+    let store = build();
+    let cold = build();
+    let id = SessionId::generate();
+    let version = store
+        .set(&id, &session(json!({"n": 1}), HOUR))
+        .await
+        .unwrap();
+
+    signal(pid, "-STOP");
+    let s = session(json!({"n": 2}), HOUR);
+    let later = SystemTime::now() + HOUR;
+    let mut timings = Vec::new();
+    for (name, outcome) in [
+        (
+            "get",
+            Box::pin(async { store.get(&id).await.map(drop) })
+                as std::pin::Pin<
+                    Box<dyn std::future::Future<Output = session_stores::Result<()>> + Send>,
+                >,
+        ),
+        (
+            "set",
+            Box::pin(async { store.set(&id, &s).await.map(drop) }),
+        ),
+        (
+            "create",
+            Box::pin(async { store.create(&SessionId::generate(), &s).await.map(drop) }),
+        ),
+        (
+            "set_if_version",
+            Box::pin(async { store.set_if_version(&id, &s, version).await.map(drop) }),
+        ),
+        (
+            "touch",
+            Box::pin(async { store.touch(&id, later).await.map(drop) }),
+        ),
+        ("destroy", Box::pin(async { store.destroy(&id).await })),
+        ("len", Box::pin(async { store.len().await.map(drop) })),
+        ("clear", Box::pin(async { store.clear().await })),
+        ("ping", Box::pin(async { store.ping().await })),
+        (
+            "get (no connection yet)",
+            Box::pin(async { cold.get(&id).await.map(drop) }),
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let err = outcome.await.expect_err(name);
+        let took = started.elapsed();
+        timings.push(format!("{name} {took:?}"));
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{name}: {err:?}");
+        assert!(err.is_transient());
+        assert!(
+            took >= DEADLINE - Duration::from_millis(20)
+                && took < DEADLINE + Duration::from_millis(400),
+            "{name} gave up after {took:?} (deadline {DEADLINE:?})"
+        );
+    }
+    eprintln!("stopped server: {}", timings.join(", "));
+
+    // The commands already sent (the destroy and the clear among them) run once the server
+    // continues: a timed-out write may still happen. The same stores work again.
+    signal(pid, "-CONT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let fresh = SessionId::generate();
+    let version = loop {
+        match store
+            .set(&fresh, &session(json!({"back": true}), HOUR))
+            .await
+        {
+            Ok(version) => break version,
+            Err(err) if err.is_transient() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("the store did not recover: {err:?}"),
+        }
+    };
+    assert_eq!(
+        store.get(&fresh).await.unwrap().map(|s| s.version()),
+        Some(version)
+    );
+    assert_eq!(
+        cold.get(&fresh).await.unwrap().map(|s| s.version()),
+        Some(version)
+    );
+    server.kill().await.unwrap();
 }

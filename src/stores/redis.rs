@@ -27,6 +27,7 @@
 //!     .connect_timeout(Duration::from_secs(1))
 //!     .response_timeout(Duration::from_millis(500))
 //!     .pool_wait_timeout(Duration::from_secs(1))
+//!     .operation_timeout(Duration::from_secs(3))
 //!     .max_connections(32)
 //!     .connect()
 //!     .await?;
@@ -51,14 +52,19 @@
 //! | [`connect_timeout`](RedisStoreBuilder::connect_timeout) | 2 s | opening one connection |
 //! | [`response_timeout`](RedisStoreBuilder::response_timeout) | 2 s | one round trip (a command or a script) |
 //! | [`pool_wait_timeout`](RedisStoreBuilder::pool_wait_timeout) | 2 s | waiting for a pooled connection |
+//! | [`operation_timeout`](RedisStoreBuilder::operation_timeout) | 5 s ([`DEFAULT_OPERATION_TIMEOUT`]) | one whole operation: waiting for a connection (or for another caller's reconnect) and every round trip |
 //! | [`max_connections`](RedisStoreBuilder::max_connections) | deadpool's (4 × CPUs) | pool size (the store keeps one connection in use and shares it: see [Connections](#connections)) |
 //!
-//! Every round trip is also bounded by the store itself (response timeout), and taking a
-//! connection from the pool by the pool wait timeout plus the connect timeout, so a dead or
-//! hung server never hangs a request, whatever pool you hand in: it fails with
-//! [`Error::Timeout`]. In cluster mode the connect and response timeouts of redis-rs's
-//! cluster client keep their defaults (deadpool-redis does not expose them); the store's own
-//! per-round-trip bound still applies.
+//! Every operation (`ping` too) ends within the operation timeout, with
+//! [`crate::deadline::within`]: past it, it fails with a transient [`Error::Timeout`], and a
+//! write it had already sent may still happen (see [`crate::deadline`]). Inside it, every
+//! round trip is also bounded by the store itself (response timeout), and taking a connection
+//! from the pool by the pool wait timeout plus the connect timeout, so a dead, stopped or
+//! hung server never hangs a request, whatever pool you hand in. `len` and `clear` are single
+//! operations too, of one round trip per 1,000 keys or so: on stores of millions of sessions,
+//! raise the operation timeout. In cluster mode the connect and response timeouts of
+//! redis-rs's cluster client keep their defaults (deadpool-redis does not expose them); the
+//! store's own bounds still apply.
 //!
 //! # Key layout and value format
 //!
@@ -147,9 +153,8 @@
 //! Connection errors (refused, reset, closed), `LOADING`, `TRYAGAIN`, `CLUSTERDOWN`,
 //! `MASTERDOWN` and `READONLY` are reported as [`Error::Unavailable`], timeouts as
 //! [`Error::Timeout`]: both are [transient](Error::is_transient). When Redis restarts, the
-//! operations in flight fail with such errors and the store recovers by itself: a connection
-//! failure or timeout makes the store discard its connection, and the next operation takes a
-//! fresh one from the pool (which checks it with a `PING`), so later operations succeed
+//! operations in flight fail with such errors and the store recovers by itself: the
+//! connection is replaced (see [Connections](#connections)), so later operations succeed
 //! without rebuilding the store.
 //!
 //! # Connections
@@ -159,9 +164,27 @@
 //! operation a cheap clone of it, rather than taking a connection from the pool per
 //! operation: deadpool-redis verifies each checkout with an `UNWATCH`+`PING` round trip,
 //! which doubled the round trips of every operation. The pool supplies and verifies
-//! replacements after a failure; `max_connections` bounds it. Other Redis errors are
-//! [`Error::Backend`]. Errors name the session by its [`IdHint`] and keep the
-//! redis-rs error as their source.
+//! replacements after a failure; `max_connections` bounds it.
+//!
+//! When the connection is replaced, and when it is not:
+//!
+//! - **I/O failures** (refused, reset, closed, the connection's driver gone) discard it.
+//! - **Server error replies** (`LOADING`, `CLUSTERDOWN`, `WRONGTYPE`, ...) keep it: they came
+//!   over a working socket, and a new connection would get the same reply.
+//! - **A timeout** keeps it if anything at all came back on it while the timed-out request
+//!   waited (one slow command, or one slow node of a cluster), and discards it if nothing
+//!   did: from the client's side a half-open socket looks exactly like that, and only a new
+//!   connection gets past it. A stalled server looks the same, so a stall longer than the
+//!   response timeout costs one new connection per response timeout, not one per caller.
+//! - Only **the connection that failed** is discarded: each installed connection has a
+//!   generation number, and a failure seen on an older one never discards a newer one that
+//!   another task has installed meanwhile.
+//! - **One caller reconnects**, the others wait for it (within their operation timeout)
+//!   and share what it installs. If its checkout fails, those that waited fail with it at
+//!   once instead of each trying again in turn.
+//!
+//! Other Redis errors are [`Error::Backend`]. Errors name the session by its [`IdHint`] and
+//! keep the redis-rs error as their source.
 //!
 //! # Requirements and caveats
 //!
@@ -180,7 +203,9 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{
@@ -191,7 +216,8 @@ use deadpool_redis::redis::{
 use deadpool_redis::{PoolConfig, PoolError, Runtime, Timeouts};
 use serde_json::{Map, Value as Json};
 
-use crate::error::{Error, IdHint, Result};
+use crate::deadline::{DEFAULT_OPERATION_TIMEOUT, within};
+use crate::error::{BoxError, Error, IdHint, Result};
 use crate::session::{Session, SessionId, fresh_version, now_millis, to_millis};
 use crate::store::{Capabilities, SessionStore};
 
@@ -308,13 +334,55 @@ return 1
 pub struct RedisStore {
     pool: Pool,
     /// The pooled connection the store keeps checked out and shares between operations.
-    shared: std::sync::Arc<std::sync::Mutex<Option<Pooled>>>,
+    shared: Shared,
     prefix: String,
     response_timeout: Duration,
     checkout_timeout: Duration,
+    operation_timeout: Duration,
     write: Script,
     touch: Script,
     create: Script,
+}
+
+/// The connection the store shares between its operations, and how it is replaced.
+///
+/// Each connection the store installs gets a new generation number. An operation works on a
+/// [`Lease`] (a clone of the connection and its [`Health`]); when the connection fails, the
+/// operation discards that generation only, so a failure seen on an old connection never
+/// throws away a newer one that another task has installed meanwhile. A replacement is
+/// checked out by one caller at a time (`reconnect`); the others wait for it.
+struct Shared {
+    current: Mutex<Option<Current>>,
+    /// Held by the one caller checking a replacement out of the pool.
+    reconnect: tokio::sync::Mutex<()>,
+    /// The last generation handed out.
+    generations: AtomicU64,
+    /// How many checkouts have failed, so that the callers that waited for one fail with it
+    /// instead of each trying again in turn (each try may take the whole connect timeout).
+    failed_checkouts: AtomicU64,
+    /// Whether the last failed checkout timed out (rather than being refused).
+    last_failure_timed_out: AtomicBool,
+    /// The origin of the [`Health::last_reply`] clock.
+    epoch: Instant,
+}
+
+struct Current {
+    pooled: Pooled,
+    health: Arc<Health>,
+}
+
+/// What the store knows about one installed connection.
+struct Health {
+    generation: u64,
+    /// When something last came back on the connection (a value or a server error), in
+    /// microseconds since [`Shared::epoch`].
+    last_reply: AtomicU64,
+}
+
+/// An operation's handle on the shared connection.
+struct Lease {
+    conn: Conn,
+    health: Arc<Health>,
 }
 
 #[derive(Clone)]
@@ -326,9 +394,10 @@ enum Pool {
 /// A connection checked out of the pool and kept by the store. Both kinds are multiplexed
 /// (one socket pipelines many concurrent requests), so every operation uses a cheap clone of
 /// it instead of checking a connection out of the pool, which would cost deadpool-redis'
-/// `UNWATCH`+`PING` round trip each time. When a round trip fails at the connection level,
-/// the store discards it (it never goes back to the pool) and the next operation checks out
-/// a fresh, verified one: this is how the store recovers from a Redis restart by itself.
+/// `UNWATCH`+`PING` round trip each time. When the connection fails (see
+/// [`RedisStore::exchange`]), the store discards it (it never goes back to the pool) and the
+/// next operation checks out a fresh, verified one: this is how the store recovers from a
+/// Redis restart by itself.
 enum Pooled {
     Single(deadpool_redis::Connection),
     Cluster(deadpool_redis::cluster::Connection),
@@ -399,6 +468,7 @@ pub struct RedisStoreBuilder {
     response_timeout: Duration,
     pool_wait_timeout: Duration,
     max_connections: Option<usize>,
+    operation_timeout: Duration,
 }
 
 // The URLs may hold a password: keep them out of `Debug`.
@@ -423,7 +493,19 @@ impl RedisStoreBuilder {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             pool_wait_timeout: DEFAULT_POOL_WAIT_TIMEOUT,
             max_connections: None,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
         }
+    }
+
+    /// How long one whole operation may take: waiting for a connection (and for another
+    /// caller's reconnect), every round trip, and everything in between. An operation still
+    /// running then fails with [`Error::Timeout`] (see [`crate::deadline`]). It also bounds
+    /// `len` and `clear` as a whole, which make one round trip per 1,000 keys or so: raise
+    /// it for stores of millions of sessions. Default:
+    /// [`DEFAULT_OPERATION_TIMEOUT`] (5 s).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
     }
 
     /// The prefix of every key (the store's namespace). Must not be empty; should end with a
@@ -505,12 +587,14 @@ impl RedisStoreBuilder {
                 Pool::Cluster(pool)
             }
         };
-        Ok(RedisStore::new(
+        let mut store = RedisStore::new(
             pool,
             self.prefix,
             self.response_timeout,
             self.pool_wait_timeout + self.connect_timeout,
-        ))
+        );
+        store.operation_timeout = self.operation_timeout;
+        Ok(store)
     }
 
     /// The store, after checking with a `PING` that the server (or cluster) answers.
@@ -549,6 +633,7 @@ impl fmt::Debug for RedisStore {
             )
             .field("prefix", &self.prefix)
             .field("response_timeout", &self.response_timeout)
+            .field("operation_timeout", &self.operation_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -569,10 +654,18 @@ impl RedisStore {
     fn new(pool: Pool, prefix: String, response_timeout: Duration, checkout: Duration) -> Self {
         RedisStore {
             pool,
-            shared: Default::default(),
+            shared: Shared {
+                current: Mutex::new(None),
+                reconnect: tokio::sync::Mutex::new(()),
+                generations: AtomicU64::new(0),
+                failed_checkouts: AtomicU64::new(0),
+                last_failure_timed_out: AtomicBool::new(false),
+                epoch: Instant::now(),
+            },
             prefix,
             response_timeout,
             checkout_timeout: checkout,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             write: Script::new(WRITE_LUA),
             touch: Script::new(TOUCH_LUA),
             create: Script::new(CREATE_LUA),
@@ -612,9 +705,10 @@ impl RedisStore {
         ))
     }
 
-    /// A store over a pool of your own, with the default key prefix and response timeout.
-    /// The pool's own timeouts apply to taking a connection; the store also gives up on a
-    /// checkout after [`DEFAULT_POOL_WAIT_TIMEOUT`] + [`DEFAULT_CONNECT_TIMEOUT`].
+    /// A store over a pool of your own, with the default key prefix, response timeout and
+    /// operation timeout. The pool's own timeouts apply to taking a connection; the store
+    /// also gives up on a checkout after [`DEFAULT_POOL_WAIT_TIMEOUT`] +
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
     pub fn from_pool(pool: deadpool_redis::Pool) -> Self {
         Self::new(
             Pool::Single(pool),
@@ -650,6 +744,13 @@ impl RedisStore {
         self
     }
 
+    /// This store with another bound on each whole operation (see
+    /// [`RedisStoreBuilder::operation_timeout`]).
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
     /// The key prefix.
     pub fn key_prefix(&self) -> &str {
         &self.prefix
@@ -668,23 +769,86 @@ impl RedisStore {
         key
     }
 
-    /// Sends a `PING` (to every primary, in cluster mode).
+    /// Sends a `PING` (to every primary, in cluster mode), within the operation timeout.
     pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.conn("ping", None).await?;
-        self.round_trip(
-            "ping",
-            None,
-            redis::cmd("PING").query_async::<()>(&mut conn),
-        )
+        within(self.operation_timeout, "ping", None, async {
+            let mut lease = self.conn("ping", None).await?;
+            self.round_trip(
+                &lease.health,
+                "ping",
+                None,
+                redis::cmd("PING").query_async::<()>(&mut lease.conn),
+            )
+            .await
+        })
         .await
     }
 
-    /// A handle on the shared connection, checking one out of the pool (verified by the
-    /// pool's `PING`) when the store holds none.
-    async fn conn(&self, op: &'static str, id: Option<&SessionId>) -> Result<Conn> {
-        if let Some(pooled) = self.lock_shared().as_ref() {
-            return Ok(pooled.handle());
+    /// A lease on the shared connection. When the store holds none, one caller checks one
+    /// out of the pool (verified by the pool's `PING`) and installs it, and the callers that
+    /// arrive meanwhile wait for it rather than each opening a connection of its own. If
+    /// that checkout fails, they fail with it rather than queueing one more attempt each.
+    async fn conn(&self, op: &'static str, id: Option<&SessionId>) -> Result<Lease> {
+        if let Some(lease) = self.current_lease() {
+            return Ok(lease);
         }
+        let failures = self.shared.failed_checkouts.load(Ordering::SeqCst);
+        let _turn = self.shared.reconnect.lock().await;
+        if let Some(lease) = self.current_lease() {
+            return Ok(lease);
+        }
+        if self.shared.failed_checkouts.load(Ordering::SeqCst) != failures {
+            let source = Box::new(FormatError(
+                "another caller's attempt to connect, which this one waited for, just failed",
+            ));
+            return Err(
+                if self.shared.last_failure_timed_out.load(Ordering::SeqCst) {
+                    Error::Timeout {
+                        operation: op,
+                        id: id.map(IdHint::from),
+                        what: "a connection",
+                        source: Some(source),
+                    }
+                } else {
+                    Error::unavailable(op, id, source)
+                },
+            );
+        }
+        match self.checkout(op, id).await {
+            Ok(pooled) => {
+                let health = Arc::new(Health {
+                    generation: self.shared.generations.fetch_add(1, Ordering::SeqCst) + 1,
+                    last_reply: AtomicU64::new(self.clock()),
+                });
+                let lease = Lease {
+                    conn: pooled.handle(),
+                    health: Arc::clone(&health),
+                };
+                // Only a holder of `reconnect` installs, and it found the slot empty; a
+                // connection that were there all the same would go back to the pool.
+                *self.lock_current() = Some(Current { pooled, health });
+                Ok(lease)
+            }
+            Err(err) => {
+                self.shared
+                    .last_failure_timed_out
+                    .store(err.kind() == crate::ErrorKind::Timeout, Ordering::SeqCst);
+                self.shared.failed_checkouts.fetch_add(1, Ordering::SeqCst);
+                Err(err)
+            }
+        }
+    }
+
+    /// A lease on the installed connection, if there is one.
+    fn current_lease(&self) -> Option<Lease> {
+        self.lock_current().as_ref().map(|current| Lease {
+            conn: current.pooled.handle(),
+            health: Arc::clone(&current.health),
+        })
+    }
+
+    /// A connection from the pool, within the checkout timeout.
+    async fn checkout(&self, op: &'static str, id: Option<&SessionId>) -> Result<Pooled> {
         let checkout = async {
             match &self.pool {
                 Pool::Single(pool) => pool.get().await.map(Pooled::Single),
@@ -692,15 +856,7 @@ impl RedisStore {
             }
         };
         match tokio::time::timeout(self.checkout_timeout, checkout).await {
-            Ok(Ok(pooled)) => {
-                let conn = pooled.handle();
-                let mut shared = self.lock_shared();
-                if shared.is_none() {
-                    *shared = Some(pooled);
-                }
-                // Otherwise another task got there first: ours goes back to the pool.
-                Ok(conn)
-            }
+            Ok(Ok(pooled)) => Ok(pooled),
             Ok(Err(err)) => Err(pool_error(op, id, err)),
             Err(elapsed) => Err(Error::Timeout {
                 operation: op,
@@ -711,47 +867,97 @@ impl RedisStore {
         }
     }
 
-    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Option<Pooled>> {
+    fn lock_current(&self) -> MutexGuard<'_, Option<Current>> {
         // Nothing panics while holding this lock; a poisoned one still holds a valid Option.
         self.shared
+            .current
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Discards the shared connection, so that the next operation checks out a fresh one.
-    fn discard_shared(&self) {
-        if let Some(pooled) = self.lock_shared().take() {
-            pooled.discard();
+    /// Discards the connection of `generation` if it is still the installed one (a newer
+    /// connection is never discarded because an older one failed), so that the next
+    /// operation installs a fresh one. It never goes back to the pool.
+    fn discard(&self, generation: u64) {
+        let failed = {
+            let mut current = self.lock_current();
+            match current.as_ref() {
+                Some(installed) if installed.health.generation == generation => current.take(),
+                _ => None,
+            }
+        };
+        if let Some(failed) = failed {
+            failed.pooled.discard();
         }
     }
 
-    /// Runs one round trip under the response timeout, mapping its errors. A connection
-    /// failure or a timeout discards the shared connection.
+    /// Microseconds since the store was made: the clock of [`Health::last_reply`].
+    fn clock(&self) -> u64 {
+        u64::try_from(self.shared.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs one round trip on a leased connection under the response timeout, and keeps the
+    /// connection's health. Returns the server's own error replies (and other errors that
+    /// leave the connection usable) as `Ok(Err(..))`, for the caller to map.
+    ///
+    /// The connection is discarded (only that generation) when it has failed:
+    /// - on an I/O failure (refused, reset, closed, or the connection's driver gone);
+    /// - on a timeout, if nothing at all came back on the connection while this request
+    ///   waited: a half-open socket looks exactly like that, and only a new connection gets
+    ///   past it. If other replies arrived meanwhile (one slow command, one slow cluster
+    ///   node), the connection is fine and is kept.
+    ///
+    /// Server error replies (`LOADING`, `CLUSTERDOWN`, `WRONGTYPE`, ...) came over a working
+    /// connection, which is kept.
+    async fn exchange<T>(
+        &self,
+        health: &Health,
+        op: &'static str,
+        id: Option<&SessionId>,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<redis::RedisResult<T>> {
+        let started = self.clock();
+        let timed_out = |source: BoxError| {
+            if health.last_reply.load(Ordering::SeqCst) < started {
+                self.discard(health.generation);
+            }
+            Error::Timeout {
+                operation: op,
+                id: id.map(IdHint::from),
+                what: "the server's reply",
+                source: Some(source),
+            }
+        };
+        match tokio::time::timeout(self.response_timeout, fut).await {
+            Ok(Ok(value)) => {
+                health.last_reply.fetch_max(self.clock(), Ordering::SeqCst);
+                Ok(Ok(value))
+            }
+            // redis-rs's own response timeout, which is an I/O error too.
+            Ok(Err(err)) if err.is_timeout() => Err(timed_out(Box::new(err))),
+            Ok(Err(err)) => {
+                if breaks_connection(&err) {
+                    self.discard(health.generation);
+                } else if is_reply(&err) {
+                    health.last_reply.fetch_max(self.clock(), Ordering::SeqCst);
+                }
+                Ok(Err(err))
+            }
+            Err(elapsed) => Err(timed_out(Box::new(elapsed))),
+        }
+    }
+
+    /// [`exchange`](Self::exchange), with every error mapped to the store's [`Error`].
     async fn round_trip<T>(
         &self,
+        health: &Health,
         op: &'static str,
         id: Option<&SessionId>,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.response_timeout, fut).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => {
-                let err = redis_error(op, id, err);
-                if err.is_transient() {
-                    self.discard_shared();
-                }
-                Err(err)
-            }
-            Err(elapsed) => {
-                self.discard_shared();
-                Err(Error::Timeout {
-                    operation: op,
-                    id: id.map(IdHint::from),
-                    what: "the server's reply",
-                    source: Some(Box::new(elapsed)),
-                })
-            }
-        }
+        self.exchange(health, op, id, fut)
+            .await?
+            .map_err(|err| redis_error(op, id, err))
     }
 
     async fn run_write(
@@ -763,7 +969,7 @@ impl RedisStore {
     ) -> Result<u64> {
         crate::session::check_nesting(id, session.data())?;
         let data = serde_json::to_vec(session.data()).map_err(|err| Error::encode(id, err))?;
-        let mut conn = self.conn(op, Some(id)).await?;
+        let mut lease = self.conn(op, Some(id)).await?;
         let mut invocation = self.write.key(self.key_for(id));
         invocation
             .arg(now_millis())
@@ -773,7 +979,12 @@ impl RedisStore {
             .arg(data)
             .arg(fresh_version());
         let result: i64 = self
-            .round_trip(op, Some(id), invocation.invoke_async(&mut conn))
+            .round_trip(
+                &lease.health,
+                op,
+                Some(id),
+                invocation.invoke_async(&mut lease.conn),
+            )
             .await?;
         match result {
             -1 => Err(Error::conflict(id, expected.unwrap_or(0))),
@@ -792,12 +1003,13 @@ impl RedisStore {
     }
 
     /// The primaries of the cluster, each as one slot it serves (to route commands to it).
-    async fn primaries(&self, op: &'static str, conn: &mut Conn) -> Result<Vec<Route>> {
-        let Conn::Cluster(cluster) = conn else {
+    async fn primaries(&self, op: &'static str, lease: &mut Lease) -> Result<Vec<Route>> {
+        let Conn::Cluster(cluster) = &mut lease.conn else {
             return Ok(Vec::new());
         };
         let reply = self
             .round_trip(
+                &lease.health,
                 op,
                 None,
                 cluster.route_command(
@@ -841,20 +1053,19 @@ impl RedisStore {
         Ok(routes)
     }
 
-    /// Calls `each` with every batch of keys under the prefix, on every node.
-    async fn scan_keys<F>(&self, op: &'static str, mut each: F) -> Result<()>
-    where
-        F: AsyncBatch,
-    {
-        let mut conn = self.conn(op, None).await?;
+    /// Calls `each` with every page of this store's keys, on every node (one `SCAN` pass per
+    /// node). Only the page at hand is held.
+    async fn scan_keys<F: AsyncBatch>(&self, op: &'static str, each: &mut F) -> Result<()> {
+        let mut lease = self.conn(op, None).await?;
         let pattern = format!("{}*", escape_glob(&self.prefix));
-        let routes = self.primaries(op, &mut conn).await?;
+        let routes = self.primaries(op, &mut lease).await?;
         let nodes: Vec<Option<Route>> = if routes.is_empty() {
             vec![None]
         } else {
             routes.into_iter().map(Some).collect()
         };
         for node in nodes {
+            each.start_node();
             let mut cursor: u64 = 0;
             loop {
                 let mut cmd = redis::cmd("SCAN");
@@ -863,9 +1074,10 @@ impl RedisStore {
                     .arg(&pattern)
                     .arg("COUNT")
                     .arg(SCAN_COUNT);
-                let reply: Value = match (&mut conn, &node) {
+                let reply: Value = match (&mut lease.conn, &node) {
                     (Conn::Cluster(cluster), Some(route)) => {
                         self.round_trip(
+                            &lease.health,
                             op,
                             None,
                             cluster.route_command(
@@ -877,7 +1089,10 @@ impl RedisStore {
                         )
                         .await?
                     }
-                    (conn, _) => self.round_trip(op, None, cmd.query_async(conn)).await?,
+                    (conn, _) => {
+                        self.round_trip(&lease.health, op, None, cmd.query_async(conn))
+                            .await?
+                    }
                 };
                 let (next, mut keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)
                     .map_err(|err| redis_error(op, None, err.into()))?;
@@ -885,7 +1100,7 @@ impl RedisStore {
                 // (`session:admin:...` under `session:`) and foreign keys (`session:a:b`).
                 keys.retain(|key| is_own_key(&self.prefix, key));
                 if !keys.is_empty() {
-                    each.batch(self, &mut conn, keys).await?;
+                    each.batch(self, &mut lease, node, keys).await?;
                 }
                 if next == 0 {
                     break;
@@ -897,28 +1112,43 @@ impl RedisStore {
     }
 }
 
-/// What `scan_keys` does with each batch of keys (a trait rather than a closure, so that the
+/// What `scan_keys` does with each page of keys (a trait rather than a closure, so that the
 /// batch can borrow the connection across an `.await`).
 #[async_trait]
 trait AsyncBatch: Send {
+    /// A `SCAN` pass on another node begins.
+    fn start_node(&mut self) {}
+
+    /// One page of this store's keys, found on `node` (`None` on a single server).
     async fn batch(
         &mut self,
         store: &RedisStore,
-        conn: &mut Conn,
+        lease: &mut Lease,
+        node: Option<Route>,
         keys: Vec<Vec<u8>>,
     ) -> Result<()>;
 }
 
+/// Counts the keys of a `SCAN` pass, keeping every one in a set, because `SCAN` may return a
+/// key twice.
 struct Count(HashSet<Vec<u8>>);
 
 #[async_trait]
 impl AsyncBatch for Count {
-    async fn batch(&mut self, _: &RedisStore, _: &mut Conn, keys: Vec<Vec<u8>>) -> Result<()> {
+    async fn batch(
+        &mut self,
+        _: &RedisStore,
+        _: &mut Lease,
+        _: Option<Route>,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<()> {
         self.0.extend(keys);
         Ok(())
     }
 }
 
+/// Deletes each page of keys: on a single server a pipeline of one `UNLINK` per key; on a
+/// cluster one `UNLINK` round trip per key (the keys of one node may lie in many slots).
 struct Unlink;
 
 #[async_trait]
@@ -926,27 +1156,28 @@ impl AsyncBatch for Unlink {
     async fn batch(
         &mut self,
         store: &RedisStore,
-        conn: &mut Conn,
+        lease: &mut Lease,
+        _: Option<Route>,
         keys: Vec<Vec<u8>>,
     ) -> Result<()> {
-        match conn {
-            Conn::Single(_) => {
+        match &mut lease.conn {
+            Conn::Single(conn) => {
                 let mut pipe = redis::pipe();
                 for key in &keys {
                     pipe.cmd("UNLINK").arg(key).ignore();
                 }
                 store
-                    .round_trip("clear", None, pipe.query_async::<()>(conn))
+                    .round_trip(&lease.health, "clear", None, pipe.query_async::<()>(conn))
                     .await
             }
-            Conn::Cluster(_) => {
-                // Keys of one node may lie in many slots: one single-key command each.
+            Conn::Cluster(cluster) => {
                 for key in &keys {
                     store
                         .round_trip(
+                            &lease.health,
                             "clear",
                             None,
-                            redis::cmd("UNLINK").arg(key).query_async::<()>(conn),
+                            redis::cmd("UNLINK").arg(key).query_async::<()>(cluster),
                         )
                         .await?;
                 }
@@ -1040,6 +1271,25 @@ fn is_transient(err: &RedisError) -> bool {
         )
 }
 
+/// Whether a redis-rs error means the connection that carried it is broken: an I/O failure
+/// other than a timeout (refused, reset, closed, the connection's driver gone), or a cluster
+/// client that lost its connection to a node. Not a server's error reply, not a timeout.
+fn breaks_connection(err: &RedisError) -> bool {
+    !err.is_timeout()
+        && (err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.kind() == RedisErrorKind::ClusterConnectionNotFound)
+}
+
+/// Whether a redis-rs error is an error reply from the server (so the connection works).
+fn is_reply(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        RedisErrorKind::Server(_) | RedisErrorKind::Extension
+    )
+}
+
 fn redis_error(op: &'static str, id: Option<&SessionId>, err: RedisError) -> Error {
     if err.is_timeout() {
         Error::Timeout {
@@ -1075,108 +1325,48 @@ fn pool_error(op: &'static str, id: Option<&SessionId>, err: PoolError) -> Error
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        let mut conn = self.conn("get", Some(id)).await?;
-        let raw: Option<Vec<u8>> = match tokio::time::timeout(
-            self.response_timeout,
-            redis::cmd("GET")
-                .arg(self.key_for(id))
-                .query_async(&mut conn),
-        )
-        .await
-        {
-            Ok(Ok(raw)) => raw,
-            // A key of another type under this store's prefix: not a session.
-            Ok(Err(err)) if err.code() == Some("WRONGTYPE") => {
-                return Err(Error::decode(id, err));
-            }
-            Ok(Err(err)) => {
-                let err = redis_error("get", Some(id), err);
-                if err.is_transient() {
-                    self.discard_shared();
-                }
-                return Err(err);
-            }
-            Err(elapsed) => {
-                self.discard_shared();
-                return Err(Error::Timeout {
-                    operation: "get",
-                    id: Some(IdHint::from(id)),
-                    what: "the server's reply",
-                    source: Some(Box::new(elapsed)),
-                });
-            }
-        };
-        let Some(raw) = raw else {
-            return Ok(None);
-        };
-        let session = decode_value(id, &raw)?;
-        if session.is_expired_at(now_millis()) {
-            return Ok(None);
-        }
-        Ok(Some(session))
+        within(self.operation_timeout, "get", Some(id), self.get_op(id)).await
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
-        if session.is_expired_at(now_millis()) {
-            self.destroy_op("set", id).await?;
-            return Ok(0);
-        }
-        self.run_write("set", id, session, None).await
+        within(self.operation_timeout, "set", Some(id), async {
+            if session.is_expired_at(now_millis()) {
+                self.destroy_op("set", id).await?;
+                return Ok(0);
+            }
+            self.run_write("set", id, session, None).await
+        })
+        .await
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.destroy_op("destroy", id).await
+        within(
+            self.operation_timeout,
+            "destroy",
+            Some(id),
+            self.destroy_op("destroy", id),
+        )
+        .await
     }
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
-        let mut conn = self.conn("touch", Some(id)).await?;
-        let mut invocation = self.touch.key(self.key_for(id));
-        invocation.arg(now_millis()).arg(to_millis(expires_at));
-        let result: i64 = self
-            .round_trip("touch", Some(id), invocation.invoke_async(&mut conn))
-            .await?;
-        match result {
-            -2 => Err(Error::decode(
-                id,
-                FormatError("the stored value is not a session written by this store"),
-            )),
-            n => Ok(n == 1),
-        }
+        within(
+            self.operation_timeout,
+            "touch",
+            Some(id),
+            self.touch_op(id, expires_at),
+        )
+        .await
     }
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
-        crate::session::check_nesting(id, session.data())?;
-        let data = serde_json::to_vec(session.data()).map_err(|err| Error::encode(id, err))?;
-        let expires_at = session.expires_at_millis();
-        let value = encode_value(fresh_version(), expires_at, &data);
-        let key = self.key_for(id);
-        let mut conn = self.conn("create", Some(id)).await?;
-        if expires_at > now_millis() {
-            let set: Option<String> = self
-                .round_trip(
-                    "create",
-                    Some(id),
-                    redis::cmd("SET")
-                        .arg(&key)
-                        .arg(&value)
-                        .arg("NX")
-                        .arg("PXAT")
-                        .arg(expires_at)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            if set.is_some() {
-                return Ok(true);
-            }
-        }
-        // The key exists (perhaps holding an expired session Redis has not dropped yet), or
-        // the expiry is already past: decide atomically in a script.
-        let mut invocation = self.create.key(key);
-        invocation.arg(now_millis()).arg(expires_at).arg(value);
-        let created: i64 = self
-            .round_trip("create", Some(id), invocation.invoke_async(&mut conn))
-            .await?;
-        Ok(created == 1)
+        within(
+            self.operation_timeout,
+            "create",
+            Some(id),
+            self.create_op(id, session),
+        )
+        .await
     }
 
     async fn set_if_version(
@@ -1185,18 +1375,32 @@ impl SessionStore for RedisStore {
         session: &Session,
         expected_version: u64,
     ) -> Result<u64> {
-        self.run_write("set_if_version", id, session, Some(expected_version))
-            .await
+        within(
+            self.operation_timeout,
+            "set_if_version",
+            Some(id),
+            self.run_write("set_if_version", id, session, Some(expected_version)),
+        )
+        .await
     }
 
     async fn len(&self) -> Result<u64> {
-        let mut count = Count(HashSet::new());
-        self.scan_keys("len", &mut count).await?;
-        Ok(count.0.len() as u64)
+        within(self.operation_timeout, "len", None, async {
+            let mut count = Count(HashSet::new());
+            self.scan_keys("len", &mut count).await?;
+            Ok(count.0.len() as u64)
+        })
+        .await
     }
 
     async fn clear(&self) -> Result<()> {
-        self.scan_keys("clear", Unlink).await
+        within(
+            self.operation_timeout,
+            "clear",
+            None,
+            self.scan_keys("clear", &mut Unlink),
+        )
+        .await
     }
 
     /// Returns 0 without contacting Redis: Redis deletes expired sessions itself (each key
@@ -1211,27 +1415,106 @@ impl SessionStore for RedisStore {
     }
 }
 
-#[async_trait]
-impl<T: AsyncBatch> AsyncBatch for &mut T {
-    async fn batch(
-        &mut self,
-        store: &RedisStore,
-        conn: &mut Conn,
-        keys: Vec<Vec<u8>>,
-    ) -> Result<()> {
-        (**self).batch(store, conn, keys).await
-    }
-}
-
 impl RedisStore {
+    async fn get_op(&self, id: &SessionId) -> Result<Option<Session>> {
+        let mut lease = self.conn("get", Some(id)).await?;
+        let reply = self
+            .exchange(
+                &lease.health,
+                "get",
+                Some(id),
+                redis::cmd("GET")
+                    .arg(self.key_for(id))
+                    .query_async::<Option<Vec<u8>>>(&mut lease.conn),
+            )
+            .await?;
+        let raw = match reply {
+            Ok(raw) => raw,
+            // A key of another type under this store's prefix: not a session.
+            Err(err) if err.code() == Some("WRONGTYPE") => return Err(Error::decode(id, err)),
+            Err(err) => return Err(redis_error("get", Some(id), err)),
+        };
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let session = decode_value(id, &raw)?;
+        if session.is_expired_at(now_millis()) {
+            return Ok(None);
+        }
+        Ok(Some(session))
+    }
+
+    async fn touch_op(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
+        let mut lease = self.conn("touch", Some(id)).await?;
+        let mut invocation = self.touch.key(self.key_for(id));
+        invocation.arg(now_millis()).arg(to_millis(expires_at));
+        let result: i64 = self
+            .round_trip(
+                &lease.health,
+                "touch",
+                Some(id),
+                invocation.invoke_async(&mut lease.conn),
+            )
+            .await?;
+        match result {
+            -2 => Err(Error::decode(
+                id,
+                FormatError("the stored value is not a session written by this store"),
+            )),
+            n => Ok(n == 1),
+        }
+    }
+
+    async fn create_op(&self, id: &SessionId, session: &Session) -> Result<bool> {
+        crate::session::check_nesting(id, session.data())?;
+        let data = serde_json::to_vec(session.data()).map_err(|err| Error::encode(id, err))?;
+        let expires_at = session.expires_at_millis();
+        let value = encode_value(fresh_version(), expires_at, &data);
+        let key = self.key_for(id);
+        let mut lease = self.conn("create", Some(id)).await?;
+        if expires_at > now_millis() {
+            let set: Option<String> = self
+                .round_trip(
+                    &lease.health,
+                    "create",
+                    Some(id),
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&value)
+                        .arg("NX")
+                        .arg("PXAT")
+                        .arg(expires_at)
+                        .query_async(&mut lease.conn),
+                )
+                .await?;
+            if set.is_some() {
+                return Ok(true);
+            }
+        }
+        // The key exists (perhaps holding an expired session Redis has not dropped yet), or
+        // the expiry is already past: decide atomically in a script.
+        let mut invocation = self.create.key(key);
+        invocation.arg(now_millis()).arg(expires_at).arg(value);
+        let created: i64 = self
+            .round_trip(
+                &lease.health,
+                "create",
+                Some(id),
+                invocation.invoke_async(&mut lease.conn),
+            )
+            .await?;
+        Ok(created == 1)
+    }
+
     async fn destroy_op(&self, op: &'static str, id: &SessionId) -> Result<()> {
-        let mut conn = self.conn(op, Some(id)).await?;
+        let mut lease = self.conn(op, Some(id)).await?;
         self.round_trip(
+            &lease.health,
             op,
             Some(id),
             redis::cmd("UNLINK")
                 .arg(self.key_for(id))
-                .query_async::<()>(&mut conn),
+                .query_async::<()>(&mut lease.conn),
         )
         .await
     }
@@ -1357,6 +1640,45 @@ mod tests {
         assert!(!err.is_transient());
         use std::error::Error as _;
         assert!(err.source().unwrap().downcast_ref::<RedisError>().is_some());
+    }
+
+    /// Which errors discard the shared connection: I/O failures, not timeouts and not the
+    /// server's error replies.
+    #[test]
+    fn only_broken_connections_are_discarded() {
+        let io = |kind| RedisError::from(std::io::Error::new(kind, "x"));
+        for kind in [
+            std::io::ErrorKind::ConnectionRefused,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::NotConnected,
+        ] {
+            assert!(breaks_connection(&io(kind)), "{kind:?}");
+            assert!(!is_reply(&io(kind)), "{kind:?}");
+        }
+        assert!(!breaks_connection(&io(std::io::ErrorKind::TimedOut)));
+        assert!(breaks_connection(&RedisError::from((
+            RedisErrorKind::ClusterConnectionNotFound,
+            "no node"
+        ))));
+        for code in [
+            "LOADING",
+            "CLUSTERDOWN",
+            "TRYAGAIN",
+            "MASTERDOWN",
+            "READONLY",
+            "WRONGTYPE",
+            "NOSCRIPT",
+        ] {
+            let err = match redis::parse_redis_value(format!("-{code} x\r\n").as_bytes()) {
+                Ok(reply) => reply.extract_error().unwrap_err(),
+                Err(err) => err,
+            };
+            assert_eq!(err.code(), Some(code));
+            assert!(!breaks_connection(&err), "{code}");
+            assert!(is_reply(&err), "{code}");
+        }
     }
 
     #[test]
