@@ -62,6 +62,82 @@ fn session(data: serde_json::Value, ttl: Duration) -> Session {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// The test binary's allocator: the system one, counting the live heap bytes of each thread,
+/// so that a test on a current-thread runtime (where the store, its connection driver and
+/// the test all run on one thread) can measure the peak memory of one store operation.
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<i64> = const { Cell::new(0) };
+        static PEAK: Cell<i64> = const { Cell::new(0) };
+    }
+
+    fn add(bytes: i64) {
+        // `try_with`: the thread-locals may already be gone while a thread exits.
+        let _ = LIVE.try_with(|live| {
+            let now = live.get() + bytes;
+            live.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    fn size(n: usize) -> i64 {
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+
+    // SAFETY: every method forwards to `System` with the same arguments; the bookkeeping
+    // only touches const-initialised thread-locals, which never allocate.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let ptr = unsafe { System.alloc(layout) };
+            if !ptr.is_null() {
+                add(size(layout.size()));
+            }
+            ptr
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let ptr = unsafe { System.alloc_zeroed(layout) };
+            if !ptr.is_null() {
+                add(size(layout.size()));
+            }
+            ptr
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) };
+            add(-size(layout.size()));
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let new = unsafe { System.realloc(ptr, layout, new_size) };
+            if !new.is_null() {
+                add(size(new_size) - size(layout.size()));
+            }
+            new
+        }
+    }
+
+    /// Starts a measurement on this thread: the current live heap, the base of [`peak_above`].
+    pub fn mark() -> i64 {
+        let live = LIVE.with(Cell::get);
+        PEAK.with(|peak| peak.set(live));
+        live
+    }
+
+    /// How far this thread's live heap rose above `base` since [`mark`] returned it.
+    pub fn peak_above(base: i64) -> i64 {
+        PEAK.with(Cell::get) - base
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
+
 #[tokio::test]
 async fn key_layout_value_format_and_redis_expiry() {
     let Some(url) = url() else { return };
@@ -1260,6 +1336,41 @@ async fn server_error_replies_keep_the_connection() {
         eprintln!("{}: 100 operations, {opened} connections", reply.trim());
         assert_eq!(opened, 1, "{}: the store reconnected", reply.trim());
     }
+}
+
+/// `len` counts page by page: over 30,000 keys (30 `SCAN` pages) the peak heap of the thread
+/// running it stays under 1 MiB (holding every key, as a set of 30,000 keys does, takes
+/// several MiB), and the count is exact.
+#[tokio::test]
+async fn len_counts_many_keys_exactly_in_bounded_memory() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    const KEYS: u64 = 30_000;
+    let expires = now_millis() + 3_600_000;
+    for chunk in 0..KEYS / 5000 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 5000..(chunk + 1) * 5000 {
+            pipe.cmd("SET")
+                .arg(format!("{}s{i}", store.key_prefix()))
+                .arg(format!("1:{expires}:{{}}"))
+                .arg("PXAT")
+                .arg(expires)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut raw).await.unwrap();
+    }
+    // Let the raw connection's driver end (and free its buffers) before measuring.
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let base = heap::mark();
+    let counted = store.len().await.unwrap();
+    let peak = heap::peak_above(base);
+    eprintln!("len of {KEYS} keys: peak heap {peak} bytes above the start");
+    assert_eq!(counted, KEYS);
+    assert!(peak < 1 << 20, "len held {peak} bytes at its peak");
+    store.clear().await.unwrap();
+    assert_eq!(store.len().await.unwrap(), 0);
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`) to the process `pid`.

@@ -133,9 +133,16 @@
 //! - `len` and `clear`: `SCAN MATCH <escaped prefix>*` (never `KEYS` or `FLUSHDB`); in cluster
 //!   mode on every primary (found with `CLUSTER SLOTS`). Of the keys found, only those whose
 //!   rest after the prefix is a valid session id are kept (see [Key prefixes](#key-prefixes)).
+//!   Both work page by page (1,000 keys a `SCAN`) and hold one page at a time.
 //!   `clear` then `UNLINK`s each key on its own (pipelined on a single server), so only this
-//!   store's sessions are removed. `len` keeps the keys it saw in a set, because `SCAN` may
-//!   return a key twice.
+//!   store's sessions are removed.
+//!   `len` counts each page as it comes. `SCAN` may return a key twice, but only when Redis
+//!   shrinks its hash table during the pass, and then only the keys it returned last (the
+//!   cursor falls back to the start of the bucket it was in, and a table shrinks to at least
+//!   one bucket per key, so such a bucket holds about one of this store's keys): `len`
+//!   remembers the last 1,000 keys it counted and counts a key again only if it is not among
+//!   them. Memory stays at a page's worth whatever the store's size (a set of every key, as
+//!   `len` once kept, takes hundreds of MiB for millions of sessions).
 //! - `delete_expired` returns 0 and sends nothing: Redis expires keys itself.
 //!
 //! Unlike a store that writes with `SET XX`, no write is ever silently dropped: `set` and
@@ -197,10 +204,15 @@
 //!   for as long as the two clocks differ (when Redis's clock runs behind the application's),
 //!   plus the millisecond of the expiry itself (Redis drops a key only once its expiry time
 //!   has *passed*). `get` never returns such a session.
+//! - `len` recognises a key `SCAN` returns twice only among the last 1,000 it counted (see
+//!   [How each operation works](#how-each-operation-works)): a key repeated from further
+//!   back, possible only if the database loses nearly all its keys in the middle of the
+//!   count, counts twice. While a cluster is resharding, a key moving between primaries in
+//!   the middle of a `len` may be counted twice or not at all.
 //! - A session is read and written whole; Redis's 512 MB string limit applies.
 //! - Redis persistence (RDB/AOF) decides whether sessions survive a Redis restart.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -232,6 +244,10 @@ pub const DEFAULT_POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many keys one `SCAN` call asks for.
 const SCAN_COUNT: usize = 1000;
+
+/// How many of the keys it counted last `len` remembers, to recognise one that `SCAN` returns
+/// a second time (see [`RecentKeys`]): one page's worth.
+const LEN_WINDOW: usize = SCAN_COUNT;
 
 /// The longest stored version the scripts read, in digits. Lua numbers are doubles: up to 15
 /// digits (below 2^53) `version + 1` is exact and `%d` formats it; a longer version is treated
@@ -1129,12 +1145,72 @@ trait AsyncBatch: Send {
     ) -> Result<()>;
 }
 
-/// Counts the keys of a `SCAN` pass, keeping every one in a set, because `SCAN` may return a
-/// key twice.
-struct Count(HashSet<Vec<u8>>);
+/// Counts the distinct keys of a `SCAN` pass, page by page, holding at most [`LEN_WINDOW`]
+/// keys: the last ones it counted, so that a key `SCAN` returns again is not counted twice.
+///
+/// `SCAN` returns a key more than once only when Redis shrinks the hash table between two
+/// calls: the cursor then falls back to the start of the (larger) bucket of the smaller
+/// table it lies in, and the keys of that bucket that the pass had already returned come
+/// again. Those are the keys the pass returned last. Redis shrinks a table to the smallest
+/// power of two at least as large as the number of keys, so such a bucket holds about one
+/// key of this store (expected at most one, the store's keys being spread by a hash), and a
+/// window of a thousand keys holds every key that can come again, with overwhelming
+/// probability. Remembering every key (a set of all of them, as `len` once did) costs
+/// memory proportional to the store: hundreds of MiB for millions of sessions.
+struct RecentKeys {
+    capacity: usize,
+    count: u64,
+    order: VecDeque<Arc<[u8]>>,
+    seen: HashSet<Arc<[u8]>>,
+}
+
+impl RecentKeys {
+    fn new(capacity: usize) -> Self {
+        RecentKeys {
+            capacity: capacity.max(1),
+            count: 0,
+            order: VecDeque::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Counts the keys of one page that are not among the last ones counted.
+    fn count_page(&mut self, keys: Vec<Vec<u8>>) {
+        for key in keys {
+            let key: Arc<[u8]> = key.into();
+            if self.seen.contains(&key) {
+                continue;
+            }
+            self.count += 1;
+            if self.order.len() >= self.capacity
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.seen.remove(&oldest);
+            }
+            self.seen.insert(Arc::clone(&key));
+            self.order.push_back(key);
+        }
+    }
+
+    /// Forgets the remembered keys (a pass on another node never returns them).
+    fn forget(&mut self) {
+        self.order.clear();
+        self.seen.clear();
+    }
+
+    /// How many keys it holds.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.order.len()
+    }
+}
 
 #[async_trait]
-impl AsyncBatch for Count {
+impl AsyncBatch for RecentKeys {
+    fn start_node(&mut self) {
+        self.forget();
+    }
+
     async fn batch(
         &mut self,
         _: &RedisStore,
@@ -1142,7 +1218,7 @@ impl AsyncBatch for Count {
         _: Option<Route>,
         keys: Vec<Vec<u8>>,
     ) -> Result<()> {
-        self.0.extend(keys);
+        self.count_page(keys);
         Ok(())
     }
 }
@@ -1386,9 +1462,9 @@ impl SessionStore for RedisStore {
 
     async fn len(&self) -> Result<u64> {
         within(self.operation_timeout, "len", None, async {
-            let mut count = Count(HashSet::new());
+            let mut count = RecentKeys::new(LEN_WINDOW);
             self.scan_keys("len", &mut count).await?;
-            Ok(count.0.len() as u64)
+            Ok(count.count)
         })
         .await
     }
@@ -1640,6 +1716,45 @@ mod tests {
         assert!(!err.is_transient());
         use std::error::Error as _;
         assert!(err.source().unwrap().downcast_ref::<RedisError>().is_some());
+    }
+
+    fn page(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
+        range.map(|i| format!("p:k{i}").into_bytes()).collect()
+    }
+
+    /// `len`'s counter holds at most one page's worth of keys however many it counts, and
+    /// counts each key once.
+    #[test]
+    fn len_counts_page_by_page_holding_one_page_of_keys() {
+        let mut count = RecentKeys::new(LEN_WINDOW);
+        for p in 0..50 {
+            count.count_page(page(p * 1000..(p + 1) * 1000));
+            assert!(count.held() <= LEN_WINDOW, "holds {}", count.held());
+        }
+        assert_eq!(count.count, 50_000);
+        assert_eq!(count.held(), LEN_WINDOW);
+        // A key counted long ago is no longer held: memory does not grow with the store.
+        assert!(!count.seen.contains(b"p:k0".as_slice()));
+    }
+
+    /// After Redis shrinks its table between two `SCAN` calls, the next page starts with
+    /// keys the pass returned last: they are not counted again.
+    #[test]
+    fn keys_scan_returns_again_after_a_shrink_count_once() {
+        let mut count = RecentKeys::new(LEN_WINDOW);
+        count.count_page(page(0..1000));
+        count.count_page(page(1000..1700));
+        // The rewound bucket: the last few keys again, then new ones.
+        count.count_page(page(1690..2500));
+        assert_eq!(count.count, 2500);
+        // Within one page too.
+        let mut count = RecentKeys::new(LEN_WINDOW);
+        count.count_page(vec![b"a".to_vec(), b"b".to_vec(), b"a".to_vec()]);
+        assert_eq!(count.count, 2);
+        // A pass on another node starts afresh.
+        count.start_node();
+        assert_eq!(count.held(), 0);
+        assert_eq!(count.count, 2);
     }
 
     /// Which errors discard the shared connection: I/O failures, not timeouts and not the
