@@ -1373,6 +1373,62 @@ async fn len_counts_many_keys_exactly_in_bounded_memory() {
     assert_eq!(store.len().await.unwrap(), 0);
 }
 
+/// On a Redis Cluster, `clear` of 5,000 sessions batches its deletions per node (one round
+/// trip per `SCAN` page, not one per key): the nodes together process far fewer reads than
+/// there are keys (`INFO stats` `total_reads_processed`, summed over the primaries).
+#[tokio::test]
+async fn cluster_clear_batches_its_round_trips() {
+    let Some(urls) = cluster_urls() else { return };
+    let store = Arc::new(
+        RedisStore::cluster_builder(&urls)
+            .key_prefix(support::unique_name("sst:clb:"))
+            .connect()
+            .await
+            .unwrap(),
+    );
+    const KEYS: usize = 5000;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            for _ in 0..KEYS / 50 {
+                store
+                    .set(&SessionId::generate(), &session(json!({}), HOUR))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(store.len().await.unwrap(), KEYS as u64);
+
+    let mut nodes = Vec::new();
+    for url in &urls {
+        nodes.push(raw(url).await);
+    }
+    let mut reads = 0;
+    for node in &mut nodes {
+        reads += info_field(node, "stats", "total_reads_processed").await;
+    }
+    let started = std::time::Instant::now();
+    store.clear().await.unwrap();
+    let took = started.elapsed();
+    let mut after = 0;
+    for node in &mut nodes {
+        after += info_field(node, "stats", "total_reads_processed").await;
+    }
+    // Each node's second INFO is one read of its own.
+    let used = after - reads - nodes.len() as u64;
+    eprintln!("cluster clear of {KEYS} keys: {took:?}, {used} reads on the primaries");
+    assert_eq!(store.len().await.unwrap(), 0);
+    assert!(
+        used < KEYS as u64 / 5,
+        "clear of {KEYS} keys took {used} reads on the primaries"
+    );
+}
+
 /// Sends `signal` (`-STOP`, `-CONT`) to the process `pid`.
 fn signal(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")

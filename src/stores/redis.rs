@@ -134,8 +134,9 @@
 //!   mode on every primary (found with `CLUSTER SLOTS`). Of the keys found, only those whose
 //!   rest after the prefix is a valid session id are kept (see [Key prefixes](#key-prefixes)).
 //!   Both work page by page (1,000 keys a `SCAN`) and hold one page at a time.
-//!   `clear` then `UNLINK`s each key on its own (pipelined on a single server), so only this
-//!   store's sessions are removed.
+//!   `clear` deletes each page in one round trip: one `UNLINK` of the page's keys on a single
+//!   server; on a cluster node, a pipeline of one `UNLINK` per hash slot (a multi-key command
+//!   must stay within one slot), sent to that node. Only this store's sessions are removed.
 //!   `len` counts each page as it comes. `SCAN` may return a key twice, but only when Redis
 //!   shrinks its hash table during the pass, and then only the keys it returned last (the
 //!   cursor falls back to the start of the bucket it was in, and a table shrinks to at least
@@ -153,7 +154,7 @@
 //! Keys hash to slots across the primaries by default. A prefix with a hash tag, such as
 //! `{sessions}:`, puts every session in one slot (one primary); that is allowed but gives up
 //! spreading the load. Reads go to primaries. `len` and `clear` visit every primary, so they
-//! cost one `SCAN` pass per primary; in cluster mode `clear` makes one round trip per key.
+//! cost one `SCAN` pass per primary; `clear` adds one round trip per page of keys.
 //!
 //! # Failures and recovery
 //!
@@ -212,7 +213,7 @@
 //! - A session is read and written whole; Redis's 512 MB string limit applies.
 //! - Redis persistence (RDB/AOF) decides whether sessions survive a Redis restart.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1223,8 +1224,9 @@ impl AsyncBatch for RecentKeys {
     }
 }
 
-/// Deletes each page of keys: on a single server a pipeline of one `UNLINK` per key; on a
-/// cluster one `UNLINK` round trip per key (the keys of one node may lie in many slots).
+/// Deletes each page of keys in one round trip: on a single server one `UNLINK` of the whole
+/// page; on a cluster node a pipeline of one `UNLINK` per hash slot (a multi-key command must
+/// stay within one slot), sent to the node the page came from.
 struct Unlink;
 
 #[async_trait]
@@ -1233,29 +1235,55 @@ impl AsyncBatch for Unlink {
         &mut self,
         store: &RedisStore,
         lease: &mut Lease,
-        _: Option<Route>,
+        node: Option<Route>,
         keys: Vec<Vec<u8>>,
     ) -> Result<()> {
         match &mut lease.conn {
             Conn::Single(conn) => {
-                let mut pipe = redis::pipe();
+                let mut cmd = redis::cmd("UNLINK");
                 for key in &keys {
-                    pipe.cmd("UNLINK").arg(key).ignore();
+                    cmd.arg(key);
                 }
                 store
-                    .round_trip(&lease.health, "clear", None, pipe.query_async::<()>(conn))
+                    .round_trip(&lease.health, "clear", None, cmd.query_async::<()>(conn))
                     .await
             }
             Conn::Cluster(cluster) => {
+                let Some(first) = keys.first() else {
+                    return Ok(());
+                };
+                // The node the page came from (or, without one, the node of its first key:
+                // every key of the page lies on the same node).
+                let route = node.unwrap_or_else(|| Route::with_key(first, SlotAddr::Master));
+                let mut slots: HashMap<Route, redis::Cmd> = HashMap::new();
                 for key in &keys {
-                    store
-                        .round_trip(
-                            &lease.health,
-                            "clear",
-                            None,
-                            redis::cmd("UNLINK").arg(key).query_async::<()>(cluster),
-                        )
-                        .await?;
+                    slots
+                        .entry(Route::with_key(key, SlotAddr::Master))
+                        .or_insert_with(|| redis::cmd("UNLINK"))
+                        .arg(key);
+                }
+                let mut pipe = redis::pipe();
+                for cmd in slots.into_values() {
+                    pipe.add_command(cmd);
+                }
+                let count = pipe.len();
+                let replies = store
+                    .round_trip(
+                        &lease.health,
+                        "clear",
+                        None,
+                        cluster.route_pipeline(
+                            pipe,
+                            0,
+                            count,
+                            SingleNodeRoutingInfo::SpecificNode(route),
+                        ),
+                    )
+                    .await?;
+                for reply in replies {
+                    reply
+                        .extract_error()
+                        .map_err(|err| redis_error("clear", None, err))?;
                 }
                 Ok(())
             }
