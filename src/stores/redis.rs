@@ -209,7 +209,8 @@
 //!   [How each operation works](#how-each-operation-works)): a key repeated from further
 //!   back, possible only if the database loses nearly all its keys in the middle of the
 //!   count, counts twice. While a cluster is resharding, a key moving between primaries in
-//!   the middle of a `len` may be counted twice or not at all.
+//!   the middle of a `len` may be counted twice or not at all; `clear` still removes it (a
+//!   page whose slot has moved is deleted slot by slot, following the redirects).
 //! - A session is read and written whole; Redis's 512 MB string limit applies.
 //! - Redis persistence (RDB/AOF) decides whether sessions survive a Redis restart.
 
@@ -1226,7 +1227,8 @@ impl AsyncBatch for RecentKeys {
 
 /// Deletes each page of keys in one round trip: on a single server one `UNLINK` of the whole
 /// page; on a cluster node a pipeline of one `UNLINK` per hash slot (a multi-key command must
-/// stay within one slot), sent to the node the page came from.
+/// stay within one slot), sent to the node the page came from. If a slot has moved since
+/// (resharding), each slot's `UNLINK` of the page goes on its own, following the redirects.
 struct Unlink;
 
 #[async_trait]
@@ -1262,28 +1264,49 @@ impl AsyncBatch for Unlink {
                         .or_insert_with(|| redis::cmd("UNLINK"))
                         .arg(key);
                 }
+                let commands: Vec<redis::Cmd> = slots.into_values().collect();
                 let mut pipe = redis::pipe();
-                for cmd in slots.into_values() {
-                    pipe.add_command(cmd);
+                for cmd in &commands {
+                    pipe.add_command(cmd.clone());
                 }
-                let count = pipe.len();
-                let replies = store
-                    .round_trip(
+                let sent = store
+                    .exchange(
                         &lease.health,
                         "clear",
                         None,
                         cluster.route_pipeline(
                             pipe,
                             0,
-                            count,
+                            commands.len(),
                             SingleNodeRoutingInfo::SpecificNode(route),
                         ),
                     )
                     .await?;
-                for reply in replies {
-                    reply
-                        .extract_error()
-                        .map_err(|err| redis_error("clear", None, err))?;
+                match sent {
+                    Ok(replies) => {
+                        for reply in replies {
+                            reply
+                                .extract_error()
+                                .map_err(|err| redis_error("clear", None, err))?;
+                        }
+                    }
+                    // A slot moved, or is moving, since the `SCAN` (resharding): the page now
+                    // spans two nodes, and redis-rs, which redirects a pipeline as a whole,
+                    // cannot place it. Each slot's `UNLINK` then goes on its own, routed by its
+                    // keys, following redirects (an `UNLINK` already done is harmless again).
+                    Err(err) if is_redirect(&err) => {
+                        for cmd in &commands {
+                            store
+                                .round_trip(
+                                    &lease.health,
+                                    "clear",
+                                    None,
+                                    cmd.query_async::<()>(&mut *cluster),
+                                )
+                                .await?;
+                        }
+                    }
+                    Err(err) => return Err(redis_error("clear", None, err)),
                 }
                 Ok(())
             }
@@ -1384,6 +1407,17 @@ fn breaks_connection(err: &RedisError) -> bool {
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.kind() == RedisErrorKind::ClusterConnectionNotFound)
+}
+
+/// Whether a redis-rs error sends the command to another node: `MOVED`, `ASK`, or `TRYAGAIN`
+/// (a multi-key command on a slot in the middle of a migration).
+fn is_redirect(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        RedisErrorKind::Server(
+            ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::TryAgain
+        )
+    )
 }
 
 /// Whether a redis-rs error is an error reply from the server (so the connection works).
