@@ -68,12 +68,15 @@ enum Defect {
 
 type Map = HashMap<(u64, SessionId), Session>;
 
+/// What a write-skip cache remembers of an id's last write: data, expiry and version.
+type Written = (serde_json::Map<String, Value>, i64, u64);
+
 struct Faulty {
     map: Arc<Mutex<Map>>,
     ns: u64,
     defect: Defect,
     /// The last content written per id, for a write-skip cache (one defect forgets to drop it).
-    written: Mutex<HashMap<SessionId, (serde_json::Map<String, Value>, i64, u64)>>,
+    written: Mutex<HashMap<SessionId, Written>>,
 }
 
 static NAMESPACES: AtomicU64 = AtomicU64::new(1);
