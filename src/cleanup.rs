@@ -206,6 +206,8 @@ mod tests {
         fail: usize,
         calls: AtomicUsize,
         seen: mpsc::UnboundedSender<std::result::Result<(), ()>>,
+        /// Whether a failing `delete_expired` hangs instead of returning its error.
+        hang: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait]
@@ -238,6 +240,9 @@ mod tests {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n < self.fail {
                 let _ = self.seen.send(Err(()));
+                if self.hang.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
                 Err(Error::unavailable(
                     "delete_expired",
                     None,
@@ -261,6 +266,7 @@ mod tests {
             fail,
             calls: AtomicUsize::new(0),
             seen: tx,
+            hang: Default::default(),
         });
         (store, rx)
     }
@@ -341,51 +347,17 @@ mod tests {
         handle.stop().await;
     }
 
-    /// A store whose `delete_expired` never returns.
-    struct Hung(mpsc::UnboundedSender<()>);
-
-    #[async_trait]
-    impl SessionStore for Hung {
-        async fn get(&self, _: &SessionId) -> Result<Option<Session>> {
-            Ok(None)
-        }
-        async fn set(&self, _: &SessionId, _: &Session) -> Result<u64> {
-            Ok(1)
-        }
-        async fn destroy(&self, _: &SessionId) -> Result<()> {
-            Ok(())
-        }
-        async fn touch(&self, _: &SessionId, _: SystemTime) -> Result<bool> {
-            Ok(false)
-        }
-        async fn create(&self, _: &SessionId, _: &Session) -> Result<bool> {
-            Ok(true)
-        }
-        async fn set_if_version(&self, _: &SessionId, _: &Session, e: u64) -> Result<u64> {
-            Ok(e + 1)
-        }
-        async fn len(&self) -> Result<u64> {
-            Ok(0)
-        }
-        async fn clear(&self) -> Result<()> {
-            Ok(())
-        }
-        async fn delete_expired(&self) -> Result<u64> {
-            let _ = self.0.send(());
-            std::future::pending().await
-        }
-    }
-
     #[tokio::test]
     async fn a_hung_sweep_is_a_failure_and_the_next_one_still_runs() {
-        let (tx, mut started) = mpsc::unbounded_channel();
+        let (store, mut started) = flaky(usize::MAX);
+        store.hang.store(true, Ordering::SeqCst);
         let handle = spawn_cleanup_with_timeout(
-            Arc::new(Hung(tx)),
+            Arc::clone(&store),
             Duration::from_millis(5),
             Duration::from_millis(20),
         );
         for _ in 0..3 {
-            started.recv().await.unwrap();
+            started.recv().await.unwrap().unwrap_err();
         }
         assert!(handle.failures() >= 2, "{} failures", handle.failures());
         assert_eq!(handle.sweeps(), 0);
