@@ -60,6 +60,7 @@ enum Defect {
     IdsCaseInsensitive,
     IdsTruncatedTo64,
     DotsAreUnderscores,
+    DestroyByPrefix,
     // Scale and isolation.
     LenCapsAt1000,
     ClearFirstPageOnly,
@@ -260,6 +261,15 @@ impl SessionStore for Faulty {
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
+        if self.is(Defect::DestroyByPrefix) {
+            // A key pattern `<id>*`: every id that starts with this one goes too.
+            let (ns, prefix) = self.key(id);
+            self.map
+                .lock()
+                .unwrap()
+                .retain(|(n, other), _| *n != ns || !other.as_str().starts_with(prefix.as_str()));
+            return Ok(());
+        }
         if !self.is(Defect::DestroyDoesNothing) {
             self.map.lock().unwrap().remove(&self.key(id));
             if !self.is(Defect::SkipCacheSurvivesDestroy) {
@@ -624,6 +634,7 @@ caught! {
     catches_dropped_null_members: DropsNullMembers => ["round_trip_edge_values_exactly"];
     catches_case_insensitive_ids: IdsCaseInsensitive => ["ids_that_differ_slightly_are_distinct"];
     catches_truncated_ids: IdsTruncatedTo64 => ["ids_that_differ_slightly_are_distinct"];
+    catches_a_destroy_by_prefix: DestroyByPrefix => ["ids_that_differ_slightly_are_distinct"];
     catches_dots_taken_for_underscores: DotsAreUnderscores => [
         "ids_that_differ_slightly_are_distinct"];
     catches_a_len_that_stops_at_a_thousand: LenCapsAt1000 => ["len_and_clear_at_scale"];

@@ -258,5 +258,18 @@ pub(crate) async fn ids_that_differ_slightly_are_distinct(factory: Factory) -> C
         call!("get", store.get(&ids[8]).await).is_some(),
         "destroying one of two maximum-length ids that differ in the last byte removed the other"
     );
+    // An id that is a prefix of others: destroying it removes it alone.
+    call!("destroy", store.destroy(&ids[10]).await);
+    ensure!(
+        call!("get", store.get(&ids[10]).await).is_none(),
+        "destroy did not remove its session"
+    );
+    let len = call!("len", store.len().await);
+    ensure!(
+        len == ids.len() as u64 - 2,
+        "len is {len} after destroying 2 of {} ids: destroying an id removed others that \
+         start with it",
+        ids.len()
+    );
     Ok(())
 }
