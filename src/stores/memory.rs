@@ -733,4 +733,141 @@ mod tests {
             assert_eq!(store.evictions(), 0);
         });
     }
+
+    #[test]
+    fn accessors_and_debug_say_what_was_built() {
+        let store = MemoryStore::builder()
+            .capacity(1234)
+            .max_bytes(1 << 20)
+            .build();
+        assert_eq!(store.capacity(), 1234);
+        assert_eq!(store.shards.len(), SHARDS);
+        let debug = format!("{store:?}");
+        assert!(
+            debug.contains("capacity: 1234") && debug.contains("shards: 16"),
+            "{debug}"
+        );
+        // The one-shard threshold: under 1024 one shard, from 1024 on, 16.
+        assert_eq!(MemoryStore::new(1023).shards.len(), 1);
+        assert_eq!(MemoryStore::new(1024).shards.len(), SHARDS);
+    }
+
+    #[test]
+    fn the_size_estimate_counts_the_id_keys_strings_and_overheads() {
+        let id = SessionId::new("abcd").unwrap();
+        let mut s = Session::new(Duration::from_secs(60));
+        s.insert("k", "vvv").unwrap(); // 1 + (32 + 3)
+        s.insert("o", serde_json::json!({"ab": [1, "xy"]})).unwrap();
+        // "o": 1 + (32 + ("ab": 2 + (32 + (32 + 0) + (32 + 2))))
+        let want = 128 + 4 + (1 + 32 + 3) + (1 + 32 + (2 + 32 + 32 + 32 + 2));
+        assert_eq!(estimate_size(&id, &s), want);
+    }
+
+    #[test]
+    fn the_byte_budget_is_split_over_the_shards_and_holds_at_its_exact_limit() {
+        rt().block_on(async {
+            // A sharded store keeps its total under the budget.
+            let store = MemoryStore::builder()
+                .capacity(10_000)
+                .shards(4)
+                .max_bytes(40_000)
+                .build();
+            for _ in 0..100 {
+                store
+                    .set(&SessionId::generate(), &session(3000))
+                    .await
+                    .unwrap();
+            }
+            assert!(store.estimated_bytes() > 0);
+            assert!(
+                store.estimated_bytes() <= 40_000,
+                "{}",
+                store.estimated_bytes()
+            );
+            // A session whose estimate is exactly the budget is kept, and two that fill it
+            // exactly are both kept.
+            let id = SessionId::generate();
+            let one = session(100);
+            let size = estimate_size(&id, &one);
+            let exact = MemoryStore::builder().capacity(10).max_bytes(size).build();
+            exact.set(&id, &one).await.unwrap();
+            assert_eq!(exact.estimated_bytes(), size);
+            let other = SessionId::new(format!("{}", "x".repeat(id.as_str().len()))).unwrap();
+            let two = MemoryStore::builder()
+                .capacity(10)
+                .max_bytes(2 * size)
+                .build();
+            two.set(&id, &one).await.unwrap();
+            two.set(&other, &one).await.unwrap();
+            assert_eq!(two.len().await.unwrap(), 2);
+            assert_eq!(two.evictions(), 0);
+            assert_eq!(two.estimated_bytes(), 2 * size);
+        });
+    }
+
+    #[test]
+    fn evictions_keep_the_byte_count_true() {
+        rt().block_on(async {
+            let store = MemoryStore::builder()
+                .capacity(2)
+                .max_bytes(1 << 30)
+                .build();
+            let ids: Vec<SessionId> = (0..5).map(|_| SessionId::generate()).collect();
+            for id in &ids {
+                store.set(id, &session(500)).await.unwrap();
+            }
+            let kept: usize = ids[3..]
+                .iter()
+                .map(|id| estimate_size(id, &session(500)))
+                .sum();
+            assert_eq!(store.evictions(), 3);
+            assert_eq!(store.estimated_bytes(), kept);
+        });
+    }
+
+    /// Ids of `store` that fall in shard `index`.
+    fn ids_in_shard(store: &MemoryStore, index: usize, n: usize) -> Vec<SessionId> {
+        std::iter::repeat_with(SessionId::generate)
+            .filter(|id| store.shard_index(id) == index)
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn a_write_into_an_empty_shard_of_a_full_store_takes_room_from_another_shard() {
+        rt().block_on(async {
+            for (shards, empty) in [(2, 1), (4, 0), (4, 3)] {
+                let store = MemoryStore::builder()
+                    .capacity(4)
+                    .shards(shards)
+                    .max_bytes(1 << 30)
+                    .build();
+                let full = (empty + 1) % shards;
+                let old = ids_in_shard(&store, full, 4);
+                for id in &old {
+                    store.set(id, &session(10)).await.unwrap();
+                }
+                let new = ids_in_shard(&store, empty, 1).remove(0);
+                store.set(&new, &session(10)).await.unwrap();
+                assert!(
+                    store.get(&new).await.unwrap().is_some(),
+                    "{shards} shards: the new session was evicted at once"
+                );
+                assert!(
+                    store.get(&old[0]).await.unwrap().is_none(),
+                    "{shards} shards"
+                );
+                assert_eq!(store.len().await.unwrap(), 4);
+                assert_eq!(store.evictions(), 1);
+                assert_eq!(
+                    store.estimated_bytes(),
+                    old[1..]
+                        .iter()
+                        .chain([&new])
+                        .map(|id| estimate_size(id, &session(10)))
+                        .sum::<usize>()
+                );
+            }
+        });
+    }
 }
