@@ -15,10 +15,15 @@ bin="$(cargo test --all-features --test conformance --no-run --message-format=js
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(
     memory::whole_suite_on_a_sharded_store
+    memory::whole_suite_with_a_byte_budget
+    file::whole_suite_without_cache
     file::whole_suite_durable
     sqlite::whole_suite_on_one_file_with_a_table_per_store
+    sqlite::whole_suite_without_wal_or_readers
     postgres::whole_suite
+    postgres::whole_suite_with_own_pools
     redis::standalone_whole_suite
+    redis::standalone_from_pool_whole_suite
     redis::cluster_whole_suite
 )
 printf '%-55s %7s %8s %8s %8s\n' test passed min_s median_s max_s
