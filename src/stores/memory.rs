@@ -825,12 +825,16 @@ mod tests {
         });
     }
 
-    /// Ids of `store` that fall in shard `index`.
+    /// Ids of `store` that fall in shard `index` (fails, rather than looping, if the shard
+    /// hash never picks that shard).
     fn ids_in_shard(store: &MemoryStore, index: usize, n: usize) -> Vec<SessionId> {
-        std::iter::repeat_with(SessionId::generate)
+        let ids: Vec<SessionId> = std::iter::repeat_with(SessionId::generate)
+            .take(100_000)
             .filter(|id| store.shard_index(id) == index)
             .take(n)
-            .collect()
+            .collect();
+        assert_eq!(ids.len(), n, "the shard hash never picks shard {index}");
+        ids
     }
 
     #[test]
