@@ -66,6 +66,7 @@ async fn whole_suite_without_wal_or_readers() {
                 // One-row batches over a rollback journal, four checks at once: far slower
                 // than any real set-up, so a wider deadline than the default.
                 .operation_timeout(std::time::Duration::from_secs(30))
+                .busy_timeout(std::time::Duration::from_secs(30))
                 .open(path)
                 .await
                 .expect("open a SqliteStore without WAL")
