@@ -874,4 +874,63 @@ mod tests {
             }
         });
     }
+
+    #[test]
+    fn expired_sessions_in_another_shard_make_room_before_a_live_one_is_evicted() {
+        rt().block_on(async {
+            let store = MemoryStore::builder().capacity(4).shards(2).build();
+            let mut short = session(1);
+            short.set_expires_at_millis(now_millis() + 50);
+            for id in ids_in_shard(&store, 1, 2) {
+                store.set(&id, &short).await.unwrap();
+            }
+            let live = ids_in_shard(&store, 0, 3);
+            for id in &live[..2] {
+                store.set(id, &session(1)).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Shard 0 holds only live sessions; the expired ones are all in shard 1.
+            store.set(&live[2], &session(1)).await.unwrap();
+            store
+                .set(&SessionId::generate(), &session(1))
+                .await
+                .unwrap();
+            assert_eq!(
+                store.evictions(),
+                0,
+                "a live session went while expired ones stayed"
+            );
+            for id in &live {
+                assert!(store.get(id).await.unwrap().is_some());
+            }
+        });
+    }
+
+    #[test]
+    fn a_byte_budget_drops_expired_sessions_before_evicting() {
+        rt().block_on(async {
+            let id = SessionId::generate();
+            let size = estimate_size(&id, &session(1000));
+            let store = MemoryStore::builder()
+                .capacity(100)
+                .max_bytes(3 * size + size / 2)
+                .build();
+            let mut short = session(1000);
+            short.set_expires_at_millis(now_millis() + 50);
+            store.set(&SessionId::generate(), &short).await.unwrap();
+            store.set(&SessionId::generate(), &short).await.unwrap();
+            store.set(&id, &session(1000)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store
+                .set(&SessionId::generate(), &session(1000))
+                .await
+                .unwrap();
+            assert_eq!(
+                store.evictions(),
+                0,
+                "the budget evicted instead of dropping expired ones"
+            );
+            assert!(store.get(&id).await.unwrap().is_some());
+        });
+    }
 }
