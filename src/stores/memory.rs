@@ -792,7 +792,7 @@ mod tests {
             let exact = MemoryStore::builder().capacity(10).max_bytes(size).build();
             exact.set(&id, &one).await.unwrap();
             assert_eq!(exact.estimated_bytes(), size);
-            let other = SessionId::new(format!("{}", "x".repeat(id.as_str().len()))).unwrap();
+            let other = SessionId::new("x".repeat(id.as_str().len())).unwrap();
             let two = MemoryStore::builder()
                 .capacity(10)
                 .max_bytes(2 * size)
