@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | `memory://` | `capacity` (a positive integer) | |
 //! | `file://` | | |
-//! | `sqlite:` | `table` (default `sessions`) | |
+//! | `sqlite:` | `table` (default `sessions`); `schema` may only be `main` (the file's own database) | |
 //! | `postgres://` | `table`, `schema`, `migrate` (`true`, the default: create the table if it is missing; `false`: only use an existing one) | sqlx's: `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `host`, `hostaddr`, `port`, `dbname`, `user`, `password`, `application_name`, `options`, `statement-cache-capacity` (and their dashed spellings) |
 //! | `redis://`, `redis+cluster://` | `key_prefix` (default `session:`) | redis-rs': `db`, `user`, `pass`, `protocol` |
 //!
@@ -404,7 +404,15 @@ async fn open_sqlite(url: &str) -> Result<Box<dyn SessionStore>> {
     for (key, value) in options {
         match key.as_str() {
             "table" => builder = builder.table(value),
-            _ => return Err(unknown_option("sqlite:", &key, "table")),
+            // A store's table lives in the database file it opens, SQLite's schema `main`.
+            "schema" if value == "main" => {}
+            "schema" => {
+                return Err(Error::config(format!(
+                    "a sqlite: session store keeps its table in the file it opens (schema \
+                     `main`), not in schema `{value}`: open that database's file instead"
+                )));
+            }
+            _ => return Err(unknown_option("sqlite:", &key, "table, schema")),
         }
     }
     let store = match path.as_str() {
@@ -738,6 +746,20 @@ mod tests {
         assert_eq!(store.len().await.unwrap(), 1);
         config_message(connect("sqlite://").await);
         config_message(connect("sqlite://x.db?wal=off").await);
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_urls_take_table_and_schema_main() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let url = format!("sqlite://{}?table=t_url&schema=main", path.display());
+        let store = connect(&url).await.unwrap();
+        assert_eq!(store.len().await.unwrap(), 0);
+        let other = format!("sqlite://{}?schema=aux", path.display());
+        assert!(config_message(connect(&other).await).contains("schema `aux`"));
+        let typo = format!("sqlite://{}?tabel=x", path.display());
+        assert!(config_message(connect(&typo).await).contains("`tabel`"));
     }
 
     #[test]
