@@ -923,7 +923,7 @@ pub(super) async fn round_trip_empty_session(factory: Factory) -> CheckResult {
     Ok(())
 }
 
-fn nested(depth: usize) -> Value {
+pub(super) fn nested(depth: usize) -> Value {
     // `depth` levels in all, counting the session's data object itself.
     let mut value = json!("leaf");
     for level in 0..depth.saturating_sub(1) {

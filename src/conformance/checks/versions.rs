@@ -10,7 +10,7 @@ use super::{
     valid_version,
 };
 use crate::error::{Error, ErrorKind};
-use crate::session::{Session, SessionId};
+use crate::session::SessionId;
 use crate::store::SessionStore;
 
 /// Fails unless a compare-and-set expecting `stale` conflicts and leaves the session intact.
@@ -341,9 +341,8 @@ pub(crate) async fn errors_name_the_session_and_kind(factory: Factory) -> CheckR
             ));
         }
     }
-    let deep = Session::new(HOUR);
-    let mut deep = deep;
-    deep.replace_data(deep_data());
+    // One level deeper than the limit.
+    let deep = session_with(HOUR, super::nested(crate::session::MAX_NESTING + 1));
     for (op, result) in [
         ("set", store.set(&id, &deep).await.map(|_| ())),
         (
@@ -359,14 +358,4 @@ pub(crate) async fn errors_name_the_session_and_kind(factory: Factory) -> CheckR
         }
     }
     Ok(())
-}
-
-fn deep_data() -> serde_json::Map<String, serde_json::Value> {
-    let mut value = json!(0);
-    for _ in 0..crate::session::MAX_NESTING {
-        value = json!([value]);
-    }
-    let mut map = serde_json::Map::new();
-    map.insert("deep".into(), value);
-    map
 }
