@@ -173,7 +173,6 @@
 //! timeout's is `SQLITE_BUSY`; an overrun deadline's is the timer's, or none).
 
 use std::fmt;
-use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -538,7 +537,7 @@ impl SqliteStore {
             }
             Ok(())
         };
-        bounded(
+        within(
             self.operation_timeout.saturating_mul(2),
             "close",
             None,
@@ -584,7 +583,7 @@ impl SqliteStore {
         // The connection thread keeps the same deadline: it skips the job once it has passed
         // and never waits for a lock beyond it.
         let deadline = Instant::now().checked_add(self.operation_timeout);
-        bounded(
+        within(
             self.operation_timeout,
             op,
             id,
@@ -609,18 +608,6 @@ impl SqliteStore {
             })
             .await;
     }
-}
-
-/// Bounds `operation` with [`within`] (whose timer works under any executor). The connection
-/// threads keep the same deadline: they skip a job whose deadline has passed and bound every
-/// lock wait by it.
-async fn bounded<T>(
-    timeout: Duration,
-    op: &'static str,
-    id: Option<&SessionId>,
-    operation: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    within(timeout, op, id, operation).await
 }
 
 /// What a job on a connection thread can fail with; turned into an [`Error`] naming the
