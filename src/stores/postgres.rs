@@ -639,7 +639,7 @@ impl PostgresStore {
             Ok(_) => {}
             // The table is usable without its expiry index (delete_expired scans instead);
             // a role that may not create it still starts.
-            Err(e) if table_ready && sql_state(&e) == Some("42501") => return Ok(()),
+            Err(e) if table_ready && has_sql_state(&e, &["42501"]) => return Ok(()),
             Err(e) => return Err(err(e)),
         }
         tx.commit().await.map_err(err)
@@ -1008,23 +1008,16 @@ fn map_write_err(op: &'static str, id: &SessionId, err: sqlx::Error) -> Error {
     }
 }
 
-/// The SQLSTATE of a database error.
-fn sql_state(err: &sqlx::Error) -> Option<&str> {
-    match err {
-        sqlx::Error::Database(db) => match db.code() {
-            Some(Cow::Borrowed(code)) => Some(code),
-            // Postgres codes are static; an owned one is never one we look for.
-            _ => None,
-        },
-        _ => None,
-    }
+/// Whether `err` is a database error whose SQLSTATE is one of `codes`.
+fn has_sql_state(err: &sqlx::Error, codes: &[&str]) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| codes.contains(&code.as_ref()))
 }
 
 /// serialization_failure or deadlock_detected.
 fn is_serialization_failure(err: &sqlx::Error) -> bool {
-    err.as_database_error()
-        .and_then(|db| db.code())
-        .is_some_and(|code| code == "40001" || code == "40P01")
+    has_sql_state(err, &["40001", "40P01"])
 }
 
 #[async_trait]
