@@ -281,13 +281,8 @@ impl MemoryStore {
         if self.drop_expired(shard, now) > 0 && self.held.load(Ordering::Relaxed) <= self.capacity {
             return;
         }
-        // Expired sessions of the other shards go before any live one. A shard busy at this
-        // instant is skipped rather than waited for (waiting on a second shard could deadlock).
-        for offset in 1..self.shards.len() {
-            let other = &self.shards[(index + offset) % self.shards.len()];
-            let Ok(mut other) = other.try_lock() else {
-                continue;
-            };
+        // Expired sessions of the other shards go before any live one.
+        for mut other in self.free_others(index) {
             if self.drop_expired(&mut other, now) > 0
                 && self.held.load(Ordering::Relaxed) <= self.capacity
             {
@@ -295,28 +290,37 @@ impl MemoryStore {
             }
         }
         if shard.lru.len() > 1 {
-            if let Some((old_id, old)) = shard.lru.pop_lru() {
-                debug_assert!(old_id != *id, "the new entry is the most recently used");
-                shard.bytes -= old.size;
-                self.held.fetch_sub(1, Ordering::Relaxed);
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-            }
+            let evicted = self.evict_lru(shard);
+            debug_assert!(
+                evicted.is_some_and(|old| old != *id),
+                "the new entry is the most recently used"
+            );
             return;
         }
-        // This shard holds only the new session: take room from another shard that is free
-        // right now, without waiting (waiting on a second shard could deadlock).
-        for offset in 1..self.shards.len() {
-            let other = &self.shards[(index + offset) % self.shards.len()];
-            let Ok(mut other) = other.try_lock() else {
-                continue;
-            };
-            if let Some((_, old)) = other.lru.pop_lru() {
-                other.bytes -= old.size;
-                self.held.fetch_sub(1, Ordering::Relaxed);
-                self.evictions.fetch_add(1, Ordering::Relaxed);
+        // This shard holds only the new session: take room from another shard.
+        for mut other in self.free_others(index) {
+            if self.evict_lru(&mut other).is_some() {
                 return;
             }
         }
+    }
+
+    /// The shards other than the one at `index` that are free right now, in order after it.
+    /// A busy shard is skipped rather than waited for: waiting on a second shard while holding
+    /// one could deadlock.
+    fn free_others(&self, index: usize) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
+        let count = self.shards.len();
+        (1..count).filter_map(move |offset| self.shards[(index + offset) % count].try_lock().ok())
+    }
+
+    /// Evicts `shard`'s least recently used session, keeping the counts; its id, if there
+    /// was one.
+    fn evict_lru(&self, shard: &mut Shard) -> Option<SessionId> {
+        let (id, old) = shard.lru.pop_lru()?;
+        shard.bytes -= old.size;
+        self.held.fetch_sub(1, Ordering::Relaxed);
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+        Some(id)
     }
 
     /// Stores `session` with `version` (or deletes it if expired). The caller holds the lock.
@@ -366,13 +370,8 @@ impl MemoryStore {
                 self.drop_expired(shard, now);
             }
             while shard.bytes > limit && shard.lru.len() > 1 {
-                match shard.lru.pop_lru() {
-                    Some((_, old)) => {
-                        shard.bytes -= old.size;
-                        self.held.fetch_sub(1, Ordering::Relaxed);
-                        self.evictions.fetch_add(1, Ordering::Relaxed);
-                    }
-                    None => break,
+                if self.evict_lru(shard).is_none() {
+                    break;
                 }
             }
         }
