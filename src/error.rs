@@ -173,6 +173,10 @@ pub enum ErrorKind {
     Backend,
     /// The store was configured wrongly. See [`Error::Config`].
     Config,
+    /// An owner was refused. See [`Error::InvalidOwner`].
+    InvalidOwner,
+    /// The store does not keep an optional part of the contract. See [`Error::Unsupported`].
+    Unsupported,
 }
 
 /// An error from a session store.
@@ -280,6 +284,22 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+
+    /// A session owner was refused before any backend saw it. See
+    /// [`Owner::new`](crate::Owner::new).
+    #[error("invalid session owner: {reason}")]
+    InvalidOwner {
+        /// Why the owner was refused.
+        reason: &'static str,
+    },
+
+    /// The store does not keep this optional part of the contract (its
+    /// [`capabilities`](crate::SessionStore::capabilities) do not declare it).
+    #[error("{operation}: this store does not support it")]
+    Unsupported {
+        /// The store operation, such as `"sessions_of"`.
+        operation: &'static str,
+    },
 }
 
 struct IdSuffix<'a>(&'a Option<IdHint>);
@@ -306,6 +326,8 @@ impl Error {
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Backend { .. } => ErrorKind::Backend,
             Error::Config { .. } => ErrorKind::Config,
+            Error::InvalidOwner { .. } => ErrorKind::InvalidOwner,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
         }
     }
 
@@ -332,8 +354,36 @@ impl Error {
             Error::Unavailable { id, .. }
             | Error::Timeout { id, .. }
             | Error::Backend { id, .. } => id.as_ref(),
-            Error::InvalidId { .. } | Error::Config { .. } => None,
+            Error::InvalidId { .. }
+            | Error::Config { .. }
+            | Error::InvalidOwner { .. }
+            | Error::Unsupported { .. } => None,
         }
+    }
+
+    /// The same error about session `id` instead: for a wrapper that stores each session
+    /// under another id (such as
+    /// [`HashedIds`](crate::wrappers::hashed_ids::HashedIds)), so that its callers' errors
+    /// name their own session. An error about no session stays so.
+    pub fn for_session(mut self, id: &SessionId) -> Self {
+        match &mut self {
+            Error::Conflict { id: hint, .. }
+            | Error::Encode { id: hint, .. }
+            | Error::Decode { id: hint, .. }
+            | Error::TooLarge { id: hint, .. } => *hint = id.into(),
+            Error::Unavailable { id: hint, .. }
+            | Error::Timeout { id: hint, .. }
+            | Error::Backend { id: hint, .. } => {
+                if hint.is_some() {
+                    *hint = Some(id.into());
+                }
+            }
+            Error::InvalidId { .. }
+            | Error::Config { .. }
+            | Error::InvalidOwner { .. }
+            | Error::Unsupported { .. } => {}
+        }
+        self
     }
 
     /// A version conflict on `id`.
@@ -401,6 +451,45 @@ impl Error {
 mod tests {
     use super::*;
     use std::error::Error as _;
+
+    #[test]
+    fn for_session_renames_the_session_and_keeps_the_rest() {
+        let stored = SessionId::new("0123456789abcdef").unwrap();
+        let caller = SessionId::new("callers-own-id").unwrap();
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let cases = [
+            Error::conflict(&stored, 7),
+            Error::decode(&stored, "bad"),
+            Error::encode(&stored, "bad"),
+            Error::TooLarge {
+                id: (&stored).into(),
+                size: 2,
+                limit: 1,
+            },
+            Error::unavailable("get", Some(&stored), io()),
+            Error::backend("set", Some(&stored), io()),
+            Error::Timeout {
+                operation: "get",
+                id: Some((&stored).into()),
+                what: "x",
+                source: None,
+            },
+        ];
+        for err in cases {
+            let kind = err.kind();
+            let renamed = err.for_session(&caller);
+            assert_eq!(renamed.kind(), kind);
+            assert_eq!(renamed.session(), Some(&caller.hint()), "{renamed}");
+        }
+        let no_session = Error::unavailable("len", None, io()).for_session(&caller);
+        assert_eq!(no_session.session(), None);
+        let config = Error::config("x").for_session(&caller);
+        assert_eq!(config.kind(), ErrorKind::Config);
+        assert!(matches!(
+            Error::conflict(&stored, 7).for_session(&caller),
+            Error::Conflict { expected: 7, .. }
+        ));
+    }
 
     #[test]
     fn hint_truncates_long_ids() {

@@ -11,6 +11,7 @@
 
 pub mod deadline;
 pub mod error;
+pub mod migrate;
 pub mod session;
 pub mod store;
 pub mod stores;
@@ -38,10 +39,10 @@ pub use deadline::DEFAULT_OPERATION_TIMEOUT;
 
 pub use error::{BoxError, Error, ErrorKind, IdHint, InvalidIdReason, JsonError, Result};
 pub use session::{
-    FRESH_VERSION_SPAN, MAX_NESTING, MAX_VERSION, Session, SessionId, check_nesting, fresh_version,
-    from_millis, next_version, now_millis, to_millis,
+    FRESH_VERSION_SPAN, MAX_NESTING, MAX_VERSION, Owner, Session, SessionId, check_nesting,
+    fresh_version, from_millis, next_version, now_millis, to_millis,
 };
-pub use store::{Capabilities, SessionStore};
+pub use store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
 
 /// Re-exported so that a store of your own can implement [`SessionStore`] without adding
 /// `async-trait` to its dependencies.

@@ -177,6 +177,105 @@ impl From<SessionId> for String {
     }
 }
 
+/// Who a session belongs to: an opaque string chosen by the application, such as a user id.
+///
+/// Stores that declare [`owners`](crate::Capabilities::owners) keep an index from owner to
+/// sessions, so that an application can list a user's sessions ("your devices") and end
+/// them all, or all but the current one ("log out everywhere else"), with
+/// [`sessions_of`](crate::SessionStore::sessions_of) and
+/// [`destroy_owner`](crate::SessionStore::destroy_owner).
+///
+/// The rules: 1 to [`Owner::MAX_LEN`] bytes of UTF-8 with no control characters. Owners are
+/// compared exactly (`Ada` and `ada` are different owners).
+///
+/// ```
+/// use session_stores::Owner;
+///
+/// let owner = Owner::new("user:42").unwrap();
+/// assert_eq!(owner.as_str(), "user:42");
+/// assert!(Owner::new("").is_err());
+/// assert!(Owner::new("a\nb").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Owner(String);
+
+impl Owner {
+    /// The longest owner accepted, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// Validates `owner`. See the type's docs for the rules.
+    pub fn new(owner: impl Into<String>) -> Result<Self> {
+        let owner = owner.into();
+        Self::check(&owner)?;
+        Ok(Owner(owner))
+    }
+
+    /// Checks `owner` against the rules without allocating.
+    pub fn check(owner: &str) -> Result<()> {
+        let reason = if owner.is_empty() {
+            "it is empty"
+        } else if owner.len() > Self::MAX_LEN {
+            "it is longer than 128 bytes"
+        } else if owner.chars().any(char::is_control) {
+            "it contains a control character"
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidOwner { reason })
+    }
+
+    /// The owner as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Owner({:?})", self.0)
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Owner {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Owner {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Owner::new(s)
+    }
+}
+
+impl TryFrom<String> for Owner {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Owner::new(s)
+    }
+}
+
+impl TryFrom<&str> for Owner {
+    type Error = Error;
+    fn try_from(s: &str) -> Result<Self> {
+        Owner::new(s)
+    }
+}
+
+impl From<Owner> for String {
+    fn from(owner: Owner) -> String {
+        owner.0
+    }
+}
+
 /// The current time as milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {
     to_millis(SystemTime::now())
@@ -284,20 +383,28 @@ pub const MAX_NESTING: usize = 100;
 /// depth bomb cannot overflow the stack here). Stores call this before they write; it is
 /// public for stores of your own.
 pub fn check_nesting(id: &SessionId, data: &Map<String, Value>) -> Result<()> {
-    let mut stack: Vec<(&Value, usize)> = data.values().map(|v| (v, 2)).collect();
+    fn is_container(value: &&Value) -> bool {
+        matches!(value, Value::Array(_) | Value::Object(_))
+    }
+    // Only arrays and objects are pushed, so flat data (the usual session) never allocates.
+    let mut stack: Vec<(&Value, usize)> = Vec::new();
+    stack.extend(data.values().filter(is_container).map(|v| (v, 2)));
     while let Some((value, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(map) => Box::new(map.values()),
-            _ => continue,
-        };
         if depth > MAX_NESTING {
             return Err(Error::encode(
                 id,
                 format!("the session data nests deeper than {MAX_NESTING} levels"),
             ));
         }
-        stack.extend(children.map(|child| (child, depth + 1)));
+        match value {
+            Value::Array(items) => {
+                stack.extend(items.iter().filter(is_container).map(|c| (c, depth + 1)));
+            }
+            Value::Object(map) => {
+                stack.extend(map.values().filter(is_container).map(|c| (c, depth + 1)));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -337,6 +444,8 @@ pub struct Session {
     expires_at: i64,
     #[serde(default)]
     version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<Owner>,
 }
 
 impl Session {
@@ -353,16 +462,19 @@ impl Session {
             data: Map::new(),
             expires_at: to_millis(expires_at),
             version: 0,
+            owner: None,
         }
     }
 
     /// A session from its stored parts: data, expiry in milliseconds since the Unix epoch,
-    /// and version. For store implementations.
+    /// and version, with no owner (add one with [`with_owner`](Session::with_owner)). For
+    /// store implementations.
     pub fn from_parts(data: Map<String, Value>, expires_at_millis: i64, version: u64) -> Self {
         Session {
             data,
             expires_at: expires_at_millis,
             version,
+            owner: None,
         }
     }
 
@@ -473,6 +585,26 @@ impl Session {
         self.version = version;
         self
     }
+
+    /// The session's owner, if it has one. See [`Owner`].
+    ///
+    /// A write stores the owner with the session, and a session read back carries it, so a
+    /// session that is loaded, changed and written keeps its owner until the application
+    /// changes it; writing a session with no owner removes the owner.
+    pub fn owner(&self) -> Option<&Owner> {
+        self.owner.as_ref()
+    }
+
+    /// Sets (or, with `None`, removes) the owner, returning the previous one.
+    pub fn set_owner(&mut self, owner: Option<Owner>) -> Option<Owner> {
+        std::mem::replace(&mut self.owner, owner)
+    }
+
+    /// This session with `owner` (or none). Stores use this when they load a session.
+    pub fn with_owner(mut self, owner: Option<Owner>) -> Self {
+        self.owner = owner;
+        self
+    }
 }
 
 impl fmt::Debug for Session {
@@ -481,6 +613,7 @@ impl fmt::Debug for Session {
             .field("keys", &self.data.len())
             .field("expires_at_millis", &self.expires_at)
             .field("version", &self.version)
+            .field("owner", &self.owner)
             .finish_non_exhaustive()
     }
 }

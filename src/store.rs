@@ -5,8 +5,10 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
-use crate::session::{Session, SessionId};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::session::{Owner, Session, SessionId, from_millis};
 
 /// A place to keep sessions.
 ///
@@ -48,12 +50,12 @@ use crate::session::{Session, SessionId};
 /// - **`set(id, session)`** is an upsert: it stores the session's data and expiry under `id`,
 ///   whatever was there, and returns the new version (the live version plus one, or a fresh
 ///   one if the session was absent). A `set` whose expiry is not in the future deletes any
-///   session under `id`, stores nothing and returns 0. One exception: a `set` whose data and
-///   expiry are both exactly those of the live stored session changes nothing, so a store may
+///   session under `id`, stores nothing and returns 0. One exception: a `set` whose data,
+///   expiry and owner are all exactly those of the live stored session changes nothing, so a store may
 ///   skip the write and return the current version instead (the file store does, to save a
 ///   rewrite on every request). Either way the returned version is the one now stored, and a
-///   compare-and-set on it succeeds. Identical data with another expiry, or identical content
-///   over an absent session, is an ordinary write.
+///   compare-and-set on it succeeds. Identical data with another expiry or
+///   another owner, or identical content over an absent session, is an ordinary write.
 /// - **`destroy(id)`** removes the session. It is idempotent: destroying an absent session
 ///   is `Ok`.
 /// - **`touch(id, expires_at)`** moves the expiry of a live session, later or earlier, and
@@ -106,6 +108,44 @@ use crate::session::{Session, SessionId};
 /// **Capabilities.** Optional parts of the contract are declared by
 /// [`capabilities`](SessionStore::capabilities); the suite holds a store to the sentences of
 /// what it declares and never fails it for what it does not.
+///
+/// **Owners** (stores that declare [`owners`](Capabilities::owners); every store in this
+/// crate does). A session may name its [`Owner`], such as a user id:
+/// - Every write (`set`, `create`, `set_if_version`) stores the session's owner with it, and
+///   `get` returns it. A write of a session with no owner removes the owner. `touch` keeps it.
+/// - **`sessions_of(owner, with_data)`** lists exactly the live sessions whose stored owner
+///   is `owner`: each one's id, expiry and version, and its data when `with_data` is true.
+///   Expired, destroyed and re-owned sessions are never listed, even when they change while
+///   the listing runs: every entry is a version that was written for `owner`. The order is
+///   unspecified.
+/// - **`destroy_owner(owner, except)`** destroys every live session of `owner` except the
+///   one under `except`, and returns how many live sessions it destroyed. After it returns,
+///   no session of `owner` that was live when it was called is live any more (but `except`);
+///   a session written for `owner` concurrently is either destroyed or listed by a later
+///   `sessions_of`, never lost from the index. A session under `except` that belongs to
+///   someone else is left alone, like every session of another owner.
+/// - The cost of both grows with the owner's sessions, not with the whole store: each backend
+///   keeps an index from owner to sessions, updated with every write, `destroy`, expiry and
+///   `clear`. An owner with thousands of sessions works. Owners of two stores that share a
+///   backend (another table, prefix or directory) are separate.
+/// - A store that does not declare the capability returns
+///   [`Error::Unsupported`](crate::Error::Unsupported) from both (the default methods).
+///
+/// **Scans** (stores that declare [`scan`](Capabilities::scan); every store in this crate
+/// does). **`scan(cursor, limit)`** pages through the store's live sessions: start with
+/// `None`, pass each page's [`next`](ScanPage::next) cursor back, stop when it is `None`.
+/// - A page holds at most `limit` sessions (a `limit` of 0 counts as 1), each with its id,
+///   data, expiry, version and owner as `get` would return them; never an expired one. A page
+///   may be empty while `next` is still `Some`.
+/// - Every session that is live for the whole scan, and under the same id, is returned
+///   exactly once, whatever other writes, destroys and expiries happen meanwhile; a session
+///   written, destroyed or expiring during the scan is returned at most once.
+/// - A store holds no state for a scan: the cursor is the whole state, a short text that can
+///   be saved and handed back later (to resume an interrupted copy, say) to the same store
+///   (the same backend and namespace). A scan's memory is bounded by its page.
+/// - Only this store's sessions are scanned.
+/// - A store that does not declare the capability returns
+///   [`Error::Unsupported`](crate::Error::Unsupported) (the default method).
 ///
 /// The trait is dyn-compatible: `Box<dyn SessionStore>` and `Arc<dyn SessionStore>` are
 /// stores too (as are `&S`, `Box<S>` and `Arc<S>`).
@@ -257,6 +297,34 @@ pub trait SessionStore: Send + Sync {
     /// Removes expired sessions and returns how many were removed.
     async fn delete_expired(&self) -> Result<u64>;
 
+    /// The live sessions of `owner`: ids, expiries and versions, and their data if
+    /// `with_data`. See [owners](SessionStore#contract). The default returns
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
+        let _ = (owner, with_data);
+        Err(Error::Unsupported {
+            operation: "sessions_of",
+        })
+    }
+
+    /// Destroys every live session of `owner` but `except` ("log out everywhere else"), and
+    /// returns how many it destroyed. See [owners](SessionStore#contract). The default
+    /// returns [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        let _ = (owner, except);
+        Err(Error::Unsupported {
+            operation: "destroy_owner",
+        })
+    }
+
+    /// One page of a scan over the live sessions, from `cursor` (`None`: the start). See
+    /// [scans](SessionStore#contract). The default returns
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        let _ = (cursor, limit);
+        Err(Error::Unsupported { operation: "scan" })
+    }
+
     /// The optional parts of the contract this store keeps. The default declares none.
     /// A wrapper store forwards the capabilities of the store it wraps, except those it
     /// changes.
@@ -286,6 +354,21 @@ pub struct Capabilities {
     /// [`delete_expired`](SessionStore::delete_expired) has nothing to remove and returns 0.
     /// A store that does not declare it must return exactly the number it removed.
     pub expires_by_itself: bool,
+    /// The store keeps each session's [`Owner`] and an index from owner to sessions, so
+    /// [`sessions_of`](SessionStore::sessions_of) and
+    /// [`destroy_owner`](SessionStore::destroy_owner) work. See
+    /// [owners](SessionStore#contract).
+    pub owners: bool,
+    /// The ids [`sessions_of`](SessionStore::sessions_of) lists are the keys the store
+    /// keeps sessions under, not the ids its callers use: a wrapper that stores each session
+    /// under another id ([`HashedIds`](crate::wrappers::hashed_ids::HashedIds)) cannot turn
+    /// a stored key back into the caller's id. Such a listing still has one entry per
+    /// session, with its expiry, version and data; the suite compares it by those only.
+    pub lists_stored_ids: bool,
+    /// [`scan`](SessionStore::scan) pages through the live sessions. See
+    /// [scans](SessionStore#contract). The ids a scan returns are the stored ones when
+    /// [`lists_stored_ids`](Capabilities::lists_stored_ids) is declared too.
+    pub scan: bool,
 }
 
 impl Capabilities {
@@ -293,13 +376,155 @@ impl Capabilities {
     pub const fn new() -> Self {
         Capabilities {
             expires_by_itself: false,
+            owners: false,
+            lists_stored_ids: false,
+            scan: false,
         }
+    }
+
+    /// Declares (or not) [`scan`](Capabilities::scan).
+    pub const fn with_scan(mut self, yes: bool) -> Self {
+        self.scan = yes;
+        self
+    }
+
+    /// Declares (or not) [`lists_stored_ids`](Capabilities::lists_stored_ids).
+    pub const fn with_lists_stored_ids(mut self, yes: bool) -> Self {
+        self.lists_stored_ids = yes;
+        self
+    }
+
+    /// Declares (or not) [`owners`](Capabilities::owners).
+    pub const fn with_owners(mut self, yes: bool) -> Self {
+        self.owners = yes;
+        self
     }
 
     /// Declares (or not) [`expires_by_itself`](Capabilities::expires_by_itself).
     pub const fn with_expires_by_itself(mut self, yes: bool) -> Self {
         self.expires_by_itself = yes;
         self
+    }
+}
+
+/// One live session of an owner, as [`sessions_of`](SessionStore::sessions_of) lists it.
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OwnedSession {
+    /// The session's id, as the store keeps it (a wrapper that stores sessions under other
+    /// ids, such as `HashedIds`, lists those).
+    pub id: SessionId,
+    /// The expiry, in milliseconds since the Unix epoch.
+    pub expires_at_millis: i64,
+    /// The stored version.
+    pub version: u64,
+    /// The data, when it was asked for.
+    pub data: Option<Map<String, Value>>,
+}
+
+impl OwnedSession {
+    /// An entry for a listing. For store implementations.
+    pub fn new(
+        id: SessionId,
+        expires_at_millis: i64,
+        version: u64,
+        data: Option<Map<String, Value>>,
+    ) -> Self {
+        OwnedSession {
+            id,
+            expires_at_millis,
+            version,
+            data,
+        }
+    }
+
+    /// The entry of a stored `session`, with its data if `with_data`. For store
+    /// implementations.
+    pub fn of(id: SessionId, session: Session, with_data: bool) -> Self {
+        let (data, expires_at_millis, version) = session.into_parts();
+        OwnedSession::new(id, expires_at_millis, version, with_data.then_some(data))
+    }
+
+    /// The expiry.
+    pub fn expires_at(&self) -> SystemTime {
+        from_millis(self.expires_at_millis)
+    }
+}
+
+impl std::fmt::Debug for OwnedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedSession")
+            .field("id", &self.id)
+            .field("expires_at_millis", &self.expires_at_millis)
+            .field("version", &self.version)
+            .field("data", &self.data.as_ref().map(|d| d.len()))
+            .finish()
+    }
+}
+
+/// Where a [`scan`](SessionStore::scan) goes on: opaque text that a store makes and reads
+/// back. Save it ([`as_str`](ScanCursor::as_str)) to resume a scan later, from another
+/// process even, on the same store.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ScanCursor(String);
+
+impl ScanCursor {
+    /// A cursor from its text: one a store made, or one saved from [`as_str`](Self::as_str).
+    /// A store refuses text it did not make with [`Error::Config`](crate::Error::Config).
+    pub fn new(text: impl Into<String>) -> Self {
+        ScanCursor(text.into())
+    }
+
+    /// The cursor as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A keyset cursor: the scan goes on after `id`, in id order (`1:<id>`). For stores that
+    /// scan their sessions ordered by id (SQL tables, directories); read it back with
+    /// [`keyset_id`](Self::keyset_id).
+    pub fn after_id(id: &SessionId) -> Self {
+        ScanCursor(format!("{KEYSET_TAG}{}", id.as_str()))
+    }
+
+    /// The id a [keyset cursor](Self::after_id) goes on after; text that is not one is an
+    /// [`Error::Config`](crate::Error::Config) naming `store`.
+    pub fn keyset_id(&self, store: &str) -> Result<SessionId> {
+        self.0
+            .strip_prefix(KEYSET_TAG)
+            .and_then(|id| SessionId::new(id).ok())
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "not a scan cursor of this store ({store} cursors are `{KEYSET_TAG}<id>`)"
+                ))
+            })
+    }
+}
+
+/// The version tag of keyset cursors.
+const KEYSET_TAG: &str = "1:";
+
+impl std::fmt::Debug for ScanCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A cursor may hold a session id (the last one returned): show its length only.
+        write!(f, "ScanCursor({} bytes)", self.0.len())
+    }
+}
+
+/// One page of a [`scan`](SessionStore::scan).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ScanPage {
+    /// The live sessions of this page, each under its id.
+    pub sessions: Vec<(SessionId, Session)>,
+    /// Where the scan goes on; `None` when it is over.
+    pub next: Option<ScanCursor>,
+}
+
+impl ScanPage {
+    /// A page. For store implementations.
+    pub fn new(sessions: Vec<(SessionId, Session)>, next: Option<ScanCursor>) -> Self {
+        ScanPage { sessions, next }
     }
 }
 
@@ -341,6 +566,27 @@ macro_rules! forward_store {
             }
             async fn delete_expired(&self) -> Result<u64> {
                 (**self).delete_expired().await
+            }
+            async fn sessions_of(
+                &self,
+                owner: &Owner,
+                with_data: bool,
+            ) -> Result<Vec<OwnedSession>> {
+                (**self).sessions_of(owner, with_data).await
+            }
+            async fn destroy_owner(
+                &self,
+                owner: &Owner,
+                except: Option<&SessionId>,
+            ) -> Result<u64> {
+                (**self).destroy_owner(owner, except).await
+            }
+            async fn scan(
+                &self,
+                cursor: Option<&ScanCursor>,
+                limit: usize,
+            ) -> Result<ScanPage> {
+                (**self).scan(cursor, limit).await
             }
             fn capabilities(&self) -> Capabilities {
                 (**self).capabilities()

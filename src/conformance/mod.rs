@@ -206,6 +206,19 @@ macro_rules! __for_each_check {
             ids_that_differ_slightly_are_distinct,
             far_future_expiries_round_trip,
             set_if_version_racing_destroy_never_revives,
+            owner_round_trips_through_every_write,
+            sessions_of_lists_the_live_sessions_of_that_owner_only,
+            a_new_owner_moves_the_session_between_listings,
+            destroy_owner_ends_every_session_but_the_one_kept,
+            destroy_owner_racing_writes_loses_no_session,
+            a_listing_racing_owner_changes_lists_only_that_owners_versions,
+            owners_are_isolated_between_stores,
+            clear_empties_every_owner,
+            an_owner_with_thousands_of_sessions,
+            scan_returns_every_live_session_once,
+            scan_under_writes_returns_each_steady_session_once,
+            scan_resumes_from_a_saved_cursor,
+            scans_see_only_their_own_store,
         }
     };
 }

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::SystemTime;
 
 use serde_json::Value;
 use session_stores::{
-    Capabilities, Error, Result, Session, SessionId, SessionStore, async_trait, fresh_version,
-    next_version, now_millis, to_millis,
+    Capabilities, Error, OwnedSession, Owner, Result, ScanCursor, ScanPage, Session, SessionId,
+    SessionStore, async_trait, fresh_version, next_version, now_millis, to_millis,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -65,12 +65,39 @@ enum Defect {
     LenCapsAt1000,
     ClearFirstPageOnly,
     ClearClearsEveryStore,
+    // Owners.
+    IndexNotUpdatedOnDestroy,
+    ListsExpired,
+    ListsReownedSessions,
+    MissesConcurrentCreate,
+    TouchDropsOwner,
+    IdenticalSetIgnoresOwner,
+    OwnerChangeKeepsOldIndex,
+    DestroyOwnerIgnoresExcept,
+    DestroyOwnerCountsExpired,
+    ClearKeepsOwnerIndex,
+    OwnersSharedAcrossStores,
+    ListingCapsAt1000,
+    ListingWithoutData,
+    // Scans.
+    ScanReturnsExpired,
+    ScanCursorIsAnOffset,
+    ScanIgnoresLimit,
+    ScanEndsAfterOnePage,
+    ScanDropsOwner,
 }
 
 type Map = HashMap<(u64, SessionId), Session>;
 
-/// What a write-skip cache remembers of an id's last write: data, expiry and version.
-type Written = (serde_json::Map<String, Value>, i64, u64);
+/// What a write-skip cache remembers of an id's last write: data, expiry, version and owner.
+type Written = (serde_json::Map<String, Value>, i64, u64, Option<Owner>);
+
+/// The owner index: per owner, a copy of each of its sessions as last written or touched,
+/// which is what listings show (so a stale index is visible).
+type Index = HashMap<Owner, HashMap<SessionId, Session>>;
+
+/// One index for every store, for the defect that does not keep stores apart.
+static SHARED_INDEX: LazyLock<Arc<Mutex<Index>>> = LazyLock::new(Arc::default);
 
 struct Faulty {
     map: Arc<Mutex<Map>>,
@@ -78,6 +105,7 @@ struct Faulty {
     defect: Defect,
     /// The last content written per id, for a write-skip cache (one defect forgets to drop it).
     written: Mutex<HashMap<SessionId, Written>>,
+    index: Arc<Mutex<Index>>,
 }
 
 static NAMESPACES: AtomicU64 = AtomicU64::new(1);
@@ -93,11 +121,27 @@ impl Faulty {
             ns: NAMESPACES.fetch_add(1, Ordering::Relaxed),
             defect,
             written: Mutex::default(),
+            index: if defect == Defect::OwnersSharedAcrossStores {
+                SHARED_INDEX.clone()
+            } else {
+                Arc::default()
+            },
         }
     }
 
     fn is(&self, defect: Defect) -> bool {
         self.defect == defect
+    }
+
+    /// A snapshot of the ids `owner`'s index holds.
+    fn indexed_ids(&self, owner: &Owner) -> Vec<SessionId> {
+        let index = self.index.lock().unwrap();
+        index
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     fn key(&self, id: &SessionId) -> (u64, SessionId) {
@@ -172,6 +216,16 @@ impl Faulty {
             unreachable!()
         };
         Session::from_parts(data, session.expires_at_millis(), session.version())
+            .with_owner(session.owner().cloned())
+    }
+
+    /// Drops `id` from `owner`'s entries in the index.
+    fn unindex(&self, owner: Option<&Owner>, id: &SessionId) {
+        if let Some(owner) = owner
+            && let Some(ids) = self.index.lock().unwrap().get_mut(owner)
+        {
+            ids.remove(id);
+        }
     }
 
     /// A fresh version for a new incarnation.
@@ -187,8 +241,10 @@ impl Faulty {
 
     /// Stores `session` at `version` (deleting on a past expiry). The caller holds the lock.
     fn put(&self, map: &mut Map, id: &SessionId, session: &Session, version: u64, now: i64) -> u64 {
+        let old_owner = map.get(&self.key(id)).and_then(|s| s.owner().cloned());
         if self.expired(session, now) {
             map.remove(&self.key(id));
+            self.unindex(old_owner.as_ref(), id);
             return 0;
         }
         let mut kept = self.kept(session).with_version(version);
@@ -196,10 +252,25 @@ impl Faulty {
             let cap = now + 30 * 24 * 3600 * 1000;
             kept.set_expires_at_millis(kept.expires_at_millis().min(cap));
         }
+        if old_owner.as_ref() != kept.owner() && !self.is(Defect::OwnerChangeKeepsOldIndex) {
+            self.unindex(old_owner.as_ref(), id);
+        }
+        if let Some(owner) = kept.owner() {
+            let mut index = self.index.lock().unwrap();
+            index
+                .entry(owner.clone())
+                .or_default()
+                .insert(id.clone(), kept.clone());
+        }
         map.insert(self.key(id), kept);
         self.written.lock().unwrap().insert(
             id.clone(),
-            (session.data().clone(), session.expires_at_millis(), version),
+            (
+                session.data().clone(),
+                session.expires_at_millis(),
+                version,
+                session.owner().cloned(),
+            ),
         );
         version
     }
@@ -243,11 +314,17 @@ impl SessionStore for Faulty {
         let mut map = self.map.lock().unwrap();
         let live = self.live_for_write(&map, id, now);
         let cached = self.written.lock().unwrap().get(id).cloned();
-        if let Some((data, expires_at, version)) = cached {
+        if let Some((data, expires_at, version, owner)) = cached {
             let same_expiry = self.is(Defect::IdenticalSetIgnoresExpiry)
                 || expires_at == session.expires_at_millis();
+            let same_owner =
+                self.is(Defect::IdenticalSetIgnoresOwner) || owner.as_ref() == session.owner();
             let cache_valid = self.is(Defect::SkipCacheSurvivesDestroy) || live == Some(version);
-            if cache_valid && same_expiry && data == *session.data() && !self.expired(session, now)
+            if cache_valid
+                && same_expiry
+                && same_owner
+                && data == *session.data()
+                && !self.expired(session, now)
             {
                 return Ok(if self.is(Defect::UnchangedSetMisreportsVersion) {
                     version + 1
@@ -271,7 +348,10 @@ impl SessionStore for Faulty {
             return Ok(());
         }
         if !self.is(Defect::DestroyDoesNothing) {
-            self.map.lock().unwrap().remove(&self.key(id));
+            let gone = self.map.lock().unwrap().remove(&self.key(id));
+            if !self.is(Defect::IndexNotUpdatedOnDestroy) {
+                self.unindex(gone.as_ref().and_then(Session::owner), id);
+            }
             if !self.is(Defect::SkipCacheSurvivesDestroy) {
                 self.written.lock().unwrap().remove(id);
             }
@@ -314,6 +394,15 @@ impl SessionStore for Faulty {
                     && new < session.expires_at_millis();
                 if !keep_later {
                     session.set_expires_at_millis(new);
+                }
+                if self.is(Defect::TouchDropsOwner) {
+                    self.unindex(session.owner(), id);
+                    session.set_owner(None);
+                } else if let Some(owner) = session.owner()
+                    && let Some(entries) = self.index.lock().unwrap().get_mut(owner)
+                    && let Some(copy) = entries.get_mut(id)
+                {
+                    copy.set_expires_at_millis(session.expires_at_millis());
                 }
                 Ok(true)
             }
@@ -463,6 +552,9 @@ impl SessionStore for Faulty {
             }
         }
         self.written.lock().unwrap().clear();
+        if !self.is(Defect::ClearKeepsOwnerIndex) {
+            self.index.lock().unwrap().clear();
+        }
         Ok(())
     }
 
@@ -481,7 +573,9 @@ impl SessionStore for Faulty {
             .collect();
         let mine = map.keys().filter(|(ns, _)| *ns == self.ns).count() as u64;
         for key in &doomed {
-            map.remove(key);
+            if let Some(gone) = map.remove(key) {
+                self.unindex(gone.owner(), &key.1);
+            }
         }
         Ok(match self.defect {
             Defect::DeleteExpiredReturnsZero => 0,
@@ -490,8 +584,118 @@ impl SessionStore for Faulty {
         })
     }
 
+    async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
+        let now = now_millis();
+        if self.is(Defect::ListsReownedSessions) {
+            // Candidates from the index, then each session as it is now, without checking
+            // that it still belongs to `owner`.
+            let ids = self.indexed_ids(owner);
+            tokio::task::yield_now().await;
+            let map = self.map.lock().unwrap();
+            return Ok(ids
+                .into_iter()
+                .filter_map(|id| {
+                    let session = map.get(&self.key(&id))?;
+                    (!self.expired(session, now))
+                        .then(|| OwnedSession::of(id, session.clone(), with_data))
+                })
+                .collect());
+        }
+        let index = self.index.lock().unwrap();
+        let mut listed: Vec<OwnedSession> = index
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .filter(|(_, s)| self.is(Defect::ListsExpired) || !self.expired(s, now))
+            .map(|(id, s)| {
+                let with_data = with_data && !self.is(Defect::ListingWithoutData);
+                OwnedSession::of(id.clone(), s.clone(), with_data)
+            })
+            .collect();
+        if self.is(Defect::ListingCapsAt1000) {
+            listed.truncate(1000);
+        }
+        Ok(listed)
+    }
+
+    async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        let ids = self.indexed_ids(owner);
+        if self.is(Defect::MissesConcurrentCreate) {
+            // Let writers run between the snapshot and dropping the owner's whole entry: the
+            // sessions they wrote for the owner are live but no longer indexed.
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let now = now_millis();
+        let mut ended = 0;
+        let mut map = self.map.lock().unwrap();
+        for id in &ids {
+            let except = except == Some(id) && !self.is(Defect::DestroyOwnerIgnoresExcept);
+            let key = self.key(id);
+            let owned = map.get(&key).is_some_and(|s| s.owner() == Some(owner));
+            if except || !owned {
+                continue;
+            }
+            if let Some(gone) = map.remove(&key) {
+                let live = !self.expired(&gone, now);
+                ended += u64::from(live || self.is(Defect::DestroyOwnerCountsExpired));
+                self.unindex(Some(owner), id);
+            }
+        }
+        if self.is(Defect::MissesConcurrentCreate) {
+            self.index.lock().unwrap().remove(owner);
+        }
+        Ok(ended)
+    }
+
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        let limit = limit.max(1);
+        let now = now_millis();
+        let map = self.map.lock().unwrap();
+        let mut live: Vec<(&SessionId, &Session)> = map
+            .iter()
+            .filter(|((ns, _), s)| {
+                *ns == self.ns && (self.is(Defect::ScanReturnsExpired) || !self.expired(s, now))
+            })
+            .map(|((_, id), s)| (id, s))
+            .collect();
+        live.sort_by(|a, b| a.0.cmp(b.0));
+        let start = match cursor.map(ScanCursor::as_str) {
+            None => 0,
+            // The defect: a position in today's list, which shifts when others are written.
+            Some(offset) if self.is(Defect::ScanCursorIsAnOffset) => offset.parse().unwrap(),
+            Some(last) => live.partition_point(|(id, _)| id.as_str() <= last),
+        };
+        let take = if self.is(Defect::ScanIgnoresLimit) {
+            usize::MAX
+        } else {
+            limit
+        };
+        let page: Vec<(SessionId, Session)> = live
+            .iter()
+            .skip(start)
+            .take(take)
+            .map(|(id, s)| {
+                let mut s = (*s).clone();
+                if self.is(Defect::ScanDropsOwner) {
+                    s.set_owner(None);
+                }
+                ((*id).clone(), s)
+            })
+            .collect();
+        let end = start + page.len();
+        let next = if end >= live.len() || self.is(Defect::ScanEndsAfterOnePage) {
+            None
+        } else if self.is(Defect::ScanCursorIsAnOffset) {
+            Some(ScanCursor::new(end.to_string()))
+        } else {
+            page.last().map(|(id, _)| ScanCursor::new(id.as_str()))
+        };
+        Ok(ScanPage::new(page, next))
+    }
+
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new()
+        Capabilities::new().with_owners(true).with_scan(true)
     }
 }
 
@@ -615,6 +819,42 @@ caught! {
     catches_a_non_atomic_set: NonAtomicSet => [
         "set_racing_set_if_version_hands_out_each_version_once",
         "concurrent_sets_leave_one_whole_value"];
+    catches_an_owner_index_not_updated_on_destroy: IndexNotUpdatedOnDestroy => [
+        "sessions_of_lists_the_live_sessions_of_that_owner_only"];
+    catches_an_owner_listing_with_expired_sessions: ListsExpired => [
+        "sessions_of_lists_the_live_sessions_of_that_owner_only"];
+    catches_an_owner_listing_that_does_not_recheck_the_owner: ListsReownedSessions => [
+        "a_listing_racing_owner_changes_lists_only_that_owners_versions"];
+    catches_a_destroy_owner_that_misses_a_concurrent_create: MissesConcurrentCreate => [
+        "destroy_owner_racing_writes_loses_no_session"];
+    catches_a_touch_that_drops_the_owner: TouchDropsOwner => [
+        "owner_round_trips_through_every_write"];
+    catches_an_identical_set_that_ignores_the_owner: IdenticalSetIgnoresOwner => [
+        "owner_round_trips_through_every_write"];
+    catches_an_owner_change_that_keeps_the_old_index: OwnerChangeKeepsOldIndex => [
+        "a_new_owner_moves_the_session_between_listings"];
+    catches_a_destroy_owner_that_ignores_the_kept_session: DestroyOwnerIgnoresExcept => [
+        "destroy_owner_ends_every_session_but_the_one_kept"];
+    catches_a_destroy_owner_that_counts_expired_sessions: DestroyOwnerCountsExpired => [
+        "destroy_owner_ends_every_session_but_the_one_kept"];
+    catches_a_clear_that_keeps_the_owner_index: ClearKeepsOwnerIndex => [
+        "clear_empties_every_owner"];
+    catches_owners_shared_between_stores: OwnersSharedAcrossStores => [
+        "owners_are_isolated_between_stores"];
+    catches_an_owner_listing_capped_at_1000: ListingCapsAt1000 => [
+        "an_owner_with_thousands_of_sessions"];
+    catches_an_owner_listing_without_data: ListingWithoutData => [
+        "sessions_of_lists_the_live_sessions_of_that_owner_only"];
+    catches_a_scan_that_returns_expired_sessions: ScanReturnsExpired => [
+        "scan_returns_every_live_session_once"];
+    catches_a_scan_cursor_that_is_an_offset: ScanCursorIsAnOffset => [
+        "scan_under_writes_returns_each_steady_session_once"];
+    catches_a_scan_that_ignores_its_limit: ScanIgnoresLimit => [
+        "scan_returns_every_live_session_once"];
+    catches_a_scan_that_ends_after_one_page: ScanEndsAfterOnePage => [
+        "scan_returns_every_live_session_once", "scan_resumes_from_a_saved_cursor"];
+    catches_a_scan_that_drops_the_owner: ScanDropsOwner => [
+        "scan_returns_every_live_session_once"];
     catches_a_non_atomic_set_if_version: NonAtomicSetIfVersion => [
         "set_if_version_racing_destroy_never_revives"];
     catches_expiries_capped_at_30_days: CapsExpiryAt30Days => ["far_future_expiries_round_trip"];

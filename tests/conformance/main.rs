@@ -13,6 +13,25 @@ mod memory {
     // One #[test] per check, as a user of the macro gets them.
     session_stores::conformance_tests!(|| async { MemoryStore::new(10_000) });
 
+    /// The owner checks pass at once for a store that does not declare owners: every
+    /// built-in store must declare them.
+    #[tokio::test]
+    async fn every_built_in_store_declares_owners() {
+        use session_stores::SessionStore;
+        assert!(MemoryStore::new(10).capabilities().owners, "memory");
+        #[cfg(feature = "file")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let store = session_stores::FileStore::new(dir.path()).await.unwrap();
+            assert!(store.capabilities().owners, "file");
+        }
+        #[cfg(feature = "sqlite")]
+        {
+            let store = session_stores::SqliteStore::open_in_memory().await.unwrap();
+            assert!(store.capabilities().owners, "sqlite");
+        }
+    }
+
     /// A small sharded store (4096 sessions over 16 shards) still keeps the contract.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn whole_suite_on_a_sharded_store() {
@@ -50,3 +69,5 @@ mod postgres;
 mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(all(feature = "hashed-ids", feature = "encryption"))]
+mod wrappers;

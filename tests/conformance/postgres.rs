@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use session_stores::PostgresStore;
+use session_stores::{PostgresStore, SessionStore};
 use sqlx::postgres::PgPoolOptions;
 
 use crate::support;
@@ -37,6 +37,11 @@ async fn whole_suite() {
                 .build(pool.clone())
                 .expect("valid names");
             store.migrate().await.expect("migrate");
+            // The owner checks pass at once for a store that does not declare owners.
+            assert!(
+                store.capabilities().owners,
+                "PostgresStore must declare owners"
+            );
             store
         }
     })

@@ -9,7 +9,7 @@
 //! for gets its own random key prefix, so a run never touches anyone else's keys (the
 //! `clear_*` checks clear only that prefix).
 
-use session_stores::RedisStore;
+use session_stores::{RedisStore, SessionStore};
 
 use crate::support;
 
@@ -25,6 +25,11 @@ where
     Fut: std::future::Future<Output = RedisStore> + Send + 'static,
 {
     let started = std::time::Instant::now();
+    // The owner checks pass at once for a store that does not declare owners.
+    assert!(
+        factory().await.capabilities().owners,
+        "RedisStore ({label}) must declare owners, or the owner checks are skipped"
+    );
     if let Err(failures) = session_stores::conformance::run(factory).await {
         panic!("RedisStore ({label}): {failures}");
     }

@@ -8,13 +8,21 @@ use tokio::sync::Barrier;
 
 use super::{CheckResult, Factory, HOUR, id, joined, sample, session_with};
 use crate::error::Error;
+use crate::store::SessionStore;
 
 pub(crate) async fn set_racing_set_if_version_hands_out_each_version_once(
     factory: Factory,
 ) -> CheckResult {
+    let store = factory.shared().await;
+    for _ in 0..super::RACE_ROUNDS {
+        set_racing_set_if_version_round(&store).await?;
+    }
+    Ok(())
+}
+
+async fn set_racing_set_if_version_round(store: &Arc<dyn SessionStore>) -> CheckResult {
     const SETTERS: usize = 8;
     const SWAPPERS: usize = 8;
-    let store = factory.shared().await;
     let id = id();
     let start = call!("set", store.set(&id, &sample()).await);
     let barrier = Arc::new(Barrier::new(SETTERS + SWAPPERS));

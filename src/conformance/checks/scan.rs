@@ -1,0 +1,284 @@
+//! Scans: paging through the live sessions with `scan`. Every check here passes at once for a
+//! store that does not declare [`scan`](crate::Capabilities::scan).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use super::{CheckResult, Factory, HOUR, PastExt, id, session_with, sleep_ms};
+use crate::session::{Owner, Session, SessionId};
+use crate::store::{ScanCursor, SessionStore};
+
+/// The most pages a check reads before it calls the scan endless.
+const MAX_PAGES: usize = 10_000;
+
+fn declared(store: &dyn SessionStore) -> bool {
+    store.capabilities().scan
+}
+
+/// A session whose data names it by `n`, so that it can be told apart even under a store that
+/// returns stored ids.
+fn numbered(n: usize) -> Session {
+    session_with(HOUR, json!({ "n": n, "pad": "x".repeat(n % 50) }))
+}
+
+fn number_of(session: &Session) -> Option<u64> {
+    session.data().get("n")?.as_u64()
+}
+
+/// Runs `between` after each page (with the page's index). Fails on a page over `limit`,
+/// on an id returned twice, and on a scan that does not end. Returns what it returned.
+async fn scan_all<F, Fut>(
+    store: &dyn SessionStore,
+    limit: usize,
+    mut between: F,
+) -> Result<Vec<(SessionId, Session)>, String>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = CheckResult>,
+{
+    let mut cursor: Option<ScanCursor> = None;
+    let mut seen = BTreeSet::new();
+    let mut all = Vec::new();
+    for page in 0..MAX_PAGES {
+        let got = call!("scan", store.scan(cursor.as_ref(), limit).await);
+        ensure!(
+            got.sessions.len() <= limit.max(1),
+            "scan returned a page of {} sessions with a limit of {limit}",
+            got.sessions.len()
+        );
+        for (id, session) in got.sessions {
+            ensure!(
+                seen.insert(id.clone()),
+                "scan returned session {id:?} twice (page {page})"
+            );
+            all.push((id, session));
+        }
+        match got.next {
+            None => return Ok(all),
+            Some(next) => cursor = Some(next),
+        }
+        between(page).await?;
+    }
+    Err(format!("scan did not end after {MAX_PAGES} pages"))
+}
+
+async fn nothing(_: usize) -> CheckResult {
+    Ok(())
+}
+
+pub(crate) async fn scan_returns_every_live_session_once(factory: Factory) -> CheckResult {
+    let store = factory.boxed().await;
+    if !declared(&*store) {
+        return Ok(());
+    }
+    let owner = Owner::new(format!("scan:{}", id())).map_err(|e| e.to_string())?;
+    let mut ids = BTreeMap::new();
+    for n in 0..230 {
+        let id = id();
+        let mut session = numbered(n);
+        if n % 3 == 0 {
+            session.set_owner(Some(owner.clone()));
+        }
+        call!("set", store.set(&id, &session).await);
+        ids.insert(n as u64, id);
+    }
+    for n in 1000..1005 {
+        call!(
+            "set",
+            store.set(&id(), &numbered(n).with_expires_at(150)).await
+        );
+    }
+    sleep_ms(400).await;
+    let stored_ids = store.capabilities().lists_stored_ids;
+    for limit in [7, 1000, 0] {
+        let all = scan_all(&*store, limit, nothing).await?;
+        ensure!(
+            all.len() == ids.len(),
+            "a scan with limit {limit} returned {} sessions of the {} live ones",
+            all.len(),
+            ids.len()
+        );
+        let mut numbers = BTreeSet::new();
+        for (scanned_id, session) in &all {
+            let n = number_of(session).ok_or("scan returned a session without its data")?;
+            ensure!(n < 1000, "scan returned an expired session");
+            ensure!(
+                numbers.insert(n),
+                "scan returned session {n} twice under two ids"
+            );
+            let id = ids.get(&n).ok_or("scan returned a session nobody wrote")?;
+            ensure!(
+                stored_ids || scanned_id == id,
+                "scan returned the data of {id:?} under {scanned_id:?}"
+            );
+            let got = call!("get", store.get(id).await).ok_or("a scanned session is absent")?;
+            ensure!(
+                got == *session,
+                "scan returned session {n} other than get does (data, expiry, version or owner)"
+            );
+        }
+        if limit == 0 {
+            break; // One page per session: enough to see it progresses.
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn scan_under_writes_returns_each_steady_session_once(
+    factory: Factory,
+) -> CheckResult {
+    let store = factory.shared().await;
+    if !declared(&*store) {
+        return Ok(());
+    }
+    // Steady sessions are live for the whole scan; the others come and go during it.
+    let mut steady = BTreeMap::new();
+    for n in 0..150 {
+        let id = id();
+        call!("set", store.set(&id, &numbered(n)).await);
+        steady.insert(n as u64, id);
+    }
+    let mut doomed = Vec::new();
+    for n in 500..560 {
+        let id = id();
+        call!("set", store.set(&id, &numbered(n)).await);
+        doomed.push(id);
+    }
+    let steady_ids: Vec<SessionId> = steady.values().cloned().collect();
+    let all = {
+        let store = store.clone();
+        let steady_ids = steady_ids.clone();
+        scan_all(&*store.clone(), 9, move |page| {
+            let (store, steady_ids, doomed) = (store.clone(), steady_ids.clone(), doomed.clone());
+            async move {
+                // New sessions, destroyed ones, and writes and touches of steady ones.
+                for k in 0..4 {
+                    call!(
+                        "set",
+                        store.set(&id(), &numbered(2000 + page * 4 + k)).await
+                    );
+                }
+                for id in doomed.iter().skip(page * 3).take(3) {
+                    call!("destroy", store.destroy(id).await);
+                }
+                let steady_one = &steady_ids[(page * 7) % steady_ids.len()];
+                let n = (page * 7) % steady_ids.len();
+                call!("set", store.set(steady_one, &numbered(n)).await);
+                let other = &steady_ids[(page * 11 + 3) % steady_ids.len()];
+                call!(
+                    "touch",
+                    store.touch(other, SystemTime::now() + HOUR * 2).await
+                );
+                Ok(())
+            }
+        })
+        .await?
+    };
+    let stored_ids = store.capabilities().lists_stored_ids;
+    let mut found = BTreeSet::new();
+    for (scanned_id, session) in &all {
+        let Some(n) = number_of(session) else {
+            return Err("scan returned a session without its data".into());
+        };
+        if let Some(id) = steady.get(&n) {
+            ensure!(
+                found.insert(n),
+                "scan returned steady session {n} twice while other writes happened"
+            );
+            ensure!(
+                stored_ids || scanned_id == id,
+                "scan returned the data of {id:?} under {scanned_id:?}"
+            );
+        }
+    }
+    ensure!(
+        found.len() == steady.len(),
+        "scan returned {} of the {} sessions that were live for the whole scan, while other \
+         sessions were written and destroyed between its pages",
+        found.len(),
+        steady.len()
+    );
+    Ok(())
+}
+
+pub(crate) async fn scan_resumes_from_a_saved_cursor(factory: Factory) -> CheckResult {
+    let store = factory.boxed().await;
+    if !declared(&*store) {
+        return Ok(());
+    }
+    for n in 0..40 {
+        call!("set", store.set(&id(), &numbered(n)).await);
+    }
+    let first = call!("scan", store.scan(None, 15).await);
+    let saved = first
+        .next
+        .as_ref()
+        .ok_or("a scan of 40 sessions with limit 15 ended after one page")?
+        .as_str()
+        .to_string();
+    let mut numbers: BTreeSet<u64> = first
+        .sessions
+        .iter()
+        .filter_map(|(_, s)| number_of(s))
+        .collect();
+    // The cursor as saved text, as an interrupted copy would keep it.
+    let mut cursor = Some(ScanCursor::new(saved));
+    let mut pages = 0;
+    while let Some(current) = cursor {
+        let page = call!("scan", store.scan(Some(&current), 15).await);
+        for (_, session) in &page.sessions {
+            let n = number_of(session).ok_or("scan returned a session without its data")?;
+            ensure!(
+                numbers.insert(n),
+                "a resumed scan returned session {n} again"
+            );
+        }
+        cursor = page.next;
+        pages += 1;
+        ensure!(pages < MAX_PAGES, "a resumed scan did not end");
+    }
+    ensure!(
+        numbers.len() == 40,
+        "a scan resumed from a saved cursor returned {} of 40 sessions in all",
+        numbers.len()
+    );
+    Ok(())
+}
+
+pub(crate) async fn scans_see_only_their_own_store(factory: Factory) -> CheckResult {
+    let (a, b) = (factory.boxed().await, factory.boxed().await);
+    if !declared(&*a) {
+        return Ok(());
+    }
+    let all = scan_all(&*a, 10, nothing).await?;
+    ensure!(
+        all.is_empty(),
+        "a scan of an empty store returned {} sessions",
+        all.len()
+    );
+    for n in 0..12 {
+        call!("set in a", a.set(&id(), &numbered(n)).await);
+    }
+    for n in 100..105 {
+        call!("set in b", b.set(&id(), &numbered(n)).await);
+    }
+    let all = scan_all(&*b, 4, nothing).await?;
+    ensure!(
+        all.len() == 5
+            && all
+                .iter()
+                .all(|(_, s)| number_of(s).is_some_and(|n| n >= 100)),
+        "a scan of store b returned {} sessions, some of them store a's",
+        all.len()
+    );
+    call!("clear a", a.clear().await);
+    let all = scan_all(&*a, 4, nothing).await?;
+    ensure!(
+        all.is_empty(),
+        "a scan after clear returned {} sessions",
+        all.len()
+    );
+    Ok(())
+}
