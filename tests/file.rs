@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use session_stores::{
-    ErrorKind, FRESH_VERSION_SPAN, FileStore, MAX_VERSION, Session, SessionId, SessionStore,
+    ErrorKind, FRESH_VERSION_SPAN, FileStore, MAX_VERSION, Owner, ScanCursor, Session, SessionId,
+    SessionStore,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -1157,4 +1158,770 @@ async fn temporary_files_are_not_sessions_and_stale_ones_are_cleaned_up() {
     assert!(fresh.exists(), "a recent one may be a write in progress");
     store.clear().await.unwrap();
     assert!(fresh.exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// Owners and the owner index (`dir/.owners/<base64url(owner)>/<id>`)
+
+fn owner(text: &str) -> Owner {
+    Owner::new(text).unwrap()
+}
+
+fn owned(data: Value, who: &str) -> Session {
+    session(data).with_owner(Some(owner(who)))
+}
+
+/// The marker of `id` in the index directory of `who` (base64url of the owner, no padding:
+/// "ada" is "YWRh", "bob" is "Ym9i").
+fn marker(dir: &Path, key: &str, id: &SessionId) -> std::path::PathBuf {
+    dir.join(".owners").join(key).join(id.as_str())
+}
+
+/// The ids `sessions_of(who)` lists, sorted.
+async fn listed(store: &FileStore, who: &str) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .sessions_of(&owner(who), false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id.as_str().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn the_owner_is_stored_returned_kept_by_touch_and_removed_by_a_write_without_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    assert!(store.capabilities().owners);
+    let a = id("a");
+
+    let v0 = store.set(&a, &owned(json!({"n": 1}), "ada")).await.unwrap();
+    let raw: Value = serde_json::from_slice(&fs::read(store.path_of(&a)).unwrap()).unwrap();
+    assert_eq!(raw["owner"], "ada");
+    let got = store.get(&a).await.unwrap().unwrap();
+    assert_eq!(got.owner(), Some(&owner("ada")));
+    assert_eq!(on_disk(&store, &a).owner(), Some(&owner("ada")));
+    assert!(marker(dir, "YWRh", &a).is_file());
+    assert_eq!(fs::metadata(marker(dir, "YWRh", &a)).unwrap().len(), 0);
+
+    // touch keeps the owner (and its marker).
+    assert!(store.touch(&a, SystemTime::now() + 2 * HOUR).await.unwrap());
+    let got = store.get(&a).await.unwrap().unwrap();
+    assert_eq!((got.owner(), got.version()), (Some(&owner("ada")), v0));
+    assert_eq!(listed(&store, "ada").await, ["a"]);
+
+    // The same data and expiry under another owner is a change: written, not skipped.
+    let mut moved = got.clone();
+    moved.set_owner(Some(owner("bob")));
+    let skipped = store.skipped_writes();
+    let v1 = store.set(&a, &moved).await.unwrap();
+    assert_eq!(v1, v0 + 1);
+    assert_eq!(store.skipped_writes(), skipped);
+    assert_eq!(
+        store.get(&a).await.unwrap().unwrap().owner(),
+        Some(&owner("bob"))
+    );
+    assert!(
+        !marker(dir, "YWRh", &a).exists(),
+        "the old owner's marker went"
+    );
+    assert!(
+        !dir.join(".owners/YWRh").exists(),
+        "and its emptied directory"
+    );
+    assert!(marker(dir, "Ym9i", &a).is_file());
+    assert_eq!(listed(&store, "ada").await, Vec::<String>::new());
+    assert_eq!(listed(&store, "bob").await, ["a"]);
+    // An identical save now is skipped.
+    assert_eq!(store.set(&a, &moved).await.unwrap(), v1);
+    assert_eq!(store.skipped_writes(), skipped + 1);
+
+    // set_if_version and create store the owner too.
+    let v2 = store
+        .set_if_version(&a, &owned(json!({"n": 2}), "ada"), v1)
+        .await
+        .unwrap();
+    assert_eq!(listed(&store, "ada").await, ["a"]);
+    assert_eq!(listed(&store, "bob").await, Vec::<String>::new());
+    let b = id("b");
+    assert!(store.create(&b, &owned(json!({}), "ada")).await.unwrap());
+    assert_eq!(listed(&store, "ada").await, ["a", "b"]);
+
+    // A write without owner removes it: from the file and from the index.
+    let mut plain = store.get(&a).await.unwrap().unwrap();
+    plain.set_owner(None);
+    assert_eq!(store.set(&a, &plain).await.unwrap(), v2 + 1);
+    let raw: Value = serde_json::from_slice(&fs::read(store.path_of(&a)).unwrap()).unwrap();
+    assert!(raw.get("owner").is_none(), "{raw}");
+    assert_eq!(store.get(&a).await.unwrap().unwrap().owner(), None);
+    assert!(!marker(dir, "YWRh", &a).exists());
+    assert_eq!(listed(&store, "ada").await, ["b"]);
+}
+
+#[tokio::test]
+async fn an_old_file_without_owner_still_reads_and_an_owned_one_reads_as_a_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    let expires = session_stores::now_millis() + 60_000;
+    let old = json!({"data": {"user": "ada"}, "expires_at": expires, "version": 7});
+    fs::write(
+        dir.join("old.json"),
+        serde_json::to_vec_pretty(&old).unwrap(),
+    )
+    .unwrap();
+    let got = store.get(&id("old")).await.unwrap().unwrap();
+    assert_eq!((got.version(), got.owner()), (7, None));
+    assert_eq!(got.get::<String>("user").unwrap().as_deref(), Some("ada"));
+    // Giving it an owner indexes it.
+    let v = store
+        .set(&id("old"), &got.clone().with_owner(Some(owner("ada"))))
+        .await
+        .unwrap();
+    assert_eq!(v, 8);
+    assert_eq!(listed(&store, "ada").await, ["old"]);
+    // The owned file is still the serde form of `Session`.
+    assert_eq!(on_disk(&store, &id("old")).owner(), Some(&owner("ada")));
+    // An owner that breaks the rules makes the file undecodable, not a panic.
+    let bad = json!({"data": {}, "expires_at": expires, "version": 1, "owner": ""});
+    fs::write(dir.join("bad.json"), bad.to_string()).unwrap();
+    let err = store.get(&id("bad")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+}
+
+#[tokio::test]
+async fn listings_leave_out_expired_destroyed_and_reowned_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    for name in [
+        "live",
+        "expiring",
+        "destroyed",
+        "reowned",
+        "touched",
+        "unowned",
+    ] {
+        store
+            .set(&id(name), &owned(json!({"name": name}), "ada"))
+            .await
+            .unwrap();
+    }
+    let listing = store.sessions_of(&owner("ada"), true).await.unwrap();
+    assert_eq!(listing.len(), 6);
+    let live = listing.iter().find(|s| s.id.as_str() == "live").unwrap();
+    assert_eq!(live.data.as_ref().unwrap()["name"], "live");
+    let got = store.get(&id("live")).await.unwrap().unwrap();
+    assert_eq!(
+        (live.version, live.expires_at_millis),
+        (got.version(), got.expires_at_millis())
+    );
+    assert!(
+        store
+            .sessions_of(&owner("ada"), false)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.data.is_none())
+    );
+
+    // Expired by a write (its marker goes with the file), by touch, destroyed, re-owned,
+    // disowned.
+    let mut past = owned(json!({}), "ada");
+    past.set_expires_at(SystemTime::now() - HOUR);
+    assert_eq!(store.set(&id("expiring"), &past).await.unwrap(), 0);
+    assert!(
+        store
+            .touch(&id("touched"), SystemTime::now())
+            .await
+            .unwrap()
+    );
+    store.destroy(&id("destroyed")).await.unwrap();
+    store
+        .set(&id("reowned"), &owned(json!({}), "bob"))
+        .await
+        .unwrap();
+    store
+        .set(&id("unowned"), &session(json!({})))
+        .await
+        .unwrap();
+    for gone in ["expiring", "touched", "destroyed", "reowned", "unowned"] {
+        assert!(!marker(dir, "YWRh", &id(gone)).exists(), "{gone}");
+    }
+    assert_eq!(listed(&store, "ada").await, ["live"]);
+    assert_eq!(listed(&store, "bob").await, ["reowned"]);
+    assert_eq!(listed(&store, "nobody").await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn destroy_owner_ends_every_session_of_the_owner_but_the_one_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    for n in 0..5 {
+        store
+            .set(&id(&format!("ada-{n}")), &owned(json!({"n": n}), "ada"))
+            .await
+            .unwrap();
+    }
+    store
+        .set(&id("bob-0"), &owned(json!({}), "bob"))
+        .await
+        .unwrap();
+    store.set(&id("none"), &session(json!({}))).await.unwrap();
+
+    // `except` naming someone else's session protects nothing of ada's and leaves bob's.
+    assert_eq!(
+        store
+            .destroy_owner(&owner("ada"), Some(&id("ada-2")))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(listed(&store, "ada").await, ["ada-2"]);
+    assert!(store.get(&id("ada-0")).await.unwrap().is_none());
+    assert!(store.get(&id("ada-2")).await.unwrap().is_some());
+    assert_eq!(
+        store
+            .destroy_owner(&owner("ada"), Some(&id("bob-0")))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.get(&id("bob-0")).await.unwrap().is_some());
+    assert!(store.get(&id("none")).await.unwrap().is_some());
+    assert_eq!(store.len().await.unwrap(), 2);
+    assert!(
+        !dir.join(".owners/YWRh").exists(),
+        "the emptied directory went"
+    );
+    // Nothing left: 0, and an unknown owner is 0 too.
+    assert_eq!(store.destroy_owner(&owner("ada"), None).await.unwrap(), 0);
+    assert_eq!(store.destroy_owner(&owner("zed"), None).await.unwrap(), 0);
+    // A destroyed session's id can be written again for the owner.
+    store
+        .set(&id("ada-0"), &owned(json!({}), "ada"))
+        .await
+        .unwrap();
+    assert_eq!(listed(&store, "ada").await, ["ada-0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_with_two_thousand_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let ids: Vec<SessionId> = (0..2000).map(|_| SessionId::generate()).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in ids.chunks(250) {
+        let (store, chunk) = (store.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for id in chunk {
+                store
+                    .set(&id, &owned(json!({"k": 1}), "many"))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    // Another owner's sessions are not read.
+    store
+        .set(&SessionId::generate(), &owned(json!({}), "other"))
+        .await
+        .unwrap();
+    let listing = store.sessions_of(&owner("many"), true).await.unwrap();
+    assert_eq!(listing.len(), 2000);
+    let kept = &ids[1234];
+    assert_eq!(
+        store
+            .destroy_owner(&owner("many"), Some(kept))
+            .await
+            .unwrap(),
+        1999
+    );
+    assert_eq!(listed(&store, "many").await, [kept.as_str()]);
+    assert_eq!(store.len().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn owners_of_two_directories_are_separate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = FileStore::new(tmp.path().join("one")).await.unwrap();
+    let two = FileStore::new(tmp.path().join("two")).await.unwrap();
+    one.set(&id("s1"), &owned(json!({}), "ada")).await.unwrap();
+    two.set(&id("s2"), &owned(json!({}), "ada")).await.unwrap();
+    assert_eq!(listed(&one, "ada").await, ["s1"]);
+    assert_eq!(listed(&two, "ada").await, ["s2"]);
+    assert_eq!(one.destroy_owner(&owner("ada"), None).await.unwrap(), 1);
+    assert_eq!(listed(&two, "ada").await, ["s2"]);
+    two.clear().await.unwrap();
+    one.set(&id("s3"), &owned(json!({}), "ada")).await.unwrap();
+    assert_eq!(listed(&one, "ada").await, ["s3"]);
+}
+
+#[tokio::test]
+async fn the_index_is_not_a_session_and_clear_removes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    // No owner, no index directory: the layout is what it was before owners.
+    store.set(&id("plain"), &session(json!({}))).await.unwrap();
+    assert_eq!(names(dir), [".locks", "plain.json"]);
+
+    store.set(&id("a"), &owned(json!({}), "ada")).await.unwrap();
+    store.set(&id("b"), &owned(json!({}), "bob")).await.unwrap();
+    // An owner whose key would look like a session file name still is not one.
+    store
+        .set(&id("c"), &owned(json!({}), "x.json"))
+        .await
+        .unwrap();
+    assert_eq!(store.len().await.unwrap(), 4);
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+    assert!(marker(dir, "YWRh", &id("a")).is_file());
+
+    // delete_expired removes an expired session's marker with it.
+    let now = session_stores::now_millis();
+    let body = json!({"data": {}, "expires_at": now - 1, "version": 1, "owner": "ada"});
+    fs::write(dir.join("gone.json"), body.to_string()).unwrap();
+    fs::create_dir_all(dir.join(".owners/YWRh")).unwrap();
+    fs::write(marker(dir, "YWRh", &id("gone")), "").unwrap();
+    assert_eq!(store.delete_expired().await.unwrap(), 1);
+    assert!(!marker(dir, "YWRh", &id("gone")).exists());
+    assert!(marker(dir, "YWRh", &id("a")).exists());
+
+    store.clear().await.unwrap();
+    assert_eq!(store.len().await.unwrap(), 0);
+    assert_eq!(names(dir), [".locks"], "the index went with the sessions");
+    assert_eq!(listed(&store, "ada").await, Vec::<String>::new());
+    // And it comes back with the next owned write.
+    store.set(&id("a"), &owned(json!({}), "ada")).await.unwrap();
+    assert_eq!(listed(&store, "ada").await, ["a"]);
+}
+
+#[tokio::test]
+async fn stale_markers_are_reclaimed_and_a_lost_one_is_made_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    store
+        .set(&id("live"), &owned(json!({}), "ada"))
+        .await
+        .unwrap();
+    store
+        .set(&id("bobs"), &owned(json!({}), "bob"))
+        .await
+        .unwrap();
+    store.set(&id("plain"), &session(json!({}))).await.unwrap();
+    let now = session_stores::now_millis();
+    let expired = json!({"data": {}, "expires_at": now - 1, "version": 1, "owner": "ada"});
+    fs::write(dir.join("expired.json"), expired.to_string()).unwrap();
+    fs::write(dir.join("corrupt.json"), "{not json").unwrap();
+    // Markers left by a crash or another process: a missing session, someone else's, one
+    // without owner, an expired one, an unreadable one, and a name that is no id.
+    for stale in ["missing", "bobs", "plain", "expired", "corrupt"] {
+        fs::write(marker(dir, "YWRh", &id(stale)), "").unwrap();
+    }
+    fs::write(dir.join(".owners/YWRh/not an id"), "").unwrap();
+
+    assert_eq!(listed(&store, "ada").await, ["live"]);
+    let mut left = names(&dir.join(".owners/YWRh"));
+    left.sort();
+    assert_eq!(
+        left,
+        ["corrupt", "live", "not an id"],
+        "dead markers reclaimed; an unreadable file keeps its marker"
+    );
+    // destroy_owner reclaims too, and counts only live sessions of the owner.
+    fs::write(marker(dir, "YWRh", &id("bobs")), "").unwrap();
+    assert_eq!(store.destroy_owner(&owner("ada"), None).await.unwrap(), 1);
+    assert!(store.get(&id("bobs")).await.unwrap().is_some());
+    assert!(!marker(dir, "YWRh", &id("bobs")).exists());
+
+    // A marker lost (deleted by hand) is made again by the next write of the session.
+    store
+        .set(&id("again"), &owned(json!({"n": 1}), "ada"))
+        .await
+        .unwrap();
+    fs::remove_file(marker(dir, "YWRh", &id("again"))).unwrap();
+    assert_eq!(listed(&store, "ada").await, Vec::<String>::new());
+    store
+        .set(&id("again"), &owned(json!({"n": 2}), "ada"))
+        .await
+        .unwrap();
+    assert_eq!(listed(&store, "ada").await, ["again"]);
+}
+
+#[tokio::test]
+async fn another_store_changing_the_owner_is_never_undone_by_a_skip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = FileStore::new(tmp.path()).await.unwrap();
+    let two = FileStore::new(tmp.path()).await.unwrap();
+    let s = owned(json!({"n": 1}), "ada");
+    let v0 = one.set(&id("s"), &s).await.unwrap();
+    let mut moved = s.clone();
+    moved.set_owner(Some(owner("bob")));
+    assert_eq!(two.set(&id("s"), &moved).await.unwrap(), v0 + 1);
+    // `one` saves its (now stale) copy: the file differs from what it wrote, so it writes.
+    assert_eq!(one.set(&id("s"), &s).await.unwrap(), v0 + 2);
+    assert_eq!(listed(&one, "ada").await, ["s"]);
+    assert_eq!(listed(&two, "bob").await, Vec::<String>::new());
+    // destroy through `two`, whose cache still says bob: the file goes, and ada's marker is
+    // reclaimed by the next listing.
+    two.destroy(&id("s")).await.unwrap();
+    assert_eq!(listed(&one, "ada").await, Vec::<String>::new());
+    assert!(!tmp.path().join(".owners/YWRh").exists());
+}
+
+#[tokio::test]
+async fn durable_stores_keep_owners_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(tmp.path())
+        .durable(true)
+        .open()
+        .await
+        .unwrap();
+    let long = "é".repeat(64); // 128 bytes: the longest owner
+    store.set(&id("a"), &owned(json!({}), &long)).await.unwrap();
+    store.set(&id("b"), &owned(json!({}), &long)).await.unwrap();
+    assert_eq!(listed(&store, &long).await, ["a", "b"]);
+    assert_eq!(
+        store
+            .destroy_owner(&owner(&long), Some(&id("a")))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(listed(&store, &long).await, ["a"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Scans (one directory pass per page, keyset cursors `1:<last id>`)
+
+/// Every page of a scan from the start, each checked to hold at most `limit` sessions.
+async fn pages(store: &FileStore, limit: usize) -> Vec<Vec<(SessionId, Session)>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<ScanCursor> = None;
+    loop {
+        let page = store.scan(cursor.as_ref(), limit).await.unwrap();
+        assert!(
+            page.sessions.len() <= limit.max(1),
+            "{}",
+            page.sessions.len()
+        );
+        pages.push(page.sessions);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return pages,
+        }
+    }
+}
+
+/// The ids of a whole scan in the order returned, checked to be strictly increasing (so
+/// none is returned twice).
+async fn scanned(store: &FileStore, limit: usize) -> Vec<(SessionId, Session)> {
+    let all: Vec<_> = pages(store, limit).await.into_iter().flatten().collect();
+    for pair in all.windows(2) {
+        assert!(
+            pair[0].0 < pair[1].0,
+            "{:?} then {:?}",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+    all
+}
+
+fn ids_of(sessions: &[(SessionId, Session)]) -> Vec<String> {
+    sessions
+        .iter()
+        .map(|(id, _)| id.as_str().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_scan_returns_every_session_once_as_get_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    assert!(store.capabilities().scan && store.capabilities().owners);
+    let mut expected = Vec::new();
+    for n in 0..300 {
+        let id = SessionId::generate();
+        let mut s = session(json!({"n": n, "tags": ["a", n]}));
+        s.set_expires_at(SystemTime::now() + HOUR + Duration::from_secs(n));
+        if n % 3 == 0 {
+            s = s.with_owner(Some(owner(&format!("user:{}", n % 7))));
+        }
+        store.set(&id, &s).await.unwrap();
+        expected.push(id.as_str().to_owned());
+    }
+    expected.sort();
+
+    let pages = pages(&store, 7).await;
+    assert!(pages.len() >= 300 / 7, "{} pages", pages.len());
+    let all: Vec<_> = pages.into_iter().flatten().collect();
+    assert_eq!(ids_of(&all), expected, "each once, in id order");
+    for (id, got) in &all {
+        let want = store.get(id).await.unwrap().unwrap();
+        assert_eq!(got, &want, "{id:?}");
+        assert_eq!(got.owner(), want.owner());
+        assert_eq!(got.version(), want.version());
+        assert_eq!(got.expires_at_millis(), want.expires_at_millis());
+    }
+    assert_eq!(all.iter().filter(|(_, s)| s.owner().is_some()).count(), 100);
+
+    // A limit of 0 counts as 1; a huge one is capped, and 300 fit in one page.
+    let first = store.scan(None, 0).await.unwrap();
+    assert_eq!(ids_of(&first.sessions), expected[..1]);
+    let next = store.scan(first.next.as_ref(), 0).await.unwrap();
+    assert_eq!(ids_of(&next.sessions), expected[1..2]);
+    let whole = store.scan(None, usize::MAX).await.unwrap();
+    assert_eq!(ids_of(&whole.sessions), expected);
+    assert!(whole.next.is_none());
+    // A page that covers the last id exactly ends the scan.
+    let exact = store.scan(None, 300).await.unwrap();
+    assert_eq!(exact.sessions.len(), 300);
+    assert!(exact.next.is_none());
+}
+
+#[tokio::test]
+async fn scans_skip_expired_empty_temporary_lock_and_index_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    let now = session_stores::now_millis();
+    let live_body = json!({"data": {"x": 1}, "expires_at": now + 3_600_000, "version": 5});
+    for n in 0..10 {
+        let expired = json!({"data": {"n": n}, "expires_at": now - 1000, "version": 3});
+        fs::write(dir.join(format!("expired-{n}.json")), expired.to_string()).unwrap();
+    }
+    fs::write(dir.join("empty.json"), b"").unwrap();
+    // Live-looking content under names that are not sessions.
+    fs::write(dir.join(".tmp-abcdef.partial"), live_body.to_string()).unwrap();
+    fs::write(dir.join("a b.json"), live_body.to_string()).unwrap();
+    fs::write(dir.join("notes.txt"), live_body.to_string()).unwrap();
+    fs::write(dir.join("hand.json"), live_body.to_string()).unwrap();
+    let mut live = vec!["hand".to_owned()];
+    for n in 0..20 {
+        let id = id(&format!("live-{n:02}"));
+        store
+            .set(&id, &owned(json!({"n": n}), "ada"))
+            .await
+            .unwrap();
+        live.push(id.as_str().to_owned());
+    }
+    // An expiring touch and a destroy: gone for scans too.
+    store
+        .touch(&id("live-03"), SystemTime::now() - HOUR)
+        .await
+        .unwrap();
+    store.destroy(&id("live-04")).await.unwrap();
+    live.retain(|id| id != "live-03" && id != "live-04");
+    live.sort();
+    assert!(dir.join(".owners").is_dir() && dir.join(".locks").is_dir());
+    assert!(fs::read_dir(dir.join(".locks")).unwrap().count() > 0);
+
+    for limit in [1, 3, 1000] {
+        let all = scanned(&store, limit).await;
+        assert_eq!(ids_of(&all), live, "limit {limit}");
+    }
+    let hand = scanned(&store, 1).await.remove(0).1;
+    assert_eq!((hand.version(), hand.data()["x"].clone()), (5, json!(1)));
+    assert!(hand.owner().is_none());
+}
+
+#[tokio::test]
+async fn a_corrupt_file_fails_its_page_with_a_decode_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    for name in ["a", "c"] {
+        store.set(&id(name), &session(json!({}))).await.unwrap();
+    }
+    fs::write(tmp.path().join("b.json"), b"{\"data\":").unwrap();
+    let first = store.scan(None, 1).await.unwrap();
+    assert_eq!(ids_of(&first.sessions), ["a"]);
+    let err = store.scan(first.next.as_ref(), 1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    assert_eq!(err.session(), Some(&id("b").hint()));
+    // `set` repairs it, and the scan goes on from the same cursor.
+    store.set(&id("b"), &session(json!({}))).await.unwrap();
+    let page = store.scan(first.next.as_ref(), 5).await.unwrap();
+    assert_eq!(ids_of(&page.sessions), ["b", "c"]);
+}
+
+#[tokio::test]
+async fn writes_between_pages_never_duplicate_or_drop_a_session_live_throughout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let mut stable = Vec::new();
+    for n in 0..200 {
+        let id = SessionId::generate();
+        store
+            .set(&id, &owned(json!({"n": n}), "ada"))
+            .await
+            .unwrap();
+        stable.push(id);
+    }
+    let mut doomed = Vec::new();
+    for _ in 0..50 {
+        let id = SessionId::generate();
+        store.set(&id, &session(json!({}))).await.unwrap();
+        doomed.push(id);
+    }
+    let mut seen: Vec<SessionId> = Vec::new();
+    let mut cursor: Option<ScanCursor> = None;
+    let mut round = 0;
+    loop {
+        let page = store.scan(cursor.as_ref(), 9).await.unwrap();
+        seen.extend(page.sessions.into_iter().map(|(id, _)| id));
+        let Some(next) = page.next else { break };
+        cursor = Some(next);
+        // Between pages: rewrite, re-own and touch stable sessions on both sides of the
+        // cursor, create new ones, destroy and expire others.
+        round += 1;
+        for (k, id) in stable.iter().enumerate().skip(round % 5).step_by(5) {
+            let s = owned(json!({"n": k, "round": round}), ["ada", "bob"][round % 2]);
+            store.set(id, &s).await.unwrap();
+            store.touch(id, SystemTime::now() + HOUR * 2).await.unwrap();
+        }
+        for _ in 0..5 {
+            store
+                .set(&SessionId::generate(), &session(json!({"new": round})))
+                .await
+                .unwrap();
+        }
+        if let Some(id) = doomed.pop() {
+            store.destroy(&id).await.unwrap();
+        }
+        if let Some(id) = doomed.pop() {
+            store.touch(&id, SystemTime::now() - HOUR).await.unwrap();
+        }
+    }
+    assert!(round > 20, "{round} rounds");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "a session returned twice");
+    for id in &stable {
+        assert!(seen.contains(id), "{id:?} dropped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_page_never_duplicate_or_drop_a_session_live_throughout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let mut stable = Vec::new();
+    for n in 0..300 {
+        let id = SessionId::generate();
+        store.set(&id, &session(json!({"n": n}))).await.unwrap();
+        stable.push(id);
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stable, stop) = (store.clone(), stable.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Every stable file renamed over again and again, and churn around them.
+                let id = &stable[(n as usize * 7) % stable.len()];
+                store.set(id, &session(json!({"w": n}))).await.unwrap();
+                let fresh = SessionId::generate();
+                store.set(&fresh, &session(json!({}))).await.unwrap();
+                if n.is_multiple_of(2) {
+                    store.destroy(&fresh).await.unwrap();
+                }
+                n += 1;
+            }
+            n
+        })
+    };
+    for _ in 0..3 {
+        let ids: Vec<SessionId> = scanned(&store, 16)
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        for id in &stable {
+            assert!(ids.binary_search(id).is_ok(), "{id:?} dropped");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 0);
+}
+
+#[tokio::test]
+async fn a_saved_cursor_resumes_the_scan_on_a_new_store_over_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    let text = {
+        let store = FileStore::new(tmp.path()).await.unwrap();
+        for n in 0..40 {
+            let id = id(&format!("s{n:03}"));
+            store.set(&id, &session(json!({"n": n}))).await.unwrap();
+            expected.push(id.as_str().to_owned());
+        }
+        let first = store.scan(None, 15).await.unwrap();
+        assert_eq!(ids_of(&first.sessions), expected[..15]);
+        first.next.unwrap().as_str().to_owned()
+    };
+    // The cursor names the last id covered, under a version tag.
+    assert_eq!(text, "1:s014");
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let mut cursor = Some(ScanCursor::new(text));
+    let mut rest = Vec::new();
+    while let Some(at) = cursor {
+        let page = store.scan(Some(&at), 15).await.unwrap();
+        rest.extend(page.sessions);
+        cursor = page.next;
+    }
+    assert_eq!(ids_of(&rest), expected[15..]);
+    assert_eq!(rest[0].1.data()["n"], json!(15));
+}
+
+#[tokio::test]
+async fn a_cursor_this_store_did_not_make_is_a_config_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    store.set(&id("a"), &session(json!({}))).await.unwrap();
+    for text in [
+        "", "a", "1:", "2:a", "1:a/b", "1:..", "1:a b", "0:a", "1", ":a",
+    ] {
+        let err = store
+            .scan(Some(&ScanCursor::new(text)), 10)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{text:?}: {err:?}");
+        assert!(
+            err.to_string().contains("not a scan cursor of this store"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_empty_store_ends_its_scan_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    let page = store.scan(None, 10).await.unwrap();
+    assert!(page.sessions.is_empty() && page.next.is_none());
+    // Nothing but files that are not sessions (an owner index left by a destroyed one).
+    store.set(&id("x"), &owned(json!({}), "ada")).await.unwrap();
+    store.destroy(&id("x")).await.unwrap();
+    fs::write(dir.join(".tmp-abc.partial"), b"{}").unwrap();
+    fs::write(dir.join("readme.txt"), b"{}").unwrap();
+    let page = store.scan(None, 0).await.unwrap();
+    assert!(page.sessions.is_empty() && page.next.is_none());
+    // Only expired sessions: an empty last page.
+    let mut gone = session(json!({}));
+    gone.set_expires_at(SystemTime::now() + Duration::from_millis(50));
+    store.set(&id("y"), &gone).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let page = store.scan(None, 10).await.unwrap();
+    assert!(page.sessions.is_empty() && page.next.is_none());
 }

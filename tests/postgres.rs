@@ -10,16 +10,18 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use session_stores::stores::postgres::{
-    DEFAULT_TABLE, MAX_EXPIRY_MILLIS, PostgresStore, PostgresStoreBuilder,
+    DEFAULT_TABLE, MAX_EXPIRY_MILLIS, PING_IF_IDLE_FOR, PostgresStore, PostgresStoreBuilder,
 };
 use session_stores::{
-    Error, ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, Session, SessionId, SessionStore,
+    Error, ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, Owner, ScanCursor, Session, SessionId,
+    SessionStore,
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -113,6 +115,7 @@ async fn migrate_creates_the_documented_schema_and_is_idempotent() {
                 ("data", "jsonb", "NO"),
                 ("expires_at", "timestamp with time zone", "NO"),
                 ("version", "bigint", "NO"),
+                ("owner", "text", "YES"),
             ]
         );
         let primary_key: String = sqlx::query_scalar(AssertSqlSafe(format!(
@@ -133,6 +136,18 @@ async fn migrate_creates_the_documented_schema_and_is_idempotent() {
         .await
         .unwrap();
         assert!(index.contains("(expires_at)"), "{index}");
+        let index: String = sqlx::query_scalar(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 \
+             AND indexname = 'sessions_owner_idx'",
+        )
+        .bind(&schema)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(
+            index.contains("(owner) WHERE (owner IS NOT NULL)"),
+            "{index}"
+        );
     })
     .await;
 }
@@ -960,6 +975,727 @@ async fn a_row_lock_held_by_a_stuck_transaction_gives_a_timeout() {
         assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
         assert_eq!(err.session(), Some(&id.hint()));
         assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    })
+    .await;
+}
+
+/// The store's own pool skips sqlx's ping on every checkout, but still pings a connection
+/// that sat idle for `PING_IF_IDLE_FOR`: a connection the server dropped while the pool was
+/// quiet is replaced, and the next operation succeeds instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_while_idle_is_replaced_not_failed() {
+    with_schema(|admin, schema| async move {
+        let url = support::service_url(VAR, DEFAULT_URL, 5432).expect("a server");
+        let app = support::unique_name("sst_idle_");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let store = builder(&schema)
+            .max_connections(1)
+            .connect(&format!("{url}{separator}application_name={app}"))
+            .await
+            .expect("connect");
+        store.migrate().await.expect("migrate");
+        let id = SessionId::generate();
+        store.set(&id, &session(json!({"n": 1}))).await.unwrap();
+        for round in 0..3 {
+            let killed: Vec<(bool,)> = sqlx::query_as(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(&app)
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+            assert_eq!(killed.len(), 1, "round {round}: the store's one connection");
+            tokio::time::sleep(PING_IF_IDLE_FOR + Duration::from_millis(300)).await;
+            let got = tokio::time::timeout(HANG_GUARD, store.get(&id)).await.unwrap();
+            assert!(got.unwrap().is_some(), "round {round}");
+        }
+    })
+    .await;
+}
+
+fn owner(name: &str) -> Owner {
+    Owner::new(format!("{name}-{}", SessionId::generate())).unwrap()
+}
+
+fn owned(owner: &Owner, data: serde_json::Value) -> Session {
+    session(data).with_owner(Some(owner.clone()))
+}
+
+/// The ids `sessions_of` lists, sorted.
+async fn listed(store: &PostgresStore, owner: &Owner) -> Vec<SessionId> {
+    let mut ids: Vec<SessionId> = store
+        .sessions_of(owner, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut ids: Vec<SessionId>) -> Vec<SessionId> {
+    ids.sort();
+    ids
+}
+
+async fn owner_column(pool: &PgPool, schema: &str, id: &SessionId) -> Option<String> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT owner FROM \"{schema}\".sessions WHERE id = $1"
+    )))
+    .bind(id.as_str())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Every write stores the owner (NULL for none), `get` returns it, `touch` keeps it, and an
+/// identical write under another owner is a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_are_stored_by_every_write_and_kept_by_touch() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        assert!(store.capabilities().owners);
+        let (ada, bob) = (owner("ada"), owner("bob"));
+        let id = SessionId::generate();
+        let s = owned(&ada, json!({"k": 1}));
+        assert!(store.create(&id, &s).await.unwrap());
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(got.owner(), Some(&ada));
+        assert_eq!(
+            owner_column(&pool, &schema, &id).await.as_deref(),
+            Some(ada.as_str())
+        );
+
+        let v = store
+            .set(&id, &s.clone().with_owner(Some(bob.clone())))
+            .await
+            .unwrap();
+        assert_eq!(got.version() + 1, v);
+        assert_eq!(store.get(&id).await.unwrap().unwrap().owner(), Some(&bob));
+        assert!(listed(&store, &ada).await.is_empty());
+        assert_eq!(listed(&store, &bob).await, vec![id.clone()]);
+
+        assert!(
+            store
+                .touch(&id, SystemTime::now() + 2 * HOUR)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get(&id).await.unwrap().unwrap().owner(), Some(&bob));
+
+        let v = store.set_if_version(&id, &s, v).await.unwrap();
+        assert_eq!(store.get(&id).await.unwrap().unwrap().owner(), Some(&ada));
+        store
+            .set_if_version(&id, &s.clone().with_owner(None), v)
+            .await
+            .unwrap();
+        assert_eq!(store.get(&id).await.unwrap().unwrap().owner(), None);
+        assert_eq!(owner_column(&pool, &schema, &id).await, None);
+        assert!(listed(&store, &ada).await.is_empty());
+
+        let other = SessionId::generate();
+        store.set_if_version(&other, &s, 0).await.unwrap();
+        let third = SessionId::generate();
+        store.set(&third, &s).await.unwrap();
+        assert_eq!(listed(&store, &ada).await, sorted(vec![other, third]));
+    })
+    .await;
+}
+
+/// Listings hold exactly the live sessions of the owner, with their expiry, version and (if
+/// asked) data; `destroy_owner` ends all but the kept one and counts only live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_and_destroy_owner() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let (ada, bob) = (owner("ada"), owner("bob"));
+        let ids: Vec<SessionId> = (0..5).map(|_| SessionId::generate()).collect();
+        let mut versions = Vec::new();
+        for (n, id) in ids.iter().enumerate() {
+            versions.push(
+                store
+                    .set(id, &owned(&ada, json!({ "n": n })))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let bobs = SessionId::generate();
+        store.set(&bobs, &owned(&bob, json!({}))).await.unwrap();
+        let unowned = SessionId::generate();
+        store.set(&unowned, &session(json!({}))).await.unwrap();
+
+        let with_data = store.sessions_of(&ada, true).await.unwrap();
+        assert_eq!(with_data.len(), 5);
+        for entry in &with_data {
+            let n = ids
+                .iter()
+                .position(|id| *id == entry.id)
+                .expect("one of ada's");
+            assert_eq!(entry.version, versions[n]);
+            assert_eq!(entry.data.as_ref().unwrap()["n"], json!(n));
+            let stored = store.get(&entry.id).await.unwrap().unwrap();
+            assert_eq!(entry.expires_at_millis, stored.expires_at_millis());
+        }
+        let without = store.sessions_of(&ada, false).await.unwrap();
+        assert!(without.iter().all(|e| e.data.is_none()));
+
+        store.destroy(&ids[0]).await.unwrap();
+        store
+            .touch(&ids[1], SystemTime::now() - HOUR)
+            .await
+            .unwrap();
+        exec(
+            &pool,
+            format!(
+                "UPDATE \"{schema}\".sessions SET expires_at = now() - interval '1 second' \
+                 WHERE id = '{}'",
+                ids[2]
+            ),
+        )
+        .await;
+        store.set(&ids[3], &owned(&bob, json!({}))).await.unwrap();
+        assert_eq!(listed(&store, &ada).await, vec![ids[4].clone()]);
+
+        // The expired row of ada's goes too but is not counted.
+        assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 1);
+        assert!(store.get(&ids[4]).await.unwrap().is_none());
+        let left: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{schema}\".sessions WHERE owner = $1"
+        )))
+        .bind(ada.as_str())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(left, 0);
+        assert_eq!(
+            listed(&store, &bob).await,
+            sorted(vec![bobs.clone(), ids[3].clone()])
+        );
+        assert!(store.get(&unowned).await.unwrap().is_some());
+        assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 0);
+
+        assert_eq!(store.destroy_owner(&bob, Some(&bobs)).await.unwrap(), 1);
+        assert_eq!(listed(&store, &bob).await, vec![bobs.clone()]);
+        store.set(&ids[0], &owned(&bob, json!({}))).await.unwrap();
+        assert_eq!(store.destroy_owner(&bob, Some(&unowned)).await.unwrap(), 2);
+        assert!(listed(&store, &bob).await.is_empty());
+        assert!(store.get(&unowned).await.unwrap().is_some());
+
+        // Errors name the operation.
+        let url = support::service_url(VAR, DEFAULT_URL, 5432).expect("a server");
+        let own_pool = PgPoolOptions::new().connect_lazy(&url).unwrap();
+        own_pool.close().await;
+        let closed = builder(&schema).build(own_pool).unwrap();
+        let err = closed.sessions_of(&ada, true).await.unwrap_err();
+        assert!(err.to_string().contains("sessions_of"), "{err}");
+        let err = closed.destroy_owner(&ada, None).await.unwrap_err();
+        assert!(err.to_string().contains("destroy_owner"), "{err}");
+    })
+    .await;
+}
+
+/// An owner with 2000 sessions lists and destroys them all; both statements can use the
+/// owner index, and owners of two tables are separate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_sessions_of_one_owner_through_the_index() {
+    with_schema(|pool, schema| async move {
+        let a = migrated(&pool, &schema).await;
+        let b = PostgresStore::builder()
+            .schema(schema.as_str())
+            .table("other")
+            .build(pool.clone())
+            .unwrap();
+        b.migrate().await.unwrap();
+        let ada = owner("ada");
+        let ids: Vec<SessionId> = (0..2000).map(|_| SessionId::generate()).collect();
+        for chunk in ids.chunks(100) {
+            let writes = chunk.iter().map(|id| {
+                let (a, s) = (a.clone(), owned(&ada, json!({"id": id.as_str()})));
+                let id = id.clone();
+                tokio::spawn(async move { a.set(&id, &s).await })
+            });
+            for write in writes.collect::<Vec<_>>() {
+                write.await.unwrap().unwrap();
+            }
+        }
+        b.set(&ids[0], &owned(&ada, json!({"in": "b"})))
+            .await
+            .unwrap();
+        assert_eq!(listed(&a, &ada).await, sorted(ids.clone()));
+        let with_data = a.sessions_of(&ada, true).await.unwrap();
+        assert_eq!(with_data.len(), 2000);
+        assert!(
+            with_data
+                .iter()
+                .all(|e| e.data.as_ref().unwrap()["id"] == json!(e.id.as_str()))
+        );
+        assert_eq!(listed(&b, &ada).await, vec![ids[0].clone()]);
+
+        // The partial index is usable for both statements' `owner = $1`.
+        let mut conn = pool.acquire().await.unwrap();
+        exec_on(&mut conn, "SET enable_seqscan = off").await;
+        for statement in [
+            format!(
+                "SELECT id FROM \"{schema}\".sessions WHERE owner = $1 AND expires_at > now() \
+                 AND $2::text IS NULL"
+            ),
+            format!(
+                "DELETE FROM \"{schema}\".sessions WHERE owner = $1 \
+                 AND id IS DISTINCT FROM $2::text RETURNING expires_at"
+            ),
+        ] {
+            let plan: Vec<String> =
+                sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {statement}")))
+                    .bind("x")
+                    .bind(None::<String>)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .expect(&statement);
+            let plan = plan.join("\n");
+            assert!(plan.contains("sessions_owner_idx"), "{statement}:\n{plan}");
+        }
+        exec_on(&mut conn, "RESET enable_seqscan").await;
+        drop(conn);
+
+        assert_eq!(a.destroy_owner(&ada, Some(&ids[7])).await.unwrap(), 1999);
+        assert_eq!(listed(&a, &ada).await, vec![ids[7].clone()]);
+        assert_eq!(listed(&b, &ada).await, vec![ids[0].clone()]);
+        assert_eq!(b.destroy_owner(&ada, None).await.unwrap(), 1);
+        assert_eq!(listed(&a, &ada).await, vec![ids[7].clone()]);
+    })
+    .await;
+}
+
+async fn exec_on(conn: &mut sqlx::PgConnection, sql: &'static str) {
+    sqlx::query(sql).execute(&mut *conn).await.expect(sql);
+}
+
+/// The table of a release before owners (four columns, the expiry index) is upgraded by
+/// `migrate`: the column and the owner index are added, its sessions survive with no owner,
+/// and a role that may not alter it gets a configuration error saying what to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_upgrades_a_table_without_owners_and_keeps_its_sessions() {
+    with_schema(|pool, schema| async move {
+        let old_layout = |table: &str| {
+            format!(
+                "CREATE TABLE \"{schema}\".\"{table}\" (id text PRIMARY KEY, \
+                 data jsonb NOT NULL, expires_at timestamptz NOT NULL, \
+                 version bigint NOT NULL); \
+                 CREATE INDEX \"{table}_expires_at_idx\" ON \"{schema}\".\"{table}\" \
+                 (expires_at)"
+            )
+        };
+        exec(&pool, format!("CREATE SCHEMA \"{schema}\"")).await;
+        for statement in old_layout("sessions").split("; ") {
+            exec(&pool, statement.to_string()).await;
+        }
+        let id = SessionId::generate();
+        exec(
+            &pool,
+            format!(
+                "INSERT INTO \"{schema}\".sessions VALUES \
+                 ('{id}', '{{\"user\": \"ada\"}}', now() + interval '1 hour', 7)"
+            ),
+        )
+        .await;
+        let store = builder(&schema).build(pool.clone()).unwrap();
+        // Before the upgrade the store cannot read the table.
+        assert!(store.get(&id).await.is_err());
+        store.migrate().await.unwrap();
+        let got = store.get(&id).await.unwrap().expect("kept");
+        assert_eq!(got.data()["user"], json!("ada"));
+        assert_eq!((got.version(), got.owner()), (7, None));
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 \
+             AND tablename = 'sessions' ORDER BY indexname",
+        )
+        .bind(&schema)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "sessions_expires_at_idx",
+                "sessions_owner_idx",
+                "sessions_pkey"
+            ]
+        );
+        let ada = owner("ada");
+        assert_eq!(
+            store
+                .set(&id, &got.clone().with_owner(Some(ada.clone())))
+                .await
+                .unwrap(),
+            8
+        );
+        assert_eq!(listed(&store, &ada).await, vec![id.clone()]);
+        store.migrate().await.expect("a second migrate is a no-op");
+
+        // A role with DML rights only on an old table cannot upgrade it: a Config error that
+        // says what to run, and the table is left as it was.
+        for statement in old_layout("legacy").split("; ") {
+            exec(&pool, statement.to_string()).await;
+        }
+        let role = support::unique_name("sst_old_");
+        exec(&pool, format!("CREATE ROLE \"{role}\" LOGIN")).await;
+        exec(
+            &pool,
+            format!("GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\""),
+        )
+        .await;
+        exec(
+            &pool,
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON \"{schema}\".legacy TO \"{role}\""),
+        )
+        .await;
+        let url = format!("{}?schema={schema}&table=legacy", url_as(&role));
+        let result = session_stores::connect(&url).await.map(drop);
+        drop_role(&pool, &role).await;
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
+        assert!(err.to_string().contains("ADD COLUMN owner"), "{err}");
+        let columns: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = 'legacy'",
+        )
+        .bind(&schema)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(columns, 4);
+    })
+    .await;
+}
+
+/// A stored owner that is not a valid owner, and a listed row that is not a session, are
+/// decode errors naming the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_owners_and_listed_rows_are_decode_errors() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let id = SessionId::generate();
+        store.set(&id, &session(json!({}))).await.unwrap();
+        for bad in ["''", "E'a\\nb'"] {
+            exec(
+                &pool,
+                format!("UPDATE \"{schema}\".sessions SET owner = {bad} WHERE id = '{id}'"),
+            )
+            .await;
+            let err = store.get(&id).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Decode, "{bad}: {err:?}");
+            assert_eq!(err.session(), Some(&id.hint()), "{bad}");
+        }
+
+        let ada = owner("ada");
+        let id = SessionId::generate();
+        store.set(&id, &owned(&ada, json!({}))).await.unwrap();
+        exec(
+            &pool,
+            format!("UPDATE \"{schema}\".sessions SET data = '[1]' WHERE id = '{id}'"),
+        )
+        .await;
+        assert_eq!(listed(&store, &ada).await, vec![id.clone()]);
+        let err = store.sessions_of(&ada, true).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+        assert_eq!(err.session(), Some(&id.hint()));
+        exec(
+            &pool,
+            format!("UPDATE \"{schema}\".sessions SET version = -1 WHERE id = '{id}'"),
+        )
+        .await;
+        let err = store.sessions_of(&ada, false).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+        assert_eq!(err.session(), Some(&id.hint()));
+        exec(
+            &pool,
+            format!("UPDATE \"{schema}\".sessions SET id = 'a/b', version = 1 WHERE id = '{id}'"),
+        )
+        .await;
+        let err = store.sessions_of(&ada, false).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+        assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 1);
+    })
+    .await;
+}
+
+// Scans.
+
+/// Every page of a scan from `cursor` on, each checked to hold at most `limit` sessions.
+async fn scan_from(
+    store: &PostgresStore,
+    mut cursor: Option<ScanCursor>,
+    limit: usize,
+) -> Vec<(SessionId, Session)> {
+    let mut all = Vec::new();
+    loop {
+        let page = store.scan(cursor.as_ref(), limit).await.unwrap();
+        assert!(
+            page.sessions.len() <= limit.max(1),
+            "{}",
+            page.sessions.len()
+        );
+        all.extend(page.sessions);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return all,
+        }
+    }
+}
+
+/// The sessions of `scanned` by id, checked to be there once each.
+fn once_each(scanned: &[(SessionId, Session)]) -> BTreeMap<SessionId, Session> {
+    let mut seen = BTreeMap::new();
+    for (id, session) in scanned {
+        assert!(
+            seen.insert(id.clone(), session.clone()).is_none(),
+            "{id:?} twice"
+        );
+    }
+    seen
+}
+
+/// Writes `n` sessions, every third with an owner, some written twice (a later version),
+/// and returns them as `get` reads them back.
+async fn write_many(store: &PostgresStore, n: usize) -> BTreeMap<SessionId, Session> {
+    let ada = owner("ada");
+    let mut written = BTreeMap::new();
+    for i in 0..n {
+        let id = SessionId::generate();
+        let mut s = session(json!({"i": i, "tags": ["a", i % 7]}));
+        if i % 3 == 0 {
+            s = s.with_owner(Some(ada.clone()));
+        }
+        s.expire_in(HOUR + Duration::from_secs(i as u64));
+        store.set(&id, &s).await.unwrap();
+        if i % 5 == 0 {
+            store.set(&id, &s).await.unwrap();
+        }
+        written.insert(id.clone(), store.get(&id).await.unwrap().unwrap());
+    }
+    written
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_pages_through_every_live_session_once_as_get_reads_it() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        assert!(store.capabilities().scan);
+        assert!(store.capabilities().owners);
+        let mut written = write_many(&store, 300).await;
+        // Ten of them expire (by hand, as time passing would): never scanned.
+        let expired: Vec<SessionId> = written.keys().step_by(30).cloned().collect();
+        for id in &expired {
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE \"{schema}\".sessions SET expires_at = now() - interval '1 second' \
+                 WHERE id = $1"
+            )))
+            .bind(id.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+            written.remove(id);
+        }
+        assert_eq!(written.len(), 290);
+
+        for limit in [7, 1, 290, 1000] {
+            let scanned = scan_from(&store, None, limit).await;
+            assert_eq!(once_each(&scanned), written, "limit {limit}");
+        }
+        // A limit of 0 counts as 1; a huge one is capped, and a short page ends the scan.
+        let page = store.scan(None, 0).await.unwrap();
+        assert_eq!(page.sessions.len(), 1);
+        assert!(page.next.is_some());
+        let page = store.scan(None, usize::MAX).await.unwrap();
+        assert_eq!(page.sessions.len(), 290);
+        assert!(page.next.is_none());
+        // A full last page is followed by an empty one that ends the scan.
+        let page = store.scan(None, 290).await.unwrap();
+        let next = page.next.expect("a full page goes on");
+        let page = store.scan(Some(&next), 290).await.unwrap();
+        assert!(page.sessions.is_empty());
+        assert!(page.next.is_none());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_with_writes_between_pages_never_duplicates_or_drops_a_session_live_throughout() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let stable = write_many(&store, 300).await;
+        let doomed: Vec<SessionId> = write_many(&store, 100).await.into_keys().collect();
+        let mut created = Vec::new();
+        let mut cursor = None;
+        let mut scanned = Vec::new();
+        let mut round = 0usize;
+        loop {
+            let page = store.scan(cursor.as_ref(), 9).await.unwrap();
+            scanned.extend(page.sessions);
+            let Some(next) = page.next else { break };
+            cursor = Some(next);
+            // Between pages: new sessions, destroyed ones, updated ones (a new version and
+            // data).
+            for _ in 0..3 {
+                let id = SessionId::generate();
+                assert!(
+                    store
+                        .create(&id, &session(json!({"new": round})))
+                        .await
+                        .unwrap()
+                );
+                created.push(id);
+            }
+            if let Some(id) = doomed.get(round) {
+                store.destroy(id).await.unwrap();
+            }
+            for id in stable.keys().skip(round * 7 % 300).take(2) {
+                let mut s = store.get(id).await.unwrap().unwrap();
+                s.insert("updated", round).unwrap();
+                store.set(id, &s).await.unwrap();
+            }
+            round += 1;
+        }
+        assert!(round > 30, "{round} pages");
+        let seen = once_each(&scanned);
+        for (id, session) in &stable {
+            let got = seen.get(id).unwrap_or_else(|| panic!("{id:?} dropped"));
+            assert_eq!(got.owner(), session.owner());
+            assert_eq!(got.get_value("i"), session.get_value("i"));
+        }
+        for id in seen.keys() {
+            assert!(stable.contains_key(id) || doomed.contains(id) || created.contains(id));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_saved_as_text_resumes_on_a_new_store_over_the_same_table() {
+    with_schema(|pool, schema| async move {
+        let written = write_many(&migrated(&pool, &schema).await, 120).await;
+        let (first, saved) = {
+            let store = migrated(&pool, &schema).await;
+            let page = store.scan(None, 50).await.unwrap();
+            let saved = page.next.expect("more to come").as_str().to_owned();
+            (page.sessions, saved)
+        };
+        // A store of its own pool, as another process would have.
+        let url = support::service_url(VAR, DEFAULT_URL, 5432).unwrap();
+        let store = builder(&schema).connect(&url).await.unwrap();
+        let mut scanned = first;
+        scanned.extend(scan_from(&store, Some(ScanCursor::new(saved)), 50).await);
+        assert_eq!(once_each(&scanned), written);
+        store.pool().close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_this_store_did_not_make_is_a_config_error() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        write_many(&store, 3).await;
+        for text in [
+            "",
+            "1",
+            "1:",
+            "2:abc",
+            "abc",
+            "1:a/b",
+            "1: x",
+            &"1:".repeat(100),
+        ] {
+            let err = store
+                .scan(Some(&ScanCursor::new(text)), 10)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{text:?}: {err:?}");
+            assert!(err.to_string().contains("not a scan cursor"), "{err}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_store_ends_its_scan_at_once() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let page = store.scan(None, 10).await.unwrap();
+        assert!(page.sessions.is_empty());
+        assert!(page.next.is_none());
+        // Only expired sessions: empty too.
+        let id = SessionId::generate();
+        store.set(&id, &session(json!({}))).await.unwrap();
+        exec(
+            &pool,
+            format!("UPDATE \"{schema}\".sessions SET expires_at = 'epoch'"),
+        )
+        .await;
+        let page = store.scan(None, 10).await.unwrap();
+        assert!(page.sessions.is_empty());
+        assert!(page.next.is_none());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_of_two_tables_are_separate() {
+    with_schema(|pool, schema| async move {
+        let a = migrated(&pool, &schema).await;
+        let b = PostgresStore::builder()
+            .schema(schema.as_str())
+            .table("other")
+            .build(pool.clone())
+            .unwrap();
+        b.migrate().await.unwrap();
+        let in_a = write_many(&a, 40).await;
+        let in_b = write_many(&b, 30).await;
+        assert_eq!(once_each(&scan_from(&a, None, 8).await), in_a);
+        assert_eq!(once_each(&scan_from(&b, None, 8).await), in_b);
+        b.clear().await.unwrap();
+        assert!(scan_from(&b, None, 8).await.is_empty());
+        assert_eq!(once_each(&scan_from(&a, None, 8).await), in_a);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_scanned_row_is_a_decode_error_naming_it() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let id = SessionId::generate();
+        for bad in [
+            "data = '[1, 2]'",
+            "version = 0",
+            "version = -3",
+            "owner = ''",
+        ] {
+            store.set(&id, &session(json!({}))).await.unwrap();
+            exec(
+                &pool,
+                format!(
+                    "UPDATE \"{schema}\".sessions SET {bad} WHERE id = '{}'",
+                    id.as_str()
+                ),
+            )
+            .await;
+            let err = store.scan(None, 10).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Decode, "{bad}: {err:?}");
+            assert_eq!(err.session(), Some(&id.hint()), "{bad}");
+            exec(&pool, format!("DELETE FROM \"{schema}\".sessions")).await;
+        }
+        exec(
+            &pool,
+            format!(
+                "INSERT INTO \"{schema}\".sessions (id, data, expires_at, version) \
+                 VALUES ('a/b', '{{}}', now() + interval '1 hour', 1)"
+            ),
+        )
+        .await;
+        let err = store.scan(None, 10).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
     })
     .await;
 }

@@ -10,6 +10,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -19,8 +20,8 @@ use std::time::{Duration, SystemTime};
 use deadpool_redis::redis::{self, AsyncCommands};
 use serde_json::json;
 use session_stores::{
-    ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, RedisStore, Session, SessionId, SessionStore,
-    now_millis,
+    ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, Owner, RedisStore, Session, SessionId,
+    SessionStore, now_millis,
 };
 
 /// Whether `version` is one a new incarnation can start at.
@@ -1722,4 +1723,1058 @@ async fn cluster_clear_removes_a_slot_that_is_moving() {
     for node in &mut nodes {
         node.kill().await.unwrap();
     }
+}
+
+// ----- Owners ("log out everywhere") -----
+
+/// A raw connection that reaches every key of the store's Redis: the server itself, or the
+/// cluster through redis-rs' cluster client (routed by key).
+enum RawAny {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl RawAny {
+    async fn of(store: &RedisStore, urls: &[String]) -> RawAny {
+        if store.is_cluster() {
+            let client = redis::cluster::ClusterClient::new(urls.to_vec()).unwrap();
+            RawAny::Cluster(client.get_async_connection().await.unwrap())
+        } else {
+            RawAny::Single(raw(&urls[0]).await)
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> T {
+        match self {
+            RawAny::Single(conn) => cmd.query_async(conn).await.unwrap(),
+            RawAny::Cluster(conn) => cmd.query_async(conn).await.unwrap(),
+        }
+    }
+}
+
+fn owner(name: &str) -> Owner {
+    Owner::new(name).unwrap()
+}
+
+fn owned(data: serde_json::Value, ttl: Duration, by: &Owner) -> Session {
+    session(data, ttl).with_owner(Some(by.clone()))
+}
+
+async fn listed(store: &RedisStore, by: &Owner) -> BTreeSet<SessionId> {
+    let ids: BTreeSet<SessionId> = store
+        .sessions_of(by, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    ids
+}
+
+/// The store's stand-alone owner scenario: each write stores the owner, get returns it,
+/// touch keeps it, a write without one removes it; listings exclude expired, destroyed and
+/// re-owned sessions; `destroy_owner` keeps `except` and counts what it destroyed.
+async fn owners_scenario(store: RedisStore, urls: &[String]) {
+    let mut raw = RawAny::of(&store, urls).await;
+    let ada = owner("user:{ada}");
+    let bob = owner("bob é");
+    assert!(store.capabilities().owners);
+
+    // Every write stores the owner; get returns it; touch keeps it.
+    let a1 = SessionId::generate();
+    let a2 = SessionId::generate();
+    let a3 = SessionId::generate();
+    let v1 = store
+        .set(&a1, &owned(json!({"n": 1}), HOUR, &ada))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .create(&a2, &owned(json!({"n": 2}), HOUR, &ada))
+            .await
+            .unwrap()
+    );
+    store
+        .set_if_version(&a3, &owned(json!({"n": 3}), HOUR, &ada), 0)
+        .await
+        .unwrap();
+    let got = store.get(&a1).await.unwrap().unwrap();
+    assert_eq!(got.owner(), Some(&ada));
+    assert_eq!(got.version(), v1);
+    let later = SystemTime::now() + 2 * HOUR;
+    assert!(store.touch(&a1, later).await.unwrap());
+    let got = store.get(&a1).await.unwrap().unwrap();
+    assert_eq!(got.owner(), Some(&ada));
+    assert_eq!(got.expires_at_millis(), session_stores::to_millis(later));
+    // The touch raised the entry's score to the new expiry.
+    let key = store.owner_key_for(&ada);
+    let score: i64 = raw
+        .query(redis::cmd("ZSCORE").arg(&key).arg(a1.as_str()))
+        .await;
+    assert_eq!(score, session_stores::to_millis(later));
+    // The index key expires after its largest score plus the grace.
+    let expiry: i64 = raw.query(redis::cmd("PEXPIRETIME").arg(&key)).await;
+    let grace = i64::try_from(
+        (session_stores::stores::redis::INDEX_GRACE + session_stores::DEFAULT_OPERATION_TIMEOUT)
+            .as_millis(),
+    )
+    .unwrap();
+    assert_eq!(expiry, score + grace);
+    assert_eq!(
+        listed(&store, &ada).await,
+        BTreeSet::from([a1.clone(), a2.clone(), a3.clone()])
+    );
+
+    // The listing: ids, expiries, versions, and the data only when asked.
+    let with_data = store.sessions_of(&ada, true).await.unwrap();
+    assert_eq!(with_data.len(), 3);
+    for entry in &with_data {
+        let stored = store.get(&entry.id).await.unwrap().unwrap();
+        assert_eq!(entry.version, stored.version());
+        assert_eq!(entry.expires_at_millis, stored.expires_at_millis());
+        assert_eq!(entry.data.as_ref(), Some(stored.data()));
+    }
+    assert!(
+        store
+            .sessions_of(&ada, false)
+            .await
+            .unwrap()
+            .iter()
+            .all(|entry| entry.data.is_none())
+    );
+
+    // Re-owned, owner removed, destroyed, expired: no longer listed.
+    store
+        .set(&a2, &owned(json!({"n": 2}), HOUR, &bob))
+        .await
+        .unwrap();
+    assert_eq!(store.get(&a2).await.unwrap().unwrap().owner(), Some(&bob));
+    store
+        .set(&a3, &session(json!({"n": 3}), HOUR))
+        .await
+        .unwrap();
+    assert_eq!(store.get(&a3).await.unwrap().unwrap().owner(), None);
+    assert_eq!(listed(&store, &ada).await, BTreeSet::from([a1.clone()]));
+    assert_eq!(listed(&store, &bob).await, BTreeSet::from([a2.clone()]));
+    store.destroy(&a1).await.unwrap();
+    let short = SessionId::generate();
+    store
+        .set(&short, &owned(json!({}), Duration::from_millis(150), &ada))
+        .await
+        .unwrap();
+    assert_eq!(listed(&store, &ada).await, BTreeSet::from([short.clone()]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(listed(&store, &ada).await.is_empty());
+    // In a cluster the destroyed and re-owned entries are still in the index (a superset),
+    // unlisted; on one server they left with their write, and the expired one with the
+    // listing's reclaim.
+    let entries: u64 = raw.query(redis::cmd("ZCARD").arg(&key)).await;
+    if store.is_cluster() {
+        assert!(entries >= 3, "{entries}");
+    } else {
+        assert_eq!(entries, 0);
+    }
+
+    // destroy_owner: every live session of the owner but `except`, counted.
+    let ids: Vec<SessionId> = (0..5).map(|_| SessionId::generate()).collect();
+    for id in &ids {
+        store
+            .set(id, &owned(json!({"d": 1}), HOUR, &ada))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.destroy_owner(&ada, Some(&ids[0])).await.unwrap(), 4);
+    assert_eq!(listed(&store, &ada).await, BTreeSet::from([ids[0].clone()]));
+    for id in &ids[1..] {
+        assert!(store.get(id).await.unwrap().is_none());
+    }
+    // Another owner's sessions are untouched, even under `except`.
+    assert_eq!(store.destroy_owner(&ada, Some(&a2)).await.unwrap(), 1);
+    assert_eq!(store.get(&a2).await.unwrap().unwrap().owner(), Some(&bob));
+    assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 0);
+    assert_eq!(store.destroy_owner(&bob, None).await.unwrap(), 1);
+    assert!(store.get(&a2).await.unwrap().is_none());
+    assert!(store.get(&a3).await.unwrap().is_some(), "no owner: kept");
+    store.clear().await.unwrap();
+}
+
+/// A store with thousands of sessions of one owner: listed whole, with and without data,
+/// and destroyed whole but one.
+async fn thousands_scenario(store: RedisStore) {
+    let many = owner("many");
+    let ids: Vec<SessionId> = (0..2000).map(|_| SessionId::generate()).collect();
+    let store = Arc::new(store);
+    for chunk in ids.chunks(250) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in chunk {
+            let (store, id) = (Arc::clone(&store), id.clone());
+            let s = owned(json!({"k": id.as_str()}), HOUR, &many);
+            tasks.spawn(async move { store.set(&id, &s).await.unwrap() });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    }
+    let started = std::time::Instant::now();
+    let all = store.sessions_of(&many, false).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(all.len(), ids.len());
+    let expected: BTreeSet<SessionId> = ids.iter().cloned().collect();
+    assert_eq!(
+        all.into_iter().map(|s| s.id).collect::<BTreeSet<_>>(),
+        expected
+    );
+    let with_data = store.sessions_of(&many, true).await.unwrap();
+    assert_eq!(with_data.len(), ids.len());
+    assert!(
+        with_data
+            .iter()
+            .all(|s| s.data.as_ref().unwrap()["k"] == json!(s.id.as_str()))
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        store.destroy_owner(&many, Some(&ids[7])).await.unwrap(),
+        ids.len() as u64 - 1
+    );
+    eprintln!(
+        "2000 sessions of one owner: sessions_of {took:?}, destroy_owner {:?}",
+        started.elapsed()
+    );
+    assert_eq!(store.len().await.unwrap(), 1);
+    assert_eq!(
+        listed(&store, &many).await,
+        BTreeSet::from([ids[7].clone()])
+    );
+    store.clear().await.unwrap();
+}
+
+/// Two stores on one Redis with the same owner: separate indexes and sessions.
+async fn isolation_scenario(one: RedisStore, two: RedisStore) {
+    let shared = owner("shared");
+    let (x, y) = (SessionId::generate(), SessionId::generate());
+    one.set(&x, &owned(json!({}), HOUR, &shared)).await.unwrap();
+    two.set(&y, &owned(json!({}), HOUR, &shared)).await.unwrap();
+    assert_eq!(listed(&one, &shared).await, BTreeSet::from([x.clone()]));
+    assert_eq!(listed(&two, &shared).await, BTreeSet::from([y.clone()]));
+    assert_eq!(one.destroy_owner(&shared, None).await.unwrap(), 1);
+    assert!(two.get(&y).await.unwrap().is_some());
+    assert_eq!(listed(&two, &shared).await, BTreeSet::from([y.clone()]));
+    // Clearing one store leaves the other's index.
+    one.clear().await.unwrap();
+    assert_eq!(listed(&two, &shared).await, BTreeSet::from([y]));
+    two.clear().await.unwrap();
+}
+
+/// Index keys are not sessions: `len` does not count them, `clear` removes them; a store
+/// whose sessions have no owner writes no index at all.
+async fn index_keys_scenario(store: RedisStore, urls: &[String]) {
+    let mut raw = RawAny::of(&store, urls).await;
+    let owners: Vec<Owner> = (0..5).map(|i| owner(&format!("o{i}"))).collect();
+    for by in &owners {
+        store
+            .set(&SessionId::generate(), &owned(json!({}), HOUR, by))
+            .await
+            .unwrap();
+    }
+    let plain = SessionId::generate();
+    store.set(&plain, &session(json!({}), HOUR)).await.unwrap();
+    assert_eq!(store.len().await.unwrap(), 6);
+    for by in &owners {
+        let exists: bool = raw
+            .query(redis::cmd("EXISTS").arg(store.owner_key_for(by)))
+            .await;
+        assert!(exists);
+    }
+    store.clear().await.unwrap();
+    assert_eq!(store.len().await.unwrap(), 0);
+    for by in &owners {
+        let exists: bool = raw
+            .query(redis::cmd("EXISTS").arg(store.owner_key_for(by)))
+            .await;
+        assert!(!exists, "clear left the index of {by:?}");
+        assert!(store.sessions_of(by, false).await.unwrap().is_empty());
+    }
+}
+
+/// An entry whose score is older than the grace is provably dead and is removed by the next
+/// listing. A younger one whose session is absent is kept in a cluster (a write of it may
+/// be between its index update and its write), and reclaimed by the listing on one server
+/// (where the write and its index update are one script).
+async fn pruning_scenario(store: RedisStore, urls: &[String]) {
+    let mut raw = RawAny::of(&store, urls).await;
+    let by = owner("pruned");
+    let key = store.owner_key_for(&by);
+    let live = SessionId::generate();
+    store
+        .set(&live, &owned(json!({}), HOUR, &by))
+        .await
+        .unwrap();
+    let dead = SessionId::generate();
+    let recent = SessionId::generate();
+    let now = now_millis();
+    let _: i64 = raw
+        .query(
+            redis::cmd("ZADD")
+                .arg(&key)
+                .arg(now - 10 * 60_000)
+                .arg(dead.as_str())
+                .arg(now - 1_000)
+                .arg(recent.as_str()),
+        )
+        .await;
+    assert_eq!(listed(&store, &by).await, BTreeSet::from([live.clone()]));
+    let members: Vec<String> = raw
+        .query(redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1))
+        .await;
+    let members: BTreeSet<String> = members.into_iter().collect();
+    assert!(!members.contains(dead.as_str()), "{members:?}");
+    assert_eq!(
+        members.contains(recent.as_str()),
+        store.is_cluster(),
+        "{members:?}"
+    );
+    assert!(members.contains(live.as_str()), "{members:?}");
+    store.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn owners_round_trip_list_and_destroy() {
+    let Some(url) = url() else { return };
+    owners_scenario(store(&url).await, &[url]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_with_thousands_of_sessions() {
+    let Some(url) = url() else { return };
+    thousands_scenario(store(&url).await).await;
+}
+
+#[tokio::test]
+async fn owners_are_separate_between_prefixes() {
+    let Some(url) = url() else { return };
+    isolation_scenario(store(&url).await, store(&url).await).await;
+}
+
+#[tokio::test]
+async fn owner_index_keys_are_not_counted_and_are_cleared() {
+    let Some(url) = url() else { return };
+    index_keys_scenario(store(&url).await, &[url]).await;
+}
+
+#[tokio::test]
+async fn owner_index_entries_are_pruned_only_when_provably_dead() {
+    let Some(url) = url() else { return };
+    pruning_scenario(store(&url).await, &[url]).await;
+}
+
+async fn cluster_store(urls: &[String]) -> RedisStore {
+    RedisStore::cluster_builder(urls)
+        .key_prefix(support::unique_name("sst:own:"))
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_owners() {
+    let Some(urls) = cluster_urls() else { return };
+    owners_scenario(cluster_store(&urls).await, &urls).await;
+    thousands_scenario(cluster_store(&urls).await).await;
+    isolation_scenario(cluster_store(&urls).await, cluster_store(&urls).await).await;
+    index_keys_scenario(cluster_store(&urls).await, &urls).await;
+    pruning_scenario(cluster_store(&urls).await, &urls).await;
+}
+
+/// A value written before owners existed (no owner field) still reads, as a session
+/// without an owner, and takes one on its next write. A session without an owner is still
+/// written byte for byte as before, with no index.
+#[tokio::test]
+async fn values_without_an_owner_field_still_read() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let id = SessionId::generate();
+    let expires = now_millis() + 3_600_000;
+    let _: () = raw
+        .set_options(
+            store.key_for(&id),
+            format!("41:{expires}:{{\"legacy\":true}}"),
+            redis::SetOptions::default().with_expiration(redis::SetExpiry::PXAT(expires as u64)),
+        )
+        .await
+        .unwrap();
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.version(), 41);
+    assert_eq!(got.owner(), None);
+    assert_eq!(got.get::<bool>("legacy").unwrap(), Some(true));
+    assert!(store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
+    let ada = owner("ada");
+    let v = store
+        .set_if_version(&id, &got.clone().with_owner(Some(ada.clone())), 41)
+        .await
+        .unwrap();
+    assert_eq!(v, 42);
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.owner(), Some(&ada));
+    assert_eq!(listed(&store, &ada).await, BTreeSet::from([id.clone()]));
+    let value: String = raw.get(store.key_for(&id)).await.unwrap();
+    assert!(value.starts_with("42:"), "{value}");
+    assert!(value.contains(":~3:ada{\"legacy\":true}"), "{value}");
+    // Back to no owner: the value is in the old shape again.
+    store.set(&id, &got.with_owner(None)).await.unwrap();
+    let value: String = raw.get(store.key_for(&id)).await.unwrap();
+    assert!(
+        value.ends_with(":{\"legacy\":true}") && !value.contains('~'),
+        "{value}"
+    );
+    store.clear().await.unwrap();
+    // Unowned sessions write no index.
+    let plain = SessionId::generate();
+    store.set(&plain, &session(json!({}), HOUR)).await.unwrap();
+    assert!(
+        store
+            .create(&SessionId::generate(), &session(json!({}), HOUR))
+            .await
+            .unwrap()
+    );
+    assert!(store.touch(&plain, SystemTime::now() + HOUR).await.unwrap());
+    let keys: Vec<String> = raw.keys(format!("{}*", store.key_prefix())).await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains("owner:")), "{keys:?}");
+    store.clear().await.unwrap();
+}
+
+/// `touch` keeps the owner on both of its paths: the expiry rewritten in place (same width)
+/// and the value rebuilt (another width), and raises the index only when moving later.
+#[tokio::test]
+async fn touch_keeps_the_owner_whatever_the_expiry_width() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let by = owner("wide");
+    let id = SessionId::generate();
+    let far =
+        Session::from_parts(serde_json::Map::new(), i64::MAX - 1, 0).with_owner(Some(by.clone()));
+    store.set(&id, &far).await.unwrap();
+    let soon = SystemTime::now() + HOUR;
+    assert!(store.touch(&id, soon).await.unwrap());
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.owner(), Some(&by));
+    assert_eq!(got.expires_at_millis(), session_stores::to_millis(soon));
+    assert_eq!(listed(&store, &by).await, BTreeSet::from([id.clone()]));
+    let farther = session_stores::from_millis(i64::MAX);
+    assert!(store.touch(&id, farther).await.unwrap());
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.owner(), Some(&by));
+    assert_eq!(got.expires_at_millis(), i64::MAX);
+    assert_eq!(
+        index_score(&mut raw, &store, &by, &id).await,
+        i64::MAX as f64
+    );
+    // A key that can never expire by Redis's clock keeps an index without an expiry.
+    let ttl: i64 = raw.pttl(store.owner_key_for(&by)).await.unwrap();
+    assert_eq!(ttl, -1);
+    assert_eq!(listed(&store, &by).await, BTreeSet::from([id]));
+    store.clear().await.unwrap();
+}
+
+/// The score of `id` in `by`'s owner index (its latest expiry), read with a raw connection.
+async fn index_score(
+    raw: &mut redis::aio::MultiplexedConnection,
+    store: &RedisStore,
+    by: &Owner,
+    id: &SessionId,
+) -> f64 {
+    redis::cmd("ZSCORE")
+        .arg(store.owner_key_for(by))
+        .arg(id.as_str())
+        .query_async(raw)
+        .await
+        .unwrap()
+}
+
+/// How many times `command` ran on the server since its stats were last reset (commands
+/// that scripts run count under their own names).
+async fn calls_of(raw: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(raw)
+        .await
+        .unwrap();
+    let head = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(head.as_str()))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// On one server a `touch` that moves an owned session later raises its index entry in its
+/// own script: one round trip (one `EVALSHA`), as for a session without an owner. Its own
+/// server, so that no other test's commands are counted.
+#[tokio::test]
+async fn owned_touch_is_one_round_trip_on_a_single_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let Some(_server) = start_redis(port, dir.path()) else {
+        return;
+    };
+    wait_until_up(&url).await;
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let by = owner("touched");
+    let id = SessionId::generate();
+    let mut s = session(json!({ "n": 1 }), HOUR);
+    s.set_owner(Some(by.clone()));
+    store.set(&id, &s).await.unwrap();
+    // Loads every script the touches below use, so that none is sent as a whole EVAL.
+    assert!(store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
+    let mut expected = session_stores::to_millis(SystemTime::now() + HOUR);
+    for (n, width_change) in [(1, false), (2, false), (3, true)] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        expected += 60_000 * n;
+        if width_change {
+            // A wider expiry rewrites the value instead of overwriting it in place.
+            expected = 10_000_000_000_000 + n;
+        }
+        let at = session_stores::from_millis(expected);
+        assert!(store.touch(&id, at).await.unwrap());
+        assert_eq!(calls_of(&mut raw, "evalsha").await, 1, "touch {n}");
+        assert_eq!(calls_of(&mut raw, "eval").await, 0, "touch {n}");
+        let score = index_score(&mut raw, &store, &by, &id).await;
+        assert_eq!(score, expected as f64, "touch {n}");
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.expires_at_millis(), got.owner()),
+            (expected, Some(&by))
+        );
+    }
+    // Moving it earlier leaves the index as it was (scores only grow).
+    let earlier = SystemTime::now() + HOUR;
+    assert!(store.touch(&id, earlier).await.unwrap());
+    assert_eq!(listed(&store, &by).await, BTreeSet::from([id.clone()]));
+    store.destroy(&id).await.unwrap();
+    assert!(
+        index_of(&mut raw, &store.owner_key_for(&by))
+            .await
+            .is_empty()
+    );
+}
+
+// ----- The exact owner index on one server -----
+
+/// The ids in an owner's index, read with a raw connection.
+async fn index_of(raw: &mut redis::aio::MultiplexedConnection, key: &str) -> BTreeSet<String> {
+    let members: Vec<String> = raw.zrange(key, 0, -1).await.unwrap();
+    members.into_iter().collect()
+}
+
+fn ids_of(ids: &[&SessionId]) -> BTreeSet<String> {
+    ids.iter().map(|id| id.as_str().to_string()).collect()
+}
+
+/// On one server every operation that ends an owned session, or moves it to another owner
+/// or to none, takes its entry out of the old owner's index in the same script: `destroy`,
+/// `destroy_owner`, `set` and `set_if_version` with another owner or none, a write or a
+/// `touch` to a past time. A rewrite by the same owner, a refused write and a `create` that
+/// finds a live session keep it.
+#[tokio::test]
+async fn single_server_index_is_exact() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let (ada, bob) = (owner("ada {x}"), owner("bob é"));
+    let (ada_key, bob_key) = (store.owner_key_for(&ada), store.owner_key_for(&bob));
+    let ids: Vec<SessionId> = (0..9).map(|_| SessionId::generate()).collect();
+    for id in &ids {
+        store.set(id, &owned(json!({}), HOUR, &ada)).await.unwrap();
+    }
+    let all: Vec<&SessionId> = ids.iter().collect();
+    assert_eq!(index_of(&mut raw, &ada_key).await, ids_of(&all));
+
+    // Kept: the same owner again, a refused write, a create over a live session, a touch.
+    let v = store
+        .set(&ids[0], &owned(json!({"n": 1}), HOUR, &ada))
+        .await
+        .unwrap();
+    let err = store
+        .set_if_version(&ids[0], &owned(json!({}), HOUR, &bob), v + 7)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(
+        !store
+            .create(&ids[0], &owned(json!({}), HOUR, &bob))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .touch(&ids[0], SystemTime::now() + 2 * HOUR)
+            .await
+            .unwrap()
+    );
+    assert_eq!(index_of(&mut raw, &ada_key).await, ids_of(&all));
+
+    // Removed from ada's index, each by its own write.
+    store.destroy(&ids[1]).await.unwrap();
+    store
+        .set(&ids[2], &owned(json!({}), HOUR, &bob))
+        .await
+        .unwrap();
+    store.set(&ids[3], &session(json!({}), HOUR)).await.unwrap();
+    let v4 = store.get(&ids[4]).await.unwrap().unwrap().version();
+    store
+        .set_if_version(&ids[4], &owned(json!({}), HOUR, &bob), v4)
+        .await
+        .unwrap();
+    let v5 = store.get(&ids[5]).await.unwrap().unwrap().version();
+    let past = Session::from_parts(serde_json::Map::new(), now_millis() - 1_000, 0)
+        .with_owner(Some(ada.clone()));
+    assert_eq!(store.set_if_version(&ids[5], &past, v5).await.unwrap(), 0);
+    assert_eq!(store.set(&ids[6], &past).await.unwrap(), 0);
+    assert!(
+        store
+            .touch(&ids[7], SystemTime::now() - Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+    for id in &ids[1..8] {
+        assert!(
+            store
+                .get(id)
+                .await
+                .unwrap()
+                .is_none_or(|s| s.owner() != Some(&ada)),
+            "{id:?}"
+        );
+    }
+    assert_eq!(
+        index_of(&mut raw, &ada_key).await,
+        ids_of(&[&ids[0], &ids[8]])
+    );
+    assert_eq!(
+        index_of(&mut raw, &bob_key).await,
+        ids_of(&[&ids[2], &ids[4]])
+    );
+
+    // destroy_owner: what it deletes and the dead entries it meets leave the index;
+    // `except` keeps its entry.
+    let absent = SessionId::generate();
+    let foreign = SessionId::generate();
+    let _: () = raw.rpush(store.key_for(&foreign), "a list").await.unwrap();
+    let _: () = raw
+        .zadd_multiple(
+            &ada_key,
+            &[
+                (now_millis() + 60_000, absent.as_str()),
+                (now_millis() + 60_000, foreign.as_str()),
+                (now_millis() + 60_000, ids[2].as_str()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.destroy_owner(&ada, Some(&ids[8])).await.unwrap(), 1);
+    assert_eq!(index_of(&mut raw, &ada_key).await, ids_of(&[&ids[8]]));
+    assert_eq!(
+        store.get(&ids[2]).await.unwrap().unwrap().owner(),
+        Some(&bob)
+    );
+    let list: i64 = raw.llen(store.key_for(&foreign)).await.unwrap();
+    assert_eq!(list, 1, "destroy_owner deleted a key that is not a session");
+    assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 1);
+    let exists: bool = raw.exists(&ada_key).await.unwrap();
+    assert!(!exists, "an emptied index is gone");
+
+    // A listing reclaims dead entries and keeps the live ones, and those of sessions that
+    // expired less than the grace ago (an application server whose clock runs behind may
+    // still see them live).
+    let live = SessionId::generate();
+    store
+        .set(&live, &owned(json!({}), HOUR, &bob))
+        .await
+        .unwrap();
+    let just_expired = SessionId::generate();
+    let at = now_millis() - 1_000;
+    let _: () = raw
+        .set_options(
+            store.key_for(&just_expired),
+            format!("5:{at}:~{}:{}{{}}", bob.as_str().len(), bob.as_str()),
+            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(60_000)),
+        )
+        .await
+        .unwrap();
+    let _: () = raw
+        .zadd_multiple(
+            &bob_key,
+            &[
+                (now_millis() + 60_000, absent.as_str()),
+                (now_millis() + 60_000, foreign.as_str()),
+                (now_millis() + 60_000, ids[0].as_str()),
+                (at, just_expired.as_str()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(&store, &bob).await,
+        BTreeSet::from([ids[2].clone(), ids[4].clone(), live.clone()])
+    );
+    assert_eq!(
+        index_of(&mut raw, &bob_key).await,
+        ids_of(&[&ids[2], &ids[4], &live, &just_expired])
+    );
+    // With the data too.
+    let _: () = raw
+        .zadd(&bob_key, absent.as_str(), now_millis())
+        .await
+        .unwrap();
+    assert_eq!(store.sessions_of(&bob, true).await.unwrap().len(), 3);
+    assert!(!index_of(&mut raw, &bob_key).await.contains(absent.as_str()));
+
+    // `destroy` of a key that is not a session deletes it, as `UNLINK` did.
+    store.destroy(&foreign).await.unwrap();
+    let exists: bool = raw.exists(store.key_for(&foreign)).await.unwrap();
+    assert!(!exists);
+    store.clear().await.unwrap();
+}
+
+/// A user who logs in and out again and again, and rounds of N new sessions then
+/// `destroy_owner`: the owner's index never holds more than the live sessions. Prints the
+/// time of `destroy` (unowned and owned) and of each `destroy_owner`.
+#[tokio::test]
+async fn single_server_index_stays_bounded() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let by = owner("churn");
+    let key = store.owner_key_for(&by);
+    let ids: Vec<SessionId> = (0..1000).map(|_| SessionId::generate()).collect();
+    for id in &ids {
+        store.set(id, &session(json!({}), HOUR)).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    for id in &ids {
+        store.destroy(id).await.unwrap();
+    }
+    let unowned = started.elapsed() / 1000;
+    // Log in, log out.
+    for id in &ids {
+        assert!(
+            store
+                .create(id, &owned(json!({}), HOUR, &by))
+                .await
+                .unwrap()
+        );
+    }
+    let started = std::time::Instant::now();
+    for id in &ids {
+        store.destroy(id).await.unwrap();
+    }
+    let owned_destroy = started.elapsed() / 1000;
+    let entries: u64 = raw.zcard(&key).await.unwrap();
+    assert_eq!(entries, 0);
+    const N: usize = 300;
+    let mut rounds = Vec::new();
+    for round in 0..5 {
+        for _ in 0..N {
+            store
+                .set(&SessionId::generate(), &owned(json!({}), HOUR, &by))
+                .await
+                .unwrap();
+        }
+        let entries: u64 = raw.zcard(&key).await.unwrap();
+        assert_eq!(entries, N as u64, "round {round}");
+        let started = std::time::Instant::now();
+        assert_eq!(store.destroy_owner(&by, None).await.unwrap(), N as u64);
+        rounds.push(started.elapsed());
+        let entries: u64 = raw.zcard(&key).await.unwrap();
+        assert_eq!(entries, 0, "round {round}");
+    }
+    eprintln!(
+        "destroy: unowned {unowned:?}, owned {owned_destroy:?} each; destroy_owner of {N}, \
+         round by round: {rounds:?}"
+    );
+    store.clear().await.unwrap();
+}
+
+/// `destroy_owner` and `sessions_of` racing writes of the same ids (tower-sessions saves a
+/// session after another request deleted it: a `set` of an id being destroyed), `destroy`s,
+/// owner changes and `touch`es: once all is done, every live session of the owner is in its
+/// index, and the index holds nothing else that a listing would not reclaim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_server_index_never_loses_a_live_session() {
+    let Some(url) = url() else { return };
+    let store = Arc::new(store(&url).await);
+    let mut raw = raw(&url).await;
+    let (ada, bob) = (owner("racer"), owner("other"));
+    let key = store.owner_key_for(&ada);
+    let ids: Arc<Vec<SessionId>> = Arc::new((0..40).map(|_| SessionId::generate()).collect());
+    let mut live_seen = 0;
+    for round in 0..8u64 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = tokio::task::JoinSet::new();
+        for writer in 0..4u64 {
+            let (store, ids, stop) = (Arc::clone(&store), Arc::clone(&ids), Arc::clone(&stop));
+            let (ada, bob) = (ada.clone(), bob.clone());
+            tasks.spawn(async move {
+                let mut n = writer + round;
+                while !stop.load(Ordering::SeqCst) {
+                    let id = &ids[(n % 40) as usize];
+                    match n % 7 {
+                        0 => store.destroy(id).await.unwrap(),
+                        1 => {
+                            store.set(id, &owned(json!({}), HOUR, &bob)).await.unwrap();
+                        }
+                        2 => {
+                            store.set(id, &session(json!({}), HOUR)).await.unwrap();
+                        }
+                        3 => {
+                            store.touch(id, SystemTime::now() + HOUR).await.unwrap();
+                        }
+                        4 => {
+                            store
+                                .create(id, &owned(json!({}), HOUR, &ada))
+                                .await
+                                .unwrap();
+                        }
+                        _ => {
+                            store.set(id, &owned(json!({}), HOUR, &ada)).await.unwrap();
+                        }
+                    }
+                    n += 5;
+                }
+            });
+        }
+        for lister in 0..2 {
+            let (store, stop, ada) = (Arc::clone(&store), Arc::clone(&stop), ada.clone());
+            tasks.spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    if lister == 0 {
+                        store.destroy_owner(&ada, None).await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(round % 3)).await;
+                    } else {
+                        store.sessions_of(&ada, false).await.unwrap();
+                    }
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stop.store(true, Ordering::SeqCst);
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        let indexed = index_of(&mut raw, &key).await;
+        let mut live = BTreeSet::new();
+        for id in ids.iter() {
+            if store
+                .get(id)
+                .await
+                .unwrap()
+                .is_some_and(|s| s.owner() == Some(&ada))
+            {
+                assert!(
+                    indexed.contains(id.as_str()),
+                    "round {round}: {id:?} is live but not indexed"
+                );
+                live.insert(id.clone());
+            }
+        }
+        assert_eq!(listed(&store, &ada).await, live, "round {round}");
+        let ids_live: Vec<&SessionId> = live.iter().collect();
+        assert_eq!(
+            index_of(&mut raw, &key).await,
+            ids_of(&ids_live),
+            "round {round}"
+        );
+        live_seen += live.len();
+    }
+    eprintln!("{live_seen} live sessions of the owner checked at the ends of the rounds");
+    store.clear().await.unwrap();
+}
+
+/// Scans every page of `store` with `limit`, running `between` after each page; panics on a
+/// page over the limit or an id returned twice.
+async fn scan_all(
+    store: &RedisStore,
+    limit: usize,
+    mut between: impl AsyncFnMut(usize),
+) -> Vec<(SessionId, Session)> {
+    let mut cursor: Option<session_stores::ScanCursor> = None;
+    let mut seen = BTreeSet::new();
+    let mut all = Vec::new();
+    for page in 0..100_000 {
+        let got = store.scan(cursor.as_ref(), limit).await.expect("scan");
+        assert!(got.sessions.len() <= limit.max(1));
+        for (id, session) in got.sessions {
+            assert!(seen.insert(id.clone()), "{id:?} returned twice");
+            all.push((id, session));
+        }
+        match got.next {
+            None => return all,
+            Some(next) => cursor = Some(next),
+        }
+        between(page).await;
+    }
+    panic!("the scan did not end");
+}
+
+/// The scan behaviour shared by a single server and a cluster: `store` and `twin` have the
+/// same prefix, `other` another one; `raw_set` writes a raw key.
+async fn scans_behave(store: RedisStore, twin: RedisStore, other: RedisStore) {
+    use session_stores::ScanCursor;
+    // An empty store's scan ends with nothing. Not necessarily in one page: a cluster page
+    // stops walking slots when its time budget is spent (a loaded machine), returning an
+    // empty page with `next`, which the contract allows.
+    assert!(scan_all(&store, 10, async |_| {}).await.is_empty());
+    let owner = Owner::new("scan-owner").unwrap();
+    let mut ids = BTreeSet::new();
+    for n in 0..300 {
+        let id = SessionId::generate();
+        let mut s = session(json!({ "n": n }), Duration::from_secs(3600));
+        if n % 4 == 0 {
+            s.set_owner(Some(owner.clone()));
+        }
+        store.set(&id, &s).await.unwrap();
+        ids.insert(id);
+    }
+    // Expired ones (still in Redis a moment) and another prefix's are skipped; the owner
+    // index key is no session.
+    for _ in 0..5 {
+        let s = session(json!({}), Duration::from_millis(150));
+        store.set(&SessionId::generate(), &s).await.unwrap();
+    }
+    other
+        .set(
+            &SessionId::generate(),
+            &session(json!({}), Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for limit in [1, 7, 64, 10_000] {
+        let all = scan_all(&store, limit, async |_| {}).await;
+        let got: BTreeSet<SessionId> = all.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(got, ids, "limit {limit}");
+        if limit == 7 {
+            for (id, s) in &all {
+                assert_eq!(store.get(id).await.unwrap().as_ref(), Some(s));
+            }
+        }
+    }
+    // Writes and destroys between pages: every session live throughout comes once.
+    let steady: Vec<SessionId> = ids.iter().cloned().collect();
+    let doomed: Vec<SessionId> = steady.iter().step_by(10).cloned().collect();
+    let all = scan_all(&store, 9, async |page| {
+        for _ in 0..5 {
+            let s = session(json!({ "new": page }), Duration::from_secs(60));
+            store.set(&SessionId::generate(), &s).await.unwrap();
+        }
+        if let Some(id) = doomed.get(page) {
+            store.destroy(id).await.unwrap();
+        }
+        let id = &steady[(page * 7) % steady.len()];
+        let s = session(json!({ "rewritten": page }), Duration::from_secs(3600));
+        store.set(id, &s).await.unwrap();
+    })
+    .await;
+    let got: BTreeSet<SessionId> = all.iter().map(|(id, _)| id.clone()).collect();
+    for id in steady.iter().filter(|id| !doomed.contains(id)) {
+        assert!(got.contains(id), "{id:?} live throughout was not returned");
+    }
+    // A cursor saved as text resumes on another store instance with the same prefix.
+    let first = store.scan(None, 50).await.unwrap();
+    let saved = first.next.expect("more pages").as_str().to_string();
+    let mut seen: BTreeSet<SessionId> = first.sessions.into_iter().map(|(id, _)| id).collect();
+    let mut cursor = Some(ScanCursor::new(saved));
+    while let Some(at) = cursor {
+        let page = twin.scan(Some(&at), 50).await.unwrap();
+        for (id, _) in page.sessions {
+            assert!(seen.insert(id), "resumed scan repeated a session");
+        }
+        cursor = page.next;
+    }
+    assert_eq!(seen.len() as u64, store.len().await.unwrap());
+    // Foreign cursors are configuration errors.
+    for text in [
+        "",
+        "1:abc",
+        "redis1:x:1:",
+        "redis1:s:x:",
+        "redis1:c:99999:",
+        "redis1:s:1:a b",
+    ] {
+        let err = store
+            .scan(Some(&ScanCursor::new(text)), 5)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{text:?}");
+    }
+    let foreign = if store.is_cluster() {
+        "redis1:s:0:"
+    } else {
+        "redis1:c:0:"
+    };
+    let err = store
+        .scan(Some(&ScanCursor::new(foreign)), 5)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    // The other prefix sees only its own session.
+    assert_eq!(scan_all(&other, 3, async |_| {}).await.len(), 1);
+    store.clear().await.unwrap();
+    other.clear().await.unwrap();
+    assert!(scan_all(&store, 5, async |_| {}).await.is_empty());
+}
+
+#[tokio::test]
+async fn scans_return_each_session_once_on_a_single_server() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let twin = RedisStore::builder(&url)
+        .key_prefix(store.key_prefix())
+        .build()
+        .unwrap();
+    scans_behave(store, twin, self::store(&url).await).await;
+}
+
+#[tokio::test]
+async fn scans_return_each_session_once_on_a_cluster() {
+    let Some(urls) = cluster_urls() else { return };
+    let build = |prefix: &str| {
+        RedisStore::cluster_builder(&urls)
+            .key_prefix(prefix)
+            .build()
+            .unwrap()
+    };
+    let prefix = support::unique_name("sst:scan:");
+    scans_behave(
+        build(&prefix),
+        build(&prefix),
+        build(&support::unique_name("sst:scan:")),
+    )
+    .await;
+}
+
+/// A key of another type, or a value this store cannot read, under the prefix is a Decode
+/// error naming the session, as from `get`.
+#[tokio::test]
+async fn scans_report_unreadable_values_as_get_does() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut conn = raw(&url).await;
+    let id = SessionId::new("unreadable").unwrap();
+    let _: () = conn.set(store.key_for(&id), "not a session").await.unwrap();
+    let err = store.scan(None, 10).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    assert_eq!(store.get(&id).await.unwrap_err().kind(), ErrorKind::Decode);
+    let _: () = conn.del(store.key_for(&id)).await.unwrap();
+    let _: () = conn.sadd(store.key_for(&id), "x").await.unwrap();
+    let err = store.scan(None, 10).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    let _: () = conn.del(store.key_for(&id)).await.unwrap();
+    assert!(scan_all(&store, 10, async |_| {}).await.is_empty());
 }

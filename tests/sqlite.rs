@@ -4,6 +4,7 @@
 //! the bounded queue, expiry decided under the lock, the WAL's size, `close`).
 #![cfg(feature = "sqlite")]
 
+use std::collections::BTreeMap;
 use std::error::Error as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -12,8 +13,8 @@ use rusqlite::Connection;
 use serde_json::json;
 use session_stores::stores::sqlite::{SCHEMA_TABLE, SCHEMA_VERSION};
 use session_stores::{
-    Error, ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, Session, SessionId, SessionStore,
-    SqliteStore, now_millis,
+    Error, ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, Owner, ScanCursor, Session, SessionId,
+    SessionStore, SqliteStore, now_millis,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -702,6 +703,27 @@ fn works_without_a_tokio_runtime() {
     assert_eq!(got, Some(version));
 }
 
+/// A file-backed store (with its inline read connections) needs no tokio runtime either.
+#[test]
+fn a_file_store_works_without_a_tokio_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-tokio.db");
+    let result = std::thread::spawn(move || {
+        futures_lite_block_on(async {
+            let store = SqliteStore::builder().inline_reads(2).open(&path).await?;
+            let id = SessionId::generate();
+            let version = store.set(&id, &session(json!({"k": "v"}))).await?;
+            let got = store.get(&id).await?.map(|s| s.version());
+            store.close().await?;
+            Ok::<_, Error>((version, got))
+        })
+    })
+    .join()
+    .unwrap();
+    let (version, got) = result.unwrap();
+    assert_eq!(got, Some(version));
+}
+
 /// A tiny executor: polls `fut` on this thread, parking between wake-ups.
 fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
     use std::sync::Arc;
@@ -1121,4 +1143,637 @@ async fn close_finishes_queued_writes_then_refuses_operations() {
         assert_eq!(got.map(|s| s.version()), Some(*version), "{id:?}");
     }
     assert_eq!(reopened.len().await.unwrap(), written.len() as u64);
+}
+
+fn owner(name: &str) -> Owner {
+    Owner::new(format!("{name}-{}", SessionId::generate())).unwrap()
+}
+
+fn owned(owner: &Owner, data: serde_json::Value) -> Session {
+    session(data).with_owner(Some(owner.clone()))
+}
+
+/// The ids `sessions_of` lists, sorted.
+async fn listed(store: &SqliteStore, owner: &Owner) -> Vec<SessionId> {
+    let mut ids: Vec<SessionId> = store
+        .sessions_of(owner, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut ids: Vec<SessionId>) -> Vec<SessionId> {
+    ids.sort();
+    ids
+}
+
+fn owner_column(path: &Path, table: &str, id: &SessionId) -> Option<String> {
+    raw(path)
+        .query_row(
+            &format!("SELECT owner FROM \"{table}\" WHERE id = ?1"),
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// Every write stores the owner (NULL for none), `get` returns it, `touch` keeps it, and an
+/// identical write under another owner is a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_are_stored_by_every_write_and_kept_by_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(store.capabilities().owners);
+    let (ada, bob) = (owner("ada"), owner("bob"));
+    let id = SessionId::generate();
+    let s = owned(&ada, json!({"k": 1}));
+    assert!(store.create(&id, &s).await.unwrap());
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.owner(), Some(&ada));
+    assert_eq!(
+        owner_column(&path, "sessions", &id).as_deref(),
+        Some(ada.as_str())
+    );
+
+    // The same data and expiry under another owner: stored.
+    let v = store
+        .set(&id, &s.clone().with_owner(Some(bob.clone())))
+        .await
+        .unwrap();
+    assert_eq!(got.version() + 1, v);
+    assert_eq!(store.get(&id).await.unwrap().unwrap().owner(), Some(&bob));
+    assert_eq!(listed(&store, &ada).await, Vec::<SessionId>::new());
+    assert_eq!(listed(&store, &bob).await, vec![id.clone()]);
+
+    // touch keeps it.
+    assert!(
+        store
+            .touch(&id, SystemTime::now() + 2 * HOUR)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get(&id).await.unwrap().unwrap().owner(), Some(&bob));
+
+    // set_if_version moves it back; a write with no owner removes it.
+    let v = store.set_if_version(&id, &s, v).await.unwrap();
+    assert_eq!(store.get(&id).await.unwrap().unwrap().owner(), Some(&ada));
+    store
+        .set_if_version(&id, &s.clone().with_owner(None), v)
+        .await
+        .unwrap();
+    assert_eq!(store.get(&id).await.unwrap().unwrap().owner(), None);
+    assert_eq!(owner_column(&path, "sessions", &id), None);
+    assert!(listed(&store, &ada).await.is_empty());
+
+    // A fresh id through set_if_version(0), and through set.
+    let other = SessionId::generate();
+    store.set_if_version(&other, &s, 0).await.unwrap();
+    let third = SessionId::generate();
+    store.set(&third, &s).await.unwrap();
+    assert_eq!(listed(&store, &ada).await, sorted(vec![other, third]));
+}
+
+/// Listings hold exactly the live sessions of the owner, with their expiry, version and (if
+/// asked) data; `destroy_owner` ends all but the kept one and counts only live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_and_destroy_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let (ada, bob) = (owner("ada"), owner("bob"));
+    let ids: Vec<SessionId> = (0..5).map(|_| SessionId::generate()).collect();
+    let mut versions = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        versions.push(store.set(id, &owned(&ada, json!({"n": n}))).await.unwrap());
+    }
+    let bobs = SessionId::generate();
+    store.set(&bobs, &owned(&bob, json!({}))).await.unwrap();
+    let unowned = SessionId::generate();
+    store.set(&unowned, &session(json!({}))).await.unwrap();
+
+    let with_data = store.sessions_of(&ada, true).await.unwrap();
+    assert_eq!(with_data.len(), 5);
+    for entry in &with_data {
+        let n = ids
+            .iter()
+            .position(|id| *id == entry.id)
+            .expect("one of ada's");
+        assert_eq!(entry.version, versions[n]);
+        assert_eq!(entry.data.as_ref().unwrap()["n"], json!(n));
+        let stored = store.get(&entry.id).await.unwrap().unwrap();
+        assert_eq!(entry.expires_at_millis, stored.expires_at_millis());
+    }
+    assert!(
+        store
+            .sessions_of(&ada, false)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.data.is_none())
+    );
+
+    // Destroyed, expired by touch, expired in the table, re-owned: not listed.
+    store.destroy(&ids[0]).await.unwrap();
+    store
+        .touch(&ids[1], SystemTime::now() - HOUR)
+        .await
+        .unwrap();
+    raw(&path)
+        .execute(
+            "UPDATE sessions SET expires_at = ?2 WHERE id = ?1",
+            rusqlite::params![ids[2].as_str(), now_millis() - 1],
+        )
+        .unwrap();
+    store.set(&ids[3], &owned(&bob, json!({}))).await.unwrap();
+    assert_eq!(listed(&store, &ada).await, vec![ids[4].clone()]);
+
+    // The expired row of ada's is deleted too but not counted; bob's and the unowned one
+    // stay.
+    assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 1);
+    assert!(store.get(&ids[4]).await.unwrap().is_none());
+    let rows: i64 = raw(&path)
+        .query_row(
+            "SELECT COUNT(*) FROM sessions WHERE owner = ?1",
+            [ada.as_str()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 0);
+    assert_eq!(
+        listed(&store, &bob).await,
+        sorted(vec![bobs.clone(), ids[3].clone()])
+    );
+    assert!(store.get(&unowned).await.unwrap().is_some());
+    assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 0);
+
+    // With a kept session: it stays; a kept id of someone else protects nothing.
+    assert_eq!(store.destroy_owner(&bob, Some(&bobs)).await.unwrap(), 1);
+    assert_eq!(listed(&store, &bob).await, vec![bobs.clone()]);
+    store.set(&ids[0], &owned(&bob, json!({}))).await.unwrap();
+    assert_eq!(store.destroy_owner(&bob, Some(&unowned)).await.unwrap(), 2);
+    assert!(listed(&store, &bob).await.is_empty());
+    assert!(store.get(&unowned).await.unwrap().is_some());
+
+    // Both are named in their errors, and an in-memory store has them too.
+    let memory = SqliteStore::open_in_memory().await.unwrap();
+    let id = SessionId::generate();
+    memory.set(&id, &owned(&ada, json!({}))).await.unwrap();
+    assert_eq!(listed(&memory, &ada).await, vec![id.clone()]);
+    assert_eq!(memory.destroy_owner(&ada, None).await.unwrap(), 1);
+    memory.close().await.unwrap();
+    for err in [
+        memory.sessions_of(&ada, true).await.unwrap_err(),
+        memory.destroy_owner(&ada, None).await.unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    }
+    let err = memory.sessions_of(&ada, true).await.unwrap_err();
+    assert!(err.to_string().contains("sessions_of"), "{err}");
+    let err = memory.destroy_owner(&ada, None).await.unwrap_err();
+    assert!(err.to_string().contains("destroy_owner"), "{err}");
+}
+
+/// An owner with 2000 sessions lists and destroys them all; the statements use the owner
+/// index, and owners of two tables in one file are separate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_sessions_of_one_owner_through_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let a = SqliteStore::builder().table("a").open(&path).await.unwrap();
+    let b = SqliteStore::builder().table("b").open(&path).await.unwrap();
+    let ada = owner("ada");
+    let mut ids = Vec::new();
+    for n in 0..2000 {
+        let id = SessionId::generate();
+        a.set(&id, &owned(&ada, json!({ "n": n }))).await.unwrap();
+        ids.push(id);
+    }
+    let shared = ids[0].clone();
+    b.set(&shared, &owned(&ada, json!({"in": "b"})))
+        .await
+        .unwrap();
+    assert_eq!(listed(&a, &ada).await, sorted(ids.clone()));
+    assert_eq!(a.sessions_of(&ada, true).await.unwrap().len(), 2000);
+    assert_eq!(listed(&b, &ada).await, vec![shared.clone()]);
+
+    let db = raw(&path);
+    for statement in [
+        "SELECT id, expires_at, version FROM a WHERE owner = ?1 AND expires_at > ?2",
+        "DELETE FROM a WHERE owner = ?1 AND id IS NOT ?2 RETURNING expires_at > ?2",
+    ] {
+        let plan: Vec<String> = db
+            .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+            .unwrap()
+            .query_map(rusqlite::params!["x", 1], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("INDEX \"a_owner\"") || step.contains("INDEX a_owner")),
+            "{statement}: {plan:?}"
+        );
+    }
+
+    assert_eq!(a.destroy_owner(&ada, Some(&ids[7])).await.unwrap(), 1999);
+    assert_eq!(listed(&a, &ada).await, vec![ids[7].clone()]);
+    assert_eq!(listed(&b, &ada).await, vec![shared.clone()]);
+    assert_eq!(b.destroy_owner(&ada, None).await.unwrap(), 1);
+    assert_eq!(listed(&a, &ada).await, vec![ids[7].clone()]);
+}
+
+/// A table of schema version 1 (no `owner` column, no owner index) is upgraded when a store
+/// opens it, and its sessions survive with no owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_table_is_upgraded_and_keeps_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let id = SessionId::generate();
+    let expires_at = now_millis() + 3_600_000;
+    {
+        let db = raw(&path);
+        db.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; \
+             CREATE TABLE {SCHEMA_TABLE} (table_name TEXT PRIMARY KEY NOT NULL, \
+                 version INTEGER NOT NULL); \
+             INSERT INTO {SCHEMA_TABLE} VALUES ('sessions', 1); \
+             CREATE TABLE \"sessions\" (id TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, \
+                 expires_at INTEGER NOT NULL, version INTEGER NOT NULL); \
+             CREATE INDEX \"sessions_expires_at\" ON \"sessions\" (expires_at);"
+        ))
+        .unwrap();
+        db.execute(
+            "INSERT INTO sessions VALUES (?1, '{\"user\":\"ada\"}', ?2, 7)",
+            rusqlite::params![id.as_str(), expires_at],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let got = store.get(&id).await.unwrap().expect("kept");
+    assert_eq!(got.get::<String>("user").unwrap().as_deref(), Some("ada"));
+    assert_eq!((got.version(), got.expires_at_millis()), (7, expires_at));
+    assert_eq!(got.owner(), None);
+
+    let db = raw(&path);
+    let version: i64 = db
+        .query_row(
+            &format!("SELECT version FROM {SCHEMA_TABLE} WHERE table_name = 'sessions'"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(SCHEMA_VERSION, 2);
+    let index: String = db
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'sessions_owner'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(index.contains("WHERE owner IS NOT NULL"), "{index}");
+
+    // The upgraded table keeps owners; opening it again changes nothing.
+    let ada = owner("ada");
+    let v = store
+        .set(&id, &got.clone().with_owner(Some(ada.clone())))
+        .await
+        .unwrap();
+    assert_eq!(v, 8);
+    drop(store);
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(listed(&store, &ada).await, vec![id.clone()]);
+    assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 1);
+}
+
+/// A stored owner that is not a valid owner, and a listed row that is not a session, are
+/// decode errors naming the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_owners_and_listed_rows_are_decode_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let db = raw(&path);
+    let id = SessionId::generate();
+    store.set(&id, &session(json!({}))).await.unwrap();
+    // (The column's TEXT affinity stores numbers as text, which are valid owners.)
+    for bad in ["''", "'a\nb'", "X'00'"] {
+        db.execute(
+            &format!("UPDATE sessions SET owner = {bad} WHERE id = ?1"),
+            [id.as_str()],
+        )
+        .unwrap();
+        let err = store.get(&id).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{bad}: {err:?}");
+        assert_eq!(err.session(), Some(&id.hint()), "{bad}");
+    }
+
+    let ada = owner("ada");
+    let id = SessionId::generate();
+    store.set(&id, &owned(&ada, json!({}))).await.unwrap();
+    db.execute(
+        "UPDATE sessions SET data = 'not json' WHERE id = ?1",
+        [id.as_str()],
+    )
+    .unwrap();
+    // Without data the row lists; with data it is a decode error for it.
+    assert_eq!(listed(&store, &ada).await, vec![id.clone()]);
+    let err = store.sessions_of(&ada, true).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    assert_eq!(err.session(), Some(&id.hint()));
+    db.execute(
+        "UPDATE sessions SET version = 'x' WHERE id = ?1",
+        [id.as_str()],
+    )
+    .unwrap();
+    let err = store.sessions_of(&ada, false).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    assert_eq!(err.session(), Some(&id.hint()));
+    // A hand-written id that is no session id.
+    db.execute(
+        "UPDATE sessions SET id = 'a/b', version = 1 WHERE id = ?1",
+        [id.as_str()],
+    )
+    .unwrap();
+    let err = store.sessions_of(&ada, false).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    // destroy_owner needs no decoding.
+    assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 1);
+}
+
+// Scans.
+
+/// Every page of a scan from `cursor` on, each checked to hold at most `limit` sessions.
+async fn scan_from(
+    store: &SqliteStore,
+    mut cursor: Option<ScanCursor>,
+    limit: usize,
+) -> Vec<(SessionId, Session)> {
+    let mut all = Vec::new();
+    loop {
+        let page = store.scan(cursor.as_ref(), limit).await.unwrap();
+        assert!(
+            page.sessions.len() <= limit.max(1),
+            "{}",
+            page.sessions.len()
+        );
+        all.extend(page.sessions);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return all,
+        }
+    }
+}
+
+/// The ids of `scanned`, checked to be there once each.
+fn once_each(scanned: &[(SessionId, Session)]) -> BTreeMap<SessionId, Session> {
+    let mut seen = BTreeMap::new();
+    for (id, session) in scanned {
+        assert!(
+            seen.insert(id.clone(), session.clone()).is_none(),
+            "{id:?} twice"
+        );
+    }
+    seen
+}
+
+/// Writes `n` sessions, every third with an owner, some written twice (a later version),
+/// and returns them as `get` reads them back.
+async fn write_many(store: &SqliteStore, n: usize) -> BTreeMap<SessionId, Session> {
+    let ada = owner("ada");
+    let mut written = BTreeMap::new();
+    for i in 0..n {
+        let id = SessionId::generate();
+        let mut s = session(json!({"i": i, "tags": ["a", i % 7]}));
+        if i % 3 == 0 {
+            s = s.with_owner(Some(ada.clone()));
+        }
+        s.expire_in(HOUR + Duration::from_secs(i as u64));
+        store.set(&id, &s).await.unwrap();
+        if i % 5 == 0 {
+            store.set(&id, &s).await.unwrap();
+        }
+        written.insert(id.clone(), store.get(&id).await.unwrap().unwrap());
+    }
+    written
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_pages_through_every_live_session_once_as_get_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let mut written = write_many(&store, 300).await;
+    // Ten of them expire (by hand, as time passing would): never scanned.
+    let expired: Vec<SessionId> = written.keys().step_by(30).cloned().collect();
+    for id in &expired {
+        raw(&path)
+            .execute(
+                "UPDATE sessions SET expires_at = ?2 WHERE id = ?1",
+                rusqlite::params![id.as_str(), now_millis() - 1],
+            )
+            .unwrap();
+        written.remove(id);
+    }
+    assert_eq!(written.len(), 290);
+    assert!(store.capabilities().scan);
+    assert!(store.capabilities().owners);
+
+    for limit in [7, 1, 290, 1000] {
+        let scanned = scan_from(&store, None, limit).await;
+        let seen = once_each(&scanned);
+        assert_eq!(seen, written, "limit {limit}");
+        // In id order.
+        assert!(scanned.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+    // A limit of 0 counts as 1; a huge one is capped, and a short page ends the scan.
+    let page = store.scan(None, 0).await.unwrap();
+    assert_eq!(page.sessions.len(), 1);
+    assert!(page.next.is_some());
+    let page = store.scan(None, usize::MAX).await.unwrap();
+    assert_eq!(page.sessions.len(), 290);
+    assert!(page.next.is_none());
+    // A full last page is followed by an empty one that ends the scan.
+    let page = store.scan(None, 290).await.unwrap();
+    let next = page.next.expect("a full page goes on");
+    let page = store.scan(Some(&next), 290).await.unwrap();
+    assert!(page.sessions.is_empty());
+    assert!(page.next.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_with_writes_between_pages_never_duplicates_or_drops_a_session_live_throughout() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let stable = write_many(&store, 300).await;
+    let doomed: Vec<SessionId> = write_many(&store, 100).await.into_keys().collect();
+    let mut created = Vec::new();
+    let mut cursor = None;
+    let mut scanned = Vec::new();
+    let mut round = 0usize;
+    loop {
+        let page = store.scan(cursor.as_ref(), 9).await.unwrap();
+        scanned.extend(page.sessions);
+        let Some(next) = page.next else { break };
+        cursor = Some(next);
+        // Between pages: new sessions, destroyed ones, updated ones (a new version and data).
+        for _ in 0..3 {
+            let id = SessionId::generate();
+            assert!(
+                store
+                    .create(&id, &session(json!({"new": round})))
+                    .await
+                    .unwrap()
+            );
+            created.push(id);
+        }
+        if let Some(id) = doomed.get(round) {
+            store.destroy(id).await.unwrap();
+        }
+        for id in stable.keys().skip(round * 7 % 300).take(2) {
+            let mut s = store.get(id).await.unwrap().unwrap();
+            s.insert("updated", round).unwrap();
+            store.set(id, &s).await.unwrap();
+        }
+        round += 1;
+    }
+    assert!(round > 30, "{round} pages");
+    let seen = once_each(&scanned);
+    for (id, session) in &stable {
+        let got = seen.get(id).unwrap_or_else(|| panic!("{id:?} dropped"));
+        assert_eq!(got.owner(), session.owner());
+        assert_eq!(got.get_value("i"), session.get_value("i"));
+    }
+    // Everything scanned is one of the sessions written.
+    for id in seen.keys() {
+        assert!(stable.contains_key(id) || doomed.contains(id) || created.contains(id));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_saved_as_text_resumes_on_a_new_store_over_the_same_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let written = {
+        let store = SqliteStore::builder()
+            .table("web")
+            .open(&path)
+            .await
+            .unwrap();
+        write_many(&store, 120).await
+    };
+    let (first, saved) = {
+        let store = SqliteStore::builder()
+            .table("web")
+            .open(&path)
+            .await
+            .unwrap();
+        let page = store.scan(None, 50).await.unwrap();
+        let saved = page.next.expect("more to come").as_str().to_owned();
+        store.close().await.unwrap();
+        (page.sessions, saved)
+    };
+    let store = SqliteStore::builder()
+        .table("web")
+        .open(&path)
+        .await
+        .unwrap();
+    let mut scanned = first;
+    scanned.extend(scan_from(&store, Some(ScanCursor::new(saved)), 50).await);
+    assert_eq!(once_each(&scanned), written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_this_store_did_not_make_is_a_config_error() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    write_many(&store, 3).await;
+    for text in [
+        "",
+        "1",
+        "1:",
+        "2:abc",
+        "abc",
+        "1:a/b",
+        "1: x",
+        &"1:".repeat(100),
+    ] {
+        let err = store
+            .scan(Some(&ScanCursor::new(text)), 10)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{text:?}: {err:?}");
+        assert!(err.to_string().contains("not a scan cursor"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_store_ends_its_scan_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let page = store.scan(None, 10).await.unwrap();
+    assert!(page.sessions.is_empty());
+    assert!(page.next.is_none());
+    // Only expired sessions: empty too.
+    let id = SessionId::generate();
+    store.set(&id, &session(json!({}))).await.unwrap();
+    raw(&path)
+        .execute("UPDATE sessions SET expires_at = 0", [])
+        .unwrap();
+    let page = store.scan(None, 10).await.unwrap();
+    assert!(page.sessions.is_empty());
+    assert!(page.next.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_of_two_tables_in_one_file_are_separate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let a = SqliteStore::builder().table("a").open(&path).await.unwrap();
+    let b = SqliteStore::builder().table("b").open(&path).await.unwrap();
+    let in_a = write_many(&a, 40).await;
+    let in_b = write_many(&b, 30).await;
+    assert_eq!(once_each(&scan_from(&a, None, 8).await), in_a);
+    assert_eq!(once_each(&scan_from(&b, None, 8).await), in_b);
+    b.clear().await.unwrap();
+    assert!(scan_from(&b, None, 8).await.is_empty());
+    assert_eq!(once_each(&scan_from(&a, None, 8).await), in_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_scanned_row_is_a_decode_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let id = SessionId::generate();
+    store.set(&id, &session(json!({}))).await.unwrap();
+    let db = raw(&path);
+    for bad in [
+        "data = 'not json'",
+        "version = 'x'",
+        "owner = ''",
+        "expires_at = 'soon'",
+    ] {
+        store.set(&id, &session(json!({}))).await.unwrap();
+        db.execute(
+            &format!("UPDATE sessions SET {bad} WHERE id = ?1"),
+            [id.as_str()],
+        )
+        .unwrap();
+        let err = store.scan(None, 10).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{bad}: {err:?}");
+        assert_eq!(err.session(), Some(&id.hint()), "{bad}");
+        db.execute("DELETE FROM sessions", []).unwrap();
+    }
+    db.execute(
+        "INSERT INTO sessions (id, data, expires_at, version) VALUES ('a/b', '{}', ?1, 1)",
+        [now_millis() + 60_000],
+    )
+    .unwrap();
+    let err = store.scan(None, 10).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
 }

@@ -57,6 +57,9 @@
 //! dir/                     mode 0700 (when the store created it)
 //!   <id>.json              one per session, mode 0600
 //!   .locks/000.lock ..     128 lock files, mode 0600, never removed
+//!   .owners/               the owner index (only once a session had an owner), mode 0700
+//!     <key>/               one per owner: key = base64url, no padding, of the owner's bytes
+//!       <id>               an empty marker file per session of that owner, mode 0600
 //!   .tmp-XXXXXX.partial    a write in progress (or left behind by a killed process)
 //! ```
 //!
@@ -69,19 +72,24 @@
 //! {
 //!   "data": { "user": "ada" },
 //!   "expires_at": 1767225600000,
-//!   "version": 3
+//!   "version": 3,
+//!   "owner": "user:42"
 //! }
 //! ```
 //!
 //! `data` is the session's data exactly as written, `expires_at` its expiry in milliseconds
 //! since the Unix epoch, and `version` the version this store assigned (from 1 to
 //! [`MAX_VERSION`](crate::MAX_VERSION): a new session starts at a
-//! [fresh, unpredictable one](crate::fresh_version), each later write adds one). This is
-//! the same shape as [`Session`]'s serde form, so a file can be read with
-//! `serde_json::from_slice::<Session>`.
+//! [fresh, unpredictable one](crate::fresh_version), each later write adds one). `owner`
+//! is the session's [`Owner`], and is left out for a session without one, so files written
+//! before owners existed read as sessions without owner, and a store of an older version
+//! reads the files of this one (ignoring the owner). This is the same shape as
+//! [`Session`]'s serde form, so a file can be read with `serde_json::from_slice::<Session>`.
+//! An `owner` that breaks [`Owner`]'s rules makes the file undecodable (see bad files).
 //!
-//! Files whose names are not `<valid id>.json` (temporary files, the lock directory, anything
-//! else) are never read, counted or removed as sessions, except that
+//! Files whose names are not `<valid id>.json` (temporary files, the lock directory, the
+//! owner index, anything else) are never read, counted, scanned or removed as sessions,
+//! except that
 //! [`delete_expired`](SessionStore::delete_expired) also removes `.tmp-*.partial` files that
 //! have not been modified for ten minutes: those are left over from a process that was
 //! killed mid-write.
@@ -141,10 +149,84 @@
 //! - **`clear`** removes the files of this store's format only: files named `<id>.json`
 //!   whose content decodes as a session. Other files in the directory are left alone.
 //!
+//! # Owners
+//!
+//! [`sessions_of`](SessionStore::sessions_of) and
+//! [`destroy_owner`](SessionStore::destroy_owner) ("log out everywhere") go through the
+//! owner index, so they cost time in proportion to the owner's sessions, not the store's:
+//! `.owners/<key>/` holds an empty marker file named by the id of each session of the owner
+//! (the key, base64url of the owner's UTF-8 bytes, is at most 171 bytes of `[A-Za-z0-9_-]`).
+//! A file system cannot change two files at once, so the index is a **superset**: every
+//! live session with an owner has its marker, but a marker may outlive its session.
+//!
+//! - **Marker before write.** A write of a session with an owner makes the owner's marker
+//!   (one `open` that fails if it exists) before it replaces the session file; in durable
+//!   mode a new marker (and a new owner directory) is `fsync`ed first. So a `destroy_owner`
+//!   running meanwhile either sees the marker or listed the directory before the session
+//!   was written, and a later `sessions_of` lists it; and a crash never keeps a session
+//!   without its marker (without `durable`, a machine crash may lose a marker as it may
+//!   lose the write; the session's next write makes it again). A write of a session
+//!   without owner over one without owner touches no marker: it costs nothing more.
+//! - **Markers go only when dead**, under the id's lock (so no write of the id is in
+//!   between): after a write that changes or removes the owner, `destroy`, an expiring
+//!   write or `touch`, `delete_expired` of the session, `clear`, and lazily when
+//!   `sessions_of` or `destroy_owner` find the session absent, expired or someone else's.
+//!   An owner's directory is removed with its last marker (a writer makes it again).
+//!   `destroy` learns the owner from the write-skip cache, or reads the file when the cache
+//!   has no entry; a marker it misses (another process changed the owner behind the cache)
+//!   stays stale until a listing of that owner reclaims it. Removing a marker is best
+//!   effort: one left behind is only stale.
+//! - **`sessions_of`** reads the owner's directory, then each marked session file (without
+//!   locks, like `get`), and lists those that are live and whose stored owner is the owner.
+//!   **`destroy_owner`** takes each marked id's lock (but `except`'s), checks the same, and
+//!   removes the file and the marker. A marked file that cannot be decoded is neither listed
+//!   nor destroyed and keeps its marker. Both are bounded like a directory scan.
+//! - `len`, `clear`'s and `delete_expired`'s walks never see the index (it is not a
+//!   `<id>.json` file); `clear` removes the markers of the sessions it removes and then every
+//!   dead marker and empty directory of the index. Stores over different directories have
+//!   different indexes.
+//!
+//! # Scans
+//!
+//! [`scan`](SessionStore::scan) pages through the store's sessions in the order of their
+//! ids (bytewise), keyset style: the cursor is a version tag and the last id a page covered
+//! (`1:<id>`), so the store keeps nothing between pages, and a cursor saved from
+//! [`as_str`](crate::ScanCursor::as_str) resumes the scan on any store over the same
+//! directory, in another process or after a restart. Text that is not such a cursor is an
+//! [`Error::Config`].
+//!
+//! - **A page is one directory pass.** It streams the directory entries (never loading the
+//!   listing), keeps in a bounded set the `limit` smallest ids greater than the cursor's
+//!   (only `<valid id>.json` names: temporary files, the lock files and the owner index
+//!   are never sessions), then reads those files without locks, as `get` does, and returns
+//!   the live ones with their data, expiry, version and owner. A file that is gone by then,
+//!   expired or empty is skipped (so a page may hold fewer than `limit` sessions, even
+//!   none, while `next` is `Some`); one that cannot be decoded fails the page with
+//!   [`Error::Decode`] naming the session, like `get`.
+//! - **Memory is bounded by the page**, not by the directory: at most `limit + 1` ids and
+//!   `limit` sessions, whatever the number of files. `limit` counts from 1 (a `limit` of 0
+//!   counts as 1) to 10,000 (a larger one counts as 10,000).
+//! - **The cost:** each page reads the whole directory listing, so a full scan of `n`
+//!   session files costs `n / limit` listings of `n` entries, `O(n²/limit)` entries read
+//!   (plus one read per session file). Scan large directories with large pages, as a
+//!   command-line copy of a whole store should (100,000 files in pages of 10,000: ten
+//!   listings).
+//! - **Exactly once.** A page's `next` is the largest id it covered, and the next page
+//!   starts after it, so ids are covered in increasing order, each at most once: a session
+//!   live (under the same id) for the whole scan is returned exactly once, whatever is
+//!   written, destroyed or expires meanwhile, and a session written or destroyed during
+//!   the scan at most once. `next` is `None` once no greater id is left. This relies on
+//!   the file system listing every entry that exists for the whole of a directory pass,
+//!   which POSIX `readdir` promises; a session rewritten during the pass is renamed over
+//!   its own name, which ext4, XFS and Btrfs do in place (and tmpfs lists the new entry
+//!   later in the same pass, which the set removes as a duplicate).
+//! - **Bounded waits.** A page is bounded like `len`: 12 operation timeouts, and it takes
+//!   no locks.
+//!
 //! # The write-skip cache
 //!
 //! Each `FileStore` (and its clones) has its own bounded LRU cache recording, per id, what it
-//! last wrote: the exact bytes of the file and the version and expiry in them. An entry is
+//! last wrote: the exact bytes of the file and the version, expiry and owner in them. An entry is
 //! only recorded after the write succeeded, and is dropped after the file is gone (on
 //! `destroy`, `clear`, `delete_expired` or an expiring write). An entry is only trusted while
 //! the file on disk holds byte for byte the content it records, which every write checks by
@@ -158,7 +240,8 @@
 //! - When its entry is valid, a write takes the current version and expiry from the cache
 //!   instead of parsing the file.
 //! - [`set`](SessionStore::set) skips the write when the session's data and expiry, encoded
-//!   with the current version, are byte-for-byte what the file already holds, and returns
+//!   with the current version and the session's owner, are byte-for-byte what the file
+//!   already holds (so the same data under another owner is written), and returns
 //!   the version unchanged (the [contract](SessionStore#contract) allows a `set` of identical
 //!   content to keep the version). A middleware that saves at the end of every request pays
 //!   a read of the file instead of a write (a new file, a rename and, in durable mode, two
@@ -176,8 +259,11 @@
 //! - `flock` is advisory and, on some network file systems (older NFS), not shared between
 //!   machines: share a directory between processes of one machine only.
 //! - `len`, `clear` and `delete_expired` read every session file; they cost time in
-//!   proportion to the number of sessions.
+//!   proportion to the number of sessions. Each page of a `scan` reads the whole directory
+//!   listing (see [scans](#scans)). `sessions_of` and `destroy_owner` read the
+//!   owner's markers and sessions only.
 
+use std::collections::BTreeSet;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -192,8 +278,10 @@ use serde_json::{Map, Value};
 
 use crate::deadline::{DEFAULT_OPERATION_TIMEOUT, within};
 use crate::error::{Error, Result};
-use crate::session::{Session, SessionId, fresh_version, next_version, now_millis, to_millis};
-use crate::store::SessionStore;
+use crate::session::{
+    Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
+};
+use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
 
 /// The default number of sessions the write-skip cache remembers: 10,000.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
@@ -210,6 +298,12 @@ const TMP_SUFFIX: &str = ".partial";
 const LOCK_DIR: &str = ".locks";
 /// How many lock files (and in-process lock stripes) ids are spread over.
 const LOCK_STRIPES: usize = 128;
+/// The directory holding the owner index: one subdirectory per owner, one empty marker
+/// file per session in it.
+const OWNERS_DIR: &str = ".owners";
+/// How often creating a marker is retried when its owner's directory vanishes in between
+/// (another operation removed it as empty).
+const MARKER_ATTEMPTS: usize = 16;
 /// Whether `file` (open) is the file that `path` names now.
 fn same_file(file: &File, path: &Path) -> io::Result<bool> {
     let held = file.metadata()?;
@@ -247,6 +341,7 @@ pub struct FileStore {
 struct Inner {
     dir: PathBuf,
     lock_dir: PathBuf,
+    owners_dir: PathBuf,
     durable: bool,
     operation_timeout: Duration,
     stripes: Box<[Arc<tokio::sync::Mutex<()>>]>,
@@ -310,6 +405,7 @@ impl FileStoreBuilder {
             cache_max_bytes,
         } = self;
         let lock_dir = dir.join(LOCK_DIR);
+        let owners_dir = dir.join(OWNERS_DIR);
         let (dir, lock_dir) = blocking("open", None, move || {
             prepare_dir(&dir)?;
             prepare_dir(&lock_dir)?;
@@ -322,6 +418,7 @@ impl FileStoreBuilder {
             inner: Arc::new(Inner {
                 dir,
                 lock_dir,
+                owners_dir,
                 durable,
                 operation_timeout,
                 stripes: (0..LOCK_STRIPES)
@@ -493,6 +590,30 @@ fn id_of_file_name(name: &std::ffi::OsStr) -> Option<SessionId> {
     SessionId::new(stem).ok()
 }
 
+/// The name of `owner`'s index directory: base64url without padding of its UTF-8 bytes.
+/// An owner is at most [`Owner::MAX_LEN`] (128) bytes, so the name is at most 171 bytes of
+/// `[A-Za-z0-9_-]`: a safe file name, never `.` or `..`, distinct for distinct owners (on a
+/// case-sensitive file system, which the session files need anyway).
+fn owner_key(owner: &Owner) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = owner.as_str().as_bytes();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        // One input byte gives 2 characters, two give 3, three give 4.
+        for i in 0..=chunk.len() {
+            let index = ((n >> (18 - 6 * i)) & 0x3f) as usize;
+            out.push(char::from(ALPHABET[index]));
+        }
+    }
+    out
+}
+
 fn is_temp_file_name(name: &std::ffi::OsStr) -> bool {
     name.to_str()
         .is_some_and(|n| n.starts_with(TMP_PREFIX) && n.ends_with(TMP_SUFFIX))
@@ -503,6 +624,7 @@ struct Written {
     content: Arc<[u8]>,
     version: u64,
     expires_at: i64,
+    owner: Option<Owner>,
 }
 
 /// A cache entry, copied out of the cache.
@@ -510,6 +632,7 @@ struct Snapshot {
     content: Arc<[u8]>,
     version: u64,
     expires_at: i64,
+    owner: Option<Owner>,
 }
 
 struct Cache {
@@ -552,25 +675,36 @@ impl Cache {
     }
 }
 
-/// The file format, for writing.
+/// The file format, for writing. `owner` is left out when there is none, so a file without
+/// an owner is exactly what versions before owners wrote.
 #[derive(Serialize)]
 struct StoredRef<'a> {
     data: &'a Map<String, Value>,
     expires_at: i64,
     version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
 }
 
-/// The file format, for reading.
+/// The file format, for reading. A file without `owner` (as every version before owners
+/// wrote) has none.
 #[derive(Deserialize)]
 struct Stored {
     data: Map<String, Value>,
     expires_at: i64,
     version: u64,
+    #[serde(default)]
+    owner: Option<Owner>,
 }
 
 impl Stored {
     fn is_expired_at(&self, now: i64) -> bool {
         self.expires_at <= now
+    }
+
+    /// Whether this is a live session of the owner whose index directory is `key`.
+    fn is_live_of(&self, key: &str, now: i64) -> bool {
+        !self.is_expired_at(now) && self.owner.as_ref().is_some_and(|o| owner_key(o) == key)
     }
 }
 
@@ -579,12 +713,14 @@ fn encode(
     data: &Map<String, Value>,
     expires_at: i64,
     version: u64,
+    owner: Option<&Owner>,
 ) -> Result<Vec<u8>> {
     crate::session::check_nesting(id, data)?;
     let mut bytes = serde_json::to_vec_pretty(&StoredRef {
         data,
         expires_at,
         version,
+        owner: owner.map(Owner::as_str),
     })
     .map_err(|err| Error::encode(id, err))?;
     bytes.push(b'\n');
@@ -825,6 +961,7 @@ impl Inner {
                     content: Arc::clone(&written.content),
                     version: written.version,
                     expires_at: written.expires_at,
+                    owner: written.owner.clone(),
                 })
         };
         let loaded = read_file(&self.path(id)).map_err(|err| Error::backend(op, Some(id), err))?;
@@ -839,24 +976,38 @@ impl Inner {
         Ok(Probe::Read(decode_loaded(id, loaded)))
     }
 
-    /// The state of `id` for a write, from a [`probe`](Inner::probe).
-    fn current_of(probe: Probe, now: i64) -> Current {
+    /// The state of `id` for a write, from a [`probe`](Inner::probe), and the owner stored
+    /// in its file, live or expired (`None` without a file or for one that cannot be read).
+    fn current_of(probe: Probe, now: i64) -> (Current, Option<Owner>) {
         match probe {
-            Probe::Cached(entry) if entry.expires_at <= now => Current::Absent,
-            Probe::Cached(entry) => Current::Live {
-                version: entry.version,
-            },
-            Probe::Read(None) => Current::Absent,
-            Probe::Read(Some(Err(err))) => Current::Corrupt(err),
-            Probe::Read(Some(Ok(stored))) if stored.is_expired_at(now) => Current::Absent,
-            Probe::Read(Some(Ok(stored))) => Current::Live {
-                version: stored.version,
-            },
+            Probe::Cached(entry) if entry.expires_at <= now => (Current::Absent, entry.owner),
+            Probe::Cached(entry) => (
+                Current::Live {
+                    version: entry.version,
+                },
+                entry.owner,
+            ),
+            Probe::Read(None) => (Current::Absent, None),
+            Probe::Read(Some(Err(err))) => (Current::Corrupt(err), None),
+            Probe::Read(Some(Ok(stored))) if stored.is_expired_at(now) => {
+                (Current::Absent, stored.owner)
+            }
+            Probe::Read(Some(Ok(stored))) => (
+                Current::Live {
+                    version: stored.version,
+                },
+                stored.owner,
+            ),
         }
     }
 
-    /// The state of `id` for a write. The caller holds the id's lock.
-    fn current(&self, op: &'static str, id: &SessionId, now: i64) -> Result<Current> {
+    /// The state of `id` for a write and its stored owner. The caller holds the id's lock.
+    fn current(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        now: i64,
+    ) -> Result<(Current, Option<Owner>)> {
         Ok(Self::current_of(self.probe(op, id)?, now))
     }
 
@@ -886,11 +1037,13 @@ impl Inner {
         if entry.expires_at <= now || entry.expires_at != session.expires_at_millis() {
             return Ok(None);
         }
+        // The owner is part of the content: the same data under another owner is a change.
         let bytes = encode(
             id,
             session.data(),
             session.expires_at_millis(),
             entry.version,
+            session.owner(),
         )?;
         Ok((*bytes == *entry.content).then_some(entry.version))
     }
@@ -899,7 +1052,7 @@ impl Inner {
     /// lock.
     fn set(&self, id: &SessionId, session: &Session, now: i64) -> Result<u64> {
         if session.is_expired_at(now) {
-            self.remove("set", id)?;
+            self.destroy("set", id)?;
             return Ok(0);
         }
         let probe = self.probe("set", id)?;
@@ -907,7 +1060,8 @@ impl Inner {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(version);
         }
-        let version = match Self::current_of(probe, now) {
+        let (current, previous) = Self::current_of(probe, now);
+        let version = match current {
             Current::Live { version } => next_version(version),
             // An absent session starts a new incarnation, and a corrupt file is repaired,
             // at a fresh version.
@@ -919,11 +1073,19 @@ impl Inner {
             session.data(),
             session.expires_at_millis(),
             version,
+            session.owner(),
+            previous.as_ref(),
         )
     }
 
     /// Atomically replaces the file of `id`, then records the write in the cache. The caller
-    /// holds the id's lock.
+    /// holds the id's lock. `owner` is stored with the session; `previous` is the owner of
+    /// the file being replaced (live or expired), whose marker goes once the new file is in
+    /// place if the owner changed.
+    ///
+    /// The owner's marker is made before the file is replaced, so the index never lacks a
+    /// session that is on disk. A session without owner that had none costs nothing more.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         op: &'static str,
@@ -931,24 +1093,55 @@ impl Inner {
         data: &Map<String, Value>,
         expires_at: i64,
         version: u64,
+        owner: Option<&Owner>,
+        previous: Option<&Owner>,
     ) -> Result<u64> {
-        let content = encode(id, data, expires_at, version)?;
+        let content = encode(id, data, expires_at, version, owner)?;
         let io_err = |err: io::Error| Error::backend(op, Some(id), err);
+        if let Some(owner) = owner {
+            self.add_marker(op, id, owner)?;
+        }
+        // A write that fails leaves the session to its previous owner: a marker just made
+        // for another owner is dead, and goes (best effort; a stale marker is harmless).
+        let undo_marker = |err: Error| {
+            if let Some(owner) = owner
+                && previous != Some(owner)
+            {
+                self.remove_marker(owner, id);
+            }
+            err
+        };
         let mut tmp = tempfile::Builder::new()
             .prefix(TMP_PREFIX)
             .suffix(TMP_SUFFIX)
             .tempfile_in(&self.dir)
-            .map_err(io_err)?;
-        tmp.write_all(&content).map_err(io_err)?;
+            .map_err(io_err)
+            .map_err(undo_marker)?;
+        tmp.write_all(&content)
+            .map_err(io_err)
+            .map_err(undo_marker)?;
         if self.durable {
-            tmp.as_file().sync_all().map_err(io_err)?;
+            tmp.as_file()
+                .sync_all()
+                .map_err(io_err)
+                .map_err(undo_marker)?;
         }
         #[cfg(test)]
-        self.faults.check_write().map_err(io_err)?;
+        self.faults
+            .check_write()
+            .map_err(io_err)
+            .map_err(undo_marker)?;
         // On failure the temporary file is removed when `PersistError` drops it.
         tmp.persist(self.path(id))
-            .map_err(|err| io_err(err.error))?;
+            .map_err(|err| io_err(err.error))
+            .map_err(undo_marker)?;
         self.writes.fetch_add(1, Ordering::Relaxed);
+        // The session is now `owner`'s (or no one's): the previous owner's marker is dead.
+        if let Some(previous) = previous
+            && owner != Some(previous)
+        {
+            self.remove_marker(previous, id);
+        }
         if self.durable
             && let Err(err) = sync_dir(&self.dir)
         {
@@ -963,6 +1156,7 @@ impl Inner {
                 content: content.into(),
                 version,
                 expires_at,
+                owner: owner.cloned(),
             },
         );
         Ok(version)
@@ -987,6 +1181,108 @@ impl Inner {
         Ok(removed)
     }
 
+    /// Removes the session file of `id` and the marker of the owner stored in it. The owner
+    /// is taken from the cache entry when there is one (no read for a session this store
+    /// wrote), else from the file. Either way the file is gone afterwards, so whatever
+    /// marker is removed was dead; a marker missed because another process changed the
+    /// owner behind the cache stays stale, which the index allows. The caller holds the
+    /// id's lock.
+    fn destroy(&self, op: &'static str, id: &SessionId) -> Result<()> {
+        let cached = self
+            .cache()
+            .lru
+            .as_mut()
+            .and_then(|lru| lru.peek(id))
+            .map(|written| written.owner.clone());
+        let owner = match cached {
+            Some(owner) => owner,
+            None => match self.load(op, id)? {
+                Some(Ok(stored)) => stored.owner,
+                // No file, or one that cannot be read: no owner known.
+                _ => None,
+            },
+        };
+        self.remove_owned(op, id, owner.as_ref()).map(drop)
+    }
+
+    /// Removes the session file of `id`, then `owner`'s marker of it. Returns whether there
+    /// was a file. The caller holds the id's lock.
+    fn remove_owned(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        owner: Option<&Owner>,
+    ) -> Result<bool> {
+        let removed = self.remove(op, id)?;
+        if let Some(owner) = owner {
+            self.remove_marker(owner, id);
+        }
+        Ok(removed)
+    }
+
+    /// `dir/.owners/<key>`: the index directory of the owner whose key is `key`.
+    fn owner_dir(&self, key: &str) -> PathBuf {
+        self.owners_dir.join(key)
+    }
+
+    /// Makes `owner`'s marker of `id` (an empty file) if it is missing: one `open` that fails
+    /// when it exists. A missing directory is made (and made again if another operation
+    /// removes it as empty in between). In durable mode a new marker, and a new directory,
+    /// is `fsync`ed into its directory before the session file is written, so a crash never
+    /// keeps a session its owner's index lacks. The caller holds the id's lock.
+    fn add_marker(&self, op: &'static str, id: &SessionId, owner: &Owner) -> Result<()> {
+        let io_err = |err: io::Error| Error::backend(op, Some(id), err);
+        let dir = self.owner_dir(&owner_key(owner));
+        let path = dir.join(id.as_str());
+        for _ in 0..MARKER_ATTEMPTS {
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(&path) {
+                Ok(_) => {
+                    if self.durable {
+                        sync_dir(&dir).map_err(io_err)?;
+                    }
+                    return Ok(());
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    let mut builder = DirBuilder::new();
+                    builder.recursive(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                    builder.create(&dir).map_err(io_err)?;
+                    if self.durable {
+                        sync_dir(&self.owners_dir).map_err(io_err)?;
+                        sync_dir(&self.dir).map_err(io_err)?;
+                    }
+                }
+                Err(err) => return Err(io_err(err)),
+            }
+        }
+        Err(io_err(io::Error::other(
+            "the owner's index directory kept vanishing while its marker was made",
+        )))
+    }
+
+    /// Removes `owner`'s marker of `id`, and the owner's directory if that was its last
+    /// marker. Best effort: a marker left behind is stale, which the index allows (it is
+    /// removed when a listing finds it dead). The caller holds the id's lock and knows the
+    /// marker is dead: the session is gone, expired or someone else's.
+    fn remove_marker(&self, owner: &Owner, id: &SessionId) {
+        self.remove_marker_of(&owner_key(owner), id);
+    }
+
+    /// [`remove_marker`](Inner::remove_marker) by the owner's key.
+    fn remove_marker_of(&self, key: &str, id: &SessionId) {
+        let dir = self.owner_dir(key);
+        if fs::remove_file(dir.join(id.as_str())).is_ok() {
+            // Fails (and is meant to) while the directory holds other markers.
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+
     fn get(&self, id: &SessionId) -> Result<Option<Session>> {
         match self.load("get", id)? {
             None => Ok(None),
@@ -995,11 +1291,10 @@ impl Inner {
                 if stored.is_expired_at(now_millis()) {
                     return Ok(None);
                 }
-                Ok(Some(Session::from_parts(
-                    stored.data,
-                    stored.expires_at,
-                    stored.version,
-                )))
+                Ok(Some(
+                    Session::from_parts(stored.data, stored.expires_at, stored.version)
+                        .with_owner(stored.owner),
+                ))
             }
         }
     }
@@ -1014,26 +1309,34 @@ impl Inner {
             return Ok(false);
         }
         if expires_at <= now {
-            self.remove("touch", id)?;
+            self.remove_owned("touch", id, stored.owner.as_ref())?;
         } else if expires_at == stored.expires_at {
             // The file was just read under the lock: it already holds exactly this.
             self.skipped.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.write("touch", id, &stored.data, expires_at, stored.version)?;
+            self.write(
+                "touch",
+                id,
+                &stored.data,
+                expires_at,
+                stored.version,
+                stored.owner.as_ref(),
+                stored.owner.as_ref(),
+            )?;
         }
         Ok(true)
     }
 
     fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
         let now = now_millis();
-        match self.current("create", id, now)? {
-            Current::Live { .. } => return Ok(false),
-            Current::Corrupt(err) => return Err(err),
-            Current::Absent => {}
-        }
+        let previous = match self.current("create", id, now)? {
+            (Current::Live { .. }, _) => return Ok(false),
+            (Current::Corrupt(err), _) => return Err(err),
+            (Current::Absent, previous) => previous,
+        };
         if session.is_expired_at(now) {
             // Stored and expired at once: nothing to keep, but drop an expired leftover.
-            self.remove("create", id)?;
+            self.remove_owned("create", id, previous.as_ref())?;
         } else {
             self.write(
                 "create",
@@ -1041,6 +1344,8 @@ impl Inner {
                 session.data(),
                 session.expires_at_millis(),
                 fresh_version(),
+                session.owner(),
+                previous.as_ref(),
             )?;
         }
         Ok(true)
@@ -1048,16 +1353,16 @@ impl Inner {
 
     fn set_if_version(&self, id: &SessionId, session: &Session, expected: u64) -> Result<u64> {
         let now = now_millis();
-        let version = match self.current("set_if_version", id, now)? {
-            Current::Live { version } => version,
-            Current::Absent => 0,
-            Current::Corrupt(err) => return Err(err),
+        let (version, previous) = match self.current("set_if_version", id, now)? {
+            (Current::Live { version }, previous) => (version, previous),
+            (Current::Absent, previous) => (0, previous),
+            (Current::Corrupt(err), _) => return Err(err),
         };
         if version != expected {
             return Err(Error::conflict(id, expected));
         }
         if session.is_expired_at(now) {
-            self.remove("set_if_version", id)?;
+            self.remove_owned("set_if_version", id, previous.as_ref())?;
             return Ok(0);
         }
         // `expected + 1`, or a fresh version for an absent session (0) or one at the
@@ -1068,11 +1373,13 @@ impl Inner {
             session.data(),
             session.expires_at_millis(),
             next_version(expected),
+            session.owner(),
+            previous.as_ref(),
         )
     }
 
     /// Calls `f` with each session file's id, one directory entry at a time.
-    fn scan(
+    fn walk(
         &self,
         op: &'static str,
         mut f: impl FnMut(&Inner, SessionId) -> Result<()>,
@@ -1089,19 +1396,19 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads `id` for a scan: `Some` only for a file that decodes.
-    fn load_for_scan(&self, op: &'static str, id: &SessionId) -> Result<Option<Stored>> {
+    /// Reads `id` for a directory walk: `Some` only for a file that decodes.
+    fn load_for_walk(&self, op: &'static str, id: &SessionId) -> Result<Option<Stored>> {
         Ok(self.load(op, id)?.and_then(Result::ok))
     }
 
     fn len(&self) -> Result<u64> {
         let now = now_millis();
         let mut live = 0;
-        self.scan(
+        self.walk(
             "len",
             |inner, id| {
                 if inner
-                    .load_for_scan("len", &id)?
+                    .load_for_walk("len", &id)?
                     .is_some_and(|s| !s.is_expired_at(now))
                 {
                     live += 1;
@@ -1114,37 +1421,216 @@ impl Inner {
     }
 
     fn clear(&self) -> Result<()> {
-        self.scan(
+        self.walk(
             "clear",
             |inner, id| {
                 let _locks = inner.lock_blocking("clear", &id)?;
-                if inner.load_for_scan("clear", &id)?.is_some() {
-                    inner.remove("clear", &id)?;
+                if let Some(stored) = inner.load_for_walk("clear", &id)? {
+                    inner.remove_owned("clear", &id, stored.owner.as_ref())?;
                 }
                 Ok(())
             },
             |_| {},
-        )
+        )?;
+        self.clear_index()
+    }
+
+    /// The index part of `clear`: every marker whose session is not a live session of its
+    /// owner (after the scan, all but those written meanwhile and those of unreadable
+    /// files) is removed under its id's lock, then the emptied directories.
+    fn clear_index(&self) -> Result<()> {
+        const OP: &str = "clear";
+        let owners = match fs::read_dir(&self.owners_dir) {
+            Ok(owners) => owners,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(Error::backend(OP, None, err)),
+        };
+        for entry in owners {
+            let entry = entry.map_err(|err| Error::backend(OP, None, err))?;
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Some(key) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            for id in self.marked(OP, &key)? {
+                let _locks = self.lock_blocking(OP, &id)?;
+                self.reclaim(OP, &key, &id)?;
+            }
+            let _ = fs::remove_dir(self.owner_dir(&key));
+        }
+        // Gone too once empty; a writer makes it again when it needs it.
+        let _ = fs::remove_dir(&self.owners_dir);
+        Ok(())
+    }
+
+    /// The ids marked in the index directory of the owner whose key is `key`: empty if it
+    /// has none. Names that are not session ids are skipped.
+    fn marked(&self, op: &'static str, key: &str) -> Result<Vec<SessionId>> {
+        let entries = match fs::read_dir(self.owner_dir(key)) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(Error::backend(op, None, err)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|err| Error::backend(op, None, err))?;
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| SessionId::new(name).ok())
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Removes the marker of `id` under the owner whose key is `key` if it is provably dead:
+    /// no session file, an expired one, or one of another owner (or none). A file that
+    /// cannot be read keeps its marker. Returns the session if it is a live one of that
+    /// owner. The caller holds the id's lock, so no write of `id` can be in between.
+    fn reclaim(&self, op: &'static str, key: &str, id: &SessionId) -> Result<Option<Stored>> {
+        match self.load(op, id)? {
+            Some(Err(_)) => Ok(None),
+            Some(Ok(stored)) if stored.is_live_of(key, now_millis()) => Ok(Some(stored)),
+            _ => {
+                self.remove_marker_of(key, id);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The live sessions of `owner`, read through its index directory. A marker whose
+    /// session is absent, expired or someone else's is removed (under the id's lock, after
+    /// checking again).
+    fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
+        const OP: &str = "sessions_of";
+        let key = owner_key(owner);
+        let ids = self.marked(OP, &key)?;
+        let mut sessions = Vec::with_capacity(ids.len());
+        for id in ids {
+            let stored = match self.load(OP, &id)? {
+                Some(Ok(stored)) if stored.is_live_of(&key, now_millis()) => stored,
+                // Unreadable: not listed, and its marker stays.
+                Some(Err(_)) => continue,
+                _ => {
+                    let _locks = self.lock_blocking(OP, &id)?;
+                    match self.reclaim(OP, &key, &id)? {
+                        // Rewritten for this owner since the read.
+                        Some(stored) => stored,
+                        None => continue,
+                    }
+                }
+            };
+            sessions.push(OwnedSession::new(
+                id,
+                stored.expires_at,
+                stored.version,
+                with_data.then_some(stored.data),
+            ));
+        }
+        Ok(sessions)
+    }
+
+    /// Destroys the live sessions of `owner` but `except`, each under its id's lock after
+    /// checking that it is still live and `owner`'s; dead markers go on the way.
+    fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        const OP: &str = "destroy_owner";
+        let key = owner_key(owner);
+        let mut destroyed = 0;
+        for id in self.marked(OP, &key)? {
+            if except == Some(&id) {
+                continue;
+            }
+            let _locks = self.lock_blocking(OP, &id)?;
+            if self.reclaim(OP, &key, &id)?.is_some() && self.remove_owned(OP, &id, Some(owner))? {
+                destroyed += 1;
+            }
+        }
+        Ok(destroyed)
+    }
+
+    /// One page of [`scan`](SessionStore::scan): the live sessions among the `limit`
+    /// smallest ids greater than `after`, found in one pass over the directory that keeps
+    /// at most `limit + 1` ids, then read like `get` reads them.
+    fn scan_page(&self, after: Option<&SessionId>, limit: usize) -> Result<ScanPage> {
+        const OP: &str = "scan";
+        let after = after.map(SessionId::as_str);
+        // The `limit` smallest ids greater than `after` seen so far (a set: a file system
+        // may list an entry replaced during the pass twice), and whether a greater one was
+        // left out.
+        let mut smallest: BTreeSet<SessionId> = BTreeSet::new();
+        let mut more = false;
+        let entries = fs::read_dir(&self.dir).map_err(|err| Error::backend(OP, None, err))?;
+        for entry in entries {
+            let entry = entry.map_err(|err| Error::backend(OP, None, err))?;
+            let name = entry.file_name();
+            // Compared as text before any allocation: most entries of a large directory are
+            // outside the page. `str` and `SessionId` order alike (bytewise).
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SUFFIX)) else {
+                continue;
+            };
+            if after.is_some_and(|after| stem <= after) {
+                continue;
+            }
+            if smallest.len() >= limit
+                && let Some(largest) = smallest.last()
+                && stem >= largest.as_str()
+            {
+                more |= stem > largest.as_str();
+                continue;
+            }
+            // Temporary files, lock files and the owner index are not `<valid id>.json`.
+            let Ok(id) = SessionId::new(stem) else {
+                continue;
+            };
+            smallest.insert(id);
+            if smallest.len() > limit {
+                smallest.pop_last();
+                more = true;
+            }
+        }
+        let next = if more {
+            smallest.last().map(ScanCursor::after_id)
+        } else {
+            None
+        };
+        let mut sessions = Vec::with_capacity(smallest.len());
+        for id in smallest {
+            let stored = match self.load(OP, &id)? {
+                // Destroyed since the pass, or an empty file: no session.
+                None => continue,
+                Some(stored) => stored?,
+            };
+            if stored.is_expired_at(now_millis()) {
+                continue;
+            }
+            let session = Session::from_parts(stored.data, stored.expires_at, stored.version)
+                .with_owner(stored.owner);
+            sessions.push((id, session));
+        }
+        Ok(ScanPage::new(sessions, next))
     }
 
     fn delete_expired(&self) -> Result<u64> {
         let now = now_millis();
         let mut removed = 0;
-        self.scan(
+        self.walk(
             "delete_expired",
             |inner, id| {
                 if !inner
-                    .load_for_scan("delete_expired", &id)?
+                    .load_for_walk("delete_expired", &id)?
                     .is_some_and(|s| s.is_expired_at(now))
                 {
                     return Ok(());
                 }
                 // Re-check under the lock: the session may have been rewritten meanwhile.
                 let _locks = inner.lock_blocking("delete_expired", &id)?;
-                if inner
-                    .load_for_scan("delete_expired", &id)?
-                    .is_some_and(|s| s.is_expired_at(now_millis()))
-                    && inner.remove("delete_expired", &id)?
+                if let Some(stored) = inner
+                    .load_for_walk("delete_expired", &id)?
+                    .filter(|s| s.is_expired_at(now_millis()))
+                    && inner.remove_owned("delete_expired", &id, stored.owner.as_ref())?
                 {
                     removed += 1;
                 }
@@ -1173,6 +1659,9 @@ fn remove_stale_temp(path: &Path) {
     }
 }
 
+/// The most sessions a page of [`scan`](SessionStore::scan) holds, whatever `limit` asks.
+const MAX_SCAN_LIMIT: usize = 10_000;
+
 /// Makes a rename or removal in `dir` durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
@@ -1196,7 +1685,7 @@ impl SessionStore for FileStore {
 
     /// Skips the write when nothing changed: if the session under `id` is live, its file
     /// (read under the id's lock) holds byte for byte what this store last wrote there, and
-    /// `session`'s data and expiry encode, at that file's version, to exactly that content, nothing is written and the stored version is returned unchanged
+    /// `session`'s data, expiry and owner encode, at that file's version, to exactly that content, nothing is written and the stored version is returned unchanged
     /// (the contract allows this). The comparison is made on the encoded bytes, not on any
     /// object the caller still holds, and only against what this store wrote, so a change
     /// made by another process or store is never overwritten by a skip.
@@ -1209,10 +1698,8 @@ impl SessionStore for FileStore {
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.locked("destroy", id, |inner, id| {
-            inner.remove("destroy", id).map(drop)
-        })
-        .await
+        self.locked("destroy", id, |inner, id| inner.destroy("destroy", id))
+            .await
     }
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
@@ -1251,6 +1738,42 @@ impl SessionStore for FileStore {
     async fn delete_expired(&self) -> Result<u64> {
         self.unlocked("delete_expired", None, Inner::delete_expired)
             .await
+    }
+
+    /// Reads the owner's index directory, then each marked session; costs time in
+    /// proportion to the owner's sessions (markers included that are not yet reclaimed).
+    async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
+        let owner = owner.clone();
+        self.unlocked("sessions_of", None, move |inner| {
+            inner.sessions_of(&owner, with_data)
+        })
+        .await
+    }
+
+    async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        let owner = owner.clone();
+        let except = except.cloned();
+        self.unlocked("destroy_owner", None, move |inner| {
+            inner.destroy_owner(&owner, except.as_ref())
+        })
+        .await
+    }
+
+    /// One pass over the directory per page: the page holds the live sessions among the
+    /// `limit` smallest ids after the cursor's (`limit` from 1 to 10,000), so a full scan
+    /// of `n` files reads `n / limit` directory listings of `n` entries. See
+    /// [scans](self#scans).
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        let after = cursor.map(|c| c.keyset_id("FileStore")).transpose()?;
+        let limit = limit.clamp(1, MAX_SCAN_LIMIT);
+        self.unlocked("scan", None, move |inner| {
+            inner.scan_page(after.as_ref(), limit)
+        })
+        .await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new().with_owners(true).with_scan(true)
     }
 }
 
@@ -1466,6 +1989,67 @@ mod tests {
             let v0 = store.set(&id, &a).await.unwrap();
             assert_eq!(store.set(&id, &a).await.unwrap(), v0 + 1);
             assert_eq!((store.writes(), store.skipped_writes()), (2, 0));
+        });
+    }
+
+    #[test]
+    fn owner_keys_are_base64url_without_padding() {
+        let key = |text: &str| owner_key(&Owner::new(text).unwrap());
+        assert_eq!(key("a"), "YQ");
+        assert_eq!(key("ab"), "YWI");
+        assert_eq!(key("ada"), "YWRh");
+        assert_eq!(key("user:42"), "dXNlcjo0Mg");
+        // The URL-safe alphabet: `_` where the standard one has `/` (and `-` for `+`).
+        assert_eq!(key("\u{7ff}\u{ffff}"), "37_vv78");
+        assert_ne!(key("Ada"), key("ada"));
+        let longest = key(&"é".repeat(64));
+        assert_eq!(longest.len(), 171);
+        assert!(
+            longest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+    }
+
+    #[test]
+    fn a_failed_write_for_a_new_owner_leaves_no_marker_and_keeps_the_old_one() {
+        rt().block_on(async {
+            let tmp = tempfile::tempdir().unwrap();
+            let store = FileStore::new(tmp.path()).await.unwrap();
+            let id = SessionId::generate();
+            let (ada, bob) = (Owner::new("ada").unwrap(), Owner::new("bob").unwrap());
+            let marker = |owner: &Owner| {
+                tmp.path()
+                    .join(OWNERS_DIR)
+                    .join(owner_key(owner))
+                    .join(id.as_str())
+            };
+            store
+                .set(&id, &session("a").with_owner(Some(ada.clone())))
+                .await
+                .unwrap();
+            store.inner.faults.failing_writes.store(1, SeqCst);
+            let moved = session("a").with_owner(Some(bob.clone()));
+            assert!(store.set(&id, &moved).await.is_err());
+            assert!(marker(&ada).is_file(), "still ada's");
+            assert!(!marker(&bob).exists(), "bob's dead marker went");
+            assert_eq!(store.sessions_of(&ada, false).await.unwrap().len(), 1);
+            // A failed write for the same owner keeps its marker.
+            store.inner.faults.failing_writes.store(1, SeqCst);
+            assert!(
+                store
+                    .set(&id, &session("b").with_owner(Some(ada.clone())))
+                    .await
+                    .is_err()
+            );
+            assert!(marker(&ada).is_file());
+            // A failed destroy keeps file and marker.
+            store.inner.faults.failing_removes.store(1, SeqCst);
+            assert!(store.destroy(&id).await.is_err());
+            assert!(marker(&ada).is_file());
+            store.destroy(&id).await.unwrap();
+            assert!(!marker(&ada).exists());
+            assert!(!tmp.path().join(OWNERS_DIR).join(owner_key(&ada)).exists());
         });
     }
 

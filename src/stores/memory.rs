@@ -48,6 +48,7 @@
 //! ```
 
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -55,16 +56,24 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use lru::LruCache;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{Error, IdHint, Result};
-use crate::session::{Session, SessionId, fresh_version, next_version, now_millis, to_millis};
-use crate::store::SessionStore;
+use crate::session::{
+    Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
+};
+use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
 
 /// The default capacity of [`MemoryStore::default`]: 100,000 sessions.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
 const SHARDS: usize = 16;
+
+/// The largest page a [`scan`](SessionStore::scan) returns, whatever limit it is given.
+pub const MAX_SCAN_PAGE: usize = 10_000;
+
+/// The tag of this store's scan cursors: `m1:<shard>:<last id>` (empty before the first).
+const CURSOR_TAG: &str = "m1";
 
 /// A bounded, sharded, in-process LRU session store. See the [module docs](self).
 pub struct MemoryStore {
@@ -76,6 +85,10 @@ pub struct MemoryStore {
     capacity: usize,
     max_bytes: Option<usize>,
     evictions: AtomicU64,
+    /// The owner index: every entry with an owner is in its owner's set, and nothing else.
+    /// Locked only while a shard is locked too (shard first), and only by writes of
+    /// sessions that have or had an owner.
+    owners: Mutex<HashMap<Owner, HashSet<SessionId>>>,
 }
 
 struct Shard {
@@ -85,10 +98,18 @@ struct Shard {
     earliest_expiry: i64,
 }
 
+/// A stored session.
 struct Entry {
-    session: Session,
+    data: Map<String, Value>,
+    expires_at: i64,
+    version: u64,
     size: usize,
+    owner: Option<Owner>,
 }
+
+/// A session made ready for a shard before its lock is taken: checked, sized and copied.
+/// `None` for a session whose expiry has passed (writing it deletes the entry).
+type Prepared = Result<Option<Entry>>;
 
 /// Builds a [`MemoryStore`].
 #[derive(Debug, Clone)]
@@ -144,6 +165,7 @@ impl MemoryStoreBuilder {
             capacity: self.capacity,
             max_bytes: self.max_bytes,
             evictions: AtomicU64::new(0),
+            owners: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -231,21 +253,51 @@ impl MemoryStore {
     /// The live version under `id`, removing the entry if it has expired.
     fn live_version(&self, shard: &mut Shard, id: &SessionId, now: i64) -> Option<u64> {
         match shard.lru.peek(id) {
-            Some(entry) if entry.session.is_expired_at(now) => {
+            Some(entry) if entry.expires_at <= now => {
                 self.remove(shard, id);
                 None
             }
-            Some(entry) => Some(entry.session.version()),
+            Some(entry) => Some(entry.version),
             None => None,
         }
     }
 
-    /// Removes `id` from `shard`, keeping the counts.
+    /// Removes `id` from `shard`, keeping the counts and the owner index.
     fn remove(&self, shard: &mut Shard, id: &SessionId) {
         if let Some(old) = shard.lru.pop(id) {
             shard.bytes -= old.size;
             self.held.fetch_sub(1, Ordering::Relaxed);
+            self.reindex(id, old.owner.as_ref(), None);
         }
+    }
+
+    /// Moves `id` in the owner index from `old` to `new`. The caller holds `id`'s shard, so
+    /// no other write of `id` can interleave. Costs nothing when neither has an owner.
+    fn reindex(&self, id: &SessionId, old: Option<&Owner>, new: Option<&Owner>) {
+        if old == new {
+            return;
+        }
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = old
+            && let Some(ids) = owners.get_mut(old)
+        {
+            ids.remove(id);
+            if ids.is_empty() {
+                owners.remove(old);
+            }
+        }
+        if let Some(new) = new {
+            owners.entry(new.clone()).or_default().insert(id.clone());
+        }
+    }
+
+    /// The ids the owner index holds for `owner`, copied so that no lock is held after.
+    fn indexed(&self, owner: &Owner) -> Vec<SessionId> {
+        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners
+            .get(owner)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Drops every expired entry of `shard` if its earliest expiry may have passed, and
@@ -257,7 +309,7 @@ impl MemoryStore {
         let mut earliest = i64::MAX;
         let mut expired = Vec::new();
         for (id, entry) in shard.lru.iter() {
-            let expiry = entry.session.expires_at_millis();
+            let expiry = entry.expires_at;
             if expiry <= now {
                 expired.push(id.clone());
             } else {
@@ -320,22 +372,16 @@ impl MemoryStore {
         shard.bytes -= old.size;
         self.held.fetch_sub(1, Ordering::Relaxed);
         self.evictions.fetch_add(1, Ordering::Relaxed);
+        self.reindex(&id, old.owner.as_ref(), None);
         Some(id)
     }
 
-    /// Stores `session` with `version` (or deletes it if expired). The caller holds the lock.
-    fn write(
-        &self,
-        shard: &mut Shard,
-        index: usize,
-        id: &SessionId,
-        session: &Session,
-        version: u64,
-        now: i64,
-    ) -> Result<u64> {
+    /// Checks, sizes and copies `session` for a write, without any lock held. Errors wait in
+    /// the result until the write is due, so that `create` on a live id and a conflicting
+    /// `set_if_version` answer as they would have without this session.
+    fn prepare(&self, id: &SessionId, session: &Session, now: i64) -> Prepared {
         if session.is_expired_at(now) {
-            self.remove(shard, id);
-            return Ok(0);
+            return Ok(None);
         }
         crate::session::check_nesting(id, session.data())?;
         let size = match self.shard_bytes {
@@ -352,14 +398,46 @@ impl MemoryStore {
             }
             None => 0,
         };
-        let entry = Entry {
-            session: session.clone().with_version(version),
+        Ok(Some(Entry {
+            data: session.data().clone(),
+            expires_at: session.expires_at_millis(),
+            version: 0,
             size,
+            owner: session.owner().cloned(),
+        }))
+    }
+
+    /// Stores the prepared session with `version` (or deletes the entry if it has expired).
+    /// The caller holds the lock.
+    fn write(
+        &self,
+        shard: &mut Shard,
+        index: usize,
+        id: &SessionId,
+        prepared: Prepared,
+        version: u64,
+        now: i64,
+    ) -> Result<u64> {
+        let Some(mut entry) = prepared? else {
+            self.remove(shard, id);
+            return Ok(0);
         };
-        shard.earliest_expiry = shard.earliest_expiry.min(session.expires_at_millis());
-        match shard.lru.put(id.clone(), entry) {
-            Some(old) => shard.bytes -= old.size,
+        entry.version = version;
+        let size = entry.size;
+        shard.earliest_expiry = shard.earliest_expiry.min(entry.expires_at);
+        // One lookup: an entry that is there is replaced in place (and becomes the most
+        // recently used); only a new id is inserted.
+        match shard.lru.get_mut(id) {
+            Some(old) => {
+                shard.bytes -= old.size;
+                if old.owner != entry.owner {
+                    self.reindex(id, old.owner.as_ref(), entry.owner.as_ref());
+                }
+                *old = entry;
+            }
             None => {
+                self.reindex(id, None, entry.owner.as_ref());
+                shard.lru.put(id.clone(), entry);
                 self.held.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -402,6 +480,7 @@ fn estimate_size(id: &SessionId, session: &Session) -> usize {
     }
     ENTRY_OVERHEAD
         + id.as_str().len()
+        + session.owner().map_or(0, |owner| owner.as_str().len())
         + session
             .data()
             .iter()
@@ -415,21 +494,28 @@ impl SessionStore for MemoryStore {
         let mut shard = self.shard(id);
         match shard.lru.get(id) {
             // The clock is read only on a hit: a miss costs no clock call.
-            Some(entry) if entry.session.is_expired_at(now_millis()) => {
+            Some(entry) if entry.expires_at <= now_millis() => {
                 self.remove(&mut shard, id);
                 Ok(None)
             }
-            Some(entry) => Ok(Some(entry.session.clone())),
+            Some(entry) => Ok(Some(
+                Session::from_parts(entry.data.clone(), entry.expires_at, entry.version)
+                    .with_owner(entry.owner.clone()),
+            )),
             None => Ok(None),
         }
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         let now = now_millis();
+        let prepared = self.prepare(id, session, now);
         let index = self.shard_index(id);
         let mut shard = lock(&self.shards[index]);
-        let version = next_version(self.live_version(&mut shard, id, now).unwrap_or(0));
-        self.write(&mut shard, index, id, session, version, now)
+        let version = match shard.lru.peek(id) {
+            Some(entry) if entry.expires_at > now => next_version(entry.version),
+            _ => next_version(0),
+        };
+        self.write(&mut shard, index, id, prepared, version, now)
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
@@ -447,7 +533,7 @@ impl SessionStore for MemoryStore {
         if expires_at <= now {
             self.remove(&mut shard, id);
         } else if let Some(entry) = shard.lru.get_mut(id) {
-            entry.session.set_expires_at_millis(expires_at);
+            entry.expires_at = expires_at;
             shard.earliest_expiry = shard.earliest_expiry.min(expires_at);
         }
         Ok(true)
@@ -455,12 +541,13 @@ impl SessionStore for MemoryStore {
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
         let now = now_millis();
+        let prepared = self.prepare(id, session, now);
         let index = self.shard_index(id);
         let mut shard = lock(&self.shards[index]);
         if self.live_version(&mut shard, id, now).is_some() {
             return Ok(false);
         }
-        self.write(&mut shard, index, id, session, fresh_version(), now)?;
+        self.write(&mut shard, index, id, prepared, fresh_version(), now)?;
         Ok(true)
     }
 
@@ -471,13 +558,14 @@ impl SessionStore for MemoryStore {
         expected_version: u64,
     ) -> Result<u64> {
         let now = now_millis();
+        let prepared = self.prepare(id, session, now);
         let index = self.shard_index(id);
         let mut shard = lock(&self.shards[index]);
         if self.live_version(&mut shard, id, now).unwrap_or(0) != expected_version {
             return Err(Error::conflict(id, expected_version));
         }
         let version = next_version(expected_version);
-        self.write(&mut shard, index, id, session, version, now)
+        self.write(&mut shard, index, id, prepared, version, now)
     }
 
     async fn len(&self) -> Result<u64> {
@@ -489,7 +577,7 @@ impl SessionStore for MemoryStore {
                 lock(shard)
                     .lru
                     .iter()
-                    .filter(|(_, entry)| !entry.session.is_expired_at(now))
+                    .filter(|(_, entry)| entry.expires_at > now)
                     .count() as u64
             })
             .sum();
@@ -500,6 +588,9 @@ impl SessionStore for MemoryStore {
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             self.held.fetch_sub(shard.lru.len(), Ordering::Relaxed);
+            for (id, entry) in shard.lru.iter() {
+                self.reindex(id, entry.owner.as_ref(), None);
+            }
             shard.lru.clear();
             shard.bytes = 0;
             shard.earliest_expiry = i64::MAX;
@@ -517,6 +608,125 @@ impl SessionStore for MemoryStore {
             removed += self.drop_expired(&mut shard, now) as u64;
         }
         Ok(removed)
+    }
+
+    async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
+        let now = now_millis();
+        let mut listed = Vec::new();
+        for id in self.indexed(owner) {
+            let mut shard = self.shard(&id);
+            match shard.lru.peek(&id) {
+                Some(entry) if entry.owner.as_ref() != Some(owner) => {}
+                // Reclaimed here rather than listed.
+                Some(entry) if entry.expires_at <= now => self.remove(&mut shard, &id),
+                Some(entry) => {
+                    let data = with_data.then(|| entry.data.clone());
+                    let (expires_at, version) = (entry.expires_at, entry.version);
+                    listed.push(OwnedSession::new(id, expires_at, version, data));
+                }
+                None => {}
+            }
+        }
+        Ok(listed)
+    }
+
+    async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        let now = now_millis();
+        let mut ended = 0;
+        // A session written for the owner after this snapshot is in the index when its write
+        // returns, so a later `sessions_of` lists it.
+        for id in self.indexed(owner) {
+            if Some(&id) == except {
+                continue;
+            }
+            let mut shard = self.shard(&id);
+            if let Some(entry) = shard.lru.peek(&id)
+                && entry.owner.as_ref() == Some(owner)
+            {
+                ended += u64::from(entry.expires_at > now);
+                self.remove(&mut shard, &id);
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Pages through the shards in order; within a shard, ids in order (keyset), so a
+    /// session live for the whole scan is returned exactly once. A page walks each shard it
+    /// reads once, keeping only the `limit` smallest ids after the cursor.
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        let limit = limit.clamp(1, MAX_SCAN_PAGE);
+        let (mut shard_index, mut after) = match cursor {
+            None => (0, None),
+            Some(cursor) => self.parse_cursor(cursor)?,
+        };
+        let now = now_millis();
+        let mut sessions: Vec<(SessionId, Session)> = Vec::new();
+        while shard_index < self.shards.len() && sessions.len() < limit {
+            let want = limit - sessions.len();
+            let shard = lock(&self.shards[shard_index]);
+            // The `want` smallest live ids after the cursor, in a bounded max-heap.
+            let mut smallest: std::collections::BinaryHeap<&SessionId> =
+                std::collections::BinaryHeap::with_capacity(want + 1);
+            for (id, entry) in shard.lru.iter() {
+                if entry.expires_at <= now || after.as_ref().is_some_and(|a| id <= a) {
+                    continue;
+                }
+                if smallest.len() < want {
+                    smallest.push(id);
+                } else if smallest.peek().is_some_and(|largest| id < *largest) {
+                    smallest.pop();
+                    smallest.push(id);
+                }
+            }
+            let full = smallest.len() == want;
+            let mut page: Vec<SessionId> = smallest.into_iter().cloned().collect();
+            page.sort_unstable();
+            for id in page {
+                if let Some(entry) = shard.lru.peek(&id) {
+                    let session =
+                        Session::from_parts(entry.data.clone(), entry.expires_at, entry.version)
+                            .with_owner(entry.owner.clone());
+                    after = Some(id.clone());
+                    sessions.push((id, session));
+                }
+            }
+            drop(shard);
+            if !full {
+                // This shard is done: the next one from its start.
+                shard_index += 1;
+                after = None;
+            }
+        }
+        let next = (shard_index < self.shards.len()).then(|| {
+            let last = after.as_ref().map_or("", |id| id.as_str());
+            ScanCursor::new(format!("{CURSOR_TAG}:{shard_index}:{last}"))
+        });
+        Ok(ScanPage::new(sessions, next))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new().with_owners(true).with_scan(true)
+    }
+}
+
+impl MemoryStore {
+    /// The shard and the last id of a cursor this store made.
+    fn parse_cursor(&self, cursor: &ScanCursor) -> Result<(usize, Option<SessionId>)> {
+        let foreign = || Error::config("not a scan cursor of this memory store");
+        let mut parts = cursor.as_str().splitn(3, ':');
+        if parts.next() != Some(CURSOR_TAG) {
+            return Err(foreign());
+        }
+        let shard: usize = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .filter(|&s| s < self.shards.len())
+            .ok_or_else(foreign)?;
+        let after = match parts.next().ok_or_else(foreign)? {
+            "" => None,
+            id => Some(SessionId::new(id).map_err(|_| foreign())?),
+        };
+        Ok((shard, after))
     }
 }
 

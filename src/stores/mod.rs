@@ -19,3 +19,7 @@ pub mod postgres;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+
+/// TLS helpers of the Postgres and Redis stores.
+#[cfg(any(feature = "postgres-tls", feature = "redis-tls"))]
+pub(crate) mod tls;

@@ -45,8 +45,14 @@
 //! | [`acquire_timeout`](PostgresStoreBuilder::acquire_timeout) | 5 s | longest wait for a connection, including connecting (only for pools the store opens) |
 //! | [`operation_timeout`](PostgresStoreBuilder::operation_timeout) | 5 s | bound on one whole operation, connection wait included (each batch of `delete_expired`); an overrun is a transient [`Error::Timeout`] |
 //!
-//! Schema and table names must be 1 to 63 bytes (the table at most 48, so that the index name
-//! derived from it fits Postgres' 63-byte identifier limit) of ASCII letters, digits and `_`,
+//! A pool the store opens pings a pooled connection on checkout only when it has sat idle
+//! for [`PING_IF_IDLE_FOR`] (1 s), instead of sqlx's ping on every checkout, so each operation
+//! of a busy store is one round trip. A pool you pass to
+//! [`build`](PostgresStoreBuilder::build) keeps its own settings: give it
+//! `.test_before_acquire(false)` for the same effect.
+//!
+//! Schema and table names must be 1 to 63 bytes (the table at most 48, so that the index names
+//! derived from it fit Postgres' 63-byte identifier limit) of ASCII letters, digits and `_`,
 //! not starting with a digit. They are always double-quoted in SQL, so they are
 //! case-sensitive: `.table("Sessions")` is the table `"Sessions"`, not `sessions`. Any other
 //! name is refused with [`Error::Config`].
@@ -55,10 +61,10 @@
 //!
 //! [`PostgresStore::migrate`] first reads the catalog (`to_regclass`, `pg_attribute`,
 //! `pg_namespace`: no lock, no privilege beyond connecting). If the table is there with its
-//! four columns and its index, it is done: no DDL and no lock, so a role with only `SELECT`,
-//! `INSERT`, `UPDATE` and `DELETE` on an existing table (Postgres 15 grants no `CREATE` on
-//! `public` by default) starts, and a boot never takes the `SHARE` lock of `CREATE INDEX`
-//! that would stall writes. Otherwise it runs, in one transaction with
+//! five columns and its two indexes, it is done: no DDL and no lock, so a role with only
+//! `SELECT`, `INSERT`, `UPDATE` and `DELETE` on an existing table (Postgres 15 grants no
+//! `CREATE` on `public` by default) starts, and a boot never takes the `SHARE` lock of
+//! `CREATE INDEX` that would stall writes. Otherwise it runs, in one transaction with
 //! `SET LOCAL lock_timeout = '5s'` (it fails rather than queue behind a long transaction):
 //!
 //! ```sql
@@ -68,14 +74,23 @@
 //!     id         text        PRIMARY KEY,
 //!     data       jsonb       NOT NULL,
 //!     expires_at timestamptz NOT NULL,
-//!     version    bigint      NOT NULL
+//!     version    bigint      NOT NULL,
+//!     owner      text        NULL
 //! );
+//! ALTER TABLE "<schema>"."<table>" ADD COLUMN IF NOT EXISTS owner text;
 //! CREATE INDEX IF NOT EXISTS "<table>_expires_at_idx" ON "<schema>"."<table>" (expires_at);
+//! CREATE INDEX IF NOT EXISTS "<table>_owner_idx" ON "<schema>"."<table>" (owner)
+//!     WHERE owner IS NOT NULL;
 //! ```
 //!
-//! (The table statements only when the table is missing. An existing table whose index the
-//! role may not create is used without it: `delete_expired` then scans.) `connect(url)` runs
-//! `migrate` unless the URL says `migrate=false`.
+//! (The schema and table statements only when the table is missing, the `ALTER TABLE` only
+//! when it lacks `owner`: a table created by a release before owners is upgraded in place,
+//! keeping its sessions, with no owner. Adding a nullable column without a default changes
+//! only the catalog, but takes the table's `ACCESS EXCLUSIVE` lock for that instant, under
+//! the same `lock_timeout`. A role that may not alter the table gets an [`Error::Config`]
+//! saying what to run. An existing table with its `owner` column whose indexes the role may
+//! not create is used without them: `delete_expired`, `sessions_of` and `destroy_owner` then
+//! scan.) `connect(url)` runs `migrate` unless the URL says `migrate=false`.
 //!
 //! - `id` is the [`SessionId`] as text. Ids are validated before the store sees them, and are
 //!   always bound as parameters.
@@ -88,6 +103,9 @@
 //! - `version` is the version the store assigned at the last write: from 1 to
 //!   [`MAX_VERSION`](crate::MAX_VERSION), a [fresh, unpredictable one](crate::fresh_version)
 //!   for a new session, one more for each later write.
+//! - `owner` is the session's [`Owner`](crate::Owner), NULL for none, written by every write
+//!   (`set`, `create`, `set_if_version`), kept by `touch`. The partial index holds only the
+//!   sessions that have one.
 //!
 //! `migrate` is idempotent and safe when several application instances start at once: the
 //! transaction-scoped advisory lock [`MIGRATE_LOCK_KEY`] serialises concurrent migrations
@@ -139,6 +157,21 @@
 //!   means a session refreshed concurrently is never deleted.
 //!   [`delete_expired_batch`](PostgresStore::delete_expired_batch) runs one batch.
 //! - `clear` is `DELETE FROM <table>`: it removes only this store's table's rows.
+//! - `sessions_of` is `SELECT id, <expiry>, version[, data] ... WHERE owner = $1 AND
+//!   expires_at > now` (through the owner index), and, like `get`, checks the expiries it
+//!   received against the clock once more.
+//! - `destroy_owner` is `WITH d AS (DELETE ... WHERE owner = $1 AND id IS DISTINCT FROM $2
+//!   RETURNING expires_at) SELECT count(*) FILTER (WHERE expires_at > now) FROM d`: one
+//!   statement that removes the owner's rows (expired ones too) but the kept one, and counts
+//!   the live ones.
+//! - `scan` pages through the table in id order: `SELECT data, <expiry>, version, owner, id
+//!   ... WHERE id > $1 AND expires_at > now ORDER BY id LIMIT $2` (the first page without
+//!   the id condition), a keyset walk of the primary key, checked against the clock once
+//!   more like `get`. The cursor is `1:` and the last id read, so every session live for the
+//!   whole scan is returned once, whatever is written meanwhile, and a cursor saved as text
+//!   resumes the scan on any store over the same table. A page holds at most 10,000
+//!   sessions, whatever limit it is asked for; a page that read fewer rows than its limit is
+//!   the last.
 //!
 //! A failing statement changes nothing, so a failed write leaves the old session intact.
 //!
@@ -166,6 +199,37 @@
 //!   `1e17`): `jsonb` would give it back as an integer;
 //! - the character U+0000, which Postgres cannot store in `jsonb`.
 //!
+//! # TLS
+//!
+//! With the `postgres-tls` feature, sqlx connects over TLS (rustls with the ring provider,
+//! TLS 1.2 and 1.3; no OpenSSL) as the URL's `sslmode` says, with libpq's meanings:
+//!
+//! | `sslmode` | TLS | the server's certificate |
+//! |---|---|---|
+//! | `disable` | never | |
+//! | `prefer` (sqlx's default) | if the server offers it, else plain text, silently | not checked |
+//! | `require` | always (else the connection fails) | not checked: encrypted, but anyone in the path can pose as the server |
+//! | `verify-ca` | always | must chain to a trusted CA |
+//! | `verify-full` | always | must chain to a trusted CA and name the URL's host |
+//!
+//! Use `verify-full` where the network is not trusted. Trusted CAs: the public roots of the
+//! Mozilla CA store (the `webpki-roots` crate, built in; the operating system's store is not
+//! read), plus the PEM file of `sslrootcert=/path/ca.pem` for a private CA (managed
+//! Postgres services publish theirs). `sslcert=` and `sslkey=` present a client certificate.
+//! [`PostgresStoreBuilder::connect`] and [`connect`](crate::connect()) pass every one of
+//! these options on to sqlx, and also read sqlx's `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`
+//! and `PGSSLKEY` when the URL does not set them.
+//!
+//! - When TLS may be used, the certificate and key files are read when the store is made: a
+//!   missing, unreadable or malformed one is an [`Error::Config`] naming it (sqlx alone
+//!   would only find out while connecting).
+//! - Without the feature, `sslmode=require`, `verify-ca` and `verify-full` fail with an
+//!   [`Error::Config`] naming it (and `prefer` connects in plain text).
+//! - A refused handshake (an untrusted or misnamed server certificate, a refused client
+//!   certificate) is an [`Error::Backend`], not transient, at once: its source says what
+//!   rustls refused (`invalid peer certificate: UnknownIssuer`) and what to configure. A
+//!   server without TLS under `require` or stricter is an [`Error::Backend`] too.
+//!
 //! # Errors
 //!
 //! - Connection failures (refused, reset, closed, a pool that was closed, server shutting
@@ -180,6 +244,7 @@
 //!   [`Error::Unavailable`].
 //! - A row that cannot be read back as a session (data that is not a JSON object, a negative
 //!   version, a column of the wrong type) is [`Error::Decode`] for that session, never a panic.
+//! - A refused TLS handshake is [`Error::Backend`] (see [TLS](#tls)).
 //! - Everything else the server reports is [`Error::Backend`].
 //!
 //! Every error keeps the sqlx error as its source and names the session by its
@@ -202,9 +267,9 @@ use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr, SqlStr};
 use crate::deadline::{DEFAULT_OPERATION_TIMEOUT, within};
 use crate::error::{Error, IdHint, Result};
 use crate::session::{
-    MAX_VERSION, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
+    MAX_VERSION, Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
 };
-use crate::store::SessionStore;
+use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
 
 /// Runs a statement (`$statement`, built on the executor `$e`, which is `$conn`). If it fails
 /// with a serialization failure or a deadlock (possible only on a connection whose isolation
@@ -240,6 +305,10 @@ macro_rules! retry {
     }};
 }
 
+/// The most sessions one page of [`scan`](SessionStore::scan) returns, whatever limit it is
+/// asked for: a page is read whole into memory.
+const MAX_SCAN_LIMIT: usize = 10_000;
+
 /// The default table name: `sessions`.
 pub const DEFAULT_TABLE: &str = "sessions";
 
@@ -266,7 +335,10 @@ pub const MAX_EXPIRY_MILLIS: i64 = 253_402_300_799_999;
 
 const MAX_IDENT_LEN: usize = 63;
 const INDEX_SUFFIX: &str = "_expires_at_idx";
+const OWNER_INDEX_SUFFIX: &str = "_owner_idx";
+/// The longest table name whose index names (the longer suffix) fit in an identifier.
 const MAX_TABLE_LEN: usize = MAX_IDENT_LEN - INDEX_SUFFIX.len();
+const _: () = assert!(OWNER_INDEX_SUFFIX.len() <= INDEX_SUFFIX.len());
 
 /// A session store over a PostgreSQL table. See the [module docs](self).
 #[derive(Clone)]
@@ -360,12 +432,15 @@ impl PostgresStoreBuilder {
         check_ident("table", &self.table, MAX_TABLE_LEN)
     }
 
-    /// Opens a pool to `url` (a `postgres://` URL, see sqlx's `PgConnectOptions`) and checks that
-    /// it can connect, then returns the store over it.
+    /// Opens a pool to `url` (a `postgres://` URL, see sqlx's `PgConnectOptions`; for TLS,
+    /// its `sslmode`, `sslrootcert`, `sslcert` and `sslkey`: see [TLS](self#tls)) and checks
+    /// that it can connect, then returns the store over it.
     ///
-    /// Fails with [`Error::Config`] for an invalid URL or name, with a transient error when
-    /// the server cannot be reached within the acquire timeout, and with [`Error::Backend`]
-    /// when the server refuses the connection (unknown database, bad password, ...).
+    /// Fails with [`Error::Config`] for an invalid URL or name, an unreadable or malformed
+    /// TLS certificate or key file, or TLS asked for without the `postgres-tls` feature; with
+    /// a transient error when the server cannot be reached within the acquire timeout; and
+    /// with [`Error::Backend`] when the server refuses the connection (unknown database, bad
+    /// password, a refused TLS handshake, ...).
     pub async fn connect(self, url: &str) -> Result<PostgresStore> {
         require_tokio()?;
         self.validate()?;
@@ -388,12 +463,30 @@ impl PostgresStoreBuilder {
         self.build(pool)
     }
 
+    /// The store's own pools check a pooled connection with a ping only when it has been idle
+    /// for [`PING_IF_IDLE_FOR`]: sqlx's default pings on every checkout, which doubles the
+    /// round trips of every operation.
     fn pool_options(&self) -> PgPoolOptions {
         PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
     }
 }
+
+/// How long a pooled connection of the store's own pool may sit idle before it is pinged on
+/// checkout. A busy store's connections are never idle that long, so each operation is one
+/// round trip; a connection that went stale while the pool was quiet (a restarted server, a
+/// dropped NAT mapping) is found by the ping and replaced instead of failing an operation.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 fn require_tokio() -> Result<()> {
     tokio::runtime::Handle::try_current()
@@ -409,13 +502,115 @@ fn require_tokio() -> Result<()> {
 /// or role default of `repeatable read` or `serializable` would otherwise turn concurrent
 /// writes into serialization failures. (Startup options take precedence over database and
 /// role defaults.)
+///
+/// With `postgres-tls`, the certificate and key files the connections will read are checked
+/// here too (see [`check_tls_files`]).
 fn parse_url(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
     let options: sqlx::postgres::PgConnectOptions =
         url.parse().map_err(|err: sqlx::Error| Error::Config {
             message: "the Postgres URL is invalid".into(),
             source: Some(Box::new(err)),
         })?;
+    #[cfg(feature = "postgres-tls")]
+    if !matches!(
+        options.get_ssl_mode(),
+        sqlx::postgres::PgSslMode::Disable | sqlx::postgres::PgSslMode::Allow
+    ) {
+        check_tls_files(url)?;
+    }
     Ok(options.options([("default_transaction_isolation", "read committed")]))
+}
+
+/// Reads and parses the CA certificate, client certificate and client key that the
+/// connections will use (the URL's `sslrootcert`, `sslcert` and `sslkey`, or else sqlx's
+/// `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY`), so that a missing, unreadable or malformed
+/// file is an [`Error::Config`] naming its option when the store is made. (sqlx reads them
+/// only while connecting, where a missing file would look like an unreachable server.)
+#[cfg(feature = "postgres-tls")]
+fn check_tls_files(url: &str) -> Result<()> {
+    use crate::stores::tls;
+    // (option, value, whether the value may be the PEM text itself, as sqlx allows for
+    // the environment variables)
+    let from_env = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .map(|value| (format!("the variable {var}"), value, true))
+    };
+    let (mut root, mut cert, mut key) = (
+        from_env("PGSSLROOTCERT"),
+        from_env("PGSSLCERT"),
+        from_env("PGSSLKEY"),
+    );
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let query = query.split_once('#').map_or(query, |(query, _)| query);
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = form_decode(name);
+        let slot = match name.as_str() {
+            "sslrootcert" | "ssl-root-cert" | "ssl-ca" => &mut root,
+            "sslcert" | "ssl-cert" => &mut cert,
+            "sslkey" | "ssl-key" => &mut key,
+            _ => continue,
+        };
+        *slot = Some((format!("the URL option {name}"), form_decode(value), false));
+    }
+    let read = |(option, value, may_be_inline): (String, String, bool)| -> Result<Vec<u8>> {
+        let trimmed = value.trim();
+        if may_be_inline && trimmed.starts_with("-----BEGIN") && trimmed.ends_with("-----") {
+            return Ok(value.into_bytes());
+        }
+        std::fs::read(&value).map_err(|err| Error::Config {
+            message: format!("could not read the Postgres TLS file `{value}` ({option})"),
+            source: Some(Box::new(err)),
+        })
+    };
+    if let Some(root) = root {
+        tls::certificates("the Postgres sslrootcert", &read(root)?)?;
+    }
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            tls::certificates("the Postgres sslcert", &read(cert)?)?;
+            tls::check_private_key("the Postgres sslkey", &read(key)?)?;
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::config(
+                "a Postgres client certificate (sslcert) needs its key (sslkey), and the key \
+                 its certificate",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a URL query component as the `url` crate does for sqlx: `+` is a space, `%XX` a
+/// byte; malformed escapes stay as they are.
+#[cfg(feature = "postgres-tls")]
+fn form_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[i], escaped) {
+            (_, Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, None) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Checks a schema or table name: `[A-Za-z_][A-Za-z0-9_]*`, 1..=`max` bytes.
@@ -462,7 +657,9 @@ fn sql(text: String) -> SqlStr {
 struct Statements {
     create_schema: Option<SqlStr>,
     create_table: SqlStr,
+    add_owner: SqlStr,
     create_index: SqlStr,
+    create_owner_index: SqlStr,
     get: SqlStr,
     set: SqlStr,
     delete: SqlStr,
@@ -476,6 +673,11 @@ struct Statements {
     len: SqlStr,
     clear: SqlStr,
     delete_expired_batch: SqlStr,
+    sessions_of: SqlStr,
+    sessions_of_with_data: SqlStr,
+    destroy_owner: SqlStr,
+    scan_first: SqlStr,
+    scan_after: SqlStr,
 }
 
 impl Statements {
@@ -485,13 +687,22 @@ impl Statements {
             None => quote(table),
         };
         let index = quote(&format!("{table}{INDEX_SUFFIX}"));
-        // $5 is a fresh version, for a row that starts a new incarnation.
+        let owner_index = quote(&format!("{table}{OWNER_INDEX_SUFFIX}"));
+        // $5 is a fresh version, for a row that starts a new incarnation; $6 the owner (or
+        // NULL).
         let upsert_head = format!(
-            "INSERT INTO {t} AS s (id, data, expires_at, version) \
-             VALUES ($1, $2::jsonb, {exp}, $5::int8) ON CONFLICT (id) DO UPDATE SET \
-             data = EXCLUDED.data, expires_at = EXCLUDED.expires_at",
+            "INSERT INTO {t} AS s (id, data, expires_at, version, owner) \
+             VALUES ($1, $2::jsonb, {exp}, $5::int8, $6::text) ON CONFLICT (id) DO UPDATE SET \
+             data = EXCLUDED.data, expires_at = EXCLUDED.expires_at, owner = EXCLUDED.owner",
             exp = ts(3)
         );
+        // `owner = $1` implies `owner IS NOT NULL`, so these use the partial owner index.
+        let listed = |columns: &str| {
+            sql(format!(
+                "SELECT {columns} FROM {t} WHERE owner = $1 AND expires_at > {now}",
+                now = ts(2)
+            ))
+        };
         Statements {
             create_schema: schema
                 .map(|schema| sql(format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)))),
@@ -500,13 +711,20 @@ impl Statements {
                  id text PRIMARY KEY, \
                  data jsonb NOT NULL, \
                  expires_at timestamptz NOT NULL, \
-                 version bigint NOT NULL)"
+                 version bigint NOT NULL, \
+                 owner text NULL)"
+            )),
+            add_owner: sql(format!(
+                "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS owner text NULL"
             )),
             create_index: sql(format!(
                 "CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at)"
             )),
+            create_owner_index: sql(format!(
+                "CREATE INDEX IF NOT EXISTS {owner_index} ON {t} (owner) WHERE owner IS NOT NULL"
+            )),
             get: sql(format!(
-                "SELECT data::text, {EXPIRES_MILLIS}, version FROM {t} \
+                "SELECT data::text, {EXPIRES_MILLIS}, version, owner FROM {t} \
                  WHERE id = $1 AND expires_at > {now}",
                 now = ts(2)
             )),
@@ -538,9 +756,11 @@ impl Statements {
                 "{upsert_head}, version = EXCLUDED.version WHERE s.expires_at <= {now}",
                 now = ts(4)
             )),
-            // $6 is the version after $4, computed by the caller (`next_version`).
+            // $6 is the version after $4, computed by the caller (`next_version`); $7 the
+            // owner (or NULL).
             update_if_version: sql(format!(
-                "UPDATE {t} SET data = $2::jsonb, expires_at = {exp}, version = $6::int8 \
+                "UPDATE {t} SET data = $2::jsonb, expires_at = {exp}, version = $6::int8, \
+                 owner = $7::text \
                  WHERE id = $1 AND version = $4 AND expires_at > {now} RETURNING version",
                 exp = ts(3),
                 now = ts(5)
@@ -558,6 +778,26 @@ impl Statements {
                 "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= {now} \
                  LIMIT $2 FOR UPDATE SKIP LOCKED) AND expires_at <= {now}",
                 now = ts(1)
+            )),
+            sessions_of: listed(&format!("id, {EXPIRES_MILLIS}, version")),
+            sessions_of_with_data: listed(&format!("id, {EXPIRES_MILLIS}, version, data::text")),
+            // $2 is the id to keep, or NULL (from which every id is distinct).
+            destroy_owner: sql(format!(
+                "WITH d AS (DELETE FROM {t} WHERE owner = $1 AND id IS DISTINCT FROM $2::text \
+                 RETURNING expires_at) \
+                 SELECT count(*) FILTER (WHERE expires_at > {now}) FROM d",
+                now = ts(3)
+            )),
+            // Keyset pages in id order (the primary key's order): `get`'s columns, then the id.
+            scan_first: sql(format!(
+                "SELECT data::text, {EXPIRES_MILLIS}, version, owner, id FROM {t} \
+                 WHERE expires_at > {now} ORDER BY id LIMIT $2",
+                now = ts(1)
+            )),
+            scan_after: sql(format!(
+                "SELECT data::text, {EXPIRES_MILLIS}, version, owner, id FROM {t} \
+                 WHERE id > $1 AND expires_at > {now} ORDER BY id LIMIT $3",
+                now = ts(2)
             )),
         }
     }
@@ -595,19 +835,21 @@ impl PostgresStore {
         }
     }
 
-    /// Creates the schema (if one is set), the table and its `expires_at` index if they are
-    /// missing. Idempotent, and safe to call from several processes at once. See the
+    /// Creates the schema (if one is set), the table and its `expires_at` and `owner`
+    /// indexes if they are missing, and adds the `owner` column to a table made by a release
+    /// before owners. Idempotent, and safe to call from several processes at once. See the
     /// [module docs](self#schema) for the SQL.
     pub async fn migrate(&self) -> Result<()> {
         const OP: &str = "migrate";
         let err = |e| map_err(OP, None, e);
-        // Look first: a table that is already there with its index needs no lock and no DDL,
-        // so a role with only SELECT, INSERT, UPDATE and DELETE on it can start, and a boot
-        // takes no SHARE lock that would stall writes.
-        let (schema_ready, table_ready, index_ready) = self.catalog_state().await?;
-        if table_ready && index_ready {
+        // Look first: a table that is already there with its column and indexes needs no lock
+        // and no DDL, so a role with only SELECT, INSERT, UPDATE and DELETE on it can start,
+        // and a boot takes no SHARE lock that would stall writes.
+        let state = self.catalog_state().await?;
+        if state.table && state.owner_column && state.index && state.owner_index {
             return Ok(());
         }
+        let (schema_ready, table_ready) = (state.schema, state.table);
         let mut tx = self.pool.begin().await.map_err(err)?;
         // Never queue behind a long transaction holding the table: fail instead.
         sqlx::query("SET LOCAL lock_timeout = '5s'")
@@ -632,51 +874,87 @@ impl PostgresStore {
                 .await
                 .map_err(err)?;
         }
-        match sqlx::query(self.sql.create_index.clone())
-            .execute(&mut *tx)
-            .await
-        {
-            Ok(_) => {}
-            // The table is usable without its expiry index (delete_expired scans instead);
-            // a role that may not create it still starts.
-            Err(e) if table_ready && has_sql_state(&e, &["42501"]) => return Ok(()),
-            Err(e) => return Err(err(e)),
+        if !state.owner_column {
+            // A table of a release before owners (or one such a release created since the
+            // look): the store cannot work without the column.
+            match sqlx::query(self.sql.add_owner.clone())
+                .execute(&mut *tx)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if has_sql_state(&e, &["42501"]) => {
+                    return Err(Error::Config {
+                        message: format!(
+                            "the session table {} lacks the `owner` column this release needs, \
+                             and this role may not add it: run migrate() as the table's owner, \
+                             or `ALTER TABLE {} ADD COLUMN owner text` and \
+                             `CREATE INDEX {} ON {} (owner) WHERE owner IS NOT NULL`",
+                            self.qualified(&self.table),
+                            self.qualified(&self.table),
+                            quote(&format!("{}{OWNER_INDEX_SUFFIX}", self.table)),
+                            self.qualified(&self.table),
+                        ),
+                        source: Some(Box::new(e)),
+                    });
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+        for create_index in [&self.sql.create_index, &self.sql.create_owner_index] {
+            match sqlx::query(create_index.clone()).execute(&mut *tx).await {
+                Ok(_) => {}
+                // The table is usable without its indexes (delete_expired, sessions_of and
+                // destroy_owner scan instead); a role that may not create them still starts.
+                // (Such a role could not have altered the table either: nothing is lost.)
+                Err(e) if table_ready && state.owner_column && has_sql_state(&e, &["42501"]) => {
+                    return Ok(());
+                }
+                Err(e) => return Err(err(e)),
+            }
         }
         tx.commit().await.map_err(err)
     }
 
-    /// Whether the schema exists (or none is set), whether the table exists with the store's
-    /// columns, and whether its expiry index does, read from the catalog (no lock, no
-    /// privilege beyond connecting).
-    async fn catalog_state(&self) -> Result<(bool, bool, bool)> {
-        let qualified = |name: &str| match &self.schema {
+    /// `"<schema>"."<name>"`, or `"<name>"` without a schema.
+    fn qualified(&self, name: &str) -> String {
+        match &self.schema {
             Some(schema) => format!("{}.{}", quote(schema), quote(name)),
             None => quote(name),
-        };
+        }
+    }
+
+    /// What of the store's schema is there, read from the catalog (no lock, no privilege
+    /// beyond connecting).
+    async fn catalog_state(&self) -> Result<CatalogState> {
         let row = sqlx::query(
             "SELECT \
              (SELECT count(*) FROM pg_attribute \
               WHERE attrelid = to_regclass($1) AND NOT attisdropped \
               AND attname IN ('id', 'data', 'expires_at', 'version')) = 4, \
+             EXISTS (SELECT 1 FROM pg_attribute \
+              WHERE attrelid = to_regclass($1) AND NOT attisdropped AND attname = 'owner'), \
              to_regclass($2) IS NOT NULL, \
+             to_regclass($4) IS NOT NULL, \
              $3::text IS NULL OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $3)",
         )
-        .bind(qualified(&self.table))
-        .bind(qualified(&format!("{}{INDEX_SUFFIX}", self.table)))
+        .bind(self.qualified(&self.table))
+        .bind(self.qualified(&format!("{}{INDEX_SUFFIX}", self.table)))
         .bind(self.schema.as_deref())
+        .bind(self.qualified(&format!("{}{OWNER_INDEX_SUFFIX}", self.table)))
         .fetch_one(&self.pool)
         .await
         .map_err(|e| map_err("migrate", None, e))?;
-        let table: bool = row
-            .try_get(0)
-            .map_err(|e| Error::backend("migrate", None, e))?;
-        let index: bool = row
-            .try_get(1)
-            .map_err(|e| Error::backend("migrate", None, e))?;
-        let schema: bool = row
-            .try_get(2)
-            .map_err(|e| Error::backend("migrate", None, e))?;
-        Ok((schema, table, index))
+        let get = |n: usize| -> Result<bool> {
+            row.try_get(n)
+                .map_err(|e| Error::backend("migrate", None, e))
+        };
+        Ok(CatalogState {
+            table: get(0)?,
+            owner_column: get(1)?,
+            index: get(2)?,
+            owner_index: get(3)?,
+            schema: get(4)?,
+        })
     }
 
     /// The pool the store uses.
@@ -764,6 +1042,7 @@ impl PostgresStore {
                 .bind(clamp(session.expires_at_millis()))
                 .bind(clamp(now))
                 .bind(db_version(version))
+                .bind(session.owner().map(Owner::as_str))
                 .execute(e)
         )
         .map_err(|e| map_write_err(op, id, e))?;
@@ -786,6 +1065,20 @@ impl PostgresStore {
         .map_err(|e| map_err(op, Some(id), e))?;
         Ok(())
     }
+}
+
+/// What [`PostgresStore::migrate`] found in the catalog.
+struct CatalogState {
+    /// The schema exists, or none is set.
+    schema: bool,
+    /// The table exists with `id`, `data`, `expires_at` and `version`.
+    table: bool,
+    /// The table has `owner`.
+    owner_column: bool,
+    /// The expiry index exists.
+    index: bool,
+    /// The owner index exists.
+    owner_index: bool,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -862,7 +1155,32 @@ fn decode_row(id: &SessionId, row: &PgRow) -> Result<Session> {
     let data: String = row.try_get(0).map_err(|e| Error::decode(id, e))?;
     let expires_at: i64 = row.try_get(1).map_err(|e| Error::decode(id, e))?;
     let version: i64 = row.try_get(2).map_err(|e| Error::decode(id, e))?;
-    decode_parts(id, &data, expires_at, version)
+    let owner: Option<String> = row.try_get(3).map_err(|e| Error::decode(id, e))?;
+    let owner = owner
+        .map(Owner::new)
+        .transpose()
+        .map_err(|e| Error::decode(id, e))?;
+    Ok(decode_parts(id, &data, expires_at, version)?.with_owner(owner))
+}
+
+/// An entry of `sessions_of` from its row (`id, <expiry>, version[, data]`); a row that is
+/// not a valid session is a decode error naming it.
+fn decode_listed(row: &PgRow, with_data: bool) -> Result<OwnedSession> {
+    let raw: String = row
+        .try_get(0)
+        .map_err(|e| Error::backend("sessions_of", None, e))?;
+    let id = SessionId::new(raw.as_str()).map_err(|_| Error::Decode {
+        id: IdHint::from_raw(&raw),
+        source: "the id column holds no valid session id".into(),
+    })?;
+    let expires_at: i64 = row.try_get(1).map_err(|e| Error::decode(&id, e))?;
+    let version: i64 = row.try_get(2).map_err(|e| Error::decode(&id, e))?;
+    let data: Option<String> = match with_data {
+        true => Some(row.try_get(3).map_err(|e| Error::decode(&id, e))?),
+        false => None,
+    };
+    let session = decode_parts(&id, data.as_deref().unwrap_or("{}"), expires_at, version)?;
+    Ok(OwnedSession::of(id, session, with_data))
 }
 
 /// A session from the text of its `data` column (as `jsonb` prints it), its expiry in
@@ -960,6 +1278,31 @@ fn respell(token: &str) -> Option<String> {
 
 /// Classifies an sqlx error: connection trouble is transient, the rest is a backend error.
 fn map_err(op: &'static str, id: Option<&SessionId>, err: sqlx::Error) -> Error {
+    // An untrusted or misnamed certificate, a refused client certificate, no common TLS
+    // version (sqlx reports them as I/O errors): retrying gets the same answer, so this is
+    // not transient.
+    #[cfg(feature = "postgres-tls")]
+    let err = match crate::stores::tls::Refused::of(
+        err,
+        "to trust a private CA: sslrootcert=/path/ca.pem in the URL, with sslmode=verify-full",
+        "sslcert=/path/client.pem&sslkey=/path/client.key in the URL",
+    ) {
+        Ok(refused) => return Error::backend(op, id, refused),
+        Err(err) => err,
+    };
+    if let sqlx::Error::Tls(tls) = &err
+        && !cfg!(feature = "postgres-tls")
+        && tls.to_string().contains("without TLS support")
+    {
+        return Error::Config {
+            message: "the Postgres URL asks for TLS (sslmode=require, verify-ca or \
+                      verify-full) and needs the `postgres-tls` feature of session-stores: add \
+                      features = [\"postgres-tls\"] to its line in Cargo.toml (or pass \
+                      --features postgres-tls to cargo)"
+                .into(),
+            source: Some(Box::new(err)),
+        };
+    }
     match &err {
         sqlx::Error::PoolTimedOut => Error::Timeout {
             operation: op,
@@ -1057,6 +1400,7 @@ impl SessionStore for PostgresStore {
                     .bind(clamp(session.expires_at_millis()))
                     .bind(clamp(now))
                     .bind(db_version(fresh_version()))
+                    .bind(session.owner().map(Owner::as_str))
                     .fetch_one(e)
             )
             .map_err(|e| map_write_err(OP, id, e))?;
@@ -1186,6 +1530,7 @@ impl SessionStore for PostgresStore {
                 .bind(clamp(now))
                 // `expected + 1`, or a fresh version if `expected` is the largest (or above).
                 .bind(db_version(next_version(expected_version)))
+                .bind(session.owner().map(Owner::as_str))
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(|e| conflict_or(e, map_write_err))?;
@@ -1237,6 +1582,117 @@ impl SessionStore for PostgresStore {
             }
         }
     }
+
+    async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
+        const OP: &str = "sessions_of";
+        within(self.operation_timeout, OP, None, async {
+            let mut conn = self.conn(OP, None).await?;
+            let statement = if with_data {
+                &self.sql.sessions_of_with_data
+            } else {
+                &self.sql.sessions_of
+            };
+            let rows = retry!(conn => e:
+                sqlx::query(statement.clone())
+                    .bind(owner.as_str())
+                    .bind(clamp(now_millis()))
+                    .fetch_all(e)
+            )
+            .map_err(|e| map_err(OP, None, e))?;
+            // The clock again, now that the rows are here, as `get` does.
+            let now = now_millis();
+            let mut listed = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let entry = decode_listed(row, with_data)?;
+                if entry.expires_at_millis > now {
+                    listed.push(entry);
+                }
+            }
+            Ok(listed)
+        })
+        .await
+    }
+
+    async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        const OP: &str = "destroy_owner";
+        within(self.operation_timeout, OP, None, async {
+            let mut conn = self.conn(OP, None).await?;
+            let ended: i64 = retry!(conn => e:
+                sqlx::query_scalar(self.sql.destroy_owner.clone())
+                    .bind(owner.as_str())
+                    .bind(except.map(SessionId::as_str))
+                    .bind(clamp(now_millis()))
+                    .fetch_one(e)
+            )
+            .map_err(|e| map_err(OP, None, e))?;
+            // count(*) is never negative.
+            Ok(u64::try_from(ended).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        const OP: &str = "scan";
+        let after = cursor.map(|c| c.keyset_id("PostgresStore")).transpose()?;
+        let limit = limit.clamp(1, MAX_SCAN_LIMIT);
+        let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        within(self.operation_timeout, OP, None, async {
+            let mut conn = self.conn(OP, None).await?;
+            let rows = match &after {
+                None => retry!(conn => e:
+                    sqlx::query(self.sql.scan_first.clone())
+                        .bind(clamp(now_millis()))
+                        .bind(sql_limit)
+                        .fetch_all(e)
+                ),
+                Some(after) => retry!(conn => e:
+                    sqlx::query(self.sql.scan_after.clone())
+                        .bind(after.as_str())
+                        .bind(clamp(now_millis()))
+                        .bind(sql_limit)
+                        .fetch_all(e)
+                ),
+            }
+            .map_err(|e| map_err(OP, None, e))?;
+            // The clock again, now that the rows are here, as `get` does. A row dropped here
+            // still moves the cursor on, so the page may come out short (or empty) while the
+            // scan goes on.
+            let now = now_millis();
+            let mut sessions = Vec::with_capacity(rows.len());
+            let mut last = None;
+            for row in &rows {
+                let id = scanned_id(row)?;
+                let session = decode_row(&id, row)?;
+                if !session.is_expired_at(now) {
+                    sessions.push((id.clone(), session));
+                }
+                last = Some(id);
+            }
+            // Fewer rows than asked for: the table had no more.
+            let next = match rows.len() < limit {
+                true => None,
+                false => last.map(|id| ScanCursor::after_id(&id)),
+            };
+            Ok(ScanPage::new(sessions, next))
+        })
+        .await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new().with_owners(true).with_scan(true)
+    }
+}
+
+/// The id of a scanned row (its fifth column); one that is no valid session id is a decode
+/// error naming what it holds.
+fn scanned_id(row: &PgRow) -> Result<SessionId> {
+    let raw: String = row
+        .try_get(4)
+        .map_err(|e| Error::backend("scan", None, e))?;
+    SessionId::new(raw.as_str()).map_err(|_| Error::Decode {
+        id: IdHint::from_raw(&raw),
+        source: "the id column holds no valid session id".into(),
+    })
 }
 
 impl PostgresStore {
@@ -1318,5 +1774,29 @@ mod tests {
         let sql = Statements::new(None, "sessions");
         assert!(sql.create_schema.is_none());
         assert!(sql.clear.as_str().ends_with("DELETE FROM \"sessions\""));
+    }
+
+    /// Without `postgres-tls` (and no TLS in sqlx from elsewhere), a URL that requires TLS
+    /// is a configuration error naming the feature, not sqlx's "built without TLS support".
+    /// sqlx finds that out once the TCP connection is open, so a bare listener stands in for
+    /// the server (nothing is sent to it).
+    #[cfg(not(feature = "postgres-tls"))]
+    #[tokio::test]
+    async fn tls_without_the_feature_names_it() {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let url = format!("postgres://u@127.0.0.1:{port}/db?sslmode={mode}");
+            let err = PostgresStore::builder()
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(&url)
+                .await
+                .map(drop)
+                .unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Config, "{mode}: {err}");
+            assert!(err.to_string().contains("`postgres-tls` feature"), "{err}");
+            let err = crate::connect(&url).await.map(drop).unwrap_err();
+            assert!(err.to_string().contains("`postgres-tls` feature"), "{err}");
+        }
     }
 }

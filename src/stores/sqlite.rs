@@ -44,6 +44,7 @@
 //! | [`synchronous`](SqliteStoreBuilder::synchronous) | [`Synchronous::Normal`] | SQLite's `PRAGMA synchronous`: with WAL, `Normal` never corrupts the database but a power loss may drop the last commits; `Full` syncs every commit |
 //! | [`wal`](SqliteStoreBuilder::wal) | `true` | switch the file to write-ahead logging (`PRAGMA journal_mode=WAL`), so reads run while a write is in progress; `false` leaves the file's journal mode as it is |
 //! | [`readers`](SqliteStoreBuilder::readers) | 4 | how many read connections serve `get` and `len` (0: the write connection serves them) |
+//! | [`inline_reads`](SqliteStoreBuilder::inline_reads) | up to 8 | how many connections let `get` run on the calling task's own thread when one is free (0: every `get` goes to a read connection's thread) |
 //! | [`delete_batch_size`](SqliteStoreBuilder::delete_batch_size) | 1000 | how many rows one batch of [`delete_expired`](SessionStore::delete_expired) or [`clear`](SessionStore::clear) deletes |
 //! | [`operation_timeout`](SqliteStoreBuilder::operation_timeout) | 5 s ([`DEFAULT_OPERATION_TIMEOUT`]) | the client-side bound on one operation, queue and lock waits included; an overrun is a transient [`Error::Timeout`] (for `delete_expired` and `clear`: on each batch) |
 //! | [`queue_capacity`](SqliteStoreBuilder::queue_capacity) | 1024 | how many operations may wait in each connection queue; a caller that finds it full waits for room within its operation timeout |
@@ -57,20 +58,28 @@
 //!     id         TEXT PRIMARY KEY NOT NULL, -- the session id
 //!     data       TEXT NOT NULL,             -- the session's data as a JSON object
 //!     expires_at INTEGER NOT NULL,          -- expiry, milliseconds since the Unix epoch (UTC)
-//!     version    INTEGER NOT NULL           -- the store-assigned version, 1 to MAX_VERSION
+//!     version    INTEGER NOT NULL,          -- the store-assigned version, 1 to MAX_VERSION
+//!     owner      TEXT NULL                  -- the session's Owner, NULL for none
 //! );
 //! CREATE INDEX IF NOT EXISTS "sessions_expires_at" ON "sessions" (expires_at);
+//! CREATE INDEX IF NOT EXISTS "sessions_owner" ON "sessions" (owner) WHERE owner IS NOT NULL;
 //!
 //! CREATE TABLE IF NOT EXISTS session_stores_schema (
 //!     table_name TEXT PRIMARY KEY NOT NULL, -- a session table in this database
-//!     version    INTEGER NOT NULL           -- its schema version, SCHEMA_VERSION (1) today
+//!     version    INTEGER NOT NULL           -- its schema version, SCHEMA_VERSION (2) today
 //! );
 //! ```
 //!
-//! The store creates both tables and the index if they are missing and records the session
+//! The store creates both tables and the indexes if they are missing and records the session
 //! table's schema version in `session_stores_schema`, so a later release can migrate it. A
 //! table recorded with a newer schema version than this release knows, or an existing table
-//! without the four columns above, is refused with [`Error::Config`]. Expiry is always an
+//! without the columns `id`, `data`, `expires_at` and `version`, is refused with
+//! [`Error::Config`]. A table of schema version 1 (written by releases before owners) is
+//! upgraded when a store opens it, in the same transaction that checks it:
+//! `ALTER TABLE .. ADD COLUMN owner TEXT`, the owner index, and version 2 recorded. Its
+//! sessions are kept, with no owner. (A process still running an older release on the same
+//! file keeps working but does not maintain owners: its writes leave a row's owner as it
+//! was. Upgrade every process sharing a file.) Expiry is always an
 //! integer in epoch milliseconds, never a local or naive timestamp. Several stores can share a
 //! database file with different tables; [`clear`](SessionStore::clear) empties only its own.
 //!
@@ -91,7 +100,22 @@
 //!   says which happened.
 //! - `set_if_version` is `UPDATE ... WHERE id = ? AND version = ? AND expires_at > now` (or the
 //!   `create` statement for an expected version of 0), checked by its change count.
-//! - `touch` updates only `expires_at`, and only of a live row.
+//! - `touch` updates only `expires_at`, and only of a live row (the owner stays).
+//! - Every write stores the session's [`Owner`](crate::Owner) in `owner` (NULL for none).
+//!   `sessions_of` is one `SELECT id, expires_at, version[, data] ... WHERE owner = ? AND
+//!   expires_at > now` over the owner index, on a read connection (never inline: a listing
+//!   may be long). `destroy_owner` is one `DELETE ... WHERE owner = ? AND id IS NOT ?
+//!   RETURNING expires_at > now` on the write connection, in a `BEGIN IMMEDIATE`
+//!   transaction (so "now" is read under the lock): it removes the owner's rows, expired
+//!   ones too, and counts the live ones.
+//! - `scan` pages through the table in id order, on a read connection like `sessions_of`:
+//!   `SELECT data, expires_at, version, owner, id ... WHERE id > ? AND +expires_at > now
+//!   ORDER BY id LIMIT ?` (the first page without the id condition), a keyset walk of the
+//!   primary key's index (the `+` keeps the planner off the expiry index). The cursor is
+//!   `1:` and the last id returned, so every session live for the whole scan is returned
+//!   once, whatever is written meanwhile, and a cursor saved as text resumes the scan on any
+//!   store over the same table. A page holds at most 10,000 sessions, whatever limit it is
+//!   asked for; a page shorter than its limit is the last.
 //! - `delete_expired` deletes in batches of [`delete_batch_size`](SqliteStoreBuilder::delete_batch_size)
 //!   rows, each its own short transaction queued behind other writes, so a large backlog never
 //!   holds the write lock for long. [`SqliteStore::delete_expired_batch`] runs one batch.
@@ -120,7 +144,12 @@
 //!
 //! # Threads and concurrency
 //!
-//! rusqlite is synchronous, so no SQLite call ever runs on an async executor's thread. A
+//! rusqlite is synchronous, so a SQLite call that may wait never runs on an async executor's
+//! thread. The one call that does run there is `get` on an
+//! [inline read](SqliteStoreBuilder::inline_reads) connection, which never waits (a busy
+//! connection is skipped, and a locked database sends the read to the read connections):
+//! it only reads the session's pages. Writes stay on their thread, since a commit can
+//! checkpoint the WAL or `fsync`, and waits for the write lock. A
 //! file-backed store owns one thread for its write connection and one thread per read
 //! connection; operations are sent to them over bounded queues
 //! ([`queue_capacity`](SqliteStoreBuilder::queue_capacity), default
@@ -175,7 +204,7 @@
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -189,12 +218,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::deadline::{DEFAULT_OPERATION_TIMEOUT, within};
 use crate::error::{Error, IdHint, Result};
 use crate::session::{
-    MAX_VERSION, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
+    MAX_VERSION, Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
 };
-use crate::store::SessionStore;
+use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
 
 /// The default table name: `sessions`.
 pub const DEFAULT_TABLE: &str = "sessions";
+
+/// The most sessions one page of [`scan`](SessionStore::scan) returns, whatever limit it is
+/// asked for: a page is read whole into memory.
+const MAX_SCAN_LIMIT: usize = 10_000;
 
 /// The default busy timeout: 5 seconds.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -224,8 +257,9 @@ pub const LARGE_DELETE_ROWS: u64 = 1000;
 /// gives up (it is housekeeping: the delete has already succeeded).
 const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
 
-/// The schema version this release writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this release writes and reads. Version 2 added the `owner` column
+/// and its index; a version 1 table is upgraded when a store opens it.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The table that records the schema version of each session table in a database.
 pub const SCHEMA_TABLE: &str = "session_stores_schema";
@@ -268,6 +302,7 @@ pub struct SqliteStoreBuilder {
     synchronous: Synchronous,
     wal: bool,
     readers: usize,
+    inline_reads: usize,
     delete_batch_size: usize,
     operation_timeout: Duration,
     queue_capacity: usize,
@@ -281,6 +316,7 @@ impl Default for SqliteStoreBuilder {
             synchronous: Synchronous::default(),
             wal: true,
             readers: DEFAULT_READERS,
+            inline_reads: default_inline_reads(),
             delete_batch_size: DEFAULT_DELETE_BATCH_SIZE,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
@@ -323,6 +359,22 @@ impl SqliteStoreBuilder {
     /// one connection. Default: [`DEFAULT_READERS`].
     pub fn readers(mut self, readers: usize) -> Self {
         self.readers = readers;
+        self
+    }
+
+    /// How many connections serve `get` inline: on the calling task's own thread, when one of
+    /// them is free at that instant, instead of handing the read to a read connection's thread
+    /// and waiting for its answer (a thread hand-off costs about as much as the read itself).
+    ///
+    /// An inline read never waits: not for a connection (a busy one is skipped), not for a
+    /// queue, and not for a lock (its connections have a busy timeout of zero; a read that
+    /// finds the database locked, which under WAL happens only around a checkpoint, goes to
+    /// the read connections instead). What it can take is the time SQLite needs to read the
+    /// session's pages, from its cache or the operating system's, or from disk on a cold
+    /// cache. Only for a database file in WAL mode; 0 turns it off. Default: the number of
+    /// CPUs, at most 8.
+    pub fn inline_reads(mut self, connections: usize) -> Self {
+        self.inline_reads = connections;
         self
     }
 
@@ -413,9 +465,46 @@ impl SqliteStoreBuilder {
                 )
             }
         };
+        let inline = match (&location, self.wal, self.inline_reads) {
+            (Location::File(_), true, n) if n > 0 => {
+                let config = Arc::clone(&config);
+                // Opened on a thread of their own, like every connection: this may run
+                // outside any tokio runtime.
+                let (opened_tx, opened) = oneshot::channel();
+                let open_all = move || {
+                    (0..n)
+                        .map(|_| {
+                            let conn = config.connect(false)?;
+                            let configure = || -> rusqlite::Result<()> {
+                                conn.pragma_update(None, "query_only", true)?;
+                                // Never wait for a lock on the caller's thread.
+                                conn.busy_timeout(Duration::ZERO)
+                            };
+                            configure().map_err(|e| sql_error("open", None, e))?;
+                            Ok(Mutex::new(Some(conn)))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                };
+                thread::Builder::new()
+                    .name("session-stores-sqlite-open".into())
+                    .spawn(move || {
+                        let _ = opened_tx.send(open_all());
+                    })
+                    .map_err(|err| Error::backend("open", None, err))?;
+                let conns = opened
+                    .await
+                    .map_err(|_| Error::backend("open", None, WorkerStopped))??;
+                Some(Inline {
+                    conns: conns.into_boxed_slice(),
+                    sql: Arc::clone(&sql),
+                })
+            }
+            _ => None,
+        };
         Ok(SqliteStore {
             writer,
             readers,
+            inline,
             table: self.table,
             location,
             delete_batch_size: self.delete_batch_size,
@@ -428,6 +517,9 @@ impl SqliteStoreBuilder {
 pub struct SqliteStore {
     writer: Pool,
     readers: Option<Pool>,
+    /// Connections for `get` on the caller's thread; see
+    /// [`inline_reads`](SqliteStoreBuilder::inline_reads).
+    inline: Option<Inline>,
     table: String,
     location: Location,
     delete_batch_size: usize,
@@ -526,6 +618,9 @@ impl SqliteStore {
     /// waits again; it is never an error to close a closed store. Dropping the store without
     /// `close` also lets the threads finish the queue, but nothing waits for them.
     pub async fn close(&self) -> Result<()> {
+        if let Some(inline) = &self.inline {
+            inline.close();
+        }
         self.writer.close();
         if let Some(readers) = &self.readers {
             readers.close();
@@ -564,6 +659,25 @@ impl SqliteStore {
     {
         let pool = self.readers.as_ref().unwrap_or(&self.writer);
         self.on(pool, op, id, pool.busy_timeout, f).await
+    }
+
+    /// Runs `f` right here on a free inline connection: `None` when there is none (or inline
+    /// reads are off, or the store is closed).
+    fn read_inline<T>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Sql) -> Result<T, OpError>,
+    ) -> Option<Result<T, OpError>> {
+        let inline = self.inline.as_ref()?;
+        for slot in inline.conns.iter() {
+            let mut guard = match slot.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            let conn = guard.as_mut()?;
+            return Some(f(conn, &inline.sql));
+        }
+        None
     }
 
     /// Runs `f` on one of `pool`'s connections within the operation timeout, waiting at most
@@ -619,6 +733,8 @@ enum OpError {
     Conflict(u64),
     /// The operation's deadline passed before its job could start.
     Deadline,
+    /// An error already made, naming its own session (a listed row that is not a session).
+    Done(Error),
 }
 
 impl From<rusqlite::Error> for OpError {
@@ -651,8 +767,49 @@ impl OpError {
                 what: "the operation's deadline",
                 source: None,
             },
+            (OpError::Done(err), _) => err,
         }
     }
+}
+
+/// Reads the live session `key`, deciding expiry with the clock read now.
+fn read_session(conn: &mut Connection, sql: &Sql, key: &str) -> Result<Option<Session>, OpError> {
+    let mut stmt = conn.prepare_cached(&sql.get)?;
+    let row = stmt
+        .query_row(params![key, now_millis()], decode_row)
+        .optional()?;
+    Ok(row.transpose()?)
+}
+
+/// Whether `err` is SQLite's "database is locked" (or "busy").
+fn is_locked(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// The connections of [`SqliteStoreBuilder::inline_reads`], each taken with `try_lock` only.
+struct Inline {
+    /// `None` once the store is closed.
+    conns: Box<[Mutex<Option<Connection>>]>,
+    sql: Arc<Sql>,
+}
+
+impl Inline {
+    /// Closes every connection (waiting for a read in progress on it, which never waits on
+    /// anything itself).
+    fn close(&self) {
+        for slot in self.conns.iter() {
+            let conn = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            drop(conn);
+        }
+    }
+}
+
+/// The default number of inline read connections: the number of CPUs, 1 to 8.
+fn default_inline_reads() -> usize {
+    thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8))
 }
 
 /// Maps a rusqlite error: a lock still busy after the busy timeout is a transient
@@ -709,35 +866,93 @@ fn describe(value: ValueRef<'_>) -> &'static str {
     }
 }
 
-/// Decodes `data, expires_at, version` into a session, never panicking on what is stored.
+/// Decodes `data, expires_at, version, owner` into a session, never panicking on what is
+/// stored.
 fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Session, RowError>> {
     let data = row.get_ref(0)?;
     let expires_at = row.get_ref(1)?;
     let version = row.get_ref(2)?;
+    let owner = row.get_ref(3)?;
     Ok((|| {
-        let data: Map<String, Value> = match data {
-            ValueRef::Text(text) => {
-                serde_json::from_slice(text).map_err(|e| RowError::Json(e.into()))?
-            }
-            other => {
-                return Err(RowError::Column {
-                    column: "data",
-                    found: describe(other),
-                });
-            }
-        };
-        let expires_at = match expires_at {
-            ValueRef::Integer(ms) => ms,
-            other => {
-                return Err(RowError::Column {
-                    column: "expires_at",
-                    found: describe(other),
-                });
-            }
-        };
-        let version = integer_version(version)?;
-        Ok(Session::from_parts(data, expires_at, version))
+        let session = Session::from_parts(
+            decode_data(data)?,
+            integer_expiry(expires_at)?,
+            integer_version(version)?,
+        );
+        Ok(session.with_owner(decode_owner(owner)?))
     })())
+}
+
+fn decode_data(value: ValueRef<'_>) -> Result<Map<String, Value>, RowError> {
+    match value {
+        ValueRef::Text(text) => serde_json::from_slice(text).map_err(|e| RowError::Json(e.into())),
+        other => Err(RowError::Column {
+            column: "data",
+            found: describe(other),
+        }),
+    }
+}
+
+fn integer_expiry(value: ValueRef<'_>) -> Result<i64, RowError> {
+    match value {
+        ValueRef::Integer(ms) => Ok(ms),
+        other => Err(RowError::Column {
+            column: "expires_at",
+            found: describe(other),
+        }),
+    }
+}
+
+/// The `owner` column: NULL for none, else text that is a valid [`Owner`].
+fn decode_owner(value: ValueRef<'_>) -> Result<Option<Owner>, RowError> {
+    match value {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(text) => std::str::from_utf8(text)
+            .ok()
+            .and_then(|text| Owner::new(text).ok())
+            .map(Some)
+            .ok_or(RowError::Column {
+                column: "owner",
+                found: "text that is not a valid owner",
+            }),
+        other => Err(RowError::Column {
+            column: "owner",
+            found: describe(other),
+        }),
+    }
+}
+
+/// Decodes a listed row, `id, expires_at, version[, data]`, into an entry; a row that is not a
+/// valid session is a decode error naming it.
+fn decode_listed(row: &rusqlite::Row<'_>, with_data: bool) -> Result<OwnedSession, OpError> {
+    let id = match row.get_ref(0)? {
+        ValueRef::Text(text) => std::str::from_utf8(text).ok(),
+        _ => None,
+    };
+    let Some(id) = id.and_then(|id| SessionId::new(id).ok()) else {
+        let raw = match row.get_ref(0)? {
+            ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
+            other => describe(other).to_owned(),
+        };
+        return Err(OpError::Done(Error::Decode {
+            id: IdHint::from_raw(&raw),
+            source: "the id column holds no valid session id".into(),
+        }));
+    };
+    let entry = (|| {
+        let expires_at = integer_expiry(row.get_ref(1)?)?;
+        let version = integer_version(row.get_ref(2)?)?;
+        let data = match with_data {
+            true => Some(decode_data(row.get_ref(3)?)?),
+            false => None,
+        };
+        Ok::<_, OpError>((expires_at, version, data))
+    })();
+    match entry {
+        Ok((expires_at, version, data)) => Ok(OwnedSession::new(id, expires_at, version, data)),
+        Err(OpError::Row(err)) => Err(OpError::Done(Error::decode(&id, err))),
+        Err(other) => Err(other),
+    }
 }
 
 fn integer_version(value: ValueRef<'_>) -> Result<u64, RowError> {
@@ -782,6 +997,11 @@ struct Sql {
     max_rowid: String,
     clear_batch: String,
     delete_expired_batch: String,
+    sessions_of: String,
+    sessions_of_with_data: String,
+    destroy_owner: String,
+    scan_first: String,
+    scan_after: String,
 }
 
 impl Sql {
@@ -789,30 +1009,35 @@ impl Sql {
         let t = format!("\"{table}\"");
         Sql {
             get: format!(
-                "SELECT data, expires_at, version FROM {t} WHERE id = ?1 AND expires_at > ?2"
+                "SELECT data, expires_at, version, owner FROM {t} \
+                 WHERE id = ?1 AND expires_at > ?2"
             ),
             live_version: format!("SELECT version FROM {t} WHERE id = ?1 AND expires_at > ?2"),
             // ?5 is a fresh version: stored when no live row with a valid version is there,
-            // or when the live version is already the largest.
+            // or when the live version is already the largest. ?6 is the owner (or NULL).
             upsert: format!(
-                "INSERT INTO {t} (id, data, expires_at, version) VALUES (?1, ?2, ?3, ?5) \
+                "INSERT INTO {t} (id, data, expires_at, version, owner) \
+                 VALUES (?1, ?2, ?3, ?5, ?6) \
                  ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
-                 expires_at = excluded.expires_at, \
+                 expires_at = excluded.expires_at, owner = excluded.owner, \
                  version = CASE WHEN {t}.expires_at > ?4 AND typeof({t}.version) = 'integer' \
                  AND {t}.version >= 1 AND {t}.version < {MAX_VERSION} \
                  THEN {t}.version + 1 ELSE excluded.version END \
                  RETURNING version"
             ),
-            // ?5 is the new incarnation's (fresh) version.
+            // ?5 is the new incarnation's (fresh) version, ?6 the owner (or NULL).
             insert_if_absent: format!(
-                "INSERT INTO {t} (id, data, expires_at, version) VALUES (?1, ?2, ?3, ?5) \
+                "INSERT INTO {t} (id, data, expires_at, version, owner) \
+                 VALUES (?1, ?2, ?3, ?5, ?6) \
                  ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
-                 expires_at = excluded.expires_at, version = excluded.version \
+                 expires_at = excluded.expires_at, version = excluded.version, \
+                 owner = excluded.owner \
                  WHERE {t}.expires_at <= ?4"
             ),
-            // ?6 is the next version after ?4, computed by the caller (`next_version`).
+            // ?6 is the next version after ?4, computed by the caller (`next_version`); ?7
+            // the owner (or NULL).
             update_if_version: format!(
-                "UPDATE {t} SET data = ?2, expires_at = ?3, version = ?6 \
+                "UPDATE {t} SET data = ?2, expires_at = ?3, version = ?6, owner = ?7 \
                  WHERE id = ?1 AND version = ?4 AND expires_at > ?5"
             ),
             delete: format!("DELETE FROM {t} WHERE id = ?1"),
@@ -831,6 +1056,29 @@ impl Sql {
             delete_expired_batch: format!(
                 "DELETE FROM {t} WHERE rowid IN \
                  (SELECT rowid FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
+            ),
+            // `owner = ?` implies `owner IS NOT NULL`, so both use the partial owner index.
+            sessions_of: format!(
+                "SELECT id, expires_at, version FROM {t} WHERE owner = ?1 AND expires_at > ?2"
+            ),
+            sessions_of_with_data: format!(
+                "SELECT id, expires_at, version, data FROM {t} \
+                 WHERE owner = ?1 AND expires_at > ?2"
+            ),
+            // ?2 is the id to keep, or NULL (`IS NOT NULL` is true of every id).
+            destroy_owner: format!(
+                "DELETE FROM {t} WHERE owner = ?1 AND id IS NOT ?2 RETURNING expires_at > ?3"
+            ),
+            // Keyset pages in id order, over the primary key's index: the unary `+` keeps the
+            // planner off the expiry index (which would read every live row and sort them).
+            // The columns are `get`'s, then the id.
+            scan_first: format!(
+                "SELECT data, expires_at, version, owner, id FROM {t} \
+                 WHERE +expires_at > ?1 ORDER BY id LIMIT ?2"
+            ),
+            scan_after: format!(
+                "SELECT data, expires_at, version, owner, id FROM {t} \
+                 WHERE id > ?1 AND +expires_at > ?2 ORDER BY id LIMIT ?3"
             ),
         }
     }
@@ -977,7 +1225,8 @@ impl ConnConfig {
                  id TEXT PRIMARY KEY NOT NULL, \
                  data TEXT NOT NULL, \
                  expires_at INTEGER NOT NULL, \
-                 version INTEGER NOT NULL)"
+                 version INTEGER NOT NULL, \
+                 owner TEXT NULL)"
         ))?;
         let columns: Vec<(String, i64)> = {
             let mut stmt = tx.prepare(&format!(
@@ -1005,11 +1254,23 @@ impl ConnConfig {
                 )));
             }
         }
+        // Schema version 1 had no owners: its sessions are kept, with no owner.
+        if !columns.iter().any(|(c, _)| c.eq_ignore_ascii_case("owner")) {
+            tx.execute_batch(&format!(
+                "ALTER TABLE \"{table}\" ADD COLUMN owner TEXT NULL"
+            ))?;
+        }
         tx.execute_batch(&format!(
-            "CREATE INDEX IF NOT EXISTS \"{table}_expires_at\" ON \"{table}\" (expires_at)"
+            "CREATE INDEX IF NOT EXISTS \"{table}_expires_at\" ON \"{table}\" (expires_at); \
+             CREATE INDEX IF NOT EXISTS \"{table}_owner\" ON \"{table}\" (owner) \
+             WHERE owner IS NOT NULL"
         ))?;
         tx.execute(
-            &format!("INSERT OR IGNORE INTO {SCHEMA_TABLE} (table_name, version) VALUES (?1, ?2)"),
+            &format!(
+                "INSERT INTO {SCHEMA_TABLE} (table_name, version) VALUES (?1, ?2) \
+                 ON CONFLICT (table_name) DO UPDATE SET version = excluded.version \
+                 WHERE {SCHEMA_TABLE}.version < excluded.version"
+            ),
             params![table, SCHEMA_VERSION],
         )?;
         tx.commit()?;
@@ -1254,16 +1515,23 @@ fn live_exists(conn: &Connection, sql: &Sql, id: &str, now: i64) -> rusqlite::Re
         .is_some())
 }
 
+/// The session's owner as the `owner` column takes it: NULL for none.
+fn owner_column(session: &Session) -> Option<String> {
+    session.owner().map(|owner| owner.as_str().to_owned())
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        match self.read_inline(|conn, sql| read_session(conn, sql, id.as_str())) {
+            // The database was locked (a checkpoint): the read connections wait for it.
+            Some(Err(OpError::Sql(err))) if is_locked(&err) => {}
+            Some(result) => return result.map_err(|e| e.into_error("get", Some(id))),
+            None => {}
+        }
         let key = id.as_str().to_owned();
         self.read("get", Some(id), move |conn, sql| {
-            let mut stmt = conn.prepare_cached(&sql.get)?;
-            let row = stmt
-                .query_row(params![key, now_millis()], decode_row)
-                .optional()?;
-            Ok(row.transpose()?)
+            read_session(conn, sql, &key)
         })
         .await
     }
@@ -1280,6 +1548,7 @@ impl SessionStore for SqliteStore {
         };
         // Used if the write starts a new incarnation; the statement decides.
         let fresh = sql_version(fresh_version());
+        let owner = owner_column(session);
         self.write("set", Some(id), move |conn, sql| {
             let tx = immediate(conn)?;
             // Expired or not is decided now, holding the write lock: the wait for the queue
@@ -1288,7 +1557,7 @@ impl SessionStore for SqliteStore {
             let version = match data {
                 Some(data) if expires_at > now => {
                     let mut stmt = tx.prepare_cached(&sql.upsert)?;
-                    stmt.query_row(params![key, data, expires_at, now, fresh], |row| {
+                    stmt.query_row(params![key, data, expires_at, now, fresh, owner], |row| {
                         Ok(integer_version(row.get_ref(0)?))
                     })??
                 }
@@ -1339,6 +1608,7 @@ impl SessionStore for SqliteStore {
         let expires_at = session.expires_at_millis();
         let data = encode(id, session)?;
         let fresh = sql_version(fresh_version());
+        let owner = owner_column(session);
         self.write("create", Some(id), move |conn, sql| {
             let tx = immediate(conn)?;
             let now = now_millis();
@@ -1354,7 +1624,7 @@ impl SessionStore for SqliteStore {
                 }
             } else {
                 tx.prepare_cached(&sql.insert_if_absent)?
-                    .execute(params![key, data, expires_at, now, fresh])?
+                    .execute(params![key, data, expires_at, now, fresh, owner])?
                     == 1
             };
             tx.commit()?;
@@ -1380,6 +1650,7 @@ impl SessionStore for SqliteStore {
         // version: the statement stores it only if the live version is still `expected`.
         let next = next_version(expected_version);
         let next_sql = sql_version(next);
+        let owner = owner_column(session);
         self.write("set_if_version", Some(id), move |conn, sql| {
             let tx = immediate(conn)?;
             let now = now_millis();
@@ -1406,16 +1677,16 @@ impl SessionStore for SqliteStore {
                 (false, 0) => {
                     let inserted = tx
                         .prepare_cached(&sql.insert_if_absent)?
-                        .execute(params![key, data, expires_at, now, next_sql])?;
+                        .execute(params![key, data, expires_at, now, next_sql, owner])?;
                     if inserted != 1 {
                         return Err(OpError::Conflict(expected_version));
                     }
                     next
                 }
                 (false, expected) => {
-                    let updated = tx
-                        .prepare_cached(&sql.update_if_version)?
-                        .execute(params![key, data, expires_at, expected, now, next_sql])?;
+                    let updated = tx.prepare_cached(&sql.update_if_version)?.execute(params![
+                        key, data, expires_at, expected, now, next_sql, owner
+                    ])?;
                     if updated != 1 {
                         return Err(OpError::Conflict(expected_version));
                     }
@@ -1492,6 +1763,120 @@ impl SessionStore for SqliteStore {
         }
         Ok(total)
     }
+
+    async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
+        let owner = owner.as_str().to_owned();
+        // On a read connection, not inline: a listing can be long, and an inline read would
+        // run it on the caller's (executor's) thread with no deadline.
+        self.read("sessions_of", None, move |conn, sql| {
+            let query = if with_data {
+                &sql.sessions_of_with_data
+            } else {
+                &sql.sessions_of
+            };
+            let mut stmt = conn.prepare_cached(query)?;
+            let mut rows = stmt.query(params![owner, now_millis()])?;
+            let mut listed = Vec::new();
+            while let Some(row) = rows.next()? {
+                listed.push(decode_listed(row, with_data)?);
+            }
+            Ok(listed)
+        })
+        .await
+    }
+
+    async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        let owner = owner.as_str().to_owned();
+        let except = except.map(|id| id.as_str().to_owned());
+        self.write("destroy_owner", None, move |conn, sql| {
+            let tx = immediate(conn)?;
+            // Read under the write lock, like every write's: which of the owner's sessions
+            // were live is decided when they are deleted.
+            let now = now_millis();
+            let mut ended = 0u64;
+            {
+                let mut stmt = tx.prepare_cached(&sql.destroy_owner)?;
+                let mut rows = stmt.query(params![owner, except, now])?;
+                while let Some(row) = rows.next()? {
+                    if matches!(row.get_ref(0)?, ValueRef::Integer(1)) {
+                        ended += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(ended)
+        })
+        .await
+    }
+
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        let after = cursor.map(|c| c.keyset_id("SqliteStore")).transpose()?;
+        let limit = limit.clamp(1, MAX_SCAN_LIMIT);
+        // On a read connection, like `sessions_of`: a page can be long.
+        self.read("scan", None, move |conn, sql| {
+            let now = now_millis();
+            let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut sessions = Vec::new();
+            let mut each = |row: &rusqlite::Row<'_>| -> Result<(), OpError> {
+                let id = scanned_id(row)?;
+                match decode_row(row)? {
+                    Ok(session) => sessions.push((id, session)),
+                    Err(err) => return Err(OpError::Done(Error::decode(&id, err))),
+                }
+                Ok(())
+            };
+            match &after {
+                None => {
+                    let mut stmt = conn.prepare_cached(&sql.scan_first)?;
+                    let mut rows = stmt.query(params![now, sql_limit])?;
+                    while let Some(row) = rows.next()? {
+                        each(row)?;
+                    }
+                }
+                Some(after) => {
+                    let mut stmt = conn.prepare_cached(&sql.scan_after)?;
+                    let mut rows = stmt.query(params![after.as_str(), now, sql_limit])?;
+                    while let Some(row) = rows.next()? {
+                        each(row)?;
+                    }
+                }
+            }
+            // A short page is the last one; a full one goes on after its last id.
+            let next = match sessions.len() < limit {
+                true => None,
+                false => sessions.last().map(|(id, _)| ScanCursor::after_id(id)),
+            };
+            Ok(ScanPage::new(sessions, next))
+        })
+        .await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new().with_owners(true).with_scan(true)
+    }
+}
+
+/// The id of a scanned row (its fifth column); a row whose id is no valid session id is a
+/// decode error naming what it holds.
+fn scanned_id(row: &rusqlite::Row<'_>) -> Result<SessionId, OpError> {
+    let value = row.get_ref(4)?;
+    let id = match value {
+        ValueRef::Text(text) => std::str::from_utf8(text).ok(),
+        _ => None,
+    };
+    match id.and_then(|id| SessionId::new(id).ok()) {
+        Some(id) => Ok(id),
+        None => {
+            let raw = match value {
+                ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
+                other => describe(other).to_owned(),
+            };
+            Err(OpError::Done(Error::Decode {
+                id: IdHint::from_raw(&raw),
+                source: "the id column holds no valid session id".into(),
+            }))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1503,6 +1888,86 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    /// A `get` whose inline connection finds the database locked (it never waits) goes to a
+    /// read connection, which reads the session. The inline connection is swapped for one to
+    /// a decoy database that another connection holds an exclusive lock on, so its read is
+    /// refused with SQLITE_BUSY every time.
+    #[test]
+    fn a_locked_inline_read_falls_back_to_a_read_connection() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::builder()
+                .inline_reads(1)
+                .open(dir.path().join("real.db"))
+                .await
+                .unwrap();
+            let id = SessionId::generate();
+            let session = Session::new(Duration::from_secs(60));
+            store.set(&id, &session).await.unwrap();
+
+            let decoy = dir.path().join("decoy.db");
+            let holder = Connection::open(&decoy).unwrap();
+            holder
+                .execute_batch(
+                    "PRAGMA journal_mode = DELETE; \
+                     CREATE TABLE sessions (id TEXT PRIMARY KEY, data TEXT, expires_at INTEGER, version INTEGER, owner TEXT); \
+                     BEGIN EXCLUSIVE; INSERT INTO sessions (id, data, expires_at, version) VALUES ('x', '{}', 0, 1);",
+                )
+                .unwrap();
+            let locked = Connection::open(&decoy).unwrap();
+            locked.busy_timeout(Duration::ZERO).unwrap();
+            *store.inline.as_ref().unwrap().conns[0].lock().unwrap() = Some(locked);
+
+            match store.read_inline(|conn, sql| read_session(conn, sql, id.as_str())) {
+                Some(Err(OpError::Sql(err))) => assert!(is_locked(&err), "{err}"),
+                _ => panic!("the inline read should find the decoy locked"),
+            }
+            let got = store.get(&id).await.unwrap().expect("the session, from a reader");
+            assert_eq!(got.expires_at_millis(), session.expires_at_millis());
+            drop(holder);
+        });
+    }
+
+    /// Inline reads serve `get` when a connection is free, and close with the store.
+    #[test]
+    fn inline_reads_serve_get_and_close_with_the_store() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::builder()
+                .inline_reads(2)
+                .open(dir.path().join("s.db"))
+                .await
+                .unwrap();
+            let id = SessionId::generate();
+            let version = store
+                .set(&id, &Session::new(Duration::from_secs(60)))
+                .await
+                .unwrap();
+            let inline = store.read_inline(|conn, sql| read_session(conn, sql, id.as_str()));
+            assert_eq!(
+                inline.unwrap().ok().flatten().map(|s| s.version()),
+                Some(version)
+            );
+            store.close().await.unwrap();
+            assert!(store.read_inline(|_, _| Ok(())).is_none());
+            let err = store.get(&id).await.unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Unavailable, "{err}");
+            // Off: no inline connection at all.
+            let off = SqliteStore::builder()
+                .inline_reads(0)
+                .open(dir.path().join("off.db"))
+                .await
+                .unwrap();
+            assert!(off.inline.is_none());
+            let rollback = SqliteStore::builder()
+                .wal(false)
+                .open(dir.path().join("rollback.db"))
+                .await
+                .unwrap();
+            assert!(rollback.inline.is_none(), "inline reads need WAL");
+        });
     }
 
     async fn pragma(store: &SqliteStore, reader: bool, name: &'static str) -> String {
@@ -1560,6 +2025,55 @@ mod tests {
                 pragma(&store, false, "journal_size_limit").await,
                 format!("Integer({WAL_SIZE_LIMIT})")
             );
+        });
+    }
+
+    fn plan(conn: &Connection, statement: &str, params: impl rusqlite::Params) -> String {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+            .unwrap()
+            .query_map(params, |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+            .join("; ")
+    }
+
+    /// A scan page walks the primary key's index from the cursor on: no expiry index, no
+    /// sort, even when the statistics say that almost every row is expired.
+    #[test]
+    fn scans_walk_the_primary_key_without_sorting() {
+        rt().block_on(async {
+            let store = SqliteStore::open_in_memory().await.unwrap();
+            let plans = store
+                .write("test", None, |conn, sql| {
+                    let tx = conn.transaction()?;
+                    for i in 0..2000 {
+                        tx.execute(
+                            "INSERT INTO sessions (id, data, expires_at, version) \
+                             VALUES (?1, '{}', ?2, 1)",
+                            params![format!("s{i:05}"), if i % 100 == 0 { i64::MAX } else { 1 }],
+                        )?;
+                    }
+                    tx.commit()?;
+                    conn.execute_batch("ANALYZE")?;
+                    Ok([
+                        plan(conn, &sql.scan_first, params![now_millis(), 10]),
+                        plan(conn, &sql.scan_after, params!["s00500", now_millis(), 10]),
+                    ])
+                })
+                .await
+                .unwrap();
+            for plan in plans {
+                assert!(plan.contains("sqlite_autoindex_sessions_1"), "{plan}");
+                assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+                assert!(!plan.contains("expires_at"), "{plan}");
+            }
+            let page = store.scan(None, 5).await.unwrap();
+            let ids: Vec<&str> = page.sessions.iter().map(|(id, _)| id.as_str()).collect();
+            assert_eq!(ids, ["s00000", "s00100", "s00200", "s00300", "s00400"]);
+            let page = store.scan(page.next.as_ref(), 50).await.unwrap();
+            assert_eq!(page.sessions.len(), 15);
+            assert!(page.next.is_none());
         });
     }
 

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 
 use crate::deadline::within;
 use crate::error::Result;
-use crate::session::{Session, SessionId};
-use crate::store::{Capabilities, SessionStore};
+use crate::session::{Owner, Session, SessionId};
+use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
 
 /// A store whose every operation fails with a transient
 /// [`Error::Timeout`](crate::Error::Timeout) if the wrapped store has not answered within the
@@ -102,6 +102,17 @@ impl<S: SessionStore> SessionStore for WithDeadline<S> {
             self.inner.delete_expired(),
         )
         .await
+    }
+    async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
+        let op = self.inner.sessions_of(owner, with_data);
+        within(self.timeout, "sessions_of", None, op).await
+    }
+    async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        let op = self.inner.destroy_owner(owner, except);
+        within(self.timeout, "destroy_owner", None, op).await
+    }
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        within(self.timeout, "scan", None, self.inner.scan(cursor, limit)).await
     }
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()

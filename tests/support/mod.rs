@@ -167,6 +167,30 @@ impl<S: session_stores::SessionStore> session_stores::SessionStore for WithDir<S
     async fn delete_expired(&self) -> Result<u64> {
         self.store.delete_expired().await
     }
+    async fn sessions_of(
+        &self,
+        owner: &session_stores::Owner,
+        with_data: bool,
+    ) -> Result<Vec<session_stores::OwnedSession>> {
+        self.store.sessions_of(owner, with_data).await
+    }
+    async fn destroy_owner(
+        &self,
+        owner: &session_stores::Owner,
+        except: Option<&SessionId>,
+    ) -> Result<u64> {
+        self.store.destroy_owner(owner, except).await
+    }
+    async fn scan(
+        &self,
+        cursor: Option<&session_stores::ScanCursor>,
+        limit: usize,
+    ) -> Result<session_stores::ScanPage> {
+        self.store.scan(cursor, limit).await
+    }
+    fn capabilities(&self) -> session_stores::Capabilities {
+        self.store.capabilities()
+    }
 }
 
 /// Writes `message` to the real standard error, past the test harness' capture (which only
@@ -283,4 +307,54 @@ fn free_cluster_ports(n: usize) -> Vec<u16> {
         }
     }
     ports
+}
+
+/// Whether every program of `programs` (a name on `PATH` or an absolute path) can be run.
+/// When one cannot, same rules as [`service_url`]: in CI this panics; locally it prints a
+/// loud SKIPPED notice naming `test` and the program, and returns `false`.
+pub fn require_programs(test: &str, programs: &[&str]) -> bool {
+    for program in programs {
+        let found = std::process::Command::new(program)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            let message = format!(
+                "SKIPPED: {test} needs `{program}`, which is not installed (CI=true makes this a \
+                 failure)"
+            );
+            if in_ci() {
+                panic!("{message}");
+            }
+            loud(&message);
+            return false;
+        }
+    }
+    true
+}
+
+/// A loopback TCP port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("bind a free loopback port")
+}
+
+/// Polls `ready` every 100 ms until it returns true, for at most `limit`; false if it never
+/// did.
+pub fn poll_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if ready() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
