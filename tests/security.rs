@@ -1,0 +1,590 @@
+//! Security at rest, on every backend:
+//!
+//! - a dump of what the backend holds (files, SQL rows, Redis keys and values) behind
+//!   `HashedIds<Encrypted<_>>` contains no live session id and no plaintext data;
+//! - rotating the key ring keeps every session readable, re-seals on write and on
+//!   `reseal`, and a session whose key left the ring is a `Decode` error;
+//! - a tampered ciphertext, a ciphertext swapped to another id and a wrong key are each a
+//!   `Decode` error with a `SealError` source.
+#![cfg(all(feature = "hashed-ids", feature = "encryption"))]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_stores::wrappers::encrypted::{Encrypted, KeyRing, SEALED_FIELD, SealError};
+use session_stores::wrappers::hashed_ids::HashedIds;
+use session_stores::wrappers::key::Key;
+use session_stores::{Error, ErrorKind, Session, SessionId, SessionStore};
+
+#[path = "support/mod.rs"]
+mod support;
+
+const SESSIONS: usize = 40;
+
+fn secret_data(n: usize) -> Session {
+    let mut session = Session::new(Duration::from_secs(600));
+    session
+        .insert("email", format!("plaintext-marker-{n}@example.com"))
+        .unwrap();
+    session.insert("card", "4111-1111-1111-1111").unwrap();
+    session
+}
+
+/// Writes `SESSIONS` sessions through `HashedIds<Encrypted<backend>>` (and `touch`es and
+/// rewrites some, so every write path is covered), then checks `dump()`: it must show every
+/// session's hashed id (so the dump really sees the data) and no live id or plaintext.
+async fn nothing_usable_at_rest<S, D, Fut>(backend: S, dump: D)
+where
+    S: SessionStore + 'static,
+    D: Fn() -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let id_key = Key::generate().unwrap();
+    let ring = KeyRing::new([Key::generate().unwrap()]).unwrap();
+    let store = HashedIds::new(Encrypted::new(backend, ring), &id_key);
+    let ids: Vec<SessionId> = (0..SESSIONS).map(|_| SessionId::generate()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        match n % 3 {
+            0 => assert!(store.create(id, &secret_data(n)).await.unwrap()),
+            1 => {
+                let v = store.set(id, &secret_data(n)).await.unwrap();
+                store.set_if_version(id, &secret_data(n), v).await.unwrap();
+            }
+            _ => {
+                store.set(id, &secret_data(n)).await.unwrap();
+                let later = std::time::SystemTime::now() + Duration::from_secs(900);
+                assert!(store.touch(id, later).await.unwrap());
+            }
+        }
+    }
+    let dumped = dump().await;
+    for (n, id) in ids.iter().enumerate() {
+        assert!(
+            dumped.contains(store.stored_id(id).as_str()),
+            "the dump misses session {n}'s hashed id: it does not see the backend's data"
+        );
+        assert!(!dumped.contains(id.as_str()), "the dump holds live id {n}");
+        assert!(!dumped.contains(&format!("plaintext-marker-{n}@")));
+        assert_eq!(
+            store.get(id).await.unwrap().unwrap().data(),
+            secret_data(n).data()
+        );
+    }
+    assert!(
+        !dumped.contains("4111-1111"),
+        "the dump holds plaintext data"
+    );
+    assert!(!dumped.contains("email"), "the dump holds plaintext keys");
+    assert!(dumped.contains(SEALED_FIELD));
+}
+
+fn seal_error(err: &Error) -> SealError {
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
+    let source = std::error::Error::source(err).expect("a source");
+    *source
+        .downcast_ref::<SealError>()
+        .unwrap_or_else(|| panic!("a SealError source, not {source}"))
+}
+
+fn ring(keys: &[&Key]) -> KeyRing {
+    KeyRing::new(keys.iter().map(|key| (*key).clone())).unwrap()
+}
+
+/// Rotation, tampering, swapping and a wrong key over `backend`, reaching the stored form
+/// through the backend itself.
+async fn rotation_and_tampering<S: SessionStore + 'static>(backend: S) {
+    let backend = Arc::new(backend);
+    let (old, new, stranger) = (
+        Key::generate().unwrap(),
+        Key::generate().unwrap(),
+        Key::generate().unwrap(),
+    );
+    let with_old = Encrypted::new(Arc::clone(&backend), ring(&[&old]));
+    let rotated = Encrypted::new(Arc::clone(&backend), ring(&[&new, &old]));
+    let with_new = Encrypted::new(Arc::clone(&backend), ring(&[&new]));
+
+    let ids: Vec<SessionId> = (0..4).map(|_| SessionId::generate()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        with_old.set(id, &secret_data(n)).await.unwrap();
+    }
+    // After rotation every session is readable.
+    for (n, id) in ids.iter().enumerate() {
+        let session = rotated
+            .get(id)
+            .await
+            .unwrap()
+            .expect("readable after rotation");
+        assert_eq!(session.data(), secret_data(n).data());
+    }
+    // Not yet re-sealed: the new key alone cannot open them.
+    assert_eq!(
+        seal_error(&with_new.get(&ids[0]).await.unwrap_err()),
+        SealError::UnknownKey
+    );
+    // A write re-seals with the current key.
+    let current = rotated.get(&ids[0]).await.unwrap().unwrap();
+    rotated
+        .set_if_version(&ids[0], &current, current.version())
+        .await
+        .unwrap();
+    assert_eq!(
+        with_new.get(&ids[0]).await.unwrap().unwrap().data(),
+        secret_data(0).data()
+    );
+    // So does `reseal`, once; a current session is left alone.
+    assert!(rotated.reseal(&ids[1]).await.unwrap());
+    assert!(!rotated.reseal(&ids[1]).await.unwrap());
+    assert!(!rotated.reseal(&ids[0]).await.unwrap());
+    assert!(!rotated.reseal(&SessionId::generate()).await.unwrap());
+    assert_eq!(
+        with_new.get(&ids[1]).await.unwrap().unwrap().data(),
+        secret_data(1).data()
+    );
+    // `touch` keeps the seal readable.
+    let later = std::time::SystemTime::now() + Duration::from_secs(1200);
+    assert!(rotated.touch(&ids[1], later).await.unwrap());
+    assert_eq!(
+        with_new.get(&ids[1]).await.unwrap().unwrap().data(),
+        secret_data(1).data()
+    );
+
+    // A wrong key.
+    let wrong = Encrypted::new(Arc::clone(&backend), ring(&[&stranger]));
+    assert_eq!(
+        seal_error(&wrong.get(&ids[1]).await.unwrap_err()),
+        SealError::UnknownKey
+    );
+
+    // A tampered ciphertext: one character changed in the middle of the sealed text.
+    let raw = backend.get(&ids[2]).await.unwrap().unwrap();
+    let mut text = raw.data()[SEALED_FIELD].as_str().unwrap().to_owned();
+    let middle = text.len() / 2;
+    let replacement = if &text[middle..=middle] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    text.replace_range(middle..=middle, replacement);
+    let mut tampered = raw.clone();
+    tampered.data_mut().insert(SEALED_FIELD.into(), text.into());
+    backend.set(&ids[2], &tampered).await.unwrap();
+    let err = rotated.get(&ids[2]).await.unwrap_err();
+    assert_eq!(seal_error(&err), SealError::Forged);
+    assert_eq!(err.session(), Some(&ids[2].hint()));
+
+    // A ciphertext swapped to another session's id.
+    let raw = backend.get(&ids[3]).await.unwrap().unwrap();
+    let victim = SessionId::generate();
+    backend.set(&victim, &raw).await.unwrap();
+    assert_eq!(
+        seal_error(&rotated.get(&victim).await.unwrap_err()),
+        SealError::Forged
+    );
+    // The session it was copied from is untouched, and a later set replaces the bad one.
+    assert_eq!(
+        rotated.get(&ids[3]).await.unwrap().unwrap().data(),
+        secret_data(3).data()
+    );
+    rotated.set(&victim, &secret_data(9)).await.unwrap();
+    assert_eq!(
+        rotated.get(&victim).await.unwrap().unwrap().data(),
+        secret_data(9).data()
+    );
+
+    // Data written without the wrapper is not a sealed session.
+    let plain = SessionId::generate();
+    backend.set(&plain, &secret_data(5)).await.unwrap();
+    assert_eq!(
+        seal_error(&rotated.get(&plain).await.unwrap_err()),
+        SealError::NotSealed
+    );
+}
+
+#[cfg(feature = "memory")]
+mod memory {
+    use super::*;
+    use session_stores::MemoryStore;
+
+    #[tokio::test]
+    async fn rotation_and_tampering() {
+        super::rotation_and_tampering(MemoryStore::new(1000)).await;
+    }
+
+    /// The memory store has no dump; its raw sessions, read back through the inner store
+    /// under every id it could be asked for, still show no plaintext.
+    #[tokio::test]
+    async fn nothing_usable_at_rest() {
+        let backend = Arc::new(MemoryStore::new(1000));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<SessionId>::new()));
+        let recorder = Recorder {
+            inner: Arc::clone(&backend),
+            seen: Arc::clone(&seen),
+        };
+        super::nothing_usable_at_rest(recorder, || {
+            let (backend, seen) = (Arc::clone(&backend), Arc::clone(&seen));
+            async move {
+                let ids = seen.lock().unwrap().clone();
+                let mut dump = String::new();
+                for id in ids {
+                    if let Some(raw) = backend.get(&id).await.unwrap() {
+                        dump.push_str(&format!(
+                            "{id} {}\n",
+                            serde_json::to_string(raw.data()).unwrap()
+                        ));
+                    }
+                }
+                dump
+            }
+        })
+        .await;
+    }
+
+    /// Records every id the backend is asked to write: the memory store's "dump" is what it
+    /// holds under those ids.
+    struct Recorder {
+        inner: Arc<MemoryStore>,
+        seen: Arc<std::sync::Mutex<Vec<SessionId>>>,
+    }
+
+    #[session_stores::async_trait]
+    impl SessionStore for Recorder {
+        async fn get(&self, id: &SessionId) -> session_stores::Result<Option<Session>> {
+            self.inner.get(id).await
+        }
+        async fn set(&self, id: &SessionId, s: &Session) -> session_stores::Result<u64> {
+            self.seen.lock().unwrap().push(id.clone());
+            self.inner.set(id, s).await
+        }
+        async fn destroy(&self, id: &SessionId) -> session_stores::Result<()> {
+            self.inner.destroy(id).await
+        }
+        async fn touch(
+            &self,
+            id: &SessionId,
+            at: std::time::SystemTime,
+        ) -> session_stores::Result<bool> {
+            self.inner.touch(id, at).await
+        }
+        async fn create(&self, id: &SessionId, s: &Session) -> session_stores::Result<bool> {
+            self.seen.lock().unwrap().push(id.clone());
+            self.inner.create(id, s).await
+        }
+        async fn set_if_version(
+            &self,
+            id: &SessionId,
+            s: &Session,
+            v: u64,
+        ) -> session_stores::Result<u64> {
+            self.seen.lock().unwrap().push(id.clone());
+            self.inner.set_if_version(id, s, v).await
+        }
+        async fn len(&self) -> session_stores::Result<u64> {
+            self.inner.len().await
+        }
+        async fn clear(&self) -> session_stores::Result<()> {
+            self.inner.clear().await
+        }
+        async fn delete_expired(&self) -> session_stores::Result<u64> {
+            self.inner.delete_expired().await
+        }
+    }
+}
+
+#[cfg(feature = "file")]
+mod file {
+    use session_stores::FileStore;
+
+    async fn store(dir: &std::path::Path) -> FileStore {
+        FileStore::builder(dir.join("sessions"))
+            .open()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn rotation_and_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        super::rotation_and_tampering(store(dir.path()).await).await;
+    }
+
+    /// Every file name and every byte of every file in the sessions directory.
+    #[tokio::test]
+    async fn nothing_usable_at_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("sessions");
+        super::nothing_usable_at_rest(store(dir.path()).await, || {
+            let root = root.clone();
+            async move {
+                let mut dump = String::new();
+                let mut pending = vec![root];
+                while let Some(path) = pending.pop() {
+                    dump.push_str(&format!("{}\n", path.display()));
+                    if path.is_dir() {
+                        for entry in std::fs::read_dir(&path).unwrap() {
+                            pending.push(entry.unwrap().path());
+                        }
+                    } else {
+                        dump.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+                        dump.push('\n');
+                    }
+                }
+                dump
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use session_stores::SqliteStore;
+
+    #[tokio::test]
+    async fn rotation_and_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+        super::rotation_and_tampering(store).await;
+    }
+
+    /// Every row of every table of the database file, read with rusqlite; plus the raw bytes
+    /// of the database and WAL files.
+    #[tokio::test]
+    async fn nothing_usable_at_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        super::nothing_usable_at_rest(store, || {
+            let (path, dir) = (path.clone(), dir.path().to_owned());
+            async move {
+                let conn = rusqlite::Connection::open(&path).unwrap();
+                let mut dump = String::new();
+                let tables: Vec<String> = conn
+                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+                    .unwrap()
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                for table in tables {
+                    let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+                    let columns = stmt.column_count();
+                    let mut rows = stmt.query([]).unwrap();
+                    while let Some(row) = rows.next().unwrap() {
+                        for c in 0..columns {
+                            let value: rusqlite::types::Value = row.get(c).unwrap();
+                            dump.push_str(&format!("{value:?} "));
+                        }
+                        dump.push('\n');
+                    }
+                }
+                for entry in std::fs::read_dir(dir).unwrap() {
+                    let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                    // Raw pages: check the plaintext is not there either.
+                    let raw = String::from_utf8_lossy(&bytes);
+                    assert!(
+                        !raw.contains("plaintext-marker"),
+                        "a raw database file holds plaintext"
+                    );
+                }
+                dump
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use session_stores::PostgresStore;
+
+    async fn store(url: &str, table: &str) -> PostgresStore {
+        let store = PostgresStore::builder()
+            .table(table)
+            .connect(url)
+            .await
+            .expect("connect");
+        store.migrate().await.unwrap();
+        store
+    }
+
+    fn url() -> Option<String> {
+        crate::support::service_url(
+            "SESSION_STORES_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+            5432,
+        )
+    }
+
+    async fn drop_table(url: &str, table: &str) {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS \"{table}\""
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rotation_and_tampering() {
+        let Some(url) = url() else { return };
+        let table = crate::support::unique_name("sst_sec_");
+        super::rotation_and_tampering(store(&url, &table).await).await;
+        drop_table(&url, &table).await;
+    }
+
+    /// Every row of the table, as Postgres prints it (`t::text`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_usable_at_rest() {
+        let Some(url) = url() else { return };
+        let table = crate::support::unique_name("sst_sec_");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        super::nothing_usable_at_rest(store(&url, &table).await, || {
+            let (pool, table) = (pool.clone(), table.clone());
+            async move {
+                let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT t::text FROM \"{table}\" t"
+                )))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                rows.into_iter().map(|(row,)| row + "\n").collect()
+            }
+        })
+        .await;
+        drop_table(&url, &table).await;
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use session_stores::RedisStore;
+
+    fn url() -> Option<String> {
+        crate::support::service_url("SESSION_STORES_REDIS_URL", "redis://127.0.0.1:6379", 6379)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rotation_and_tampering() {
+        let Some(url) = url() else { return };
+        let prefix = crate::support::unique_name("sst:sec:");
+        let store = RedisStore::builder(&url)
+            .key_prefix(&prefix)
+            .build()
+            .unwrap();
+        super::rotation_and_tampering(store).await;
+        let _ = session_stores::SessionStore::clear(
+            &RedisStore::builder(&url)
+                .key_prefix(prefix)
+                .build()
+                .unwrap(),
+        )
+        .await;
+    }
+
+    /// Every key under the store's prefix and its value.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_usable_at_rest() {
+        let Some(url) = url() else { return };
+        let prefix = crate::support::unique_name("sst:sec:");
+        let store = RedisStore::builder(&url)
+            .key_prefix(&prefix)
+            .build()
+            .unwrap();
+        let client = redis::Client::open(url.as_str()).unwrap();
+        super::nothing_usable_at_rest(store, || {
+            let (client, prefix) = (client.clone(), prefix.clone());
+            async move {
+                let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}*"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let mut dump = String::new();
+                for key in keys {
+                    let value: Vec<u8> = redis::cmd("GET")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    dump.push_str(&format!("{key} {}\n", String::from_utf8_lossy(&value)));
+                }
+                dump
+            }
+        })
+        .await;
+        let _ = session_stores::SessionStore::clear(
+            &RedisStore::builder(&url)
+                .key_prefix(prefix)
+                .build()
+                .unwrap(),
+        )
+        .await;
+    }
+}
+
+/// `connect` wraps the store when the URL names key variables, and the files it writes show
+/// neither the id nor the data.
+#[cfg(feature = "file")]
+#[tokio::test]
+async fn connect_turns_on_both_wrappers_from_key_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id_var, ring_var) = (
+        support::unique_name("SST_ID_KEY_").to_uppercase(),
+        support::unique_name("SST_RING_").to_uppercase(),
+    );
+    let (id_key, current, old) = (
+        Key::generate().unwrap(),
+        Key::generate().unwrap(),
+        Key::generate().unwrap(),
+    );
+    // SAFETY: variables with names unique to this test, set before any thread reads them.
+    unsafe {
+        std::env::set_var(&id_var, id_key.to_hex());
+        std::env::set_var(&ring_var, format!("{},{}", current.to_hex(), old.to_hex()));
+    }
+    let url = format!(
+        "file://{}?hash_ids_key_env={id_var}&encryption_keys_env={ring_var}",
+        dir.path().display()
+    );
+    let store = session_stores::connect(&url).await.unwrap();
+    let id = SessionId::generate();
+    store.set(&id, &secret_data(1)).await.unwrap();
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().data(),
+        secret_data(1).data()
+    );
+
+    let expected = HashedIds::new((), &id_key).stored_id(&id);
+    let file = dir.path().join(format!("{}.json", expected.as_str()));
+    let content = std::fs::read_to_string(&file).expect("the session under its hashed id");
+    assert!(content.contains(SEALED_FIELD), "{content}");
+    assert!(!content.contains("plaintext-marker"), "{content}");
+    assert!(!dir.path().join(format!("{}.json", id.as_str())).exists());
+
+    // The same directory opened with only the old key cannot read the session.
+    unsafe { std::env::set_var(&ring_var, old.to_hex()) };
+    let old_only = session_stores::connect(&url).await.unwrap();
+    assert_eq!(
+        seal_error(&old_only.get(&id).await.unwrap_err()),
+        SealError::UnknownKey
+    );
+    // A hash key variable with two keys is refused.
+    unsafe { std::env::set_var(&id_var, format!("{},{}", id_key.to_hex(), old.to_hex())) };
+    let err = session_stores::connect(&url)
+        .await
+        .err()
+        .expect("a config error");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains(&id_var), "{err}");
+    assert!(!err.to_string().contains(&id_key.to_hex()), "{err}");
+}
