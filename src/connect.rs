@@ -13,8 +13,8 @@
 //! | `sqlite://path/to.db`, `sqlite:///abs/to.db`, `sqlite:path` | [`SqliteStore`](crate::SqliteStore) in that file (created if missing) | `sqlite` |
 //! | `sqlite::memory:`, `sqlite://:memory:` | an in-memory [`SqliteStore`](crate::SqliteStore) | `sqlite` |
 //! | `postgres://...`, `postgresql://...` | [`PostgresStore`](crate::PostgresStore); the table is created if missing ([`migrate`](crate::PostgresStore::migrate)) | `postgres` |
-//! | `redis://...`, `rediss://...`, `redis+unix:///path` | [`RedisStore`](crate::RedisStore) on one server | `redis` |
-//! | `redis+cluster://host1:7001,host2:7002` (`rediss+cluster://` for TLS; `user:pass@` before the first host applies to all) | [`RedisStore`](crate::RedisStore) on a Redis Cluster | `redis` |
+//! | `redis://...`, `rediss://...`, `redis+unix:///path` | [`RedisStore`](crate::RedisStore) on one server | `redis` (`rediss://`: `redis-tls`) |
+//! | `redis+cluster://host1:7001,host2:7002` (`rediss+cluster://` for TLS; `user:pass@` before the first host applies to all) | [`RedisStore`](crate::RedisStore) on a Redis Cluster | `redis` (`rediss+cluster://`: `redis-tls`) |
 //!
 //! Query options (any other is an [`Error::Config`] naming the known ones, so a typo never
 //! goes unnoticed):
@@ -24,10 +24,23 @@
 //! | `memory://` | `capacity` (a positive integer) | |
 //! | `file://` | | |
 //! | `sqlite:` | `table` (default `sessions`); `schema` may only be `main` (the file's own database) | |
-//! | `postgres://` | `table`, `schema`, `migrate` (`true`, the default: create the table if it is missing; `false`: only use an existing one) | sqlx's: `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `host`, `hostaddr`, `port`, `dbname`, `user`, `password`, `application_name`, `options`, `statement-cache-capacity` (and their dashed spellings) |
-//! | `redis://`, `redis+cluster://` | `key_prefix` (default `session:`) | redis-rs': `db`, `user`, `pass`, `protocol` |
+//! | `postgres://` | `table`, `schema`, `migrate` (`true`, the default: create the table if it is missing; `false`: only use an existing one) | sqlx's: `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `host`, `hostaddr`, `port`, `dbname`, `user`, `password`, `application_name`, `options`, `statement-cache-capacity` (and their dashed spellings); `sslmode=require`, `verify-ca` and `verify-full` need the `postgres-tls` feature |
+//! | `redis://`, `redis+cluster://` | `key_prefix` (default `session:`); with `rediss://` or `rediss+cluster://` (feature `redis-tls`): `tls_ca_file=/path/ca.pem` (trust this CA instead of the public roots), `tls_cert_file=` and `tls_key_file=` (a client certificate and its key, for `tls-auth-clients yes`), each a PEM file | redis-rs': `db`, `user`, `pass`, `protocol` |
 //!
 //! Paths and option values may be percent-encoded (`%20` for a space).
+//!
+//! Every scheme also takes the [security wrappers](crate::wrappers)' options, each naming an
+//! environment variable that holds the keys (a key never goes in the URL, which ends up in
+//! logs):
+//!
+//! | option | wraps the store in | feature |
+//! |---|---|---|
+//! | `hash_ids_key_env=VAR` | [`HashedIds`](crate::wrappers::hashed_ids::HashedIds), keyed with the 64 hexadecimal digits in `VAR` | `hashed-ids` |
+//! | `encryption_keys_env=VAR` | [`Encrypted`](crate::wrappers::encrypted::Encrypted), with the comma-separated key ring in `VAR` (current key first) | `encryption` |
+//!
+//! With both, the store is `HashedIds<Encrypted<_>>`. A variable that is unset or does not
+//! hold valid keys is an [`Error::Config`] naming the variable (never its value), raised
+//! before anything is opened.
 //!
 //! Every store is opened with its defaults otherwise; use the store's builder directly for
 //! the other options. [`StoreKind::of`] tells which store a URL selects without connecting,
@@ -154,14 +167,146 @@ pub async fn connect(url: &str) -> Result<Box<dyn SessionStore>> {
             feature = kind.feature(),
         )));
     }
-    match kind {
+    // The wrappers' keys are read before anything is opened, so a missing key fails fast.
+    let (url, layers) = take_wrapper_options(url)?;
+    let url = url.as_str();
+    let store = match kind {
         StoreKind::Memory => open_memory(url),
         StoreKind::File => open_file(url).await,
         StoreKind::Sqlite => open_sqlite(url).await,
         StoreKind::Postgres => open_postgres(url).await,
         StoreKind::Redis => open_redis(url).await,
         StoreKind::RedisCluster => open_redis_cluster(url).await,
+    }?;
+    Ok(layers.wrap(store))
+}
+
+/// The option naming the environment variable that holds the
+/// [`HashedIds`](crate::wrappers::hashed_ids::HashedIds) key.
+const HASH_IDS_OPTION: &str = "hash_ids_key_env";
+/// The option naming the environment variable that holds the
+/// [`Encrypted`](crate::wrappers::encrypted::Encrypted) key ring.
+const ENCRYPTION_OPTION: &str = "encryption_keys_env";
+
+/// The security wrappers a URL asks for, with their keys already read.
+#[derive(Default)]
+struct Layers {
+    #[cfg(feature = "hashed-ids")]
+    hash_ids: Option<crate::wrappers::key::Key>,
+    #[cfg(feature = "encryption")]
+    encryption: Option<crate::wrappers::encrypted::KeyRing>,
+}
+
+impl Layers {
+    /// `store` inside the wrappers: `HashedIds<Encrypted<store>>` when both are asked for.
+    fn wrap(self, store: Box<dyn SessionStore>) -> Box<dyn SessionStore> {
+        #[cfg(feature = "encryption")]
+        let store: Box<dyn SessionStore> = match self.encryption {
+            Some(ring) => Box::new(crate::wrappers::encrypted::Encrypted::new(store, ring)),
+            None => store,
+        };
+        #[cfg(feature = "hashed-ids")]
+        let store: Box<dyn SessionStore> = match &self.hash_ids {
+            Some(key) => Box::new(crate::wrappers::hashed_ids::HashedIds::new(store, key)),
+            None => store,
+        };
+        store
     }
+}
+
+/// Splits [`HASH_IDS_OPTION`] and [`ENCRYPTION_OPTION`] (which every scheme takes) out of
+/// `url`'s query, reads the keys from the variables they name, and returns the URL without
+/// them.
+fn take_wrapper_options(url: &str) -> Result<(String, Layers)> {
+    let mut layers = Layers::default();
+    let rest = filter_query(url, |key, raw_value| {
+        if key != HASH_IDS_OPTION && key != ENCRYPTION_OPTION {
+            return Ok(false);
+        }
+        let var = percent_decode(raw_value)?;
+        if var.is_empty() {
+            return Err(Error::config(format!(
+                "the session store URL option `{key}` needs the name of an environment variable \
+                 holding the key (never the key itself)"
+            )));
+        }
+        if key == HASH_IDS_OPTION {
+            layers.set_hash_ids(&var)?;
+        } else {
+            layers.set_encryption(&var)?;
+        }
+        Ok(true)
+    })?;
+    Ok((rest, layers))
+}
+
+/// Walks the options of `url`'s query, calling `take` with each one's decoded key and raw
+/// value, and returns `url` without the options `take` took (returned `true` for). The
+/// others stay as they were written, and so does a `#fragment` (redis-rs' `#insecure`).
+fn filter_query(url: &str, mut take: impl FnMut(&str, &str) -> Result<bool>) -> Result<String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok(url.to_string());
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (query, None),
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !take(&percent_decode(raw_key)?, raw_value)? {
+            kept.push(pair);
+        }
+    }
+    let mut rest = base.to_string();
+    if !kept.is_empty() {
+        rest.push('?');
+        rest.push_str(&kept.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        rest.push('#');
+        rest.push_str(fragment);
+    }
+    Ok(rest)
+}
+
+impl Layers {
+    #[cfg(feature = "hashed-ids")]
+    fn set_hash_ids(&mut self, var: &str) -> Result<()> {
+        let mut keys = crate::wrappers::key::keys_from_env(var)?;
+        if keys.len() != 1 {
+            return Err(Error::config(format!(
+                "the key variable `{var}` of `{HASH_IDS_OPTION}` must hold exactly one key, not {}",
+                keys.len()
+            )));
+        }
+        self.hash_ids = keys.pop();
+        Ok(())
+    }
+
+    #[cfg(not(feature = "hashed-ids"))]
+    fn set_hash_ids(&mut self, _: &str) -> Result<()> {
+        Err(wrapper_feature_off(HASH_IDS_OPTION, "hashed-ids"))
+    }
+
+    #[cfg(feature = "encryption")]
+    fn set_encryption(&mut self, var: &str) -> Result<()> {
+        self.encryption = Some(crate::wrappers::encrypted::KeyRing::from_env(var)?);
+        Ok(())
+    }
+
+    #[cfg(not(feature = "encryption"))]
+    fn set_encryption(&mut self, _: &str) -> Result<()> {
+        Err(wrapper_feature_off(ENCRYPTION_OPTION, "encryption"))
+    }
+}
+
+#[cfg(not(all(feature = "hashed-ids", feature = "encryption")))]
+fn wrapper_feature_off(option: &str, feature: &str) -> Error {
+    Error::config(format!(
+        "the session store URL option `{option}` needs the `{feature}` feature of \
+         session-stores: add features = [\"{feature}\"] to its line in Cargo.toml"
+    ))
 }
 
 /// `url` with every password replaced by `***`, for logs and status pages: the password of
@@ -277,37 +422,18 @@ fn take_options(
     ours: &[&str],
     drivers: &[&str],
 ) -> Result<(String, Vec<(String, String)>)> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_string(), Vec::new()));
-    };
-    // A `#fragment` (redis-rs' `#insecure`) stays with the URL.
-    let (query, fragment) = match query.split_once('#') {
-        Some((query, fragment)) => (query, Some(fragment)),
-        None => (query, None),
-    };
-    let mut kept = Vec::new();
     let mut taken = Vec::new();
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(raw_key)?;
-        if ours.contains(&key.as_str()) {
-            taken.push((key, percent_decode(raw_value)?));
-        } else if drivers.contains(&key.as_str()) {
-            kept.push(pair);
+    let driver_url = filter_query(url, |key, raw_value| {
+        if ours.contains(&key) {
+            taken.push((key.to_string(), percent_decode(raw_value)?));
+            Ok(true)
+        } else if drivers.contains(&key) {
+            Ok(false)
         } else {
             let known: Vec<&str> = ours.iter().chain(drivers).copied().collect();
-            return Err(unknown_option(scheme, &key, &known.join(", ")));
+            Err(unknown_option(scheme, key, &known.join(", ")))
         }
-    }
-    let mut driver_url = base.to_string();
-    if !kept.is_empty() {
-        driver_url.push('?');
-        driver_url.push_str(&kept.join("&"));
-    }
-    if let Some(fragment) = fragment {
-        driver_url.push('#');
-        driver_url.push_str(fragment);
-    }
+    })?;
     Ok((driver_url, taken))
 }
 
@@ -475,14 +601,75 @@ async fn open_postgres(_: &str) -> Result<Box<dyn SessionStore>> {
     Err(Error::config("the `postgres` feature is off"))
 }
 
+/// This crate's options of a Redis URL.
+#[allow(dead_code)]
+const REDIS_OPTIONS: &[&str] = &["key_prefix", "tls_ca_file", "tls_cert_file", "tls_key_file"];
+
 #[cfg(feature = "redis")]
 async fn open_redis(url: &str) -> Result<Box<dyn SessionStore>> {
-    let (url, options) = take_options("redis://", url, &["key_prefix"], REDIS_DRIVER_OPTIONS)?;
-    let mut builder = crate::RedisStore::builder(&url);
-    for (_, prefix) in options {
-        builder = builder.key_prefix(prefix);
-    }
+    let tls = scheme_of(url)? == "rediss";
+    let (url, options) = take_options("redis://", url, REDIS_OPTIONS, REDIS_DRIVER_OPTIONS)?;
+    let builder = redis_options(crate::RedisStore::builder(&url), options, tls)?;
     Ok(Box::new(builder.connect().await?))
+}
+
+/// Applies this crate's options of a Redis URL (`REDIS_OPTIONS`) to `builder`; `tls` tells
+/// whether the URL is a `rediss` one. The TLS files are read here, so an unreadable one is an
+/// [`Error::Config`] naming its option.
+#[cfg(feature = "redis")]
+fn redis_options(
+    mut builder: crate::stores::redis::RedisStoreBuilder,
+    options: Vec<(String, String)>,
+    tls: bool,
+) -> Result<crate::stores::redis::RedisStoreBuilder> {
+    let (mut ca_file, mut cert_file, mut key_file) = (None, None, None);
+    for (key, value) in options {
+        match key.as_str() {
+            "tls_ca_file" => ca_file = Some(value),
+            "tls_cert_file" => cert_file = Some(value),
+            "tls_key_file" => key_file = Some(value),
+            _ => builder = builder.key_prefix(value),
+        }
+    }
+    if ca_file.is_none() && cert_file.is_none() && key_file.is_none() {
+        return Ok(builder);
+    }
+    if !cfg!(feature = "redis-tls") {
+        return Err(Error::config(
+            "the Redis URL options tls_ca_file, tls_cert_file and tls_key_file need the \
+             `redis-tls` feature of session-stores: add features = [\"redis-tls\"] to its line \
+             in Cargo.toml (or pass --features redis-tls to cargo)",
+        ));
+    }
+    if !tls {
+        return Err(Error::config(
+            "the Redis URL options tls_ca_file, tls_cert_file and tls_key_file need a TLS URL: \
+             rediss:// (rediss+cluster:// for a cluster)",
+        ));
+    }
+    #[cfg(feature = "redis-tls")]
+    {
+        use crate::stores::tls::read_pem_file;
+        if let Some(path) = ca_file {
+            builder = builder.tls_root_certificate_pem(read_pem_file("tls_ca_file", &path)?);
+        }
+        match (cert_file, key_file) {
+            (Some(cert), Some(key)) => {
+                builder = builder.tls_client_certificate_pem(
+                    read_pem_file("tls_cert_file", &cert)?,
+                    read_pem_file("tls_key_file", &key)?,
+                );
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::config(
+                    "the Redis URL options tls_cert_file and tls_key_file go together: a client \
+                     certificate needs its key",
+                ));
+            }
+        }
+    }
+    Ok(builder)
 }
 
 #[cfg(not(feature = "redis"))]
@@ -523,17 +710,11 @@ fn cluster_node_urls(url: &str) -> Result<Vec<String>> {
 
 #[cfg(feature = "redis")]
 async fn open_redis_cluster(url: &str) -> Result<Box<dyn SessionStore>> {
-    let (url, options) = take_options(
-        "redis+cluster://",
-        url,
-        &["key_prefix"],
-        REDIS_DRIVER_OPTIONS,
-    )?;
+    let tls = scheme_of(url)? == "rediss+cluster";
+    let (url, options) =
+        take_options("redis+cluster://", url, REDIS_OPTIONS, REDIS_DRIVER_OPTIONS)?;
     let nodes = cluster_node_urls(&url)?;
-    let mut builder = crate::RedisStore::cluster_builder(nodes);
-    for (_, prefix) in options {
-        builder = builder.key_prefix(prefix);
-    }
+    let builder = redis_options(crate::RedisStore::cluster_builder(nodes), options, tls)?;
     Ok(Box::new(builder.connect().await?))
 }
 
@@ -553,6 +734,34 @@ mod tests {
             Err(other) => panic!("expected a config error, got {other:?}"),
             Ok(_) => panic!("expected a config error, got a store"),
         }
+    }
+
+    #[cfg(feature = "memory")]
+    #[tokio::test]
+    async fn wrapper_options_need_a_set_variable_and_their_feature() {
+        for option in [HASH_IDS_OPTION, ENCRYPTION_OPTION] {
+            let url = format!("memory://?capacity=10&{option}=SESSION_STORES_TEST_UNSET_VAR");
+            let message = config_message(connect(&url).await);
+            let feature_on = (option == HASH_IDS_OPTION && cfg!(feature = "hashed-ids"))
+                || (option == ENCRYPTION_OPTION && cfg!(feature = "encryption"));
+            if feature_on {
+                assert!(
+                    message.contains("SESSION_STORES_TEST_UNSET_VAR"),
+                    "{message}"
+                );
+                assert!(message.contains("not set"), "{message}");
+            } else {
+                assert!(message.contains("feature"), "{message}");
+            }
+            let message = config_message(connect(&format!("memory://?{option}=")).await);
+            assert!(
+                message.contains("name of an environment variable"),
+                "{message}"
+            );
+        }
+        // Without wrapper options the URL reaches the store unchanged.
+        let (rest, _) = take_wrapper_options("redis://h:1/0?db=2&key_prefix=a#insecure").unwrap();
+        assert_eq!(rest, "redis://h:1/0?db=2&key_prefix=a#insecure");
     }
 
     #[test]

@@ -1,0 +1,249 @@
+//! [`Migrating`]: move sessions from one store to another with no downtime and nobody logged
+//! out.
+//!
+//! Deploy the app with `Migrating::new(old, new)` in place of the old store. From then on:
+//!
+//! - **reads** look in the new store first and fall back to the old one; a session found only
+//!   in the old store is **moved** on that first touch (created in the new store, then removed
+//!   from the old one);
+//! - **writes** (`set`, `set_if_version`, `touch`, `create`) go to the new store only (a
+//!   session still in the old store is moved first, so nothing is lost);
+//! - **`destroy`**, `clear` and `destroy_owner` act on both; `len` and `delete_expired` add up
+//!   both; `sessions_of` and `scan` show each session once.
+//!
+//! Sessions nobody touches stay in the old store until they expire, or until a bulk copy
+//! (the `session-stores migrate` command, or a [`scan`](SessionStore::scan) loop of
+//! `create`s) moves them; then the old store can go.
+//!
+//! # Guarantees
+//!
+//! The wrapper keeps the whole [contract](SessionStore#contract) (it passes the conformance
+//! suite) as long as every writer goes through it. A move races other operations safely:
+//! - the session is created in the new store only if it is absent there (an earlier write or
+//!   move wins), and removed from the old store only if it is still the version that was
+//!   copied;
+//! - a `destroy` that lands between the copy and the removal is not undone: the mover sees
+//!   the old session gone and removes its copy, with a compare-and-set on the copy's version,
+//!   so a write made since is never removed.
+//!
+//! While a session is being moved it is briefly in both stores, so `len` may count it twice
+//! for that instant. A version from the old store does not carry over: the moved session
+//! starts a new incarnation in the new store, so a compare-and-set holding the old version
+//! fails with a conflict (re-read and retry, as after any concurrent write).
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::session::{Owner, Session, SessionId, now_millis};
+use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+
+/// A store that moves sessions from `old` to `new` as they are used. See the
+/// [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Migrating<Old, New> {
+    old: Old,
+    new: New,
+}
+
+impl<Old, New> Migrating<Old, New> {
+    /// Reads from `new`, then `old`; writes to `new`.
+    pub fn new(old: Old, new: New) -> Self {
+        Migrating { old, new }
+    }
+
+    /// The store sessions are moved from.
+    pub fn old(&self) -> &Old {
+        &self.old
+    }
+
+    /// The store sessions are moved to.
+    pub fn new_store(&self) -> &New {
+        &self.new
+    }
+}
+
+/// A session that has already expired: writing it deletes, with a compare-and-set.
+fn tombstone() -> Session {
+    Session::from_parts(Default::default(), now_millis() - 1, 0)
+}
+
+impl<Old: SessionStore, New: SessionStore> Migrating<Old, New> {
+    /// The live session under `id`: from the new store, or moved there from the old one.
+    async fn current(&self, id: &SessionId) -> Result<Option<Session>> {
+        if let Some(session) = self.new.get(id).await? {
+            return Ok(Some(session));
+        }
+        self.move_from_old(id).await
+    }
+
+    /// Moves `id` from the old store to the new one, if it is in the old one; the session as
+    /// the new store holds it afterwards.
+    async fn move_from_old(&self, id: &SessionId) -> Result<Option<Session>> {
+        let Some(old) = self.old.get(id).await? else {
+            // Not in the old store (any more): another caller may have moved it since the new
+            // store was read, so the new store answers.
+            return self.new.get(id).await;
+        };
+        let copied = match self.new.set_if_version(id, &old, 0).await {
+            Ok(version) => version,
+            // Written or moved there meanwhile: that one wins. The old copy is left to the
+            // caller that moved it (removing it here would make that mover undo its copy).
+            Err(err) if err.is_conflict() => return self.new.get(id).await,
+            Err(err) => return Err(err),
+        };
+        if copied == 0 {
+            // It expired on the way.
+            self.old.destroy(id).await?;
+            return Ok(None);
+        }
+        match self
+            .old
+            .set_if_version(id, &tombstone(), old.version())
+            .await
+        {
+            Ok(_) => Ok(Some(old.with_version(copied))),
+            Err(err) if err.is_conflict() => {
+                // Destroyed (or changed) in the old store since it was read: undo the copy,
+                // unless someone has written the new store since.
+                match self.new.set_if_version(id, &tombstone(), copied).await {
+                    Ok(_) => Ok(None),
+                    Err(err) if err.is_conflict() => self.new.get(id).await,
+                    Err(err) => Err(err),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+// The scan cursor of a [`Migrating`] store: the old store's scan, then the new one's.
+const OLD_TAG: &str = "mig-old:";
+const NEW_TAG: &str = "mig-new:";
+
+#[async_trait]
+impl<Old: SessionStore, New: SessionStore> SessionStore for Migrating<Old, New> {
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        self.current(id).await
+    }
+
+    async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
+        // Moved first, so the version goes on from the moved session's.
+        self.current(id).await?;
+        self.new.set(id, session).await
+    }
+
+    /// The old store first: a move in flight then finds its source gone and undoes its copy
+    /// (or its copy is already in the new store, which is destroyed next).
+    async fn destroy(&self, id: &SessionId) -> Result<()> {
+        self.old.destroy(id).await?;
+        self.new.destroy(id).await
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
+        if self.new.touch(id, expires_at).await? {
+            return Ok(true);
+        }
+        if self.move_from_old(id).await?.is_none() {
+            return Ok(false);
+        }
+        self.new.touch(id, expires_at).await
+    }
+
+    async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
+        if self.old.get(id).await?.is_some() {
+            return Ok(false);
+        }
+        self.new.create(id, session).await
+    }
+
+    async fn set_if_version(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        expected: u64,
+    ) -> Result<u64> {
+        // Moved first: a version read from the old store then conflicts (the moved session
+        // is a new incarnation), and an `expected` of 0 conflicts with the moved session.
+        self.current(id).await?;
+        self.new.set_if_version(id, session, expected).await
+    }
+
+    async fn len(&self) -> Result<u64> {
+        Ok(self.new.len().await? + self.old.len().await?)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.old.clear().await?;
+        self.new.clear().await
+    }
+
+    async fn delete_expired(&self) -> Result<u64> {
+        Ok(self.new.delete_expired().await? + self.old.delete_expired().await?)
+    }
+
+    async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
+        let mut listed = self.new.sessions_of(owner, with_data).await?;
+        let moved: HashSet<SessionId> = listed.iter().map(|entry| entry.id.clone()).collect();
+        for entry in self.old.sessions_of(owner, with_data).await? {
+            if !moved.contains(&entry.id) && self.new.get(&entry.id).await?.is_none() {
+                listed.push(entry);
+            }
+        }
+        Ok(listed)
+    }
+
+    async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        // The old store first: a session moved meanwhile is then in the new one.
+        let old = self.old.destroy_owner(owner, except).await?;
+        Ok(old + self.new.destroy_owner(owner, except).await?)
+    }
+
+    /// The old store's sessions that are not in the new one yet, then the new store's. A
+    /// session moved while the scan runs is never missed (if it left the old store before the
+    /// old store's pages reached it, the new store's pages return it) but may be returned
+    /// twice (once from each store): so this wrapper does not declare
+    /// [`scan`](Capabilities::scan), whose sentence is "exactly once".
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        let foreign = || Error::config("not a scan cursor of this migrating store");
+        let (in_old, inner) = match cursor.map(ScanCursor::as_str) {
+            None => (true, None),
+            Some(text) => match (text.strip_prefix(OLD_TAG), text.strip_prefix(NEW_TAG)) {
+                (Some(rest), _) => (true, (!rest.is_empty()).then(|| ScanCursor::new(rest))),
+                (_, Some(rest)) => (false, (!rest.is_empty()).then(|| ScanCursor::new(rest))),
+                _ => return Err(foreign()),
+            },
+        };
+        if !in_old {
+            let page = self.new.scan(inner.as_ref(), limit).await?;
+            let next = page
+                .next
+                .map(|next| ScanCursor::new(format!("{NEW_TAG}{}", next.as_str())));
+            return Ok(ScanPage::new(page.sessions, next));
+        }
+        let page = self.old.scan(inner.as_ref(), limit).await?;
+        let mut sessions = Vec::with_capacity(page.sessions.len());
+        for (id, session) in page.sessions {
+            // Already in the new store: its pages return it.
+            if self.new.get(&id).await?.is_none() {
+                sessions.push((id, session));
+            }
+        }
+        let next = match page.next {
+            Some(next) => format!("{OLD_TAG}{}", next.as_str()),
+            None => NEW_TAG.to_string(),
+        };
+        Ok(ScanPage::new(sessions, Some(ScanCursor::new(next))))
+    }
+
+    /// What both stores keep.
+    fn capabilities(&self) -> Capabilities {
+        let (old, new) = (self.old.capabilities(), self.new.capabilities());
+        Capabilities::new()
+            .with_expires_by_itself(old.expires_by_itself && new.expires_by_itself)
+            .with_owners(old.owners && new.owners)
+            .with_lists_stored_ids(old.lists_stored_ids || new.lists_stored_ids)
+    }
+}
