@@ -15,7 +15,10 @@
 //!
 //! Pages: `/` counts your visits, `POST /login` logs you in and gives your session a new id
 //! (the old id stops working: session fixation defence), `POST /logout` destroys the session
-//! in the store, `/store` says which store serves the app.
+//! in the store, `/sessions` lists your devices (every live session of your user, from the
+//! store's owner index) with a "log out everywhere else" button (`POST /logout-others`),
+//! and `/store` says which store serves the app. Log in under one name from two browsers (or
+//! a normal and a private window) to see it work.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,20 +26,27 @@ use std::time::Duration;
 use axum::Form;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use session_stores::adapters::tower_sessions::{offset_date_time_of, session_id_of};
 use session_stores::cleanup::spawn_cleanup;
-use session_stores::{StoreKind, TowerSessionsStore, connect, connect::redact};
+use session_stores::{
+    Owner, SessionId, SessionStore, StoreKind, TowerSessionsStore, connect, connect::redact,
+};
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
-/// What the `/store` page shows.
+/// What the pages need: the store (for the owner index) and what `/store` shows.
 #[derive(Clone)]
 struct AppState {
     kind: StoreKind,
     url: String,
+    store: TowerSessionsStore<dyn SessionStore>,
 }
+
+/// The session key the owner is taken from: the logged-in user's name.
+const OWNER_KEY: &str = "user";
 
 #[derive(Deserialize)]
 struct Login {
@@ -72,7 +82,7 @@ async fn index(State(app): State<AppState>, session: Session) -> Result<Html<Str
     let user = session.get::<String>("user").await?;
     let who = match &user {
         Some(user) => format!(
-            "<p>Logged in as <b>{}</b>.</p>\
+            "<p>Logged in as <b>{}</b>. <a href=/sessions>Your sessions</a></p>\
              <form method=post action=/logout><button>Log out</button></form>",
             escape(user)
         ),
@@ -89,12 +99,86 @@ async fn index(State(app): State<AppState>, session: Session) -> Result<Html<Str
     )))
 }
 
-async fn login(session: Session, Form(login): Form<Login>) -> Result<Redirect, Failure> {
+async fn login(
+    session: Session,
+    headers: HeaderMap,
+    Form(login): Form<Login>,
+) -> Result<Response, Failure> {
+    let user = login.user.trim();
+    if Owner::new(user).is_err() {
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            "a name of 1 to 128 printable bytes",
+        )
+            .into_response());
+    }
     // A new id for the session on every privilege change: whoever knew the old id (say, an
     // attacker who planted it) does not get the logged-in session.
     session.cycle_id().await?;
-    session.insert("user", login.user.trim()).await?;
-    Ok(Redirect::to("/"))
+    // The adapter makes `user` the session's owner, so the store indexes it.
+    session.insert(OWNER_KEY, user).await?;
+    // What the sessions page shows about this device, and a token to tell it apart (with
+    // `hash_ids_key_env` the store lists hashed ids, not the cookie's).
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown browser");
+    session
+        .insert("agent", agent.chars().take(120).collect::<String>())
+        .await?;
+    session
+        .insert("device", SessionId::generate().into_string())
+        .await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+/// The logged-in user's live sessions, from the store's owner index.
+async fn sessions_page(State(app): State<AppState>, session: Session) -> Result<Response, Failure> {
+    let Some(user) = session.get::<String>(OWNER_KEY).await? else {
+        return Ok(Redirect::to("/").into_response());
+    };
+    let owner = Owner::new(user.as_str())?;
+    let this_device = session.get::<String>("device").await?;
+    let mut rows = String::new();
+    let listed = app.store.inner().sessions_of(&owner, true).await?;
+    for entry in &listed {
+        let data = entry.data.as_ref();
+        let text = |key: &str| {
+            data.and_then(|d| d.get(key))
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let current = this_device.as_deref() == Some(text("device").as_str());
+        rows.push_str(&format!(
+            "<tr><td>{}{}</td><td>{}</td></tr>",
+            escape(&text("agent")),
+            if current { " <b>(this device)</b>" } else { "" },
+            offset_date_time_of(entry.expires_at_millis)
+        ));
+    }
+    Ok(Html(format!(
+        "<!doctype html><title>Your sessions</title>\
+         <h1>{} session(s) of {}</h1>\
+         <table><tr><th>Device</th><th>Expires (UTC)</th></tr>{rows}</table>\
+         <form method=post action=/logout-others><button>Log out everywhere else</button></form>\
+         <p><a href=/>Back</a></p>",
+        listed.len(),
+        escape(&user)
+    ))
+    .into_response())
+}
+
+/// Ends every other session of the logged-in user, keeping this one.
+async fn logout_others(State(app): State<AppState>, session: Session) -> Result<Redirect, Failure> {
+    if let (Some(user), Some(id)) = (session.get::<String>(OWNER_KEY).await?, session.id()) {
+        let owner = Owner::new(user)?;
+        app.store
+            .inner()
+            .destroy_owner(&owner, Some(&session_id_of(&id)?))
+            .await?;
+    }
+    Ok(Redirect::to("/sessions"))
 }
 
 async fn logout(session: Session) -> Result<Redirect, Failure> {
@@ -148,22 +232,25 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_string());
     let kind = StoreKind::of(&url)?;
 
-    let store = TowerSessionsStore::from_box(connect(&url).await?);
+    let store = TowerSessionsStore::from_box(connect(&url).await?).with_owner_key(OWNER_KEY);
     // Expired sessions are never served; this reclaims their space every minute.
     let cleanup = spawn_cleanup(store.inner_arc(), Duration::from_secs(60));
 
-    let sessions = SessionManagerLayer::new(store)
+    let sessions = SessionManagerLayer::new(store.clone())
         .with_secure(false) // plain http on localhost; keep the default `true` behind TLS
         .with_expiry(Expiry::OnInactivity(time::Duration::hours(1)));
     let app = Router::new()
         .route("/", get(index))
         .route("/login", post(login))
         .route("/logout", post(logout))
+        .route("/sessions", get(sessions_page))
+        .route("/logout-others", post(logout_others))
         .route("/store", get(store_page))
         .layer(sessions)
         .with_state(AppState {
             kind,
             url: url.clone(),
+            store,
         });
 
     let addr: SocketAddr = format!("{host}:{port}").parse()?;

@@ -47,6 +47,15 @@
 //!   (unavailable, timeout) are `LoadError::Other`: a 500, since the session may well be fine.
 //! - **TTL.** The expiry is now plus the TTL, to the millisecond. A zero or negative TTL
 //!   deletes the session, as the contract's past expiry does.
+//! - **Owners.** [`with_owner_key`](ActixSessionStore::with_owner_key) names a state key
+//!   (such as `"user_id"`) whose value becomes the session's [`Owner`](crate::Owner) on every
+//!   save and update, so an existing app gets the owner index ("log out everywhere") by
+//!   configuration alone. actix-session keeps each value as JSON text: a JSON string is the
+//!   owner as it is, a number its decimal text, `null` or an absent key no owner. Then
+//!   [`sessions_of`](SessionStore::sessions_of) lists a user's sessions and
+//!   [`destroy_owner`](SessionStore::destroy_owner) ends them; the current session's key is
+//!   not visible to handlers in actix-session 0.11, so "everywhere else" is done by ending
+//!   them all and renewing the current session (`Session::renew`).
 //! - **Errors.** Every failure keeps this crate's [`Error`] (and the driver's error below it)
 //!   as the `anyhow::Error` inside actix-session's error, so
 //!   `err.downcast_ref::<session_stores::Error>()` gives it back. Errors never contain a whole
@@ -60,7 +69,7 @@ use actix_session::storage::{self, LoadError, SaveError, SessionKey, UpdateError
 use serde_json::{Map, Value};
 use time::Duration;
 
-use super::MAX_CREATE_ATTEMPTS;
+use super::{MAX_CREATE_ATTEMPTS, owner_of_value};
 use crate::error::Error;
 use crate::session::{Session, SessionId, now_millis};
 use crate::store::SessionStore;
@@ -75,30 +84,58 @@ const MAX_UPDATE_ATTEMPTS: usize = 8;
 /// Cloning is cheap: clones share the store.
 pub struct ActixSessionStore<S: ?Sized> {
     store: Arc<S>,
+    owner_key: Option<Arc<str>>,
 }
 
 impl<S: SessionStore> ActixSessionStore<S> {
     /// Wraps `store`.
     pub fn new(store: S) -> Self {
-        ActixSessionStore {
-            store: Arc::new(store),
-        }
+        Self::from_arc(Arc::new(store))
     }
 }
 
 impl ActixSessionStore<dyn SessionStore> {
     /// Wraps a boxed store, such as the one [`connect`](crate::connect()) returns.
     pub fn from_box(store: Box<dyn SessionStore>) -> Self {
-        ActixSessionStore {
-            store: Arc::from(store),
-        }
+        Self::from_arc(Arc::from(store))
     }
 }
 
 impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
     /// Wraps a store that the application also uses elsewhere.
     pub fn from_arc(store: Arc<S>) -> Self {
-        ActixSessionStore { store }
+        ActixSessionStore {
+            store,
+            owner_key: None,
+        }
+    }
+
+    /// Takes each session's [`Owner`](crate::Owner) from the value under `key` in its state
+    /// (see the [module docs](self)).
+    pub fn with_owner_key(mut self, key: impl Into<String>) -> Self {
+        self.owner_key = Some(Arc::from(key.into()));
+        self
+    }
+
+    /// The state key the owner is taken from, if one was set.
+    pub fn owner_key(&self) -> Option<&str> {
+        self.owner_key.as_deref()
+    }
+
+    /// The session to store for `state`, with the owner it names.
+    fn session_of(&self, state: HashMap<String, String>, ttl: &Duration) -> Result<Session, Error> {
+        let owner = match &self.owner_key {
+            None => None,
+            Some(key) => match state.get(&**key) {
+                None => None,
+                // actix-session keeps JSON text; text that is not JSON is taken as it is.
+                Some(text) => match serde_json::from_str::<Value>(text) {
+                    Ok(value) => owner_of_value(Some(&value))?,
+                    Err(_) => owner_of_value(Some(&Value::String(text.clone())))?,
+                },
+            },
+        };
+        Ok(session_of(state, ttl).with_owner(owner))
     }
 
     /// The wrapped store.
@@ -176,6 +213,7 @@ impl<S: ?Sized> Clone for ActixSessionStore<S> {
     fn clone(&self) -> Self {
         ActixSessionStore {
             store: Arc::clone(&self.store),
+            owner_key: self.owner_key.clone(),
         }
     }
 }
@@ -184,6 +222,7 @@ impl<S: ?Sized> fmt::Debug for ActixSessionStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ActixSessionStore")
             .field("store", &std::any::type_name::<S>())
+            .field("owner_key", &self.owner_key)
             .finish()
     }
 }
@@ -258,7 +297,9 @@ impl<S: SessionStore + ?Sized> storage::SessionStore for ActixSessionStore<S> {
         state: HashMap<String, String>,
         ttl: &Duration,
     ) -> Result<SessionKey, SaveError> {
-        let session = session_of(state, ttl);
+        let session = self
+            .session_of(state, ttl)
+            .map_err(|err| SaveError::Serialization(err.into()))?;
         self.save_new(&session).await.map_err(|err| match err {
             Error::Encode { .. } => SaveError::Serialization(err.into()),
             err => SaveError::Other(err.into()),
@@ -271,7 +312,9 @@ impl<S: SessionStore + ?Sized> storage::SessionStore for ActixSessionStore<S> {
         state: HashMap<String, String>,
         ttl: &Duration,
     ) -> Result<SessionKey, UpdateError> {
-        let session = session_of(state, ttl);
+        let session = self
+            .session_of(state, ttl)
+            .map_err(|err| UpdateError::Serialization(err.into()))?;
         self.update_existing(key, &session)
             .await
             .map_err(|err| match err {

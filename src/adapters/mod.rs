@@ -30,3 +30,22 @@ pub mod actix;
 /// only stops a broken store (one whose `create` always reports a collision) from spinning.
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
 pub(crate) const MAX_CREATE_ATTEMPTS: usize = 16;
+
+/// The owner a session's data names under the adapters' owner key: a string as it is, a
+/// number as its decimal text; absent or `null` means no owner. Anything else, or text that
+/// is not a valid [`Owner`](crate::Owner), is an [`Error::InvalidOwner`](crate::Error), so a
+/// misconfigured key is an error rather than a session silently missing from the index.
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+pub(crate) fn owner_of_value(
+    value: Option<&serde_json::Value>,
+) -> Result<Option<crate::Owner>, crate::Error> {
+    use serde_json::Value;
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => crate::Owner::new(text.as_str()).map(Some),
+        Some(Value::Number(n)) => crate::Owner::new(n.to_string()).map(Some),
+        Some(_) => Err(crate::Error::InvalidOwner {
+            reason: "the owner key holds neither a string nor a number",
+        }),
+    }
+}

@@ -65,6 +65,31 @@
 //!   as tower-sessions' own stores do.
 //! - tower-sessions extends an `Expiry::OnInactivity` session only when it saves it: on a
 //!   change, or on every request with `with_always_save(true)`.
+//!
+//! # Owners ("log out everywhere")
+//!
+//! [`with_owner_key`](TowerSessionsStore::with_owner_key) names a data key (such as
+//! `"user_id"`) whose value becomes the session's [`Owner`](crate::Owner) on every `create`
+//! and `save`: an existing app that stores its user id in the session gets the owner index
+//! by configuration alone. A string is the owner as it is, a number its decimal text;
+//! absent or `null` means no owner (a logged-out session). Then list a user's sessions with
+//! [`sessions_of`](SessionStore::sessions_of) and end the others with
+//! [`destroy_owner`](SessionStore::destroy_owner), keeping the current one by
+//! [`session_id_of`] its `Id`:
+//!
+//! ```no_run
+//! # async fn demo(current: tower_sessions_core::session::Id) -> Result<(), session_stores::Error> {
+//! use session_stores::adapters::tower_sessions::{session_id_of, TowerSessionsStore};
+//! use session_stores::{MemoryStore, Owner, SessionStore};
+//!
+//! let store = TowerSessionsStore::new(MemoryStore::default()).with_owner_key("user_id");
+//! // ... in the "log out everywhere else" handler:
+//! let owner = Owner::new("42")?;
+//! let ended = store.inner().destroy_owner(&owner, Some(&session_id_of(&current)?)).await?;
+//! # let _ = ended;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::sync::Arc;
@@ -75,7 +100,7 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store;
 
-use super::MAX_CREATE_ATTEMPTS;
+use super::{MAX_CREATE_ATTEMPTS, owner_of_value};
 use crate::cleanup::error_chain;
 use crate::error::{Error, ErrorKind};
 use crate::session::{Session, SessionId};
@@ -87,30 +112,52 @@ use crate::store::SessionStore;
 /// Cloning is cheap: clones share the store.
 pub struct TowerSessionsStore<S: ?Sized> {
     store: Arc<S>,
+    owner_key: Option<Arc<str>>,
 }
 
 impl<S: SessionStore> TowerSessionsStore<S> {
     /// Wraps `store`.
     pub fn new(store: S) -> Self {
-        TowerSessionsStore {
-            store: Arc::new(store),
-        }
+        Self::from_arc(Arc::new(store))
     }
 }
 
 impl TowerSessionsStore<dyn SessionStore> {
     /// Wraps a boxed store, such as the one [`connect`](crate::connect()) returns.
     pub fn from_box(store: Box<dyn SessionStore>) -> Self {
-        TowerSessionsStore {
-            store: Arc::from(store),
-        }
+        Self::from_arc(Arc::from(store))
     }
 }
 
 impl<S: SessionStore + ?Sized> TowerSessionsStore<S> {
     /// Wraps a store that the application also uses elsewhere.
     pub fn from_arc(store: Arc<S>) -> Self {
-        TowerSessionsStore { store }
+        TowerSessionsStore {
+            store,
+            owner_key: None,
+        }
+    }
+
+    /// Takes each session's [`Owner`](crate::Owner) from the value under `key` in its data
+    /// (see [owners](self#owners-log-out-everywhere)).
+    pub fn with_owner_key(mut self, key: impl Into<String>) -> Self {
+        self.owner_key = Some(Arc::from(key.into()));
+        self
+    }
+
+    /// The data key the owner is taken from, if one was set.
+    pub fn owner_key(&self) -> Option<&str> {
+        self.owner_key.as_deref()
+    }
+
+    /// The session to store for `record`, with the owner its data names.
+    fn session_of(&self, record: &Record) -> Result<Session, Error> {
+        let session = session_of(record);
+        let Some(key) = &self.owner_key else {
+            return Ok(session);
+        };
+        let owner = owner_of_value(record.data.get(&**key))?;
+        Ok(session.with_owner(owner))
     }
 
     /// The wrapped store.
@@ -129,6 +176,7 @@ impl<S: ?Sized> Clone for TowerSessionsStore<S> {
     fn clone(&self) -> Self {
         TowerSessionsStore {
             store: Arc::clone(&self.store),
+            owner_key: self.owner_key.clone(),
         }
     }
 }
@@ -137,6 +185,7 @@ impl<S: ?Sized> fmt::Debug for TowerSessionsStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TowerSessionsStore")
             .field("store", &std::any::type_name::<S>())
+            .field("owner_key", &self.owner_key)
             .finish()
     }
 }
@@ -187,7 +236,7 @@ fn to_tower(err: Error) -> session_store::Error {
     let text = error_chain(&err);
     match err.kind() {
         ErrorKind::Decode => session_store::Error::Decode(text),
-        ErrorKind::Encode => session_store::Error::Encode(text),
+        ErrorKind::Encode | ErrorKind::InvalidOwner => session_store::Error::Encode(text),
         _ => session_store::Error::Backend(text),
     }
 }
@@ -195,7 +244,7 @@ fn to_tower(err: Error) -> session_store::Error {
 #[async_trait]
 impl<S: SessionStore + ?Sized + 'static> session_store::SessionStore for TowerSessionsStore<S> {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let session = session_of(record);
+        let session = self.session_of(record).map_err(to_tower)?;
         for _ in 0..MAX_CREATE_ATTEMPTS {
             let id = session_id_of(&record.id).map_err(to_tower)?;
             if self.store.create(&id, &session).await.map_err(to_tower)? {
@@ -211,10 +260,8 @@ impl<S: SessionStore + ?Sized + 'static> session_store::SessionStore for TowerSe
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let id = session_id_of(&record.id).map_err(to_tower)?;
-        self.store
-            .set(&id, &session_of(record))
-            .await
-            .map_err(to_tower)?;
+        let session = self.session_of(record).map_err(to_tower)?;
+        self.store.set(&id, &session).await.map_err(to_tower)?;
         Ok(())
     }
 

@@ -10,9 +10,9 @@ use actix_web::cookie::{Key, time::Duration};
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header;
 use actix_web::{App as ActixWebApp, test, web};
-use session_stores::ActixSessionStore;
+use session_stores::{ActixSessionStore, Owner, SessionStore};
 
-use crate::common::{App, COOKIE, Jar, Recording, Variant};
+use crate::common::{App, COOKIE, Jar, OWNER_KEY, Recording, Variant};
 use crate::scenarios::{Adapter, run_all};
 
 async fn count(session: Session) -> String {
@@ -42,6 +42,30 @@ async fn logout(session: Session) -> String {
     "bye".to_string()
 }
 
+fn user_of(session: &Session) -> Owner {
+    let user = session.get::<String>(OWNER_KEY).unwrap();
+    Owner::new(user.expect("a logged-in session")).unwrap()
+}
+
+async fn devices(store: web::Data<Arc<Recording>>, session: Session) -> String {
+    let owner = user_of(&session);
+    store
+        .sessions_of(&owner, false)
+        .await
+        .unwrap()
+        .len()
+        .to_string()
+}
+
+/// actix-session does not show handlers the session key: end every session of the user,
+/// then renew this one, which saves it again under a new key.
+async fn logout_others(store: web::Data<Arc<Recording>>, session: Session) -> String {
+    let owner = user_of(&session);
+    let ended = store.destroy_owner(&owner, None).await.unwrap();
+    session.renew();
+    format!("ended {}", ended - 1)
+}
+
 pub struct ActixApp<S>(S);
 
 pub async fn app(
@@ -55,7 +79,8 @@ pub async fn app(
     >,
 > {
     let key = Key::from(&[7u8; 64]);
-    let middleware = SessionMiddleware::builder(ActixSessionStore::from_arc(store), key)
+    let adapter = ActixSessionStore::from_arc(Arc::clone(&store)).with_owner_key(OWNER_KEY);
+    let middleware = SessionMiddleware::builder(adapter, key)
         .cookie_name(COOKIE.to_string())
         .cookie_secure(false);
     let middleware =
@@ -72,11 +97,14 @@ pub async fn app(
         };
     let service = test::init_service(
         ActixWebApp::new()
+            .app_data(web::Data::new(store))
             .wrap(middleware.build())
             .route("/count", web::get().to(count))
             .route("/peek", web::get().to(peek))
             .route("/login", web::post().to(login))
-            .route("/logout", web::post().to(logout)),
+            .route("/logout", web::post().to(logout))
+            .route("/devices", web::get().to(devices))
+            .route("/logout-others", web::post().to(logout_others)),
     )
     .await;
     ActixApp(service)

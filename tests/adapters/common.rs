@@ -4,7 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use session_stores::{Result, Session, SessionId, SessionStore, async_trait};
+use session_stores::{
+    Capabilities, OwnedSession, Owner, Result, ScanCursor, ScanPage, Session, SessionId,
+    SessionStore, async_trait,
+};
 
 /// The middleware configuration a scenario needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +27,11 @@ pub enum Variant {
 /// - `GET /count`: adds one to `count` in the session and answers the new count;
 /// - `GET /peek`: answers `count` and `user` without changing the session;
 /// - `POST /login`: cycles the session id and sets `user` to `ada`;
-/// - `POST /logout`: destroys the session.
+/// - `POST /logout`: destroys the session;
+/// - `GET /devices`: answers how many live sessions the logged-in user has (the adapters
+///   take the owner from the `user` key);
+/// - `POST /logout-others`: ends every other session of the logged-in user ("log out
+///   everywhere else").
 pub trait App {
     /// Sends a request with the jar's cookie, updates the jar from `Set-Cookie`, and returns
     /// the status code and body.
@@ -129,7 +136,22 @@ impl SessionStore for Recording {
     async fn delete_expired(&self) -> Result<u64> {
         self.inner.delete_expired().await
     }
+    async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
+        self.inner.sessions_of(owner, with_data).await
+    }
+    async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        self.inner.destroy_owner(owner, except).await
+    }
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        self.inner.scan(cursor, limit).await
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
 }
+
+/// The data key both test apps take the owner from.
+pub const OWNER_KEY: &str = "user";
 
 #[test]
 fn jar_follows_set_cookie() {

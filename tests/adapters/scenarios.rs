@@ -54,6 +54,7 @@ where
         activity_extends_the_session_without_changing_its_data,
         Variant::ExtendOnEveryRequest
     );
+    scenario!(log_out_everywhere_else, Variant::Default);
     backend.finish().await;
 }
 
@@ -276,4 +277,48 @@ async fn activity_extends_the_session_without_changing_its_data<A: App>(
         assert_eq!(after.version(), before.version());
     }
     assert_eq!(store.created().len(), 1, "the same session, not a new one");
+}
+
+/// One user logs in from three browsers, lists three devices, and from the first ends the
+/// other two: they are logged out, the first is not.
+async fn log_out_everywhere_else<A: App>(_adapter: Adapter, app: &A, store: &Recording) {
+    let mut jars = [Jar::default(), Jar::default(), Jar::default()];
+    // A session that never logs in has no owner and is never listed or ended.
+    let mut anonymous = Jar::default();
+    assert_eq!(app.send(&mut anonymous, "GET", "/count").await.0, 200);
+    for jar in &mut jars {
+        assert_eq!(app.send(jar, "GET", "/count").await.0, 200);
+        let (status, body) = app.send(jar, "POST", "/login").await;
+        assert_eq!((status, body.as_str()), (200, "welcome ada"));
+    }
+    let [first, second, third] = &mut jars;
+    assert_eq!(
+        app.send(first, "GET", "/devices").await,
+        (200, "3".to_string()),
+        "three logged-in browsers are three devices of one user"
+    );
+    let (status, body) = app.send(first, "POST", "/logout-others").await;
+    assert_eq!((status, body.as_str()), (200, "ended 2"));
+    for (name, jar) in [("second", second), ("third", third)] {
+        let (status, body) = app.send(jar, "GET", "/peek").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "count=none user=none"),
+            "the {name} browser is logged out"
+        );
+    }
+    let (status, body) = app.send(first, "GET", "/peek").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "count=1 user=ada"),
+        "the browser that logged the others out is still logged in"
+    );
+    assert_eq!(
+        app.send(first, "GET", "/devices").await,
+        (200, "1".to_string()),
+        "one device is left"
+    );
+    let (status, body) = app.send(&mut anonymous, "GET", "/peek").await;
+    assert_eq!((status, body.as_str()), (200, "count=1 user=none"));
+    assert!(store.len().await.unwrap() >= 2);
 }

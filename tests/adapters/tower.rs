@@ -2,16 +2,17 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use http_body_util::BodyExt;
-use session_stores::TowerSessionsStore;
+use session_stores::adapters::tower_sessions::session_id_of;
+use session_stores::{Owner, SessionStore, TowerSessionsStore};
 use tower::ServiceExt;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
-use crate::common::{App, COOKIE, Jar, Recording, Variant};
+use crate::common::{App, COOKIE, Jar, OWNER_KEY, Recording, Variant};
 use crate::scenarios::{Adapter, run_all};
 
 async fn count(session: Session) -> String {
@@ -41,10 +42,33 @@ async fn logout(session: Session) -> String {
     "bye".to_string()
 }
 
+async fn user_of(session: &Session) -> Owner {
+    let user = session.get::<String>(OWNER_KEY).await.unwrap();
+    Owner::new(user.expect("a logged-in session")).unwrap()
+}
+
+async fn devices(Extension(store): Extension<Arc<Recording>>, session: Session) -> String {
+    let owner = user_of(&session).await;
+    store
+        .sessions_of(&owner, false)
+        .await
+        .unwrap()
+        .len()
+        .to_string()
+}
+
+async fn logout_others(Extension(store): Extension<Arc<Recording>>, session: Session) -> String {
+    let owner = user_of(&session).await;
+    let current = session_id_of(&session.id().expect("a stored session")).unwrap();
+    let ended = store.destroy_owner(&owner, Some(&current)).await.unwrap();
+    format!("ended {ended}")
+}
+
 pub struct TowerApp(Router);
 
 pub async fn app(store: Arc<Recording>, variant: Variant) -> TowerApp {
-    let layer = SessionManagerLayer::new(TowerSessionsStore::from_arc(store))
+    let adapter = TowerSessionsStore::from_arc(Arc::clone(&store)).with_owner_key(OWNER_KEY);
+    let layer = SessionManagerLayer::new(adapter)
         .with_name(COOKIE)
         .with_secure(false);
     let layer = match variant {
@@ -60,7 +84,10 @@ pub async fn app(store: Arc<Recording>, variant: Variant) -> TowerApp {
             .route("/peek", get(peek))
             .route("/login", post(login))
             .route("/logout", post(logout))
-            .layer(layer),
+            .route("/devices", get(devices))
+            .route("/logout-others", post(logout_others))
+            .layer(layer)
+            .layer(Extension(store)),
     )
 }
 
