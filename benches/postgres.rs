@@ -228,11 +228,13 @@ impl Target for RawPg {
     }
 }
 
-/// A pool like the store's own (10 connections, 5 s acquire timeout).
+/// A pool like the store's own (10 connections, 5 s acquire timeout), without sqlx's ping
+/// on every checkout: the raw client's floor is one round trip per statement.
 async fn pool(url: &str) -> sqlx::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(10)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
         .connect(url)
         .await
 }

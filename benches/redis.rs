@@ -9,9 +9,9 @@
 //! The raw client does the plain-command version of each operation:
 //!
 //! - get: `GET`, then parse the value and check its expiry (as the store does);
-//! - set: `GET` to learn the live version, then `SET key value PXAT ms` with version + 1.
-//!   Two round trips and **not atomic** (a concurrent writer can slip in between); the store
-//!   does the same in one atomic Lua script (`EVALSHA`), one round trip;
+//! - set: one `SET key value PXAT ms` of the same bytes, with no version bookkeeping (the
+//!   physical limit of a write); the store reads the live version and writes the next one
+//!   in one atomic Lua script (`EVALSHA`), also one round trip;
 //! - create: `SET key value NX PXAT ms` (the store's first step; its script fallback only
 //!   runs when the key exists);
 //! - touch: `PEXPIREAT`, which moves Redis's expiry only; the store's script also rewrites
@@ -169,15 +169,9 @@ impl Target for RawRedis {
     }
 
     async fn set(&self, id: &SessionId, session: &Session) {
-        // The live version, from the head of the value only (as the store's script reads it).
-        let live = match self.fetch(id).await {
-            Some(raw) => match parse_head(&raw) {
-                (version, expires_at, _) if expires_at > now_millis() => version,
-                _ => 0,
-            },
-            None => 0,
-        };
-        self.write(id, session, live + 1).await;
+        // The physical limit: one `SET ... PXAT` of the same bytes, no read of the old
+        // version (so no version bookkeeping at all).
+        self.write(id, session, 1).await;
     }
 
     async fn touch(&self, id: &SessionId, expires_at: i64) -> bool {

@@ -15,12 +15,20 @@ from pathlib import Path
 
 target = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("CARGO_TARGET_DIR", "target"))
 output = Path(sys.argv[2] if len(sys.argv) > 2 else "BENCHMARKS.md")
-root = target / "criterion"
+# report.sh --runs N leaves each whole run's results in criterion-runs/<n>; a single run is
+# criterion itself. The latency, footprint and failure files come from the last run.
+runs_dir = target / "criterion-runs"
+run_roots = sorted((d for d in runs_dir.iterdir() if d.is_dir()), key=lambda d: int(d.name)) \
+    if runs_dir.is_dir() else []
+if not run_roots:
+    run_roots = [target / "criterion"]
+root = run_roots[-1]
+RUNS = len(run_roots)
 
 BACKENDS = ["memory", "file", "sqlite", "postgres", "redis"]
 CASE_ORDER = ["get_hit", "get_miss", "set_new", "set_changed", "set_unchanged", "touch",
-              "destroy", "create", "set_if_version", "mixed_3get_1set_200B",
-              "population_get_200B", "population_set_200B"]
+              "destroy", "create", "set_if_version", "mixed_3get_1set_200B", "get_1KiB",
+              "set_1KiB", "population_get_200B", "population_set_200B"]
 PARAM_ORDER = ["200B", "4KiB", "64KiB", "1_tasks", "16_tasks", "128_tasks", "1k", "100k", "1M"]
 
 
@@ -32,16 +40,36 @@ def fmt_ns(ns):
     return f"{ns:.0f} ns"
 
 
-results = defaultdict(dict)  # (backend, case, param) -> {function: median_ns}
-for bench in root.rglob("new/benchmark.json"):
-    meta = json.loads(bench.read_text())
-    estimates = json.loads((bench.parent / "estimates.json").read_text())
-    group = meta["group_id"]
-    if "/" not in group:
-        continue
-    backend, case = group.split("/", 1)
-    results[(backend, case, meta.get("value_str") or "")][meta["function_id"]] = \
-        estimates["median"]["point_estimate"]
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
+# (backend, case, param) -> {function: [median_ns of each run that measured it]}
+per_run = defaultdict(lambda: defaultdict(list))
+for run_root in run_roots:
+    for bench in run_root.rglob("new/benchmark.json"):
+        meta = json.loads(bench.read_text())
+        estimates = json.loads((bench.parent / "estimates.json").read_text())
+        group = meta["group_id"]
+        if "/" not in group:
+            continue
+        backend, case = group.split("/", 1)
+        per_run[(backend, case, meta.get("value_str") or "")][meta["function_id"]].append(
+            estimates["median"]["point_estimate"])
+# (backend, case, param) -> {function: median over the runs}
+results = {k: {f: median(v) for f, v in funcs.items()} for k, funcs in per_run.items()}
+
+
+def run_ratios(key, num, den):
+    """num / den in each run that measured both (runs line up by order)."""
+    a, b = per_run.get(key, {}).get(num, []), per_run.get(key, {}).get(den, [])
+    return [x / y for x, y in zip(a, b) if y]
+
+
+def spread(ratios):
+    return f"{min(ratios):.2f}–{max(ratios):.2f}" if len(ratios) > 1 else "–"
 
 
 def order(key):
@@ -77,44 +105,248 @@ lines = [
     f"Machine: {os.cpu_count()} cores ({cpu()}), {platform.system()} {platform.release()}, {rustc()}.",
     "Postgres and Redis are local servers on loopback. Numbers from a short measurement window",
     "(`report.sh`; `report.sh --long` for tighter figures), so treat differences under ~10% as noise.",
+    f"This file is {RUNS} whole run{'s' if RUNS > 1 else ''} of every bench, one after the other"
+    + (": each time is the median of the runs' medians, each ratio the median of the runs'"
+       " ratios, and `spread` the lowest and highest ratio of the runs." if RUNS > 1 else "."),
     "",
     "How to read the ratios:",
     "",
     "- **What the raw clients do.** memory: one `Mutex<lru::LruCache>`; file: write-temp-then-rename",
     "  with serde_json and no locks; sqlite: the store's own statements through raw rusqlite on one",
-    "  connection; postgres: the store's own SQL through raw sqlx; redis: `GET`/`SET PXAT`/`SET NX`/",
+    "  connection; postgres: the store's own SQL through raw sqlx on a pool without checkout pings;",
+    "  redis: `GET`/`SET PXAT` (one plain `SET` of the same bytes, no version read)/`SET NX`/",
     "  `PEXPIREAT`/`UNLINK` on one multiplexed connection (not atomic where the store runs a Lua script).",
-    "- **SQLite and file reads pay a thread hand-off.** The raw clients call blocking I/O right on the",
-    "  async executor thread; the stores never do (SQLite work runs on the store's connection threads,",
-    "  file I/O on `spawn_blocking`), and on this VM each hand-off costs roughly 15-20 µs. That is most",
-    "  of the gap on cheap reads (`get_*`, `destroy`); on writes, where the I/O dominates, the ratios",
-    "  are near 1.",
+    "- **Thread hand-offs.** The raw clients call blocking I/O right on the async executor thread.",
+    "  The SQLite store's `get` does too, on a free inline connection that never waits",
+    "  (`inline_reads`); its other operations run on its connection threads, and the file store's I/O",
+    "  on `spawn_blocking`. On this VM each hand-off costs roughly 15-20 µs: most of the gap on cheap",
+    "  operations; on writes, where the I/O dominates, the ratios are near 1.",
     "- **File `set_unchanged` is the write skip:** the store writes nothing when the session is",
     "  byte-for-byte what its file holds, while the raw client rewrites it.",
     "- **Redis `touch`** is a Lua script that also rewrites the expiry stored inside the value (in",
     "  place, with `SETRANGE`); the raw `PEXPIREAT` only changes the key's TTL.",
-    "- **Concurrency rows** (`mixed_*`) are wall time per operation with that many tasks; the memory",
-    "  store's sharding shows there (the raw LRU has one mutex).",
+    "- **Concurrency rows** (`mixed_*`, `get_1KiB`, `set_1KiB`) are wall time per operation with",
+    "  that many tasks; the memory store's sharding shows there (the raw LRU has one mutex).",
+    "  `set_1KiB` writes other data than the session holds on every call, so nothing is skipped.",
     "",
 ]
+header_end = len(lines)  # the targets go here, once the tables below are read
+
+
+def runs_of(key, func):
+    return per_run.get(key, {}).get(func, [])
+
+
+def divided(nums, dens):
+    return [x / y for x, y in zip(nums, dens) if y]
+
+
+# The performance targets (issue 14), each as a ratio where higher is better for us, with
+# what is wanted: (what, case label, per-run values, wanted minimum).
+TARGETS = []
+for param in ["200B", "4KiB"]:
+    TARGETS.append(("Postgres `get`: raw sqlx query / store", f"get_hit {param}",
+                    run_ratios(("postgres", "get_hit", param), "raw", "store"), 1 / 1.1))
+    TARGETS.append(("Postgres `set`: raw sqlx query / store", f"set_changed {param}",
+                    run_ratios(("postgres", "set_changed", param), "raw", "store"), 1 / 1.1))
+for tasks in ["1_tasks", "16_tasks"]:
+    TARGETS.append(("Postgres load: tower's sqlx store / ours", f"load, {tasks.replace('_', ' ')}",
+                    run_ratios(("peers-postgres", "load", tasks), "tower-sqlx", "ours"), 1.3))
+for tasks in ["1_tasks", "16_tasks"]:
+    TARGETS.append(("Redis `set`: raw `SET PXAT` / store", f"set_1KiB, {tasks.replace('_', ' ')}",
+                    run_ratios(("redis", "set_1KiB", tasks), "raw", "store"), 0.85))
+TARGETS.append(("Redis `get`: raw `GET` / store", "get_1KiB, 16 tasks",
+                run_ratios(("redis", "get_1KiB", "16_tasks"), "raw", "store"), 0.9))
+for tasks, wanted in [("1_tasks", 1.0), ("16_tasks", 2.0)]:
+    for phase in ["create", "load", "update", "delete"]:
+        TARGETS.append(("Memory: tower's `MemoryStore` / ours", f"{phase}, {tasks.replace('_', ' ')}",
+                        run_ratios(("peers-memory", phase, tasks), "tower-memory", "ours"), wanted))
+TARGETS.append(("Memory `get`: raw `Mutex<LruCache>` / store", "get_1KiB, 1 task",
+                run_ratios(("memory", "get_1KiB", "1_tasks"), "raw", "store"), 0.7))
+for tasks, wanted in [("1_tasks", 0.5), ("16_tasks", 0.8)]:
+    TARGETS.append(("SQLite reads: raw rusqlite / store", f"get_1KiB, {tasks.replace('_', ' ')}",
+                    run_ratios(("sqlite", "get_1KiB", tasks), "raw", "store"), wanted))
+for tasks in ["1_tasks", "16_tasks"]:
+    TARGETS.append(("SQLite writes: raw rusqlite / store", f"set_1KiB, {tasks.replace('_', ' ')}",
+                    run_ratios(("sqlite", "set_1KiB", tasks), "raw", "store"), 0.8))
+for param in ["200B", "4KiB", "64KiB"]:
+    changed = runs_of(("file", "set_changed", param), "store")
+    TARGETS.append(("File: changed `set` / unchanged `set`", param,
+                    divided(changed, runs_of(("file", "set_unchanged", param), "store")), 10))
+    TARGETS.append(("File: changed `set` / `touch` (expiry only)", param,
+                    divided(changed, runs_of(("file", "touch", param), "store")), 4))
+TARGETS = [t for t in TARGETS if t[2]]
+if TARGETS:
+    held = sum(1 for t in TARGETS if median(t[2]) >= t[3])
+    target_lines = ["## targets", "",
+              "The performance targets the project set itself (issue 14), each as a ratio where",
+              "higher is better for us, from the tables below (where store / raw is shown, this is",
+              "its inverse). `holds` compares the median with",
+              f"the target; {held} of {len(TARGETS)} hold in this report.", "",
+              "| target | case | measured | spread | wanted | holds |",
+              "|---|---|---:|---:|---:|---|"]
+    for what, case, values, wanted in TARGETS:
+        m = median(values)
+        target_lines.append(f"| {what} | {case} | {m:.2f} | {spread(values)} | ≥ {wanted:.2f} | "
+                            f"{'yes' if m >= wanted else '**no**'} |")
+    target_lines.append("")
+    lines[header_end:header_end] = target_lines
+
+wrapper_results = {k: v for k, v in results.items() if k[0].startswith("wrappers-")}
+peer_results = {k: v for k, v in results.items() if k[0].startswith("peers-")}
+owner_results = {k: v for k, v in results.items() if k[0].startswith("owners-")}
+results = {k: v for k, v in results.items()
+           if not k[0].startswith(("wrappers-", "peers-", "owners-"))}
 backends_seen = sorted({k[0] for k in results}, key=lambda b: BACKENDS.index(b) if b in BACKENDS else 99)
 for backend in backends_seen:
     keys = sorted((k for k in results if k[0] == backend), key=order)
     ratios = []
-    lines += [f"## {backend}", "", "| case | param | store | raw | ratio |", "|---|---|---:|---:|---:|"]
+    lines += [f"## {backend}", "", "| case | param | store | raw | ratio | spread |",
+              "|---|---|---:|---:|---:|---:|"]
     for key in keys:
         funcs = results[key]
         store, raw = funcs.get("store"), funcs.get("raw")
-        ratio = f"{store / raw:.2f}" if store and raw else "–"
-        if store and raw:
-            ratios.append(store / raw)
+        each = run_ratios(key, "store", "raw")
+        ratio = f"{median(each):.2f}" if each else "–"
+        if each:
+            ratios.append(median(each))
         lines.append(f"| {key[1]} | {key[2]} | {fmt_ns(store) if store else '–'} | "
-                     f"{fmt_ns(raw) if raw else '–'} | {ratio} |")
+                     f"{fmt_ns(raw) if raw else '–'} | {ratio} | {spread(each) if each else '–'} |")
     if ratios:
         ratios.sort()
-        median = ratios[len(ratios) // 2]
-        lines += ["", f"Median ratio over {len(ratios)} cases: **{median:.2f}**."]
+        mid = ratios[len(ratios) // 2]
+        lines += ["", f"Median ratio over {len(ratios)} cases: **{mid:.2f}**."]
     lines.append("")
+
+if wrapper_results:
+    lines += ["## security wrappers", "",
+              "The same store plain, under `HashedIds`, under `Encrypted` and under both",
+              "(`HashedIds<Encrypted<_>>`), measured together (`benches/wrappers.rs`). Each wrapped",
+              "column gives the median and, in brackets, its ratio to `plain`.", ""]
+    for backend in sorted({k[0] for k in wrapper_results}):
+        keys = sorted((k for k in wrapper_results if k[0] == backend), key=order)
+        lines += [f"### {backend.removeprefix('wrappers-')}", "",
+                  "| case | payload | plain | hashed | encrypted | both |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for key in keys:
+            funcs = wrapper_results[key]
+            plain = funcs.get("plain")
+            cells = [fmt_ns(plain) if plain else "–"]
+            for variant in ["hashed", "encrypted", "both"]:
+                t = funcs.get(variant)
+                if t and plain:
+                    cells.append(f"{fmt_ns(t)} ({t / plain:.2f})")
+                else:
+                    cells.append(fmt_ns(t) if t else "–")
+            lines.append(f"| {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+if owner_results:
+    counts = sorted({k[2] for k in owner_results}, key=lambda p: int(p) if p.isdigit() else 0)
+    lines += ["## owners (\"log out everywhere\")", "",
+              "Listing (`sessions_of`, without data) and ending (`destroy_owner`) all sessions of",
+              "one owner that has 1, 10 or 1000 of them, in a store holding 1M other sessions",
+              "(file: 100k), measured together (`benches/owners.rs`). `destroy_owner` is timed alone; the",
+              "owner's sessions are written again, untimed, before each call.", "",
+              "| backend | " + " | ".join(f"sessions_of {c}" for c in counts) + " | "
+              + " | ".join(f"destroy_owner {c}" for c in counts) + " |",
+              "|---|" + "---:|" * (2 * len(counts))]
+    for backend in BACKENDS:
+        cells = []
+        for op in ("sessions_of", "destroy_owner"):
+            for c in counts:
+                t = owner_results.get((f"owners-{backend}", op, c), {}).get("store")
+                cells.append(fmt_ns(t) if t else "–")
+        if any(cell != "–" for cell in cells):
+            lines.append(f"| {backend} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+latency = root / "latency.jsonl"
+if latency.exists():
+    rows = [json.loads(line) for line in latency.read_text().splitlines() if line.strip()]
+    lines += ["## get latency by population", "",
+              "Single `get`s of live sessions spread over the population (5,000 timed after 500",
+              "untimed), on one task: the median, the 99th percentile and the slowest, for the",
+              "store and for its raw client on the same population.", "",
+              "| backend | population | store p50 | store p99 | raw p50 | raw p99 | p50 ratio | p99 ratio |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    by = {(r["backend"], r["population"], r["target"]): r for r in rows}
+    keys = sorted({(r["backend"], r["population"]) for r in rows},
+                  key=lambda k: (BACKENDS.index(k[0]) if k[0] in BACKENDS else 99,
+                                 PARAM_ORDER.index(k[1]) if k[1] in PARAM_ORDER else 99))
+    for backend, population in keys:
+        s_, r_ = by.get((backend, population, "store")), by.get((backend, population, "raw"))
+        cells = []
+        for row in (s_, r_):
+            cells += [fmt_ns(row["p50_ns"]) if row else "–", fmt_ns(row["p99_ns"]) if row else "–"]
+        ratios = [f"{s_[k] / r_[k]:.2f}" if s_ and r_ else "–" for k in ("p50_ns", "p99_ns")]
+        lines.append(f"| {backend} | {population} | " + " | ".join(cells + ratios) + " |")
+    lines.append("")
+
+PEER_PHASES = ["create", "load", "update", "delete"]
+PEER_STORES = ["ours", "tower-memory", "tower-moka", "tower-sqlx", "tower-fred"]
+if peer_results:
+    # (group, store, param) -> row of peers-failures.json, for the rows with failed calls.
+    failures = {}
+    failures_file = root / "peers-failures.json"
+    if failures_file.exists():
+        for row in json.loads(failures_file.read_text()):
+            if row.get("failed"):
+                failures[(row["group"], row["store"], row["param"])] = row
+
+    def peer_cell(backend, phase, store, param, t):
+        row = failures.get((f"peers-{backend}/{phase}", store, param))
+        if row:
+            error = " ".join(str(row.get("error") or "error").split()).replace("|", "/")
+            if len(error) > 80:
+                error = error[:77] + "..."
+            return f"fails: {error} ({row['failed']} of {row['total']})", None
+        return (fmt_ns(t), t) if t else ("–", None)
+
+    lines += ["## against the peers", "",
+              "The same workload on our store (through `TowerSessionsStore`) and on the",
+              "tower-sessions family's stores, through tower-sessions' `SessionStore` trait, in the",
+              "same runs (`benches/peers/`; our SQLite store in `benches/peers_sqlite.rs`, alternated with",
+              "its peer phase by phase): ~1 KiB records; `create` a new record, `load` an existing",
+              "one, `update` (`save` with changed data), `delete`; wall time per operation at 1 and",
+              "16 concurrent tasks. Each peer's ratio is peer time / our time, so **above 1 means",
+              "we are faster**. A row whose calls failed shows the failures (first error, failed of",
+              "all calls, warm-up included) instead of a time.", ""]
+    for backend in sorted({k[0] for k in peer_results},
+                          key=lambda b: BACKENDS.index(b.removeprefix("peers-"))
+                          if b.removeprefix("peers-") in BACKENDS else 99):
+        name = backend.removeprefix("peers-")
+        keys = [k for k in peer_results if k[0] == backend]
+        stores = {f for k in keys for f in peer_results[k]}
+        peers = [s for s in PEER_STORES if s in stores and s != "ours"] + \
+            sorted(s for s in stores if s not in PEER_STORES)
+        keys.sort(key=lambda k: (PEER_PHASES.index(k[1]) if k[1] in PEER_PHASES else 99,
+                                 PARAM_ORDER.index(k[2]) if k[2] in PARAM_ORDER else 99, k))
+        header = "| phase | tasks | ours |" + "".join(f" {p} | ratio | spread |" for p in peers)
+        lines += [f"### {name}", "", header,
+                  "|---|---|---:|" + "---:|---:|---:|" * len(peers)]
+        ratios = defaultdict(list)
+        for key in keys:
+            funcs = peer_results[key]
+            ours_text, ours = peer_cell(name, key[1], "ours", key[2], funcs.get("ours"))
+            cells = [ours_text]
+            for peer in peers:
+                text, t = peer_cell(name, key[1], peer, key[2], funcs.get(peer))
+                each = run_ratios(key, peer, "ours")
+                if t and ours and each:
+                    ratios[peer].append(median(each))
+                    cells += [text, f"{median(each):.2f}", spread(each)]
+                else:
+                    cells += [text, "–", "–"]
+            lines.append(f"| {key[1]} | {key[2].replace('_tasks', '')} | " + " | ".join(cells) + " |")
+        summary = []
+        for peer in peers:
+            if ratios[peer]:
+                r = sorted(ratios[peer])
+                summary.append(f"{peer} **{r[len(r) // 2]:.2f}** (lowest {r[0]:.2f}, {len(r)} rows)")
+        if summary:
+            lines += ["", "Median ratio: " + "; ".join(summary) + "."]
+        lines.append("")
 
 footprint = root / "footprint.json"
 if footprint.exists():
@@ -131,4 +363,4 @@ if footprint.exists():
     lines.append("")
 
 output.write_text("\n".join(lines))
-print(f"wrote {output} ({len(results)} benchmarks)")
+print(f"wrote {output} ({len(results) + len(wrapper_results) + len(peer_results)} benchmarks)")

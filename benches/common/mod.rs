@@ -214,7 +214,13 @@ fn operations(c: &mut Criterion, rt: &Runtime, plan: &Plan, targets: &[(&str, Ar
 /// Runs `iters` of one operation on prepared state; only the operations are timed. The
 /// sessions the case created are destroyed afterwards (untimed), so the backend's size stays
 /// the same from one sample to the next.
-async fn one_case(t: &dyn Target, case: &str, iters: u64, d0: &Session, d1: &Session) -> Duration {
+pub async fn one_case(
+    t: &dyn Target,
+    case: &str,
+    iters: u64,
+    d0: &Session,
+    d1: &Session,
+) -> Duration {
     let (elapsed, pool) = timed_case(t, case, iters, d0, d1).await;
     for id in &pool {
         t.destroy(id).await;
@@ -334,53 +340,111 @@ async fn timed_case(
     }
 }
 
-fn concurrency(c: &mut Criterion, rt: &Runtime, plan: &Plan, targets: &[(&str, Arc<dyn Target>)]) {
-    let d0 = Arc::new(sample(200, 0));
-    let mut group = c.benchmark_group(format!("{}/mixed_3get_1set_200B", plan.backend));
-    group.throughput(Throughput::Elements(1));
-    for tasks in TASKS {
-        for (name, target) in targets {
-            let target = Arc::clone(target);
-            let d0 = Arc::clone(&d0);
-            group.bench_function(BenchmarkId::new(*name, format!("{tasks}_tasks")), |b| {
-                b.to_async(rt).iter_custom(|iters| {
-                    let (t, d0) = (Arc::clone(&target), Arc::clone(&d0));
-                    async move { mixed(t, d0, tasks, iters).await }
-                })
-            });
-        }
-    }
-    group.finish();
+/// The task counts of the single-operation concurrency groups (`get_1KiB`, `set_1KiB`).
+pub const SINGLE_TASKS: [usize; 2] = [1, 16];
+
+/// How a concurrency group mixes its operations.
+#[derive(Clone, Copy)]
+enum Mix {
+    /// Three `get`s to one `set` of unchanged data.
+    ThreeGetsOneSet,
+    /// Only `get`s of live sessions.
+    Gets,
+    /// Only `set`s, each with data other than the session's current data (so that no store
+    /// can skip one as unchanged).
+    ChangedSets,
 }
 
-/// `iters` operations (3 gets to 1 set) spread over `tasks` tasks; returns wall time, so
-/// the median is time per operation at that concurrency (its inverse is throughput).
-async fn mixed(t: Arc<dyn Target>, d0: Arc<Session>, tasks: usize, iters: u64) -> Duration {
-    let pool: Arc<Vec<SessionId>> = Arc::new(ids(256));
-    for id in pool.iter() {
-        t.set(id, &d0).await;
+fn concurrency(c: &mut Criterion, rt: &Runtime, plan: &Plan, targets: &[(&str, Arc<dyn Target>)]) {
+    let small = (Arc::new(sample(200, 0)), Arc::new(sample(200, 1)));
+    let kib = (Arc::new(sample(1024, 0)), Arc::new(sample(1024, 1)));
+    let groups: [(&str, Mix, &[usize], _); 3] = [
+        ("mixed_3get_1set_200B", Mix::ThreeGetsOneSet, &TASKS, small),
+        ("get_1KiB", Mix::Gets, &SINGLE_TASKS, kib.clone()),
+        ("set_1KiB", Mix::ChangedSets, &SINGLE_TASKS, kib),
+    ];
+    for (name, mix, task_counts, (d0, d1)) in groups {
+        let mut group = c.benchmark_group(format!("{}/{name}", plan.backend));
+        group.throughput(Throughput::Elements(1));
+        for &tasks in task_counts {
+            for (name, target) in targets {
+                // Written once, outside the samples: a sample times its operations only, and
+                // so many of them that a slow write does not shrink it to a handful of
+                // reads just after writes. `done` carries on across samples, so that
+                // `ChangedSets` always writes the other content.
+                let pool: Arc<Vec<SessionId>> = Arc::new(ids(256));
+                rt.block_on(async {
+                    for id in pool.iter() {
+                        target.set(id, &d0).await;
+                    }
+                });
+                let done = Arc::new(AtomicUsize::new(0));
+                let work = Work {
+                    mix,
+                    contents: [Arc::clone(&d0), Arc::clone(&d1)],
+                    pool: Arc::clone(&pool),
+                    tasks,
+                };
+                let target = Arc::clone(target);
+                group.bench_function(BenchmarkId::new(*name, format!("{tasks}_tasks")), |b| {
+                    b.to_async(rt).iter_custom(|iters| {
+                        let (t, work, done) =
+                            (Arc::clone(&target), work.clone(), Arc::clone(&done));
+                        async move {
+                            let start = done.fetch_add(iters as usize, Ordering::Relaxed);
+                            mixed(t, work, start, iters).await
+                        }
+                    })
+                });
+                rt.block_on(async {
+                    for id in pool.iter() {
+                        target.destroy(id).await;
+                    }
+                });
+            }
+        }
+        group.finish();
     }
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
+}
+
+/// What a concurrency sample runs: `mix` over the live sessions of `pool`, from `tasks` tasks.
+#[derive(Clone)]
+struct Work {
+    mix: Mix,
+    /// The content the sessions were written with, and the other one.
+    contents: [Arc<Session>; 2],
+    pool: Arc<Vec<SessionId>>,
+    tasks: usize,
+}
+
+/// Operations `start .. start + iters` of `work`, spread over its tasks; returns wall time,
+/// so the median is time per operation at that concurrency (its inverse is throughput).
+async fn mixed(t: Arc<dyn Target>, work: Work, start: usize, iters: u64) -> Duration {
+    let end = start + iters as usize;
+    let next = Arc::new(AtomicUsize::new(start));
+    let began = Instant::now();
+    let handles: Vec<_> = (0..work.tasks)
         .map(|_| {
-            let (t, d0, pool, next) = (
-                Arc::clone(&t),
-                Arc::clone(&d0),
-                Arc::clone(&pool),
-                Arc::clone(&next),
-            );
+            let (t, work, next) = (Arc::clone(&t), work.clone(), Arc::clone(&next));
             tokio::spawn(async move {
+                let pool = &work.pool;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i as u64 >= iters {
+                    if i >= end {
                         break;
                     }
                     let id = &pool[i % pool.len()];
-                    if i % 4 == 3 {
-                        t.set(id, &d0).await;
-                    } else {
-                        t.get(id).await;
+                    match work.mix {
+                        Mix::ThreeGetsOneSet if i % 4 == 3 => t.set(id, &work.contents[0]).await,
+                        Mix::ThreeGetsOneSet => {
+                            t.get(id).await;
+                        }
+                        Mix::Gets => assert!(t.get(id).await, "get missed"),
+                        // Pass k over the pool writes content (k + 1) % 2: never what the
+                        // session holds.
+                        Mix::ChangedSets => {
+                            t.set(id, &work.contents[(i / pool.len() + 1) % 2]).await
+                        }
                     }
                 }
             })
@@ -389,7 +453,7 @@ async fn mixed(t: Arc<dyn Target>, d0: Arc<Session>, tasks: usize, iters: u64) -
     for handle in handles {
         handle.await.expect("bench task");
     }
-    start.elapsed()
+    began.elapsed()
 }
 
 fn populations(c: &mut Criterion, rt: &Runtime, plan: &Plan, targets: &[(&str, Arc<dyn Target>)]) {
@@ -406,6 +470,7 @@ fn populations(c: &mut Criterion, rt: &Runtime, plan: &Plan, targets: &[(&str, A
             let pool: Vec<SessionId> = ids(population as u64);
             rt.block_on(target.fill(&pool, &d0));
             let pool = Arc::new(pool);
+            rt.block_on(get_latencies(plan.backend, name, &label, &**target, &pool));
             // Writes so far to this population, across samples: every id is written once
             // per pass through the population, and each pass writes the other content, so
             // no write repeats what the id already holds (no store can skip it).
@@ -446,6 +511,57 @@ fn populations(c: &mut Criterion, rt: &Runtime, plan: &Plan, targets: &[(&str, A
                 group.finish();
             }
         }
+    }
+}
+
+/// How many single `get`s [`get_latencies`] times.
+const LATENCY_SAMPLES: usize = 5_000;
+
+/// Times `LATENCY_SAMPLES` single `get`s spread over the population (after 500 untimed
+/// ones), and appends their p50, p99 and maximum to `<target>/criterion/latency.jsonl` for
+/// `benches/report.py`. Criterion gives means; a session store's users feel the tail.
+async fn get_latencies(
+    backend: &str,
+    target_name: &str,
+    population: &str,
+    t: &dyn Target,
+    pool: &[SessionId],
+) {
+    let stride = 104_729usize; // prime: the reads visit ids all over the population
+    let mut times = Vec::with_capacity(LATENCY_SAMPLES);
+    for n in 0..LATENCY_SAMPLES + 500 {
+        let id = &pool[n.wrapping_mul(stride) % pool.len()];
+        let start = Instant::now();
+        let hit = t.get(id).await;
+        let elapsed = start.elapsed();
+        assert!(hit, "latency get missed");
+        if n >= 500 {
+            times.push(elapsed.as_nanos() as u64);
+        }
+    }
+    times.sort_unstable();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    let line = json!({
+        "backend": backend,
+        "target": target_name,
+        "population": population,
+        "p50_ns": at(0.50),
+        "p99_ns": at(0.99),
+        "max_ns": times[times.len() - 1],
+        "samples": times.len(),
+    });
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let dir = std::path::Path::new(&dir).join("criterion");
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("latency.jsonl"))?;
+        writeln!(file, "{line}")
+    });
+    if let Err(err) = written {
+        eprintln!("could not record get latencies: {err}");
     }
 }
 
