@@ -119,6 +119,34 @@ struct Tally {
     resolved_uncertain: AtomicU64,
 }
 
+/// What a fault injector sees of a running soak: whether it has ended, and how far it got.
+/// Injectors that must fire while the soak runs wait on [`Progress::reached`] rather than
+/// on a clock, so a fast soak cannot end before the fault it exists to test.
+#[derive(Clone)]
+struct Progress {
+    done: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    total: u64,
+}
+
+impl Progress {
+    fn ended(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `percent` of the soak's operations are done; false if it ended first.
+    async fn reached(&self, percent: u64) -> bool {
+        let target = self.total * percent / 100;
+        while self.tally.ops.load(Ordering::Relaxed) < target {
+            if self.ended() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        !self.ended()
+    }
+}
+
 /// A deterministic pseudo-random sequence per task (xorshift), so a failure replays.
 struct Rng(u64);
 
@@ -310,13 +338,17 @@ async fn run_task(
 /// ends. Returns the tally for the report.
 async fn soak<F, Fut>(name: &str, store: Arc<dyn SessionStore>, faults: bool, during: F)
 where
-    F: FnOnce(Arc<AtomicBool>) -> Fut,
+    F: FnOnce(Progress) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let ops = ops_per_task();
     let tally = Arc::new(Tally::default());
     let done = Arc::new(AtomicBool::new(false));
-    let injector = tokio::spawn(during(Arc::clone(&done)));
+    let injector = tokio::spawn(during(Progress {
+        done: Arc::clone(&done),
+        tally: Arc::clone(&tally),
+        total: (TASKS * ops) as u64,
+    }));
     let started = std::time::Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
@@ -358,7 +390,7 @@ where
     );
 }
 
-async fn no_faults(_done: Arc<AtomicBool>) {}
+async fn no_faults(_progress: Progress) {}
 
 #[cfg(feature = "memory")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -439,8 +471,9 @@ mod postgres {
         drop_schema(&url, &schema).await;
     }
 
-    /// `pg_terminate_backend` on every connection of the store's pool, every 150 ms, while
-    /// the soak runs: the pool reconnects and no acknowledged write is lost.
+    /// `pg_terminate_backend` on every connection of the store's pool, every 150 ms from when
+    /// a tenth of the soak is done until it ends: the pool reconnects and no acknowledged
+    /// write is lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn soak_postgres_with_terminated_backends() {
         let Some(url) = support::service_url(VAR, DEFAULT_URL, 5432) else {
@@ -460,8 +493,10 @@ mod postgres {
             "postgres+terminate",
             Arc::new(store),
             true,
-            move |done| async move {
-                while !done.load(Ordering::SeqCst) {
+            move |progress: Progress| async move {
+                // Start once the pool's connections are in use, not on a clock.
+                progress.reached(10).await;
+                while !progress.ended() {
                     let n: i64 = sqlx::query_scalar(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
                      WHERE application_name = $1",
@@ -570,7 +605,8 @@ mod redis {
     }
 
     /// A test-owned `redis-server` with `appendonly yes` and `appendfsync always` is killed
-    /// with SIGKILL and restarted twice during the soak. The same store keeps working
+    /// with SIGKILL and restarted twice during the soak, when a quarter and when half of its
+    /// operations are done. The same store keeps working
     /// afterwards, and every acknowledged write survives (the model checks each id).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn soak_redis_with_restarts() {
@@ -605,10 +641,11 @@ mod redis {
             "redis+restart",
             Arc::new(store),
             true,
-            move |done| async move {
-                for _ in 0..2 {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    if done.load(Ordering::SeqCst) {
+            move |progress: Progress| async move {
+                // Restart when a quarter and when half of the operations are done: on a
+                // clock, a fast soak could end before the first restart.
+                for percent in [25, 50] {
+                    if !progress.reached(percent).await {
                         break;
                     }
                     let path = path.clone();
