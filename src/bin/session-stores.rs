@@ -224,6 +224,47 @@ fn driver_url(url: &str) -> String {
     }
 }
 
+/// How long a query the command makes on Postgres itself (not through the store, which has
+/// its own operation timeout) may take, connecting included.
+#[cfg(feature = "postgres")]
+const DIRECT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `query` on a one-connection pool of its own at `url`, connecting included, within
+/// `limit`: a server that accepts connections and never answers is a failure, not a hang.
+#[cfg(feature = "postgres")]
+async fn postgres_query<T, F, Fut>(
+    url: &str,
+    limit: Duration,
+    what: &str,
+    query: F,
+) -> Result<T, Failure>
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let work = async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(limit)
+            .connect(&driver_url(url))
+            .await?;
+        let answer = query(pool.clone()).await;
+        pool.close().await;
+        answer
+    };
+    match tokio::time::timeout(limit, work).await {
+        Ok(answer) => answer.map_err(|err| {
+            let mut failure = Failure::from(err);
+            failure.message = format!("{what} at {}: {}", redact(url), failure.message);
+            failure
+        }),
+        Err(_) => Err(failure(format!(
+            "{what} at {}: no answer within {limit:?}",
+            redact(url)
+        ))),
+    }
+}
+
 /// How many expired sessions the backend still holds, where it can tell.
 async fn expired_count(url: &str, kind: StoreKind, live: u64) -> Result<Option<u64>, Failure> {
     match kind {
@@ -231,11 +272,18 @@ async fn expired_count(url: &str, kind: StoreKind, live: u64) -> Result<Option<u
         StoreKind::Postgres => {
             let table = option_of(url, "table").unwrap_or("sessions");
             let schema = option_of(url, "schema").unwrap_or("public");
-            let pool = sqlx::PgPool::connect(&driver_url(url)).await?;
-            let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT count(*) FROM \"{schema}\".\"{table}\" WHERE expires_at <= now()"
-            )))
-            .fetch_one(&pool)
+            let sql =
+                format!("SELECT count(*) FROM \"{schema}\".\"{table}\" WHERE expires_at <= now()");
+            let count: i64 = postgres_query(
+                url,
+                DIRECT_QUERY_TIMEOUT,
+                "counting expired sessions",
+                |pool| async move {
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                        .fetch_one(&pool)
+                        .await
+                },
+            )
             .await?;
             Ok(Some(count.max(0) as u64))
         }
@@ -610,11 +658,13 @@ fn option_of<'a>(url: &'a str, key: &str) -> Option<&'a str> {
 async fn drop_postgres_table(url: &str) -> Result<(), Failure> {
     let table = option_of(url, "table").unwrap_or("sessions");
     let schema = option_of(url, "schema").unwrap_or("public");
-    let pool = sqlx::PgPool::connect(&driver_url(url)).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP TABLE IF EXISTS \"{schema}\".\"{table}\""
-    )))
-    .execute(&pool)
+    let sql = format!("DROP TABLE IF EXISTS \"{schema}\".\"{table}\"");
+    postgres_query(
+        url,
+        DIRECT_QUERY_TIMEOUT,
+        "dropping a scratch table",
+        |pool| async move { sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await },
+    )
     .await?;
     Ok(())
 }
@@ -762,19 +812,23 @@ async fn inspect_redis(_: &str, _: &mut Vec<Problem>) {}
 async fn inspect_postgres(url: &str, problems: &mut Vec<Problem>) {
     let table = option_of(url, "table").unwrap_or("sessions").to_string();
     let schema = option_of(url, "schema").unwrap_or("public").to_string();
-    let base = driver_url(url);
-    let indexes = async {
-        let pool = sqlx::PgPool::connect(&base).await?;
-        sqlx::query_scalar::<_, String>(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
-        )
-        .bind(&schema)
-        .bind(&table)
-        .fetch_all(&pool)
-        .await
-    };
-    match tokio::time::timeout(Duration::from_secs(10), indexes).await {
-        Ok(Ok(indexes)) => {
+    let (schema_ref, table_ref) = (&schema, &table);
+    let indexes = postgres_query(
+        url,
+        DIRECT_QUERY_TIMEOUT,
+        "reading the Postgres indexes",
+        |pool| async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
+            )
+            .bind(schema_ref)
+            .bind(table_ref)
+            .fetch_all(&pool)
+            .await
+        },
+    );
+    match indexes.await {
+        Ok(indexes) => {
             if !indexes.iter().any(|d| d.contains("(expires_at)")) {
                 problems.push(Problem(format!(
                     "Postgres table {schema}.{table} has no index on expires_at: every \
@@ -784,10 +838,87 @@ async fn inspect_postgres(url: &str, problems: &mut Vec<Problem>) {
                 )));
             }
         }
-        Ok(Err(err)) => println!("note: could not read the Postgres indexes: {err}"),
-        Err(_) => println!("note: reading the Postgres indexes timed out"),
+        Err(err) => println!("note: {}", err.message),
     }
 }
 
 #[cfg(not(feature = "postgres"))]
 async fn inspect_postgres(_: &str, _: &mut Vec<Problem>) {}
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    use super::*;
+
+    /// A Postgres that hangs: the kernel completes the TCP handshake from the listener's
+    /// backlog, and nothing ever answers.
+    fn silent_postgres() -> (std::net::TcpListener, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "postgres://postgres@{}/test?table=sessions",
+            listener.local_addr().expect("address")
+        );
+        (listener, url)
+    }
+
+    #[tokio::test]
+    async fn a_direct_query_to_a_silent_postgres_fails_within_its_limit() {
+        let (_listener, url) = silent_postgres();
+        let started = Instant::now();
+        let result = postgres_query(
+            &url,
+            Duration::from_millis(300),
+            "probing",
+            |pool| async move { sqlx::query("SELECT 1").execute(&pool).await },
+        )
+        .await;
+        let took = started.elapsed();
+        let Err(err) = result else {
+            panic!("a silent server answered")
+        };
+        assert!(
+            err.message.starts_with("probing at postgres://"),
+            "{}",
+            err.message
+        );
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    }
+
+    /// `stats`' expired count, and `check`'s index inspection and scratch-table drop, fail
+    /// (or note the failure) within the command's bound instead of hanging.
+    #[tokio::test]
+    async fn the_commands_own_postgres_queries_are_bounded() {
+        let (_listener, url) = silent_postgres();
+        let started = Instant::now();
+        let mut problems = Vec::new();
+        let (count, dropped, ()) = tokio::join!(
+            expired_count(&url, StoreKind::Postgres, 0),
+            drop_postgres_table(&url),
+            inspect_postgres(&url, &mut problems),
+        );
+        let took = started.elapsed();
+        assert!(
+            count.is_err(),
+            "the expired count came back from a silent server"
+        );
+        assert!(dropped.is_err(), "the drop came back from a silent server");
+        assert!(problems.is_empty(), "{:?}", problems.len());
+        assert!(
+            took < DIRECT_QUERY_TIMEOUT + Duration::from_secs(5),
+            "took {took:?}"
+        );
+    }
+
+    /// The bound does not get in the way of a server that answers.
+    #[tokio::test]
+    async fn a_direct_query_to_postgres_answers() {
+        let url = std::env::var("SESSION_STORES_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let answer: i32 =
+            postgres_query(&url, DIRECT_QUERY_TIMEOUT, "probing", |pool| async move {
+                sqlx::query_scalar("SELECT 41 + 1").fetch_one(&pool).await
+            })
+            .await
+            .unwrap_or_else(|err| panic!("{}", err.message));
+        assert_eq!(answer, 42);
+    }
+}
