@@ -10,6 +10,19 @@ use super::{CheckResult, Factory, HOUR, id, joined, sample, session_with};
 use crate::error::Error;
 use crate::store::SessionStore;
 
+/// Rounds of each race between two operations on one id.
+const RACE_ROUNDS: usize = 40;
+
+/// The second party of a two-party race yields `round % 4` times after the barrier, so over
+/// the rounds its operation lands before, between and after the first party's await points,
+/// whichever task the runtime runs first (on one worker or two), instead of the outcome of
+/// every round hanging on which task reached the barrier last.
+async fn stagger(round: usize) {
+    for _ in 0..round % 4 {
+        tokio::task::yield_now().await;
+    }
+}
+
 pub(crate) async fn set_racing_set_if_version_hands_out_each_version_once(
     factory: Factory,
 ) -> CheckResult {
@@ -93,7 +106,7 @@ async fn set_racing_set_if_version_round(store: &Arc<dyn SessionStore>) -> Check
 
 pub(crate) async fn touch_racing_destroy_never_revives(factory: Factory) -> CheckResult {
     let store = factory.shared().await;
-    for round in 0..20 {
+    for round in 0..RACE_ROUNDS {
         let id = id();
         call!("set", store.set(&id, &sample()).await);
         let barrier = Arc::new(Barrier::new(2));
@@ -108,6 +121,7 @@ pub(crate) async fn touch_racing_destroy_never_revives(factory: Factory) -> Chec
             let (store, id, barrier) = (store.clone(), id.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
+                stagger(round).await;
                 store.destroy(&id).await
             })
         };
@@ -127,7 +141,7 @@ pub(crate) async fn touch_racing_destroy_never_revives(factory: Factory) -> Chec
 
 pub(crate) async fn touch_racing_set_keeps_the_written_data(factory: Factory) -> CheckResult {
     let store = factory.shared().await;
-    for round in 0..20 {
+    for round in 0..RACE_ROUNDS {
         let id = id();
         let v = call!(
             "set",
@@ -150,6 +164,7 @@ pub(crate) async fn touch_racing_set_keeps_the_written_data(factory: Factory) ->
                 (store.clone(), id.clone(), barrier.clone(), new.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
+                stagger(round).await;
                 store.set(&id, &new).await
             })
         };
@@ -188,7 +203,7 @@ pub(crate) async fn create_racing_destroy_stores_only_when_it_returns_true(
     factory: Factory,
 ) -> CheckResult {
     let store = factory.shared().await;
-    for round in 0..20 {
+    for round in 0..RACE_ROUNDS {
         let id = id();
         call!("set", store.set(&id, &sample()).await);
         let new = session_with(HOUR, json!({"created": round}));
@@ -205,6 +220,7 @@ pub(crate) async fn create_racing_destroy_stores_only_when_it_returns_true(
             let (store, id, barrier) = (store.clone(), id.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
+                stagger(round).await;
                 store.destroy(&id).await
             })
         };
@@ -233,7 +249,7 @@ pub(crate) async fn create_racing_destroy_stores_only_when_it_returns_true(
 
 pub(crate) async fn set_if_version_racing_destroy_never_revives(factory: Factory) -> CheckResult {
     let store = factory.shared().await;
-    for round in 0..20 {
+    for round in 0..RACE_ROUNDS {
         let id = id();
         let v = call!("set", store.set(&id, &sample()).await);
         let barrier = Arc::new(Barrier::new(2));
@@ -249,6 +265,7 @@ pub(crate) async fn set_if_version_racing_destroy_never_revives(factory: Factory
             let (store, id, barrier) = (store.clone(), id.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
+                stagger(round).await;
                 store.destroy(&id).await
             })
         };
