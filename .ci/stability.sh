@@ -25,6 +25,10 @@ tests=("$@")
     redis::standalone_whole_suite
     redis::standalone_from_pool_whole_suite
     redis::cluster_whole_suite
+    wrappers::memory_under_every_layering
+    wrappers::sqlite_under_every_layering
+    wrappers::postgres_under_every_layering
+    wrappers::redis_cluster_under_every_layering
 )
 printf '%-55s %7s %8s %8s %8s\n' test passed min_s median_s max_s
 for t in "${tests[@]}"; do
