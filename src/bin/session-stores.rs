@@ -810,9 +810,8 @@ async fn inspect_redis(_: &str, _: &mut Vec<Problem>) {}
 
 #[cfg(feature = "postgres")]
 async fn inspect_postgres(url: &str, problems: &mut Vec<Problem>) {
-    let table = option_of(url, "table").unwrap_or("sessions").to_string();
-    let schema = option_of(url, "schema").unwrap_or("public").to_string();
-    let (schema_ref, table_ref) = (&schema, &table);
+    let table = option_of(url, "table").unwrap_or("sessions");
+    let schema = option_of(url, "schema").unwrap_or("public");
     let indexes = postgres_query(
         url,
         DIRECT_QUERY_TIMEOUT,
@@ -821,8 +820,8 @@ async fn inspect_postgres(url: &str, problems: &mut Vec<Problem>) {
             sqlx::query_scalar::<_, String>(
                 "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
             )
-            .bind(schema_ref)
-            .bind(table_ref)
+            .bind(schema)
+            .bind(table)
             .fetch_all(&pool)
             .await
         },
