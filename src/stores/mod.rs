@@ -20,6 +20,12 @@ pub mod postgres;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
-/// TLS helpers of the Postgres and Redis stores.
-#[cfg(any(feature = "postgres-tls", feature = "redis-tls"))]
-pub(crate) mod tls;
+/// What the backends share: codec, scan limit, TLS helpers.
+#[cfg(any(
+    feature = "memory",
+    feature = "file",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "redis"
+))]
+pub(crate) mod shared;

@@ -528,7 +528,7 @@ fn parse_url(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
 /// only while connecting, where a missing file would look like an unreachable server.)
 #[cfg(feature = "postgres-tls")]
 fn check_tls_files(url: &str) -> Result<()> {
-    use crate::stores::tls;
+    use crate::stores::shared::tls;
     // (option, value, whether the value may be the PEM text itself, as sqlx allows for
     // the environment variables)
     let from_env = |var: &str| {
@@ -1282,7 +1282,7 @@ fn map_err(op: &'static str, id: Option<&SessionId>, err: sqlx::Error) -> Error 
     // version (sqlx reports them as I/O errors): retrying gets the same answer, so this is
     // not transient.
     #[cfg(feature = "postgres-tls")]
-    let err = match crate::stores::tls::Refused::of(
+    let err = match crate::stores::shared::tls::Refused::of(
         err,
         "to trust a private CA: sslrootcert=/path/ca.pem in the URL, with sslmode=verify-full",
         "sslcert=/path/client.pem&sslkey=/path/client.key in the URL",

@@ -1182,7 +1182,7 @@ impl TlsPem {
     /// parse and that every URL is a TLS one. When any URL is a TLS one, also makes sure
     /// rustls has a crypto provider (redis-rs needs a process default).
     fn certificates(&self, urls: &[&str]) -> Result<Option<redis::TlsCertificates>> {
-        use crate::stores::tls;
+        use crate::stores::shared::tls;
         if urls.iter().any(|url| is_tls_url(url)) {
             tls::ensure_crypto_provider();
         }
@@ -2707,7 +2707,7 @@ fn redis_error(op: &'static str, id: Option<&SessionId>, err: RedisError) -> Err
     // An untrusted or misnamed certificate, a refused client certificate, no common TLS
     // version: retrying gets the same answer, so this is not transient.
     #[cfg(feature = "redis-tls")]
-    let err = match crate::stores::tls::Refused::of(
+    let err = match crate::stores::shared::tls::Refused::of(
         err,
         "to trust a private CA: RedisStoreBuilder::tls_root_certificate_pem, or \
          tls_ca_file= in a connect() URL",

@@ -1,0 +1,20 @@
+//! What every backend repeats: the data and version codec, the scan page limit, the
+//! stored-id error, and the TLS helpers of the networked stores. Nothing here knows a
+//! backend; each backend reads from here and never from another backend.
+
+// Each helper is used by some backends only, so a build with one backend leaves some unused.
+#![allow(dead_code)]
+
+pub(crate) mod codec;
+
+/// TLS helpers of the Postgres and Redis stores.
+#[cfg(any(feature = "postgres-tls", feature = "redis-tls"))]
+pub(crate) mod tls;
+
+/// The most sessions one `scan` page returns, whatever limit the caller asks for.
+pub(crate) const MAX_SCAN_LIMIT: usize = 10_000;
+
+/// A caller's page limit as a backend serves it: at least 1, at most [`MAX_SCAN_LIMIT`].
+pub(crate) fn scan_limit(limit: usize) -> usize {
+    limit.clamp(1, MAX_SCAN_LIMIT)
+}
