@@ -1,0 +1,128 @@
+//! [`FileStoreBuilder`]: the options of a [`FileStore`], and opening it.
+
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lru::LruCache;
+
+use super::cache::Cache;
+use super::inner::Inner;
+use super::locks::{LOCK_DIR, LOCK_STRIPES};
+use super::owners::OWNERS_DIR;
+use super::{FileStore, blocking};
+use crate::error::{Error, Result};
+
+/// Builds a [`FileStore`]. See the [module docs](super) for the options.
+#[derive(Debug, Clone)]
+pub struct FileStoreBuilder {
+    pub(super) dir: PathBuf,
+    pub(super) durable: bool,
+    pub(super) operation_timeout: Duration,
+    pub(super) cache_capacity: usize,
+    pub(super) cache_max_bytes: usize,
+}
+
+impl FileStoreBuilder {
+    /// Whether every write and removal is `fsync`ed (file and directory) before it returns.
+    /// Default: `false`.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// The bound on one operation, waiting for another process's lock included: an operation
+    /// that has not finished by then fails with a transient [`Error::Timeout`] (a stopped or
+    /// hung process holding a lock file, a hung disk). Default:
+    /// [`DEFAULT_OPERATION_TIMEOUT`](crate::DEFAULT_OPERATION_TIMEOUT).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// How many sessions the write-skip cache remembers; `0` turns it off. Default:
+    /// [`DEFAULT_CACHE_CAPACITY`](super::DEFAULT_CACHE_CAPACITY).
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// A bound on the bytes the write-skip cache holds. Default:
+    /// [`DEFAULT_CACHE_MAX_BYTES`](super::DEFAULT_CACHE_MAX_BYTES).
+    pub fn cache_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.cache_max_bytes = max_bytes;
+        self
+    }
+
+    /// Opens the store, creating the directory (mode `0700`) if it is missing.
+    ///
+    /// Fails with [`Error::Config`] if the directory cannot be created or opened, or is not
+    /// a directory.
+    pub async fn open(self) -> Result<FileStore> {
+        let FileStoreBuilder {
+            dir,
+            durable,
+            operation_timeout,
+            cache_capacity,
+            cache_max_bytes,
+        } = self;
+        let lock_dir = dir.join(LOCK_DIR);
+        let owners_dir = dir.join(OWNERS_DIR);
+        let (dir, lock_dir) = blocking("open", None, move || {
+            prepare_dir(&dir)?;
+            prepare_dir(&lock_dir)?;
+            Ok((dir, lock_dir))
+        })
+        .await?;
+        // Unbounded maps bounded by hand: a large capacity reserves nothing up front.
+        let lru = (cache_capacity > 0).then(LruCache::unbounded);
+        Ok(FileStore {
+            inner: Arc::new(Inner {
+                dir,
+                lock_dir,
+                owners_dir,
+                durable,
+                operation_timeout,
+                stripes: (0..LOCK_STRIPES)
+                    .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                    .collect(),
+                cache: Mutex::new(Cache {
+                    lru,
+                    capacity: cache_capacity,
+                    bytes: 0,
+                    max_bytes: cache_max_bytes,
+                }),
+                writes: AtomicU64::new(0),
+                skipped: AtomicU64::new(0),
+                #[cfg(test)]
+                faults: super::faults::Faults::default(),
+            }),
+        })
+    }
+}
+
+/// Creates `dir` (mode 0700) if missing and checks that it is a directory.
+pub(super) fn prepare_dir(dir: &Path) -> Result<()> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    let config = |what: &str, err: io::Error| Error::Config {
+        message: format!("session directory {}: {what}", dir.display()),
+        source: Some(Box::new(err)),
+    };
+    builder
+        .create(dir)
+        .map_err(|err| config("cannot create it", err))?;
+    let meta = fs::metadata(dir).map_err(|err| config("cannot open it", err))?;
+    if !meta.is_dir() {
+        return Err(config(
+            "it is not a directory",
+            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        ));
+    }
+    Ok(())
+}

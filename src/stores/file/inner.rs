@@ -1,0 +1,458 @@
+//! [`Inner`], the state every clone of a [`FileStore`](super::FileStore) shares, and its
+//! operations on one session: reading, the cache probe, writing, removing.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::cache::{Cache, Snapshot, Written};
+use super::codec::{
+    Loaded, SUFFIX, Stored, TMP_PREFIX, TMP_SUFFIX, decode_loaded, encode, read_file,
+};
+use crate::error::{Error, Result};
+use crate::session::{Owner, Session, SessionId, fresh_version, next_version, now_millis};
+
+pub(super) struct Inner {
+    pub(super) dir: PathBuf,
+    pub(super) lock_dir: PathBuf,
+    pub(super) owners_dir: PathBuf,
+    pub(super) durable: bool,
+    pub(super) operation_timeout: Duration,
+    pub(super) stripes: Box<[Arc<tokio::sync::Mutex<()>>]>,
+    pub(super) cache: Mutex<Cache>,
+    pub(super) writes: AtomicU64,
+    pub(super) skipped: AtomicU64,
+    #[cfg(test)]
+    pub(super) faults: super::faults::Faults,
+}
+
+/// The state of an id, as far as a write needs to know.
+enum Current {
+    /// No file, or an expired one.
+    Absent,
+    Live {
+        version: u64,
+    },
+    /// The file cannot be decoded.
+    Corrupt(Error),
+}
+
+/// What the file of `id` holds, read under the id's lock.
+enum Probe {
+    /// Exactly the bytes this store last wrote there, as recorded in its cache entry: the
+    /// version and expiry are known without parsing.
+    Cached(Snapshot),
+    /// Anything else: `None` if there is no file, `Some(Err)` if it cannot be decoded.
+    Read(Option<Result<Stored>>),
+}
+
+impl Inner {
+    pub(super) fn path(&self, id: &SessionId) -> PathBuf {
+        let mut name = String::with_capacity(id.as_str().len() + SUFFIX.len());
+        name.push_str(id.as_str());
+        name.push_str(SUFFIX);
+        self.dir.join(name)
+    }
+
+    pub(super) fn cache(&self) -> MutexGuard<'_, Cache> {
+        // A poisoned cache only means a thread panicked while holding it; every method leaves
+        // it consistent, and an entry is only ever trusted after comparing it with the file.
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the file of `id` and compares it with the cache entry: only a file holding
+    /// byte for byte what the entry records is taken for this store's. No metadata is
+    /// trusted for this: an inode number is reused as soon as it is freed and an mtime has
+    /// tick granularity, so another writer's file can have this store's length, mtime and
+    /// inode. A stale entry is dropped. The caller holds the id's lock, so only an eviction
+    /// can change the entry meanwhile; the cache mutex is not held during the read.
+    fn probe(&self, op: &'static str, id: &SessionId) -> Result<Probe> {
+        let cached = {
+            let mut cache = self.cache();
+            cache
+                .lru
+                .as_mut()
+                .and_then(|lru| lru.get(id))
+                .map(|written| Snapshot {
+                    content: Arc::clone(&written.content),
+                    version: written.version,
+                    expires_at: written.expires_at,
+                    owner: written.owner.clone(),
+                })
+        };
+        let loaded = read_file(&self.path(id)).map_err(|err| Error::backend(op, Some(id), err))?;
+        if let Some(entry) = cached {
+            if let Loaded::Bytes(bytes) = &loaded
+                && **bytes == *entry.content
+            {
+                return Ok(Probe::Cached(entry));
+            }
+            self.cache().forget(id);
+        }
+        Ok(Probe::Read(decode_loaded(id, loaded)))
+    }
+
+    /// The state of `id` for a write, from a [`probe`](Inner::probe), and the owner stored
+    /// in its file, live or expired (`None` without a file or for one that cannot be read).
+    fn current_of(probe: Probe, now: i64) -> (Current, Option<Owner>) {
+        match probe {
+            Probe::Cached(entry) if entry.expires_at <= now => (Current::Absent, entry.owner),
+            Probe::Cached(entry) => (
+                Current::Live {
+                    version: entry.version,
+                },
+                entry.owner,
+            ),
+            Probe::Read(None) => (Current::Absent, None),
+            Probe::Read(Some(Err(err))) => (Current::Corrupt(err), None),
+            Probe::Read(Some(Ok(stored))) if stored.is_expired_at(now) => {
+                (Current::Absent, stored.owner)
+            }
+            Probe::Read(Some(Ok(stored))) => (
+                Current::Live {
+                    version: stored.version,
+                },
+                stored.owner,
+            ),
+        }
+    }
+
+    /// The state of `id` for a write and its stored owner. The caller holds the id's lock.
+    fn current(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        now: i64,
+    ) -> Result<(Current, Option<Owner>)> {
+        Ok(Self::current_of(self.probe(op, id)?, now))
+    }
+
+    /// Reads and decodes the file of `id`: `None` if there is none, `Some(Err)` if it cannot
+    /// be decoded, an `Err` if it cannot be read.
+    pub(super) fn load(&self, op: &'static str, id: &SessionId) -> Result<Option<Result<Stored>>> {
+        let loaded = read_file(&self.path(id)).map_err(|err| Error::backend(op, Some(id), err))?;
+        Ok(decode_loaded(id, loaded))
+    }
+
+    /// The stored version if writing `session` would not change the file: `probe` found
+    /// the file holding byte for byte what this store last wrote (so the version in the
+    /// cache entry is the one in the file), the session there is live, and `session`
+    /// encodes, at that version, to exactly those bytes.
+    fn unchanged(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        now: i64,
+        probe: &Probe,
+    ) -> Result<Option<u64>> {
+        let Probe::Cached(entry) = probe else {
+            return Ok(None);
+        };
+        // A different expiry is a different file: no need to encode to know it (and a write
+        // that follows encodes anyway, at its new version).
+        if entry.expires_at <= now || entry.expires_at != session.expires_at_millis() {
+            return Ok(None);
+        }
+        // The owner is part of the content: the same data under another owner is a change.
+        let bytes = encode(
+            id,
+            session.data(),
+            session.expires_at_millis(),
+            entry.version,
+            session.owner(),
+        )?;
+        Ok((*bytes == *entry.content).then_some(entry.version))
+    }
+
+    /// An upsert, skipped when [`unchanged`](Inner::unchanged). The caller holds the id's
+    /// lock.
+    pub(super) fn set(&self, id: &SessionId, session: &Session, now: i64) -> Result<u64> {
+        if session.is_expired_at(now) {
+            self.destroy("set", id)?;
+            return Ok(0);
+        }
+        let probe = self.probe("set", id)?;
+        if let Some(version) = self.unchanged(id, session, now, &probe)? {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(version);
+        }
+        let (current, previous) = Self::current_of(probe, now);
+        let version = match current {
+            Current::Live { version } => next_version(version),
+            // An absent session starts a new incarnation, and a corrupt file is repaired,
+            // at a fresh version.
+            Current::Absent | Current::Corrupt(_) => fresh_version(),
+        };
+        self.write(
+            "set",
+            id,
+            session.data(),
+            session.expires_at_millis(),
+            version,
+            session.owner(),
+            previous.as_ref(),
+        )
+    }
+
+    /// Atomically replaces the file of `id`, then records the write in the cache. The caller
+    /// holds the id's lock. `owner` is stored with the session; `previous` is the owner of
+    /// the file being replaced (live or expired), whose marker goes once the new file is in
+    /// place if the owner changed.
+    ///
+    /// The owner's marker is made before the file is replaced, so the index never lacks a
+    /// session that is on disk. A session without owner that had none costs nothing more.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        data: &Map<String, Value>,
+        expires_at: i64,
+        version: u64,
+        owner: Option<&Owner>,
+        previous: Option<&Owner>,
+    ) -> Result<u64> {
+        let content = encode(id, data, expires_at, version, owner)?;
+        let io_err = |err: io::Error| Error::backend(op, Some(id), err);
+        if let Some(owner) = owner {
+            self.add_marker(op, id, owner)?;
+        }
+        // A write that fails leaves the session to its previous owner: a marker just made
+        // for another owner is dead, and goes (best effort; a stale marker is harmless).
+        let undo_marker = |err: Error| {
+            if let Some(owner) = owner
+                && previous != Some(owner)
+            {
+                self.remove_marker(owner, id);
+            }
+            err
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .suffix(TMP_SUFFIX)
+            .tempfile_in(&self.dir)
+            .map_err(io_err)
+            .map_err(undo_marker)?;
+        tmp.write_all(&content)
+            .map_err(io_err)
+            .map_err(undo_marker)?;
+        if self.durable {
+            tmp.as_file()
+                .sync_all()
+                .map_err(io_err)
+                .map_err(undo_marker)?;
+        }
+        #[cfg(test)]
+        self.faults
+            .check_write()
+            .map_err(io_err)
+            .map_err(undo_marker)?;
+        // On failure the temporary file is removed when `PersistError` drops it.
+        tmp.persist(self.path(id))
+            .map_err(|err| io_err(err.error))
+            .map_err(undo_marker)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        // The session is now `owner`'s (or no one's): the previous owner's marker is dead.
+        if let Some(previous) = previous
+            && owner != Some(previous)
+        {
+            self.remove_marker(previous, id);
+        }
+        if self.durable
+            && let Err(err) = sync_dir(&self.dir)
+        {
+            // The new file is in place but maybe not durable: report it, and do not rely on
+            // the cache for this id.
+            self.cache().forget(id);
+            return Err(io_err(err));
+        }
+        self.cache().remember(
+            id,
+            Written {
+                content: content.into(),
+                version,
+                expires_at,
+                owner: owner.cloned(),
+            },
+        );
+        Ok(version)
+    }
+
+    /// Removes the file of `id`, then forgets its cache entry. Returns whether there was one.
+    /// The caller holds the id's lock.
+    fn remove(&self, op: &'static str, id: &SessionId) -> Result<bool> {
+        #[cfg(test)]
+        self.faults
+            .check_remove()
+            .map_err(|err| Error::backend(op, Some(id), err))?;
+        let removed = match fs::remove_file(self.path(id)) {
+            Ok(()) => true,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => false,
+            Err(err) => return Err(Error::backend(op, Some(id), err)),
+        };
+        self.cache().forget(id);
+        if removed && self.durable {
+            sync_dir(&self.dir).map_err(|err| Error::backend(op, Some(id), err))?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes the session file of `id` and the marker of the owner stored in it. The owner
+    /// is taken from the cache entry when there is one (no read for a session this store
+    /// wrote), else from the file. Either way the file is gone afterwards, so whatever
+    /// marker is removed was dead; a marker missed because another process changed the
+    /// owner behind the cache stays stale, which the index allows. The caller holds the
+    /// id's lock.
+    pub(super) fn destroy(&self, op: &'static str, id: &SessionId) -> Result<()> {
+        let cached = self
+            .cache()
+            .lru
+            .as_mut()
+            .and_then(|lru| lru.peek(id))
+            .map(|written| written.owner.clone());
+        let owner = match cached {
+            Some(owner) => owner,
+            None => match self.load(op, id)? {
+                Some(Ok(stored)) => stored.owner,
+                // No file, or one that cannot be read: no owner known.
+                _ => None,
+            },
+        };
+        self.remove_owned(op, id, owner.as_ref()).map(drop)
+    }
+
+    /// Removes the session file of `id`, then `owner`'s marker of it. Returns whether there
+    /// was a file. The caller holds the id's lock.
+    pub(super) fn remove_owned(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        owner: Option<&Owner>,
+    ) -> Result<bool> {
+        let removed = self.remove(op, id)?;
+        if let Some(owner) = owner {
+            self.remove_marker(owner, id);
+        }
+        Ok(removed)
+    }
+
+    pub(super) fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        match self.load("get", id)? {
+            None => Ok(None),
+            Some(stored) => {
+                let stored = stored?;
+                if stored.is_expired_at(now_millis()) {
+                    return Ok(None);
+                }
+                Ok(Some(
+                    Session::from_parts(stored.data, stored.expires_at, stored.version)
+                        .with_owner(stored.owner),
+                ))
+            }
+        }
+    }
+
+    pub(super) fn touch(&self, id: &SessionId, expires_at: i64) -> Result<bool> {
+        let now = now_millis();
+        let stored = match self.load("touch", id)? {
+            None => return Ok(false),
+            Some(stored) => stored?,
+        };
+        if stored.is_expired_at(now) {
+            return Ok(false);
+        }
+        if expires_at <= now {
+            self.remove_owned("touch", id, stored.owner.as_ref())?;
+        } else if expires_at == stored.expires_at {
+            // The file was just read under the lock: it already holds exactly this.
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.write(
+                "touch",
+                id,
+                &stored.data,
+                expires_at,
+                stored.version,
+                stored.owner.as_ref(),
+                stored.owner.as_ref(),
+            )?;
+        }
+        Ok(true)
+    }
+
+    pub(super) fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
+        let now = now_millis();
+        let previous = match self.current("create", id, now)? {
+            (Current::Live { .. }, _) => return Ok(false),
+            (Current::Corrupt(err), _) => return Err(err),
+            (Current::Absent, previous) => previous,
+        };
+        if session.is_expired_at(now) {
+            // Stored and expired at once: nothing to keep, but drop an expired leftover.
+            self.remove_owned("create", id, previous.as_ref())?;
+        } else {
+            self.write(
+                "create",
+                id,
+                session.data(),
+                session.expires_at_millis(),
+                fresh_version(),
+                session.owner(),
+                previous.as_ref(),
+            )?;
+        }
+        Ok(true)
+    }
+
+    pub(super) fn set_if_version(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        expected: u64,
+    ) -> Result<u64> {
+        let now = now_millis();
+        let (version, previous) = match self.current("set_if_version", id, now)? {
+            (Current::Live { version }, previous) => (version, previous),
+            (Current::Absent, previous) => (0, previous),
+            (Current::Corrupt(err), _) => return Err(err),
+        };
+        if version != expected {
+            return Err(Error::conflict(id, expected));
+        }
+        if session.is_expired_at(now) {
+            self.remove_owned("set_if_version", id, previous.as_ref())?;
+            return Ok(0);
+        }
+        // `expected + 1`, or a fresh version for an absent session (0) or one at the
+        // largest version.
+        self.write(
+            "set_if_version",
+            id,
+            session.data(),
+            session.expires_at_millis(),
+            next_version(expected),
+            session.owner(),
+            previous.as_ref(),
+        )
+    }
+}
+
+/// Makes a rename or removal in `dir` durable.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
