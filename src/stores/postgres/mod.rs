@@ -1,0 +1,504 @@
+#![doc = include_str!("docs.md")]
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use sqlx::postgres::PgConnection;
+use sqlx::{PgPool, Row};
+
+use crate::deadline::within;
+use crate::error::{Error, Result};
+use crate::session::{
+    Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
+};
+use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::stores::shared::codec::version_to_i64;
+use crate::stores::shared::scan_limit;
+
+// Named by the module docs only.
+#[cfg(doc)]
+use crate::error::IdHint;
+
+mod builder;
+mod codec;
+mod error;
+mod schema;
+mod statements;
+#[cfg(test)]
+mod tests;
+
+pub use builder::{
+    DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_DELETE_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_TABLE,
+    PING_IF_IDLE_FOR, PostgresStoreBuilder,
+};
+#[cfg(fuzzing)]
+pub use codec::__fuzz_decode;
+pub use codec::{MAX_EXPIRY_MILLIS, MIN_EXPIRY_MILLIS};
+pub use schema::MIGRATE_LOCK_KEY;
+
+use codec::{clamp, decode_listed, decode_row, encode_data, scanned_id, to_version};
+use error::{is_serialization_failure, map_err, map_write_err, retry};
+use statements::Statements;
+
+/// A session store over a PostgreSQL table. See the [module docs](self).
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    schema: Option<String>,
+    table: String,
+    delete_batch_size: u32,
+    operation_timeout: Duration,
+    sql: Statements,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .field("delete_batch_size", &self.delete_batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        within(self.operation_timeout, "get", Some(id), async {
+            let mut conn = self.conn("get", Some(id)).await?;
+            let row = retry!(conn => e:
+                sqlx::query(self.sql.get.clone())
+                    .bind(id.as_str())
+                    .bind(clamp(now_millis()))
+                    .fetch_optional(e)
+            )
+            .map_err(|e| map_err("get", Some(id), e))?;
+            let session = row.map(|row| decode_row(id, &row)).transpose()?;
+            // The clock again, now that the row is here: a session that expired while the
+            // reply travelled is not returned.
+            Ok(session.filter(|s| !s.is_expired_at(now_millis())))
+        })
+        .await
+    }
+
+    async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
+        const OP: &str = "set";
+        within(self.operation_timeout, OP, Some(id), async {
+            let mut conn = self.conn(OP, Some(id)).await?;
+            let now = now_millis();
+            if session.is_expired_at(now) {
+                self.destroy_on(&mut conn, id).await?;
+                return Ok(0);
+            }
+            let data = encode_data(id, session)?;
+            let version: i64 = retry!(conn => e:
+                sqlx::query_scalar(self.sql.set.clone())
+                    .bind(id.as_str())
+                    .bind(data.as_str())
+                    .bind(clamp(session.expires_at_millis()))
+                    .bind(clamp(now))
+                    .bind(version_to_i64(fresh_version()))
+                    .bind(session.owner().map(Owner::as_str))
+                    .fetch_one(e)
+            )
+            .map_err(|e| map_write_err(OP, id, e))?;
+            to_version(OP, id, version)
+        })
+        .await
+    }
+
+    async fn destroy(&self, id: &SessionId) -> Result<()> {
+        within(self.operation_timeout, "destroy", Some(id), async {
+            let mut conn = self.conn("destroy", Some(id)).await?;
+            self.destroy_on(&mut conn, id).await
+        })
+        .await
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
+        within(self.operation_timeout, "touch", Some(id), async {
+            let mut conn = self.conn("touch", Some(id)).await?;
+            let now = now_millis();
+            let expires_at = to_millis(expires_at);
+            let done = if expires_at <= now {
+                retry!(conn => e:
+                    sqlx::query(self.sql.touch_delete.clone())
+                        .bind(id.as_str())
+                        .bind(clamp(now))
+                        .execute(e)
+                )
+            } else {
+                retry!(conn => e:
+                    sqlx::query(self.sql.touch.clone())
+                        .bind(id.as_str())
+                        .bind(clamp(expires_at))
+                        .bind(clamp(now))
+                        .execute(e)
+                )
+            }
+            .map_err(|e| map_err("touch", Some(id), e))?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
+        const OP: &str = "create";
+        within(self.operation_timeout, OP, Some(id), async {
+            let mut conn = self.conn(OP, Some(id)).await?;
+            let now = now_millis();
+            if session.is_expired_at(now) {
+                // Nothing is stored, but the answer still says whether the id was free.
+                if self.live_exists(&mut conn, OP, id, now).await? {
+                    return Ok(false);
+                }
+                self.delete_if_expired(&mut conn, OP, id, now).await?;
+                return Ok(true);
+            }
+            self.insert_if_absent(&mut conn, OP, id, session, fresh_version(), now)
+                .await
+        })
+        .await
+    }
+
+    async fn set_if_version(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        expected_version: u64,
+    ) -> Result<u64> {
+        const OP: &str = "set_if_version";
+        within(self.operation_timeout, OP, Some(id), async {
+            let mut conn = self.conn(OP, Some(id)).await?;
+            let now = now_millis();
+            let expired = session.is_expired_at(now);
+            if expected_version == 0 {
+                if expired {
+                    if self.live_exists(&mut conn, OP, id, now).await? {
+                        return Err(Error::conflict(id, 0));
+                    }
+                    self.delete_if_expired(&mut conn, OP, id, now).await?;
+                    return Ok(0);
+                }
+                let fresh = next_version(0);
+                return if self
+                    .insert_if_absent(&mut conn, OP, id, session, fresh, now)
+                    .await?
+                {
+                    Ok(fresh)
+                } else {
+                    Err(Error::conflict(id, 0))
+                };
+            }
+            // Stored versions are `bigint`: a larger expected version can never match.
+            let Ok(expected) = i64::try_from(expected_version) else {
+                return Err(Error::conflict(id, expected_version));
+            };
+            // A serialization failure here (a caller's pool at `repeatable read` or above)
+            // means another transaction wrote the row first: the expected version is stale,
+            // which is a conflict, not an outage.
+            let conflict_or =
+                |e: sqlx::Error, map: fn(&'static str, &SessionId, sqlx::Error) -> Error| {
+                    if is_serialization_failure(&e) {
+                        Error::conflict(id, expected_version)
+                    } else {
+                        map(OP, id, e)
+                    }
+                };
+            if expired {
+                let done = sqlx::query(self.sql.delete_if_version.clone())
+                    .bind(id.as_str())
+                    .bind(expected)
+                    .bind(clamp(now))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| conflict_or(e, |op, id, e| map_err(op, Some(id), e)))?;
+                return if done.rows_affected() == 1 {
+                    Ok(0)
+                } else {
+                    Err(Error::conflict(id, expected_version))
+                };
+            }
+            let data = encode_data(id, session)?;
+            let version: Option<i64> = sqlx::query_scalar(self.sql.update_if_version.clone())
+                .bind(id.as_str())
+                .bind(data)
+                .bind(clamp(session.expires_at_millis()))
+                .bind(expected)
+                .bind(clamp(now))
+                // `expected + 1`, or a fresh version if `expected` is the largest (or above).
+                .bind(version_to_i64(next_version(expected_version)))
+                .bind(session.owner().map(Owner::as_str))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| conflict_or(e, map_write_err))?;
+            match version {
+                Some(version) => to_version(OP, id, version),
+                None => Err(Error::conflict(id, expected_version)),
+            }
+        })
+        .await
+    }
+
+    async fn len(&self) -> Result<u64> {
+        within(self.operation_timeout, "len", None, async {
+            let mut conn = self.conn("len", None).await?;
+            let count: i64 = retry!(conn => e:
+                sqlx::query_scalar(self.sql.len.clone())
+                    .bind(clamp(now_millis()))
+                    .fetch_one(e)
+            )
+            .map_err(|e| map_err("len", None, e))?;
+            // count(*) is never negative.
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn clear(&self) -> Result<()> {
+        within(self.operation_timeout, "clear", None, async {
+            let mut conn = self.conn("clear", None).await?;
+            retry!(conn => e: sqlx::query(self.sql.clear.clone()).execute(e))
+                .map_err(|e| map_err("clear", None, e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes expired rows in batches of [`delete_batch_size`](Self::delete_batch_size); the
+    /// operation timeout bounds each batch, not the whole sweep, so a large backlog is
+    /// worked off batch by batch.
+    async fn delete_expired(&self) -> Result<u64> {
+        let now = now_millis();
+        let mut total = 0u64;
+        loop {
+            let batch = self.delete_batch_at(now);
+            let removed = within(self.operation_timeout, "delete_expired", None, batch).await?;
+            total += removed;
+            if removed < u64::from(self.delete_batch_size) {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
+        const OP: &str = "sessions_of";
+        within(self.operation_timeout, OP, None, async {
+            let mut conn = self.conn(OP, None).await?;
+            let statement = if with_data {
+                &self.sql.sessions_of_with_data
+            } else {
+                &self.sql.sessions_of
+            };
+            let rows = retry!(conn => e:
+                sqlx::query(statement.clone())
+                    .bind(owner.as_str())
+                    .bind(clamp(now_millis()))
+                    .fetch_all(e)
+            )
+            .map_err(|e| map_err(OP, None, e))?;
+            // The clock again, now that the rows are here, as `get` does.
+            let now = now_millis();
+            let mut listed = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let entry = decode_listed(row, with_data)?;
+                if entry.expires_at_millis > now {
+                    listed.push(entry);
+                }
+            }
+            Ok(listed)
+        })
+        .await
+    }
+
+    async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        const OP: &str = "destroy_owner";
+        within(self.operation_timeout, OP, None, async {
+            let mut conn = self.conn(OP, None).await?;
+            let ended: i64 = retry!(conn => e:
+                sqlx::query_scalar(self.sql.destroy_owner.clone())
+                    .bind(owner.as_str())
+                    .bind(except.map(SessionId::as_str))
+                    .bind(clamp(now_millis()))
+                    .fetch_one(e)
+            )
+            .map_err(|e| map_err(OP, None, e))?;
+            // count(*) is never negative.
+            Ok(u64::try_from(ended).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        const OP: &str = "scan";
+        let after = cursor.map(|c| c.keyset_id("PostgresStore")).transpose()?;
+        let limit = scan_limit(limit);
+        let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        within(self.operation_timeout, OP, None, async {
+            let mut conn = self.conn(OP, None).await?;
+            let rows = match &after {
+                None => retry!(conn => e:
+                    sqlx::query(self.sql.scan_first.clone())
+                        .bind(clamp(now_millis()))
+                        .bind(sql_limit)
+                        .fetch_all(e)
+                ),
+                Some(after) => retry!(conn => e:
+                    sqlx::query(self.sql.scan_after.clone())
+                        .bind(after.as_str())
+                        .bind(clamp(now_millis()))
+                        .bind(sql_limit)
+                        .fetch_all(e)
+                ),
+            }
+            .map_err(|e| map_err(OP, None, e))?;
+            // The clock again, now that the rows are here, as `get` does. A row dropped here
+            // still moves the cursor on, so the page may come out short (or empty) while the
+            // scan goes on.
+            let now = now_millis();
+            let mut sessions = Vec::with_capacity(rows.len());
+            let mut last = None;
+            for row in &rows {
+                let id = scanned_id(row)?;
+                let session = decode_row(&id, row)?;
+                if !session.is_expired_at(now) {
+                    sessions.push((id.clone(), session));
+                }
+                last = Some(id);
+            }
+            // Fewer rows than asked for: the table had no more.
+            let next = match rows.len() < limit {
+                true => None,
+                false => last.map(|id| ScanCursor::after_id(&id)),
+            };
+            Ok(ScanPage::new(sessions, next))
+        })
+        .await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new().with_owners(true).with_scan(true)
+    }
+}
+
+impl PostgresStore {
+    /// The pool the store uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema, if one was set.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The table name (unquoted).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// How many rows one batch of `delete_expired` removes at most.
+    pub fn delete_batch_size(&self) -> u32 {
+        self.delete_batch_size
+    }
+
+    /// Runs one batch of [`delete_expired`](SessionStore::delete_expired): removes at most
+    /// [`delete_batch_size`](Self::delete_batch_size) expired sessions in one statement and
+    /// returns how many it removed.
+    pub async fn delete_expired_batch(&self) -> Result<u64> {
+        self.delete_batch_at(now_millis()).await
+    }
+
+    async fn delete_batch_at(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query(self.sql.delete_expired_batch.clone())
+            .bind(clamp(now))
+            .bind(i64::from(self.delete_batch_size))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err("delete_expired", None, e))?;
+        Ok(done.rows_affected())
+    }
+
+    /// A pooled connection. Operations read the clock only once they hold one, so a long
+    /// wait for a connection never makes them decide on a stale "now" (and return, touch or
+    /// revive a session that expired meanwhile).
+    async fn conn(
+        &self,
+        op: &'static str,
+        id: Option<&SessionId>,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.map_err(|e| map_err(op, id, e))
+    }
+
+    async fn live_exists(
+        &self,
+        conn: &mut PgConnection,
+        op: &'static str,
+        id: &SessionId,
+        now: i64,
+    ) -> Result<bool> {
+        let row = retry!(conn => e:
+            sqlx::query(self.sql.live_exists.clone())
+                .bind(id.as_str())
+                .bind(clamp(now))
+                .fetch_one(e)
+        )
+        .map_err(|e| map_err(op, Some(id), e))?;
+        row.try_get::<bool, _>(0)
+            .map_err(|e| Error::backend(op, Some(id), e))
+    }
+
+    /// The `create` statement: inserts `session` at `version` if no live session holds `id`.
+    /// Returns whether it did. The session's expiry must be in the future.
+    async fn insert_if_absent(
+        &self,
+        conn: &mut PgConnection,
+        op: &'static str,
+        id: &SessionId,
+        session: &Session,
+        version: u64,
+        now: i64,
+    ) -> Result<bool> {
+        let data = encode_data(id, session)?;
+        let done = retry!(conn => e:
+            sqlx::query(self.sql.create.clone())
+                .bind(id.as_str())
+                .bind(data.as_str())
+                .bind(clamp(session.expires_at_millis()))
+                .bind(clamp(now))
+                .bind(version_to_i64(version))
+                .bind(session.owner().map(Owner::as_str))
+                .execute(e)
+        )
+        .map_err(|e| map_write_err(op, id, e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_if_expired(
+        &self,
+        conn: &mut PgConnection,
+        op: &'static str,
+        id: &SessionId,
+        now: i64,
+    ) -> Result<()> {
+        retry!(conn => e:
+            sqlx::query(self.sql.delete_if_expired_or_absent.clone())
+                .bind(id.as_str())
+                .bind(clamp(now))
+                .execute(e)
+        )
+        .map_err(|e| map_err(op, Some(id), e))?;
+        Ok(())
+    }
+
+    async fn destroy_on(&self, conn: &mut PgConnection, id: &SessionId) -> Result<()> {
+        retry!(conn => e:
+            sqlx::query(self.sql.delete.clone())
+                .bind(id.as_str())
+                .execute(e)
+        )
+        .map_err(|e| map_err("destroy", Some(id), e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! The store's SQL: name checks and quoting, and every statement, built once per store.
+
+use std::fmt;
+
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+
+use crate::error::{Error, Result};
+use crate::session::MAX_VERSION;
+
+pub(super) const MAX_IDENT_LEN: usize = 63;
+pub(super) const INDEX_SUFFIX: &str = "_expires_at_idx";
+pub(super) const OWNER_INDEX_SUFFIX: &str = "_owner_idx";
+/// The longest table name whose index names (the longer suffix) fit in an identifier.
+pub(super) const MAX_TABLE_LEN: usize = MAX_IDENT_LEN - INDEX_SUFFIX.len();
+const _: () = assert!(OWNER_INDEX_SUFFIX.len() <= INDEX_SUFFIX.len());
+
+/// Checks a schema or table name: `[A-Za-z_][A-Za-z0-9_]*`, 1..=`max` bytes.
+pub(super) fn check_ident(what: &str, name: &str, max: usize) -> Result<()> {
+    let valid_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let starts_well = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if !valid_chars || !starts_well || name.len() > max {
+        return Err(Error::config(format!(
+            "the {what} name {name:?} is not 1 to {max} ASCII letters, digits or `_` starting with a letter or `_`"
+        )));
+    }
+    Ok(())
+}
+
+/// `"name"`. Only called on names that passed [`check_ident`], so there is nothing to escape.
+pub(super) fn quote(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+/// SQL for the `timestamptz` that is `$n` milliseconds after the Unix epoch, exact to the
+/// millisecond. (Whole seconds and the millisecond remainder are multiplied separately, so
+/// the float multiplication of `interval` stays exact over the whole clamped range.)
+fn ts(n: usize) -> String {
+    format!(
+        "('epoch'::timestamptz + (${n}::int8 / 1000) * interval '1 second' \
+         + (${n}::int8 % 1000) * interval '1 millisecond')"
+    )
+}
+
+/// SQL reading `expires_at` back as milliseconds since the Unix epoch.
+const EXPIRES_MILLIS: &str = "CASE WHEN isfinite(expires_at) \
+     THEN round(extract(epoch FROM expires_at) * 1000)::int8 \
+     ELSE 9223372036854775807 END";
+
+fn sql(text: String) -> SqlStr {
+    AssertSqlSafe(text).into_sql_str()
+}
+
+/// The store's SQL, built once from the validated, quoted names.
+#[derive(Clone)]
+pub(super) struct Statements {
+    pub(super) create_schema: Option<SqlStr>,
+    pub(super) create_table: SqlStr,
+    pub(super) add_owner: SqlStr,
+    pub(super) create_index: SqlStr,
+    pub(super) create_owner_index: SqlStr,
+    pub(super) get: SqlStr,
+    pub(super) set: SqlStr,
+    pub(super) delete: SqlStr,
+    pub(super) delete_if_expired_or_absent: SqlStr,
+    pub(super) live_exists: SqlStr,
+    pub(super) touch: SqlStr,
+    pub(super) touch_delete: SqlStr,
+    pub(super) create: SqlStr,
+    pub(super) update_if_version: SqlStr,
+    pub(super) delete_if_version: SqlStr,
+    pub(super) len: SqlStr,
+    pub(super) clear: SqlStr,
+    pub(super) delete_expired_batch: SqlStr,
+    pub(super) sessions_of: SqlStr,
+    pub(super) sessions_of_with_data: SqlStr,
+    pub(super) destroy_owner: SqlStr,
+    pub(super) scan_first: SqlStr,
+    pub(super) scan_after: SqlStr,
+}
+
+impl Statements {
+    pub(super) fn new(schema: Option<&str>, table: &str) -> Self {
+        let t = match schema {
+            Some(schema) => format!("{}.{}", quote(schema), quote(table)),
+            None => quote(table),
+        };
+        let index = quote(&format!("{table}{INDEX_SUFFIX}"));
+        let owner_index = quote(&format!("{table}{OWNER_INDEX_SUFFIX}"));
+        // $5 is a fresh version, for a row that starts a new incarnation; $6 the owner (or
+        // NULL).
+        let upsert_head = format!(
+            "INSERT INTO {t} AS s (id, data, expires_at, version, owner) \
+             VALUES ($1, $2::jsonb, {exp}, $5::int8, $6::text) ON CONFLICT (id) DO UPDATE SET \
+             data = EXCLUDED.data, expires_at = EXCLUDED.expires_at, owner = EXCLUDED.owner",
+            exp = ts(3)
+        );
+        // `owner = $1` implies `owner IS NOT NULL`, so these use the partial owner index.
+        let listed = |columns: &str| {
+            sql(format!(
+                "SELECT {columns} FROM {t} WHERE owner = $1 AND expires_at > {now}",
+                now = ts(2)
+            ))
+        };
+        Statements {
+            create_schema: schema
+                .map(|schema| sql(format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)))),
+            create_table: sql(format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\
+                 id text PRIMARY KEY, \
+                 data jsonb NOT NULL, \
+                 expires_at timestamptz NOT NULL, \
+                 version bigint NOT NULL, \
+                 owner text NULL)"
+            )),
+            add_owner: sql(format!(
+                "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS owner text NULL"
+            )),
+            create_index: sql(format!(
+                "CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at)"
+            )),
+            create_owner_index: sql(format!(
+                "CREATE INDEX IF NOT EXISTS {owner_index} ON {t} (owner) WHERE owner IS NOT NULL"
+            )),
+            get: sql(format!(
+                "SELECT data::text, {EXPIRES_MILLIS}, version, owner FROM {t} \
+                 WHERE id = $1 AND expires_at > {now}",
+                now = ts(2)
+            )),
+            set: sql(format!(
+                "{upsert_head}, version = CASE WHEN s.expires_at > {now} AND s.version > 0 \
+                 AND s.version < {MAX_VERSION} THEN s.version + 1 ELSE EXCLUDED.version END \
+                 RETURNING version",
+                now = ts(4)
+            )),
+            delete: sql(format!("DELETE FROM {t} WHERE id = $1")),
+            delete_if_expired_or_absent: sql(format!(
+                "DELETE FROM {t} WHERE id = $1 AND expires_at <= {now}",
+                now = ts(2)
+            )),
+            live_exists: sql(format!(
+                "SELECT EXISTS (SELECT 1 FROM {t} WHERE id = $1 AND expires_at > {now})",
+                now = ts(2)
+            )),
+            touch: sql(format!(
+                "UPDATE {t} SET expires_at = {exp} WHERE id = $1 AND expires_at > {now}",
+                exp = ts(2),
+                now = ts(3)
+            )),
+            touch_delete: sql(format!(
+                "DELETE FROM {t} WHERE id = $1 AND expires_at > {now}",
+                now = ts(2)
+            )),
+            create: sql(format!(
+                "{upsert_head}, version = EXCLUDED.version WHERE s.expires_at <= {now}",
+                now = ts(4)
+            )),
+            // $6 is the version after $4, computed by the caller (`next_version`); $7 the
+            // owner (or NULL).
+            update_if_version: sql(format!(
+                "UPDATE {t} SET data = $2::jsonb, expires_at = {exp}, version = $6::int8, \
+                 owner = $7::text \
+                 WHERE id = $1 AND version = $4 AND expires_at > {now} RETURNING version",
+                exp = ts(3),
+                now = ts(5)
+            )),
+            delete_if_version: sql(format!(
+                "DELETE FROM {t} WHERE id = $1 AND version = $2 AND expires_at > {now}",
+                now = ts(3)
+            )),
+            len: sql(format!(
+                "SELECT count(*) FROM {t} WHERE expires_at > {now}",
+                now = ts(1)
+            )),
+            clear: sql(format!("DELETE FROM {t}")),
+            delete_expired_batch: sql(format!(
+                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= {now} \
+                 LIMIT $2 FOR UPDATE SKIP LOCKED) AND expires_at <= {now}",
+                now = ts(1)
+            )),
+            sessions_of: listed(&format!("id, {EXPIRES_MILLIS}, version")),
+            sessions_of_with_data: listed(&format!("id, {EXPIRES_MILLIS}, version, data::text")),
+            // $2 is the id to keep, or NULL (from which every id is distinct).
+            destroy_owner: sql(format!(
+                "WITH d AS (DELETE FROM {t} WHERE owner = $1 AND id IS DISTINCT FROM $2::text \
+                 RETURNING expires_at) \
+                 SELECT count(*) FILTER (WHERE expires_at > {now}) FROM d",
+                now = ts(3)
+            )),
+            // Keyset pages in id order (the primary key's order): `get`'s columns, then the id.
+            scan_first: sql(format!(
+                "SELECT data::text, {EXPIRES_MILLIS}, version, owner, id FROM {t} \
+                 WHERE expires_at > {now} ORDER BY id LIMIT $2",
+                now = ts(1)
+            )),
+            scan_after: sql(format!(
+                "SELECT data::text, {EXPIRES_MILLIS}, version, owner, id FROM {t} \
+                 WHERE id > $1 AND expires_at > {now} ORDER BY id LIMIT $3",
+                now = ts(2)
+            )),
+        }
+    }
+}
+
+impl fmt::Debug for Statements {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Statements(..)")
+    }
+}
