@@ -1,0 +1,155 @@
+//! Decoding stored rows into sessions, never panicking on what a row holds.
+
+use std::fmt;
+
+use rusqlite::types::ValueRef;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::session::{Owner, Session, SessionId};
+use crate::store::OwnedSession;
+use crate::stores::shared::codec::invalid_stored_id;
+
+use super::error::OpError;
+
+/// A stored row that is not a valid session.
+#[derive(Debug)]
+pub(super) enum RowError {
+    Json(crate::error::JsonError),
+    Column {
+        column: &'static str,
+        found: &'static str,
+    },
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowError::Json(_) => f.write_str("the data column is not a JSON object"),
+            RowError::Column { column, found } => {
+                write!(f, "the {column} column holds {found}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RowError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RowError::Json(err) => Some(err),
+            RowError::Column { .. } => None,
+        }
+    }
+}
+
+pub(super) fn describe(value: ValueRef<'_>) -> &'static str {
+    match value {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "an integer",
+        ValueRef::Real(_) => "a real number",
+        ValueRef::Text(_) => "text",
+        ValueRef::Blob(_) => "a blob",
+    }
+}
+
+/// Decodes `data, expires_at, version, owner` into a session, never panicking on what is
+/// stored.
+pub(super) fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Session, RowError>> {
+    let data = row.get_ref(0)?;
+    let expires_at = row.get_ref(1)?;
+    let version = row.get_ref(2)?;
+    let owner = row.get_ref(3)?;
+    Ok((|| {
+        let session = Session::from_parts(
+            decode_data(data)?,
+            integer_expiry(expires_at)?,
+            integer_version(version)?,
+        );
+        Ok(session.with_owner(decode_owner(owner)?))
+    })())
+}
+
+pub(super) fn decode_data(value: ValueRef<'_>) -> Result<Map<String, Value>, RowError> {
+    match value {
+        ValueRef::Text(text) => serde_json::from_slice(text).map_err(|e| RowError::Json(e.into())),
+        other => Err(RowError::Column {
+            column: "data",
+            found: describe(other),
+        }),
+    }
+}
+
+pub(super) fn integer_expiry(value: ValueRef<'_>) -> Result<i64, RowError> {
+    match value {
+        ValueRef::Integer(ms) => Ok(ms),
+        other => Err(RowError::Column {
+            column: "expires_at",
+            found: describe(other),
+        }),
+    }
+}
+
+/// The `owner` column: NULL for none, else text that is a valid [`Owner`].
+pub(super) fn decode_owner(value: ValueRef<'_>) -> Result<Option<Owner>, RowError> {
+    match value {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(text) => std::str::from_utf8(text)
+            .ok()
+            .and_then(|text| Owner::new(text).ok())
+            .map(Some)
+            .ok_or(RowError::Column {
+                column: "owner",
+                found: "text that is not a valid owner",
+            }),
+        other => Err(RowError::Column {
+            column: "owner",
+            found: describe(other),
+        }),
+    }
+}
+
+/// Decodes a listed row, `id, expires_at, version[, data]`, into an entry; a row that is not a
+/// valid session is a decode error naming it.
+pub(super) fn decode_listed(
+    row: &rusqlite::Row<'_>,
+    with_data: bool,
+) -> Result<OwnedSession, OpError> {
+    let id = match row.get_ref(0)? {
+        ValueRef::Text(text) => std::str::from_utf8(text).ok(),
+        _ => None,
+    };
+    let Some(id) = id.and_then(|id| SessionId::new(id).ok()) else {
+        let raw = match row.get_ref(0)? {
+            ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
+            other => describe(other).to_owned(),
+        };
+        return Err(OpError::Done(invalid_stored_id(&raw)));
+    };
+    let entry = (|| {
+        let expires_at = integer_expiry(row.get_ref(1)?)?;
+        let version = integer_version(row.get_ref(2)?)?;
+        let data = match with_data {
+            true => Some(decode_data(row.get_ref(3)?)?),
+            false => None,
+        };
+        Ok::<_, OpError>((expires_at, version, data))
+    })();
+    match entry {
+        Ok((expires_at, version, data)) => Ok(OwnedSession::new(id, expires_at, version, data)),
+        Err(OpError::Row(err)) => Err(OpError::Done(Error::decode(&id, err))),
+        Err(other) => Err(other),
+    }
+}
+
+pub(super) fn integer_version(value: ValueRef<'_>) -> Result<u64, RowError> {
+    match value {
+        ValueRef::Integer(v) => u64::try_from(v).map_err(|_| RowError::Column {
+            column: "version",
+            found: "a negative integer",
+        }),
+        other => Err(RowError::Column {
+            column: "version",
+            found: describe(other),
+        }),
+    }
+}

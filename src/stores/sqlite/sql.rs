@@ -1,0 +1,135 @@
+//! The store's SQL statements, and the check of the table name they are built with.
+
+use crate::error::{Error, Result};
+use crate::session::MAX_VERSION;
+
+use super::SCHEMA_TABLE;
+
+/// The store's SQL, with its (validated, quoted) table name filled in.
+#[derive(Debug)]
+pub(super) struct Sql {
+    pub(super) get: String,
+    pub(super) live_version: String,
+    pub(super) upsert: String,
+    pub(super) insert_if_absent: String,
+    pub(super) update_if_version: String,
+    pub(super) delete: String,
+    pub(super) delete_live: String,
+    pub(super) delete_live_if_version: String,
+    pub(super) delete_stale: String,
+    pub(super) touch: String,
+    pub(super) count: String,
+    pub(super) max_rowid: String,
+    pub(super) clear_batch: String,
+    pub(super) delete_expired_batch: String,
+    pub(super) sessions_of: String,
+    pub(super) sessions_of_with_data: String,
+    pub(super) destroy_owner: String,
+    pub(super) scan_first: String,
+    pub(super) scan_after: String,
+}
+
+impl Sql {
+    pub(super) fn new(table: &str) -> Self {
+        let t = format!("\"{table}\"");
+        Sql {
+            get: format!(
+                "SELECT data, expires_at, version, owner FROM {t} \
+                 WHERE id = ?1 AND expires_at > ?2"
+            ),
+            live_version: format!("SELECT version FROM {t} WHERE id = ?1 AND expires_at > ?2"),
+            // ?5 is a fresh version: stored when no live row with a valid version is there,
+            // or when the live version is already the largest. ?6 is the owner (or NULL).
+            upsert: format!(
+                "INSERT INTO {t} (id, data, expires_at, version, owner) \
+                 VALUES (?1, ?2, ?3, ?5, ?6) \
+                 ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
+                 expires_at = excluded.expires_at, owner = excluded.owner, \
+                 version = CASE WHEN {t}.expires_at > ?4 AND typeof({t}.version) = 'integer' \
+                 AND {t}.version >= 1 AND {t}.version < {MAX_VERSION} \
+                 THEN {t}.version + 1 ELSE excluded.version END \
+                 RETURNING version"
+            ),
+            // ?5 is the new incarnation's (fresh) version, ?6 the owner (or NULL).
+            insert_if_absent: format!(
+                "INSERT INTO {t} (id, data, expires_at, version, owner) \
+                 VALUES (?1, ?2, ?3, ?5, ?6) \
+                 ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
+                 expires_at = excluded.expires_at, version = excluded.version, \
+                 owner = excluded.owner \
+                 WHERE {t}.expires_at <= ?4"
+            ),
+            // ?6 is the next version after ?4, computed by the caller (`next_version`); ?7
+            // the owner (or NULL).
+            update_if_version: format!(
+                "UPDATE {t} SET data = ?2, expires_at = ?3, version = ?6, owner = ?7 \
+                 WHERE id = ?1 AND version = ?4 AND expires_at > ?5"
+            ),
+            delete: format!("DELETE FROM {t} WHERE id = ?1"),
+            delete_live: format!("DELETE FROM {t} WHERE id = ?1 AND expires_at > ?2"),
+            delete_live_if_version: format!(
+                "DELETE FROM {t} WHERE id = ?1 AND version = ?2 AND expires_at > ?3"
+            ),
+            delete_stale: format!("DELETE FROM {t} WHERE id = ?1 AND expires_at <= ?2"),
+            touch: format!("UPDATE {t} SET expires_at = ?2 WHERE id = ?1 AND expires_at > ?3"),
+            count: format!("SELECT COUNT(*) FROM {t} WHERE expires_at > ?1"),
+            max_rowid: format!("SELECT MAX(rowid) FROM {t}"),
+            clear_batch: format!(
+                "DELETE FROM {t} WHERE rowid IN \
+                 (SELECT rowid FROM {t} WHERE rowid <= ?1 ORDER BY rowid LIMIT ?2)"
+            ),
+            delete_expired_batch: format!(
+                "DELETE FROM {t} WHERE rowid IN \
+                 (SELECT rowid FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
+            ),
+            // `owner = ?` implies `owner IS NOT NULL`, so both use the partial owner index.
+            sessions_of: format!(
+                "SELECT id, expires_at, version FROM {t} WHERE owner = ?1 AND expires_at > ?2"
+            ),
+            sessions_of_with_data: format!(
+                "SELECT id, expires_at, version, data FROM {t} \
+                 WHERE owner = ?1 AND expires_at > ?2"
+            ),
+            // ?2 is the id to keep, or NULL (`IS NOT NULL` is true of every id).
+            destroy_owner: format!(
+                "DELETE FROM {t} WHERE owner = ?1 AND id IS NOT ?2 RETURNING expires_at > ?3"
+            ),
+            // Keyset pages in id order, over the primary key's index: the unary `+` keeps the
+            // planner off the expiry index (which would read every live row and sort them).
+            // The columns are `get`'s, then the id.
+            scan_first: format!(
+                "SELECT data, expires_at, version, owner, id FROM {t} \
+                 WHERE +expires_at > ?1 ORDER BY id LIMIT ?2"
+            ),
+            scan_after: format!(
+                "SELECT data, expires_at, version, owner, id FROM {t} \
+                 WHERE id > ?1 AND +expires_at > ?2 ORDER BY id LIMIT ?3"
+            ),
+        }
+    }
+}
+
+/// Checks a table name: `[A-Za-z_][A-Za-z0-9_]{0,62}`, not `sqlite_*`, not [`SCHEMA_TABLE`].
+pub(super) fn validate_table(table: &str) -> Result<()> {
+    let mut bytes = table.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !first_ok || !rest_ok || table.len() > 63 {
+        return Err(Error::config(format!(
+            "SQLite table name {table:?} is not an identifier matching [A-Za-z_][A-Za-z0-9_]{{0,62}}"
+        )));
+    }
+    if table.to_ascii_lowercase().starts_with("sqlite_") {
+        return Err(Error::config(format!(
+            "SQLite table name {table:?} is reserved: names starting with sqlite_ belong to SQLite"
+        )));
+    }
+    if table.eq_ignore_ascii_case(SCHEMA_TABLE) {
+        return Err(Error::config(format!(
+            "SQLite table name {table:?} is the store's own schema table"
+        )));
+    }
+    Ok(())
+}

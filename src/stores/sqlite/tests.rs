@@ -1,0 +1,333 @@
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::sql::validate_table;
+use super::*;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A `get` whose inline connection finds the database locked (it never waits) goes to a
+/// read connection, which reads the session. The inline connection is swapped for one to
+/// a decoy database that another connection holds an exclusive lock on, so its read is
+/// refused with SQLITE_BUSY every time.
+#[test]
+fn a_locked_inline_read_falls_back_to_a_read_connection() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::builder()
+            .inline_reads(1)
+            .open(dir.path().join("real.db"))
+            .await
+            .unwrap();
+        let id = SessionId::generate();
+        let session = Session::new(Duration::from_secs(60));
+        store.set(&id, &session).await.unwrap();
+
+        let decoy = dir.path().join("decoy.db");
+        let holder = Connection::open(&decoy).unwrap();
+        holder
+            .execute_batch(
+                "PRAGMA journal_mode = DELETE; \
+                 CREATE TABLE sessions (id TEXT PRIMARY KEY, data TEXT, expires_at INTEGER, version INTEGER, owner TEXT); \
+                 BEGIN EXCLUSIVE; INSERT INTO sessions (id, data, expires_at, version) VALUES ('x', '{}', 0, 1);",
+            )
+            .unwrap();
+        let locked = Connection::open(&decoy).unwrap();
+        locked.busy_timeout(Duration::ZERO).unwrap();
+        *store.inline.as_ref().unwrap().conns[0].lock().unwrap() = Some(locked);
+
+        match store.read_inline(|conn, sql| read_session(conn, sql, id.as_str())) {
+            Some(Err(OpError::Sql(err))) => assert!(is_locked(&err), "{err}"),
+            _ => panic!("the inline read should find the decoy locked"),
+        }
+        let got = store.get(&id).await.unwrap().expect("the session, from a reader");
+        assert_eq!(got.expires_at_millis(), session.expires_at_millis());
+        drop(holder);
+    });
+}
+
+/// Inline reads serve `get` when a connection is free, and close with the store.
+#[test]
+fn inline_reads_serve_get_and_close_with_the_store() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::builder()
+            .inline_reads(2)
+            .open(dir.path().join("s.db"))
+            .await
+            .unwrap();
+        let id = SessionId::generate();
+        let version = store
+            .set(&id, &Session::new(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let inline = store.read_inline(|conn, sql| read_session(conn, sql, id.as_str()));
+        assert_eq!(
+            inline.unwrap().ok().flatten().map(|s| s.version()),
+            Some(version)
+        );
+        store.close().await.unwrap();
+        assert!(store.read_inline(|_, _| Ok(())).is_none());
+        let err = store.get(&id).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Unavailable, "{err}");
+        // Off: no inline connection at all.
+        let off = SqliteStore::builder()
+            .inline_reads(0)
+            .open(dir.path().join("off.db"))
+            .await
+            .unwrap();
+        assert!(off.inline.is_none());
+        let rollback = SqliteStore::builder()
+            .wal(false)
+            .open(dir.path().join("rollback.db"))
+            .await
+            .unwrap();
+        assert!(rollback.inline.is_none(), "inline reads need WAL");
+    });
+}
+
+async fn pragma(store: &SqliteStore, reader: bool, name: &'static str) -> String {
+    let f = move |conn: &mut Connection, _: &Sql| -> Result<String, OpError> {
+        let value: rusqlite::types::Value =
+            conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))?;
+        Ok(format!("{value:?}"))
+    };
+    if reader {
+        store.read("test", None, f).await.unwrap()
+    } else {
+        store.write("test", None, f).await.unwrap()
+    }
+}
+
+#[test]
+fn connections_get_the_configured_pragmas() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::builder()
+            .busy_timeout(Duration::from_millis(1234))
+            .synchronous(Synchronous::Full)
+            .readers(2)
+            .open(dir.path().join("db"))
+            .await
+            .unwrap();
+        for reader in [false, true] {
+            assert_eq!(
+                pragma(&store, reader, "busy_timeout").await,
+                "Integer(1234)"
+            );
+            // FULL is 2.
+            assert_eq!(pragma(&store, reader, "synchronous").await, "Integer(2)");
+            assert_eq!(
+                pragma(&store, reader, "journal_mode").await,
+                "Text(\"wal\")"
+            );
+        }
+        assert_eq!(pragma(&store, true, "query_only").await, "Integer(1)");
+        assert_eq!(pragma(&store, false, "query_only").await, "Integer(0)");
+
+        let store = SqliteStore::open(dir.path().join("db2")).await.unwrap();
+        // NORMAL is 1, the default.
+        assert_eq!(pragma(&store, false, "synchronous").await, "Integer(1)");
+        assert_eq!(pragma(&store, true, "synchronous").await, "Integer(1)");
+        // The 5 s default, less what the job's 5 s operation deadline has already used.
+        let busy = pragma(&store, false, "busy_timeout").await;
+        let busy: i64 = busy
+            .strip_prefix("Integer(")
+            .and_then(|b| b.strip_suffix(')'))
+            .and_then(|b| b.parse().ok())
+            .unwrap_or_else(|| panic!("{busy}"));
+        assert!((4000..=5000).contains(&busy), "{busy}");
+        assert_eq!(
+            pragma(&store, false, "journal_size_limit").await,
+            format!("Integer({WAL_SIZE_LIMIT})")
+        );
+    });
+}
+
+fn plan(conn: &Connection, statement: &str, params: impl rusqlite::Params) -> String {
+    conn.prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+        .unwrap()
+        .query_map(params, |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap()
+        .join("; ")
+}
+
+/// A scan page walks the primary key's index from the cursor on: no expiry index, no
+/// sort, even when the statistics say that almost every row is expired.
+#[test]
+fn scans_walk_the_primary_key_without_sorting() {
+    rt().block_on(async {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let plans = store
+            .write("test", None, |conn, sql| {
+                let tx = conn.transaction()?;
+                for i in 0..2000 {
+                    tx.execute(
+                        "INSERT INTO sessions (id, data, expires_at, version) \
+                         VALUES (?1, '{}', ?2, 1)",
+                        params![format!("s{i:05}"), if i % 100 == 0 { i64::MAX } else { 1 }],
+                    )?;
+                }
+                tx.commit()?;
+                conn.execute_batch("ANALYZE")?;
+                Ok([
+                    plan(conn, &sql.scan_first, params![now_millis(), 10]),
+                    plan(conn, &sql.scan_after, params!["s00500", now_millis(), 10]),
+                ])
+            })
+            .await
+            .unwrap();
+        for plan in plans {
+            assert!(plan.contains("sqlite_autoindex_sessions_1"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+            assert!(!plan.contains("expires_at"), "{plan}");
+        }
+        let page = store.scan(None, 5).await.unwrap();
+        let ids: Vec<&str> = page.sessions.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["s00000", "s00100", "s00200", "s00300", "s00400"]);
+        let page = store.scan(page.next.as_ref(), 50).await.unwrap();
+        assert_eq!(page.sessions.len(), 15);
+        assert!(page.next.is_none());
+    });
+}
+
+#[test]
+fn in_memory_store_has_one_connection() {
+    rt().block_on(async {
+        let store = SqliteStore::builder()
+            .readers(8)
+            .open_in_memory()
+            .await
+            .unwrap();
+        assert!(store.readers.is_none());
+        assert!(store.path().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::builder()
+            .readers(0)
+            .open(dir.path().join("missing").join("x.db"))
+            .await;
+        // The directory does not exist, so opening fails with a typed error.
+        assert!(matches!(store, Err(Error::Config { .. })), "{store:?}");
+    });
+}
+
+#[test]
+fn a_panicking_job_leaves_the_connection_serving() {
+    rt().block_on(async {
+        let store = SqliteStore::builder()
+            .readers(0)
+            .open_in_memory()
+            .await
+            .unwrap();
+        let err = store
+            .write(
+                "test",
+                None,
+                |_: &mut Connection, _: &Sql| -> Result<(), OpError> { panic!("boom") },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+        let id = SessionId::generate();
+        let session = Session::new(Duration::from_secs(60));
+        let version = store.set(&id, &session).await.unwrap();
+        assert_eq!(store.get(&id).await.unwrap().unwrap().version(), version);
+    });
+}
+
+/// The deadline holds in a tokio runtime built without timers (where
+/// `tokio::time::timeout` on its own would panic): a `set` queued behind a job that keeps
+/// the write connection busy for 2 s fails with `Timeout` at its 100 ms deadline, and the
+/// busy job's successor is skipped rather than run late.
+#[test]
+fn the_deadline_holds_in_a_runtime_without_timers() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = SqliteStore::builder()
+            .readers(0)
+            .operation_timeout(Duration::from_millis(100))
+            .open_in_memory()
+            .await
+            .unwrap();
+        let (started_tx, started_rx) = oneshot::channel();
+        let mut slow = std::pin::pin!(store.write(
+            "test",
+            None,
+            move |_: &mut Connection, _: &Sql| -> Result<(), OpError> {
+                let _ = started_tx.send(());
+                std::thread::sleep(Duration::from_secs(2));
+                Ok(())
+            },
+        ));
+        // Polled once, the slow job is queued; the writer starts it.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(slow.as_mut().poll(&mut cx).is_pending());
+        started_rx.await.unwrap();
+
+        let id = SessionId::generate();
+        let started = Instant::now();
+        let err = store
+            .set(&id, &Session::new(Duration::from_secs(60)))
+            .await
+            .unwrap_err();
+        let waited = started.elapsed();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        assert!(waited < Duration::from_secs(1), "waited {waited:?}");
+        // Queued behind the slow job and the abandoned set, this job (without a
+        // deadline) finds that the set was skipped, not run late.
+        let key = id.as_str().to_owned();
+        let rows = store
+            .writer
+            .run(
+                "test",
+                None,
+                None,
+                DEFAULT_BUSY_TIMEOUT,
+                move |conn: &mut Connection, _: &Sql| -> Result<i64, OpError> {
+                    Ok(conn.query_row(
+                        "SELECT COUNT(*) FROM sessions WHERE id = ?1",
+                        [key],
+                        |row| row.get(0),
+                    )?)
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows, 0);
+    });
+}
+
+#[test]
+fn table_names_are_validated() {
+    for good in ["sessions", "_x", "A1_b2", &"t".repeat(63)] {
+        assert!(validate_table(good).is_ok(), "{good}");
+    }
+    for bad in [
+        "",
+        "1abc",
+        "a-b",
+        "a b",
+        "a\"b",
+        "sessions;drop",
+        "é",
+        "sqlite_master",
+        "SQLITE_x",
+        SCHEMA_TABLE,
+        &"t".repeat(64),
+    ] {
+        assert!(
+            matches!(validate_table(bad), Err(Error::Config { .. })),
+            "{bad:?}"
+        );
+    }
+}
