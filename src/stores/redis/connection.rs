@@ -1,0 +1,378 @@
+//! The connection the store keeps checked out and shares between its operations: the pool
+//! it comes from, the lease an operation works on, its replacement when it fails, and the
+//! round trips on it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+#[cfg(feature = "redis-tls")]
+use deadpool_redis::PoolError;
+use deadpool_redis::redis::{self, Cmd, RedisFuture, Value};
+
+use crate::deadline::within;
+use crate::error::{BoxError, Error, IdHint, Result};
+use crate::session::SessionId;
+
+use super::RedisStore;
+use super::error::{FormatError, breaks_connection, is_reply, pool_error, redis_error};
+
+#[cfg(doc)]
+use super::RedisStoreBuilder;
+
+/// The connection the store shares between its operations, and how it is replaced.
+///
+/// Each connection the store installs gets a new generation number. An operation works on a
+/// [`Lease`] (a clone of the connection and its [`Health`]); when the connection fails, the
+/// operation discards that generation only, so a failure seen on an old connection never
+/// throws away a newer one that another task has installed meanwhile. A replacement is
+/// checked out by one caller at a time (`reconnect`); the others wait for it.
+pub(super) struct Shared {
+    pub(super) current: Mutex<Option<Current>>,
+    /// Held by the one caller checking a replacement out of the pool.
+    pub(super) reconnect: tokio::sync::Mutex<()>,
+    /// The last generation handed out.
+    pub(super) generations: AtomicU64,
+    /// How many checkouts have failed, so that the callers that waited for one fail with it
+    /// instead of each trying again in turn (each try may take the whole connect timeout).
+    pub(super) failed_checkouts: AtomicU64,
+    /// Whether the last failed checkout timed out (rather than being refused).
+    pub(super) last_failure_timed_out: AtomicBool,
+    /// The origin of the [`Health::last_reply`] clock.
+    pub(super) epoch: Instant,
+}
+
+pub(super) struct Current {
+    pooled: Pooled,
+    health: Arc<Health>,
+}
+
+/// What the store knows about one installed connection.
+pub(super) struct Health {
+    generation: u64,
+    /// When something last came back on the connection (a value or a server error), in
+    /// microseconds since [`Shared::epoch`].
+    last_reply: AtomicU64,
+}
+
+/// An operation's handle on the shared connection.
+pub(super) struct Lease {
+    pub(super) conn: Conn,
+    pub(super) health: Arc<Health>,
+}
+
+#[derive(Clone)]
+pub(super) enum Pool {
+    Single(deadpool_redis::Pool),
+    Cluster(deadpool_redis::cluster::Pool),
+    /// A Redis Cluster over TLS with certificates of the application's own
+    /// ([`RedisStoreBuilder::tls_root_certificate_pem`]): deadpool-redis' cluster manager
+    /// cannot pass them on, so the store connects through redis-rs' cluster client itself.
+    /// The store holds one multiplexed cluster connection at a time anyway; a replacement
+    /// is a new connection from the client.
+    #[cfg(feature = "redis-tls")]
+    ClusterClient(Arc<redis::cluster::ClusterClient>),
+}
+
+/// A connection checked out of the pool and kept by the store. Both kinds are multiplexed
+/// (one socket pipelines many concurrent requests), so every operation uses a cheap clone of
+/// it instead of checking a connection out of the pool, which would cost deadpool-redis'
+/// `UNWATCH`+`PING` round trip each time. When the connection fails (see
+/// [`RedisStore::exchange`]), the store discards it (it never goes back to the pool) and the
+/// next operation checks out a fresh, verified one: this is how the store recovers from a
+/// Redis restart by itself.
+enum Pooled {
+    Single(deadpool_redis::Connection),
+    Cluster(deadpool_redis::cluster::Connection),
+    /// A connection of [`Pool::ClusterClient`] (no pool to return it to).
+    #[cfg(feature = "redis-tls")]
+    ClusterClient(redis::cluster_async::ClusterConnection),
+}
+
+impl Pooled {
+    fn handle(&self) -> Conn {
+        match self {
+            Pooled::Single(conn) => Conn::Single((**conn).clone()),
+            Pooled::Cluster(conn) => Conn::Cluster((**conn).clone()),
+            #[cfg(feature = "redis-tls")]
+            Pooled::ClusterClient(conn) => Conn::Cluster(conn.clone()),
+        }
+    }
+
+    /// Drops the connection without returning it to the pool.
+    fn discard(self) {
+        match self {
+            Pooled::Single(conn) => drop(deadpool_redis::Connection::take(conn)),
+            Pooled::Cluster(conn) => drop(deadpool_redis::cluster::Connection::take(conn)),
+            #[cfg(feature = "redis-tls")]
+            Pooled::ClusterClient(conn) => drop(conn),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+#[deny(clippy::missing_trait_methods)]
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+pub(super) enum Target {
+    Url(String),
+    Cluster(Vec<String>),
+}
+
+impl RedisStore {
+    /// Sends a `PING` (to every primary, in cluster mode), within the operation timeout.
+    pub async fn ping(&self) -> Result<()> {
+        within(self.operation_timeout, "ping", None, async {
+            let mut lease = self.conn("ping", None).await?;
+            self.round_trip(
+                &lease.health,
+                "ping",
+                None,
+                redis::cmd("PING").query_async::<()>(&mut lease.conn),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// A lease on the shared connection. When the store holds none, one caller checks one
+    /// out of the pool (verified by the pool's `PING`) and installs it, and the callers that
+    /// arrive meanwhile wait for it rather than each opening a connection of its own. If
+    /// that checkout fails, they fail with it rather than queueing one more attempt each.
+    pub(super) async fn conn(&self, op: &'static str, id: Option<&SessionId>) -> Result<Lease> {
+        if let Some(lease) = self.current_lease() {
+            return Ok(lease);
+        }
+        let failures = self.shared.failed_checkouts.load(Ordering::SeqCst);
+        let _turn = self.shared.reconnect.lock().await;
+        if let Some(lease) = self.current_lease() {
+            return Ok(lease);
+        }
+        if self.shared.failed_checkouts.load(Ordering::SeqCst) != failures {
+            let source = Box::new(FormatError(
+                "another caller's attempt to connect, which this one waited for, just failed",
+            ));
+            return Err(
+                if self.shared.last_failure_timed_out.load(Ordering::SeqCst) {
+                    Error::Timeout {
+                        operation: op,
+                        id: id.map(IdHint::from),
+                        what: "a connection",
+                        source: Some(source),
+                    }
+                } else {
+                    Error::unavailable(op, id, source)
+                },
+            );
+        }
+        match self.checkout(op, id).await {
+            Ok(pooled) => {
+                let health = Arc::new(Health {
+                    generation: self.shared.generations.fetch_add(1, Ordering::SeqCst) + 1,
+                    last_reply: AtomicU64::new(self.clock()),
+                });
+                let lease = Lease {
+                    conn: pooled.handle(),
+                    health: Arc::clone(&health),
+                };
+                // Only a holder of `reconnect` installs, and it found the slot empty; a
+                // connection that were there all the same would go back to the pool.
+                *self.lock_current() = Some(Current { pooled, health });
+                Ok(lease)
+            }
+            Err(err) => {
+                self.shared
+                    .last_failure_timed_out
+                    .store(err.kind() == crate::ErrorKind::Timeout, Ordering::SeqCst);
+                self.shared.failed_checkouts.fetch_add(1, Ordering::SeqCst);
+                Err(err)
+            }
+        }
+    }
+
+    /// A lease on the installed connection, if there is one.
+    fn current_lease(&self) -> Option<Lease> {
+        self.lock_current().as_ref().map(|current| Lease {
+            conn: current.pooled.handle(),
+            health: Arc::clone(&current.health),
+        })
+    }
+
+    /// A connection from the pool, within the checkout timeout.
+    async fn checkout(&self, op: &'static str, id: Option<&SessionId>) -> Result<Pooled> {
+        let checkout = async {
+            match &self.pool {
+                Pool::Single(pool) => pool.get().await.map(Pooled::Single),
+                Pool::Cluster(pool) => pool.get().await.map(Pooled::Cluster),
+                #[cfg(feature = "redis-tls")]
+                Pool::ClusterClient(client) => client
+                    .get_async_connection()
+                    .await
+                    .map(Pooled::ClusterClient)
+                    .map_err(PoolError::Backend),
+            }
+        };
+        match tokio::time::timeout(self.checkout_timeout, checkout).await {
+            Ok(Ok(pooled)) => Ok(pooled),
+            Ok(Err(err)) => Err(pool_error(op, id, err)),
+            Err(elapsed) => Err(Error::Timeout {
+                operation: op,
+                id: id.map(IdHint::from),
+                what: "a pooled connection",
+                source: Some(Box::new(elapsed)),
+            }),
+        }
+    }
+
+    fn lock_current(&self) -> MutexGuard<'_, Option<Current>> {
+        // Nothing panics while holding this lock; a poisoned one still holds a valid Option.
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Discards the connection of `generation` if it is still the installed one (a newer
+    /// connection is never discarded because an older one failed), so that the next
+    /// operation installs a fresh one. It never goes back to the pool.
+    fn discard(&self, generation: u64) {
+        let failed = {
+            let mut current = self.lock_current();
+            match current.as_ref() {
+                Some(installed) if installed.health.generation == generation => current.take(),
+                _ => None,
+            }
+        };
+        if let Some(failed) = failed {
+            failed.pooled.discard();
+        }
+    }
+
+    /// Microseconds since the store was made: the clock of [`Health::last_reply`].
+    fn clock(&self) -> u64 {
+        u64::try_from(self.shared.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs one round trip on a leased connection under the response timeout, and keeps the
+    /// connection's health. Returns the server's own error replies (and other errors that
+    /// leave the connection usable) as `Ok(Err(..))`, for the caller to map.
+    ///
+    /// The connection is discarded (only that generation) when it has failed:
+    /// - on an I/O failure (refused, reset, closed, or the connection's driver gone);
+    /// - on a timeout, if nothing at all came back on the connection while this request
+    ///   waited: a half-open socket looks exactly like that, and only a new connection gets
+    ///   past it. If other replies arrived meanwhile (one slow command, one slow cluster
+    ///   node), the connection is fine and is kept.
+    ///
+    /// Server error replies (`LOADING`, `CLUSTERDOWN`, `WRONGTYPE`, ...) came over a working
+    /// connection, which is kept.
+    pub(super) async fn exchange<T>(
+        &self,
+        health: &Health,
+        op: &'static str,
+        id: Option<&SessionId>,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<redis::RedisResult<T>> {
+        let started = self.clock();
+        let timed_out = |source: BoxError| {
+            if health.last_reply.load(Ordering::SeqCst) < started {
+                self.discard(health.generation);
+            }
+            Error::Timeout {
+                operation: op,
+                id: id.map(IdHint::from),
+                what: "the server's reply",
+                source: Some(source),
+            }
+        };
+        match tokio::time::timeout(self.response_timeout, fut).await {
+            Ok(Ok(value)) => {
+                health.last_reply.fetch_max(self.clock(), Ordering::SeqCst);
+                Ok(Ok(value))
+            }
+            // redis-rs's own response timeout, which is an I/O error too.
+            Ok(Err(err)) if err.is_timeout() => Err(timed_out(Box::new(err))),
+            Ok(Err(err)) => {
+                if breaks_connection(&err) {
+                    self.discard(health.generation);
+                } else if is_reply(&err) {
+                    health.last_reply.fetch_max(self.clock(), Ordering::SeqCst);
+                }
+                Ok(Err(err))
+            }
+            Err(elapsed) => Err(timed_out(Box::new(elapsed))),
+        }
+    }
+
+    /// [`exchange`](Self::exchange), with every error mapped to the store's [`Error`].
+    pub(super) async fn round_trip<T>(
+        &self,
+        health: &Health,
+        op: &'static str,
+        id: Option<&SessionId>,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        self.exchange(health, op, id, fut)
+            .await?
+            .map_err(|err| redis_error(op, id, err))
+    }
+}
+
+/// Runs `futures` concurrently and returns their outputs in order. On one multiplexed
+/// connection, concurrent requests are pipelined; this is what lets `sessions_of` and
+/// `destroy_owner` read a page of sessions in about one round trip, even on a cluster, where
+/// a pipeline cannot span slots.
+pub(super) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}

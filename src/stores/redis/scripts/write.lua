@@ -1,0 +1,47 @@
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local cas = ARGV[2] == 'cas'
+local live = '0'
+-- Where the stored value's owner field starts, if it names an owner.
+local tilde = false
+local kind = redis.call('TYPE', key)['ok']
+if kind == 'string' then
+  -- Only the head is needed: a version of at most 15 digits and an expiry.
+  local cur = redis.call('GETRANGE', key, 0, 63)
+  local v, e = string.match(cur, '^(%d+):(%d+):')
+  if v and #v > 15 then v = nil end
+  if v then
+    if tonumber(e) > now then live = v end
+    if string.byte(cur, #v + #e + 3) == 126 then tilde = #v + #e + 3 end
+  elseif cas then
+    return -2
+  end
+elseif kind ~= 'none' and cas then
+  return -2
+end
+if cas and live ~= ARGV[3] then return -1 end
+-- live has at most 15 digits, so live + 1 is exact; a fresh version (ARGV[6]) is below 2^49.
+local cur = tonumber(live)
+local nextv
+if cur >= 1 and cur < 999999999999999 then
+  nextv = cur + 1
+else
+  nextv = tonumber(ARGV[6])
+end
+-- The stored value names an owner and this write changes or removes it, or deletes the
+-- session: that owner's index loses the entry (single server only).
+if tilde and tonumber(ARGV[7]) > 0 then
+  local old = owner_at(redis.call('GETRANGE', key, 0, 255), tilde)
+  if old and (tonumber(ARGV[4]) <= now or old ~= owner_at(ARGV[5], 1)) then
+    unindex(key, tonumber(ARGV[7]), old)
+  end
+end
+if tonumber(ARGV[4]) <= now then
+  redis.call('DEL', key)
+  return 0
+end
+-- The head, then the payload appended: no Lua string of the whole value is ever made
+-- (concatenating one costs a copy that grows with the payload; APPEND keeps the expiry).
+redis.call('SET', key, string.format('%d', nextv) .. ':' .. ARGV[4] .. ':', 'PXAT', ARGV[4])
+redis.call('APPEND', key, ARGV[5])
+return nextv
