@@ -4,7 +4,7 @@
 //! stuck process must not hang a request forever. Every built-in store bounds each operation
 //! with an operation timeout (builder option `operation_timeout`, default
 //! [`DEFAULT_OPERATION_TIMEOUT`]) and reports an overrun as a transient
-//! [`Error::Timeout`](crate::Error::Timeout) naming the operation and the session.
+//! [`Error::Timeout`] naming the operation and the session.
 //!
 //! [`within`] is that bound, public for stores of your own; the
 //! [`WithDeadline`](crate::wrappers::deadline::WithDeadline) wrapper puts it around any store.

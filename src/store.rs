@@ -93,10 +93,10 @@ use crate::session::{Owner, Session, SessionId, from_millis};
 /// back; a `create` racing a `destroy` returns `true` only if it stored its session.
 ///
 /// **Data limits.** Data nested more than [`MAX_NESTING`](crate::MAX_NESTING) levels deep
-/// is refused by every write with [`Error::Encode`](crate::Error::Encode) naming the session,
+/// is refused by every write with [`Error::Encode`] naming the session,
 /// before anything is written (see [`check_nesting`](crate::check_nesting)), so that no store
 /// accepts a session it could not read back. A store may also refuse a session over its
-/// documented size limit with [`Error::TooLarge`](crate::Error::TooLarge). A refused write
+/// documented size limit with [`Error::TooLarge`]. A refused write
 /// leaves the previous session under the id exactly as it was, and a fresh id absent.
 ///
 /// Ids are validated by [`SessionId`] before any store sees them, and ids are compared
@@ -299,7 +299,7 @@ pub trait SessionStore: Send + Sync {
 
     /// The live sessions of `owner`: ids, expiries and versions, and their data if
     /// `with_data`. See [owners](SessionStore#contract). The default returns
-    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    /// [`Error::Unsupported`].
     async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
         let _ = (owner, with_data);
         Err(Error::Unsupported {
@@ -309,7 +309,7 @@ pub trait SessionStore: Send + Sync {
 
     /// Destroys every live session of `owner` but `except` ("log out everywhere else"), and
     /// returns how many it destroyed. See [owners](SessionStore#contract). The default
-    /// returns [`Error::Unsupported`](crate::Error::Unsupported).
+    /// returns [`Error::Unsupported`].
     async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
         let _ = (owner, except);
         Err(Error::Unsupported {
@@ -319,7 +319,7 @@ pub trait SessionStore: Send + Sync {
 
     /// One page of a scan over the live sessions, from `cursor` (`None`: the start). See
     /// [scans](SessionStore#contract). The default returns
-    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    /// [`Error::Unsupported`].
     async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
         let _ = (cursor, limit);
         Err(Error::Unsupported { operation: "scan" })
@@ -470,7 +470,7 @@ pub struct ScanCursor(String);
 
 impl ScanCursor {
     /// A cursor from its text: one a store made, or one saved from [`as_str`](Self::as_str).
-    /// A store refuses text it did not make with [`Error::Config`](crate::Error::Config).
+    /// A store refuses text it did not make with [`Error::Config`].
     pub fn new(text: impl Into<String>) -> Self {
         ScanCursor(text.into())
     }
@@ -488,7 +488,7 @@ impl ScanCursor {
     }
 
     /// The id a [keyset cursor](Self::after_id) goes on after; text that is not one is an
-    /// [`Error::Config`](crate::Error::Config) naming `store`.
+    /// [`Error::Config`] naming `store`.
     pub fn keyset_id(&self, store: &str) -> Result<SessionId> {
         self.0
             .strip_prefix(KEYSET_TAG)
@@ -530,6 +530,7 @@ impl ScanPage {
 
 macro_rules! forward_store {
     ($($ty:ty),*) => {$(
+        #[deny(clippy::missing_trait_methods)]
         #[async_trait]
         impl<S: SessionStore + ?Sized> SessionStore for $ty {
             async fn get(&self, id: &SessionId) -> Result<Option<Session>> {

@@ -3,8 +3,8 @@
 //!
 //! | feature          | module                             | middleware                                  |
 //! |------------------|------------------------------------|---------------------------------------------|
-//! | `tower-sessions` | [`tower_sessions`](self::tower_sessions) | [tower-sessions] 0.15 (axum, any tower stack) |
-//! | `actix-session`  | [`actix`](self::actix)             | [actix-session] 0.11 (actix-web)            |
+//! | `tower-sessions` | [`tower_sessions`] | [tower-sessions] 0.15 (axum, any tower stack) |
+//! | `actix-session`  | [`actix`]             | [actix-session] 0.11 (actix-web)            |
 //!
 //! Each adapter wraps a store of this crate (or your own, or a `Box<dyn SessionStore>` from
 //! [`connect`](crate::connect())) and implements the middleware's store trait on top of the

@@ -47,6 +47,7 @@ impl<S> WithDeadline<S> {
     }
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl<S: SessionStore> SessionStore for WithDeadline<S> {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {

@@ -345,6 +345,7 @@ impl<S: SessionStore> Encrypted<S> {
     }
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl<S: SessionStore> SessionStore for Encrypted<S> {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
@@ -387,8 +388,8 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
     }
     /// Lists the owner's sessions, opening their data when asked. Over a store that lists
     /// stored ids (`HashedIds` inside this wrapper) the data was sealed under ids the listing
-    /// does not give, so asking for data is [`Error::Unsupported`](crate::Error::Unsupported):
-    /// put `HashedIds` outside `Encrypted`, as [`connect`](crate::connect) does.
+    /// does not give, so asking for data is [`Error::Unsupported`]:
+    /// put `HashedIds` outside `Encrypted`, as [`connect`](crate::connect()) does.
     async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
         if with_data && self.lists_foreign_ids() {
             return Err(Error::Unsupported {
@@ -408,7 +409,7 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
     }
     /// A scan of the inner store with each session opened. Over a store that lists stored
     /// ids (`HashedIds` inside this wrapper) the sessions cannot be opened:
-    /// [`Error::Unsupported`](crate::Error::Unsupported), as for
+    /// [`Error::Unsupported`], as for
     /// [`sessions_of`](Self::sessions_of).
     async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
         if self.lists_foreign_ids() {

@@ -99,6 +99,7 @@ where
     }
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl<S: SessionStore> SessionStore for HashedIds<S> {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {

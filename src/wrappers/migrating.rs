@@ -123,6 +123,7 @@ impl<Old: SessionStore, New: SessionStore> Migrating<Old, New> {
 const OLD_TAG: &str = "mig-old:";
 const NEW_TAG: &str = "mig-new:";
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl<Old: SessionStore, New: SessionStore> SessionStore for Migrating<Old, New> {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
@@ -173,6 +174,10 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for Migrating<Old, New> 
 
     async fn len(&self) -> Result<u64> {
         Ok(self.new.len().await? + self.old.len().await?)
+    }
+
+    async fn is_empty(&self) -> Result<bool> {
+        Ok(self.len().await? == 0)
     }
 
     async fn clear(&self) -> Result<()> {
