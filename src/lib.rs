@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod session;
 pub mod store;
 pub mod stores;
+mod url;
 pub mod wrappers;
 
 #[cfg(feature = "conformance")]
@@ -33,6 +34,10 @@ pub mod adapters;
 #[cfg(feature = "cleanup")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cleanup")))]
 pub mod cleanup;
+
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod admin;
 
 pub use connect::{StoreKind, connect};
 pub use deadline::DEFAULT_OPERATION_TIMEOUT;

@@ -20,6 +20,10 @@ mod inner;
 mod locks;
 mod owners;
 mod scan;
+pub(crate) mod url;
+
+#[cfg(feature = "cli")]
+pub(crate) mod admin;
 
 #[cfg(test)]
 mod faults;

@@ -20,6 +20,8 @@ use crate::stores::shared::scan_limit;
 #[cfg(doc)]
 use crate::error::IdHint;
 
+#[cfg(feature = "cli")]
+pub(crate) mod admin;
 mod builder;
 mod codec;
 mod error;
@@ -27,6 +29,7 @@ mod schema;
 mod statements;
 #[cfg(test)]
 mod tests;
+pub(crate) mod url;
 
 pub use builder::{
     DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_DELETE_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_TABLE,

@@ -1,5 +1,7 @@
 #![doc = include_str!("docs.md")]
 
+#[cfg(feature = "cli")]
+pub(crate) mod admin;
 mod builder;
 mod codec;
 mod connection;
@@ -11,6 +13,7 @@ mod scan;
 mod scripts;
 #[cfg(test)]
 mod tests;
+pub(crate) mod url;
 
 pub use builder::RedisStoreBuilder;
 #[cfg(fuzzing)]
@@ -39,8 +42,8 @@ use scan::ScanAt;
 // Named by the docs (docs.md and the items' own), not by the code here.
 #[cfg(doc)]
 use crate::error::{Error, IdHint};
-#[cfg(doc)]
-use owners::OWNER_PAGE;
+// `sessions_of`'s docs give the page size in words.
+const _: () = assert!(owners::OWNER_PAGE == 500);
 #[cfg(doc)]
 use scripts::{CREATE_OWNED_CALL, DESTROY_LUA, INDEX_CALL, RECLAIM_LUA, WRITE_OWNED_CALL};
 
@@ -184,7 +187,7 @@ impl SessionStore for RedisStore {
     }
 
     /// Bounded by the operation timeout step by step (taking the connection, reading the
-    /// index, each page of [`OWNER_PAGE`] sessions), not as a whole: see [Owners](self#owners).
+    /// index, each page of 500 sessions), not as a whole: see [Owners](self#owners).
     async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
         self.sessions_of_op(owner, with_data).await
     }

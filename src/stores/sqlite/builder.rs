@@ -73,7 +73,7 @@ impl Synchronous {
 /// Builds a [`SqliteStore`]. See the [module docs](super) for the options.
 #[derive(Debug, Clone)]
 pub struct SqliteStoreBuilder {
-    table: String,
+    pub(super) table: String,
     busy_timeout: Duration,
     synchronous: Synchronous,
     wal: bool,

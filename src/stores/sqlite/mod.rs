@@ -18,6 +18,8 @@ use crate::stores::shared::codec::{encode_data, version_to_i64};
 #[cfg(doc)]
 use crate::deadline::DEFAULT_OPERATION_TIMEOUT;
 
+#[cfg(feature = "cli")]
+pub(crate) mod admin;
 mod builder;
 mod error;
 mod owners;
@@ -25,6 +27,7 @@ mod row;
 mod scan;
 mod schema;
 mod sql;
+pub(crate) mod url;
 mod worker;
 
 #[cfg(test)]

@@ -1,0 +1,216 @@
+//! What the `session-stores` command needs of a Postgres deployment beyond the contract
+//! (feature `cli`): counting expired rows, dropping a scratch table, inspecting indexes.
+//! Every query runs on a one-connection pool of its own within [`ADMIN_QUERY_TIMEOUT`],
+//! connecting included, and names its table only as the store does: from the URL's last,
+//! decoded, validated `schema` and `table` options, quoted.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::admin::Finding;
+use crate::error::{Error, Result};
+use crate::url::StoreUrl;
+
+use super::PostgresStore;
+use super::statements::quote;
+
+/// How long one of the command's own queries may take, connecting included.
+pub(crate) const ADMIN_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The store a URL names, on a lazy one-connection pool that waits at most `limit`; it is
+/// never migrated.
+fn lazy_store(url: &StoreUrl, limit: Duration) -> Result<PostgresStore> {
+    let parsed = super::url::parse(url)?;
+    parsed
+        .builder
+        .max_connections(1)
+        .acquire_timeout(limit)
+        .connect_lazy(&parsed.driver_url)
+}
+
+/// `"<schema>"."<table>"`, or `"<table>"` on the search path, as the store names it.
+fn qualified(store: &PostgresStore) -> String {
+    match store.schema() {
+        Some(schema) => format!("{}.{}", quote(schema), quote(store.table())),
+        None => quote(store.table()),
+    }
+}
+
+/// Runs `query` on the store's own one-connection pool within `limit`: a server that
+/// accepts connections and never answers is an error naming `what`, not a hang.
+pub(crate) async fn within<T, F, Fut>(
+    url: &StoreUrl,
+    limit: Duration,
+    what: &'static str,
+    query: F,
+) -> Result<T>
+where
+    F: FnOnce(PostgresStore) -> Fut,
+    Fut: Future<Output = std::result::Result<T, sqlx::Error>>,
+{
+    let store = lazy_store(url, limit)?;
+    let pool: PgPool = store.pool().clone();
+    let answer = tokio::time::timeout(limit, query(store)).await;
+    pool.close().await;
+    match answer {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(Error::backend(what, None, err)),
+        Err(elapsed) => Err(Error::Timeout {
+            operation: what,
+            id: None,
+            what: "the server's reply (the command's own query)",
+            source: Some(Box::new(elapsed)),
+        }),
+    }
+}
+
+/// How many expired rows the table holds (`delete_expired` has not removed yet).
+pub(crate) async fn count_expired(url: &StoreUrl) -> Result<u64> {
+    let count: i64 = within(
+        url,
+        ADMIN_QUERY_TIMEOUT,
+        "counting expired sessions",
+        |store| async move {
+            let sql = format!(
+                "SELECT count(*) FROM {} WHERE expires_at <= now()",
+                qualified(&store)
+            );
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(store.pool())
+                .await
+        },
+    )
+    .await?;
+    Ok(count.max(0) as u64)
+}
+
+/// Drops the store's table (a scratch table of `check`), if it is there.
+pub(crate) async fn drop_table(url: &StoreUrl) -> Result<()> {
+    within(
+        url,
+        ADMIN_QUERY_TIMEOUT,
+        "dropping a scratch table",
+        |store| async move {
+            let sql = format!("DROP TABLE IF EXISTS {}", qualified(&store));
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(store.pool())
+                .await
+                .map(drop)
+        },
+    )
+    .await
+}
+
+/// What loses sessions or time in the deployment's table: a missing index on `expires_at`.
+pub(crate) async fn inspect(url: &StoreUrl) -> Vec<Finding> {
+    let indexes = within(
+        url,
+        ADMIN_QUERY_TIMEOUT,
+        "reading the Postgres indexes",
+        |store| async move {
+            let (schema, table) = (store.schema().map(str::to_owned), store.table().to_owned());
+            sqlx::query_scalar::<_, String>(
+                "SELECT indexdef FROM pg_indexes \
+             WHERE schemaname = coalesce($1, current_schema()) AND tablename = $2",
+            )
+            .bind(schema)
+            .bind(table)
+            .fetch_all(store.pool())
+            .await
+        },
+    )
+    .await;
+    match indexes {
+        Ok(indexes) if indexes.iter().any(|d| d.contains("(expires_at)")) => Vec::new(),
+        Ok(_) => {
+            let name = lazy_store(url, ADMIN_QUERY_TIMEOUT)
+                .map(|store| qualified(&store))
+                .unwrap_or_else(|_| "sessions".into());
+            vec![Finding::problem(format!(
+                "Postgres table {name} has no index on expires_at: every delete_expired scans \
+                 the whole table. Run the store's migration (connect without migrate=false) or \
+                 CREATE INDEX ON {name} (expires_at)"
+            ))]
+        }
+        Err(err) => vec![Finding::note(crate::admin::chain(&err))],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A Postgres that hangs: the kernel completes the TCP handshake from the listener's
+    /// backlog, and nothing ever answers.
+    fn silent_postgres() -> (std::net::TcpListener, StoreUrl) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "postgres://postgres@{}/test?table=sessions",
+            listener.local_addr().expect("address")
+        );
+        (listener, StoreUrl::parse(&url).expect("a URL"))
+    }
+
+    #[tokio::test]
+    async fn a_direct_query_to_a_silent_postgres_fails_within_its_limit() {
+        let (_listener, url) = silent_postgres();
+        let started = Instant::now();
+        let result = within(
+            &url,
+            Duration::from_millis(300),
+            "probing",
+            |store| async move { sqlx::query("SELECT 1").execute(store.pool()).await },
+        )
+        .await;
+        let took = started.elapsed();
+        let Err(err) = result else {
+            panic!("a silent server answered")
+        };
+        assert!(err.to_string().contains("probing"), "{err}");
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    }
+
+    /// `stats`' expired count, and `check`'s index inspection and scratch-table drop, fail
+    /// (or note the failure) within the bound instead of hanging.
+    #[tokio::test]
+    async fn the_commands_own_postgres_queries_are_bounded() {
+        let (_listener, url) = silent_postgres();
+        let started = Instant::now();
+        let (count, dropped, findings) =
+            tokio::join!(count_expired(&url), drop_table(&url), inspect(&url));
+        let took = started.elapsed();
+        assert!(
+            count.is_err(),
+            "the expired count came back from a silent server"
+        );
+        assert!(dropped.is_err(), "the drop came back from a silent server");
+        assert!(
+            findings.iter().all(|f| !f.is_problem()),
+            "{:?}",
+            findings.len()
+        );
+        assert!(
+            took < ADMIN_QUERY_TIMEOUT + Duration::from_secs(5),
+            "took {took:?}"
+        );
+    }
+
+    /// The bound does not get in the way of a server that answers.
+    #[tokio::test]
+    async fn a_direct_query_to_postgres_answers() {
+        let url = std::env::var("SESSION_STORES_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let url = StoreUrl::parse(&url).expect("a URL");
+        let answer: i32 = within(&url, ADMIN_QUERY_TIMEOUT, "probing", |store| async move {
+            sqlx::query_scalar("SELECT 41 + 1")
+                .fetch_one(store.pool())
+                .await
+        })
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(answer, 42);
+    }
+}
