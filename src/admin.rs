@@ -16,50 +16,9 @@ use crate::session::SessionId;
 use crate::store::SessionStore;
 use crate::url::StoreUrl;
 
-/// Something `inspect` found: a problem that loses sessions, or a note.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    problem: bool,
-    message: String,
-}
+pub use finding::Finding;
 
-impl Finding {
-    pub(crate) fn problem(message: impl Into<String>) -> Finding {
-        Finding {
-            problem: true,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn note(message: impl Into<String>) -> Finding {
-        Finding {
-            problem: false,
-            message: message.into(),
-        }
-    }
-
-    /// Whether this loses sessions (and `check` fails for it), not only a note.
-    pub fn is_problem(&self) -> bool {
-        self.problem
-    }
-
-    /// What was found, and what to change.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-/// `err` with its causes, one line: `error: cause: cause`.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
+pub(crate) mod finding;
 
 /// How many expired sessions the backend at `url` still holds (`delete_expired` has not
 /// removed them yet), where it can tell: `Ok(None)` for a backend that cannot (memory, an
@@ -173,7 +132,7 @@ impl Scratch {
                 first_error.get_or_insert(Error::config(format!(
                     "the scratch namespace at {} was not removed: {}",
                     url.redacted(),
-                    chain(&err)
+                    crate::error::chain(&err)
                 )));
             }
         }

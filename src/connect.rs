@@ -65,91 +65,11 @@
 //! # fn main() {}
 //! ```
 
-use std::fmt;
-
 use crate::error::{Error, Result};
 use crate::store::SessionStore;
-use crate::url::{ENCRYPTION_OPTION, HASH_IDS_OPTION, StoreUrl, is_variable_name, scheme_of};
+use crate::url::{ENCRYPTION_OPTION, HASH_IDS_OPTION, StoreUrl, is_variable_name};
 
-/// The kind of store a URL selects. See the [module docs](self).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum StoreKind {
-    /// `memory://`.
-    Memory,
-    /// `file://`.
-    File,
-    /// `sqlite:`.
-    Sqlite,
-    /// `postgres://`, `postgresql://`.
-    Postgres,
-    /// `redis://`, `rediss://`, `redis+unix://`.
-    Redis,
-    /// `redis+cluster://`, `rediss+cluster://`.
-    RedisCluster,
-}
-
-impl StoreKind {
-    /// The kind of store `url` selects, from its scheme alone (no I/O). Fails with
-    /// [`Error::Config`] for an unknown scheme; this does not check that the feature is on.
-    pub fn of(url: &str) -> Result<StoreKind> {
-        let scheme = scheme_of(url)?;
-        Ok(match scheme.as_str() {
-            "memory" => StoreKind::Memory,
-            "file" => StoreKind::File,
-            "sqlite" => StoreKind::Sqlite,
-            "postgres" | "postgresql" => StoreKind::Postgres,
-            "redis" | "rediss" | "redis+unix" | "unix" => StoreKind::Redis,
-            "redis+cluster" | "rediss+cluster" => StoreKind::RedisCluster,
-            _ => {
-                return Err(Error::config(format!(
-                    "unknown session store URL scheme `{scheme}`: expected memory://, file://, \
-                     sqlite:, postgres://, redis:// or redis+cluster://"
-                )));
-            }
-        })
-    }
-
-    /// The cargo feature of session-stores this kind of store needs.
-    pub fn feature(self) -> &'static str {
-        match self {
-            StoreKind::Memory => "memory",
-            StoreKind::File => "file",
-            StoreKind::Sqlite => "sqlite",
-            StoreKind::Postgres => "postgres",
-            StoreKind::Redis | StoreKind::RedisCluster => "redis",
-        }
-    }
-
-    /// Whether this build has the feature this kind of store needs.
-    pub fn is_enabled(self) -> bool {
-        match self {
-            StoreKind::Memory => cfg!(feature = "memory"),
-            StoreKind::File => cfg!(feature = "file"),
-            StoreKind::Sqlite => cfg!(feature = "sqlite"),
-            StoreKind::Postgres => cfg!(feature = "postgres"),
-            StoreKind::Redis | StoreKind::RedisCluster => cfg!(feature = "redis"),
-        }
-    }
-
-    /// The store's name, such as `"SQLite"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            StoreKind::Memory => "memory",
-            StoreKind::File => "JSON files",
-            StoreKind::Sqlite => "SQLite",
-            StoreKind::Postgres => "Postgres",
-            StoreKind::Redis => "Redis",
-            StoreKind::RedisCluster => "Redis Cluster",
-        }
-    }
-}
-
-impl fmt::Display for StoreKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::url::StoreKind;
 
 /// Opens the store that `url` selects. See the [module docs](self) for the URL forms.
 ///

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::admin::Finding;
+use crate::admin::finding::Finding;
 use crate::error::{Error, Result};
 use crate::url::StoreUrl;
 
@@ -134,7 +134,7 @@ pub(crate) async fn inspect(url: &StoreUrl) -> Vec<Finding> {
                  CREATE INDEX ON {name} (expires_at)"
             ))]
         }
-        Err(err) => vec![Finding::note(crate::admin::chain(&err))],
+        Err(err) => vec![Finding::note(crate::error::chain(&err))],
     }
 }
 

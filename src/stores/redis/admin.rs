@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::admin::Finding;
+use crate::admin::finding::Finding;
 use crate::url::StoreUrl;
 
 use super::url::{DRIVER_OPTIONS, node_urls};
@@ -19,7 +19,7 @@ pub(crate) async fn inspect(url: &StoreUrl) -> Vec<Finding> {
     let first = if url.kind() == crate::StoreKind::RedisCluster {
         match node_urls(&driver) {
             Ok(nodes) => nodes.into_iter().next().unwrap_or_default(),
-            Err(err) => return vec![Finding::note(crate::admin::chain(&err))],
+            Err(err) => return vec![Finding::note(crate::error::chain(&err))],
         }
     } else {
         driver.to_url()
