@@ -1,8 +1,6 @@
 //! [`FileStoreBuilder`]: the options of a [`FileStore`], and opening it.
 
-use std::fs::{self, DirBuilder};
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,11 +8,15 @@ use std::time::Duration;
 use lru::LruCache;
 
 use super::cache::Cache;
+use super::fs::prepare_dir;
 use super::inner::Inner;
 use super::locks::{LOCK_DIR, LOCK_STRIPES};
 use super::owners::OWNERS_DIR;
 use super::{FileStore, blocking};
-use crate::error::{Error, Result};
+use crate::error::Result;
+
+#[cfg(doc)]
+use crate::error::Error;
 
 /// Builds a [`FileStore`]. See the [module docs](super) for the options.
 #[derive(Debug, Clone)]
@@ -102,27 +104,4 @@ impl FileStoreBuilder {
             }),
         })
     }
-}
-
-/// Creates `dir` (mode 0700) if missing and checks that it is a directory.
-pub(super) fn prepare_dir(dir: &Path) -> Result<()> {
-    let mut builder = DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    let config = |what: &str, err: io::Error| Error::Config {
-        message: format!("session directory {}: {what}", dir.display()),
-        source: Some(Box::new(err)),
-    };
-    builder
-        .create(dir)
-        .map_err(|err| config("cannot create it", err))?;
-    let meta = fs::metadata(dir).map_err(|err| config("cannot open it", err))?;
-    if !meta.is_dir() {
-        return Err(config(
-            "it is not a directory",
-            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-        ));
-    }
-    Ok(())
 }

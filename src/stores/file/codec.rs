@@ -1,5 +1,6 @@
 //! The file format (encoding and decoding a session file), reading a file without ever
-//! blocking on a FIFO, and the names of session and temporary files.
+//! blocking on a FIFO, and the names of session files, temporary files and owners' index
+//! directories.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
@@ -8,7 +9,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::owners::owner_key;
 use crate::error::{Error, Result};
 use crate::session::{Owner, SessionId};
 
@@ -30,6 +30,30 @@ pub(super) fn id_of_file_name(name: &std::ffi::OsStr) -> Option<SessionId> {
 pub(super) fn is_temp_file_name(name: &std::ffi::OsStr) -> bool {
     name.to_str()
         .is_some_and(|n| n.starts_with(TMP_PREFIX) && n.ends_with(TMP_SUFFIX))
+}
+
+/// The name of `owner`'s index directory: base64url without padding of its UTF-8 bytes.
+/// An owner is at most [`Owner::MAX_LEN`] (128) bytes, so the name is at most 171 bytes of
+/// `[A-Za-z0-9_-]`: a safe file name, never `.` or `..`, distinct for distinct owners (on a
+/// case-sensitive file system, which the session files need anyway).
+pub(super) fn owner_key(owner: &Owner) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = owner.as_str().as_bytes();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        // One input byte gives 2 characters, two give 3, three give 4.
+        for i in 0..=chunk.len() {
+            let index = ((n >> (18 - 6 * i)) & 0x3f) as usize;
+            out.push(char::from(ALPHABET[index]));
+        }
+    }
+    out
 }
 
 /// The file format, for writing. `owner` is left out when there is none, so a file without

@@ -1,9 +1,9 @@
 //! [`Inner`], the state every clone of a [`FileStore`](super::FileStore) shares, and its
 //! operations on one session: reading, the cache probe, writing, removing.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use super::cache::{Cache, Snapshot, Written};
 use super::codec::{
     Loaded, SUFFIX, Stored, TMP_PREFIX, TMP_SUFFIX, decode_loaded, encode, read_file,
 };
+use super::fs::sync_dir;
 use crate::error::{Error, Result};
 use crate::session::{Owner, Session, SessionId, fresh_version, next_version, now_millis};
 
@@ -441,18 +442,5 @@ impl Inner {
             session.owner(),
             previous.as_ref(),
         )
-    }
-}
-
-/// Makes a rename or removal in `dir` durable.
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::builder::prepare_dir;
+use super::fs::prepare_dir;
 use super::inner::Inner;
 use crate::error::{Error, Result};
 use crate::session::SessionId;

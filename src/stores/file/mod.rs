@@ -16,6 +16,7 @@ use crate::stores::shared::scan_limit;
 mod builder;
 mod cache;
 mod codec;
+mod fs;
 mod inner;
 mod locks;
 mod owners;

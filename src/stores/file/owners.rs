@@ -5,8 +5,9 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::io;
 use std::path::PathBuf;
 
-use super::codec::Stored;
-use super::inner::{Inner, sync_dir};
+use super::codec::{Stored, owner_key};
+use super::fs::sync_dir;
+use super::inner::Inner;
 use crate::error::{Error, Result};
 use crate::session::{Owner, SessionId, now_millis};
 use crate::store::OwnedSession;
@@ -17,30 +18,6 @@ pub(super) const OWNERS_DIR: &str = ".owners";
 /// How often creating a marker is retried when its owner's directory vanishes in between
 /// (another operation removed it as empty).
 const MARKER_ATTEMPTS: usize = 16;
-
-/// The name of `owner`'s index directory: base64url without padding of its UTF-8 bytes.
-/// An owner is at most [`Owner::MAX_LEN`] (128) bytes, so the name is at most 171 bytes of
-/// `[A-Za-z0-9_-]`: a safe file name, never `.` or `..`, distinct for distinct owners (on a
-/// case-sensitive file system, which the session files need anyway).
-pub(super) fn owner_key(owner: &Owner) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = owner.as_str().as_bytes();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        // One input byte gives 2 characters, two give 3, three give 4.
-        for i in 0..=chunk.len() {
-            let index = ((n >> (18 - 6 * i)) & 0x3f) as usize;
-            out.push(char::from(ALPHABET[index]));
-        }
-    }
-    out
-}
 
 impl Inner {
     /// `dir/.owners/<key>`: the index directory of the owner whose key is `key`.

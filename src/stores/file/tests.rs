@@ -2,9 +2,9 @@ use super::*;
 use std::fs;
 use std::time::Duration;
 
-use super::codec::{Stored, decode, id_of_file_name, is_temp_file_name};
+use super::codec::{Stored, decode, id_of_file_name, is_temp_file_name, owner_key};
 use super::locks::{LOCK_STRIPES, stripe_of};
-use super::owners::{OWNERS_DIR, owner_key};
+use super::owners::OWNERS_DIR;
 use std::sync::atomic::Ordering::SeqCst;
 
 fn rt() -> tokio::runtime::Runtime {

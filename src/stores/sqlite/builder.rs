@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use super::SqliteStore;
 use super::error::sql_error;
 use super::sql::{Sql, validate_table};
-use super::worker::{Inline, Pool, WorkerStopped, sqlite_wait};
+use super::worker::{Inline, MAX_QUEUE_CAPACITY, Pool, WorkerStopped, sqlite_wait};
 
 #[cfg(doc)]
 use super::SCHEMA_TABLE;
@@ -35,9 +35,6 @@ pub const DEFAULT_DELETE_BATCH_SIZE: usize = 1000;
 /// The default number of operations that may wait in each connection queue (the write
 /// connection's, the read connections'): 1024.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
-
-/// The largest queue capacity the builder accepts; larger values are taken as this.
-pub(super) const MAX_QUEUE_CAPACITY: usize = 1 << 20;
 
 /// The write connection's `PRAGMA journal_size_limit`: 4 MiB. Whenever SQLite restarts the
 /// write-ahead log from its beginning, it truncates a larger file to this size.

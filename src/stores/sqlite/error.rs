@@ -1,12 +1,12 @@
 //! What a job on a connection thread fails with, and how SQLite's errors become the
 //! crate's [`Error`].
 
+use std::fmt;
+
 use rusqlite::ffi::ErrorCode;
 
 use crate::error::{Error, IdHint};
 use crate::session::SessionId;
-
-use super::row::RowError;
 
 /// What the store waits for when a lock is still busy after the busy timeout.
 const LOCK_WAIT: &str = "the SQLite database lock";
@@ -78,5 +78,35 @@ pub(super) fn sql_error(op: &'static str, id: Option<&SessionId>, err: rusqlite:
             source: Some(Box::new(err)),
         },
         _ => Error::backend(op, id, err),
+    }
+}
+
+/// A stored row that is not a valid session.
+#[derive(Debug)]
+pub(super) enum RowError {
+    Json(crate::error::JsonError),
+    Column {
+        column: &'static str,
+        found: &'static str,
+    },
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowError::Json(_) => f.write_str("the data column is not a JSON object"),
+            RowError::Column { column, found } => {
+                write!(f, "the {column} column holds {found}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RowError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RowError::Json(err) => Some(err),
+            RowError::Column { .. } => None,
+        }
     }
 }

@@ -1,7 +1,5 @@
 //! Decoding stored rows into sessions, never panicking on what a row holds.
 
-use std::fmt;
-
 use rusqlite::types::ValueRef;
 use serde_json::{Map, Value};
 
@@ -10,37 +8,7 @@ use crate::session::{Owner, Session, SessionId};
 use crate::store::OwnedSession;
 use crate::stores::shared::codec::invalid_stored_id;
 
-use super::error::OpError;
-
-/// A stored row that is not a valid session.
-#[derive(Debug)]
-pub(super) enum RowError {
-    Json(crate::error::JsonError),
-    Column {
-        column: &'static str,
-        found: &'static str,
-    },
-}
-
-impl fmt::Display for RowError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RowError::Json(_) => f.write_str("the data column is not a JSON object"),
-            RowError::Column { column, found } => {
-                write!(f, "the {column} column holds {found}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for RowError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RowError::Json(err) => Some(err),
-            RowError::Column { .. } => None,
-        }
-    }
-}
+use super::error::{OpError, RowError};
 
 pub(super) fn describe(value: ValueRef<'_>) -> &'static str {
     match value {

@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::session::SessionId;
 
 use super::SqliteStore;
-use super::builder::MAX_QUEUE_CAPACITY;
 use super::error::OpError;
 use super::sql::Sql;
 
@@ -120,6 +119,9 @@ impl Inline {
 
 /// An operation to run on a connection thread.
 type Job = Box<dyn FnOnce(&mut Connection, &Sql) + Send>;
+
+/// The largest queue capacity the builder accepts; larger values are taken as this.
+pub(super) const MAX_QUEUE_CAPACITY: usize = 1 << 20;
 
 /// One or more connection threads that take jobs from one bounded queue.
 pub(super) struct Pool {
