@@ -73,6 +73,42 @@ pub async fn inspect(url: &str) -> Result<Vec<Finding>> {
     })
 }
 
+/// The two stores to copy sessions between with
+/// [`copy_sessions`](crate::migrate::copy_sessions), from their URLs: each opened as
+/// [`connect`](crate::connect()) opens it, except that a
+/// [`HashedIds`](crate::wrappers::hashed_ids::HashedIds) layer with the same key at both
+/// ends is left out of both, so that sessions are copied under their stored ids and no id
+/// is hashed twice. A source that stores hashed ids under a key the destination does not
+/// share is refused with [`Error::Config`]: its ids cannot be turned back into the
+/// callers' ids. `Encrypted` layers stay, so every session is opened at the source and
+/// sealed for the destination, each with its own key ring.
+pub async fn copy_stores(
+    from: &str,
+    to: &str,
+) -> Result<(Arc<dyn SessionStore>, Arc<dyn SessionStore>)> {
+    let (source, source_layers) = crate::connect::open(from).await?;
+    let (target, target_layers) = crate::connect::open(to).await?;
+    let (source_layers, target_layers) =
+        match (source_layers.hash_key_hex(), target_layers.hash_key_hex()) {
+            (Some(a), Some(b)) if a == b => (
+                source_layers.without_hash_ids(),
+                target_layers.without_hash_ids(),
+            ),
+            (Some(_), _) => {
+                return Err(Error::config(
+                    "the source stores keyed hashes of its session ids (hash_ids_key_env), \
+                     which cannot be turned back into ids: give the destination URL the same \
+                     hash_ids_key_env key, so that the sessions are copied as they are stored",
+                ));
+            }
+            (None, _) => (source_layers, target_layers),
+        };
+    Ok((
+        Arc::from(source_layers.wrap(source.into_dyn())),
+        Arc::from(target_layers.wrap(target.into_dyn())),
+    ))
+}
+
 /// Scratch namespaces beside a deployment, for running the conformance suite against the
 /// real thing without touching its sessions: each [`store`](Scratch::store) is a fresh,
 /// empty store in a namespace of its own (a table, a key prefix, a directory inside the

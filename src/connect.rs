@@ -228,6 +228,31 @@ impl Layers {
         empty
     }
 
+    /// The `HashedIds` key the URL asks for, in hexadecimal (for comparing two URLs' keys).
+    #[cfg(all(feature = "hashed-ids", feature = "cli"))]
+    pub(crate) fn hash_key_hex(&self) -> Option<String> {
+        self.hash_ids
+            .as_ref()
+            .map(crate::wrappers::key::Key::to_hex)
+    }
+
+    /// No `HashedIds` key: the URL asks for none, or this build cannot hash.
+    #[cfg(all(not(feature = "hashed-ids"), feature = "cli"))]
+    pub(crate) fn hash_key_hex(&self) -> Option<String> {
+        None
+    }
+
+    /// Leaves `HashedIds` out of [`wrap`](Self::wrap).
+    #[cfg(feature = "cli")]
+    #[allow(unused_mut)]
+    pub(crate) fn without_hash_ids(mut self) -> Layers {
+        #[cfg(feature = "hashed-ids")]
+        {
+            self.hash_ids = None;
+        }
+        self
+    }
+
     /// `store` inside the wrappers: `HashedIds<Encrypted<store>>` when both are asked for.
     pub(crate) fn wrap(self, store: Box<dyn SessionStore>) -> Box<dyn SessionStore> {
         #[cfg(feature = "encryption")]

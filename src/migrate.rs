@@ -13,10 +13,36 @@
 //! [`CopyOptions::resume`] to go on after an interruption. A page copied twice (when the run
 //! stopped between its writes and the save) costs nothing but time: its sessions are already
 //! at the destination and are counted as present.
+//!
+//! # Guarantees
+//!
+//! - **No id is transformed twice.** A source that lists stored ids
+//!   ([`lists_stored_ids`](crate::Capabilities::lists_stored_ids): a
+//!   [`HashedIds`](crate::wrappers::hashed_ids::HashedIds) store lists the keyed hashes it
+//!   stores, not its callers' ids) is refused with [`Error::Config`] when the destination
+//!   also stores under ids of its own making: every id would be hashed a second time and
+//!   every user logged out. Copy the stores under the wrappers instead (the same `HashedIds`
+//!   key at both ends, each store opened without it); the `session-stores migrate` command
+//!   does so by itself.
+//! - **A logout during the copy stays a logout.** After writing a session, the copy reads
+//!   the source again; a session destroyed there since it was read (a logout through
+//!   [`Migrating`](crate::wrappers::migrating::Migrating), which destroys in both stores) is
+//!   removed from the destination, with a compare-and-set on the version the copy wrote, so
+//!   a session written there since is kept. Such sessions are counted in
+//!   [`CopyProgress::vanished`]. (A source that lists stored ids cannot be read back by
+//!   them, so this check needs a source that lists its callers' ids.)
+//! - **A newer session at the destination is never overwritten**: every write is a
+//!   [`create`](SessionStore::create).
+//! - **One refused session never stops the copy.** A session the destination cannot take
+//!   (data it cannot encode, such as `U+0000` or a whole float of 1e16 and more for
+//!   Postgres' `jsonb`, or over a size limit) is reported in [`CopyProgress::failures`] by
+//!   its shortened id and the reason, and the copy goes on. The cursor moves past it, so
+//!   resuming does not repeat it. Any other error (the destination down) stops the copy.
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, IdHint, Result};
+use crate::session::{Session, SessionId, now_millis};
 use crate::store::{ScanCursor, SessionStore};
 
 /// How [`copy_sessions`] runs.
@@ -73,8 +99,77 @@ pub struct CopyProgress {
     pub present: u64,
     /// Sessions that expired between the read and the write.
     pub expired: u64,
+    /// Sessions destroyed at the source while they were copied, and so removed from the
+    /// destination again.
+    pub vanished: u64,
+    /// Sessions the destination refused (see the [module docs](self)), by shortened id, with
+    /// the reason; the copy went on past each.
+    pub failures: Vec<CopyFailure>,
     /// The cursor of the next page; `None` once the source is done.
     pub cursor: Option<ScanCursor>,
+}
+
+/// A session [`copy_sessions`] could not write to the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyFailure {
+    /// The session, shortened.
+    pub id: IdHint,
+    /// Why the destination refused it, with the error's causes.
+    pub reason: String,
+}
+
+/// What became of one session.
+enum Outcome {
+    Copied,
+    Present,
+    Expired,
+    Vanished,
+    Failed(CopyFailure),
+}
+
+/// The error kinds by which a destination refuses one session (its data or its size), not
+/// the copy as a whole.
+fn refuses_the_session(err: &Error) -> bool {
+    matches!(err.kind(), ErrorKind::Encode | ErrorKind::TooLarge)
+}
+
+/// Writes one session; see the [module docs](self) for what each outcome means.
+async fn copy_one(
+    from: &dyn SessionStore,
+    to: &dyn SessionStore,
+    id: &SessionId,
+    session: &Session,
+    check_source: bool,
+) -> Result<Outcome> {
+    if session.is_expired() {
+        return Ok(Outcome::Expired);
+    }
+    match to.create(id, session).await {
+        Ok(false) => return Ok(Outcome::Present),
+        Ok(true) => {}
+        Err(err) if refuses_the_session(&err) => {
+            return Ok(Outcome::Failed(CopyFailure {
+                id: id.hint(),
+                reason: crate::error::chain(&err),
+            }));
+        }
+        Err(err) => return Err(err),
+    }
+    if !check_source || from.get(id).await?.is_some() {
+        return Ok(Outcome::Copied);
+    }
+    // Destroyed at the source since the page was read: take the copy back, unless the
+    // destination holds a newer write.
+    if let Some(copy) = to.get(id).await? {
+        let gone = Session::from_parts(Default::default(), now_millis() - 1, 0);
+        match to.set_if_version(id, &gone, copy.version()).await {
+            Ok(_) => {}
+            Err(err) if err.is_conflict() => return Ok(Outcome::Copied),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Outcome::Vanished)
 }
 
 /// Copies every live session of `from` into `to` (see the [module docs](self)), calling
@@ -90,11 +185,22 @@ pub async fn copy_sessions<F>(
 where
     F: FnMut(&CopyProgress) -> Result<()>,
 {
-    if !from.capabilities().scan {
+    let (source, destination) = (from.capabilities(), to.capabilities());
+    if !source.scan {
         return Err(Error::Unsupported {
             operation: "scan (the source store cannot be copied)",
         });
     }
+    if source.lists_stored_ids && destination.lists_stored_ids {
+        return Err(Error::config(
+            "the source lists stored ids (HashedIds) and the destination stores sessions under \
+             ids of its own making: every id would be hashed twice and every user logged out. \
+             Copy the stores under the wrappers instead: open both without HashedIds (with the \
+             same key at both ends afterwards); `session-stores migrate` does this itself when \
+             both URLs name the same hash_ids_key_env key",
+        ));
+    }
+    let check_source = !source.lists_stored_ids;
     let mut progress = CopyProgress {
         cursor: options.resume.clone(),
         ..CopyProgress::default()
@@ -111,12 +217,9 @@ where
         loop {
             let mut batch = Vec::with_capacity(options.concurrency);
             for (id, session) in sessions.by_ref().take(options.concurrency) {
-                let to = Arc::clone(&to);
+                let (from, to) = (Arc::clone(&from), Arc::clone(&to));
                 batch.push(tokio::spawn(async move {
-                    let expired = session.is_expired();
-                    to.create(&id, &session)
-                        .await
-                        .map(|stored| (stored, expired))
+                    copy_one(&*from, &*to, &id, &session, check_source).await
                 }));
             }
             if batch.is_empty() {
@@ -129,9 +232,11 @@ where
                     source: Box::new(err),
                 })?;
                 match joined? {
-                    (_, true) => progress.expired += 1,
-                    (true, false) => progress.copied += 1,
-                    (false, false) => progress.present += 1,
+                    Outcome::Copied => progress.copied += 1,
+                    Outcome::Present => progress.present += 1,
+                    Outcome::Expired => progress.expired += 1,
+                    Outcome::Vanished => progress.vanished += 1,
+                    Outcome::Failed(failure) => progress.failures.push(failure),
                 }
             }
         }

@@ -8,8 +8,10 @@
 //!   from the old one);
 //! - **writes** (`set`, `set_if_version`, `touch`, `create`) go to the new store only (a
 //!   session still in the old store is moved first, so nothing is lost);
-//! - **`destroy`**, `clear` and `destroy_owner` act on both; `len` and `delete_expired` add up
-//!   both; `sessions_of` and `scan` show each session once.
+//! - **`destroy`**, `clear` and `destroy_owner` act on both; `delete_expired` adds up both;
+//!   `len`, `destroy_owner`, `sessions_of` and `scan` count and show each session once, also
+//!   one that sits in both stores (as after a bulk copy, which leaves the old store as it
+//!   was).
 //!
 //! Sessions nobody touches stay in the old store until they expire, or until a bulk copy
 //! (the `session-stores migrate` command, or a [`scan`](SessionStore::scan) loop of
@@ -26,8 +28,11 @@
 //!   the old session gone and removes its copy, with a compare-and-set on the copy's version,
 //!   so a write made since is never removed.
 //!
-//! While a session is being moved it is briefly in both stores, so `len` may count it twice
-//! for that instant. A version from the old store does not carry over: the moved session
+//! `len` counts the new store's sessions and those of the old store that are not in the new
+//! one: when the old store can [`scan`](Capabilities::scan), it reads the old store's pages
+//! and looks each id up in the new store, so it costs a read per session of the old store.
+//! (An old store that cannot scan is counted whole, and a session in both is then counted
+//! twice.) A version from the old store does not carry over: the moved session
 //! starts a new incarnation in the new store, so a compare-and-set holding the old version
 //! fails with a conflict (re-read and retry, as after any concurrent write).
 
@@ -119,6 +124,9 @@ impl<Old: SessionStore, New: SessionStore> Migrating<Old, New> {
     }
 }
 
+/// Sessions per page of the old store's scan when [`len`](SessionStore::len) counts it.
+const LEN_PAGE: usize = 1000;
+
 // The scan cursor of a [`Migrating`] store: the old store's scan, then the new one's.
 const OLD_TAG: &str = "mig-old:";
 const NEW_TAG: &str = "mig-new:";
@@ -172,8 +180,26 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for Migrating<Old, New> 
         self.new.set_if_version(id, session, expected).await
     }
 
+    /// Each session once: see the [module docs](self).
     async fn len(&self) -> Result<u64> {
-        Ok(self.new.len().await? + self.old.len().await?)
+        let new = self.new.len().await?;
+        if !self.old.capabilities().scan {
+            return Ok(new + self.old.len().await?);
+        }
+        let mut only_old = 0;
+        let mut cursor: Option<ScanCursor> = None;
+        loop {
+            let page = self.old.scan(cursor.as_ref(), LEN_PAGE).await?;
+            for (id, _) in &page.sessions {
+                if self.new.get(id).await?.is_none() {
+                    only_old += 1;
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(new + only_old),
+            }
+        }
     }
 
     async fn is_empty(&self) -> Result<bool> {
@@ -200,10 +226,28 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for Migrating<Old, New> 
         Ok(listed)
     }
 
+    /// Ends the owner's sessions in both stores and counts each session once, also one that
+    /// sits in both.
     async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
+        // What sits in both stores, to be counted once.
+        let in_old: HashSet<SessionId> = self
+            .old
+            .sessions_of(owner, false)
+            .await?
+            .into_iter()
+            .map(|entry| entry.id)
+            .collect();
+        let in_both = self
+            .new
+            .sessions_of(owner, false)
+            .await?
+            .into_iter()
+            .filter(|entry| in_old.contains(&entry.id) && Some(&entry.id) != except)
+            .count() as u64;
         // The old store first: a session moved meanwhile is then in the new one.
         let old = self.old.destroy_owner(owner, except).await?;
-        Ok(old + self.new.destroy_owner(owner, except).await?)
+        let new = self.new.destroy_owner(owner, except).await?;
+        Ok((old + new).saturating_sub(in_both.min(old.min(new))))
     }
 
     /// The old store's sessions that are not in the new one yet, then the new store's. A

@@ -28,6 +28,10 @@ pub(crate) enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Print whole session ids (bearer credentials: anyone holding one is logged in);
+        /// by default they are shortened.
+        #[arg(long)]
+        full_ids: bool,
     },
     /// One session; its data only with --data.
     Show {

@@ -28,7 +28,12 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Stats { url } => commands::stats::run(&url).await,
-        Command::List { url, owner, limit } => commands::list::run(&url, owner, limit).await,
+        Command::List {
+            url,
+            owner,
+            limit,
+            full_ids,
+        } => commands::list::run(&url, owner, limit, full_ids).await,
         Command::Show { url, id, data } => commands::show::run(&url, &id, data).await,
         Command::Purge { url } => commands::purge::run(&url).await,
         Command::Migrate {

@@ -1,11 +1,26 @@
 //! `list`: sessions with their expiry, version and owner.
 
-use session_stores::{Owner, ScanCursor};
+use session_stores::{Owner, ScanCursor, SessionId};
 
 use crate::output::{Failure, open, when};
 
+/// An id as `list` prints it: shortened (an id is a bearer credential), whole with
+/// `--full-ids`.
+fn printed(id: &SessionId, full: bool) -> String {
+    if full {
+        id.as_str().to_string()
+    } else {
+        id.hint().to_string()
+    }
+}
+
 /// Lists at most `limit` sessions (of `owner` only, if given).
-pub(crate) async fn run(url: &str, owner: Option<String>, limit: usize) -> Result<(), Failure> {
+pub(crate) async fn run(
+    url: &str,
+    owner: Option<String>,
+    limit: usize,
+    full_ids: bool,
+) -> Result<(), Failure> {
     let store = open(url).await?;
     println!("{:<40} {:>18} {:>16}  owner", "id", "version", "expires");
     if let Some(owner) = owner {
@@ -18,7 +33,7 @@ pub(crate) async fn run(url: &str, owner: Option<String>, limit: usize) -> Resul
         {
             println!(
                 "{:<40} {:>18} {:>16}  {owner}",
-                entry.id.as_str(),
+                printed(&entry.id, full_ids),
                 entry.version,
                 when(entry.expires_at_millis)
             );
@@ -34,7 +49,7 @@ pub(crate) async fn run(url: &str, owner: Option<String>, limit: usize) -> Resul
         for (id, session) in page.sessions.into_iter().take(limit - shown) {
             println!(
                 "{:<40} {:>18} {:>16}  {}",
-                id.as_str(),
+                printed(&id, full_ids),
                 session.version(),
                 when(session.expires_at_millis()),
                 session.owner().map_or("-", |o| o.as_str())
