@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: finding the servers that service-backed tests
-//! need. Include with `#[path = "../support/mod.rs"] mod support;` (or `mod support;` from a
-//! test at the top of `tests/`).
+//! need, loopback ports for the servers the tests start, and a process of its own for a test
+//! that must not share one. Included by `tests/it/main.rs` (as `crate::support`) and by
+//! `tests/soak.rs` (`mod support;`).
 #![allow(dead_code)]
 
 use std::net::{TcpStream, ToSocketAddrs};
@@ -292,21 +293,7 @@ fn wait_for(mut ready: impl FnMut() -> bool) {
 
 /// `n` loopback ports that are free, each with its cluster bus port (+10000) free too.
 fn free_cluster_ports(n: usize) -> Vec<u16> {
-    use std::net::TcpListener;
-    let mut ports = Vec::new();
-    let mut candidate = 20_000 + (std::process::id() % 9_000) as u16;
-    while ports.len() < n {
-        candidate = if candidate >= 29_990 {
-            20_000
-        } else {
-            candidate + 1
-        };
-        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if free(candidate) && free(candidate + 10_000) {
-            ports.push(candidate);
-        }
-    }
-    ports
+    (0..n).map(|_| free_cluster_port()).collect()
 }
 
 /// Whether every program of `programs` (a name on `PATH` or an absolute path) can be run.
@@ -336,12 +323,107 @@ pub fn require_programs(test: &str, programs: &[&str]) -> bool {
     true
 }
 
-/// A loopback TCP port that was free a moment ago (bound to port 0, then released).
+/// A loopback TCP port for a server that a test starts: free a moment ago, and never handed
+/// out before in this process.
+///
+/// Ports come from 10000-22767, below the kernel's ephemeral range (32768-60999 by default,
+/// `net.ipv4.ip_local_port_range`), so that no outgoing connection of another test (there are
+/// hundreds a second while the whole binary runs) takes the port between this check and the
+/// server binding it; and a port claimed once is never claimed again by this process, so two
+/// tests that start servers at the same time never get the same port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("bind a free loopback port")
+    claim_port(false)
+}
+
+/// A port as [`free_port`] gives, whose cluster bus port (+10000) is free too (and claimed
+/// with it), for a node of a Redis Cluster.
+pub fn free_cluster_port() -> u16 {
+    claim_port(true)
+}
+
+fn claim_port(bus: bool) -> u16 {
+    use std::collections::BTreeSet;
+    use std::net::TcpListener;
+    use std::sync::{Mutex, PoisonError};
+    const FIRST: u32 = 10_000;
+    const LAST: u32 = 22_767;
+    static CLAIMED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+    let mut claimed = CLAIMED.lock().unwrap_or_else(PoisonError::into_inner);
+    let span = LAST - FIRST + 1;
+    // Another process running these tests starts elsewhere in the range.
+    let start = (std::process::id().wrapping_mul(7919) + claimed.len() as u32 * 61) % span;
+    let free = |port: u32| {
+        !claimed.contains(&port)
+            && u16::try_from(port).is_ok_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+    };
+    for step in 0..span {
+        let port = FIRST + (start + step) % span;
+        let ports = if bus {
+            vec![port, port + 10_000]
+        } else {
+            vec![port]
+        };
+        if ports.iter().all(|&p| free(p)) {
+            claimed.extend(ports);
+            return port as u16;
+        }
+    }
+    panic!("no free loopback port left in {FIRST}-{LAST}");
+}
+
+/// Runs `body` in a process of its own: this test binary run again with only the test
+/// `path` (its whole path in the binary, such as `security::some_test`), which finds
+/// [`OWN_PROCESS`] set to `path` and runs `body`; here, it waits for that process and fails
+/// if the test failed there (or did not run).
+///
+/// For a test that changes what every thread of a process shares, the environment above
+/// all: `std::env::set_var` is `unsafe` because any other thread may read the environment
+/// at the same time (the C library does, in DNS lookups for one), and the tests of the
+/// binary run on threads of one process.
+pub fn in_own_process(path: &str, body: impl FnOnce()) {
+    if std::env::var(OWN_PROCESS).as_deref() == Ok(path) {
+        body();
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([path, "--exact", "--nocapture", "--test-threads=1"])
+        .env(OWN_PROCESS, path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run this test binary again");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.contains("1 passed"),
+        "{path} in a process of its own: {}\n{said}",
+        out.status
+    );
+}
+
+/// The variable that tells a test binary run by [`in_own_process`] which test to run there.
+pub const OWN_PROCESS: &str = "SESSION_STORES_TEST_OWN_PROCESS";
+
+/// Held exclusively by a test whose assertions hang on how long something takes, to a few
+/// hundred milliseconds ([`measures_time`]), and shared by the tests that load the whole
+/// machine for a long while ([`loads_the_machine`]): child processes writing flat out,
+/// whole conformance suites against a server, tens of thousands of sessions. The tests of
+/// the binary run two or more at a time in one process, in an order of the harness' choosing;
+/// with this, a tight timing never runs beside such a load, and the loads still run beside
+/// each other and beside every other test.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// See [`MACHINE`]: waits until no test that loads the machine is running, and keeps new
+/// ones from starting while the guard lives.
+pub async fn measures_time() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
+
+/// See [`MACHINE`]: waits while a test that measures time runs.
+pub async fn loads_the_machine() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
 }
 
 /// Polls `ready` every 100 ms until it returns true, for at most `limit`; false if it never

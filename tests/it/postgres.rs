@@ -7,8 +7,7 @@
 //! schema of its own, dropped at the end.
 #![cfg(feature = "postgres")]
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -949,6 +948,7 @@ async fn a_session_that_expires_while_waiting_for_a_connection_is_not_revived() 
 /// operation timeout, not wait for the lock forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_lock_held_by_a_stuck_transaction_gives_a_timeout() {
+    let _alone = support::measures_time().await;
     with_schema(|pool, schema| async move {
         let store = migrated(&pool, &schema).await;
         let id = SessionId::generate();

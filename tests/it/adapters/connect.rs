@@ -26,7 +26,7 @@ async fn round_trip(url: &str, kind: StoreKind) {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_url() {
-    use crate::backends::{POSTGRES_DEFAULT, POSTGRES_VAR};
+    use crate::adapters::backends::{POSTGRES_DEFAULT, POSTGRES_VAR};
     let Some(url) = crate::support::service_url(POSTGRES_VAR, POSTGRES_DEFAULT, 5432) else {
         return;
     };
@@ -36,7 +36,7 @@ async fn postgres_url() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_url() {
-    use crate::backends::{REDIS_DEFAULT, REDIS_VAR};
+    use crate::adapters::backends::{REDIS_DEFAULT, REDIS_VAR};
     let Some(url) = crate::support::service_url(REDIS_VAR, REDIS_DEFAULT, 6379) else {
         return;
     };
@@ -46,7 +46,8 @@ async fn redis_url() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_cluster_url() {
-    let Some(urls) = crate::support::service_urls(crate::backends::CLUSTER_VAR, 7001) else {
+    let Some(urls) = crate::support::service_urls(crate::adapters::backends::CLUSTER_VAR, 7001)
+    else {
         return;
     };
     let hosts: Vec<&str> = urls
@@ -76,7 +77,7 @@ async fn unreachable_redis_is_an_error() {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_url_options() {
-    use crate::backends::{POSTGRES_DEFAULT, POSTGRES_VAR};
+    use crate::adapters::backends::{POSTGRES_DEFAULT, POSTGRES_VAR};
     let Some(url) = crate::support::service_url(POSTGRES_VAR, POSTGRES_DEFAULT, 5432) else {
         return;
     };
@@ -118,7 +119,7 @@ async fn postgres_url_options() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_url_options() {
-    use crate::backends::{REDIS_DEFAULT, REDIS_VAR};
+    use crate::adapters::backends::{REDIS_DEFAULT, REDIS_VAR};
     let Some(url) = crate::support::service_url(REDIS_VAR, REDIS_DEFAULT, 6379) else {
         return;
     };

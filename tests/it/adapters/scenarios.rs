@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use session_stores::{SessionId, SessionStore};
 
-use crate::backends::Backend;
-use crate::common::{App, Jar, Recording, Variant};
+use crate::adapters::backends::Backend;
+use crate::adapters::common::{App, Jar, Recording, Variant};
 
 /// Which adapter a scenario runs under: a few expectations differ (the cookie of
 /// tower-sessions is the plain id; actix-session signs it, and its `update_ttl` is a

@@ -70,6 +70,7 @@ where
     Fut: std::future::Future<Output = S> + Send + 'static,
     S: SessionStore + 'static,
 {
+    let _load = crate::support::loads_the_machine().await;
     let mut failed = Vec::new();
     for layers in ALL {
         let keys = Keys::generate();

@@ -12,8 +12,7 @@
 
 #![cfg(all(unix, any(feature = "file", feature = "sqlite")))]
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -87,7 +86,7 @@ async fn killed_writer_loses_nothing(kind: &str, path: PathBuf) {
     for round in 0..5u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "fault_child_entry",
+                "faults::fault_child_entry",
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",
@@ -149,6 +148,7 @@ async fn killed_writer_loses_nothing(kind: &str, path: PathBuf) {
 #[cfg(feature = "file")]
 #[tokio::test]
 async fn file_writer_killed_in_a_loop_leaves_whole_files_and_every_acknowledged_write() {
+    let _load = support::loads_the_machine().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("sessions");
     killed_writer_loses_nothing("file", dir.clone()).await;
@@ -166,6 +166,7 @@ async fn file_writer_killed_in_a_loop_leaves_whole_files_and_every_acknowledged_
 #[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn sqlite_writer_killed_mid_transaction_leaves_a_clean_database() {
+    let _load = support::loads_the_machine().await;
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("sessions.db");
     killed_writer_loses_nothing("sqlite", db.clone()).await;

@@ -12,8 +12,8 @@ use actix_web::http::header;
 use actix_web::{App as ActixWebApp, test, web};
 use session_stores::{ActixSessionStore, Owner, SessionStore};
 
-use crate::common::{App, COOKIE, Jar, OWNER_KEY, Recording, Variant};
-use crate::scenarios::{Adapter, run_all};
+use crate::adapters::common::{App, COOKIE, Jar, OWNER_KEY, Recording, Variant};
+use crate::adapters::scenarios::{Adapter, run_all};
 
 async fn count(session: Session) -> String {
     let n = session.get::<u64>("count").unwrap().unwrap_or(0) + 1;
@@ -135,7 +135,7 @@ where
     }
 }
 
-async fn run(backend: Option<crate::backends::Backend>) {
+async fn run(backend: Option<crate::adapters::backends::Backend>) {
     run_all(Adapter::Actix, backend, app).await;
 }
 

@@ -17,6 +17,7 @@ const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_suite() {
+    let _load = support::loads_the_machine().await;
     let Some(url) = support::service_url(VAR, DEFAULT_URL, 5432) else {
         return;
     };
@@ -64,6 +65,7 @@ async fn whole_suite() {
 /// A store that opens its own pool (through `connect`) keeps the contract too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_suite_with_own_pools() {
+    let _load = support::loads_the_machine().await;
     let Some(url) = support::service_url(VAR, DEFAULT_URL, 5432) else {
         return;
     };

@@ -14,7 +14,7 @@
     feature = "redis"
 ))]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -77,6 +77,7 @@ fn sessions_to_write() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_100k_sessions_through_every_backend_and_back() {
+    let _load = support::loads_the_machine().await;
     let Some(pg) = support::service_url(
         "SESSION_STORES_POSTGRES_URL",
         "postgres://postgres@127.0.0.1:5432/test",
@@ -241,13 +242,22 @@ async fn stats_list_show_purge_and_errors() {
         "the file store tells its expired sessions: {said}"
     );
 
-    let out = run(&["list", &url, "--owner", "ada"], dir.path());
+    let out = run(&["list", &url, "--owner", "ada", "--full-ids"], dir.path());
     let said = text(&out);
     assert!(
         ids[..2].iter().all(|id| said.contains(id.as_str())),
         "{said}"
     );
     assert!(!said.contains(ids[2].as_str()), "{said}");
+    // Without --full-ids, ids (bearer credentials) are shortened.
+    let out = run(&["list", &url, "--owner", "ada"], dir.path());
+    let said = text(&out);
+    assert!(
+        ids[..2]
+            .iter()
+            .all(|id| !said.contains(id.as_str()) && said.contains(&id.hint().to_string())),
+        "{said}"
+    );
     let out = run(&["list", &url, "--limit", "3"], dir.path());
     assert_eq!(text(&out).lines().count(), 4, "a header and 3 sessions");
 

@@ -6,8 +6,13 @@
 //! the conformance suite (`invalid_ids_are_rejected_and_edge_ids_work`) and by
 //! `SessionId`'s own tests; the depth limit by `nesting_at_the_limit_round_trips_and_deeper_is_refused`.
 
-#[path = "support/mod.rs"]
-mod support;
+#[cfg(any(
+    feature = "file",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "redis"
+))]
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,11 +7,9 @@
 //! in CI. The restart test starts its own `redis-server` on a free port.
 #![cfg(feature = "redis")]
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -921,9 +919,9 @@ async fn cluster_from_pool_and_hash_tag_prefix() {
 
 // ----- Restart -----
 
+/// A port for a test-owned server (see [`support::free_port`]).
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    support::free_port()
 }
 
 fn start_redis(port: u16, dir: &std::path::Path) -> Option<tokio::process::Child> {
@@ -1167,6 +1165,7 @@ async fn info_field(
 /// caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_costs_a_handful_of_connections_not_one_per_caller() {
+    let _alone = support::measures_time().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
@@ -1315,6 +1314,7 @@ fn parse_command(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
 /// the caller, but the connection that carried them is fine and is kept.
 #[tokio::test]
 async fn server_error_replies_keep_the_connection() {
+    let _alone = support::measures_time().await;
     for reply in [
         "-LOADING Redis is loading the dataset in memory\r\n",
         "-CLUSTERDOWN The cluster is down\r\n",
@@ -1344,6 +1344,7 @@ async fn server_error_replies_keep_the_connection() {
 /// several MiB), and the count is exact.
 #[tokio::test]
 async fn len_counts_many_keys_exactly_in_bounded_memory() {
+    let _load = support::loads_the_machine().await;
     let Some(url) = url() else { return };
     let store = store(&url).await;
     let mut raw = raw(&url).await;
@@ -1376,10 +1377,20 @@ async fn len_counts_many_keys_exactly_in_bounded_memory() {
 
 /// On a Redis Cluster, `clear` of 5,000 sessions batches its deletions per node (one round
 /// trip per `SCAN` page, not one per key): the nodes together process far fewer reads than
-/// there are keys (`INFO stats` `total_reads_processed`, summed over the primaries).
+/// there are keys (`INFO stats` `total_reads_processed`, summed over the primaries). A
+/// dedicated cluster, since those counters count every client's reads: on a shared one, the
+/// other tests' reads in the meantime would count too.
 #[tokio::test]
 async fn cluster_clear_batches_its_round_trips() {
-    let Some(urls) = cluster_urls() else { return };
+    let _load = support::loads_the_machine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut cluster, ports)) = own_cluster(dir.path()).await else {
+        return;
+    };
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect();
     let store = Arc::new(
         RedisStore::cluster_builder(&urls)
             .key_prefix(support::unique_name("sst:clb:"))
@@ -1428,6 +1439,9 @@ async fn cluster_clear_batches_its_round_trips() {
         used < KEYS as u64 / 5,
         "clear of {KEYS} keys took {used} reads on the primaries"
     );
+    for node in &mut cluster {
+        node.kill().await.unwrap();
+    }
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`) to the process `pid`.
@@ -1446,6 +1460,7 @@ fn signal(pid: u32, signal: &str) {
 /// Once the server continues (SIGCONT) the same store works again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_fails_every_operation_within_its_deadline() {
+    let _alone = support::measures_time().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
@@ -1551,12 +1566,7 @@ async fn a_stopped_server_fails_every_operation_within_its_deadline() {
 
 /// A free loopback port whose cluster bus port (+10000) is free too.
 fn free_cluster_port() -> u16 {
-    loop {
-        let port = free_port();
-        if port <= 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
+    support::free_cluster_port()
 }
 
 /// `redis-cli` on a node, for cluster administration; its standard output.
@@ -1569,22 +1579,17 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// While a slot migrates, `clear` still removes every session. The half of the slot already
-/// moved lives on the importing node, whose `SCAN` page mixes it with keys of slots that node
-/// owns; its pipeline gets `MOVED` for the moving slot, and redis-rs, which redirects a
-/// pipeline as a whole, cannot place it. `clear` then sends each slot's `UNLINK` on its own,
-/// routed by its keys. A dedicated 3-node cluster, so that no other test's keys are caught in
-/// the migrating slot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_clear_removes_a_slot_that_is_moving() {
-    let dir = tempfile::tempdir().unwrap();
+/// A dedicated 3-primary Redis Cluster, its nodes' files in `dir`: the nodes (killed when
+/// dropped) and their ports; `None` (a skip) when `redis-server` cannot run. For a test that
+/// must have a cluster to itself.
+async fn own_cluster(dir: &std::path::Path) -> Option<(Vec<tokio::process::Child>, Vec<u16>)> {
     let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
     let mut nodes = Vec::new();
     for port in &ports {
         let conf = format!("nodes-{port}.conf");
-        let Some(node) = start_redis_with(
+        let node = start_redis_with(
             *port,
-            dir.path(),
+            dir,
             &[
                 "--cluster-enabled",
                 "yes",
@@ -1593,9 +1598,7 @@ async fn cluster_clear_removes_a_slot_that_is_moving() {
                 "--cluster-node-timeout",
                 "5000",
             ],
-        ) else {
-            return;
-        };
+        )?;
         nodes.push(node);
         wait_until_up(&format!("redis://127.0.0.1:{port}")).await;
     }
@@ -1616,6 +1619,21 @@ async fn cluster_clear_removes_a_slot_that_is_moving() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Some((nodes, ports))
+}
+
+/// While a slot migrates, `clear` still removes every session. The half of the slot already
+/// moved lives on the importing node, whose `SCAN` page mixes it with keys of slots that node
+/// owns; its pipeline gets `MOVED` for the moving slot, and redis-rs, which redirects a
+/// pipeline as a whole, cannot place it. `clear` then sends each slot's `UNLINK` on its own,
+/// routed by its keys. A dedicated 3-node cluster, so that no other test's keys are caught in
+/// the migrating slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_clear_removes_a_slot_that_is_moving() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut nodes, ports)) = own_cluster(dir.path()).await else {
+        return;
+    };
     let urls: Vec<String> = ports
         .iter()
         .map(|p| format!("redis://127.0.0.1:{p}"))

@@ -12,8 +12,8 @@ use session_stores::{Owner, SessionStore, TowerSessionsStore};
 use tower::ServiceExt;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
-use crate::common::{App, COOKIE, Jar, OWNER_KEY, Recording, Variant};
-use crate::scenarios::{Adapter, run_all};
+use crate::adapters::common::{App, COOKIE, Jar, OWNER_KEY, Recording, Variant};
+use crate::adapters::scenarios::{Adapter, run_all};
 
 async fn count(session: Session) -> String {
     let n = session.get::<u64>("count").await.unwrap().unwrap_or(0) + 1;
@@ -112,7 +112,7 @@ impl App for TowerApp {
     }
 }
 
-async fn run(backend: Option<crate::backends::Backend>) {
+async fn run(backend: Option<crate::adapters::backends::Backend>) {
     run_all(Adapter::Tower, backend, app).await;
 }
 

@@ -22,8 +22,7 @@
 //! doing so.
 #![cfg(any(feature = "postgres-tls", feature = "redis-tls"))]
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -588,6 +587,7 @@ mod postgres {
     #[cfg(feature = "conformance")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn whole_suite_over_tls() {
+        let _load = support::loads_the_machine().await;
         let Some(server) = Server::get("whole_suite_over_tls") else {
             return;
         };
@@ -901,6 +901,7 @@ mod redis {
     #[cfg(feature = "conformance")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn whole_suite_over_tls() {
+        let _load = support::loads_the_machine().await;
         let Some(server) = Server::get("whole_suite_over_tls", false) else {
             return;
         };
@@ -944,12 +945,7 @@ mod redis_cluster {
 
     /// A free loopback port whose cluster bus port (+10000) is free too.
     fn free_cluster_port() -> u16 {
-        loop {
-            let port = support::free_port();
-            if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-                return port;
-            }
-        }
+        support::free_cluster_port()
     }
 
     impl Cluster {
@@ -1072,6 +1068,7 @@ mod redis_cluster {
     #[cfg(feature = "conformance")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_over_tls_with_our_ca() {
+        let _load = support::loads_the_machine().await;
         let Some(cluster) = Cluster::get("cluster_over_tls_with_our_ca") else {
             return;
         };

@@ -58,9 +58,6 @@ mod memory {
     }
 }
 
-#[path = "../support/mod.rs"]
-mod support;
-
 #[cfg(feature = "file")]
 mod file;
 #[cfg(feature = "postgres")]

@@ -10,8 +10,8 @@
 //!
 //! Each test runs every scenario of [`scenarios`] for one adapter on one backend, each
 //! scenario on a fresh, isolated store. Run with
-//! `cargo test --features tower-sessions,actix-session --test adapters` (plus the backend
-//! features).
+//! `cargo test --features tower-sessions,actix-session --test it adapters::` (plus the
+//! backend features).
 //!
 //! Needs the `memory` feature (on by default) besides an adapter feature.
 #![cfg(all(
@@ -19,24 +19,15 @@
     any(feature = "tower-sessions", feature = "actix-session")
 ))]
 
-#[path = "support/mod.rs"]
-mod support;
-
-#[path = "adapters/common.rs"]
 mod common;
 
-#[path = "adapters/backends.rs"]
 mod backends;
-#[path = "adapters/scenarios.rs"]
 mod scenarios;
 
 #[cfg(feature = "tower-sessions")]
-#[path = "adapters/tower.rs"]
 mod tower;
 
 #[cfg(feature = "actix-session")]
-#[path = "adapters/actix.rs"]
 mod actix;
 
-#[path = "adapters/connect.rs"]
 mod connect;

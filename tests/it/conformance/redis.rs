@@ -24,6 +24,7 @@ where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = RedisStore> + Send + 'static,
 {
+    let _load = support::loads_the_machine().await;
     let started = std::time::Instant::now();
     // The owner checks pass at once for a store that does not declare owners.
     assert!(

@@ -16,8 +16,8 @@ use session_stores::wrappers::hashed_ids::HashedIds;
 use session_stores::wrappers::key::Key;
 use session_stores::{Error, ErrorKind, Session, SessionId, SessionStore};
 
-#[path = "support/mod.rs"]
-mod support;
+#[cfg(feature = "file")]
+use crate::support;
 
 const SESSIONS: usize = 40;
 
@@ -534,9 +534,27 @@ mod redis_store {
 
 /// `connect` wraps the store when the URL names key variables, and the files it writes show
 /// neither the id nor the data.
+///
+/// It sets environment variables, which no other thread may read or write meanwhile, and the
+/// other tests of this binary run on threads of this process: so it runs in a process of its
+/// own ([`support::in_own_process`]).
 #[cfg(feature = "file")]
-#[tokio::test]
-async fn connect_turns_on_both_wrappers_from_key_variables() {
+#[test]
+fn connect_turns_on_both_wrappers_from_key_variables() {
+    support::in_own_process(
+        "security::connect_turns_on_both_wrappers_from_key_variables",
+        || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(key_variables_in_this_process());
+        },
+    );
+}
+
+#[cfg(feature = "file")]
+async fn key_variables_in_this_process() {
     let dir = tempfile::tempdir().unwrap();
     let (id_var, ring_var) = (
         support::unique_name("SST_ID_KEY_").to_uppercase(),
@@ -547,7 +565,8 @@ async fn connect_turns_on_both_wrappers_from_key_variables() {
         Key::generate().unwrap(),
         Key::generate().unwrap(),
     );
-    // SAFETY: variables with names unique to this test, set before any thread reads them.
+    // SAFETY: this process runs this one test (see above), so no other thread reads or
+    // writes the environment meanwhile; here and below.
     unsafe {
         std::env::set_var(&id_var, id_key.to_hex());
         std::env::set_var(&ring_var, format!("{},{}", current.to_hex(), old.to_hex()));

@@ -7,7 +7,7 @@
 //! port per backend.
 #![cfg(all(feature = "tower-sessions", feature = "memory"))]
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -160,32 +160,32 @@ macro_rules! per_backend {
     ($attr:meta, $run:path) => {
         #[$attr]
         async fn memory() {
-            $run($crate::backends::Backend::memory().await).await;
+            $run($crate::adapters::backends::Backend::memory().await).await;
         }
         #[cfg(feature = "file")]
         #[$attr]
         async fn file() {
-            $run($crate::backends::Backend::file().await).await;
+            $run($crate::adapters::backends::Backend::file().await).await;
         }
         #[cfg(feature = "sqlite")]
         #[$attr]
         async fn sqlite() {
-            $run($crate::backends::Backend::sqlite().await).await;
+            $run($crate::adapters::backends::Backend::sqlite().await).await;
         }
         #[cfg(feature = "postgres")]
         #[$attr]
         async fn postgres() {
-            $run($crate::backends::Backend::postgres().await).await;
+            $run($crate::adapters::backends::Backend::postgres().await).await;
         }
         #[cfg(feature = "redis")]
         #[$attr]
         async fn redis() {
-            $run($crate::backends::Backend::redis().await).await;
+            $run($crate::adapters::backends::Backend::redis().await).await;
         }
         #[cfg(feature = "redis")]
         #[$attr]
         async fn redis_cluster() {
-            $run($crate::backends::Backend::redis_cluster().await).await;
+            $run($crate::adapters::backends::Backend::redis_cluster().await).await;
         }
     };
 }

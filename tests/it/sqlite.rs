@@ -259,6 +259,7 @@ async fn wait_for(store: &SqliteStore, id: &SessionId) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_file_lose_nothing() {
+    let _load = crate::support::loads_the_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sessions.db");
     let store = SqliteStore::open(&path).await.unwrap();
@@ -275,7 +276,7 @@ async fn two_processes_on_one_file_lose_nothing() {
     let child = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "two_processes_child",
+            "sqlite::two_processes_child",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -879,6 +880,7 @@ fn wal_size(path: &Path) -> u64 {
 /// and once the lock is released none of the abandoned writes happens after all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sets_that_time_out_behind_a_held_lock_never_commit_later_and_the_queue_stays_bounded() {
+    let _load = crate::support::loads_the_machine().await;
     const SETS: usize = 10_000;
     const CAPACITY: usize = 16;
     let dir = tempfile::tempdir().unwrap();

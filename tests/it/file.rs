@@ -470,6 +470,7 @@ fn lock_holder(dir: &Path) -> std::process::Child {
 /// `Timeout` after the operation timeout, not hang forever.
 #[tokio::test]
 async fn a_hung_peer_holding_the_lock_gives_a_timeout_not_a_hang() {
+    let _alone = crate::support::measures_time().await;
     let tmp = tempfile::tempdir().unwrap();
     let store = FileStore::builder(tmp.path())
         .operation_timeout(Duration::from_millis(400))
@@ -585,7 +586,7 @@ fn child(mode: &str, dir: &Path) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
-            "child_process_entry",
+            "file::child_process_entry",
             "--exact",
             "--nocapture",
             "--test-threads=1",
@@ -598,6 +599,7 @@ fn child(mode: &str, dir: &Path) -> Command {
 /// Two processes doing compare-and-set increments on one session: none is lost.
 #[tokio::test]
 async fn two_processes_lose_no_update() {
+    let _load = crate::support::loads_the_machine().await;
     let tmp = tempfile::tempdir().unwrap();
     let store = FileStore::new(tmp.path()).await.unwrap();
     let v0 = store
@@ -625,6 +627,7 @@ async fn two_processes_lose_no_update() {
 /// files: every session file parses, and the store works on.
 #[tokio::test]
 async fn a_killed_writer_leaves_no_torn_file() {
+    let _load = crate::support::loads_the_machine().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("sessions");
     let mut writer = child("crash-writer", &dir)
