@@ -30,7 +30,7 @@ pub(crate) async fn run(
     page: usize,
 ) -> Result<(), Failure> {
     let state = state.unwrap_or_else(|| default_state(from, to));
-    let resume = match std::fs::read_to_string(&state) {
+    let saved = match std::fs::read_to_string(&state) {
         Ok(text) if text.trim() == "done" => {
             println!(
                 "{} says this migration is done; delete it to run it again",
@@ -38,7 +38,7 @@ pub(crate) async fn run(
             );
             return Ok(());
         }
-        Ok(text) if !text.trim().is_empty() => Some(ScanCursor::new(text.trim())),
+        Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
         Ok(_) => None,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
         Err(err) => return Err(failure(format!("reading {}: {err}", state.display()))),
@@ -53,6 +53,10 @@ pub(crate) async fn run(
             Failure::from(err).message
         ))
     })?;
+    let resume = match saved {
+        Some(saved) => find_position(&*source, &saved, page).await?,
+        None => None,
+    };
     let total = source.len().await?;
     println!(
         "migrating {total} live sessions from {} to {}{}",
@@ -76,8 +80,11 @@ pub(crate) async fn run(
         bar.set_position(p.read);
         bar.set_message(format!("copied {} present {}", p.copied, p.present));
         // After each page, atomically: the next page's cursor, or `done`.
-        let text = p.cursor.as_ref().map_or("done", |c| c.as_str());
-        save_state(&save_to, text)
+        let text = p
+            .cursor
+            .as_ref()
+            .map_or_else(|| "done".to_string(), |c| position(c, page));
+        save_state(&save_to, &text)
             .map_err(|err| Error::config(format!("writing {}: {err}", save_to.display())))
     })
     .await?;
@@ -132,6 +139,57 @@ pub(crate) async fn run(
         )));
     }
     Ok(())
+}
+
+/// What the state file holds between pages: the page size and a digest of the next page's
+/// cursor, never the cursor itself (a keyset cursor names a live session id, a bearer
+/// credential). `v1` names the format.
+fn position(cursor: &ScanCursor, page: usize) -> String {
+    format!("v1 page={page} cursor-sha256={}", digest(cursor))
+}
+
+fn digest(cursor: &ScanCursor) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(cursor.as_str().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The cursor a saved position stands for: the source is read again from the start, page
+/// by page with the saved page size (reads only, no writes), until a page's next cursor has
+/// the saved digest. If none has (the sessions around the position are gone), the copy
+/// starts over, which repeats nothing but reads: every write is a `create`.
+async fn find_position(
+    source: &dyn session_stores::SessionStore,
+    saved: &str,
+    page: usize,
+) -> Result<Option<ScanCursor>, Failure> {
+    let mut parts = saved.split(' ');
+    let (Some("v1"), Some(size), Some(wanted), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(failure(
+            "the state file is not one this version wrote: delete it to start over",
+        ));
+    };
+    let size = size
+        .strip_prefix("page=")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(page);
+    let wanted = wanted.strip_prefix("cursor-sha256=").unwrap_or(wanted);
+    let mut cursor: Option<ScanCursor> = None;
+    loop {
+        let scanned = source.scan(cursor.as_ref(), size).await?;
+        let Some(next) = scanned.next else {
+            println!("the saved position is gone from the source; copying from the start");
+            return Ok(None);
+        };
+        if digest(&next) == wanted {
+            return Ok(Some(next));
+        }
+        cursor = Some(next);
+    }
 }
 
 /// Writes the state file atomically (a temporary file renamed over it), readable by its
