@@ -159,6 +159,17 @@ async fn migrate_100k_sessions_through_every_backend_and_back() {
                 saved && position.trim() != "done",
                 "killed before the end: {position:?}"
             );
+            // The saved position names no session: an id is a bearer credential.
+            assert!(
+                original.keys().all(|id| !position.contains(id.as_str())),
+                "the state file holds a live id: {position:?}"
+            );
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "state file mode {mode:o}");
+            }
         }
         let out = run(&["migrate", from, to, "--state", state_arg], dir.path());
         assert!(out.status.success(), "hop {hop}: {}", text(&out));

@@ -45,3 +45,4 @@ mod redis;
 mod security;
 mod sqlite;
 mod tls;
+mod tools;
