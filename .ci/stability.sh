@@ -9,26 +9,26 @@ runs="${1:-20}"
 shift || true
 eval "$(bash .ci/redis-cluster.sh start)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/session-stores-target}"
-cargo test --all-features --test conformance --no-run -q 2>/dev/null
-bin="$(cargo test --all-features --test conformance --no-run --message-format=json 2>/dev/null \
-    | grep -o '"executable":"[^"]*conformance-[^"]*"' | head -n1 | cut -d'"' -f4)"
+cargo test --all-features --test it --no-run -q 2>/dev/null
+bin="$(cargo test --all-features --test it --no-run --message-format=json 2>/dev/null \
+    | grep -o '"executable":"[^"]*/it-[^"]*"' | head -n1 | cut -d'"' -f4)"
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(
-    memory::whole_suite_on_a_sharded_store
-    memory::whole_suite_with_a_byte_budget
-    file::whole_suite_without_cache
-    file::whole_suite_durable
-    sqlite::whole_suite_on_one_file_with_a_table_per_store
-    sqlite::whole_suite_without_wal_or_readers
-    postgres::whole_suite
-    postgres::whole_suite_with_own_pools
-    redis::standalone_whole_suite
-    redis::standalone_from_pool_whole_suite
-    redis::cluster_whole_suite
-    wrappers::memory_under_every_layering
-    wrappers::sqlite_under_every_layering
-    wrappers::postgres_under_every_layering
-    wrappers::redis_cluster_under_every_layering
+    conformance::memory::whole_suite_on_a_sharded_store
+    conformance::memory::whole_suite_with_a_byte_budget
+    conformance::file::whole_suite_without_cache
+    conformance::file::whole_suite_durable
+    conformance::sqlite::whole_suite_on_one_file_with_a_table_per_store
+    conformance::sqlite::whole_suite_without_wal_or_readers
+    conformance::postgres::whole_suite
+    conformance::postgres::whole_suite_with_own_pools
+    conformance::redis::standalone_whole_suite
+    conformance::redis::standalone_from_pool_whole_suite
+    conformance::redis::cluster_whole_suite
+    conformance::wrappers::memory_under_every_layering
+    conformance::wrappers::sqlite_under_every_layering
+    conformance::wrappers::postgres_under_every_layering
+    conformance::wrappers::redis_cluster_under_every_layering
 )
 printf '%-55s %7s %8s %8s %8s\n' test passed min_s median_s max_s
 for t in "${tests[@]}"; do
