@@ -24,8 +24,9 @@
 //!   every user logged out. Copy the stores under the wrappers instead (the same `HashedIds`
 //!   key at both ends, each store opened without it); the `session-stores migrate` command
 //!   does so by itself.
-//! - **A logout during the copy stays a logout.** After writing a session, the copy reads
-//!   the source again; a session destroyed there since it was read (a logout through
+//! - **A logout during the copy stays a logout.** After writing a page, the copy reads that
+//!   page of the source again (one scan, then a read by id for a copied session the second
+//!   page does not show); a session destroyed there since it was read (a logout through
 //!   [`Migrating`](crate::wrappers::migrating::Migrating), which destroys in both stores) is
 //!   removed from the destination, with a compare-and-set on the version the copy wrote, so
 //!   a session written there since is kept. Such sessions are counted in
@@ -39,6 +40,7 @@
 //!   its shortened id and the reason, and the copy goes on. The cursor moves past it, so
 //!   resuming does not repeat it. Any other error (the destination down) stops the copy.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, IdHint, Result};
@@ -124,7 +126,6 @@ enum Outcome {
     Copied,
     Present,
     Expired,
-    Vanished,
     Failed(CopyFailure),
 }
 
@@ -134,42 +135,62 @@ fn refuses_the_session(err: &Error) -> bool {
     matches!(err.kind(), ErrorKind::Encode | ErrorKind::TooLarge)
 }
 
-/// Writes one session; see the [module docs](self) for what each outcome means.
-async fn copy_one(
-    from: &dyn SessionStore,
-    to: &dyn SessionStore,
-    id: &SessionId,
-    session: &Session,
-    check_source: bool,
-) -> Result<Outcome> {
+/// Writes one session; see the [module docs](self) for what each outcome means. A copied
+/// session is checked against the source afterwards, page by page ([`take_back_vanished`]).
+async fn copy_one(to: &dyn SessionStore, id: &SessionId, session: &Session) -> Result<Outcome> {
     if session.is_expired() {
         return Ok(Outcome::Expired);
     }
     match to.create(id, session).await {
-        Ok(false) => return Ok(Outcome::Present),
-        Ok(true) => {}
-        Err(err) if refuses_the_session(&err) => {
-            return Ok(Outcome::Failed(CopyFailure {
-                id: id.hint(),
-                reason: crate::error::chain(&err),
-            }));
+        Ok(false) => Ok(Outcome::Present),
+        Ok(true) => Ok(Outcome::Copied),
+        Err(err) if refuses_the_session(&err) => Ok(Outcome::Failed(CopyFailure {
+            id: id.hint(),
+            reason: crate::error::chain(&err),
+        })),
+        Err(err) => Err(err),
+    }
+}
+
+/// After a page is written: the copied sessions that the source no longer holds (destroyed
+/// there since the page was read) are taken back from the destination, unless the
+/// destination holds a newer write. The source's page is read again from the same cursor
+/// (one scan, not a read per session); only a copied id that this second page does not
+/// show is looked up by itself. Returns how many were taken back.
+async fn take_back_vanished(
+    from: &dyn SessionStore,
+    to: &dyn SessionStore,
+    start: Option<&ScanCursor>,
+    limit: usize,
+    copied: Vec<SessionId>,
+) -> Result<u64> {
+    if copied.is_empty() {
+        return Ok(0);
+    }
+    let again: HashSet<SessionId> = from
+        .scan(start, limit)
+        .await?
+        .sessions
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut taken_back = 0;
+    for id in copied.iter().filter(|id| !again.contains(*id)) {
+        if from.get(id).await?.is_some() {
+            continue;
         }
-        Err(err) => return Err(err),
-    }
-    if !check_source || from.get(id).await?.is_some() {
-        return Ok(Outcome::Copied);
-    }
-    // Destroyed at the source since the page was read: take the copy back, unless the
-    // destination holds a newer write.
-    if let Some(copy) = to.get(id).await? {
-        let gone = Session::from_parts(Default::default(), now_millis() - 1, 0);
-        match to.set_if_version(id, &gone, copy.version()).await {
-            Ok(_) => {}
-            Err(err) if err.is_conflict() => return Ok(Outcome::Copied),
-            Err(err) => return Err(err),
+        if let Some(copy) = to.get(id).await? {
+            let gone = Session::from_parts(Default::default(), now_millis() - 1, 0);
+            match to.set_if_version(id, &gone, copy.version()).await {
+                Ok(_) => {}
+                // Written there since the copy: the newer session stays.
+                Err(err) if err.is_conflict() => continue,
+                Err(err) => return Err(err),
+            }
         }
+        taken_back += 1;
     }
-    Ok(Outcome::Vanished)
+    Ok(taken_back)
 }
 
 /// Copies every live session of `from` into `to` (see the [module docs](self)), calling
@@ -213,13 +234,15 @@ where
         started = true;
         let page = from.scan(progress.cursor.as_ref(), options.page).await?;
         progress.read += page.sessions.len() as u64;
+        let mut copied = Vec::new();
         let mut sessions = page.sessions.into_iter();
         loop {
             let mut batch = Vec::with_capacity(options.concurrency);
             for (id, session) in sessions.by_ref().take(options.concurrency) {
-                let (from, to) = (Arc::clone(&from), Arc::clone(&to));
+                let to = Arc::clone(&to);
                 batch.push(tokio::spawn(async move {
-                    copy_one(&*from, &*to, &id, &session, check_source).await
+                    let outcome = copy_one(&*to, &id, &session).await;
+                    (id, outcome)
                 }));
             }
             if batch.is_empty() {
@@ -231,14 +254,29 @@ where
                     id: None,
                     source: Box::new(err),
                 })?;
-                match joined? {
-                    Outcome::Copied => progress.copied += 1,
+                let (id, outcome) = joined;
+                match outcome? {
+                    Outcome::Copied => {
+                        progress.copied += 1;
+                        copied.push(id);
+                    }
                     Outcome::Present => progress.present += 1,
                     Outcome::Expired => progress.expired += 1,
-                    Outcome::Vanished => progress.vanished += 1,
                     Outcome::Failed(failure) => progress.failures.push(failure),
                 }
             }
+        }
+        if check_source {
+            let taken_back = take_back_vanished(
+                &*from,
+                &*to,
+                progress.cursor.as_ref(),
+                options.page,
+                copied,
+            )
+            .await?;
+            progress.copied -= taken_back;
+            progress.vanished += taken_back;
         }
         progress.cursor = page.next;
         on_page(&progress)?;

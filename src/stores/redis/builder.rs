@@ -1,7 +1,6 @@
 //! [`RedisStoreBuilder`], and the checks and pools it builds a store with.
 
 use std::fmt;
-#[cfg(feature = "redis-tls")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,16 +209,18 @@ impl RedisStoreBuilder {
                 &urls,
             )?),
             (Target::Cluster(_), _) => {
-                let manager =
-                    deadpool_redis::cluster::Manager::new(urls.clone(), false).map_err(|err| {
+                // redis-rs' cluster client itself, as with TLS certificates, so that the
+                // store's connect and response timeouts reach every node's connection
+                // (deadpool-redis' cluster manager builds its client with redis-rs'
+                // defaults: a 1 s connect limit that a loaded machine exceeds).
+                let client = redis::cluster::ClusterClientBuilder::new(urls.iter().copied())
+                    .connection_timeout(self.connect_timeout)
+                    .response_timeout(self.response_timeout)
+                    .build()
+                    .map_err(|err| {
                         url_error(&urls, "the Redis Cluster URLs are not usable", err)
                     })?;
-                let pool = deadpool_redis::cluster::Pool::builder(manager)
-                    .config(pool_config)
-                    .runtime(Runtime::Tokio1)
-                    .build()
-                    .map_err(|err| config_error("could not build the connection pool", err))?;
-                Pool::Cluster(pool)
+                Pool::ClusterClient(Arc::new(client))
             }
         };
         let mut store = RedisStore::new(

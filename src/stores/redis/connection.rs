@@ -3,11 +3,10 @@
 //! round trips on it.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-#[cfg(feature = "redis-tls")]
 use deadpool_redis::PoolError;
 use deadpool_redis::redis::{self, Cmd, RedisFuture, Value};
 
@@ -16,7 +15,7 @@ use crate::error::{BoxError, Error, IdHint, Result};
 use crate::session::SessionId;
 
 use super::RedisStore;
-use super::error::{FormatError, breaks_connection, is_reply, pool_error, redis_error};
+use super::error::{breaks_connection, is_reply, pool_error, redis_error};
 
 #[cfg(doc)]
 use super::RedisStoreBuilder;
@@ -28,17 +27,19 @@ use super::RedisStoreBuilder;
 /// operation discards that generation only, so a failure seen on an old connection never
 /// throws away a newer one that another task has installed meanwhile. A replacement is
 /// checked out by one caller at a time (`reconnect`); the others wait for it.
+/// How long a caller that waited for another's failed connect pauses before its own
+/// attempt: the attempts of many waiters then come at most this often, not all at once.
+pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 pub(super) struct Shared {
     pub(super) current: Mutex<Option<Current>>,
     /// Held by the one caller checking a replacement out of the pool.
     pub(super) reconnect: tokio::sync::Mutex<()>,
     /// The last generation handed out.
     pub(super) generations: AtomicU64,
-    /// How many checkouts have failed, so that the callers that waited for one fail with it
-    /// instead of each trying again in turn (each try may take the whole connect timeout).
+    /// How many checkouts have failed, so that a caller that waited for one pauses
+    /// ([`RETRY_PAUSE`]) before its own attempt.
     pub(super) failed_checkouts: AtomicU64,
-    /// Whether the last failed checkout timed out (rather than being refused).
-    pub(super) last_failure_timed_out: AtomicBool,
     /// The origin of the [`Health::last_reply`] clock.
     pub(super) epoch: Instant,
 }
@@ -66,12 +67,12 @@ pub(super) struct Lease {
 pub(super) enum Pool {
     Single(deadpool_redis::Pool),
     Cluster(deadpool_redis::cluster::Pool),
-    /// A Redis Cluster over TLS with certificates of the application's own
-    /// ([`RedisStoreBuilder::tls_root_certificate_pem`]): deadpool-redis' cluster manager
-    /// cannot pass them on, so the store connects through redis-rs' cluster client itself.
-    /// The store holds one multiplexed cluster connection at a time anyway; a replacement
-    /// is a new connection from the client.
-    #[cfg(feature = "redis-tls")]
+    /// A Redis Cluster the store connects to itself, through redis-rs' cluster client, so
+    /// that its connect and response timeouts (and TLS certificates of the application's
+    /// own, [`RedisStoreBuilder::tls_root_certificate_pem`]) reach every node's connection:
+    /// deadpool-redis' cluster manager passes on neither. The store holds one multiplexed
+    /// cluster connection at a time anyway; a replacement is a new connection from the
+    /// client.
     ClusterClient(Arc<redis::cluster::ClusterClient>),
 }
 
@@ -86,7 +87,6 @@ enum Pooled {
     Single(deadpool_redis::Connection),
     Cluster(deadpool_redis::cluster::Connection),
     /// A connection of [`Pool::ClusterClient`] (no pool to return it to).
-    #[cfg(feature = "redis-tls")]
     ClusterClient(redis::cluster_async::ClusterConnection),
 }
 
@@ -95,7 +95,6 @@ impl Pooled {
         match self {
             Pooled::Single(conn) => Conn::Single((**conn).clone()),
             Pooled::Cluster(conn) => Conn::Cluster((**conn).clone()),
-            #[cfg(feature = "redis-tls")]
             Pooled::ClusterClient(conn) => Conn::Cluster(conn.clone()),
         }
     }
@@ -105,7 +104,6 @@ impl Pooled {
         match self {
             Pooled::Single(conn) => drop(deadpool_redis::Connection::take(conn)),
             Pooled::Cluster(conn) => drop(deadpool_redis::cluster::Connection::take(conn)),
-            #[cfg(feature = "redis-tls")]
             Pooled::ClusterClient(conn) => drop(conn),
         }
     }
@@ -170,7 +168,11 @@ impl RedisStore {
     /// A lease on the shared connection. When the store holds none, one caller checks one
     /// out of the pool (verified by the pool's `PING`) and installs it, and the callers that
     /// arrive meanwhile wait for it rather than each opening a connection of its own. If
-    /// that checkout fails, they fail with it rather than queueing one more attempt each.
+    /// that checkout fails, each waiter makes an attempt of its own in turn, after a short
+    /// pause ([`RETRY_PAUSE`]): one connect that failed (say, one that took longer than its
+    /// limit on a loaded machine) fails only its own caller, and every other caller fails
+    /// only when its own operation deadline passes, with its own attempt's error as the
+    /// cause.
     pub(super) async fn conn(&self, op: &'static str, id: Option<&SessionId>) -> Result<Lease> {
         if let Some(lease) = self.current_lease() {
             return Ok(lease);
@@ -181,21 +183,8 @@ impl RedisStore {
             return Ok(lease);
         }
         if self.shared.failed_checkouts.load(Ordering::SeqCst) != failures {
-            let source = Box::new(FormatError(
-                "another caller's attempt to connect, which this one waited for, just failed",
-            ));
-            return Err(
-                if self.shared.last_failure_timed_out.load(Ordering::SeqCst) {
-                    Error::Timeout {
-                        operation: op,
-                        id: id.map(IdHint::from),
-                        what: "a connection",
-                        source: Some(source),
-                    }
-                } else {
-                    Error::unavailable(op, id, source)
-                },
-            );
+            // Another caller's attempt failed while this one waited: not at once again.
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
         match self.checkout(op, id).await {
             Ok(pooled) => {
@@ -213,9 +202,6 @@ impl RedisStore {
                 Ok(lease)
             }
             Err(err) => {
-                self.shared
-                    .last_failure_timed_out
-                    .store(err.kind() == crate::ErrorKind::Timeout, Ordering::SeqCst);
                 self.shared.failed_checkouts.fetch_add(1, Ordering::SeqCst);
                 Err(err)
             }
@@ -236,7 +222,6 @@ impl RedisStore {
             match &self.pool {
                 Pool::Single(pool) => pool.get().await.map(Pooled::Single),
                 Pool::Cluster(pool) => pool.get().await.map(Pooled::Cluster),
-                #[cfg(feature = "redis-tls")]
                 Pool::ClusterClient(client) => client
                     .get_async_connection()
                     .await

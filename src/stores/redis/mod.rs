@@ -21,7 +21,7 @@ pub use codec::__fuzz_decode;
 
 use std::fmt;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -222,7 +222,6 @@ impl RedisStore {
                 reconnect: tokio::sync::Mutex::new(()),
                 generations: AtomicU64::new(0),
                 failed_checkouts: AtomicU64::new(0),
-                last_failure_timed_out: AtomicBool::new(false),
                 epoch: Instant::now(),
             },
             prefix,
