@@ -267,14 +267,9 @@ where
             }
         }
         if check_source {
-            let taken_back = take_back_vanished(
-                &*from,
-                &*to,
-                progress.cursor.as_ref(),
-                options.page,
-                copied,
-            )
-            .await?;
+            let taken_back =
+                take_back_vanished(&*from, &*to, progress.cursor.as_ref(), options.page, copied)
+                    .await?;
             progress.copied -= taken_back;
             progress.vanished += taken_back;
         }
