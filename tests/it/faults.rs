@@ -84,7 +84,7 @@ fn fault_child_entry() {
 async fn killed_writer_loses_nothing(kind: &str, path: PathBuf) {
     let mut acked: HashMap<u64, u64> = HashMap::new();
     for round in 0..5u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut child = Command::new(support::this_test_binary())
             .args([
                 "faults::fault_child_entry",
                 "--exact",

@@ -583,7 +583,7 @@ async fn crash_writer(store: &FileStore) {
 }
 
 fn child(mode: &str, dir: &Path) -> Command {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+    let mut command = Command::new(crate::support::this_test_binary());
     command
         .args([
             "file::child_process_entry",

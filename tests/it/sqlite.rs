@@ -273,7 +273,7 @@ async fn two_processes_on_one_file_lose_nothing() {
     let v0 = store.get(&counter).await.unwrap().unwrap().version();
     let shared = shared_ids(80);
 
-    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+    let child = tokio::process::Command::new(crate::support::this_test_binary())
         .args([
             "--exact",
             "sqlite::two_processes_child",

@@ -151,8 +151,7 @@ async fn copy_sessions_refuses_a_hashed_source_into_a_hashed_destination() {
         .unwrap();
     let err = copy_sessions(from, to, CopyOptions::default(), |_| Ok(()))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
 }
 
@@ -256,7 +255,7 @@ impl SessionStore for Picky {
         self.inner.touch(id, expires_at).await
     }
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
-        if self.seen.fetch_add(1, Ordering::SeqCst) % 3 == 0 {
+        if self.seen.fetch_add(1, Ordering::SeqCst).is_multiple_of(3) {
             return Err(session_stores::Error::encode(id, "U+0000 in a string"));
         }
         self.inner.create(id, session).await

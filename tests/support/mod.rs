@@ -385,7 +385,7 @@ pub fn in_own_process(path: &str, body: impl FnOnce()) {
         body();
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+    let out = std::process::Command::new(this_test_binary())
         .args([path, "--exact", "--nocapture", "--test-threads=1"])
         .env(OWN_PROCESS, path)
         .stdin(std::process::Stdio::null())
@@ -401,6 +401,19 @@ pub fn in_own_process(path: &str, body: impl FnOnce()) {
         "{path} in a process of its own: {}\n{said}",
         out.status
     );
+}
+
+/// This test binary, to run again as a child process: `/proc/self/exe` where there is one
+/// (Linux), which is this very program even when a build has since replaced the file (the
+/// target directory is shared, and another `cargo test` relinks the binary in place while
+/// this one runs); elsewhere, the path this process was started from.
+pub fn this_test_binary() -> std::path::PathBuf {
+    let running = std::path::Path::new("/proc/self/exe");
+    if running.exists() {
+        running.to_path_buf()
+    } else {
+        std::env::current_exe().expect("this test binary")
+    }
 }
 
 /// The variable that tells a test binary run by [`in_own_process`] which test to run there.
