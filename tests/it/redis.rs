@@ -2796,3 +2796,67 @@ async fn scans_report_unreadable_values_as_get_does() {
     let _: () = conn.del(store.key_for(&id)).await.unwrap();
     assert!(scan_all(&store, 10, async |_| {}).await.is_empty());
 }
+
+/// A write that reaches Redis after the session's expiry by Redis' own clock (here: writes
+/// paused with `CLIENT PAUSE` until after it) stores nothing. Before the fix, `SET .. PXAT`
+/// of an expiry in the past stored nothing and the `APPEND` that followed made a key of the
+/// payload alone, with no expiry: `get` of that id was a `Decode` error forever, `len`
+/// counted it and scans stopped at it. The owned write (with the owner index) likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_lands_after_its_expiry_leaves_no_immortal_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let Some(mut server) = start_redis_with(port, dir.path(), &[]) else {
+        return;
+    };
+    wait_until_up(&url).await;
+    let store = Arc::new(
+        RedisStore::builder(&url)
+            .key_prefix("late:")
+            .response_timeout(Duration::from_secs(5))
+            .operation_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let mut admin = raw(&url).await;
+    for owned in [false, true] {
+        let id = SessionId::generate();
+        let mut late = session(
+            json!({"payload": "x".repeat(64)}),
+            Duration::from_millis(50),
+        );
+        if owned {
+            late.set_owner(Some(Owner::new("late-owner").unwrap()));
+        }
+        // Writes wait on the server until 300 ms from now, well past the 50 ms expiry.
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(300)
+            .arg("WRITE")
+            .query_async::<()>(&mut admin)
+            .await
+            .unwrap();
+        let written = store.set(&id, &late).await.unwrap();
+        assert_eq!(
+            written, 0,
+            "owned {owned}: the session had expired when it landed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let key = store.key_for(&id);
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(exists, 0, "owned {owned}: a key outlived its session");
+        assert!(store.get(&id).await.unwrap().is_none());
+        assert_eq!(store.len().await.unwrap(), 0, "owned {owned}");
+        assert!(
+            scan_all(&store, 10, async |_| {}).await.is_empty(),
+            "owned {owned}"
+        );
+    }
+    server.kill().await.unwrap();
+}

@@ -30,8 +30,8 @@ use session_stores::wrappers::hashed_ids::HashedIds;
 use session_stores::wrappers::key::Key;
 use session_stores::wrappers::migrating::Migrating;
 use session_stores::{
-    Capabilities, ErrorKind, MemoryStore, OwnedSession, Owner, Result, ScanCursor, ScanPage,
-    Session, SessionId, SessionStore, SqliteStore, async_trait,
+    ErrorKind, MemoryStore, Owner, Result, Session, SessionId, SessionStore, SqliteStore,
+    async_trait,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-stores");
@@ -155,16 +155,35 @@ async fn copy_sessions_refuses_a_hashed_source_into_a_hashed_destination() {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
 }
 
-/// A destination that logs the session out at the source (as `Migrating`'s `destroy`
-/// would, in both stores) right after the copy wrote it, for one id.
-struct LogoutDuringCopy {
+/// A destination of a copy: a memory store whose `create` does one thing more.
+struct Destination {
     inner: MemoryStore,
-    source: Arc<MemoryStore>,
-    victim: SessionId,
+    on_create: OnCreate,
+}
+
+enum OnCreate {
+    /// Logs `victim` out at `source` (as `Migrating`'s `destroy` would, in both stores),
+    /// landing between the copy's read of the source and its write here.
+    LogOutAtSource {
+        source: Arc<MemoryStore>,
+        victim: SessionId,
+    },
+    /// Refuses the data of every third session it is given, as Postgres' `jsonb` refuses
+    /// `U+0000`.
+    RefuseEveryThird(AtomicUsize),
+}
+
+impl Destination {
+    fn new(on_create: OnCreate) -> Arc<Destination> {
+        Arc::new(Destination {
+            inner: MemoryStore::new(100),
+            on_create,
+        })
+    }
 }
 
 #[async_trait]
-impl SessionStore for LogoutDuringCopy {
+impl SessionStore for Destination {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
         self.inner.get(id).await
     }
@@ -178,15 +197,20 @@ impl SessionStore for LogoutDuringCopy {
         self.inner.touch(id, expires_at).await
     }
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
-        let created = self.inner.create(id, session).await?;
-        if *id == self.victim {
-            // The logout lands between the copy's read of the source and its write here:
-            // it ended the session in both stores before the write arrived.
-            self.source.destroy(id).await?;
-            self.inner.destroy(id).await?;
-            self.inner.create(id, session).await?;
+        match &self.on_create {
+            OnCreate::LogOutAtSource { source, victim } if id == victim => {
+                // The logout ended the session in both stores before this write arrived.
+                source.destroy(id).await?;
+                self.inner.destroy(id).await?;
+                self.inner.create(id, session).await
+            }
+            OnCreate::RefuseEveryThird(seen)
+                if seen.fetch_add(1, Ordering::SeqCst).is_multiple_of(3) =>
+            {
+                Err(session_stores::Error::encode(id, "U+0000 in a string"))
+            }
+            _ => self.inner.create(id, session).await,
         }
-        Ok(created)
     }
     async fn set_if_version(&self, id: &SessionId, s: &Session, expected: u64) -> Result<u64> {
         self.inner.set_if_version(id, s, expected).await
@@ -212,8 +236,7 @@ async fn a_session_logged_out_during_a_copy_is_not_live_at_the_destination() {
         ids.push(id);
     }
     let victim = ids[3].clone();
-    let target = Arc::new(LogoutDuringCopy {
-        inner: MemoryStore::new(100),
+    let target = Destination::new(OnCreate::LogOutAtSource {
         source: Arc::clone(&source),
         victim: victim.clone(),
     });
@@ -233,56 +256,6 @@ async fn a_session_logged_out_during_a_copy_is_not_live_at_the_destination() {
     }
 }
 
-/// A destination that refuses the data of every third session it is given, as Postgres'
-/// `jsonb` refuses `U+0000`.
-struct Picky {
-    inner: MemoryStore,
-    seen: AtomicUsize,
-}
-
-#[async_trait]
-impl SessionStore for Picky {
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        self.inner.get(id).await
-    }
-    async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
-        self.inner.set(id, session).await
-    }
-    async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.inner.destroy(id).await
-    }
-    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
-        self.inner.touch(id, expires_at).await
-    }
-    async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
-        if self.seen.fetch_add(1, Ordering::SeqCst).is_multiple_of(3) {
-            return Err(session_stores::Error::encode(id, "U+0000 in a string"));
-        }
-        self.inner.create(id, session).await
-    }
-    async fn set_if_version(&self, id: &SessionId, s: &Session, expected: u64) -> Result<u64> {
-        self.inner.set_if_version(id, s, expected).await
-    }
-    async fn len(&self) -> Result<u64> {
-        self.inner.len().await
-    }
-    async fn clear(&self) -> Result<()> {
-        self.inner.clear().await
-    }
-    async fn delete_expired(&self) -> Result<u64> {
-        self.inner.delete_expired().await
-    }
-    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
-        self.inner.scan(cursor, limit).await
-    }
-    async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
-        self.inner.sessions_of(owner, with_data).await
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-}
-
 #[tokio::test]
 async fn a_session_the_destination_refuses_is_reported_and_the_copy_goes_on() {
     let source = Arc::new(MemoryStore::new(100));
@@ -292,10 +265,7 @@ async fn a_session_the_destination_refuses_is_reported_and_the_copy_goes_on() {
             .await
             .unwrap();
     }
-    let target = Arc::new(Picky {
-        inner: MemoryStore::new(100),
-        seen: AtomicUsize::new(0),
-    });
+    let target = Destination::new(OnCreate::RefuseEveryThird(AtomicUsize::new(0)));
     let progress = copy_sessions(
         source as Arc<dyn SessionStore>,
         Arc::clone(&target) as Arc<dyn SessionStore>,

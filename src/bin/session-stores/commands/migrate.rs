@@ -113,10 +113,23 @@ pub(crate) async fn run(
         progress.failures.iter().map(|f| f.id.to_string()).collect();
     let mut missing = 0u64;
     each_page(&*source, async |sessions| {
-        for (id, _) in &sessions {
-            if target.get(id).await?.is_none() && !refused.contains(&id.hint().to_string()) {
-                missing += 1;
+        // VERIFY_READS reads in flight at once, as the copy writes.
+        let mut reads: tokio::task::JoinSet<session_stores::Result<bool>> =
+            tokio::task::JoinSet::new();
+        for (id, _) in sessions {
+            if reads.len() >= VERIFY_READS
+                && let Some(found) = reads.join_next().await
+            {
+                missing += u64::from(!found.map_err(|err| failure(err.to_string()))??);
             }
+            if refused.contains(&id.hint().to_string()) {
+                continue;
+            }
+            let target = Arc::clone(&target);
+            reads.spawn(async move { target.get(&id).await.map(|found| found.is_some()) });
+        }
+        while let Some(found) = reads.join_next().await {
+            missing += u64::from(!found.map_err(|err| failure(err.to_string()))??);
         }
         Ok(())
     })
@@ -140,6 +153,9 @@ pub(crate) async fn run(
     }
     Ok(())
 }
+
+/// Reads in flight at once when the destination is verified.
+const VERIFY_READS: usize = 32;
 
 /// What the state file holds between pages: the page size and a digest of the next page's
 /// cursor, never the cursor itself (a keyset cursor names a live session id, a bearer

@@ -43,5 +43,9 @@ end
 -- The head, then the payload appended: no Lua string of the whole value is ever made
 -- (concatenating one costs a copy that grows with the payload; APPEND keeps the expiry).
 redis.call('SET', key, string.format('%d', nextv) .. ':' .. ARGV[4] .. ':', 'PXAT', ARGV[4])
+-- Redis' own clock may be past the expiry although the caller's was not (a script started
+-- late, a paused client, a caller's clock behind): SET then stored nothing, and APPEND would
+-- make a key of the payload alone, with no head and no expiry, that lives forever.
+if redis.call('EXISTS', key) == 0 then return 0 end
 redis.call('APPEND', key, ARGV[5])
 return nextv
