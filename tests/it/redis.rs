@@ -2668,7 +2668,7 @@ async fn scans_behave(store: RedisStore, twin: RedisStore, other: RedisStore) {
     other
         .set(
             &SessionId::generate(),
-            &session(json!({}), Duration::from_secs(60)),
+            &session(json!({}), Duration::from_secs(3600)),
         )
         .await
         .unwrap();
