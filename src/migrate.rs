@@ -44,7 +44,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, IdHint, Result};
-use crate::session::{Session, SessionId, now_millis};
+use crate::session::{Session, SessionId};
 use crate::store::{ScanCursor, SessionStore};
 
 /// How [`copy_sessions`] runs.
@@ -180,8 +180,10 @@ async fn take_back_vanished(
             continue;
         }
         if let Some(copy) = to.get(id).await? {
-            let gone = Session::from_parts(Default::default(), now_millis() - 1, 0);
-            match to.set_if_version(id, &gone, copy.version()).await {
+            match to
+                .set_if_version(id, &Session::tombstone(), copy.version())
+                .await
+            {
                 Ok(_) => {}
                 // Written there since the copy: the newer session stays.
                 Err(err) if err.is_conflict() => continue,

@@ -453,6 +453,13 @@ impl Session {
         }
     }
 
+    /// A session that has already expired: writing it with a compare-and-set deletes the
+    /// stored one only if it is still the version expected. Used by `Migrating` and
+    /// `copy_sessions` to take back a copy.
+    pub(crate) fn tombstone() -> Session {
+        Session::from_parts(Default::default(), now_millis() - 1, 0)
+    }
+
     /// A session from its stored parts: data, expiry in milliseconds since the Unix epoch,
     /// and version, with no owner (add one with [`with_owner`](Session::with_owner)). For
     /// store implementations.

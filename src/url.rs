@@ -332,58 +332,45 @@ impl StoreUrl {
     /// info percent-encoded, each host given by `host` (all of them by default), the
     /// options as written. Holds the password: never for a message.
     pub(crate) fn to_url_with_hosts(&self, hosts: &str) -> String {
-        let mut text = format!("{}:", self.scheme);
-        if self.slashes {
-            text.push_str("//");
-        }
-        if let Some(user) = &self.user {
-            text.push_str(&utf8_percent_encode(user, USERINFO).to_string());
-            if let Some(password) = &self.password {
-                text.push(':');
-                text.push_str(&utf8_percent_encode(password, USERINFO).to_string());
-            }
-            text.push('@');
-        }
-        text.push_str(hosts);
-        text.push_str(&self.raw_path);
-        let options: Vec<&str> = self.options.iter().map(|o| o.raw.as_str()).collect();
-        if !options.is_empty() {
-            text.push('?');
-            text.push_str(&options.join("&"));
-        }
-        if let Some(fragment) = &self.fragment {
-            text.push('#');
-            text.push_str(fragment);
-        }
-        text
+        self.render(hosts, false)
     }
 
     /// The URL as text; see [`to_url_with_hosts`](Self::to_url_with_hosts).
     pub(crate) fn to_url(&self) -> String {
-        self.to_url_with_hosts(&self.hosts)
+        self.render(&self.hosts, false)
     }
 
     /// The URL for log lines and errors: the password, password options and anything
     /// given where a key's variable name belongs replaced by `***`.
     pub(crate) fn redacted(&self) -> String {
+        self.render(&self.hosts, true)
+    }
+
+    /// The URL as text with `hosts`; with `redact`, every secret replaced by `***`.
+    fn render(&self, hosts: &str, redact: bool) -> String {
         let mut text = format!("{}:", self.scheme);
         if self.slashes {
             text.push_str("//");
         }
         if let Some(user) = &self.user {
             text.push_str(&utf8_percent_encode(user, USERINFO).to_string());
-            if self.password.is_some() {
-                text.push_str(":***");
+            match &self.password {
+                Some(_) if redact => text.push_str(":***"),
+                Some(password) => {
+                    text.push(':');
+                    text.push_str(&utf8_percent_encode(password, USERINFO).to_string());
+                }
+                None => {}
             }
             text.push('@');
         }
-        text.push_str(&self.hosts);
+        text.push_str(hosts);
         text.push_str(&self.raw_path);
         let options: Vec<String> = self
             .options
             .iter()
             .map(|option| {
-                if is_secret_option(&option.key, &option.value) {
+                if redact && is_secret_option(&option.key, &option.value) {
                     format!("{}=***", option.raw.split('=').next().unwrap_or_default())
                 } else {
                     option.raw.clone()

@@ -119,21 +119,17 @@ pub(crate) async fn inspect(url: &StoreUrl) -> Vec<Finding> {
             .bind(table)
             .fetch_all(store.pool())
             .await
+            .map(|indexes| (qualified(&store), indexes))
         },
     )
     .await;
     match indexes {
-        Ok(indexes) if indexes.iter().any(|d| d.contains("(expires_at)")) => Vec::new(),
-        Ok(_) => {
-            let name = lazy_store(url, ADMIN_QUERY_TIMEOUT)
-                .map(|store| qualified(&store))
-                .unwrap_or_else(|_| "sessions".into());
-            vec![Finding::problem(format!(
-                "Postgres table {name} has no index on expires_at: every delete_expired scans \
-                 the whole table. Run the store's migration (connect without migrate=false) or \
-                 CREATE INDEX ON {name} (expires_at)"
-            ))]
-        }
+        Ok((_, indexes)) if indexes.iter().any(|d| d.contains("(expires_at)")) => Vec::new(),
+        Ok((name, _)) => vec![Finding::problem(format!(
+            "Postgres table {name} has no index on expires_at: every delete_expired scans the \
+             whole table. Run the store's migration (connect without migrate=false) or CREATE \
+             INDEX ON {name} (expires_at)"
+        ))],
         Err(err) => vec![Finding::note(crate::error::chain(&err))],
     }
 }
