@@ -24,10 +24,18 @@ pub mod conformance;
 
 pub mod connect;
 
-#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+#[cfg(any(
+    feature = "tower-sessions",
+    feature = "tower-sessions-014",
+    feature = "actix-session"
+))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(any(feature = "tower-sessions", feature = "actix-session")))
+    doc(cfg(any(
+        feature = "tower-sessions",
+        feature = "tower-sessions-014",
+        feature = "actix-session"
+    )))
 )]
 pub mod adapters;
 
@@ -55,7 +63,7 @@ pub use async_trait::async_trait;
 
 #[cfg(feature = "actix-session")]
 pub use adapters::actix::ActixSessionStore;
-#[cfg(feature = "tower-sessions")]
+#[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
 pub use adapters::tower_sessions::TowerSessionsStore;
 #[cfg(feature = "file")]
 pub use stores::file::FileStore;

@@ -29,7 +29,7 @@
 //! |-------------------------------|-------------------------------------------------------|
 //! | `save(state, ttl)`            | a fresh [`SessionId::generate`] key, stored with the atomic [`create`](SessionStore::create); on a collision another key (at most 16 tries) |
 //! | `load(key)`                   | [`get`](SessionStore::get): never an expired session   |
-//! | `update(key, state, ttl)`     | [`get`](SessionStore::get), then [`set_if_version`](SessionStore::set_if_version) on the version read (re-read and retried when another request wrote in between, last writer wins). If the key is missing, expired or unreadable (a decode error: the record is destroyed), the state is saved under a **new** key, as actix-session's Redis store does, so an expired key is never brought back to life |
+//! | `update(key, state, ttl)`     | [`set_if_version`](SessionStore::set_if_version) on the version the request loaded; on a conflict a three-way merge, retried (see below). A session that is gone (logged out, ended by `destroy_owner`, expired) or unreadable is never written: the request goes on with a **new, empty** session under a new key, never one carrying the old state or owner |
 //! | `update_ttl(key, ttl)`        | [`touch`](SessionStore::touch): moves the expiry only, never the data or version, never creates |
 //! | `delete(key)`                 | [`destroy`](SessionStore::destroy)                     |
 //!
@@ -45,10 +45,21 @@
 //!   cannot decode (a corrupt row or file): actix-session then starts a fresh session for that
 //!   request instead of answering 500 to every request with that cookie. Other store errors
 //!   (unavailable, timeout) are `LoadError::Other`: a 500, since the session may well be fine.
+//! - **Saves merge, never overwrite.** `load` adds one entry to the state, under
+//!   [`LOADED_KEY`] (`"session_stores.loaded"`): the version
+//!   the request loaded and a 64-bit fingerprint of each value (handlers should leave it
+//!   alone; it is never stored). `update` writes with a compare-and-set on that version. On a
+//!   conflict it merges one key at a time between what the request loaded, what it saves and
+//!   what is stored now: a key changed (or removed) by one side only keeps that change; a key
+//!   both changed takes the saving request's value, or fails the update with
+//!   [`Error::Conflict`] under
+//!   [`with_on_conflict(OnConflict::Fail)`](ActixSessionStore::with_on_conflict). The expiry
+//!   is the later of the two. At most 8 attempts in all. A request that cleared its session
+//!   (`Session::clear`) replaces the stored one wholesale, still only if it exists.
 //! - **TTL.** The expiry is now plus the TTL, to the millisecond. A zero or negative TTL
 //!   deletes the session, as the contract's past expiry does.
 //! - **Owners.** [`with_owner_key`](ActixSessionStore::with_owner_key) names a state key
-//!   (such as `"user_id"`) whose value becomes the session's [`Owner`](crate::Owner) on every
+//!   (such as `"user_id"`) whose value becomes the session's [`Owner`] on every
 //!   save and update, so an existing app gets the owner index ("log out everywhere") by
 //!   configuration alone. actix-session keeps each value as JSON text: a JSON string is the
 //!   owner as it is, a number its decimal text, `null` or an absent key no owner. Then
@@ -69,14 +80,11 @@ use actix_session::storage::{self, LoadError, SaveError, SessionKey, UpdateError
 use serde_json::{Map, Value};
 use time::Duration;
 
+use super::saving::{self, LOADED_KEY, Loaded, OnConflict, Saved};
 use super::{MAX_CREATE_ATTEMPTS, owner_of_value};
 use crate::error::Error;
-use crate::session::{Session, SessionId, now_millis};
+use crate::session::{Owner, Session, SessionId, now_millis};
 use crate::store::SessionStore;
-
-/// How many times [`ActixSessionStore`]'s `update` re-reads and retries when other requests
-/// keep writing the same session between its read and its write.
-const MAX_UPDATE_ATTEMPTS: usize = 8;
 
 /// A [`SessionStore`] of this crate as an [`actix_session::storage::SessionStore`]. See the
 /// [module docs](self) for how operations, keys, state and TTLs map.
@@ -85,6 +93,7 @@ const MAX_UPDATE_ATTEMPTS: usize = 8;
 pub struct ActixSessionStore<S: ?Sized> {
     store: Arc<S>,
     owner_key: Option<Arc<str>>,
+    on_conflict: OnConflict,
 }
 
 impl<S: SessionStore> ActixSessionStore<S> {
@@ -107,10 +116,11 @@ impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
         ActixSessionStore {
             store,
             owner_key: None,
+            on_conflict: OnConflict::default(),
         }
     }
 
-    /// Takes each session's [`Owner`](crate::Owner) from the value under `key` in its state
+    /// Takes each session's [`Owner`] from the value under `key` in its state
     /// (see the [module docs](self)).
     pub fn with_owner_key(mut self, key: impl Into<String>) -> Self {
         self.owner_key = Some(Arc::from(key.into()));
@@ -123,19 +133,37 @@ impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
     }
 
     /// The session to store for `state`, with the owner it names.
-    fn session_of(&self, state: HashMap<String, String>, ttl: &Duration) -> Result<Session, Error> {
-        let owner = match &self.owner_key {
-            None => None,
-            Some(key) => match state.get(&**key) {
-                None => None,
-                // actix-session keeps JSON text; text that is not JSON is taken as it is.
-                Some(text) => match serde_json::from_str::<Value>(text) {
-                    Ok(value) => owner_of_value(Some(&value))?,
-                    Err(_) => owner_of_value(Some(&Value::String(text.clone())))?,
-                },
-            },
+    fn session_of(
+        &self,
+        mut state: HashMap<String, String>,
+        ttl: &Duration,
+    ) -> Result<Session, Error> {
+        state.remove(LOADED_KEY);
+        let session = session_of(state, ttl);
+        let owner = self.owner_in(session.data())?;
+        Ok(session.with_owner(owner))
+    }
+
+    /// The owner that the stored data names under the owner key, if one was set.
+    fn owner_in(&self, data: &Map<String, Value>) -> Result<Option<Owner>, Error> {
+        let Some(key) = &self.owner_key else {
+            return Ok(None);
         };
-        Ok(session_of(state, ttl).with_owner(owner))
+        match data.get(&**key) {
+            // actix-session keeps JSON text; text that is not JSON is taken as it is.
+            Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+                Ok(value) => owner_of_value(Some(&value)),
+                Err(_) => owner_of_value(Some(&Value::String(text.clone()))),
+            },
+            other => owner_of_value(other),
+        }
+    }
+
+    /// What a save does with a key that another request changed too since this one loaded
+    /// the session: [`OnConflict::SaverWins`] by default (see the [module docs](self)).
+    pub fn with_on_conflict(mut self, policy: OnConflict) -> Self {
+        self.on_conflict = policy;
+        self
     }
 
     /// The wrapped store.
@@ -173,39 +201,55 @@ impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
     async fn update_existing(
         &self,
         key: SessionKey,
-        session: &Session,
+        mut state: HashMap<String, String>,
+        ttl: &Duration,
     ) -> Result<SessionKey, Error> {
-        let Ok(id) = SessionId::new(key.as_ref()) else {
-            return self.save_new(session).await;
-        };
-        let mut last_conflict = None;
-        for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let current = match self.store.get(&id).await {
-                Ok(current) => current,
-                Err(err) if err.kind() == crate::ErrorKind::Decode => {
-                    // A record nobody can read (load gave actix a fresh session for it):
-                    // remove it and save the fresh state under a new key, as for a missing
-                    // session.
-                    self.store.destroy(&id).await?;
-                    None
-                }
-                Err(err) => return Err(err),
-            };
-            let Some(current) = current else {
-                // Missing, expired or unreadable: never resurrect the old key.
-                return self.save_new(session).await;
-            };
-            match self
-                .store
-                .set_if_version(&id, session, current.version())
-                .await
-            {
-                Ok(_) => return Ok(key),
-                Err(err) if err.is_conflict() => last_conflict = Some(err),
-                Err(err) => return Err(err),
+        let loaded = state
+            .remove(LOADED_KEY)
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|stamp| Loaded::from_value(&stamp));
+        // What the request goes on with when its session is gone: a request that loaded the
+        // old state gets a new, empty session, never one carrying that state or its owner;
+        // a request that loaded nothing (its session could not be read, so actix-session
+        // gave it a fresh one, or it cleared its state) keeps its own state, under a new key.
+        let fresh = |state: HashMap<String, String>| {
+            if loaded.is_some() {
+                session_of(HashMap::new(), ttl)
+            } else {
+                session_of(state, ttl)
             }
+        };
+        let Ok(id) = SessionId::new(key.as_ref()) else {
+            let session = fresh(state);
+            let owner = self.owner_in(session.data())?;
+            return self.save_new(&session.with_owner(owner)).await;
+        };
+        let (data, expires_at, _) = session_of(state.clone(), ttl).into_parts();
+        let saved = saving::save(
+            &*self.store,
+            &id,
+            data,
+            expires_at,
+            loaded.as_ref(),
+            self.on_conflict,
+            |data| self.owner_in(data),
+        )
+        .await;
+        match saved {
+            Ok(Saved::Written(_)) => return Ok(key),
+            // Destroyed, ended by destroy_owner or expired since this request loaded it: the
+            // request's changes to it are dropped.
+            Ok(Saved::Gone) => {}
+            Err(err) if err.kind() == crate::ErrorKind::Decode => {
+                // A record nobody can read (load gave actix a fresh session for it): remove
+                // it.
+                self.store.destroy(&id).await?;
+            }
+            Err(err) => return Err(err),
         }
-        Err(last_conflict.unwrap_or_else(|| Error::conflict(&id, 0)))
+        let session = fresh(state);
+        let owner = self.owner_in(session.data())?;
+        self.save_new(&session.with_owner(owner)).await
     }
 }
 
@@ -214,6 +258,7 @@ impl<S: ?Sized> Clone for ActixSessionStore<S> {
         ActixSessionStore {
             store: Arc::clone(&self.store),
             owner_key: self.owner_key.clone(),
+            on_conflict: self.on_conflict,
         }
     }
 }
@@ -223,6 +268,7 @@ impl<S: ?Sized> fmt::Debug for ActixSessionStore<S> {
         f.debug_struct("ActixSessionStore")
             .field("store", &std::any::type_name::<S>())
             .field("owner_key", &self.owner_key)
+            .field("on_conflict", &self.on_conflict)
             .finish()
     }
 }
@@ -283,13 +329,14 @@ impl<S: SessionStore + ?Sized> storage::SessionStore for ActixSessionStore<S> {
                 LoadError::Other(err.into())
             }
         })?;
-        match session {
-            None => Ok(None),
-            Some(session) => match state_of(&id, session) {
-                Ok(state) => Ok(Some(state)),
-                Err(err) => Err(LoadError::Deserialization(err.into())),
-            },
-        }
+        let Some(session) = session else {
+            return Ok(None);
+        };
+        let loaded = Loaded::of(&session);
+        let mut state =
+            state_of(&id, session).map_err(|err| LoadError::Deserialization(err.into()))?;
+        state.insert(LOADED_KEY.to_owned(), loaded.into_value().to_string());
+        Ok(Some(state))
     }
 
     async fn save(
@@ -312,10 +359,7 @@ impl<S: SessionStore + ?Sized> storage::SessionStore for ActixSessionStore<S> {
         state: HashMap<String, String>,
         ttl: &Duration,
     ) -> Result<SessionKey, UpdateError> {
-        let session = self
-            .session_of(state, ttl)
-            .map_err(|err| UpdateError::Serialization(err.into()))?;
-        self.update_existing(key, &session)
+        self.update_existing(key, state, ttl)
             .await
             .map_err(|err| match err {
                 Error::Encode { .. } => UpdateError::Serialization(err.into()),
@@ -341,6 +385,85 @@ impl<S: SessionStore + ?Sized> storage::SessionStore for ActixSessionStore<S> {
     }
 }
 
+/// The request-level suite's view of this adapter: actix-session's storage calls, its state
+/// values as JSON text.
+#[cfg(feature = "conformance")]
+#[async_trait::async_trait]
+impl<S: SessionStore + ?Sized + 'static> crate::conformance::requests::RequestAdapter
+    for ActixSessionStore<S>
+{
+    fn store(&self) -> &dyn SessionStore {
+        &self.store
+    }
+
+    fn encode(&self, value: Value) -> Value {
+        Value::String(value.to_string())
+    }
+
+    async fn load(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<Map<String, Value>>, crate::conformance::requests::AdapterError> {
+        let key = SessionKey::try_from(id.as_str().to_owned())?;
+        let state = storage::SessionStore::load(self, &key).await?;
+        Ok(state.map(|state| {
+            state
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect()
+        }))
+    }
+
+    async fn save(
+        &self,
+        id: &SessionId,
+        data: Map<String, Value>,
+        ttl: std::time::Duration,
+    ) -> Result<Option<SessionId>, crate::conformance::requests::AdapterError> {
+        let key = SessionKey::try_from(id.as_str().to_owned())?;
+        let key =
+            storage::SessionStore::update(self, key, actix_state(data)?, &actix_ttl(ttl)?).await?;
+        Ok(Some(SessionId::new(key.as_ref())?))
+    }
+
+    async fn create(
+        &self,
+        data: Map<String, Value>,
+        ttl: std::time::Duration,
+    ) -> Result<SessionId, crate::conformance::requests::AdapterError> {
+        let key = storage::SessionStore::save(self, actix_state(data)?, &actix_ttl(ttl)?).await?;
+        Ok(SessionId::new(key.as_ref())?)
+    }
+
+    async fn delete(
+        &self,
+        id: &SessionId,
+    ) -> Result<(), crate::conformance::requests::AdapterError> {
+        let key = SessionKey::try_from(id.as_str().to_owned())?;
+        storage::SessionStore::delete(self, &key).await?;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "conformance")]
+fn actix_state(
+    data: Map<String, Value>,
+) -> Result<HashMap<String, String>, crate::conformance::requests::AdapterError> {
+    data.into_iter()
+        .map(|(key, value)| match value {
+            Value::String(text) => Ok((key, text)),
+            _ => Err("actix-session state values are JSON text".into()),
+        })
+        .collect()
+}
+
+#[cfg(feature = "conformance")]
+fn actix_ttl(
+    ttl: std::time::Duration,
+) -> Result<Duration, crate::conformance::requests::AdapterError> {
+    Ok(Duration::try_from(ttl)?)
+}
+
 #[cfg(all(test, feature = "memory"))]
 mod tests {
     use std::time::SystemTime;
@@ -364,6 +487,14 @@ mod tests {
         SessionKey::try_from(text.to_string()).unwrap()
     }
 
+    /// A loaded state without what the adapter adds to carry it to `update`.
+    fn unstamped(state: Option<HashMap<String, String>>) -> Option<HashMap<String, String>> {
+        state.map(|mut state| {
+            assert!(state.remove(LOADED_KEY).is_some(), "load stamps the state");
+            state
+        })
+    }
+
     #[tokio::test]
     async fn save_load_update_round_trip_losslessly() -> Result<()> {
         let store = ActixSessionStore::new(MemoryStore::new(100));
@@ -376,13 +507,19 @@ mod tests {
         let created = stored.version();
         assert!(stored.expires_at_millis() >= before + 300_000);
         assert!(stored.expires_at_millis() <= now_millis() + 300_000);
-        assert_eq!(store.load(&k).await.unwrap(), Some(state()));
+        assert_eq!(unstamped(store.load(&k).await.unwrap()), Some(state()));
 
-        let mut changed = state();
+        let mut changed = store.load(&k).await.unwrap().unwrap();
         changed.insert("count".into(), "4".into());
         let same = store.update(k, changed.clone(), &ttl).await.unwrap();
         assert_eq!(same.as_ref(), id.as_str(), "a live key is kept");
-        assert_eq!(store.load(&same).await.unwrap(), Some(changed));
+        changed.remove(LOADED_KEY);
+        assert_eq!(unstamped(store.load(&same).await.unwrap()), Some(changed));
+        let stored = store.inner().get(&id).await?.unwrap();
+        assert!(
+            stored.get_value(LOADED_KEY).is_none(),
+            "the stamp is never stored"
+        );
         assert_eq!(
             store.inner().get(&id).await?.unwrap().version(),
             created + 1
@@ -405,7 +542,7 @@ mod tests {
             store.inner().get(&unknown).await?.is_none(),
             "not resurrected"
         );
-        assert_eq!(store.load(&k).await.unwrap(), Some(state()));
+        assert_eq!(unstamped(store.load(&k).await.unwrap()), Some(state()));
         // Expired.
         let old = SessionId::new(k.as_ref())?;
         store
@@ -417,8 +554,33 @@ mod tests {
         assert!(store.inner().get(&old).await?.is_none());
         // A key that is not a valid SessionId (forged cookie).
         let k3 = store.update(key("a/../b"), state(), &ttl).await.unwrap();
-        assert_eq!(store.load(&k3).await.unwrap(), Some(state()));
+        assert_eq!(unstamped(store.load(&k3).await.unwrap()), Some(state()));
         assert_eq!(store.inner().len().await?, 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn update_of_a_loaded_session_that_is_gone_starts_an_empty_one() -> Result<()> {
+        let store = ActixSessionStore::new(MemoryStore::new(100)).with_owner_key("user");
+        let ttl = Duration::minutes(5);
+        let mut state = state();
+        state.insert("user".into(), r#""ada""#.into());
+        let k = store.save(state, &ttl).await.unwrap();
+        let id = SessionId::new(k.as_ref())?;
+        let mut loaded = store.load(&k).await.unwrap().unwrap();
+        // Logged out everywhere while the request runs.
+        let ada = Owner::new("ada")?;
+        assert_eq!(store.inner().destroy_owner(&ada, None).await?, 1);
+        loaded.insert("cart".into(), "1".into());
+        let next = store.update(k, loaded, &ttl).await.unwrap();
+        assert_ne!(next.as_ref(), id.as_str());
+        assert!(store.inner().get(&id).await?.is_none(), "not brought back");
+        assert!(store.inner().sessions_of(&ada, false).await?.is_empty());
+        assert_eq!(
+            unstamped(store.load(&next).await.unwrap()),
+            Some(HashMap::new()),
+            "a new, empty session"
+        );
         Ok(())
     }
 

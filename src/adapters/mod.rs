@@ -17,9 +17,25 @@
 //! [tower-sessions]: https://docs.rs/tower-sessions/0.15
 //! [actix-session]: https://docs.rs/actix-session/0.11
 
-#[cfg(feature = "tower-sessions")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tower-sessions")))]
+#[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "tower-sessions", feature = "tower-sessions-014")))
+)]
 pub mod tower_sessions;
+
+#[cfg(any(
+    feature = "tower-sessions",
+    feature = "tower-sessions-014",
+    feature = "actix-session"
+))]
+mod saving;
+#[cfg(any(
+    feature = "tower-sessions",
+    feature = "tower-sessions-014",
+    feature = "actix-session"
+))]
+pub use saving::{LOADED_KEY, OnConflict};
 
 #[cfg(feature = "actix-session")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
@@ -28,14 +44,22 @@ pub mod actix;
 /// How many fresh ids an adapter tries before it gives up on minting a session. With 128 or
 /// more random bits per id a single collision is already astronomically unlikely; the bound
 /// only stops a broken store (one whose `create` always reports a collision) from spinning.
-#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+#[cfg(any(
+    feature = "tower-sessions",
+    feature = "tower-sessions-014",
+    feature = "actix-session"
+))]
 pub(crate) const MAX_CREATE_ATTEMPTS: usize = 16;
 
 /// The owner a session's data names under the adapters' owner key: a string as it is, a
 /// number as its decimal text; absent or `null` means no owner. Anything else, or text that
 /// is not a valid [`Owner`](crate::Owner), is an [`Error::InvalidOwner`](crate::Error), so a
 /// misconfigured key is an error rather than a session silently missing from the index.
-#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+#[cfg(any(
+    feature = "tower-sessions",
+    feature = "tower-sessions-014",
+    feature = "actix-session"
+))]
 pub(crate) fn owner_of_value(
     value: Option<&serde_json::Value>,
 ) -> Result<Option<crate::Owner>, crate::Error> {
