@@ -68,6 +68,7 @@
 //!   [`conformance_tests!`](crate::conformance_tests) macro are public API under semver.
 
 mod checks;
+pub mod requests;
 
 use std::fmt;
 use std::future::Future;

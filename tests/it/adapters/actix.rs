@@ -66,6 +66,22 @@ async fn logout_others(store: web::Data<Arc<Recording>>, session: Session) -> St
     format!("ended {}", ended - 1)
 }
 
+/// Reads the session, waits for the scenario, then sets `key`.
+async fn hold(store: &Recording, session: &Session, key: &str) -> String {
+    let _ = session.get::<String>("user").unwrap();
+    store.hold().await;
+    session.insert(key, "on").unwrap();
+    "held".to_string()
+}
+
+async fn hold_cart(store: web::Data<Arc<Recording>>, session: Session) -> String {
+    hold(&store, &session, "cart").await
+}
+
+async fn hold_theme(store: web::Data<Arc<Recording>>, session: Session) -> String {
+    hold(&store, &session, "theme").await
+}
+
 pub struct ActixApp<S>(S);
 
 pub async fn app(
@@ -104,7 +120,9 @@ pub async fn app(
             .route("/login", web::post().to(login))
             .route("/logout", web::post().to(logout))
             .route("/devices", web::get().to(devices))
-            .route("/logout-others", web::post().to(logout_others)),
+            .route("/logout-others", web::post().to(logout_others))
+            .route("/hold-cart", web::post().to(hold_cart))
+            .route("/hold-theme", web::post().to(hold_theme)),
     )
     .await;
     ActixApp(service)

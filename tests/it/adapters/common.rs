@@ -74,6 +74,14 @@ impl Jar {
 pub struct Recording {
     pub inner: Arc<dyn SessionStore>,
     created: Mutex<Vec<SessionId>>,
+    /// Sessions whose `get` fails as the store's own decode error would (a corrupt entry, a
+    /// key rotated out of the ring).
+    poisoned: Mutex<Vec<SessionId>>,
+    /// The holding handlers (`/hold-cart`, `/hold-theme`) add a permit to `loaded` once they
+    /// have read their session, then wait for a permit of `go` before they change it: the
+    /// scenario decides what happens in between.
+    pub loaded: tokio::sync::Semaphore,
+    pub go: tokio::sync::Semaphore,
 }
 
 impl Recording {
@@ -81,7 +89,26 @@ impl Recording {
         Arc::new(Recording {
             inner,
             created: Mutex::new(Vec::new()),
+            poisoned: Mutex::new(Vec::new()),
+            loaded: tokio::sync::Semaphore::new(0),
+            go: tokio::sync::Semaphore::new(0),
         })
+    }
+
+    /// From now on, `get` of `id` fails with a decode error.
+    pub fn poison(&self, id: &SessionId) {
+        self.poisoned.lock().unwrap().push(id.clone());
+    }
+
+    /// What a holding handler does between reading its session and changing it.
+    pub async fn hold(&self) {
+        self.loaded.add_permits(1);
+        self.go.acquire().await.unwrap().forget();
+    }
+
+    /// Waits until `n` holding handlers have read their session.
+    pub async fn wait_loaded(&self, n: u32) {
+        self.loaded.acquire_many(n).await.unwrap().forget();
     }
 
     /// Every id a successful `create` stored, oldest first.
@@ -101,6 +128,9 @@ impl Recording {
 #[async_trait]
 impl SessionStore for Recording {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        if self.poisoned.lock().unwrap().contains(id) {
+            return Err(session_stores::Error::decode(id, "poisoned by the test"));
+        }
         self.inner.get(id).await
     }
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {

@@ -16,7 +16,11 @@
 //! Needs the `memory` feature (on by default) besides an adapter feature.
 #![cfg(all(
     feature = "memory",
-    any(feature = "tower-sessions", feature = "actix-session")
+    any(
+        feature = "tower-sessions",
+        feature = "tower-sessions-014",
+        feature = "actix-session"
+    )
 ))]
 
 mod common;
@@ -24,10 +28,12 @@ mod common;
 mod backends;
 mod scenarios;
 
-#[cfg(feature = "tower-sessions")]
+#[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
 mod tower;
 
 #[cfg(feature = "actix-session")]
 mod actix;
 
 mod connect;
+
+mod requests;

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_stores::{SessionId, SessionStore};
+use session_stores::{Owner, SessionId, SessionStore};
 
 use crate::adapters::backends::Backend;
 use crate::adapters::common::{App, Jar, Recording, Variant};
@@ -55,6 +55,12 @@ where
         Variant::ExtendOnEveryRequest
     );
     scenario!(log_out_everywhere_else, Variant::Default);
+    scenario!(concurrent_requests_keep_both_changes, Variant::Default);
+    scenario!(
+        a_request_in_flight_never_brings_back_a_logged_out_session,
+        Variant::Default
+    );
+    scenario!(an_undecodable_session_starts_a_fresh_one, Variant::Default);
     backend.finish().await;
 }
 
@@ -321,4 +327,121 @@ async fn log_out_everywhere_else<A: App>(_adapter: Adapter, app: &A, store: &Rec
     let (status, body) = app.send(&mut anonymous, "GET", "/peek").await;
     assert_eq!((status, body.as_str()), (200, "count=1 user=none"));
     assert!(store.len().await.unwrap() >= 2);
+}
+
+/// Two requests load one session; one adds `cart`, the other `theme`; both save, the second
+/// after the first: the session ends with both.
+async fn concurrent_requests_keep_both_changes<A: App>(
+    adapter: Adapter,
+    app: &A,
+    store: &Recording,
+) {
+    let mut jar = Jar::default();
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "1".into()));
+    let id = id_of(adapter, &jar, store);
+    let (mut one, mut other) = (jar.clone(), jar.clone());
+    let ((cart, theme), ()) = tokio::join!(
+        async {
+            tokio::join!(
+                app.send(&mut one, "POST", "/hold-cart"),
+                app.send(&mut other, "POST", "/hold-theme")
+            )
+        },
+        async {
+            // Both have loaded the same version before either changes it.
+            store.wait_loaded(2).await;
+            store.go.add_permits(2);
+        }
+    );
+    assert_eq!(cart, (200, "held".into()));
+    assert_eq!(theme, (200, "held".into()));
+    let stored = store
+        .get(&id)
+        .await
+        .unwrap()
+        .expect("the session is still there");
+    for key in ["count", "cart", "theme"] {
+        assert!(
+            stored.get_value(key).is_some(),
+            "{key} was lost: {:?}",
+            stored.data()
+        );
+    }
+    assert_eq!(store.created().len(), 1, "no new session");
+}
+
+/// A request loads a logged-in session; while it runs, the user logs out (`destroy`) or
+/// clicks "log out everywhere" (`destroy_owner`); then the request saves. The session stays
+/// gone, no session of the user is left, and nothing of the old state follows the cookie.
+async fn a_request_in_flight_never_brings_back_a_logged_out_session<A: App>(
+    adapter: Adapter,
+    app: &A,
+    store: &Recording,
+) {
+    let ada = Owner::new("ada").unwrap();
+    for everywhere in [false, true] {
+        let mut jar = Jar::default();
+        assert_eq!(app.send(&mut jar, "GET", "/count").await.0, 200);
+        assert_eq!(
+            app.send(&mut jar, "POST", "/login").await,
+            (200, "welcome ada".into())
+        );
+        let id = id_of(adapter, &jar, store);
+        assert_eq!(store.sessions_of(&ada, false).await.unwrap().len(), 1);
+        let mut stolen = jar.clone();
+        let (held, ()) = tokio::join!(app.send(&mut stolen, "POST", "/hold-cart"), async {
+            store.wait_loaded(1).await;
+            if everywhere {
+                assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 1);
+            } else {
+                store.destroy(&id).await.unwrap();
+            }
+            store.go.add_permits(1);
+        });
+        assert_eq!(held.0, 200, "the request itself goes through");
+        assert!(
+            store.get(&id).await.unwrap().is_none(),
+            "the logged-out session was brought back (everywhere: {everywhere})"
+        );
+        assert!(
+            store.sessions_of(&ada, true).await.unwrap().is_empty(),
+            "a session of the logged-out user exists (everywhere: {everywhere})"
+        );
+        // Whatever cookie the in-flight request left, it carries nothing of the old state.
+        assert_eq!(
+            app.send(&mut stolen, "GET", "/peek").await,
+            (200, "count=none user=none".into()),
+            "everywhere: {everywhere}"
+        );
+        for created in store.created() {
+            if let Some(session) = store.get(&created).await.unwrap() {
+                assert!(
+                    session.get_value("user").is_none() && session.get_value("count").is_none(),
+                    "old state under a new key: {:?}",
+                    session.data()
+                );
+            }
+        }
+    }
+}
+
+/// A session the store cannot decode (a corrupt entry, a key rotated out of the ring) gives
+/// a fresh session, never an error on every request.
+async fn an_undecodable_session_starts_a_fresh_one<A: App>(
+    adapter: Adapter,
+    app: &A,
+    store: &Recording,
+) {
+    let mut jar = Jar::default();
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "1".into()));
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "2".into()));
+    let id = id_of(adapter, &jar, store);
+    store.poison(&id);
+    assert_eq!(
+        app.send(&mut jar, "GET", "/count").await,
+        (200, "1".into()),
+        "a fresh session, not a 500"
+    );
+    assert_ne!(store.last_created(), id, "the fresh session has a new id");
+    assert_eq!(app.send(&mut jar, "GET", "/count").await, (200, "2".into()));
 }

@@ -1,122 +1,17 @@
-//! The scenarios under tower-sessions 0.15 and axum, through `tower::ServiceExt::oneshot`.
+//! The scenarios under tower-sessions (0.15, and 0.14 with feature `tower-sessions-014`) and
+//! axum, through `tower::ServiceExt::oneshot`: one app, built against each version's
+//! middleware, over one adapter type.
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::http::{Request, header};
-use axum::routing::{get, post};
-use axum::{Extension, Router};
-use http_body_util::BodyExt;
-use session_stores::adapters::tower_sessions::session_id_of;
-use session_stores::{Owner, SessionStore, TowerSessionsStore};
-use tower::ServiceExt;
-use tower_sessions::{Expiry, Session, SessionManagerLayer};
-
-use crate::adapters::common::{App, COOKIE, Jar, OWNER_KEY, Recording, Variant};
-use crate::adapters::scenarios::{Adapter, run_all};
-
-async fn count(session: Session) -> String {
-    let n = session.get::<u64>("count").await.unwrap().unwrap_or(0) + 1;
-    session.insert("count", n).await.unwrap();
-    n.to_string()
+#[cfg(feature = "tower-sessions")]
+mod v015 {
+    use session_stores::adapters::tower_sessions::session_id_of;
+    use tower_sessions as ts;
+    include!("tower_app.rs");
 }
 
-async fn peek(session: Session) -> String {
-    let count = session.get::<u64>("count").await.unwrap();
-    let user = session.get::<String>("user").await.unwrap();
-    format!(
-        "count={} user={}",
-        count.map_or("none".to_string(), |n| n.to_string()),
-        user.as_deref().unwrap_or("none")
-    )
+#[cfg(feature = "tower-sessions-014")]
+mod v014 {
+    use session_stores::adapters::tower_sessions::v014::session_id_of;
+    use tower_sessions_014 as ts;
+    include!("tower_app.rs");
 }
-
-async fn login(session: Session) -> String {
-    session.cycle_id().await.unwrap();
-    session.insert("user", "ada").await.unwrap();
-    "welcome ada".to_string()
-}
-
-async fn logout(session: Session) -> String {
-    session.flush().await.unwrap();
-    "bye".to_string()
-}
-
-async fn user_of(session: &Session) -> Owner {
-    let user = session.get::<String>(OWNER_KEY).await.unwrap();
-    Owner::new(user.expect("a logged-in session")).unwrap()
-}
-
-async fn devices(Extension(store): Extension<Arc<Recording>>, session: Session) -> String {
-    let owner = user_of(&session).await;
-    store
-        .sessions_of(&owner, false)
-        .await
-        .unwrap()
-        .len()
-        .to_string()
-}
-
-async fn logout_others(Extension(store): Extension<Arc<Recording>>, session: Session) -> String {
-    let owner = user_of(&session).await;
-    let current = session_id_of(&session.id().expect("a stored session")).unwrap();
-    let ended = store.destroy_owner(&owner, Some(&current)).await.unwrap();
-    format!("ended {ended}")
-}
-
-pub struct TowerApp(Router);
-
-pub async fn app(store: Arc<Recording>, variant: Variant) -> TowerApp {
-    let adapter = TowerSessionsStore::from_arc(Arc::clone(&store)).with_owner_key(OWNER_KEY);
-    let layer = SessionManagerLayer::new(adapter)
-        .with_name(COOKIE)
-        .with_secure(false);
-    let layer = match variant {
-        Variant::Default => layer.with_expiry(Expiry::OnInactivity(time::Duration::hours(1))),
-        Variant::ShortTtl => layer.with_expiry(Expiry::OnInactivity(time::Duration::seconds(1))),
-        Variant::ExtendOnEveryRequest => layer
-            .with_expiry(Expiry::OnInactivity(time::Duration::hours(1)))
-            .with_always_save(true),
-    };
-    TowerApp(
-        Router::new()
-            .route("/count", get(count))
-            .route("/peek", get(peek))
-            .route("/login", post(login))
-            .route("/logout", post(logout))
-            .route("/devices", get(devices))
-            .route("/logout-others", post(logout_others))
-            .layer(layer)
-            .layer(Extension(store)),
-    )
-}
-
-impl App for TowerApp {
-    async fn send(&self, jar: &mut Jar, method: &str, path: &str) -> (u16, String) {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(cookie) = jar.header() {
-            request = request.header(header::COOKIE, cookie);
-        }
-        let response = self
-            .0
-            .clone()
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        for set_cookie in response.headers().get_all(header::SET_COOKIE) {
-            jar.apply(set_cookie.to_str().unwrap());
-        }
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    }
-}
-
-async fn run(backend: Option<crate::adapters::backends::Backend>) {
-    run_all(Adapter::Tower, backend, app).await;
-}
-
-crate::per_backend!(
-    tokio::test(flavor = "multi_thread", worker_threads = 2),
-    run
-);

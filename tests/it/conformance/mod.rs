@@ -67,4 +67,4 @@ mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(all(feature = "hashed-ids", feature = "encryption"))]
-mod wrappers;
+pub mod wrappers;
