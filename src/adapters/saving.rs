@@ -108,9 +108,18 @@ fn feed(h: &mut impl Hasher, value: &Value) {
             h.write_u8(u8::from(*b));
         }
         Value::Number(n) => {
-            h.write_u8(2);
-            // The text form tells 1 from 1.0 as `==` does, and is exact for every number.
-            h.write(n.to_string().as_bytes());
+            // As `==` does: a positive integer, a negative one and a float are never equal
+            // (1 != 1.0), so each kind has its own tag; no allocation.
+            if let Some(u) = n.as_u64() {
+                h.write_u8(2);
+                h.write_u64(u);
+            } else if let Some(i) = n.as_i64() {
+                h.write_u8(6);
+                h.write_i64(i);
+            } else {
+                h.write_u8(7);
+                h.write_u64(n.as_f64().map_or(0, f64::to_bits));
+            }
         }
         Value::String(s) => {
             h.write_u8(3);
@@ -268,6 +277,9 @@ mod tests {
         assert_eq!(fingerprint(&a), fingerprint(&b));
         for (one, other) in [
             (json!(1), json!(1.0)),
+            (json!(-1), json!(u64::MAX)),
+            (json!(-0.5), json!(0.5)),
+            (json!(2), json!(3)),
             (json!("a"), json!(["a"])),
             (json!(["ab", "c"]), json!(["a", "bc"])),
             (json!({"a": 1, "b": 2}), json!({"a": 2, "b": 1})),
