@@ -37,3 +37,6 @@ mod actix;
 mod connect;
 
 mod requests;
+
+#[cfg(feature = "tower-sessions-014")]
+mod axum_login;
