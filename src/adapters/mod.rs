@@ -4,13 +4,19 @@
 //! | feature          | module                             | middleware                                  |
 //! |------------------|------------------------------------|---------------------------------------------|
 //! | `tower-sessions` | [`tower_sessions`] | [tower-sessions] 0.15 (axum, any tower stack) |
+//! | `tower-sessions-014` | [`tower_sessions`] (`v014`) | tower-sessions 0.14 (axum-login 0.18) |
 //! | `actix-session`  | [`actix`]             | [actix-session] 0.11 (actix-web)            |
 //!
 //! Each adapter wraps a store of this crate (or your own, or a `Box<dyn SessionStore>` from
 //! [`connect`](crate::connect())) and implements the middleware's store trait on top of the
 //! contract: ids are created with the atomic [`create`](crate::SessionStore::create), so two
 //! users are never handed the same id; expiry is kept to the millisecond; the data is kept
-//! losslessly. Both enable the `cleanup` feature, whose
+//! losslessly. A request's save is a compare-and-set on the version it loaded, merged per
+//! top-level key with what another request wrote in between ([`OnConflict`]), and never
+//! writes a session that a logout, `destroy_owner` or expiry ended while the request ran.
+//! Both adapters implement the request-level suite's
+//! [`RequestAdapter`](crate::conformance::requests::RequestAdapter) (feature
+//! `conformance`). Both enable the `cleanup` feature, whose
 //! [`spawn_cleanup`](crate::cleanup::spawn_cleanup) sweeps expired sessions from stores that
 //! need it (files, SQLite, Postgres) and, unlike tower-sessions' own task, survives errors.
 //!
