@@ -523,6 +523,7 @@ mod tests {
     use tower_sessions_core::session::{Id, Record};
     use tower_sessions_core::session_store;
 
+    use super::v015::session_id_of;
     use super::*;
     use crate::error::Result;
     use crate::stores::memory::MemoryStore;
@@ -638,6 +639,48 @@ mod tests {
         assert_eq!(kept.data, first.data, "the existing session is untouched");
         let other = store.load(&second.id).await.unwrap().unwrap();
         assert_eq!(other.data.get("user"), Some(&json!("mallory")));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn concurrent_saves_merge_or_fail_as_configured() -> Result<()> {
+        for policy in [OnConflict::SaverWins, OnConflict::Fail] {
+            let store = TowerSessionsStore::new(MemoryStore::new(100)).with_on_conflict(policy);
+            let mut rec = record(60);
+            store.create(&mut rec).await.unwrap();
+            let mut one = store.load(&rec.id).await.unwrap().unwrap();
+            let mut other = store.load(&rec.id).await.unwrap().unwrap();
+            one.data.insert("n".into(), json!("one"));
+            one.data.insert("cart".into(), json!(1));
+            other.data.insert("n".into(), json!("other"));
+            other.data.remove("nothing");
+            store.save(&one).await.unwrap();
+            let second = store.save(&other).await;
+            let stored = store.inner().get(&session_id_of(&rec.id)?).await?.unwrap();
+            match policy {
+                OnConflict::SaverWins => {
+                    second.unwrap();
+                    assert_eq!(stored.get_value("n"), Some(&json!("other")));
+                    assert_eq!(stored.get_value("cart"), Some(&json!(1)), "one's key kept");
+                    assert!(
+                        stored.get_value("nothing").is_none(),
+                        "other's removal kept"
+                    );
+                }
+                _ => {
+                    assert!(
+                        matches!(second, Err(session_store::Error::Backend(ref text)) if text.contains("conflict")),
+                        "{second:?}"
+                    );
+                    assert_eq!(
+                        stored.get_value("n"),
+                        Some(&json!("one")),
+                        "nothing written"
+                    );
+                    assert!(stored.get_value("nothing").is_some());
+                }
+            }
+        }
         Ok(())
     }
 

@@ -15,11 +15,21 @@ use session_stores::{Owner, Session, SessionId, SessionStore};
 
 use crate::adapters::backends::Backend;
 
-/// The store stacks of one backend: bare, and (with the wrapper features) HashedIds over
-/// Encrypted.
+/// The store stacks of one backend: bare, behind `Migrating` from a memory store, and (with
+/// the wrapper features) HashedIds over Encrypted.
 fn stacks(store: Arc<dyn SessionStore>) -> Vec<(&'static str, Arc<dyn SessionStore>)> {
-    #[allow(unused_mut)]
-    let mut stacks = vec![("bare", Arc::clone(&store))];
+    let old: Arc<dyn SessionStore> = Arc::new(session_stores::MemoryStore::new(10_000));
+    let mut stacks = vec![
+        ("bare", Arc::clone(&store)),
+        // Moving from a memory store to this backend, as `Migrating` does in a deploy.
+        (
+            "migrating from memory",
+            Arc::new(session_stores::wrappers::migrating::Migrating::new(
+                old,
+                Arc::clone(&store),
+            )) as Arc<dyn SessionStore>,
+        ),
+    ];
     #[cfg(all(feature = "hashed-ids", feature = "encryption"))]
     {
         use crate::conformance::wrappers::{Keys, Layers, wrap};
