@@ -73,6 +73,37 @@ pub async fn inspect(url: &str) -> Result<Vec<Finding>> {
     })
 }
 
+/// What [`damaged`] found in a store, and removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Damage {
+    /// Entries found that no operation can use and that never go away by themselves.
+    pub found: u64,
+    /// Of those, how many were removed.
+    pub removed: u64,
+}
+
+/// Entries of the store at `url` that no operation can use and that never go away by
+/// themselves, and with `remove`, removes them: on Redis, session keys with no expiry (the
+/// payload of a write that reached an older write script after its own expiry, or a key
+/// someone `PERSIST`ed; `get` of such an id is a `Decode` error, `len` counts it, a scan
+/// stops at it). `Ok(None)` for a backend without such a pass. A key written since with an
+/// expiry is never removed.
+pub async fn damaged(url: &str, remove: bool) -> Result<Option<Damage>> {
+    let url = StoreUrl::parse(url)?.without_wrappers();
+    #[cfg(not(feature = "redis"))]
+    let _ = remove;
+    match url.kind() {
+        #[cfg(feature = "redis")]
+        StoreKind::Redis | StoreKind::RedisCluster => {
+            let store = crate::stores::redis::RedisStore::from_store_url(&url).await?;
+            let (found, removed) = store.immortal_keys(remove).await?;
+            Ok(Some(Damage { found, removed }))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// The two stores to copy sessions between with
 /// [`copy_sessions`](crate::migrate::copy_sessions), from their URLs: each opened as
 /// [`connect`](crate::connect()) opens it, except that a

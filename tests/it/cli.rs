@@ -383,3 +383,65 @@ async fn check_passes_on_a_sound_deployment_and_names_what_loses_sessions() {
         assert!(said.contains("noeviction"), "says what to change: {said}");
     }
 }
+
+/// A Redis session key with no expiry (what a write that reached the old write script after
+/// its own expiry left behind): `check` reports it and fails, `purge` removes it and nothing
+/// else, and `check` then finds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_and_purge_removes_redis_keys_with_no_expiry() {
+    let Some(redis) =
+        support::service_url("SESSION_STORES_REDIS_URL", "redis://127.0.0.1:6379", 6379)
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tag = support::unique_name("immortal_");
+    let sep = if redis.contains('?') { '&' } else { '?' };
+    let url = format!("{redis}{sep}key_prefix={tag}:");
+    let store = connect(&url).await.unwrap();
+    let live = SessionId::generate();
+    let mut session = Session::new(Duration::from_secs(3600));
+    session.insert("user", "ada").unwrap();
+    store.set(&live, &session).await.unwrap();
+    // The damage: the payload alone, as a key of its own, with no expiry.
+    let damaged = SessionId::generate();
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg(format!("{tag}:{}", damaged.as_str()))
+        .arg(r#"{"cart":1}"#)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert!(store.get(&damaged).await.is_err(), "a Decode error");
+    assert_eq!(store.len().await.unwrap(), 2, "len counts it");
+
+    let out = run(&["check", &url], dir.path());
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("1 session key(s) with no expiry"), "{said}");
+    assert!(
+        !said.contains(damaged.as_str()),
+        "no whole id in the output: {said}"
+    );
+
+    let out = run(&["purge", &url], dir.path());
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("removed 1 of 1 damaged entries"), "{said}");
+    assert_eq!(store.len().await.unwrap(), 1);
+    let kept = store
+        .get(&live)
+        .await
+        .unwrap()
+        .expect("the live session stays");
+    assert_eq!(kept.get_value("user"), session.get_value("user"));
+
+    let out = run(&["check", &url], dir.path());
+    let said = text(&out);
+    assert!(said.contains("every session key has an expiry"), "{said}");
+    store.clear().await.unwrap();
+}

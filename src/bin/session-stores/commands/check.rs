@@ -45,6 +45,19 @@ pub(crate) async fn run(url: &str) -> Result<(), Failure> {
     if let Err(err) = cleanup {
         problems.push(Failure::from(err).message);
     }
+    if let Some(damage) = admin::damaged(url, false).await? {
+        if damage.found > 0 {
+            problems.push(format!(
+                "{} session key(s) with no expiry: they never expire, their ids read as \
+                 Decode errors, len counts them and scans stop at them. `session-stores purge \
+                 {}` removes them",
+                damage.found,
+                redact(url)
+            ));
+        } else {
+            println!("keys: every session key has an expiry");
+        }
+    }
     for finding in admin::inspect(url).await? {
         if finding.is_problem() {
             problems.push(finding.message().to_string());
