@@ -2860,3 +2860,50 @@ async fn a_write_that_lands_after_its_expiry_leaves_no_immortal_key() {
     }
     server.kill().await.unwrap();
 }
+
+/// `admin::damaged` on a cluster: session keys with no expiry, spread over every primary, are
+/// all found and removed, and nothing else.
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_keys_are_found_and_removed_on_every_primary_of_a_cluster() {
+    let Some(urls) = support::service_urls("SESSION_STORES_REDIS_CLUSTER_URLS", 7001) else {
+        return;
+    };
+    let tag = support::unique_name("damaged_");
+    let hosts: Vec<&str> = urls
+        .iter()
+        .map(|url| url.trim_start_matches("redis://").trim_end_matches('/'))
+        .collect();
+    let url = format!("redis+cluster://{}?key_prefix={tag}:", hosts.join(","));
+    let store = session_stores::connect(&url).await.unwrap();
+    let live = SessionId::generate();
+    store
+        .set(&live, &Session::new(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let client = redis::cluster::ClusterClient::new(urls.clone()).unwrap();
+    let mut raw = client.get_async_connection().await.unwrap();
+    for _ in 0..20 {
+        redis::cmd("SET")
+            .arg(format!("{tag}:{}", SessionId::generate().as_str()))
+            .arg(r#"{"cart":1}"#)
+            .query_async::<()>(&mut raw)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.len().await.unwrap(), 21);
+    let found = session_stores::admin::damaged(&url, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.found, found.removed), (20, 0));
+    assert_eq!(store.len().await.unwrap(), 21, "finding removes nothing");
+    let repaired = session_stores::admin::damaged(&url, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((repaired.found, repaired.removed), (20, 20));
+    assert_eq!(store.len().await.unwrap(), 1);
+    assert!(store.get(&live).await.unwrap().is_some());
+    store.clear().await.unwrap();
+}
