@@ -212,19 +212,16 @@ impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
         // old state gets a new, empty session, never one carrying that state or its owner;
         // a request that loaded nothing (its session could not be read, so actix-session
         // gave it a fresh one, or it cleared its state) keeps its own state, under a new key.
-        let fresh = |state: HashMap<String, String>| {
-            if loaded.is_some() {
-                session_of(HashMap::new(), ttl)
-            } else {
-                session_of(state, ttl)
-            }
+        // Only that second, rare case copies the state.
+        let fallback = if loaded.is_some() {
+            HashMap::new()
+        } else {
+            state.clone()
         };
         let Ok(id) = SessionId::new(key.as_ref()) else {
-            let session = fresh(state);
-            let owner = self.owner_in(session.data())?;
-            return self.save_new(&session.with_owner(owner)).await;
+            return self.save_new(&self.session_of(fallback, ttl)?).await;
         };
-        let (data, expires_at, _) = session_of(state.clone(), ttl).into_parts();
+        let (data, expires_at, _) = session_of(state, ttl).into_parts();
         let saved = saving::save(
             &*self.store,
             &id,
@@ -247,9 +244,7 @@ impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
             }
             Err(err) => return Err(err),
         }
-        let session = fresh(state);
-        let owner = self.owner_in(session.data())?;
-        self.save_new(&session.with_owner(owner)).await
+        self.save_new(&self.session_of(fallback, ttl)?).await
     }
 }
 

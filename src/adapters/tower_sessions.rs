@@ -275,20 +275,20 @@ fn data_of(session: Session) -> (HashMap<String, Value>, OffsetDateTime) {
 
 impl<S: SessionStore + ?Sized> TowerSessionsStore<S> {
     /// `create`, for any tower-sessions version: `next_id` draws a fresh id after a
-    /// collision.
+    /// collision. Returns the id the session was stored under.
     async fn create_parts(
         &self,
         data: &mut HashMap<String, Value>,
         expiry: OffsetDateTime,
         mut id: SessionId,
         mut next_id: impl FnMut() -> Result<SessionId, Error>,
-    ) -> Result<(), Error> {
+    ) -> Result<SessionId, Error> {
         // A record that was loaded under another id (cycle_id) carries that id's stamp.
         data.remove(LOADED_KEY);
         let session = self.session_of(data, expiry)?;
         for _ in 0..MAX_CREATE_ATTEMPTS {
             if self.store.create(&id, &session).await? {
-                return Ok(());
+                return Ok(id);
             }
             // Someone holds this id: never hand it out again, draw a fresh one.
             id = next_id()?;
@@ -379,18 +379,18 @@ macro_rules! tower_impl {
         {
             async fn create(&self, record: &mut Record) -> session_store::Result<()> {
                 let first = session_id_of(&record.id).map_err(to_tower)?;
-                let mut drawn = Vec::new();
+                let mut drawn = None;
                 let result = self
                     .create_parts(&mut record.data, record.expiry_date, first, || {
                         let id = Id::default();
-                        drawn.push(id);
+                        drawn = Some(id);
                         session_id_of(&id)
                     })
                     .await;
-                if let Some(last) = drawn.last() {
-                    record.id = *last;
+                if let Some(last) = drawn {
+                    record.id = last;
                 }
-                result.map_err(to_tower)
+                result.map(drop).map_err(to_tower)
             }
 
             async fn save(&self, record: &Record) -> session_store::Result<()> {
@@ -483,17 +483,10 @@ impl<S: SessionStore + ?Sized + 'static> crate::conformance::requests::RequestAd
         ttl: std::time::Duration,
     ) -> Result<SessionId, crate::conformance::requests::AdapterError> {
         let mut data: HashMap<String, Value> = data.into_iter().collect();
-        let created = std::sync::Mutex::new(SessionId::try_generate()?);
-        let first = created.lock().map_err(|_| "poisoned")?.clone();
-        self.create_parts(&mut data, expiry_in(ttl), first, || {
-            let id = SessionId::try_generate()?;
-            if let Ok(mut last) = created.lock() {
-                *last = id.clone();
-            }
-            Ok(id)
-        })
-        .await?;
-        let id = created.lock().map_err(|_| "poisoned")?.clone();
+        let first = SessionId::try_generate()?;
+        let id = self
+            .create_parts(&mut data, expiry_in(ttl), first, SessionId::try_generate)
+            .await?;
         Ok(id)
     }
 
