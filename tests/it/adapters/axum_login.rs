@@ -5,19 +5,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use axum_login::{AuthManagerLayerBuilder, AuthSession, AuthUser, AuthnBackend, UserId};
-use http_body_util::BodyExt;
 use session_stores::adapters::tower_sessions::v014::session_id_of;
 use session_stores::{SessionStore, TowerSessionsStore};
-use tower::ServiceExt;
 use tower_sessions_014::{Session, SessionManagerLayer};
 
 use crate::adapters::backends::Backend as StoreBackend;
-use crate::adapters::common::{COOKIE, Jar, Recording};
+use crate::adapters::common::{App, COOKIE, Jar, Recording};
+use crate::adapters::tower::v014::TowerApp;
 
 #[derive(Debug, Clone)]
 struct User {
@@ -88,7 +86,7 @@ async fn current(session: Session) -> String {
         .unwrap_or_default()
 }
 
-fn app(store: Arc<Recording>) -> Router {
+fn app(store: Arc<Recording>) -> TowerApp {
     let users = Users(Arc::new(HashMap::from([(
         1,
         User {
@@ -101,32 +99,16 @@ fn app(store: Arc<Recording>) -> Router {
         .with_name(COOKIE)
         .with_secure(false);
     let auth = AuthManagerLayerBuilder::new(users, sessions).build();
-    Router::new()
-        .route("/login", post(login))
-        .route("/logout", post(logout))
-        .route("/me", get(me))
-        .route("/hold", post(hold))
-        .route("/current", get(current))
-        .layer(auth)
-        .layer(Extension(store))
-}
-
-async fn send(app: &Router, jar: &mut Jar, method: &str, path: &str) -> (u16, String) {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(cookie) = jar.header() {
-        request = request.header(header::COOKIE, cookie);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    for set_cookie in response.headers().get_all(header::SET_COOKIE) {
-        jar.apply(set_cookie.to_str().unwrap());
-    }
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
+    TowerApp(
+        Router::new()
+            .route("/login", post(login))
+            .route("/logout", post(logout))
+            .route("/me", get(me))
+            .route("/hold", post(hold))
+            .route("/current", get(current))
+            .layer(auth)
+            .layer(Extension(store)),
+    )
 }
 
 async fn run(backend: Option<StoreBackend>) {
@@ -136,21 +118,18 @@ async fn run(backend: Option<StoreBackend>) {
 
     // Login and logout.
     let mut jar = Jar::default();
-    assert_eq!(send(&app, &mut jar, "GET", "/me").await.0, 401);
+    assert_eq!(app.send(&mut jar, "GET", "/me").await.0, 401);
     assert_eq!(
-        send(&app, &mut jar, "POST", "/login").await,
+        app.send(&mut jar, "POST", "/login").await,
         (200, "welcome ada".into())
     );
-    assert_eq!(
-        send(&app, &mut jar, "GET", "/me").await,
-        (200, "ada".into())
-    );
+    assert_eq!(app.send(&mut jar, "GET", "/me").await, (200, "ada".into()));
     let stolen = jar.clone();
-    assert_eq!(send(&app, &mut jar, "POST", "/logout").await.0, 200);
-    assert_eq!(send(&app, &mut jar, "GET", "/me").await.0, 401);
+    assert_eq!(app.send(&mut jar, "POST", "/logout").await.0, 200);
+    assert_eq!(app.send(&mut jar, "GET", "/me").await.0, 401);
     let mut replayed = stolen.clone();
     assert_eq!(
-        send(&app, &mut replayed, "GET", "/me").await.0,
+        app.send(&mut replayed, "GET", "/me").await.0,
         401,
         "the cookie from before the logout is logged out too"
     );
@@ -158,11 +137,11 @@ async fn run(backend: Option<StoreBackend>) {
     // A request in flight while the session is ended by the store: its save does not bring
     // the login back.
     let mut jar = Jar::default();
-    assert_eq!(send(&app, &mut jar, "POST", "/login").await.0, 200);
-    let (_, id) = send(&app, &mut jar, "GET", "/current").await;
+    assert_eq!(app.send(&mut jar, "POST", "/login").await.0, 200);
+    let (_, id) = app.send(&mut jar, "GET", "/current").await;
     let id = session_stores::SessionId::new(id).unwrap();
     let mut in_flight = jar.clone();
-    let (held, ()) = tokio::join!(send(&app, &mut in_flight, "POST", "/hold"), async {
+    let (held, ()) = tokio::join!(app.send(&mut in_flight, "POST", "/hold"), async {
         store.wait_loaded(1).await;
         store.destroy(&id).await.unwrap();
         store.go.add_permits(1);
@@ -172,7 +151,7 @@ async fn run(backend: Option<StoreBackend>) {
         store.get(&id).await.unwrap().is_none(),
         "the session came back"
     );
-    assert_eq!(send(&app, &mut in_flight, "GET", "/me").await.0, 401);
+    assert_eq!(app.send(&mut in_flight, "GET", "/me").await.0, 401);
     store.clear().await.unwrap();
     backend.finish().await;
 }

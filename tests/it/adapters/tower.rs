@@ -10,7 +10,7 @@ mod v015 {
 }
 
 #[cfg(feature = "tower-sessions-014")]
-mod v014 {
+pub mod v014 {
     use session_stores::adapters::tower_sessions::v014::session_id_of;
     use tower_sessions_014 as ts;
     include!("tower_app.rs");

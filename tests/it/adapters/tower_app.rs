@@ -80,7 +80,7 @@ async fn hold_theme(Extension(store): Extension<Arc<Recording>>, session: Sessio
     hold(&store, &session, "theme").await
 }
 
-pub struct TowerApp(Router);
+pub struct TowerApp(pub Router);
 
 pub async fn app(store: Arc<Recording>, variant: Variant) -> TowerApp {
     let adapter = TowerSessionsStore::from_arc(Arc::clone(&store)).with_owner_key(OWNER_KEY);
