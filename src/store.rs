@@ -27,8 +27,11 @@ use crate::session::{Owner, Session, SessionId, from_millis};
 ///
 /// **Versions.** Every stored session has a version in `1..=`[`MAX_VERSION`](crate::MAX_VERSION).
 /// - A write that stores a session where none was live starts a **new incarnation** at a
-///   fresh, unpredictable version ([`fresh_version`](crate::fresh_version)), never at a fixed
-///   value such as 1.
+///   fresh, unpredictable version ([`fresh_version`](crate::fresh_version)), drawn anew for
+///   each incarnation from the whole span `1..=`[`FRESH_VERSION_SPAN`](crate::FRESH_VERSION_SPAN),
+///   whichever write starts it (`set`, `create` or `set_if_version(.., 0)`, over an id that
+///   was never used, destroyed or expired): never a fixed value such as 1, a counter, or a
+///   value from a narrower range.
 /// - A write over a live session at version `v` stores `v + 1`
 ///   ([`next_version`](crate::next_version)); `touch` never changes the version.
 /// - So a version never repeats for an id: a version read from one incarnation does not match
@@ -46,7 +49,10 @@ use crate::session::{Owner, Session, SessionId, from_millis};
 ///   store never returns an expired session, even before `delete_expired` has run. The data
 ///   is returned exactly as written (keys, strings, integers versus floats such as `1` and
 ///   `1.0`, nulls, empty objects and arrays); the expiry to the millisecond; the version as the
-///   store assigned it.
+///   store assigned it. Strings, as keys and as values, round-trip exactly even when they hold
+///   U+0000 or other control characters; a store that cannot keep such a string (Postgres'
+///   `jsonb` cannot keep U+0000) refuses the write with [`Error::Encode`] naming the session,
+///   and never changes the string silently.
 /// - **`set(id, session)`** is an upsert: it stores the session's data and expiry under `id`,
 ///   whatever was there, and returns the new version (the live version plus one, or a fresh
 ///   one if the session was absent). A `set` whose expiry is not in the future deletes any
@@ -124,6 +130,14 @@ use crate::session::{Owner, Session, SessionId, from_millis};
 ///   a session written for `owner` concurrently is either destroyed or listed by a later
 ///   `sessions_of`, never lost from the index. A session under `except` that belongs to
 ///   someone else is left alone, like every session of another owner.
+/// - Owners are compared exactly, like ids: owners that differ only in case, by a prefix or a
+///   suffix, by a space, in Unicode normal form (`é` as one code point or as `e` and a
+///   combining accent), or by a character some backend's pattern syntax takes as a wildcard
+///   (`%`, `_`, `*`, `?`, `[`) are different owners, and never list or end each other's
+///   sessions.
+/// - A listing follows each session's expiry: a session kept alive past its first expiry, by
+///   `touch` or by a write, stays listed and is ended by `destroy_owner`; one whose expiry
+///   was moved earlier stops being listed (and counted) once that has passed.
 /// - The cost of both grows with the owner's sessions, not with the whole store: each backend
 ///   keeps an index from owner to sessions, updated with every write, `destroy`, expiry and
 ///   `clear`. An owner with thousands of sessions works. Owners of two stores that share a
@@ -142,7 +156,10 @@ use crate::session::{Owner, Session, SessionId, from_millis};
 ///   written, destroyed or expiring during the scan is returned at most once.
 /// - A store holds no state for a scan: the cursor is the whole state, a short text that can
 ///   be saved and handed back later (to resume an interrupted copy, say) to the same store
-///   (the same backend and namespace). A scan's memory is bounded by its page.
+///   (the same backend and namespace). A saved cursor goes on exactly where its scan stopped
+///   whenever it is handed back: after other scans and writes, more than once, and to
+///   another instance of the store over the same backend and namespace. A scan's memory is
+///   bounded by its page.
 /// - Only this store's sessions are scanned.
 /// - A store that does not declare the capability returns
 ///   [`Error::Unsupported`](crate::Error::Unsupported) (the default method).

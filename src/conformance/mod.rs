@@ -220,6 +220,11 @@ macro_rules! __for_each_check {
             scan_under_writes_returns_each_steady_session_once,
             scan_resumes_from_a_saved_cursor,
             scans_see_only_their_own_store,
+            strings_with_control_characters_round_trip_or_are_refused,
+            fresh_versions_span_the_whole_range_on_every_path,
+            a_listing_follows_expiries_moved_by_touch_and_writes,
+            look_alike_owners_are_different_owners,
+            a_saved_cursor_resumes_exactly_after_other_scans_and_writes,
         }
     };
 }

@@ -273,3 +273,124 @@ pub(crate) async fn ids_that_differ_slightly_are_distinct(factory: Factory) -> C
     );
     Ok(())
 }
+
+/// Strings with U+0000, the other C0 controls, DEL, C1 controls, line separators and text that
+/// looks like an escape, as values, as keys and nested.
+fn control_strings() -> Value {
+    let c0: String = (0u8..0x20).map(char::from).collect();
+    json!({
+        "nul": "a\u{0}b",
+        "only nul": "\u{0}",
+        "trailing nul": "end\u{0}",
+        "c0": c0,
+        "del and c1": "\u{7f}\u{80}\u{85}\u{9f}",
+        "separators": "\u{2028}\u{2029}\u{feff}",
+        "escape look-alikes": "\\u0000 \\n \\\" \\\\",
+        "k\u{0}ey": "nul in a key",
+        "\u{1}\u{1f}": "controls as a key",
+        "nested": {"list": ["\u{0}", "\u{1b}[31m", {"\u{0}": "\r\u{0}\n"}]},
+    })
+}
+
+pub(crate) async fn strings_with_control_characters_round_trip_or_are_refused(
+    factory: Factory,
+) -> CheckResult {
+    let store = factory.boxed().await;
+    let before = session_with(HOUR, json!({"before": "the control strings were written"}));
+    let data = control_strings();
+    let session = session_with(HOUR, data.clone());
+    // Each write path: over a live session (set, set_if_version) and over an absent id
+    // (create), so that a refusal is seen to leave the old session, or nothing, in place.
+    for how in ["set", "set_if_version", "create"] {
+        let id = id();
+        let old_version = if how == "create" {
+            0
+        } else {
+            call!("set", store.set(&id, &before).await)
+        };
+        let written = match how {
+            "set" => store.set(&id, &session).await.map(|_| ()),
+            "set_if_version" => store
+                .set_if_version(&id, &session, old_version)
+                .await
+                .map(|_| ()),
+            _ => store.create(&id, &session).await.and_then(|created| {
+                if created {
+                    Ok(())
+                } else {
+                    Err(Error::backend("create", Some(&id), "returned false"))
+                }
+            }),
+        };
+        let got = call!("get", store.get(&id).await);
+        match written {
+            Ok(()) => {
+                let got = got.ok_or_else(|| format!("{how} succeeded but get returned None"))?;
+                ensure!(
+                    Value::Object(got.data().clone()) == data,
+                    "{how} of strings with control characters succeeded, but they did not \
+                     round-trip exactly: {}",
+                    changed_strings(&data, &Value::Object(got.data().clone())).join("; ")
+                );
+            }
+            Err(err) if err.kind() == crate::error::ErrorKind::Encode => {
+                super::names_the_session(&err, &id, "the refusal")?;
+                if how == "create" {
+                    ensure!(
+                        got.is_none(),
+                        "a create refused with Encode left a session under the id"
+                    );
+                } else {
+                    let got = got.ok_or_else(|| {
+                        format!("{how} refused with Encode removed the previous session")
+                    })?;
+                    ensure!(
+                        got.data() == before.data() && got.version() == old_version,
+                        "{how} refused with Encode changed the previous session"
+                    );
+                }
+            }
+            Err(err) => {
+                return Err(format!(
+                    "{how} of strings with control characters failed with {} (a store that \
+                     cannot keep them must refuse with Encode)",
+                    super::chain(&err)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The paths (keys, escaped) whose values differ between `want` and `got`.
+fn changed_strings(want: &Value, got: &Value) -> Vec<String> {
+    fn walk(path: &str, want: &Value, got: Option<&Value>, out: &mut Vec<String>) {
+        match (want, got) {
+            (Value::Object(w), Some(Value::Object(g))) => {
+                for (k, v) in w {
+                    walk(&format!("{path}/{}", k.escape_default()), v, g.get(k), out);
+                }
+                for k in g.keys().filter(|k| !w.contains_key(*k)) {
+                    out.push(format!("{path}/{}: not written", k.escape_default()));
+                }
+            }
+            (Value::Array(w), Some(Value::Array(g))) if w.len() == g.len() => {
+                for (i, (v, h)) in w.iter().zip(g).enumerate() {
+                    walk(&format!("{path}/{i}"), v, Some(h), out);
+                }
+            }
+            (w, g) if Some(w) != g => out.push(format!(
+                "{path}: wrote {}, read {}",
+                w.to_string().escape_default(),
+                g.map_or("nothing".to_string(), |g| g
+                    .to_string()
+                    .escape_default()
+                    .to_string())
+            )),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", want, Some(got), &mut out);
+    out
+}

@@ -756,3 +756,184 @@ pub(crate) async fn an_owner_with_thousands_of_sessions(factory: Factory) -> Che
     expect_ids(&*store, &left, &[kept], "after destroy_owner of thousands")?;
     Ok(())
 }
+
+/// The devices `sessions_of(owner, true)` lists, with their expiries; fails on a device listed
+/// twice or an entry without data.
+async fn listed_devices(
+    store: &dyn SessionStore,
+    owner: &Owner,
+) -> Result<BTreeMap<u64, i64>, String> {
+    let entries = call!("sessions_of", store.sessions_of(owner, true).await);
+    let mut devices = BTreeMap::new();
+    for entry in &entries {
+        let device = device_of(entry).ok_or("sessions_of with data listed an entry without it")?;
+        ensure!(
+            devices.insert(device, entry.expires_at_millis).is_none(),
+            "sessions_of listed device {device} twice"
+        );
+    }
+    Ok(devices)
+}
+
+pub(crate) async fn a_listing_follows_expiries_moved_by_touch_and_writes(
+    factory: Factory,
+) -> CheckResult {
+    let store = factory.boxed().await;
+    if !declared(&*store) {
+        return Ok(());
+    }
+    let ada = owner("ada");
+    // Device 0 is kept alive by `touch`, device 1 by a rewrite with a later expiry, both
+    // before their first expiry; device 2 is moved earlier by `touch`.
+    let mut ready = None;
+    for window in super::WINDOWS {
+        let ids = [id(), id(), id()];
+        let first = device(&ada, 0).with_expires_at(window);
+        call!("set", store.set(&ids[0], &first).await);
+        call!(
+            "set",
+            store
+                .set(&ids[1], &device(&ada, 1).with_expires_at(window))
+                .await
+        );
+        call!("set", store.set(&ids[2], &device(&ada, 2)).await);
+        let later = SystemTime::now() + HOUR;
+        let touched = call!("touch", store.touch(&ids[0], later).await);
+        let rewritten = device(&ada, 1);
+        call!("set", store.set(&ids[1], &rewritten).await);
+        let in_time = crate::session::now_millis() < first.expires_at_millis();
+        let earlier = SystemTime::now() + std::time::Duration::from_millis(window as u64);
+        ensure!(
+            call!("touch", store.touch(&ids[2], earlier).await),
+            "touch of a live session returned false"
+        );
+        if touched && in_time {
+            let want = [
+                crate::session::to_millis(later),
+                rewritten.expires_at_millis(),
+            ];
+            ready = Some((window, ids, want));
+            break;
+        }
+    }
+    let (window, ids, want) = ready.ok_or_else(super::too_slow)?;
+    sleep_ms(window as u64 + 150).await;
+    let devices = listed_devices(&*store, &ada).await?;
+    ensure!(
+        devices.keys().copied().collect::<Vec<_>>() == [0, 1],
+        "after the first expiry passed, sessions_of lists devices {:?}, not [0, 1]: a session \
+         kept alive by touch (0) or by a write (1) stays listed, and one touched to an earlier \
+         expiry that has passed (2) is not",
+        devices.keys().collect::<Vec<_>>()
+    );
+    ensure!(
+        devices[&0] == want[0] && devices[&1] == want[1],
+        "sessions_of lists expiries {:?}, not the ones touch and the write set ({want:?})",
+        devices.values().collect::<Vec<_>>()
+    );
+    let ended = call!("destroy_owner", store.destroy_owner(&ada, None).await);
+    ensure!(
+        ended == 2,
+        "destroy_owner returned {ended}, not 2: the two sessions kept alive are live and the \
+         one touched earlier has expired"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        ensure!(
+            call!("get", store.get(id).await).is_none(),
+            "device {i} is still live after destroy_owner"
+        );
+    }
+    ensure!(
+        listed(&*store, &ada).await?.is_empty(),
+        "sessions_of lists sessions after destroy_owner"
+    );
+    Ok(())
+}
+
+pub(crate) async fn look_alike_owners_are_different_owners(factory: Factory) -> CheckResult {
+    let store = factory.boxed().await;
+    if !declared(&*store) {
+        return Ok(());
+    }
+    let tag: String = id()
+        .as_str()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(10)
+        .collect();
+    let base = format!("Ada-{tag}");
+    let mut prefix = base.clone();
+    prefix.pop();
+    // In the order they are ended: wildcards and prefixes first, while every owner they could
+    // match still has its sessions.
+    let names = [
+        format!("{base}%"),
+        format!("{base}_"),
+        format!("Ada_{tag}"),
+        format!("{base}*"),
+        format!("{base}?"),
+        format!("{base}[1]"),
+        prefix,
+        format!(" {base}"),
+        format!("ada-{tag}"),
+        format!("ADA-{tag}"),
+        format!("{base}\u{e9}"),
+        format!("{base} "),
+        format!("{base}\u{a0}"),
+        base.clone(),
+        format!("{base}1"),
+        format!("{base}e\u{301}"),
+    ];
+    let owners: Vec<Owner> = names
+        .iter()
+        .map(|name| Owner::new(name.as_str()).map_err(|err| format!("owner {name:?}: {err}")))
+        .collect::<Result<_, _>>()?;
+    // Owner i has device i, and the base owner a second one (100 + i).
+    let mut sessions: Vec<(usize, u64, SessionId)> = Vec::new();
+    for (i, owner) in owners.iter().enumerate() {
+        let mut devices = vec![i];
+        if names[i] == base {
+            devices.push(100 + i);
+        }
+        for d in devices {
+            let id = id();
+            call!("set", store.set(&id, &device(owner, d)).await);
+            sessions.push((i, d as u64, id));
+        }
+    }
+    for (i, owner) in owners.iter().enumerate() {
+        let got: Vec<u64> = listed_devices(&*store, owner).await?.into_keys().collect();
+        let want: Vec<u64> = sessions
+            .iter()
+            .filter(|(o, _, _)| *o == i)
+            .map(|(_, d, _)| *d)
+            .collect();
+        ensure!(
+            got == want,
+            "sessions_of({:?}) lists devices {got:?}, not {want:?}: owners that look alike \
+             are different owners",
+            names[i]
+        );
+    }
+    for (i, owner) in owners.iter().enumerate() {
+        let want = sessions.iter().filter(|(o, _, _)| *o == i).count() as u64;
+        let ended = call!("destroy_owner", store.destroy_owner(owner, None).await);
+        ensure!(
+            ended == want,
+            "destroy_owner({:?}) returned {ended}, not {want}: owners that look alike are \
+             different owners",
+            names[i]
+        );
+        for (o, d, id) in &sessions {
+            let live = call!("get", store.get(id).await).is_some();
+            ensure!(
+                live == (*o > i),
+                "after destroy_owner({:?}), device {d} of owner {:?} is {}",
+                names[i],
+                names[*o],
+                if live { "still live" } else { "gone" }
+            );
+        }
+    }
+    Ok(())
+}

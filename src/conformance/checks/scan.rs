@@ -282,3 +282,108 @@ pub(crate) async fn scans_see_only_their_own_store(factory: Factory) -> CheckRes
     );
     Ok(())
 }
+
+/// The numbers of the sessions a scan returns from `cursor` (`None`: the start) to its end,
+/// reading pages of `limit`; stops after `pages` pages when given, returning the next cursor
+/// as saved text.
+async fn scan_numbers(
+    store: &dyn SessionStore,
+    mut cursor: Option<ScanCursor>,
+    limit: usize,
+    pages: Option<usize>,
+) -> Result<(Vec<u64>, Option<String>), String> {
+    let mut numbers = Vec::new();
+    for page in 0..MAX_PAGES {
+        if pages == Some(page) {
+            return Ok((numbers, cursor.map(|c| c.as_str().to_string())));
+        }
+        let got = call!("scan", store.scan(cursor.as_ref(), limit).await);
+        for (_, session) in &got.sessions {
+            numbers.push(number_of(session).ok_or("scan returned a session without its data")?);
+        }
+        match got.next {
+            None => return Ok((numbers, None)),
+            Some(next) => cursor = Some(next),
+        }
+    }
+    Err(format!("scan did not end after {MAX_PAGES} pages"))
+}
+
+/// Fails unless `before` and `after` (a scan's two parts) hold every steady session (numbers
+/// below `steady`) exactly once.
+fn each_steady_once(before: &[u64], after: &[u64], steady: u64, what: &str) -> CheckResult {
+    let mut seen = BTreeSet::new();
+    for &n in before.iter().chain(after).filter(|&&n| n < steady) {
+        ensure!(seen.insert(n), "{what} returned session {n} twice");
+    }
+    ensure!(
+        seen.len() as u64 == steady,
+        "{what} returned {} of the {steady} sessions live for the whole scan",
+        seen.len()
+    );
+    Ok(())
+}
+
+pub(crate) async fn a_saved_cursor_resumes_exactly_after_other_scans_and_writes(
+    factory: Factory,
+) -> CheckResult {
+    const STEADY: u64 = 60;
+    let store = factory.boxed().await;
+    if !declared(&*store) {
+        return Ok(());
+    }
+    let mut steady_ids = Vec::new();
+    for n in 0..STEADY {
+        let id = id();
+        call!("set", store.set(&id, &numbered(n as usize)).await);
+        steady_ids.push(id);
+    }
+    let doomed: Vec<SessionId> = (0..12).map(|_| id()).collect();
+    for (k, id) in doomed.iter().enumerate() {
+        call!("set", store.set(id, &numbered(500 + k)).await);
+    }
+    // Two scans stopped part-way, their cursors kept only as text.
+    let (a_before, a) = scan_numbers(&*store, None, 10, Some(2)).await?;
+    let a = a.ok_or("a scan of 72 sessions with limit 10 ended after two pages")?;
+    let (b_before, b) = scan_numbers(&*store, None, 7, Some(3)).await?;
+    let b = b.ok_or("a scan of 72 sessions with limit 7 ended after three pages")?;
+    // Meanwhile: a whole other scan, new and destroyed sessions, steady ones rewritten.
+    let (other, _) = scan_numbers(&*store, None, 5, None).await?;
+    each_steady_once(&other, &[], STEADY, "a whole scan between the others")?;
+    for k in 0..12 {
+        call!("set", store.set(&id(), &numbered(1000 + k)).await);
+    }
+    for id in &doomed[..6] {
+        call!("destroy", store.destroy(id).await);
+    }
+    for (n, id) in steady_ids.iter().enumerate().step_by(5) {
+        call!("set", store.set(id, &numbered(n)).await);
+    }
+    // Each saved cursor, handed back as text, goes on exactly where its scan stopped; the
+    // same cursor handed back again does too.
+    let (a_after, _) = scan_numbers(&*store, Some(ScanCursor::new(a.clone())), 10, None).await?;
+    each_steady_once(
+        &a_before,
+        &a_after,
+        STEADY,
+        "a scan resumed from its saved cursor after other scans and writes",
+    )?;
+    for id in &doomed[6..] {
+        call!("destroy", store.destroy(id).await);
+    }
+    let (b_after, _) = scan_numbers(&*store, Some(ScanCursor::new(b)), 3, None).await?;
+    each_steady_once(
+        &b_before,
+        &b_after,
+        STEADY,
+        "a second scan resumed from its saved cursor, with another limit",
+    )?;
+    let (a_again, _) = scan_numbers(&*store, Some(ScanCursor::new(a)), 10, None).await?;
+    each_steady_once(
+        &a_before,
+        &a_again,
+        STEADY,
+        "a scan resumed a second time from the same saved cursor",
+    )?;
+    Ok(())
+}

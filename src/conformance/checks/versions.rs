@@ -359,3 +359,116 @@ pub(crate) async fn errors_name_the_session_and_kind(factory: Factory) -> CheckR
     }
     Ok(())
 }
+
+/// Incarnations each write path starts in [`fresh_versions_span_the_whole_range_on_every_path`],
+/// per way of being absent (a new id, a destroyed one, an expired one).
+const INCARNATIONS: usize = 8;
+
+/// Starts a new incarnation of `id` (absent) with `how`; its version.
+async fn start_incarnation(
+    store: &dyn SessionStore,
+    id: &SessionId,
+    how: &str,
+    n: usize,
+) -> Result<u64, String> {
+    let session = session_with(HOUR, json!({ "how": how, "n": n }));
+    let version = match how {
+        "set" => call!("set", store.set(id, &session).await),
+        "set_if_version(.., 0)" => call!(
+            "set_if_version(.., 0)",
+            store.set_if_version(id, &session, 0).await
+        ),
+        _ => {
+            ensure!(
+                call!("create", store.create(id, &session).await),
+                "create of an absent id returned false"
+            );
+            call!("get", store.get(id).await)
+                .ok_or("get after create returned None")?
+                .version()
+        }
+    };
+    valid_version(how, version)?;
+    Ok(version)
+}
+
+pub(crate) async fn fresh_versions_span_the_whole_range_on_every_path(
+    factory: Factory,
+) -> CheckResult {
+    use crate::session::FRESH_VERSION_SPAN;
+    let store = factory.boxed().await;
+    let ways = ["set", "create", "set_if_version(.., 0)"];
+    let mut drawn: Vec<(u64, String)> = Vec::new();
+    // Sessions about to expire, one per way and incarnation, written first so that a single
+    // sleep lets them all expire.
+    let mut expiring = Vec::new();
+    for how in ways {
+        for _ in 0..INCARNATIONS {
+            let id = id();
+            call!(
+                "set",
+                store
+                    .set(&id, &session_with(HOUR, json!({})).with_expires_at(100))
+                    .await
+            );
+            expiring.push((how, id));
+        }
+    }
+    for how in ways {
+        // New ids.
+        for n in 0..INCARNATIONS {
+            drawn.push((
+                start_incarnation(&*store, &id(), how, n).await?,
+                format!("{how} of a new id"),
+            ));
+        }
+        // One id, destroyed between incarnations.
+        let id = id();
+        for n in 0..INCARNATIONS {
+            drawn.push((
+                start_incarnation(&*store, &id, how, n).await?,
+                format!("{how} after destroy"),
+            ));
+            call!("destroy", store.destroy(&id).await);
+        }
+    }
+    sleep_ms(150).await;
+    for (n, (how, id)) in expiring.iter().enumerate() {
+        drawn.push((
+            start_incarnation(&*store, id, how, n).await?,
+            format!("{how} over an expired session"),
+        ));
+    }
+    // Every fresh version is new, and none is near another: a counter from a random start, or
+    // one draw reused, shows as versions a few apart. For versions drawn uniformly from
+    // 1..=2^48, two of these 72 within 2^12 of each other has a chance below one in 10^7.
+    drawn.sort();
+    for pair in drawn.windows(2) {
+        let ((a, how_a), (b, how_b)) = (&pair[0], &pair[1]);
+        ensure!(
+            b - a >= 1 << 12,
+            "fresh versions {a} ({how_a}) and {b} ({how_b}) are {} apart: a new incarnation \
+             must start at a fresh, unpredictable version drawn anew each time, not a fixed \
+             value or a counter",
+            b - a
+        );
+    }
+    // Every way draws from the whole span: the chance that 24 uniform draws from 1..=2^48 all
+    // fall below 2^40 is 2^-192, so a store that draws from a narrow range shows here.
+    for how in ways {
+        let highest = drawn
+            .iter()
+            .filter(|(_, what)| what.starts_with(how) && what[how.len()..].starts_with(' '))
+            .map(|(v, _)| *v)
+            .max()
+            .unwrap_or(0);
+        ensure!(
+            highest >= FRESH_VERSION_SPAN >> 8,
+            "the {} fresh versions {how} drew are all below {highest} + 1: fresh versions \
+             must be drawn from the whole span 1..=FRESH_VERSION_SPAN (2^48), or a version of \
+             an old incarnation is likely to match a new one",
+            3 * INCARNATIONS
+        );
+    }
+    Ok(())
+}

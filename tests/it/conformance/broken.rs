@@ -85,6 +85,19 @@ enum Defect {
     ScanIgnoresLimit,
     ScanEndsAfterOnePage,
     ScanDropsOwner,
+    // Blind spots found by auditing the contract's sentences against the checks.
+    StripsNulFromStrings,
+    FreshVersionsFromASmallRange,
+    FreshVersionsFromACounter,
+    CompareAndSetStartsAtAFixedVersion,
+    TouchLeavesIndexExpiry,
+    IndexKeepsFirstExpiry,
+    OwnersCaseInsensitive,
+    OwnersTrimmed,
+    OwnersNormalized,
+    DestroyOwnerByPattern,
+    CursorIsAOneShotToken,
+    CursorIsTheLastScansPosition,
 }
 
 type Map = HashMap<(u64, SessionId), Session>;
@@ -106,6 +119,10 @@ struct Faulty {
     /// The last content written per id, for a write-skip cache (one defect forgets to drop it).
     written: Mutex<HashMap<SessionId, Written>>,
     index: Arc<Mutex<Index>>,
+    /// Scan positions the store keeps, for the two defects whose cursor is not the whole state.
+    positions: Mutex<HashMap<String, usize>>,
+    /// The next fresh version, for the defect that counts them.
+    counter: AtomicU64,
 }
 
 static NAMESPACES: AtomicU64 = AtomicU64::new(1);
@@ -126,7 +143,33 @@ impl Faulty {
             } else {
                 Arc::default()
             },
+            positions: Mutex::default(),
+            counter: AtomicU64::new(fresh_version()),
         }
+    }
+
+    /// What the owner index files `owner` under (four defects merge owners that look alike).
+    fn owner_key(&self, owner: &Owner) -> Owner {
+        let text = owner.as_str();
+        let key = if self.is(Defect::OwnersCaseInsensitive) {
+            text.to_lowercase()
+        } else if self.is(Defect::OwnersTrimmed) {
+            text.trim().to_string()
+        } else if self.is(Defect::OwnersNormalized) {
+            text.replace("e\u{301}", "\u{e9}")
+        } else {
+            return owner.clone();
+        };
+        Owner::new(key).unwrap_or_else(|_| owner.clone())
+    }
+
+    /// Whether the stored owner `stored` is the owner asked for: one owner as the index files
+    /// it, or (the defect) an SQL `LIKE` pattern that `asked` is taken as.
+    fn owner_matches(&self, asked: &Owner, stored: &Owner) -> bool {
+        if self.is(Defect::DestroyOwnerByPattern) {
+            return like(asked.as_str().as_bytes(), stored.as_str().as_bytes());
+        }
+        self.owner_key(asked) == self.owner_key(stored)
     }
 
     fn is(&self, defect: Defect) -> bool {
@@ -136,8 +179,15 @@ impl Faulty {
     /// A snapshot of the ids `owner`'s index holds.
     fn indexed_ids(&self, owner: &Owner) -> Vec<SessionId> {
         let index = self.index.lock().unwrap();
+        if self.is(Defect::DestroyOwnerByPattern) {
+            return index
+                .iter()
+                .filter(|(stored, _)| self.owner_matches(owner, stored))
+                .flat_map(|(_, ids)| ids.keys().cloned())
+                .collect();
+        }
         index
-            .get(owner)
+            .get(&self.owner_key(owner))
             .into_iter()
             .flatten()
             .map(|(id, _)| id.clone())
@@ -200,10 +250,19 @@ impl Faulty {
                 Value::String(s) if defect == Defect::NormalizesLineEndings => {
                     *s = s.replace("\r\n", "\n");
                 }
+                Value::String(s) if defect == Defect::StripsNulFromStrings => {
+                    s.retain(|c| c != '\0');
+                }
                 Value::Array(items) => items.iter_mut().for_each(|v| walk(v, defect)),
                 Value::Object(map) => {
                     if defect == Defect::DropsNullMembers {
                         map.retain(|_, v| !v.is_null());
+                    }
+                    if defect == Defect::StripsNulFromStrings {
+                        *map = std::mem::take(map)
+                            .into_iter()
+                            .map(|(k, v)| (k.replace('\0', ""), v))
+                            .collect();
                     }
                     map.values_mut().for_each(|v| walk(v, defect));
                 }
@@ -222,7 +281,7 @@ impl Faulty {
     /// Drops `id` from `owner`'s entries in the index.
     fn unindex(&self, owner: Option<&Owner>, id: &SessionId) {
         if let Some(owner) = owner
-            && let Some(ids) = self.index.lock().unwrap().get_mut(owner)
+            && let Some(ids) = self.index.lock().unwrap().get_mut(&self.owner_key(owner))
         {
             ids.remove(id);
         }
@@ -234,6 +293,10 @@ impl Faulty {
             1
         } else if self.is(Defect::VersionFromTheClock) {
             now_millis() as u64
+        } else if self.is(Defect::FreshVersionsFromASmallRange) {
+            fresh_version() % 1_000_000 + 1
+        } else if self.is(Defect::FreshVersionsFromACounter) {
+            self.counter.fetch_add(1, Ordering::Relaxed)
         } else {
             fresh_version()
         }
@@ -257,10 +320,14 @@ impl Faulty {
         }
         if let Some(owner) = kept.owner() {
             let mut index = self.index.lock().unwrap();
-            index
-                .entry(owner.clone())
-                .or_default()
-                .insert(id.clone(), kept.clone());
+            let entries = index.entry(self.owner_key(owner)).or_default();
+            let mut copy = kept.clone();
+            if self.is(Defect::IndexKeepsFirstExpiry)
+                && let Some(old) = entries.get(id)
+            {
+                copy.set_expires_at_millis(old.expires_at_millis());
+            }
+            entries.insert(id.clone(), copy);
         }
         map.insert(self.key(id), kept);
         self.written.lock().unwrap().insert(
@@ -399,7 +466,9 @@ impl SessionStore for Faulty {
                     self.unindex(session.owner(), id);
                     session.set_owner(None);
                 } else if let Some(owner) = session.owner()
-                    && let Some(entries) = self.index.lock().unwrap().get_mut(owner)
+                    && !self.is(Defect::TouchLeavesIndexExpiry)
+                    && let Some(entries) =
+                        self.index.lock().unwrap().get_mut(&self.owner_key(owner))
                     && let Some(copy) = entries.get_mut(id)
                 {
                     copy.set_expires_at_millis(session.expires_at_millis());
@@ -506,7 +575,12 @@ impl SessionStore for Faulty {
                 Error::conflict(id, expected)
             });
         }
-        let next = self.next(live, session);
+        let next = if live.is_none() && self.is(Defect::CompareAndSetStartsAtAFixedVersion) {
+            // A fixed starting value, high enough to look drawn, on this path only.
+            0x0000_9e37_79b9_7f4a
+        } else {
+            self.next(live, session)
+        };
         Ok(self.put(&mut map, id, session, next, now))
     }
 
@@ -603,7 +677,7 @@ impl SessionStore for Faulty {
         }
         let index = self.index.lock().unwrap();
         let mut listed: Vec<OwnedSession> = index
-            .get(owner)
+            .get(&self.owner_key(owner))
             .into_iter()
             .flatten()
             .filter(|(_, s)| self.is(Defect::ListsExpired) || !self.expired(s, now))
@@ -632,14 +706,17 @@ impl SessionStore for Faulty {
         for id in &ids {
             let except = except == Some(id) && !self.is(Defect::DestroyOwnerIgnoresExcept);
             let key = self.key(id);
-            let owned = map.get(&key).is_some_and(|s| s.owner() == Some(owner));
+            let owned = map
+                .get(&key)
+                .and_then(Session::owner)
+                .is_some_and(|stored| self.owner_matches(owner, stored));
             if except || !owned {
                 continue;
             }
             if let Some(gone) = map.remove(&key) {
                 let live = !self.expired(&gone, now);
                 ended += u64::from(live || self.is(Defect::DestroyOwnerCountsExpired));
-                self.unindex(Some(owner), id);
+                self.unindex(gone.owner(), id);
             }
         }
         if self.is(Defect::MissesConcurrentCreate) {
@@ -662,6 +739,17 @@ impl SessionStore for Faulty {
         live.sort_by(|a, b| a.0.cmp(b.0));
         let start = match cursor.map(ScanCursor::as_str) {
             None => 0,
+            // Two defects: the position is the store's, not the cursor's.
+            Some(token) if self.is(Defect::CursorIsAOneShotToken) => {
+                self.positions.lock().unwrap().remove(token).unwrap_or(0)
+            }
+            Some(_) if self.is(Defect::CursorIsTheLastScansPosition) => self
+                .positions
+                .lock()
+                .unwrap()
+                .get("last")
+                .copied()
+                .unwrap_or(0),
             // The defect: a position in today's list, which shifts when others are written.
             Some(offset) if self.is(Defect::ScanCursorIsAnOffset) => offset.parse().unwrap(),
             Some(last) => live.partition_point(|(id, _)| id.as_str() <= last),
@@ -688,6 +776,13 @@ impl SessionStore for Faulty {
             None
         } else if self.is(Defect::ScanCursorIsAnOffset) {
             Some(ScanCursor::new(end.to_string()))
+        } else if self.is(Defect::CursorIsAOneShotToken) {
+            let token = session_stores::SessionId::generate().as_str().to_string();
+            self.positions.lock().unwrap().insert(token.clone(), end);
+            Some(ScanCursor::new(token))
+        } else if self.is(Defect::CursorIsTheLastScansPosition) {
+            self.positions.lock().unwrap().insert("last".into(), end);
+            Some(ScanCursor::new("more"))
         } else {
             page.last().map(|(id, _)| ScanCursor::new(id.as_str()))
         };
@@ -696,6 +791,16 @@ impl SessionStore for Faulty {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::new().with_owners(true).with_scan(true)
+    }
+}
+
+/// Whether `text` matches the SQL `LIKE` pattern `pattern` (`%` any run, `_` one byte).
+fn like(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'%', rest)) => (0..=text.len()).any(|i| like(rest, &text[i..])),
+        Some((b'_', rest)) => !text.is_empty() && like(rest, &text[1..]),
+        Some((c, rest)) => text.first() == Some(c) && like(rest, &text[1..]),
     }
 }
 
@@ -881,4 +986,27 @@ caught! {
     catches_a_clear_of_the_first_page_only: ClearFirstPageOnly => ["len_and_clear_at_scale"];
     catches_a_clear_that_clears_every_store: ClearClearsEveryStore => [
         "stores_from_the_factory_are_isolated"];
+    catches_nul_stripped_from_strings: StripsNulFromStrings => [
+        "strings_with_control_characters_round_trip_or_are_refused"];
+    catches_fresh_versions_from_a_small_range: FreshVersionsFromASmallRange => [
+        "fresh_versions_span_the_whole_range_on_every_path"];
+    catches_fresh_versions_from_a_counter: FreshVersionsFromACounter => [
+        "fresh_versions_span_the_whole_range_on_every_path"];
+    catches_a_compare_and_set_that_starts_at_a_fixed_version: CompareAndSetStartsAtAFixedVersion => [
+        "fresh_versions_span_the_whole_range_on_every_path"];
+    catches_an_index_expiry_that_touch_does_not_move: TouchLeavesIndexExpiry => [
+        "a_listing_follows_expiries_moved_by_touch_and_writes"];
+    catches_an_index_that_keeps_the_first_expiry: IndexKeepsFirstExpiry => [
+        "a_listing_follows_expiries_moved_by_touch_and_writes"];
+    catches_case_insensitive_owners: OwnersCaseInsensitive => [
+        "look_alike_owners_are_different_owners"];
+    catches_trimmed_owners: OwnersTrimmed => ["look_alike_owners_are_different_owners"];
+    catches_unicode_normalized_owners: OwnersNormalized => [
+        "look_alike_owners_are_different_owners"];
+    catches_a_destroy_owner_by_pattern: DestroyOwnerByPattern => [
+        "look_alike_owners_are_different_owners"];
+    catches_a_one_shot_cursor: CursorIsAOneShotToken => [
+        "a_saved_cursor_resumes_exactly_after_other_scans_and_writes"];
+    catches_a_cursor_that_is_the_last_scans_position: CursorIsTheLastScansPosition => [
+        "a_saved_cursor_resumes_exactly_after_other_scans_and_writes"];
 }
