@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use deadpool_redis::redis::{
-    self, Cmd, Value,
+    self,
     cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
 };
 
@@ -28,12 +28,18 @@ const SCAN_TAG_CLUSTER: &str = "redis1:c:";
 /// The number of hash slots of a Redis Cluster.
 const HASH_SLOTS: u16 = 16384;
 
-/// How many slots a cluster scan counts the keys of at once (concurrently, each routed to
+/// The most slots a cluster scan reads the keys of at once (concurrently, each routed to
 /// its slot's primary).
 const SLOT_BATCH: u16 = 1024;
 
-/// How many non-empty slots a cluster scan reads the keys of at once.
-const SLOT_READS: usize = 16;
+/// The fewest slots a cluster scan reads at once: a page starts with a batch that follows
+/// its room (4 slots per session it has room for, from this up to [`SLOT_BATCH`]), growing
+/// fourfold after a batch that held none of this store's keys, so that a small page does
+/// not count a thousand slots and a sparse store does not take a round trip per few slots.
+const SLOT_BATCH_MIN: u16 = 16;
+
+/// How many keys a cluster scan first asks a slot for (most slots of a cluster hold fewer).
+const SLOT_KEYS_FIRST: usize = 32;
 
 /// The smallest `COUNT` a single-server scan asks `SCAN` for.
 const SCAN_MIN_COUNT: usize = 10;
@@ -235,9 +241,9 @@ impl RedisStore {
     }
 
     /// The ids of a cluster page: slot after slot from `slot` (after `after` within it),
-    /// counting [`SLOT_BATCH`] slots' keys at once and reading the keys of the non-empty
-    /// ones, [`SLOT_READS`] at once, each routed to its slot's primary; a slot's ids in
-    /// order, so that a page can end in the middle of a slot.
+    /// reading a batch of slots' keys at once ([`SLOT_BATCH_MIN`] to [`SLOT_BATCH`] slots),
+    /// each routed to its slot's primary; a slot's ids in order, so that a page can end in
+    /// the middle of a slot.
     async fn scan_cluster(
         &self,
         lease: &mut Lease,
@@ -247,60 +253,46 @@ impl RedisStore {
         started: Instant,
     ) -> Result<(Vec<SessionId>, Option<ScanAt>)> {
         let mut ids = Vec::new();
+        let room_batch = u16::try_from(limit.saturating_mul(4)).unwrap_or(SLOT_BATCH);
+        let mut batch = room_batch.clamp(SLOT_BATCH_MIN, SLOT_BATCH);
         while slot < HASH_SLOTS && ids.len() < limit {
-            let end = slot.saturating_add(SLOT_BATCH).min(HASH_SLOTS);
-            let counts = self.slot_commands(lease, slot..end, |slot| {
-                let mut cmd = redis::cmd("CLUSTER");
-                cmd.arg("COUNTKEYSINSLOT").arg(slot);
-                cmd
-            });
-            let counts = counts.await?;
-            let mut busy: Vec<(u16, usize)> = Vec::new();
-            for (s, reply) in (slot..end).zip(counts) {
-                let count: usize = redis::from_redis_value(reply)
-                    .map_err(|err| redis_error("scan", None, err.into()))?;
-                if count > 0 {
-                    busy.push((s, count));
-                }
-            }
+            let end = slot.saturating_add(batch).min(HASH_SLOTS);
+            let had = ids.len();
+            // Every slot's keys at once (most slots hold a few keys, so asking for them
+            // costs no more than counting them first).
+            let keys = join_all((slot..end).map(|s| self.slot_keys(lease, s)).collect()).await;
             let mut full = false;
-            'slots: for group in busy.chunks(SLOT_READS) {
-                let keys = join_all(
-                    group
-                        .iter()
-                        .map(|&(s, count)| self.slot_keys(lease, s, count))
-                        .collect(),
-                )
-                .await;
-                for (&(s, _), keys) in group.iter().zip(keys) {
-                    let mut slot_ids: Vec<SessionId> = keys?
-                        .iter()
-                        .filter_map(|key| id_of_key(&self.prefix, key))
-                        .collect();
-                    slot_ids.sort_unstable();
-                    let from = match (s == slot, &after) {
-                        (true, Some(after)) => slot_ids.partition_point(|id| id <= after),
-                        _ => 0,
-                    };
-                    let room = limit - ids.len();
-                    let rest = &slot_ids[from..];
-                    if rest.len() > room {
-                        // The page ends in the middle of this slot.
-                        ids.extend_from_slice(&rest[..room]);
-                        slot = s;
-                        // Nothing of this slot yet if the page was already full.
-                        after = rest[..room].last().cloned();
-                        full = true;
-                        break 'slots;
-                    }
-                    ids.extend_from_slice(rest);
+            for (s, keys) in (slot..end).zip(keys) {
+                let mut slot_ids: Vec<SessionId> = keys?
+                    .iter()
+                    .filter_map(|key| id_of_key(&self.prefix, key))
+                    .collect();
+                slot_ids.sort_unstable();
+                let from = match (s == slot, &after) {
+                    (true, Some(after)) => slot_ids.partition_point(|id| id <= after),
+                    _ => 0,
+                };
+                let room = limit - ids.len();
+                let rest = &slot_ids[from..];
+                if rest.len() > room {
+                    // The page ends in the middle of this slot.
+                    ids.extend_from_slice(&rest[..room]);
+                    slot = s;
+                    // Nothing of this slot yet if the page was already full.
+                    after = rest[..room].last().cloned();
+                    full = true;
+                    break;
                 }
+                ids.extend_from_slice(rest);
             }
             if full {
                 break;
             }
             slot = end;
             after = None;
+            if ids.len() == had {
+                batch = batch.saturating_mul(4).min(SLOT_BATCH);
+            }
             if self.scan_budget_spent(started) {
                 break;
             }
@@ -309,48 +301,14 @@ impl RedisStore {
         Ok((ids, next))
     }
 
-    /// Runs `command(slot)` for every slot of `slots`, concurrently, each routed to the
-    /// slot's primary (the multiplexed cluster connection pipelines those to one node).
-    async fn slot_commands(
-        &self,
-        lease: &Lease,
-        slots: std::ops::Range<u16>,
-        command: impl Fn(u16) -> Cmd,
-    ) -> Result<Vec<Value>> {
+    /// Every key in `slot`: `CLUSTER GETKEYSINSLOT` for [`SLOT_KEYS_FIRST`] keys, asked
+    /// again for twice as many while it returns as many as it was asked for, since it
+    /// returns them in no particular order.
+    async fn slot_keys(&self, lease: &Lease, slot: u16) -> Result<Vec<Vec<u8>>> {
         let Conn::Cluster(cluster) = &lease.conn else {
             return Ok(Vec::new());
         };
-        let health = &lease.health;
-        let sends = slots.map(|slot| {
-            let mut cluster = cluster.clone();
-            let cmd = command(slot);
-            async move {
-                self.round_trip(
-                    health,
-                    "scan",
-                    None,
-                    cluster.route_command(
-                        cmd,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-                            slot,
-                            SlotAddr::Master,
-                        ))),
-                    ),
-                )
-                .await
-            }
-        });
-        join_all(sends.collect()).await.into_iter().collect()
-    }
-
-    /// Every key in `slot` (`count` of them when counted): `CLUSTER GETKEYSINSLOT`, asked
-    /// again for more while it returns as many as it was asked for (keys written since the
-    /// count), since it returns them in no particular order.
-    async fn slot_keys(&self, lease: &Lease, slot: u16, count: usize) -> Result<Vec<Vec<u8>>> {
-        let Conn::Cluster(cluster) = &lease.conn else {
-            return Ok(Vec::new());
-        };
-        let mut ask = count.saturating_add(count / 4).saturating_add(16);
+        let mut ask = SLOT_KEYS_FIRST;
         loop {
             let mut cmd = redis::cmd("CLUSTER");
             cmd.arg("GETKEYSINSLOT").arg(slot).arg(ask);
