@@ -5,6 +5,7 @@
 #![cfg(feature = "conformance")]
 
 mod broken;
+mod cursors;
 
 #[cfg(feature = "memory")]
 mod memory {
