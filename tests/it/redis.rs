@@ -812,6 +812,80 @@ async fn a_silent_server_times_out_instead_of_hanging() {
     hold.abort();
 }
 
+/// A proxy to `target` that closes the first `refuse` connections it accepts at once (a
+/// server restarting, a connect that failed on a loaded machine), and relays the others.
+async fn refusing_proxy(target: String, refuse: usize) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut accepted = 0;
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            accepted += 1;
+            if accepted <= refuse {
+                drop(inbound);
+                continue;
+            }
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    url
+}
+
+/// One failed connect fails no operation that has time for another: 32 operations arrive
+/// at a store whose first three connects are refused, and every one succeeds (each caller
+/// tries again, with backoff, within its own deadline). Before, the first caller failed and
+/// so did every waiter whose own single attempt hit a refused connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connects_fail_no_operation_that_has_time_for_another() {
+    let Some(url) = support::service_url(URL_VAR, DEFAULT_URL, 6379) else {
+        return;
+    };
+    let target = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = refusing_proxy(target, 3).await;
+    let store = Arc::new(
+        RedisStore::builder(&proxy)
+            .key_prefix(support::unique_name("sst:refused:"))
+            .operation_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    );
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.get(&SessionId::generate()).await })
+        })
+        .collect();
+    for task in tasks {
+        let got = task.await.unwrap();
+        assert!(got.is_ok(), "an operation failed: {got:?}");
+    }
+
+    // With no server at all, an operation still fails within its deadline, as Unavailable,
+    // with the connect's own error as the cause.
+    let nowhere = format!("redis://127.0.0.1:{}", support::free_port());
+    let store = RedisStore::builder(&nowhere)
+        .operation_timeout(Duration::from_millis(700))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = store.get(&SessionId::generate()).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+}
+
 // ----- Redis Cluster -----
 
 fn cluster_urls() -> Option<Vec<String>> {

@@ -31,6 +31,9 @@ use super::RedisStoreBuilder;
 /// attempt: the attempts of many waiters then come at most this often, not all at once.
 pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// The longest pause between a caller's own connect attempts.
+pub(super) const RETRY_PAUSE_MAX: Duration = Duration::from_millis(800);
+
 pub(super) struct Shared {
     pub(super) current: Mutex<Option<Current>>,
     /// Held by the one caller checking a replacement out of the pool.
@@ -173,7 +176,30 @@ impl RedisStore {
     /// limit on a loaded machine) fails only its own caller, and every other caller fails
     /// only when its own operation deadline passes, with its own attempt's error as the
     /// cause.
+    ///
+    /// A caller whose own attempt failed with a transient error (the server unreachable, a
+    /// connect over its limit) tries again, after a pause that doubles from [`RETRY_PAUSE`]
+    /// up to [`RETRY_PAUSE_MAX`], while the next attempt can still start before the
+    /// operation's deadline (the operation timeout from the call): so one refused or slow
+    /// connect fails no operation that had time for another, and an operation that runs out
+    /// of time fails with its last attempt's error, the real cause, as its source.
     pub(super) async fn conn(&self, op: &'static str, id: Option<&SessionId>) -> Result<Lease> {
+        let deadline = Instant::now() + self.operation_timeout;
+        let mut pause = RETRY_PAUSE;
+        loop {
+            match self.conn_once(op, id).await {
+                Err(err) if err.is_transient() && Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// One turn at [`conn`](Self::conn): the installed connection, or one attempt to install
+    /// one.
+    async fn conn_once(&self, op: &'static str, id: Option<&SessionId>) -> Result<Lease> {
         if let Some(lease) = self.current_lease() {
             return Ok(lease);
         }
