@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use session_stores::{ScanCursor, Session, SessionId, SessionStore};
 
+#[cfg(any(feature = "postgres", feature = "redis"))]
 use crate::support;
 
 /// Writes 40 sessions through `a`, scans two pages of 7 on `a`, and resumes from the saved
@@ -46,7 +47,7 @@ async fn resumes_on_another_instance(url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_cursor_resumes_on_another_instance_of_every_backend() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut urls = Vec::new();
+    let mut urls: Vec<String> = Vec::new();
     #[cfg(feature = "file")]
     urls.push(format!("file://{}", dir.path().join("files").display()));
     #[cfg(feature = "sqlite")]
@@ -83,8 +84,9 @@ async fn a_saved_cursor_resumes_on_another_instance_of_every_backend() {
             ));
         }
     }
-    assert!(!urls.is_empty() || cfg!(not(feature = "file")));
+    assert!(!urls.is_empty(), "no backend to resume a cursor on");
     for url in &urls {
         resumes_on_another_instance(url).await;
     }
+    drop(dir);
 }

@@ -5,6 +5,12 @@
 #![cfg(feature = "conformance")]
 
 mod broken;
+#[cfg(any(
+    feature = "file",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "redis"
+))]
 mod cursors;
 
 #[cfg(feature = "memory")]
