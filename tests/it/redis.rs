@@ -1817,6 +1817,94 @@ async fn cluster_clear_removes_a_slot_that_is_moving() {
     }
 }
 
+/// After a slot moves to another primary, `len` and `clear` still visit every primary once:
+/// they find the primaries from a fresh `CLUSTER SLOTS` and send each `SCAN` to that node by
+/// its address, not through the client's own slot map, which still has the slot on its old
+/// node (no command since was redirected). Routed by slot, the new owner of slot 0 was
+/// reached through the stale map at the old one: one node was scanned twice, one never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_len_and_clear_follow_a_moved_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut nodes, ports)) = own_cluster(dir.path()).await else {
+        return;
+    };
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect();
+    let store = RedisStore::cluster_builder(&urls)
+        .key_prefix("moved:")
+        .connect()
+        .await
+        .unwrap();
+    let ids: Vec<SessionId> = (0..90).map(|_| SessionId::generate()).collect();
+    for id in &ids {
+        store.set(id, &session(json!({}), HOUR)).await.unwrap();
+    }
+    assert_eq!(store.len().await.unwrap(), 90);
+    // Slot 0 (with its sessions, if any) moves from the node that serves it to another.
+    let id_of = |port: u16| redis_cli(port, &["cluster", "myid"]);
+    // Whether `port`'s view of the cluster has slot 0 on node `node`.
+    let sees_slot_0_on = |port: u16, node: &str| {
+        redis_cli(port, &["cluster", "nodes"]).lines().any(|line| {
+            line.starts_with(node)
+                && line
+                    .split(' ')
+                    .skip(8)
+                    .any(|range| range == "0" || range.starts_with("0-"))
+        })
+    };
+    let owner = ports
+        .iter()
+        .copied()
+        .find(|p| sees_slot_0_on(*p, &id_of(*p)))
+        .expect("the node that serves slot 0");
+    let other = *ports.iter().find(|p| **p != owner).unwrap();
+    let (owner_id, other_id) = (id_of(owner), id_of(other));
+    let keys = redis_cli(owner, &["cluster", "getkeysinslot", "0", "1000"]);
+    assert_eq!(
+        redis_cli(other, &["cluster", "setslot", "0", "importing", &owner_id]),
+        "OK"
+    );
+    assert_eq!(
+        redis_cli(owner, &["cluster", "setslot", "0", "migrating", &other_id]),
+        "OK"
+    );
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        let port = other.to_string();
+        assert_eq!(
+            redis_cli(owner, &["migrate", "127.0.0.1", &port, key, "0", "5000"]),
+            "OK"
+        );
+    }
+    for port in &ports {
+        assert_eq!(
+            redis_cli(*port, &["cluster", "setslot", "0", "node", &other_id]),
+            "OK"
+        );
+    }
+    for _ in 0..100 {
+        if ports.iter().all(|p| sees_slot_0_on(*p, &other_id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    assert_eq!(
+        store.len().await.unwrap(),
+        90,
+        "len after slot 0 moved to another primary"
+    );
+    store.clear().await.unwrap();
+    for port in &ports {
+        let left = redis_cli(*port, &["dbsize"]);
+        assert_eq!(left, "0", "clear left {left} keys on node {port}");
+    }
+    for node in &mut nodes {
+        node.kill().await.unwrap();
+    }
+}
+
 // ----- Owners ("log out everywhere") -----
 
 /// A raw connection that reaches every key of the store's Redis: the server itself, or the

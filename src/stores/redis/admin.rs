@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use deadpool_redis::redis::cluster_routing::Route;
+use deadpool_redis::redis::cluster_routing::SingleNodeRoutingInfo;
 
 use crate::admin::finding::Finding;
 use crate::deadline::within;
@@ -105,7 +105,7 @@ impl AsyncBatch for Immortal {
         &mut self,
         store: &RedisStore,
         lease: &mut Lease,
-        _: Option<Route>,
+        _: Option<&SingleNodeRoutingInfo>,
         keys: Vec<Vec<u8>>,
     ) -> Result<()> {
         for key in keys {

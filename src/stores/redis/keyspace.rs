@@ -25,8 +25,14 @@ pub(super) const SCAN_COUNT: usize = 1000;
 pub(super) const LEN_WINDOW: usize = SCAN_COUNT;
 
 impl RedisStore {
-    /// The primaries of the cluster, each as one slot it serves (to route commands to it).
-    async fn primaries(&self, op: &'static str, lease: &mut Lease) -> Result<Vec<Route>> {
+    /// The primaries of the cluster as one node's `CLUSTER SLOTS` lists them, each by its
+    /// address: a command sent there reaches that node, whatever the client's own slot map
+    /// (which may still place a moved slot on its old node) says.
+    async fn primaries(
+        &self,
+        op: &'static str,
+        lease: &mut Lease,
+    ) -> Result<Vec<SingleNodeRoutingInfo>> {
         let Conn::Cluster(cluster) = &mut lease.conn else {
             return Ok(Vec::new());
         };
@@ -51,26 +57,24 @@ impl RedisStore {
             let Value::Array(fields) = range else {
                 return Err(bad());
             };
-            let start = match fields.first() {
-                Some(Value::Int(start)) => u16::try_from(*start).map_err(|_| bad())?,
-                _ => return Err(bad()),
-            };
             // The primary: [host, port, node id, ...]; identify it by host and port.
             let node = match fields.get(2) {
                 Some(Value::Array(node)) => node,
                 _ => return Err(bad()),
             };
             let host = match node.first() {
-                Some(Value::BulkString(host)) => host.clone(),
-                Some(Value::SimpleString(host)) => host.clone().into_bytes(),
+                Some(Value::BulkString(host)) => {
+                    String::from_utf8(host.clone()).map_err(|_| bad())?
+                }
+                Some(Value::SimpleString(host)) => host.clone(),
                 _ => return Err(bad()),
             };
             let port = match node.get(1) {
-                Some(Value::Int(port)) => *port,
+                Some(Value::Int(port)) => u16::try_from(*port).map_err(|_| bad())?,
                 _ => return Err(bad()),
             };
-            if seen.insert((host, port)) {
-                routes.push(Route::new(start, SlotAddr::Master));
+            if seen.insert((host.clone(), port)) {
+                routes.push(SingleNodeRoutingInfo::ByAddress { host, port });
             }
         }
         Ok(routes)
@@ -88,7 +92,7 @@ impl RedisStore {
         let mut lease = self.conn(op, None).await?;
         let pattern = format!("{}*", escape_glob(&self.prefix));
         let routes = self.primaries(op, &mut lease).await?;
-        let nodes: Vec<Option<Route>> = if routes.is_empty() {
+        let nodes: Vec<Option<SingleNodeRoutingInfo>> = if routes.is_empty() {
             vec![None]
         } else {
             routes.into_iter().map(Some).collect()
@@ -109,12 +113,7 @@ impl RedisStore {
                             &lease.health,
                             op,
                             None,
-                            cluster.route_command(
-                                cmd,
-                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                                    *route,
-                                )),
-                            ),
+                            cluster.route_command(cmd, RoutingInfo::SingleNode(route.clone())),
                         )
                         .await?
                     }
@@ -131,7 +130,7 @@ impl RedisStore {
                     is_own_key(&self.prefix, key) || (with_index && is_index_key(&self.prefix, key))
                 });
                 if !keys.is_empty() {
-                    each.batch(self, &mut lease, node, keys).await?;
+                    each.batch(self, &mut lease, node.as_ref(), keys).await?;
                 }
                 if next == 0 {
                     break;
@@ -155,7 +154,7 @@ pub(super) trait AsyncBatch: Send {
         &mut self,
         store: &RedisStore,
         lease: &mut Lease,
-        node: Option<Route>,
+        node: Option<&SingleNodeRoutingInfo>,
         keys: Vec<Vec<u8>>,
     ) -> Result<()>;
 }
@@ -230,7 +229,7 @@ impl AsyncBatch for RecentKeys {
         &mut self,
         _: &RedisStore,
         _: &mut Lease,
-        _: Option<Route>,
+        _: Option<&SingleNodeRoutingInfo>,
         keys: Vec<Vec<u8>>,
     ) -> Result<()> {
         self.count_page(keys);
@@ -250,7 +249,7 @@ impl AsyncBatch for Unlink {
         &mut self,
         store: &RedisStore,
         lease: &mut Lease,
-        node: Option<Route>,
+        node: Option<&SingleNodeRoutingInfo>,
         keys: Vec<Vec<u8>>,
     ) -> Result<()> {
         match &mut lease.conn {
@@ -269,7 +268,9 @@ impl AsyncBatch for Unlink {
                 };
                 // The node the page came from (or, without one, the node of its first key:
                 // every key of the page lies on the same node).
-                let route = node.unwrap_or_else(|| Route::with_key(first, SlotAddr::Master));
+                let route = node.cloned().unwrap_or_else(|| {
+                    SingleNodeRoutingInfo::SpecificNode(Route::with_key(first, SlotAddr::Master))
+                });
                 let mut slots: HashMap<Route, redis::Cmd> = HashMap::new();
                 for key in &keys {
                     slots
@@ -287,12 +288,7 @@ impl AsyncBatch for Unlink {
                         &lease.health,
                         "clear",
                         None,
-                        cluster.route_pipeline(
-                            pipe,
-                            0,
-                            commands.len(),
-                            SingleNodeRoutingInfo::SpecificNode(route),
-                        ),
+                        cluster.route_pipeline(pipe, 0, commands.len(), route),
                     )
                     .await?;
                 match sent {
