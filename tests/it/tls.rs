@@ -553,11 +553,26 @@ mod postgres {
             .unwrap_or_else(|err| panic!("connect(url): {}", chain(&err)));
         round_trip(&*store).await;
         store.clear().await.expect("clear");
+        // `require` with our CA as `sslrootcert` verifies the chain against it, and passes.
+        let url = server.url(
+            "127.0.0.1",
+            &format!("sslmode=require&sslrootcert={}", ca.display()),
+        );
+        let store = PostgresStore::builder()
+            .table(support::unique_name("tls_"))
+            .connect(&url)
+            .await
+            .unwrap_or_else(|err| panic!("require with our CA: {}", chain(&err)));
+        store.migrate().await.expect("migrate");
+        round_trip(&store).await;
+        store.clear().await.expect("clear");
     }
 
     /// `sslmode=verify-full` with a CA that did not sign the server's certificate is refused
     /// at once with a typed, non-transient error, through the builder and `connect(url)`;
-    /// so is `verify-ca`, and `verify-full` with only the public roots.
+    /// so is `verify-ca`, `verify-full` with only the public roots, and `require` with that
+    /// CA as `sslrootcert` (libpq verifies the chain then; sqlx alone accepted any
+    /// certificate).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn verify_full_with_another_ca_is_refused() {
         let Some(server) = Server::get("verify_full_with_another_ca_is_refused") else {
@@ -571,6 +586,11 @@ mod postgres {
                 &format!("sslmode=verify-ca&sslrootcert={}", other.display()),
             ),
             server.url("127.0.0.1", "sslmode=verify-full"),
+            // As libpq: `require` with a root certificate verifies the chain against it.
+            server.url(
+                "127.0.0.1",
+                &format!("sslmode=require&sslrootcert={}", other.display()),
+            ),
         ];
         for url in &urls {
             let started = Instant::now();

@@ -182,7 +182,8 @@ fn require_tokio() -> Result<()> {
 /// With `postgres-tls`, the certificate and key files the connections will read are checked
 /// here too (see [`check_tls_files`]).
 fn parse_url(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
-    let options: sqlx::postgres::PgConnectOptions =
+    #[cfg_attr(not(feature = "postgres-tls"), allow(unused_mut))]
+    let mut options: sqlx::postgres::PgConnectOptions =
         url.parse().map_err(|err: sqlx::Error| Error::Config {
             message: "the Postgres URL is invalid".into(),
             source: Some(Box::new(err)),
@@ -192,7 +193,13 @@ fn parse_url(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
         options.get_ssl_mode(),
         sqlx::postgres::PgSslMode::Disable | sqlx::postgres::PgSslMode::Allow
     ) {
-        check_tls_files(url)?;
+        let has_root = check_tls_files(url)?;
+        // As libpq does: `require` with a root certificate verifies the server's chain
+        // against it (`verify-ca`). sqlx alone would accept any certificate, so a URL that
+        // names a CA would trust a server that CA never signed.
+        if has_root && matches!(options.get_ssl_mode(), sqlx::postgres::PgSslMode::Require) {
+            options = options.ssl_mode(sqlx::postgres::PgSslMode::VerifyCa);
+        }
     }
     Ok(options.options([("default_transaction_isolation", "read committed")]))
 }
@@ -202,8 +209,9 @@ fn parse_url(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
 /// `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY`), so that a missing, unreadable or malformed
 /// file is an [`Error::Config`] naming its option when the store is made. (sqlx reads them
 /// only while connecting, where a missing file would look like an unreachable server.)
+/// Returns whether a root certificate was given.
 #[cfg(feature = "postgres-tls")]
-fn check_tls_files(url: &str) -> Result<()> {
+fn check_tls_files(url: &str) -> Result<bool> {
     use crate::stores::shared::tls;
     // (option, value, whether the value may be the PEM text itself, as sqlx allows for
     // the environment variables)
@@ -240,6 +248,7 @@ fn check_tls_files(url: &str) -> Result<()> {
             source: Some(Box::new(err)),
         })
     };
+    let has_root = root.is_some();
     if let Some(root) = root {
         tls::certificates("the Postgres sslrootcert", &read(root)?)?;
     }
@@ -256,7 +265,7 @@ fn check_tls_files(url: &str) -> Result<()> {
             ));
         }
     }
-    Ok(())
+    Ok(has_root)
 }
 
 /// Decodes a URL query component as the `url` crate does for sqlx: `+` is a space, `%XX` a
