@@ -398,7 +398,9 @@ mod postgres {
                 .arg(&data)
                 .args(["-p", &port.to_string(), "-k"])
                 .arg(path)
-                .args(["-c", "listen_addresses=127.0.0.1"])
+                // 127.0.0.2 too: an address the certificate does not name, for the
+                // host-name checks.
+                .args(["-c", "listen_addresses=127.0.0.1,127.0.0.2"])
                 .args(["-c", "ssl=on"])
                 .arg("-c")
                 .arg(format!(
@@ -602,6 +604,35 @@ mod postgres {
         assert_refused(result, "UnknownIssuer", started.elapsed());
     }
 
+    /// `verify-full` checks the host name: to 127.0.0.2, an address of the same server that
+    /// the certificate (IP 127.0.0.1, DNS localhost) does not name, it is refused with our
+    /// CA trusted; `verify-ca`, which checks the chain only, connects there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verify_full_refuses_a_host_the_certificate_does_not_name() {
+        let Some(server) = Server::get("verify_full_refuses_a_host_the_certificate_does_not_name")
+        else {
+            return;
+        };
+        let ca = server.pki().ca();
+        let started = Instant::now();
+        let result = PostgresStore::builder()
+            .connect(&verify_full(&server, "127.0.0.2", &ca))
+            .await;
+        assert_refused(result, "does not name the host", started.elapsed());
+        let url = server.url(
+            "127.0.0.2",
+            &format!("sslmode=verify-ca&sslrootcert={}", ca.display()),
+        );
+        let store = PostgresStore::builder()
+            .table(support::unique_name("tls_"))
+            .connect(&url)
+            .await
+            .unwrap_or_else(|err| panic!("verify-ca to 127.0.0.2: {}", chain(&err)));
+        store.migrate().await.expect("migrate");
+        round_trip(&store).await;
+        store.clear().await.expect("clear");
+    }
+
     /// The whole conformance suite over `sslmode=verify-full` connections, each store on a
     /// pool of its own that `PostgresStoreBuilder::connect` opened.
     #[cfg(feature = "conformance")]
@@ -718,7 +749,8 @@ mod redis {
             let log_path = dir.path().join("redis.log");
             let mut child = Command::new("redis-server")
                 .args(["--port", "0", "--tls-port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
+                // 127.0.0.2 too: an address the certificate does not name.
+                .args(["--bind", "127.0.0.1", "127.0.0.2"])
                 .arg("--tls-cert-file")
                 .arg(pki.path("server.pem"))
                 .arg("--tls-key-file")
@@ -862,6 +894,32 @@ mod redis {
         ))
         .await;
         assert_refused(result, "UnknownIssuer", started.elapsed());
+    }
+
+    /// redis-rs checks the host name: `rediss://127.0.0.2`, an address of the same server
+    /// that the certificate (IP 127.0.0.1, DNS localhost) does not name, is refused with our
+    /// CA trusted, through the builder and `connect(url)`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_the_certificate_does_not_name_is_refused() {
+        let Some(server) = Server::get("a_host_the_certificate_does_not_name_is_refused", false)
+        else {
+            return;
+        };
+        let url = server.url("rediss").replace("127.0.0.1", "127.0.0.2");
+        let started = Instant::now();
+        let result = RedisStore::builder(&url)
+            .tls_root_certificate_pem(server.pki().read("ca.pem"))
+            .operation_timeout(Duration::from_secs(5))
+            .connect()
+            .await;
+        assert_refused(result, "does not name the host", started.elapsed());
+        let started = Instant::now();
+        let result = session_stores::connect(&format!(
+            "{url}?tls_ca_file={}",
+            server.pki().ca().display()
+        ))
+        .await;
+        assert_refused(result, "does not name the host", started.elapsed());
     }
 
     /// A server that requires client certificates accepts ours (builder and URL options)

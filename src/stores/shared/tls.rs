@@ -131,7 +131,14 @@ impl Refused {
                 None => return Err(err),
             },
         };
-        let hint = if what.starts_with("invalid peer certificate") {
+        let misnamed = ["not valid for name", "NotValidForName"];
+        let hint = if what.starts_with("invalid peer certificate")
+            && misnamed.iter().any(|words| what.contains(words))
+        {
+            " (the server's certificate does not name the host the URL connects to: connect \
+             by a name or address it holds)"
+                .to_string()
+        } else if what.starts_with("invalid peer certificate") {
             format!(" ({trust_hint})")
         } else if what.starts_with("received fatal alert")
             && CLIENT_CERTIFICATE_ALERTS
@@ -238,6 +245,15 @@ mod tests {
         let refused = Refused::of(text, trust, client).unwrap().to_string();
         assert!(
             refused.ends_with("failed: invalid peer certificate: UnknownIssuer (TRUST-HINT)"),
+            "{refused}"
+        );
+        let misnamed = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+        );
+        let refused = Refused::of(misnamed, trust, client).unwrap().to_string();
+        assert!(
+            refused.contains("does not name the host") && !refused.contains(trust),
             "{refused}"
         );
         let refused_conn = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
