@@ -783,11 +783,12 @@ pub(crate) async fn a_listing_follows_expiries_moved_by_touch_and_writes(
         return Ok(());
     }
     let ada = owner("ada");
-    // Device 0 is kept alive by `touch`, device 1 by a rewrite with a later expiry, both
-    // before their first expiry; device 2 is moved earlier by `touch`.
+    // Device 0 is kept alive by `touch`, device 1 by a rewrite with a later expiry, device 3
+    // by a compare-and-set with a later expiry, all before their first expiry; device 2 is
+    // moved earlier by `touch`.
     let mut ready = None;
     for window in super::WINDOWS {
-        let ids = [id(), id(), id()];
+        let ids = [id(), id(), id(), id()];
         let first = device(&ada, 0).with_expires_at(window);
         call!("set", store.set(&ids[0], &first).await);
         call!(
@@ -797,20 +798,37 @@ pub(crate) async fn a_listing_follows_expiries_moved_by_touch_and_writes(
                 .await
         );
         call!("set", store.set(&ids[2], &device(&ada, 2)).await);
+        let cas_from = call!(
+            "set",
+            store
+                .set(&ids[3], &device(&ada, 3).with_expires_at(window))
+                .await
+        );
         let later = SystemTime::now() + HOUR;
         let touched = call!("touch", store.touch(&ids[0], later).await);
         let rewritten = device(&ada, 1);
         call!("set", store.set(&ids[1], &rewritten).await);
+        let swapped = device(&ada, 3);
+        // A conflict here means device 3 expired first: the store was too slow for the
+        // window, and the next one is tried.
+        let swapped_in_time = match store.set_if_version(&ids[3], &swapped, cas_from).await {
+            Ok(_) => true,
+            Err(err) if err.is_conflict() => false,
+            Err(err) => {
+                return Err(format!("set_if_version failed: {}", super::chain(&err)));
+            }
+        };
         let in_time = crate::session::now_millis() < first.expires_at_millis();
         let earlier = SystemTime::now() + std::time::Duration::from_millis(window as u64);
         ensure!(
             call!("touch", store.touch(&ids[2], earlier).await),
             "touch of a live session returned false"
         );
-        if touched && in_time {
+        if touched && in_time && swapped_in_time {
             let want = [
                 crate::session::to_millis(later),
                 rewritten.expires_at_millis(),
+                swapped.expires_at_millis(),
             ];
             ready = Some((window, ids, want));
             break;
@@ -820,21 +838,21 @@ pub(crate) async fn a_listing_follows_expiries_moved_by_touch_and_writes(
     sleep_ms(window as u64 + 150).await;
     let devices = listed_devices(&*store, &ada).await?;
     ensure!(
-        devices.keys().copied().collect::<Vec<_>>() == [0, 1],
-        "after the first expiry passed, sessions_of lists devices {:?}, not [0, 1]: a session \
-         kept alive by touch (0) or by a write (1) stays listed, and one touched to an earlier \
-         expiry that has passed (2) is not",
+        devices.keys().copied().collect::<Vec<_>>() == [0, 1, 3],
+        "after the first expiry passed, sessions_of lists devices {:?}, not [0, 1, 3]: a \
+         session kept alive by touch (0), by a write (1) or by a compare-and-set (3) stays \
+         listed, and one touched to an earlier expiry that has passed (2) is not",
         devices.keys().collect::<Vec<_>>()
     );
     ensure!(
-        devices[&0] == want[0] && devices[&1] == want[1],
+        devices[&0] == want[0] && devices[&1] == want[1] && devices[&3] == want[2],
         "sessions_of lists expiries {:?}, not the ones touch and the write set ({want:?})",
         devices.values().collect::<Vec<_>>()
     );
     let ended = call!("destroy_owner", store.destroy_owner(&ada, None).await);
     ensure!(
-        ended == 2,
-        "destroy_owner returned {ended}, not 2: the two sessions kept alive are live and the \
+        ended == 3,
+        "destroy_owner returned {ended}, not 3: the three sessions kept alive are live and the \
          one touched earlier has expired"
     );
     for (i, id) in ids.iter().enumerate() {

@@ -454,7 +454,8 @@ pub(crate) async fn fresh_versions_span_the_whole_range_on_every_path(
         );
     }
     // Every way draws from the whole span: the chance that 24 uniform draws from 1..=2^48 all
-    // fall below 2^40 is 2^-192, so a store that draws from a narrow range shows here.
+    // fall below 2^46 is 2^-48, so a store that draws from a quarter of the span or less
+    // shows here.
     for how in ways {
         let highest = drawn
             .iter()
@@ -463,7 +464,7 @@ pub(crate) async fn fresh_versions_span_the_whole_range_on_every_path(
             .max()
             .unwrap_or(0);
         ensure!(
-            highest >= FRESH_VERSION_SPAN >> 8,
+            highest >= FRESH_VERSION_SPAN >> 2,
             "the {} fresh versions {how} drew are all below {highest} + 1: fresh versions \
              must be drawn from the whole span 1..=FRESH_VERSION_SPAN (2^48), or a version of \
              an old incarnation is likely to match a new one",
