@@ -15,9 +15,9 @@
 //! compare-and-set retry loop stays correct either way.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Mutex, RwLock};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::session::SessionId;
@@ -80,39 +80,105 @@ pub async fn within<T>(
 /// tokio runtime with only its time driver, started with the first deadline of the process.
 /// A sleep made there can be awaited from any executor (the operation itself is polled where
 /// the caller polls it), so deadlines hold in a tokio runtime built without timers, or in no
-/// tokio runtime at all. `None` if the thread cannot be started.
+/// tokio runtime at all. `None` if the thread cannot be started (see [`TimerSlot`]).
 fn timer_sleep(timeout: Duration) -> Option<tokio::time::Sleep> {
-    static TIMER: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
-    let handle = TIMER.get_or_init(start_timer).as_ref()?;
-    let _enter = handle.enter();
-    Some(tokio::time::sleep(timeout))
+    static TIMER: TimerSlot = TimerSlot::new();
+    // The process id is asked for on every deadline (a system call: with the slot's lock,
+    // about 90 ns more per operation than a handle kept once, measured by `benches/deadline.rs`;
+    // a fork handler would be cheaper but needs `unsafe`, which this crate forbids).
+    TIMER.sleep(timeout, std::process::id, start_timer)
+}
+
+/// How long after a failed start of the timer thread the next deadline tries again.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
+/// Where the timer runtime's handle is kept, with the process it was started in.
+///
+/// - A start that failed (the process out of threads, say) is not kept: the first deadline
+///   at least [`RESTART_PAUSE`] later tries again, so deadlines come back once threads do
+///   (meanwhile the backends' own timeouts bound each operation).
+/// - A handle from another process is not used: after `fork()` the child has none of its
+///   parent's threads, so the timer thread is started anew in the child.
+/// - Starting never waits for the thread: the runtime is built by the caller and handed to
+///   the thread, so the first deadline of a process does not block an executor thread
+///   while a new thread is scheduled.
+struct TimerSlot {
+    timer: RwLock<Option<(u32, tokio::runtime::Handle)>>,
+    failed_at: Mutex<Option<Instant>>,
+}
+
+impl TimerSlot {
+    const fn new() -> Self {
+        TimerSlot {
+            timer: RwLock::new(None),
+            failed_at: Mutex::new(None),
+        }
+    }
+
+    /// A sleep on the timer of process `pid()`, started with `start` if it has none.
+    fn sleep(
+        &self,
+        timeout: Duration,
+        pid: impl Fn() -> u32,
+        start: impl FnOnce() -> Option<tokio::runtime::Handle>,
+    ) -> Option<tokio::time::Sleep> {
+        let pid = pid();
+        {
+            let timer = self
+                .timer
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner());
+            if let Some((owner, handle)) = timer.as_ref()
+                && *owner == pid
+            {
+                let _enter = handle.enter();
+                return Some(tokio::time::sleep(timeout));
+            }
+        }
+        let mut timer = self
+            .timer
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if !matches!(timer.as_ref(), Some((owner, _)) if *owner == pid) {
+            let mut failed_at = self
+                .failed_at
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            if failed_at.is_some_and(|at| at.elapsed() < RESTART_PAUSE) {
+                return None;
+            }
+            match start() {
+                Some(handle) => {
+                    *failed_at = None;
+                    *timer = Some((pid, handle));
+                }
+                None => {
+                    *failed_at = Some(Instant::now());
+                    return None;
+                }
+            }
+        }
+        let (_, handle) = timer.as_ref()?;
+        let _enter = handle.enter();
+        Some(tokio::time::sleep(timeout))
+    }
 }
 
 fn start_timer() -> Option<tokio::runtime::Handle> {
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .ok()?;
+    let handle = runtime.handle().clone();
+    // The runtime is never dropped: not on its thread, which runs it for the life of the
+    // process, and not here if the thread cannot be started (dropping a runtime inside an
+    // async context panics; a runtime that was never run is leaked instead).
+    let runtime = std::mem::ManuallyDrop::new(runtime);
     std::thread::Builder::new()
         .name("session-stores-timer".to_string())
-        .spawn(move || {
-            // Built (and never dropped) on its own thread: dropping a runtime inside an async
-            // context would panic.
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(runtime) => {
-                    let _ = handle_tx.send(Some(runtime.handle().clone()));
-                    runtime.block_on(std::future::pending::<()>());
-                }
-                Err(_) => {
-                    let _ = handle_tx.send(None);
-                }
-            }
-        })
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
         .ok()?;
-    handle_rx
-        .recv_timeout(Duration::from_secs(10))
-        .ok()
-        .flatten()
+    Some(handle)
 }
 
 #[cfg(test)]
@@ -138,5 +204,45 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         let ok = runtime.block_on(within(Duration::from_secs(5), "get", None, async { Ok(7) }));
         assert_eq!(ok.unwrap(), 7);
+    }
+
+    /// A failed start is not kept: deadlines are off until the pause has passed, then the
+    /// next one starts the timer. A handle from another process (a `fork()` parent's) is not
+    /// used: the child starts its own.
+    #[test]
+    fn a_failed_start_is_retried_and_a_forked_child_starts_its_own_timer() {
+        let slot = TimerSlot::new();
+        let starts = std::cell::Cell::new(0);
+        let failing = || {
+            starts.set(starts.get() + 1);
+            None
+        };
+        assert!(slot.sleep(Duration::from_secs(1), || 7, failing).is_none());
+        assert!(slot.sleep(Duration::from_secs(1), || 7, failing).is_none());
+        assert_eq!(starts.get(), 1, "a second start within the pause");
+        *slot.failed_at.lock().unwrap() = Some(Instant::now() - RESTART_PAUSE);
+        let starting = || {
+            starts.set(starts.get() + 1);
+            start_timer()
+        };
+        assert!(slot.sleep(Duration::from_secs(1), || 7, starting).is_some());
+        assert!(slot.sleep(Duration::from_secs(1), || 7, starting).is_some());
+        assert_eq!(starts.get(), 2, "started once after the pause, then kept");
+        // The same slot seen from another process id: a new timer.
+        assert!(slot.sleep(Duration::from_secs(1), || 8, starting).is_some());
+        assert_eq!(
+            starts.get(),
+            3,
+            "a forked child uses its parent's timer thread"
+        );
+        let sleep = slot
+            .sleep(Duration::from_millis(20), || 8, || None)
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        runtime.block_on(sleep);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

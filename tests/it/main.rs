@@ -36,6 +36,7 @@ mod adapters;
 mod bad_input;
 mod cli;
 mod conformance;
+mod deadline;
 mod demo;
 mod faults;
 mod file;
