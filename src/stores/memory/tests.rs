@@ -408,3 +408,28 @@ fn a_byte_budget_drops_expired_sessions_before_evicting() {
         assert!(store.get(&id).await.unwrap().is_some());
     });
 }
+
+/// A cursor this store never made is refused, including one naming the shard just past the
+/// last (which a scan would otherwise read as "the end", silently returning nothing).
+#[test]
+fn cursors_of_shards_out_of_range_are_refused() {
+    rt().block_on(async {
+        let store = MemoryStore::builder().capacity(4096).shards(16).build();
+        for text in [
+            format!("{CURSOR_TAG}:16:"),
+            format!("{CURSOR_TAG}:17:"),
+            "m1:x:".to_string(),
+        ] {
+            let err = store
+                .scan(Some(&ScanCursor::new(text.clone())), 10)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Config, "{text}");
+        }
+        let last = store
+            .scan(Some(&ScanCursor::new(format!("{CURSOR_TAG}:15:"))), 10)
+            .await
+            .unwrap();
+        assert!(last.sessions.is_empty() && last.next.is_none());
+    });
+}
