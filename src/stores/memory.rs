@@ -418,7 +418,9 @@ impl MemoryStore {
         version: u64,
         now: i64,
     ) -> Result<u64> {
-        let Some(mut entry) = prepared? else {
+        // Prepared before the lock; judged by the clock read under it: a session whose expiry
+        // passed while the write waited for the shard is a deletion, as if it came late.
+        let Some(mut entry) = prepared?.filter(|entry| entry.expires_at > now) else {
             self.remove(shard, id);
             return Ok(0);
         };
@@ -507,10 +509,11 @@ impl SessionStore for MemoryStore {
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
-        let now = now_millis();
-        let prepared = self.prepare(id, session, now);
+        let prepared = self.prepare(id, session, now_millis());
         let index = self.shard_index(id);
         let mut shard = lock(&self.shards[index]);
+        // Every decision is made by the clock read under the lock, after the last wait.
+        let now = now_millis();
         let version = match shard.lru.peek(id) {
             Some(entry) if entry.expires_at > now => next_version(entry.version),
             _ => next_version(0),
@@ -524,9 +527,9 @@ impl SessionStore for MemoryStore {
     }
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
-        let now = now_millis();
         let expires_at = to_millis(expires_at);
         let mut shard = self.shard(id);
+        let now = now_millis();
         if self.live_version(&mut shard, id, now).is_none() {
             return Ok(false);
         }
@@ -540,10 +543,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
-        let now = now_millis();
-        let prepared = self.prepare(id, session, now);
+        let prepared = self.prepare(id, session, now_millis());
         let index = self.shard_index(id);
         let mut shard = lock(&self.shards[index]);
+        let now = now_millis();
         if self.live_version(&mut shard, id, now).is_some() {
             return Ok(false);
         }
@@ -557,10 +560,10 @@ impl SessionStore for MemoryStore {
         session: &Session,
         expected_version: u64,
     ) -> Result<u64> {
-        let now = now_millis();
-        let prepared = self.prepare(id, session, now);
+        let prepared = self.prepare(id, session, now_millis());
         let index = self.shard_index(id);
         let mut shard = lock(&self.shards[index]);
+        let now = now_millis();
         if self.live_version(&mut shard, id, now).unwrap_or(0) != expected_version {
             return Err(Error::conflict(id, expected_version));
         }
@@ -569,12 +572,13 @@ impl SessionStore for MemoryStore {
     }
 
     async fn len(&self) -> Result<u64> {
-        let now = now_millis();
         let live = self
             .shards
             .iter()
             .map(|shard| {
-                lock(shard)
+                let shard = lock(shard);
+                let now = now_millis();
+                shard
                     .lru
                     .iter()
                     .filter(|(_, entry)| entry.expires_at > now)
@@ -599,10 +603,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete_expired(&self) -> Result<u64> {
-        let now = now_millis();
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
+            let now = now_millis();
             // A full scan: the earliest-expiry bound is only a hint for eviction.
             shard.earliest_expiry = i64::MIN;
             removed += self.drop_expired(&mut shard, now) as u64;
@@ -611,10 +615,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
-        let now = now_millis();
         let mut listed = Vec::new();
         for id in self.indexed(owner) {
             let mut shard = self.shard(&id);
+            let now = now_millis();
             match shard.lru.peek(&id) {
                 Some(entry) if entry.owner.as_ref() != Some(owner) => {}
                 // Reclaimed here rather than listed.
@@ -631,7 +635,6 @@ impl SessionStore for MemoryStore {
     }
 
     async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
-        let now = now_millis();
         let mut ended = 0;
         // A session written for the owner after this snapshot is in the index when its write
         // returns, so a later `sessions_of` lists it.
@@ -643,7 +646,7 @@ impl SessionStore for MemoryStore {
             if let Some(entry) = shard.lru.peek(&id)
                 && entry.owner.as_ref() == Some(owner)
             {
-                ended += u64::from(entry.expires_at > now);
+                ended += u64::from(entry.expires_at > now_millis());
                 self.remove(&mut shard, &id);
             }
         }
@@ -659,11 +662,11 @@ impl SessionStore for MemoryStore {
             None => (0, None),
             Some(cursor) => self.parse_cursor(cursor)?,
         };
-        let now = now_millis();
         let mut sessions: Vec<(SessionId, Session)> = Vec::new();
         while shard_index < self.shards.len() && sessions.len() < limit {
             let want = limit - sessions.len();
             let shard = lock(&self.shards[shard_index]);
+            let now = now_millis();
             // The `want` smallest live ids after the cursor, in a bounded max-heap.
             let mut smallest: std::collections::BinaryHeap<&SessionId> =
                 std::collections::BinaryHeap::with_capacity(want + 1);

@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -432,4 +433,69 @@ fn cursors_of_shards_out_of_range_are_refused() {
             .unwrap();
         assert!(last.sessions.is_empty() && last.next.is_none());
     });
+}
+
+/// Runs `op` on a thread of its own while this thread holds the store's only shard, until
+/// `hold` has passed; its result.
+fn behind_the_lock<T: Send + 'static>(
+    store: &Arc<MemoryStore>,
+    hold: Duration,
+    op: impl FnOnce(Arc<MemoryStore>) -> T + Send + 'static,
+) -> T {
+    let guard = lock(&store.shards[0]);
+    let store = Arc::clone(store);
+    let waiting = std::thread::spawn(move || op(store));
+    std::thread::sleep(hold);
+    drop(guard);
+    waiting.join().unwrap()
+}
+
+/// A write or a touch that waited for the shard decides by the clock it reads once it holds
+/// it: a session that expired meanwhile is not revived by `touch`, and `set` over it starts
+/// a new incarnation. Before, the clock was read before the wait (a long `len` or `scan`
+/// holding the shard), so `touch` brought back a session that `get` had already found
+/// expired, and `set` continued its version.
+#[test]
+fn decisions_use_the_clock_read_after_waiting_for_the_shard() {
+    let store = Arc::new(MemoryStore::builder().capacity(100).shards(1).build());
+    let id = SessionId::generate();
+    let short = |ms: i64| {
+        let mut s = session(10);
+        s.set_expires_at_millis(now_millis() + ms);
+        s
+    };
+    let first = rt().block_on(store.set(&id, &short(60))).unwrap();
+    let touched = behind_the_lock(&store, Duration::from_millis(200), {
+        let id = id.clone();
+        move |store| rt().block_on(store.touch(&id, SystemTime::now() + Duration::from_secs(3600)))
+    })
+    .unwrap();
+    assert!(
+        !touched,
+        "touch revived a session that expired while it waited"
+    );
+    assert!(rt().block_on(store.get(&id)).unwrap().is_none());
+
+    let again = rt().block_on(store.set(&id, &short(60))).unwrap();
+    let version = behind_the_lock(&store, Duration::from_millis(200), {
+        let id = id.clone();
+        move |store| rt().block_on(store.set(&id, &session(10)))
+    })
+    .unwrap();
+    assert_ne!(
+        version,
+        again + 1,
+        "a set continued the version of a session that expired while it waited"
+    );
+    assert_ne!(version, first);
+
+    // A write whose own expiry passes while it waits stores nothing.
+    let other = SessionId::generate();
+    let written = behind_the_lock(&store, Duration::from_millis(200), {
+        let other = other.clone();
+        move |store| rt().block_on(store.set(&other, &short(60)))
+    })
+    .unwrap();
+    assert_eq!(written, 0);
+    assert!(rt().block_on(store.get(&other)).unwrap().is_none());
 }
