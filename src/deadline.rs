@@ -15,7 +15,7 @@
 //! compare-and-set retry loop stays correct either way.
 
 use std::future::Future;
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -102,17 +102,24 @@ const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// - Starting never waits for the thread: the runtime is built by the caller and handed to
 ///   the thread, so the first deadline of a process does not block an executor thread
 ///   while a new thread is scheduled.
-struct TimerSlot {
-    timer: RwLock<Option<(u32, tokio::runtime::Handle)>>,
-    failed_at: Mutex<Option<Instant>>,
+struct TimerSlot(RwLock<Timer>);
+
+/// What a [`TimerSlot`] holds.
+enum Timer {
+    /// Not started yet.
+    Absent,
+    /// Running, started in the process `pid`.
+    Running {
+        pid: u32,
+        handle: tokio::runtime::Handle,
+    },
+    /// The last start failed, at `at`.
+    Failed { at: Instant },
 }
 
 impl TimerSlot {
     const fn new() -> Self {
-        TimerSlot {
-            timer: RwLock::new(None),
-            failed_at: Mutex::new(None),
-        }
+        TimerSlot(RwLock::new(Timer::Absent))
     }
 
     /// A sleep on the timer of process `pid()`, started with `start` if it has none.
@@ -123,44 +130,28 @@ impl TimerSlot {
         start: impl FnOnce() -> Option<tokio::runtime::Handle>,
     ) -> Option<tokio::time::Sleep> {
         let pid = pid();
-        {
-            let timer = self
-                .timer
-                .read()
-                .unwrap_or_else(|poison| poison.into_inner());
-            if let Some((owner, handle)) = timer.as_ref()
-                && *owner == pid
-            {
+        let sleep_on = |timer: &Timer| match timer {
+            Timer::Running { pid: owner, handle } if *owner == pid => {
                 let _enter = handle.enter();
-                return Some(tokio::time::sleep(timeout));
+                Some(tokio::time::sleep(timeout))
             }
+            _ => None,
+        };
+        if let Some(sleep) = sleep_on(&self.0.read().unwrap_or_else(|poison| poison.into_inner())) {
+            return Some(sleep);
         }
-        let mut timer = self
-            .timer
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if !matches!(timer.as_ref(), Some((owner, _)) if *owner == pid) {
-            let mut failed_at = self
-                .failed_at
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            if failed_at.is_some_and(|at| at.elapsed() < RESTART_PAUSE) {
-                return None;
-            }
-            match start() {
-                Some(handle) => {
-                    *failed_at = None;
-                    *timer = Some((pid, handle));
-                }
-                None => {
-                    *failed_at = Some(Instant::now());
-                    return None;
-                }
-            }
+        let mut timer = self.0.write().unwrap_or_else(|poison| poison.into_inner());
+        if let Some(sleep) = sleep_on(&timer) {
+            return Some(sleep);
         }
-        let (_, handle) = timer.as_ref()?;
-        let _enter = handle.enter();
-        Some(tokio::time::sleep(timeout))
+        if matches!(*timer, Timer::Failed { at } if at.elapsed() < RESTART_PAUSE) {
+            return None;
+        }
+        *timer = match start() {
+            Some(handle) => Timer::Running { pid, handle },
+            None => Timer::Failed { at: Instant::now() },
+        };
+        sleep_on(&timer)
     }
 }
 
@@ -220,7 +211,9 @@ mod tests {
         assert!(slot.sleep(Duration::from_secs(1), || 7, failing).is_none());
         assert!(slot.sleep(Duration::from_secs(1), || 7, failing).is_none());
         assert_eq!(starts.get(), 1, "a second start within the pause");
-        *slot.failed_at.lock().unwrap() = Some(Instant::now() - RESTART_PAUSE);
+        *slot.0.write().unwrap() = Timer::Failed {
+            at: Instant::now() - RESTART_PAUSE,
+        };
         let starting = || {
             starts.set(starts.get() + 1);
             start_timer()
