@@ -10,7 +10,7 @@ use super::{
     valid_version,
 };
 use crate::error::{Error, ErrorKind};
-use crate::session::SessionId;
+use crate::session::{Session, SessionId};
 use crate::store::SessionStore;
 
 /// Fails unless a compare-and-set expecting `stale` conflicts and leaves the session intact.
@@ -46,6 +46,34 @@ async fn stale_cas_conflicts(
     Ok(())
 }
 
+/// Starts a new incarnation of the absent `id` with `session`, written by `how` (`set`,
+/// `create` or anything else for `set_if_version(.., 0)`), and returns its version, checked
+/// to be one a store may assign. `context` says how the id became absent, for the messages.
+async fn start_incarnation(
+    store: &dyn SessionStore,
+    id: &SessionId,
+    how: &str,
+    session: &Session,
+    context: &str,
+) -> Result<u64, String> {
+    let failed = |err: Error| format!("{how} {context} failed: {}", super::chain(&err));
+    let version = match how {
+        "set" => store.set(id, session).await.map_err(failed)?,
+        "create" => {
+            ensure!(
+                store.create(id, session).await.map_err(failed)?,
+                "create {context} returned false"
+            );
+            call!("get", store.get(id).await)
+                .ok_or("get after create returned None")?
+                .version()
+        }
+        _ => store.set_if_version(id, session, 0).await.map_err(failed)?,
+    };
+    valid_version(how, version)?;
+    Ok(version)
+}
+
 pub(crate) async fn stale_compare_and_set_after_destroy_conflicts(factory: Factory) -> CheckResult {
     let store = factory.boxed().await;
     let id = id();
@@ -64,23 +92,7 @@ pub(crate) async fn stale_compare_and_set_after_destroy_conflicts(factory: Facto
     {
         call!("destroy", store.destroy(&id).await);
         let c = session_with(HOUR, json!({"request": "C", "round": round}));
-        let v = match how {
-            "set" => call!("set after destroy", store.set(&id, &c).await),
-            "create" => {
-                ensure!(
-                    call!("create after destroy", store.create(&id, &c).await),
-                    "create after destroy returned false"
-                );
-                call!("get", store.get(&id).await)
-                    .ok_or("get after create returned None")?
-                    .version()
-            }
-            _ => call!(
-                "set_if_version(.., 0) after destroy",
-                store.set_if_version(&id, &c, 0).await
-            ),
-        };
-        valid_version(how, v)?;
+        let v = start_incarnation(&*store, &id, how, &c, "after destroy").await?;
         ensure!(
             !seen.contains(&v),
             "{how} after destroy started the new incarnation at version {v}, which the id \
@@ -141,23 +153,7 @@ pub(crate) async fn stale_compare_and_set_after_expiry_conflicts(factory: Factor
     sleep_ms(300).await;
     for (how, (id, old)) in ways.into_iter().zip(&ids) {
         let c = session_with(HOUR, json!({"request": "C", "how": how}));
-        let v = match how {
-            "set" => call!("set over an expired session", store.set(id, &c).await),
-            "create" => {
-                ensure!(
-                    call!("create over an expired session", store.create(id, &c).await),
-                    "create over an expired (absent) session returned false"
-                );
-                call!("get", store.get(id).await)
-                    .ok_or("get after create returned None")?
-                    .version()
-            }
-            _ => call!(
-                "set_if_version(.., 0) over an expired session",
-                store.set_if_version(id, &c, 0).await
-            ),
-        };
-        valid_version(how, v)?;
+        let v = start_incarnation(&*store, id, how, &c, "over an expired session").await?;
         ensure!(
             v != *old && v != old + 1,
             "{how} over an expired session at version {old} returned version {v}: an expired \
@@ -364,40 +360,13 @@ pub(crate) async fn errors_name_the_session_and_kind(factory: Factory) -> CheckR
 /// per way of being absent (a new id, a destroyed one, an expired one).
 const INCARNATIONS: usize = 8;
 
-/// Starts a new incarnation of `id` (absent) with `how`; its version.
-async fn start_incarnation(
-    store: &dyn SessionStore,
-    id: &SessionId,
-    how: &str,
-    n: usize,
-) -> Result<u64, String> {
-    let session = session_with(HOUR, json!({ "how": how, "n": n }));
-    let version = match how {
-        "set" => call!("set", store.set(id, &session).await),
-        "set_if_version(.., 0)" => call!(
-            "set_if_version(.., 0)",
-            store.set_if_version(id, &session, 0).await
-        ),
-        _ => {
-            ensure!(
-                call!("create", store.create(id, &session).await),
-                "create of an absent id returned false"
-            );
-            call!("get", store.get(id).await)
-                .ok_or("get after create returned None")?
-                .version()
-        }
-    };
-    valid_version(how, version)?;
-    Ok(version)
-}
-
 pub(crate) async fn fresh_versions_span_the_whole_range_on_every_path(
     factory: Factory,
 ) -> CheckResult {
     use crate::session::FRESH_VERSION_SPAN;
     let store = factory.boxed().await;
     let ways = ["set", "create", "set_if_version(.., 0)"];
+    let numbered = |how: &str, n: usize| session_with(HOUR, json!({ "how": how, "n": n }));
     let mut drawn: Vec<(u64, String)> = Vec::new();
     // Sessions about to expire, one per way and incarnation, written first so that a single
     // sleep lets them all expire.
@@ -418,7 +387,7 @@ pub(crate) async fn fresh_versions_span_the_whole_range_on_every_path(
         // New ids.
         for n in 0..INCARNATIONS {
             drawn.push((
-                start_incarnation(&*store, &id(), how, n).await?,
+                start_incarnation(&*store, &id(), how, &numbered(how, n), "of a new id").await?,
                 format!("{how} of a new id"),
             ));
         }
@@ -426,7 +395,7 @@ pub(crate) async fn fresh_versions_span_the_whole_range_on_every_path(
         let id = id();
         for n in 0..INCARNATIONS {
             drawn.push((
-                start_incarnation(&*store, &id, how, n).await?,
+                start_incarnation(&*store, &id, how, &numbered(how, n), "after destroy").await?,
                 format!("{how} after destroy"),
             ));
             call!("destroy", store.destroy(&id).await);
@@ -435,7 +404,14 @@ pub(crate) async fn fresh_versions_span_the_whole_range_on_every_path(
     sleep_ms(150).await;
     for (n, (how, id)) in expiring.iter().enumerate() {
         drawn.push((
-            start_incarnation(&*store, id, how, n).await?,
+            start_incarnation(
+                &*store,
+                id,
+                how,
+                &numbered(how, n),
+                "over an expired session",
+            )
+            .await?,
             format!("{how} over an expired session"),
         ));
     }
