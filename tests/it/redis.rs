@@ -1461,10 +1461,7 @@ async fn cluster_clear_batches_its_round_trips() {
     let Some((mut cluster, ports)) = own_cluster(dir.path()).await else {
         return;
     };
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("redis://127.0.0.1:{p}"))
-        .collect();
+    let urls = node_urls(&ports);
     let store = Arc::new(
         RedisStore::cluster_builder(&urls)
             .key_prefix(support::unique_name("sst:clb:"))
@@ -1653,6 +1650,19 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The URLs of the cluster nodes on `ports` (loopback).
+fn node_urls(ports: &[u16]) -> Vec<String> {
+    ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect()
+}
+
+/// The cluster node id of the node on `port`.
+fn node_id(port: u16) -> String {
+    redis_cli(port, &["cluster", "myid"])
+}
+
 /// A dedicated 3-primary Redis Cluster, its nodes' files in `dir`: the nodes (killed when
 /// dropped) and their ports; `None` (a skip) when `redis-server` cannot run. For a test that
 /// must have a cluster to itself.
@@ -1708,10 +1718,7 @@ async fn cluster_clear_removes_a_slot_that_is_moving() {
     let Some((mut nodes, ports)) = own_cluster(dir.path()).await else {
         return;
     };
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("redis://127.0.0.1:{p}"))
-        .collect();
+    let urls = node_urls(&ports);
     let store = Arc::new(
         RedisStore::cluster_builder(&urls)
             .key_prefix("moving:")
@@ -1768,8 +1775,7 @@ async fn cluster_clear_removes_a_slot_that_is_moving() {
     let slot = busy.expect("a slot with two sessions or more");
     let (source, target) = (ports[0], ports[1]);
     let in_slot = count(source, &slot);
-    let id = |port: u16| redis_cli(port, &["cluster", "myid"]);
-    let (source_id, target_id) = (id(source), id(target));
+    let (source_id, target_id) = (node_id(source), node_id(target));
     assert_eq!(
         redis_cli(
             target,
@@ -1828,10 +1834,7 @@ async fn cluster_len_and_clear_follow_a_moved_slot() {
     let Some((mut nodes, ports)) = own_cluster(dir.path()).await else {
         return;
     };
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("redis://127.0.0.1:{p}"))
-        .collect();
+    let urls = node_urls(&ports);
     let store = RedisStore::cluster_builder(&urls)
         .key_prefix("moved:")
         .connect()
@@ -1843,7 +1846,6 @@ async fn cluster_len_and_clear_follow_a_moved_slot() {
     }
     assert_eq!(store.len().await.unwrap(), 90);
     // Slot 0 (with its sessions, if any) moves from the node that serves it to another.
-    let id_of = |port: u16| redis_cli(port, &["cluster", "myid"]);
     // Whether `port`'s view of the cluster has slot 0 on node `node`.
     let sees_slot_0_on = |port: u16, node: &str| {
         redis_cli(port, &["cluster", "nodes"]).lines().any(|line| {
@@ -1857,10 +1859,10 @@ async fn cluster_len_and_clear_follow_a_moved_slot() {
     let owner = ports
         .iter()
         .copied()
-        .find(|p| sees_slot_0_on(*p, &id_of(*p)))
+        .find(|p| sees_slot_0_on(*p, &node_id(*p)))
         .expect("the node that serves slot 0");
     let other = *ports.iter().find(|p| **p != owner).unwrap();
-    let (owner_id, other_id) = (id_of(owner), id_of(other));
+    let (owner_id, other_id) = (node_id(owner), node_id(other));
     let keys = redis_cli(owner, &["cluster", "getkeysinslot", "0", "1000"]);
     assert_eq!(
         redis_cli(other, &["cluster", "setslot", "0", "importing", &owner_id]),
