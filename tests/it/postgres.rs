@@ -1699,3 +1699,470 @@ async fn a_corrupt_scanned_row_is_a_decode_error_naming_it() {
     })
     .await;
 }
+
+/// `session(data)` expiring `millis` from now.
+fn expiring_in(millis: i64, data: serde_json::Value) -> Session {
+    let mut short = session(data);
+    short.set_expires_at_millis(session_stores::now_millis() + millis);
+    short
+}
+
+/// Holds `"<schema>".sessions` in `ACCESS EXCLUSIVE` mode (as a migration's `ALTER TABLE`
+/// or an operator's `LOCK TABLE` does) until the transaction ends.
+async fn lock_table(pool: &PgPool, schema: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut locker = pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE \"{schema}\".sessions IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut *locker)
+    .await
+    .unwrap();
+    locker
+}
+
+/// Writes that wait on a table lock past the expiry of the session they write decide
+/// "expired?" when they land, not when they were sent: the touch does not revive the session,
+/// the compare-and-set does not write over it, `create` finds the id free, and `set` starts a
+/// new incarnation instead of counting on from the old one's version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_waited_for_a_lock_are_judged_when_they_land() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let ids: Vec<SessionId> = (0..4).map(|_| SessionId::generate()).collect();
+        let mut versions = Vec::new();
+        for id in &ids {
+            versions.push(
+                store
+                    .set(id, &expiring_in(300, json!({"n": 1})))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let locker = lock_table(&pool, &schema).await;
+        let (touch, cas, create, set) = {
+            let s = || store.clone();
+            let (a, b, c, d) = (s(), s(), s(), s());
+            let [ia, ib, ic, id_] = <[SessionId; 4]>::try_from(ids.clone()).unwrap();
+            let cas_version = versions[1];
+            (
+                tokio::spawn(async move { a.touch(&ia, SystemTime::now() + HOUR).await }),
+                tokio::spawn(async move {
+                    b.set_if_version(&ib, &session(json!({"n": 2})), cas_version)
+                        .await
+                }),
+                tokio::spawn(async move { c.create(&ic, &session(json!({"n": 2}))).await }),
+                tokio::spawn(async move { d.set(&id_, &session(json!({"n": 2}))).await }),
+            )
+        };
+        // Past the sessions' expiry, with every write queued behind the lock.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        locker.rollback().await.unwrap();
+        assert!(
+            !tokio::time::timeout(HANG_GUARD, touch)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+            "touch revived a session that expired while it waited"
+        );
+        match tokio::time::timeout(HANG_GUARD, cas)
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Err(err) if err.is_conflict() => {}
+            other => {
+                panic!("set_if_version over a session that expired while it waited: {other:?}")
+            }
+        }
+        assert!(
+            tokio::time::timeout(HANG_GUARD, create)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+            "create found the id taken by a session that expired while it waited"
+        );
+        let new_version = tokio::time::timeout(HANG_GUARD, set)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_ne!(
+            new_version,
+            versions[3] + 1,
+            "set counted on from an incarnation that expired while it waited"
+        );
+        assert!(store.get(&ids[0]).await.unwrap().is_none());
+        assert!(store.get(&ids[1]).await.unwrap().is_none());
+        assert!(store.get(&ids[2]).await.unwrap().is_some());
+        assert_eq!(
+            store.get(&ids[3]).await.unwrap().unwrap().version(),
+            new_version
+        );
+    })
+    .await;
+}
+
+/// The same on a connection that has every statement prepared already, where the wait is in
+/// running the statement rather than in preparing it: the server's measure of that wait
+/// moves "now" on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_writes_that_waited_for_a_lock_are_judged_when_they_land() {
+    with_schema(|pool, schema| async move {
+        migrated(&pool, &schema).await;
+        let url = support::service_url(VAR, DEFAULT_URL, 5432).unwrap();
+        let store = builder(&schema)
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        // Every write statement prepared on the one connection.
+        let warm = SessionId::generate();
+        let v = store.set(&warm, &session(json!({}))).await.unwrap();
+        store
+            .set_if_version(&warm, &session(json!({})), v)
+            .await
+            .unwrap();
+        store.touch(&warm, SystemTime::now() + HOUR).await.unwrap();
+        store
+            .create(&SessionId::generate(), &session(json!({})))
+            .await
+            .unwrap();
+        let id = SessionId::generate();
+        let v = store
+            .set(&id, &expiring_in(300, json!({"n": 1})))
+            .await
+            .unwrap();
+        for (name, write) in [("touch", 0), ("set_if_version", 1)] {
+            let locker = lock_table(&pool, &schema).await;
+            let s = store.clone();
+            let target = id.clone();
+            let task = tokio::spawn(async move {
+                match write {
+                    0 => s
+                        .touch(&target, SystemTime::now() + HOUR)
+                        .await
+                        .map(|t| t as u64),
+                    _ => {
+                        s.set_if_version(&target, &session(json!({"n": 2})), v)
+                            .await
+                    }
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            locker.rollback().await.unwrap();
+            let result = tokio::time::timeout(HANG_GUARD, task)
+                .await
+                .unwrap()
+                .unwrap();
+            match result {
+                Ok(0) => {}
+                Err(err) if err.is_conflict() => {}
+                other => panic!("{name} revived a session that expired while it waited: {other:?}"),
+            }
+            assert!(store.get(&id).await.unwrap().is_none(), "{name}");
+        }
+    })
+    .await;
+}
+
+/// A touch whose caller gave up (its deadline fired while the table was locked) never lands
+/// later as a revival, on the application's own pool (no `statement_timeout`) or on the
+/// store's own pool, whose `statement_timeout` makes the server cancel the statement and
+/// free its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_touch_that_timed_out_on_a_lock_never_revives_the_session_later() {
+    with_schema(|pool, schema| async move {
+        migrated(&pool, &schema).await;
+        let url = support::service_url(VAR, DEFAULT_URL, 5432).unwrap();
+        let app = support::unique_name("sst_late_");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let own_pool = builder(&schema)
+            .operation_timeout(Duration::from_millis(500))
+            .connect(&format!("{url}{separator}application_name={app}"))
+            .await
+            .unwrap();
+        let shared_pool = builder(&schema)
+            .operation_timeout(Duration::from_millis(500))
+            .build(pool.clone())
+            .unwrap();
+        for (name, store) in [("own pool", own_pool), ("application's pool", shared_pool)] {
+            let id = SessionId::generate();
+            store
+                .set(&id, &expiring_in(300, json!({"n": 1})))
+                .await
+                .unwrap();
+            let locker = lock_table(&pool, &schema).await;
+            let err = tokio::time::timeout(HANG_GUARD, store.touch(&id, SystemTime::now() + HOUR))
+                .await
+                .expect("no hang")
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Timeout, "{name}: {err:?}");
+            if name == "own pool" {
+                // The server gave up on the statement too: nothing of the store's is still
+                // running (waiting for the lock) once the timeout has passed on the server.
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                let active: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+                     AND state = 'active'",
+                )
+                .bind(&app)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                assert_eq!(
+                    active, 0,
+                    "the timed-out statement still holds its connection"
+                );
+            }
+            locker.rollback().await.unwrap();
+            // Whatever of the touch was still queued has run by now.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                store.get(&id).await.unwrap().is_none(),
+                "{name}: a touch that timed out revived the session after it expired"
+            );
+            let rows: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT count(*) FROM \"{schema}\".sessions WHERE id = $1 AND expires_at > now()"
+            )))
+            .bind(id.as_str())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert_eq!(rows, 0, "{name}: the row was given a new expiry");
+        }
+    })
+    .await;
+}
+
+/// One store used from two runtimes in turn (actix-web runs one per worker; a worker
+/// restarts): the connections the first runtime opened are not handed to the second
+/// runtime's operations as failures.
+#[test]
+fn a_store_outlives_the_runtime_that_opened_its_connections() {
+    let Some(url) = support::service_url(VAR, DEFAULT_URL, 5432) else {
+        return;
+    };
+    let schema = support::unique_name("sst_pg_");
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let (store, ids) = first.block_on(async {
+        let store = builder(&schema)
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        // Every connection of the pool opened (and left idle in it) on this runtime.
+        let writes = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = SessionId::generate();
+                store.set(&id, &session(json!({"n": 1}))).await.unwrap();
+                id
+            })
+        });
+        let mut ids = Vec::new();
+        for write in writes {
+            ids.push(write.await.unwrap());
+        }
+        (store, ids)
+    });
+    drop(first);
+    let second = runtime();
+    second.block_on(async {
+        for round in 0..28 {
+            let id = &ids[round % ids.len()];
+            let got = tokio::time::timeout(HANG_GUARD, store.get(id))
+                .await
+                .expect("no hang");
+            assert!(
+                got.unwrap_or_else(|e| panic!("operation {round} on the second runtime: {e:?}"))
+                    .is_some()
+            );
+        }
+        let pool = store.pool().clone();
+        drop_schema(&pool, &schema).await;
+    });
+}
+
+/// `"<schema>".sessions` in the current layout without its indexes, with `rows` sessions.
+async fn table_without_indexes(pool: &PgPool, schema: &str, rows: usize) {
+    exec(pool, format!("CREATE SCHEMA \"{schema}\"")).await;
+    exec(
+        pool,
+        format!(
+            "CREATE TABLE \"{schema}\".sessions (id text PRIMARY KEY, data jsonb NOT NULL, \
+             expires_at timestamptz NOT NULL, version bigint NOT NULL, owner text NULL)"
+        ),
+    )
+    .await;
+    exec(
+        pool,
+        format!(
+            "INSERT INTO \"{schema}\".sessions \
+             SELECT 'row' || n, '{{}}', now() + interval '1 hour', 1, 'owner' || (n % 100) \
+             FROM generate_series(1, {rows}) n"
+        ),
+    )
+    .await;
+}
+
+/// Whether both of the store's indexes exist and are valid.
+async fn indexes_valid(pool: &PgPool, schema: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 \
+         AND c.relname IN ('sessions_expires_at_idx', 'sessions_owner_idx') AND i.indisvalid",
+    )
+    .bind(schema)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A rolling deploy upgrading a table in use: two instances migrate at once while a writer
+/// runs and another transaction has a write open on the table. The indexes are built
+/// concurrently, so no write waits for the build (a plain `CREATE INDEX` would queue behind
+/// the open write and every later write behind it); the instance that is not building
+/// returns at once instead of waiting for (and failing on) the other's lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_are_built_concurrently_while_writes_go_on() {
+    with_schema(|pool, schema| async move {
+        table_without_indexes(&pool, &schema, 20_000).await;
+        // A transaction with a write open on the table, as a slow request would have.
+        let mut open = pool.begin().await.unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE \"{schema}\".sessions SET version = 2 WHERE id = 'row1'"
+        )))
+        .execute(&mut *open)
+        .await
+        .unwrap();
+        let writer = builder(&schema)
+            .operation_timeout(Duration::from_millis(1000))
+            .build(pool.clone())
+            .unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writes = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut done = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = SessionId::generate();
+                    writer
+                        .set(&id, &session(json!({"n": done})))
+                        .await
+                        .unwrap_or_else(|e| panic!("write {done} during the migration: {e:?}"));
+                    done += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                done
+            })
+        };
+        let instance = || {
+            let store = builder(&schema).build(pool.clone()).unwrap();
+            tokio::spawn(async move { store.migrate().await })
+        };
+        let (mut a, mut b) = (instance(), instance());
+        // One instance builds, and waits for the open write; the other returns at once.
+        let (first, builder_is_b) = tokio::time::timeout(HANG_GUARD, async {
+            tokio::select! {
+                done = &mut a => (done, true),
+                done = &mut b => (done, false),
+            }
+        })
+        .await
+        .expect("neither instance returned while the other was building");
+        first.unwrap().expect("the instance that is not building");
+        let building = if builder_is_b { b } else { a };
+        assert!(
+            !building.is_finished(),
+            "the build waits for the open write"
+        );
+        assert_eq!(
+            indexes_valid(&pool, &schema).await,
+            0,
+            "the build is waiting"
+        );
+        // Writes go on while the build waits.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        open.commit().await.unwrap();
+        tokio::time::timeout(HANG_GUARD, building)
+            .await
+            .expect("the build hung")
+            .unwrap()
+            .expect("the instance that built the indexes");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let done = writes.await.unwrap();
+        assert!(
+            done >= 20,
+            "only {done} writes while the indexes were built"
+        );
+        assert_eq!(indexes_valid(&pool, &schema).await, 2);
+    })
+    .await;
+}
+
+/// An index left invalid by an interrupted concurrent build (here: a unique build that
+/// failed on duplicates, under the index's name) is dropped and built again by the next
+/// `migrate`, not taken for done by `IF NOT EXISTS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_left_invalid_by_an_interrupted_build_is_built_again() {
+    with_schema(|pool, schema| async move {
+        table_without_indexes(&pool, &schema, 200).await;
+        let failed = sqlx::query(AssertSqlSafe(format!(
+            "CREATE UNIQUE INDEX CONCURRENTLY sessions_owner_idx ON \"{schema}\".sessions (owner)"
+        )))
+        .execute(&pool)
+        .await;
+        assert!(failed.is_err(), "duplicate owners fail a unique build");
+        let store = migrated(&pool, &schema).await;
+        assert_eq!(indexes_valid(&pool, &schema).await, 2);
+        let unique: bool = sqlx::query_scalar(
+            "SELECT i.indisunique FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = 'sessions_owner_idx'",
+        )
+        .bind(&schema)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(!unique, "the invalid index was kept");
+        assert_eq!(store.len().await.unwrap(), 200);
+    })
+    .await;
+}
+
+/// A `migrate` that cannot get a lock in time (another transaction holds the table) fails
+/// with a transient error, so an instance retries instead of treating it as fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_cannot_get_its_lock_is_a_transient_error() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        exec(
+            &pool,
+            format!("ALTER TABLE \"{schema}\".sessions DROP COLUMN owner"),
+        )
+        .await;
+        let locker = lock_table(&pool, &schema).await;
+        let err = tokio::time::timeout(HANG_GUARD, store.migrate())
+            .await
+            .expect("no hang")
+            .unwrap_err();
+        locker.rollback().await.unwrap();
+        assert!(err.is_transient(), "{err:?}");
+        store
+            .migrate()
+            .await
+            .expect("migrate once the lock is gone");
+        assert_eq!(indexes_valid(&pool, &schema).await, 2);
+    })
+    .await;
+}

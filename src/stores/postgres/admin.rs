@@ -32,6 +32,7 @@ fn lazy_store(url: &StoreUrl, limit: Duration) -> Result<PostgresStore> {
         .builder
         .max_connections(1)
         .acquire_timeout(limit)
+        .operation_timeout(limit)
         .connect_lazy(&parsed.driver_url)
 }
 

@@ -120,7 +120,7 @@ impl PostgresStoreBuilder {
     pub async fn connect(self, url: &str) -> Result<PostgresStore> {
         require_tokio()?;
         self.validate()?;
-        let connect_options = parse_url(url)?;
+        let connect_options = parse_url(url, self.operation_timeout)?;
         let pool = self
             .pool_options()
             .connect_with(connect_options)
@@ -134,7 +134,7 @@ impl PostgresStoreBuilder {
     /// (it fails with [`Error::Config`] otherwise).
     pub fn connect_lazy(self, url: &str) -> Result<PostgresStore> {
         require_tokio()?;
-        let connect_options = parse_url(url)?;
+        let connect_options = parse_url(url, self.operation_timeout)?;
         let pool = self.pool_options().connect_lazy_with(connect_options);
         self.build(pool)
     }
@@ -179,9 +179,14 @@ fn require_tokio() -> Result<()> {
 /// writes into serialization failures. (Startup options take precedence over database and
 /// role defaults.)
 ///
+/// Sets the connections' `statement_timeout` to `operation_timeout` too, so a statement
+/// whose caller gave up (its deadline fired while it waited for a lock) is cancelled by the
+/// server rather than holding its connection, and its pool slot, until the lock is freed.
+/// A `statement_timeout` the URL sets itself (`options=-c statement_timeout=...`) is kept.
+///
 /// With `postgres-tls`, the certificate and key files the connections will read are checked
 /// here too (see [`check_tls_files`]).
-fn parse_url(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
+fn parse_url(url: &str, operation_timeout: Duration) -> Result<sqlx::postgres::PgConnectOptions> {
     #[cfg_attr(not(feature = "postgres-tls"), allow(unused_mut))]
     let mut options: sqlx::postgres::PgConnectOptions =
         url.parse().map_err(|err: sqlx::Error| Error::Config {
@@ -201,7 +206,22 @@ fn parse_url(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
             options = options.ssl_mode(sqlx::postgres::PgSslMode::VerifyCa);
         }
     }
-    Ok(options.options([("default_transaction_isolation", "read committed")]))
+    let options = options.options([("default_transaction_isolation", "read committed")]);
+    // A URL that sets its own (`options=-c statement_timeout=...`) keeps it.
+    let own_timeout = options
+        .get_options()
+        .is_some_and(|own| own.contains("statement_timeout"));
+    Ok(match own_timeout {
+        true => options,
+        false => options.options([("statement_timeout", statement_timeout(operation_timeout))]),
+    })
+}
+
+/// `statement_timeout` in milliseconds for an operation timeout: at least 1 (0 would turn it
+/// off), at most Postgres' largest.
+fn statement_timeout(operation_timeout: Duration) -> String {
+    let millis = operation_timeout.as_millis().clamp(1, i32::MAX as u128);
+    format!("{millis}")
 }
 
 /// Reads and parses the CA certificate, client certificate and client key that the

@@ -41,8 +41,62 @@ pub use codec::{MAX_EXPIRY_MILLIS, MIN_EXPIRY_MILLIS};
 pub use schema::MIGRATE_LOCK_KEY;
 
 use codec::{clamp, decode_listed, decode_row, encode_data, scanned_id, to_version};
-use error::{is_serialization_failure, map_err, map_write_err, retry};
+use error::{is_serialization_failure, map_err, map_write_err, opened_on_a_stopped_runtime, retry};
 use statements::Statements;
+
+/// A future running `$body` (one operation's statements, ending in a `Result`) with `$conn`
+/// bound to a pooled connection (`&mut PgConnection`): see [`PostgresStore::conn`].
+///
+/// A connection opened on a tokio runtime that has since shut down (actix-web runs one per
+/// worker; tests start and stop runtimes) fails its first I/O before anything is sent: it is
+/// closed, and `$body` runs again on another connection, at most
+/// [`stale_limit`](PostgresStore::stale_limit) times, so a restarted worker's first
+/// operations do not fail for connections its predecessor left in the pool.
+macro_rules! on_conn {
+    ($store:expr, $op:expr, $id:expr, |$conn:ident| $body:block) => {
+        async {
+            let mut stale = 0u32;
+            loop {
+                let mut pooled = $store.conn($op, $id).await?;
+                let result = {
+                    let $conn: &mut PgConnection = &mut pooled;
+                    async { $body }.await
+                };
+                match result {
+                    Err(err)
+                        if opened_on_a_stopped_runtime(&err) && stale < $store.stale_limit() =>
+                    {
+                        stale += 1;
+                        pooled.close_on_drop();
+                    }
+                    result => break result,
+                }
+            }
+        }
+    };
+}
+
+/// Makes sure `statements` are prepared on `conn`: nothing to do (no round trip) for those it
+/// has cached, which after its first operations is all of them. A write prepares its
+/// statements before it reads the clock, because preparing a statement (its first use on a
+/// connection) waits for the table's lock, as a migration's `ALTER TABLE` or a `LOCK TABLE`
+/// holds it, and a "now" read before that wait would be stale when the statement lands.
+/// Waits while the prepared statement runs are measured by the server (see the `landed`
+/// SQL of the statements module). Every parameter's type is spelled out in the SQL, so the
+/// server infers the types the store binds.
+async fn prepared(
+    conn: &mut PgConnection,
+    op: &'static str,
+    id: &SessionId,
+    statements: &[&sqlx::SqlStr],
+) -> Result<()> {
+    for statement in statements {
+        sqlx::Executor::prepare(&mut *conn, (*statement).clone())
+            .await
+            .map_err(|e| map_err(op, Some(id), e))?;
+    }
+    Ok(())
+}
 
 /// A session store over a PostgreSQL table. See the [module docs](self).
 #[derive(Clone)]
@@ -68,100 +122,139 @@ impl fmt::Debug for PostgresStore {
 #[async_trait]
 impl SessionStore for PostgresStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        within(self.operation_timeout, "get", Some(id), async {
-            let mut conn = self.conn("get", Some(id)).await?;
-            let row = retry!(conn => e:
-                sqlx::query(self.sql.get.clone())
-                    .bind(id.as_str())
-                    .bind(clamp(now_millis()))
-                    .fetch_optional(e)
-            )
-            .map_err(|e| map_err("get", Some(id), e))?;
-            let session = row.map(|row| decode_row(id, &row)).transpose()?;
-            // The clock again, now that the row is here: a session that expired while the
-            // reply travelled is not returned.
-            Ok(session.filter(|s| !s.is_expired_at(now_millis())))
-        })
+        within(
+            self.operation_timeout,
+            "get",
+            Some(id),
+            on_conn!(self, "get", Some(id), |conn| {
+                let row = retry!(conn => e:
+                    sqlx::query(self.sql.get.clone())
+                        .bind(id.as_str())
+                        .bind(clamp(now_millis()))
+                        .fetch_optional(e)
+                )
+                .map_err(|e| map_err("get", Some(id), e))?;
+                let session = row.map(|row| decode_row(id, &row)).transpose()?;
+                // The clock again, now that the row is here: a session that expired while the
+                // reply travelled is not returned.
+                Ok(session.filter(|s| !s.is_expired_at(now_millis())))
+            }),
+        )
         .await
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         const OP: &str = "set";
-        within(self.operation_timeout, OP, Some(id), async {
-            let mut conn = self.conn(OP, Some(id)).await?;
-            let now = now_millis();
-            if session.is_expired_at(now) {
-                self.destroy_on(&mut conn, id).await?;
-                return Ok(0);
-            }
-            let data = encode_data(id, session)?;
-            let version: i64 = retry!(conn => e:
-                sqlx::query_scalar(self.sql.set.clone())
-                    .bind(id.as_str())
-                    .bind(data.as_str())
-                    .bind(clamp(session.expires_at_millis()))
-                    .bind(clamp(now))
-                    .bind(version_to_i64(fresh_version()))
-                    .bind(session.owner().map(Owner::as_str))
-                    .fetch_one(e)
-            )
-            .map_err(|e| map_write_err(OP, id, e))?;
-            to_version(OP, id, version)
-        })
+        within(
+            self.operation_timeout,
+            OP,
+            Some(id),
+            on_conn!(self, OP, Some(id), |conn| {
+                // Prepared before the clock is read: see `prepared`.
+                let sql = &self.sql;
+                prepared(conn, OP, id, &[&sql.set]).await?;
+                let now = now_millis();
+                if session.is_expired_at(now) {
+                    self.destroy_on(conn, id).await?;
+                    return Ok(0);
+                }
+                let data = encode_data(id, session)?;
+                let version: i64 = retry!(conn => e:
+                    sqlx::query_scalar(self.sql.set.clone())
+                        .bind(id.as_str())
+                        .bind(data.as_str())
+                        .bind(clamp(session.expires_at_millis()))
+                        .bind(clamp(now))
+                        .bind(version_to_i64(fresh_version()))
+                        .bind(session.owner().map(Owner::as_str))
+                        .fetch_one(e)
+                )
+                .map_err(|e| map_write_err(OP, id, e))?;
+                to_version(OP, id, version)
+            }),
+        )
         .await
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        within(self.operation_timeout, "destroy", Some(id), async {
-            let mut conn = self.conn("destroy", Some(id)).await?;
-            self.destroy_on(&mut conn, id).await
-        })
+        within(
+            self.operation_timeout,
+            "destroy",
+            Some(id),
+            on_conn!(self, "destroy", Some(id), |conn| {
+                self.destroy_on(conn, id).await
+            }),
+        )
         .await
     }
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
-        within(self.operation_timeout, "touch", Some(id), async {
-            let mut conn = self.conn("touch", Some(id)).await?;
-            let now = now_millis();
-            let expires_at = to_millis(expires_at);
-            let done = if expires_at <= now {
-                retry!(conn => e:
-                    sqlx::query(self.sql.touch_delete.clone())
-                        .bind(id.as_str())
-                        .bind(clamp(now))
-                        .execute(e)
-                )
-            } else {
-                retry!(conn => e:
-                    sqlx::query(self.sql.touch.clone())
-                        .bind(id.as_str())
-                        .bind(clamp(expires_at))
-                        .bind(clamp(now))
-                        .execute(e)
-                )
-            }
-            .map_err(|e| map_err("touch", Some(id), e))?;
-            Ok(done.rows_affected() > 0)
-        })
+        within(
+            self.operation_timeout,
+            "touch",
+            Some(id),
+            on_conn!(self, "touch", Some(id), |conn| {
+                // Prepared before the clock is read: see `prepared`.
+                let sql = &self.sql;
+                prepared(conn, "touch", id, &[&sql.touch, &sql.touch_delete]).await?;
+                let now = now_millis();
+                let expires_at = to_millis(expires_at);
+                let done = if expires_at <= now {
+                    retry!(conn => e:
+                        sqlx::query(self.sql.touch_delete.clone())
+                            .bind(id.as_str())
+                            .bind(clamp(now))
+                            .execute(e)
+                    )
+                } else {
+                    retry!(conn => e:
+                        sqlx::query(self.sql.touch.clone())
+                            .bind(id.as_str())
+                            .bind(clamp(expires_at))
+                            .bind(clamp(now))
+                            .execute(e)
+                    )
+                }
+                .map_err(|e| map_err("touch", Some(id), e))?;
+                Ok(done.rows_affected() > 0)
+            }),
+        )
         .await
     }
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
         const OP: &str = "create";
-        within(self.operation_timeout, OP, Some(id), async {
-            let mut conn = self.conn(OP, Some(id)).await?;
-            let now = now_millis();
-            if session.is_expired_at(now) {
-                // Nothing is stored, but the answer still says whether the id was free.
-                if self.live_exists(&mut conn, OP, id, now).await? {
-                    return Ok(false);
+        within(
+            self.operation_timeout,
+            OP,
+            Some(id),
+            on_conn!(self, OP, Some(id), |conn| {
+                // Prepared before the clock is read: see `prepared`.
+                let sql = &self.sql;
+                prepared(
+                    conn,
+                    OP,
+                    id,
+                    &[
+                        &sql.live_exists,
+                        &sql.delete_if_expired_or_absent,
+                        &sql.create,
+                    ],
+                )
+                .await?;
+                let now = now_millis();
+                if session.is_expired_at(now) {
+                    // Nothing is stored, but the answer still says whether the id was free.
+                    if self.live_exists(conn, OP, id, now).await? {
+                        return Ok(false);
+                    }
+                    self.delete_if_expired(conn, OP, id, now).await?;
+                    return Ok(true);
                 }
-                self.delete_if_expired(&mut conn, OP, id, now).await?;
-                return Ok(true);
-            }
-            self.insert_if_absent(&mut conn, OP, id, session, fresh_version(), now)
-                .await
-        })
+                self.insert_if_absent(conn, OP, id, session, fresh_version(), now)
+                    .await
+            }),
+        )
         .await
     }
 
@@ -172,100 +265,127 @@ impl SessionStore for PostgresStore {
         expected_version: u64,
     ) -> Result<u64> {
         const OP: &str = "set_if_version";
-        within(self.operation_timeout, OP, Some(id), async {
-            let mut conn = self.conn(OP, Some(id)).await?;
-            let now = now_millis();
-            let expired = session.is_expired_at(now);
-            if expected_version == 0 {
-                if expired {
-                    if self.live_exists(&mut conn, OP, id, now).await? {
-                        return Err(Error::conflict(id, 0));
+        within(
+            self.operation_timeout,
+            OP,
+            Some(id),
+            on_conn!(self, OP, Some(id), |conn| {
+                // Prepared before the clock is read: see `prepared`.
+                let sql = &self.sql;
+                prepared(
+                    conn,
+                    OP,
+                    id,
+                    &[
+                        &sql.live_exists,
+                        &sql.delete_if_expired_or_absent,
+                        &sql.create,
+                        &sql.delete_if_version,
+                        &sql.update_if_version,
+                    ],
+                )
+                .await?;
+                let now = now_millis();
+                let expired = session.is_expired_at(now);
+                if expected_version == 0 {
+                    if expired {
+                        if self.live_exists(conn, OP, id, now).await? {
+                            return Err(Error::conflict(id, 0));
+                        }
+                        self.delete_if_expired(conn, OP, id, now).await?;
+                        return Ok(0);
                     }
-                    self.delete_if_expired(&mut conn, OP, id, now).await?;
-                    return Ok(0);
-                }
-                let fresh = next_version(0);
-                return if self
-                    .insert_if_absent(&mut conn, OP, id, session, fresh, now)
-                    .await?
-                {
-                    Ok(fresh)
-                } else {
-                    Err(Error::conflict(id, 0))
-                };
-            }
-            // Stored versions are `bigint`: a larger expected version can never match.
-            let Ok(expected) = i64::try_from(expected_version) else {
-                return Err(Error::conflict(id, expected_version));
-            };
-            // A serialization failure here (a caller's pool at `repeatable read` or above)
-            // means another transaction wrote the row first: the expected version is stale,
-            // which is a conflict, not an outage.
-            let conflict_or =
-                |e: sqlx::Error, map: fn(&'static str, &SessionId, sqlx::Error) -> Error| {
-                    if is_serialization_failure(&e) {
-                        Error::conflict(id, expected_version)
+                    let fresh = next_version(0);
+                    return if self
+                        .insert_if_absent(conn, OP, id, session, fresh, now)
+                        .await?
+                    {
+                        Ok(fresh)
                     } else {
-                        map(OP, id, e)
-                    }
+                        Err(Error::conflict(id, 0))
+                    };
+                }
+                // Stored versions are `bigint`: a larger expected version can never match.
+                let Ok(expected) = i64::try_from(expected_version) else {
+                    return Err(Error::conflict(id, expected_version));
                 };
-            if expired {
-                let done = sqlx::query(self.sql.delete_if_version.clone())
+                // A serialization failure here (a caller's pool at `repeatable read` or above)
+                // means another transaction wrote the row first: the expected version is stale,
+                // which is a conflict, not an outage.
+                let conflict_or =
+                    |e: sqlx::Error, map: fn(&'static str, &SessionId, sqlx::Error) -> Error| {
+                        if is_serialization_failure(&e) {
+                            Error::conflict(id, expected_version)
+                        } else {
+                            map(OP, id, e)
+                        }
+                    };
+                if expired {
+                    let done = sqlx::query(self.sql.delete_if_version.clone())
+                        .bind(id.as_str())
+                        .bind(expected)
+                        .bind(clamp(now))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| conflict_or(e, |op, id, e| map_err(op, Some(id), e)))?;
+                    return if done.rows_affected() == 1 {
+                        Ok(0)
+                    } else {
+                        Err(Error::conflict(id, expected_version))
+                    };
+                }
+                let data = encode_data(id, session)?;
+                let version: Option<i64> = sqlx::query_scalar(self.sql.update_if_version.clone())
                     .bind(id.as_str())
+                    .bind(data)
+                    .bind(clamp(session.expires_at_millis()))
                     .bind(expected)
                     .bind(clamp(now))
-                    .execute(&mut *conn)
+                    // `expected + 1`, or a fresh version if `expected` is the largest (or above).
+                    .bind(version_to_i64(next_version(expected_version)))
+                    .bind(session.owner().map(Owner::as_str))
+                    .fetch_optional(&mut *conn)
                     .await
-                    .map_err(|e| conflict_or(e, |op, id, e| map_err(op, Some(id), e)))?;
-                return if done.rows_affected() == 1 {
-                    Ok(0)
-                } else {
-                    Err(Error::conflict(id, expected_version))
-                };
-            }
-            let data = encode_data(id, session)?;
-            let version: Option<i64> = sqlx::query_scalar(self.sql.update_if_version.clone())
-                .bind(id.as_str())
-                .bind(data)
-                .bind(clamp(session.expires_at_millis()))
-                .bind(expected)
-                .bind(clamp(now))
-                // `expected + 1`, or a fresh version if `expected` is the largest (or above).
-                .bind(version_to_i64(next_version(expected_version)))
-                .bind(session.owner().map(Owner::as_str))
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| conflict_or(e, map_write_err))?;
-            match version {
-                Some(version) => to_version(OP, id, version),
-                None => Err(Error::conflict(id, expected_version)),
-            }
-        })
+                    .map_err(|e| conflict_or(e, map_write_err))?;
+                match version {
+                    Some(version) => to_version(OP, id, version),
+                    None => Err(Error::conflict(id, expected_version)),
+                }
+            }),
+        )
         .await
     }
 
     async fn len(&self) -> Result<u64> {
-        within(self.operation_timeout, "len", None, async {
-            let mut conn = self.conn("len", None).await?;
-            let count: i64 = retry!(conn => e:
-                sqlx::query_scalar(self.sql.len.clone())
-                    .bind(clamp(now_millis()))
-                    .fetch_one(e)
-            )
-            .map_err(|e| map_err("len", None, e))?;
-            // count(*) is never negative.
-            Ok(u64::try_from(count).unwrap_or(0))
-        })
+        within(
+            self.operation_timeout,
+            "len",
+            None,
+            on_conn!(self, "len", None, |conn| {
+                let count: i64 = retry!(conn => e:
+                    sqlx::query_scalar(self.sql.len.clone())
+                        .bind(clamp(now_millis()))
+                        .fetch_one(e)
+                )
+                .map_err(|e| map_err("len", None, e))?;
+                // count(*) is never negative.
+                Ok(u64::try_from(count).unwrap_or(0))
+            }),
+        )
         .await
     }
 
     async fn clear(&self) -> Result<()> {
-        within(self.operation_timeout, "clear", None, async {
-            let mut conn = self.conn("clear", None).await?;
-            retry!(conn => e: sqlx::query(self.sql.clear.clone()).execute(e))
-                .map_err(|e| map_err("clear", None, e))?;
-            Ok(())
-        })
+        within(
+            self.operation_timeout,
+            "clear",
+            None,
+            on_conn!(self, "clear", None, |conn| {
+                retry!(conn => e: sqlx::query(self.sql.clear.clone()).execute(e))
+                    .map_err(|e| map_err("clear", None, e))?;
+                Ok(())
+            }),
+        )
         .await
     }
 
@@ -287,49 +407,57 @@ impl SessionStore for PostgresStore {
 
     async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
         const OP: &str = "sessions_of";
-        within(self.operation_timeout, OP, None, async {
-            let mut conn = self.conn(OP, None).await?;
-            let statement = if with_data {
-                &self.sql.sessions_of_with_data
-            } else {
-                &self.sql.sessions_of
-            };
-            let rows = retry!(conn => e:
-                sqlx::query(statement.clone())
-                    .bind(owner.as_str())
-                    .bind(clamp(now_millis()))
-                    .fetch_all(e)
-            )
-            .map_err(|e| map_err(OP, None, e))?;
-            // The clock again, now that the rows are here, as `get` does.
-            let now = now_millis();
-            let mut listed = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let entry = decode_listed(row, with_data)?;
-                if entry.expires_at_millis > now {
-                    listed.push(entry);
+        within(
+            self.operation_timeout,
+            OP,
+            None,
+            on_conn!(self, OP, None, |conn| {
+                let statement = if with_data {
+                    &self.sql.sessions_of_with_data
+                } else {
+                    &self.sql.sessions_of
+                };
+                let rows = retry!(conn => e:
+                    sqlx::query(statement.clone())
+                        .bind(owner.as_str())
+                        .bind(clamp(now_millis()))
+                        .fetch_all(e)
+                )
+                .map_err(|e| map_err(OP, None, e))?;
+                // The clock again, now that the rows are here, as `get` does.
+                let now = now_millis();
+                let mut listed = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let entry = decode_listed(row, with_data)?;
+                    if entry.expires_at_millis > now {
+                        listed.push(entry);
+                    }
                 }
-            }
-            Ok(listed)
-        })
+                Ok(listed)
+            }),
+        )
         .await
     }
 
     async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
         const OP: &str = "destroy_owner";
-        within(self.operation_timeout, OP, None, async {
-            let mut conn = self.conn(OP, None).await?;
-            let ended: i64 = retry!(conn => e:
-                sqlx::query_scalar(self.sql.destroy_owner.clone())
-                    .bind(owner.as_str())
-                    .bind(except.map(SessionId::as_str))
-                    .bind(clamp(now_millis()))
-                    .fetch_one(e)
-            )
-            .map_err(|e| map_err(OP, None, e))?;
-            // count(*) is never negative.
-            Ok(u64::try_from(ended).unwrap_or(0))
-        })
+        within(
+            self.operation_timeout,
+            OP,
+            None,
+            on_conn!(self, OP, None, |conn| {
+                let ended: i64 = retry!(conn => e:
+                    sqlx::query_scalar(self.sql.destroy_owner.clone())
+                        .bind(owner.as_str())
+                        .bind(except.map(SessionId::as_str))
+                        .bind(clamp(now_millis()))
+                        .fetch_one(e)
+                )
+                .map_err(|e| map_err(OP, None, e))?;
+                // count(*) is never negative.
+                Ok(u64::try_from(ended).unwrap_or(0))
+            }),
+        )
         .await
     }
 
@@ -338,45 +466,49 @@ impl SessionStore for PostgresStore {
         let after = cursor.map(|c| c.keyset_id("PostgresStore")).transpose()?;
         let limit = scan_limit(limit);
         let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        within(self.operation_timeout, OP, None, async {
-            let mut conn = self.conn(OP, None).await?;
-            let rows = match &after {
-                None => retry!(conn => e:
-                    sqlx::query(self.sql.scan_first.clone())
-                        .bind(clamp(now_millis()))
-                        .bind(sql_limit)
-                        .fetch_all(e)
-                ),
-                Some(after) => retry!(conn => e:
-                    sqlx::query(self.sql.scan_after.clone())
-                        .bind(after.as_str())
-                        .bind(clamp(now_millis()))
-                        .bind(sql_limit)
-                        .fetch_all(e)
-                ),
-            }
-            .map_err(|e| map_err(OP, None, e))?;
-            // The clock again, now that the rows are here, as `get` does. A row dropped here
-            // still moves the cursor on, so the page may come out short (or empty) while the
-            // scan goes on.
-            let now = now_millis();
-            let mut sessions = Vec::with_capacity(rows.len());
-            let mut last = None;
-            for row in &rows {
-                let id = scanned_id(row)?;
-                let session = decode_row(&id, row)?;
-                if !session.is_expired_at(now) {
-                    sessions.push((id.clone(), session));
+        within(
+            self.operation_timeout,
+            OP,
+            None,
+            on_conn!(self, OP, None, |conn| {
+                let rows = match &after {
+                    None => retry!(conn => e:
+                        sqlx::query(self.sql.scan_first.clone())
+                            .bind(clamp(now_millis()))
+                            .bind(sql_limit)
+                            .fetch_all(e)
+                    ),
+                    Some(after) => retry!(conn => e:
+                        sqlx::query(self.sql.scan_after.clone())
+                            .bind(after.as_str())
+                            .bind(clamp(now_millis()))
+                            .bind(sql_limit)
+                            .fetch_all(e)
+                    ),
                 }
-                last = Some(id);
-            }
-            // Fewer rows than asked for: the table had no more.
-            let next = match rows.len() < limit {
-                true => None,
-                false => last.map(|id| ScanCursor::after_id(&id)),
-            };
-            Ok(ScanPage::new(sessions, next))
-        })
+                .map_err(|e| map_err(OP, None, e))?;
+                // The clock again, now that the rows are here, as `get` does. A row dropped here
+                // still moves the cursor on, so the page may come out short (or empty) while the
+                // scan goes on.
+                let now = now_millis();
+                let mut sessions = Vec::with_capacity(rows.len());
+                let mut last = None;
+                for row in &rows {
+                    let id = scanned_id(row)?;
+                    let session = decode_row(&id, row)?;
+                    if !session.is_expired_at(now) {
+                        sessions.push((id.clone(), session));
+                    }
+                    last = Some(id);
+                }
+                // Fewer rows than asked for: the table had no more.
+                let next = match rows.len() < limit {
+                    true => None,
+                    false => last.map(|id| ScanCursor::after_id(&id)),
+                };
+                Ok(ScanPage::new(sessions, next))
+            }),
+        )
         .await
     }
 
@@ -414,24 +546,33 @@ impl PostgresStore {
     }
 
     async fn delete_batch_at(&self, now: i64) -> Result<u64> {
-        let done = sqlx::query(self.sql.delete_expired_batch.clone())
-            .bind(clamp(now))
-            .bind(i64::from(self.delete_batch_size))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_err("delete_expired", None, e))?;
-        Ok(done.rows_affected())
+        on_conn!(self, "delete_expired", None, |conn| {
+            let done = sqlx::query(self.sql.delete_expired_batch.clone())
+                .bind(clamp(now))
+                .bind(i64::from(self.delete_batch_size))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| map_err("delete_expired", None, e))?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 
     /// A pooled connection. Operations read the clock only once they hold one, so a long
     /// wait for a connection never makes them decide on a stale "now" (and return, touch or
-    /// revive a session that expired meanwhile).
+    /// revive a session that expired meanwhile). See [`on_conn`].
     async fn conn(
         &self,
         op: &'static str,
         id: Option<&SessionId>,
     ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
         self.pool.acquire().await.map_err(|e| map_err(op, id, e))
+    }
+
+    /// How many connections [`on_conn`] closes, at most, before it lets an operation fail
+    /// as the connection it was given did: as many as the pool may hold, and one more.
+    fn stale_limit(&self) -> u32 {
+        self.pool.options().get_max_connections().saturating_add(1)
     }
 
     async fn live_exists(

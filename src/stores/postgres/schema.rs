@@ -11,54 +11,104 @@ use crate::error::{Error, Result};
 /// (`pg_advisory_xact_lock`). The bytes spell `SESSTORE`.
 pub const MIGRATE_LOCK_KEY: i64 = 0x5345_5353_544F_5245;
 
+/// The session-level advisory lock held by the one instance building a table's indexes
+/// (`pg_try_advisory_lock`): a 64-bit hash of this text and the qualified table name, so
+/// builds of different tables do not wait for each other.
+const INDEX_BUILD_LOCK: &str = "session-stores index build ";
+
+/// How long `migrate` waits for a lock (the advisory lock of another instance's migration,
+/// the transactions an index build must outwait) before it fails with a transient error.
+const MIGRATE_LOCK_TIMEOUT: &str = "5s";
+
+/// How long the `ALTER TABLE` that adds the `owner` column may queue for the table's lock.
+/// While it queues, every write to the table queues behind it, so it gives up soon and
+/// tries again ([`ALTER_ATTEMPTS`] times), letting the writes through in between.
+const ALTER_LOCK_TIMEOUT: &str = "200ms";
+const ALTER_ATTEMPTS: u32 = 20;
+const ALTER_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl PostgresStore {
     /// Creates the schema (if one is set), the table and its `expires_at` and `owner`
     /// indexes if they are missing, and adds the `owner` column to a table made by a release
-    /// before owners. Idempotent, and safe to call from several processes at once. See the
-    /// [module docs](super#schema) for the SQL.
+    /// before owners. Idempotent, and safe to call from several processes at once, on a
+    /// table in use: indexes are built `CONCURRENTLY` (writes go on), by one instance at a
+    /// time (the others find it building and return at once, the table usable without
+    /// them). A lock it cannot get in time is a transient error: retry. See the [module
+    /// docs](super#schema) for the SQL.
     pub async fn migrate(&self) -> Result<()> {
-        const OP: &str = "migrate";
-        let err = |e| map_err(OP, None, e);
-        // Look first: a table that is already there with its column and indexes needs no lock
-        // and no DDL, so a role with only SELECT, INSERT, UPDATE and DELETE on it can start,
-        // and a boot takes no SHARE lock that would stall writes.
+        // Look first: a table that is already there with its column and valid indexes needs
+        // no lock and no DDL, so a role with only SELECT, INSERT, UPDATE and DELETE on it can
+        // start, and a boot takes no lock at all.
         let state = self.catalog_state().await?;
-        if state.table && state.owner_column && state.index && state.owner_index {
+        if !state.table || !state.owner_column {
+            self.migrate_table(&state).await?;
+        }
+        if state.index && state.owner_index {
             return Ok(());
         }
-        let (schema_ready, table_ready) = (state.schema, state.table);
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        // Never queue behind a long transaction holding the table: fail instead.
-        sqlx::query("SET LOCAL lock_timeout = '5s'")
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATE_LOCK_KEY)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        if !table_ready {
-            // (Even `IF NOT EXISTS` needs CREATE on the database, so only when missing.)
-            if let Some(create_schema) = self.sql.create_schema.as_ref().filter(|_| !schema_ready) {
-                sqlx::query(create_schema.clone())
+        self.build_indexes(state.table && state.owner_column).await
+    }
+
+    /// Creates the schema and table, or adds the `owner` column, in one transaction under
+    /// the advisory lock [`MIGRATE_LOCK_KEY`]. The `ALTER TABLE` (a catalog change, but one
+    /// that needs the table's `ACCESS EXCLUSIVE` lock for an instant) queues at most
+    /// [`ALTER_LOCK_TIMEOUT`] at a time.
+    async fn migrate_table(&self, state: &CatalogState) -> Result<()> {
+        const OP: &str = "migrate";
+        let err = |e| map_err(OP, None, e);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            // The transaction is bounded by its lock timeouts, not by the operation's.
+            for setting in [
+                "SET LOCAL statement_timeout = 0".to_string(),
+                format!("SET LOCAL lock_timeout = '{MIGRATE_LOCK_TIMEOUT}'"),
+            ] {
+                sqlx::query(sqlx::AssertSqlSafe(setting))
                     .execute(&mut *tx)
                     .await
                     .map_err(err)?;
             }
-            sqlx::query(self.sql.create_table.clone())
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(MIGRATE_LOCK_KEY)
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;
-        }
-        if !state.owner_column {
+            if !state.table {
+                // (Even `IF NOT EXISTS` needs CREATE on the database, so only when missing.)
+                if let Some(create_schema) =
+                    self.sql.create_schema.as_ref().filter(|_| !state.schema)
+                {
+                    sqlx::query(create_schema.clone())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                }
+                sqlx::query(self.sql.create_table.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            }
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SET LOCAL lock_timeout = '{ALTER_LOCK_TIMEOUT}'"
+            )))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
             // A table of a release before owners (or one such a release created since the
-            // look): the store cannot work without the column.
+            // look): the store cannot work without the column. A no-op otherwise.
             match sqlx::query(self.sql.add_owner.clone())
                 .execute(&mut *tx)
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => return tx.commit().await.map_err(err),
+                // Readers or writers hold the table: let the writes queued behind this
+                // statement through, then try again.
+                Err(e) if has_sql_state(&e, &["55P03"]) && attempt < ALTER_ATTEMPTS => {
+                    drop(tx);
+                    tokio::time::sleep(ALTER_PAUSE).await;
+                }
                 Err(e) if has_sql_state(&e, &["42501"]) => {
                     return Err(Error::Config {
                         message: format!(
@@ -77,19 +127,74 @@ impl PostgresStore {
                 Err(e) => return Err(err(e)),
             }
         }
-        for create_index in [&self.sql.create_index, &self.sql.create_owner_index] {
-            match sqlx::query(create_index.clone()).execute(&mut *tx).await {
+    }
+
+    /// Builds the missing (or invalid) indexes with `CREATE INDEX CONCURRENTLY`, which lets
+    /// writes go on, on a connection of its own that holds the session-level advisory lock
+    /// [`INDEX_BUILD_LOCK`]. If another instance holds it, that one is building: return
+    /// at once. The connection is closed afterwards (dropped, also when this future is),
+    /// which releases the lock; a build it interrupted leaves an invalid index, which the
+    /// next `migrate` drops and builds again.
+    ///
+    /// `existed`: the table was there with its `owner` column before this call, so a role
+    /// that may not create indexes still starts (the store scans instead).
+    async fn build_indexes(&self, existed: bool) -> Result<()> {
+        const OP: &str = "migrate";
+        let err = |e| map_err(OP, None, e);
+        let mut conn = self.pool.acquire().await.map_err(err)?.detach();
+        for setting in [
+            "SET statement_timeout = 0".to_string(),
+            format!("SET lock_timeout = '{MIGRATE_LOCK_TIMEOUT}'"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(setting))
+                .execute(&mut conn)
+                .await
+                .map_err(err)?;
+        }
+        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(format!("{INDEX_BUILD_LOCK}{}", self.qualified(&self.table)))
+            .fetch_one(&mut conn)
+            .await
+            .map_err(err)?;
+        if !mine {
+            return Ok(());
+        }
+        // Looked at again under the lock: another instance may have built them meanwhile.
+        let state = self.catalog_state().await?;
+        let wanted = [
+            (state.index, INDEX_SUFFIX, &self.sql.create_index),
+            (
+                state.owner_index,
+                OWNER_INDEX_SUFFIX,
+                &self.sql.create_owner_index,
+            ),
+        ];
+        for (ready, suffix, create_index) in wanted {
+            if ready {
+                continue;
+            }
+            // An invalid index left by an interrupted build: `IF NOT EXISTS` would keep it.
+            let drop_invalid = format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                self.qualified(&format!("{}{suffix}", self.table))
+            );
+            let built = match sqlx::query(sqlx::AssertSqlSafe(drop_invalid))
+                .execute(&mut conn)
+                .await
+            {
+                Ok(_) => sqlx::query(create_index.clone()).execute(&mut conn).await,
+                Err(e) => Err(e),
+            };
+            match built {
                 Ok(_) => {}
                 // The table is usable without its indexes (delete_expired, sessions_of and
                 // destroy_owner scan instead); a role that may not create them still starts.
                 // (Such a role could not have altered the table either: nothing is lost.)
-                Err(e) if table_ready && state.owner_column && has_sql_state(&e, &["42501"]) => {
-                    return Ok(());
-                }
+                Err(e) if existed && has_sql_state(&e, &["42501"]) => return Ok(()),
                 Err(e) => return Err(err(e)),
             }
         }
-        tx.commit().await.map_err(err)
+        Ok(())
     }
 
     /// `"<schema>"."<name>"`, or `"<name>"` without a schema.
@@ -110,8 +215,8 @@ impl PostgresStore {
               AND attname IN ('id', 'data', 'expires_at', 'version')) = 4, \
              EXISTS (SELECT 1 FROM pg_attribute \
               WHERE attrelid = to_regclass($1) AND NOT attisdropped AND attname = 'owner'), \
-             to_regclass($2) IS NOT NULL, \
-             to_regclass($4) IS NOT NULL, \
+             EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($2) AND indisvalid), \
+             EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($4) AND indisvalid), \
              $3::text IS NULL OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $3)",
         )
         .bind(self.qualified(&self.table))
@@ -143,8 +248,8 @@ struct CatalogState {
     table: bool,
     /// The table has `owner`.
     owner_column: bool,
-    /// The expiry index exists.
+    /// The expiry index exists and is valid (not left by an interrupted concurrent build).
     index: bool,
-    /// The owner index exists.
+    /// The owner index exists and is valid.
     owner_index: bool,
 }

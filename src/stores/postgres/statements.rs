@@ -44,6 +44,28 @@ fn ts(n: usize) -> String {
     )
 }
 
+/// SQL for "now" as a write judges it: `$n` (the application's clock, read when the statement
+/// was sent) moved on by the time the statement has spent in the server so far. A statement
+/// that waited for a lock (a migration's `ALTER TABLE`, a `LOCK TABLE`, a row another
+/// transaction was writing) thus decides "expired?" as of the moment it writes, not as of
+/// the moment it was sent, so a write that lands late, even after its caller gave up, never
+/// revives a session that expired meanwhile, overwrites its next incarnation, or answers the
+/// opposite of what it did. Only the server's elapsed time is used, never its clock, so the
+/// two clocks need not agree. (`transaction_timestamp()` is when the server received the
+/// statement's `Bind`, before the lock waits of running it; `clock_timestamp()` is read as
+/// each row is judged, and again when Postgres re-checks a row that a concurrent writer
+/// changed. Preparing a statement also waits for locks, so the store prepares a write's
+/// statements before it reads its clock: see `prepared` in the store's module.)
+///
+/// Reads keep [`ts`]: they write nothing, their callers filter what arrives by the clock
+/// again, and a plain parameter lets the planner use the `expires_at` index.
+fn landed(n: usize) -> String {
+    format!(
+        "({} + (clock_timestamp() - transaction_timestamp()))",
+        ts(n)
+    )
+}
+
 /// SQL reading `expires_at` back as milliseconds since the Unix epoch.
 const EXPIRES_MILLIS: &str = "CASE WHEN isfinite(expires_at) \
      THEN round(extract(epoch FROM expires_at) * 1000)::int8 \
@@ -93,7 +115,7 @@ impl Statements {
         // NULL).
         let upsert_head = format!(
             "INSERT INTO {t} AS s (id, data, expires_at, version, owner) \
-             VALUES ($1, $2::jsonb, {exp}, $5::int8, $6::text) ON CONFLICT (id) DO UPDATE SET \
+             VALUES ($1, $2::text::jsonb, {exp}, $5::int8, $6::text) ON CONFLICT (id) DO UPDATE SET \
              data = EXCLUDED.data, expires_at = EXCLUDED.expires_at, owner = EXCLUDED.owner",
             exp = ts(3)
         );
@@ -119,10 +141,11 @@ impl Statements {
                 "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS owner text NULL"
             )),
             create_index: sql(format!(
-                "CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at)"
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {t} (expires_at)"
             )),
             create_owner_index: sql(format!(
-                "CREATE INDEX IF NOT EXISTS {owner_index} ON {t} (owner) WHERE owner IS NOT NULL"
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {owner_index} ON {t} (owner) \
+                 WHERE owner IS NOT NULL"
             )),
             get: sql(format!(
                 "SELECT data::text, {EXPIRES_MILLIS}, version, owner FROM {t} \
@@ -133,12 +156,12 @@ impl Statements {
                 "{upsert_head}, version = CASE WHEN s.expires_at > {now} AND s.version > 0 \
                  AND s.version < {MAX_VERSION} THEN s.version + 1 ELSE EXCLUDED.version END \
                  RETURNING version",
-                now = ts(4)
+                now = landed(4)
             )),
             delete: sql(format!("DELETE FROM {t} WHERE id = $1")),
             delete_if_expired_or_absent: sql(format!(
                 "DELETE FROM {t} WHERE id = $1 AND expires_at <= {now}",
-                now = ts(2)
+                now = landed(2)
             )),
             live_exists: sql(format!(
                 "SELECT EXISTS (SELECT 1 FROM {t} WHERE id = $1 AND expires_at > {now})",
@@ -147,28 +170,28 @@ impl Statements {
             touch: sql(format!(
                 "UPDATE {t} SET expires_at = {exp} WHERE id = $1 AND expires_at > {now}",
                 exp = ts(2),
-                now = ts(3)
+                now = landed(3)
             )),
             touch_delete: sql(format!(
                 "DELETE FROM {t} WHERE id = $1 AND expires_at > {now}",
-                now = ts(2)
+                now = landed(2)
             )),
             create: sql(format!(
                 "{upsert_head}, version = EXCLUDED.version WHERE s.expires_at <= {now}",
-                now = ts(4)
+                now = landed(4)
             )),
             // $6 is the version after $4, computed by the caller (`next_version`); $7 the
             // owner (or NULL).
             update_if_version: sql(format!(
-                "UPDATE {t} SET data = $2::jsonb, expires_at = {exp}, version = $6::int8, \
+                "UPDATE {t} SET data = $2::text::jsonb, expires_at = {exp}, version = $6::int8, \
                  owner = $7::text \
                  WHERE id = $1 AND version = $4 AND expires_at > {now} RETURNING version",
                 exp = ts(3),
-                now = ts(5)
+                now = landed(5)
             )),
             delete_if_version: sql(format!(
                 "DELETE FROM {t} WHERE id = $1 AND version = $2 AND expires_at > {now}",
-                now = ts(3)
+                now = landed(3)
             )),
             len: sql(format!(
                 "SELECT count(*) FROM {t} WHERE expires_at > {now}",
@@ -187,7 +210,7 @@ impl Statements {
                 "WITH d AS (DELETE FROM {t} WHERE owner = $1 AND id IS DISTINCT FROM $2::text \
                  RETURNING expires_at) \
                  SELECT count(*) FILTER (WHERE expires_at > {now}) FROM d",
-                now = ts(3)
+                now = landed(3)
             )),
             // Keyset pages in id order (the primary key's order): `get`'s columns, then the id.
             scan_first: sql(format!(
