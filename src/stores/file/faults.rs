@@ -1,4 +1,5 @@
-//! Fault injection for the unit tests: make the next writes or removals fail.
+//! Fault injection for the unit tests: make the next writes or removals fail, or make
+//! writes slow (a loaded disk syncing the new file).
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -6,6 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(super) struct Faults {
     pub(super) failing_writes: AtomicU64,
     pub(super) failing_removes: AtomicU64,
+    /// Milliseconds each write sleeps after writing its temporary file, before replacing
+    /// the session's file.
+    pub(super) write_delay_millis: AtomicU64,
 }
 
 fn take(counter: &AtomicU64) -> io::Result<()> {
@@ -21,6 +25,10 @@ fn take(counter: &AtomicU64) -> io::Result<()> {
 
 impl Faults {
     pub(super) fn check_write(&self) -> io::Result<()> {
+        let delay = self.write_delay_millis.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
         take(&self.failing_writes)
     }
     pub(super) fn check_remove(&self) -> io::Result<()> {

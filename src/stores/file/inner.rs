@@ -38,6 +38,8 @@ enum Current {
     Absent,
     Live {
         version: u64,
+        /// Its expiry: a write that relies on it being live must land before then.
+        expires_at: i64,
     },
     /// The file cannot be decoded.
     Corrupt(Error),
@@ -108,6 +110,7 @@ impl Inner {
             Probe::Cached(entry) => (
                 Current::Live {
                     version: entry.version,
+                    expires_at: entry.expires_at,
                 },
                 entry.owner,
             ),
@@ -119,6 +122,7 @@ impl Inner {
             Probe::Read(Some(Ok(stored))) => (
                 Current::Live {
                     version: stored.version,
+                    expires_at: stored.expires_at,
                 },
                 stored.owner,
             ),
@@ -185,21 +189,40 @@ impl Inner {
             return Ok(version);
         }
         let (current, previous) = Self::current_of(probe, now);
-        let version = match current {
-            Current::Live { version } => next_version(version),
-            // An absent session starts a new incarnation, and a corrupt file is repaired,
-            // at a fresh version.
-            Current::Absent | Current::Corrupt(_) => fresh_version(),
-        };
+        if let Current::Live {
+            version,
+            expires_at,
+        } = current
+        {
+            let landed = self.write(
+                "set",
+                id,
+                session.data(),
+                session.expires_at_millis(),
+                next_version(version),
+                session.owner(),
+                previous.as_ref(),
+                Some(expires_at),
+            )?;
+            if let Some(version) = landed {
+                return Ok(version);
+            }
+            // The session expired while this write was being made: it starts a new
+            // incarnation instead of counting on from the old one's version.
+        }
+        // An absent session starts a new incarnation, and a corrupt file is repaired, at a
+        // fresh version.
         self.write(
             "set",
             id,
             session.data(),
             session.expires_at_millis(),
-            version,
+            fresh_version(),
             session.owner(),
             previous.as_ref(),
+            None,
         )
+        .map(|landed| landed.unwrap_or(0))
     }
 
     /// Atomically replaces the file of `id`, then records the write in the cache. The caller
@@ -209,6 +232,13 @@ impl Inner {
     ///
     /// The owner's marker is made before the file is replaced, so the index never lacks a
     /// session that is on disk. A session without owner that had none costs nothing more.
+    ///
+    /// `live_until`: the expiry of the live session this write was decided on (a `touch`, a
+    /// compare-and-set, the next version of a `set`). The clock is read again after the new
+    /// content is written (and synced), just before it replaces the file: if that session
+    /// has expired meanwhile, nothing is replaced and this returns `None`, so a write never
+    /// brings back a session that an unlocked `get` already saw expired. Otherwise it
+    /// returns the version written.
     #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
@@ -219,7 +249,8 @@ impl Inner {
         version: u64,
         owner: Option<&Owner>,
         previous: Option<&Owner>,
-    ) -> Result<u64> {
+        live_until: Option<i64>,
+    ) -> Result<Option<u64>> {
         let content = encode(id, data, expires_at, version, owner)?;
         let io_err = |err: io::Error| Error::backend(op, Some(id), err);
         if let Some(owner) = owner {
@@ -255,6 +286,12 @@ impl Inner {
             .check_write()
             .map_err(io_err)
             .map_err(undo_marker)?;
+        if live_until.is_some_and(|until| now_millis() >= until) {
+            // Decided on a session that has expired since: the temporary file goes with
+            // `tmp`, and a marker just made for another owner with it.
+            let _ = undo_marker(Error::conflict(id, version));
+            return Ok(None);
+        }
         // On failure the temporary file is removed when `PersistError` drops it.
         tmp.persist(self.path(id))
             .map_err(|err| io_err(err.error))
@@ -283,7 +320,7 @@ impl Inner {
                 owner: owner.cloned(),
             },
         );
-        Ok(version)
+        Ok(Some(version))
     }
 
     /// Removes the file of `id`, then forgets its cache entry. Returns whether there was one.
@@ -375,7 +412,7 @@ impl Inner {
             // The file was just read under the lock: it already holds exactly this.
             self.skipped.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.write(
+            let landed = self.write(
                 "touch",
                 id,
                 &stored.data,
@@ -383,7 +420,10 @@ impl Inner {
                 stored.version,
                 stored.owner.as_ref(),
                 stored.owner.as_ref(),
+                Some(stored.expires_at),
             )?;
+            // `None`: the session expired while the new file was being made.
+            return Ok(landed.is_some());
         }
         Ok(true)
     }
@@ -407,6 +447,7 @@ impl Inner {
                 fresh_version(),
                 session.owner(),
                 previous.as_ref(),
+                None,
             )?;
         }
         Ok(true)
@@ -419,9 +460,15 @@ impl Inner {
         expected: u64,
     ) -> Result<u64> {
         let now = now_millis();
-        let (version, previous) = match self.current("set_if_version", id, now)? {
-            (Current::Live { version }, previous) => (version, previous),
-            (Current::Absent, previous) => (0, previous),
+        let (version, live_until, previous) = match self.current("set_if_version", id, now)? {
+            (
+                Current::Live {
+                    version,
+                    expires_at,
+                },
+                previous,
+            ) => (version, Some(expires_at), previous),
+            (Current::Absent, previous) => (0, None, previous),
             (Current::Corrupt(err), _) => return Err(err),
         };
         if version != expected {
@@ -441,6 +488,9 @@ impl Inner {
             next_version(expected),
             session.owner(),
             previous.as_ref(),
-        )
+            live_until,
+        )?
+        // `None`: the expected incarnation expired while the new file was being made.
+        .ok_or_else(|| Error::conflict(id, expected))
     }
 }

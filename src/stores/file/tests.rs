@@ -282,3 +282,72 @@ fn file_names_map_back_to_ids() {
     assert!(is_temp_file_name(OsStr::new(".tmp-abc.partial")));
     assert!(!is_temp_file_name(OsStr::new(".tmp-abc.json")));
 }
+
+/// A write decided on a live session whose new file takes longer to make than the session
+/// has left (a loaded disk, a durable store's sync) does not replace the file once the
+/// session has expired: an unlocked `get` that saw it expired never sees it live again. The
+/// touch says it found no session, the compare-and-set conflicts, and `set` starts a new
+/// incarnation instead of counting on from the expired one's version.
+#[test]
+fn a_write_slower_than_the_sessions_remaining_life_does_not_revive_it() {
+    rt().block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new(tmp.path()).await.unwrap();
+        let short = || {
+            let mut s = session("short");
+            s.set_expires_at_millis(now_millis() + 150);
+            s
+        };
+        let (touched, swapped, rewritten) = (
+            SessionId::generate(),
+            SessionId::generate(),
+            SessionId::generate(),
+        );
+        store.set(&touched, &short()).await.unwrap();
+        let v = store.set(&swapped, &short()).await.unwrap();
+        let old = store.set(&rewritten, &short()).await.unwrap();
+        store.inner.faults.write_delay_millis.store(300, SeqCst);
+
+        let watcher = {
+            let store = store.clone();
+            let id = touched.clone();
+            tokio::spawn(async move {
+                // Expired while the touch makes its new file: seen gone, then never back.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let mut seen = Vec::new();
+                for _ in 0..30 {
+                    seen.push(store.get(&id).await.unwrap().is_some());
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                seen
+            })
+        };
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        assert!(
+            !store.touch(&touched, later).await.unwrap(),
+            "touch revived it"
+        );
+        let seen = watcher.await.unwrap();
+        assert!(
+            seen.iter().all(|live| !live),
+            "get saw it live again: {seen:?}"
+        );
+        assert!(store.get(&touched).await.unwrap().is_none());
+
+        let err = store
+            .set_if_version(&swapped, &session("new"), v)
+            .await
+            .unwrap_err();
+        assert!(err.is_conflict(), "{err:?}");
+        assert!(store.get(&swapped).await.unwrap().is_none());
+
+        let version = store.set(&rewritten, &session("new")).await.unwrap();
+        assert_ne!(
+            version,
+            old + 1,
+            "set counted on from an expired incarnation"
+        );
+        let got = store.get(&rewritten).await.unwrap().unwrap();
+        assert_eq!(got.version(), version);
+    });
+}
