@@ -10,6 +10,8 @@ pub(super) struct Faults {
     /// Milliseconds each write sleeps after writing its temporary file, before replacing
     /// the session's file.
     pub(super) write_delay_millis: AtomicU64,
+    /// Milliseconds each removal sleeps first.
+    pub(super) remove_delay_millis: AtomicU64,
 }
 
 fn take(counter: &AtomicU64) -> io::Result<()> {
@@ -32,6 +34,10 @@ impl Faults {
         take(&self.failing_writes)
     }
     pub(super) fn check_remove(&self) -> io::Result<()> {
+        let delay = self.remove_delay_millis.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
         take(&self.failing_removes)
     }
 }

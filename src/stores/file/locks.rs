@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::fs::prepare_dir;
 use super::inner::Inner;
-use crate::error::{Error, Result};
+use super::stop;
+use crate::error::{Error, ErrorKind, Result};
 use crate::session::SessionId;
 
 /// The directory holding the lock files.
@@ -119,15 +120,45 @@ impl Inner {
         }
     }
 
-    /// Takes both locks of `id` from a blocking thread (for directory scans).
+    /// Takes both locks of `id` from a blocking thread (for the walks), waiting at most
+    /// `wait` and never past the current job's [stop](super::stop). Returns `None` if
+    /// another holder kept either lock that long (a write in progress, a stopped process),
+    /// so a walk can go on with its other entries; an error if the job must stop or a lock
+    /// file cannot be used.
     pub(super) fn lock_blocking(
         &self,
         op: &'static str,
         id: &SessionId,
-    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, File)> {
+        wait: Duration,
+    ) -> Result<Option<(tokio::sync::OwnedMutexGuard<()>, File)>> {
         let stripe = stripe_of(id);
-        let guard = self.stripe(stripe).blocking_lock_owned();
-        let file = self.flock(op, id, stripe, Instant::now() + self.operation_timeout)?;
-        Ok((guard, file))
+        let mut deadline = stop::deadline_after(wait);
+        if let Some(stop) = stop::current() {
+            deadline = deadline.min(stop.deadline());
+        }
+        // The in-process stripe, polled: an operation may hold it while its job waits for
+        // a blocking thread that this walk occupies, so waiting without a bound could wait
+        // forever.
+        let mut pause = Duration::from_micros(100);
+        let guard = loop {
+            stop::check(op, Some(id))?;
+            if let Ok(guard) = self.stripe(stripe).try_lock_owned() {
+                break guard;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        };
+        match self.flock(op, id, stripe, deadline) {
+            Ok(file) => Ok(Some((guard, file))),
+            Err(err) if err.kind() == ErrorKind::Timeout => {
+                stop::check(op, Some(id))?;
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
@@ -21,6 +21,7 @@ mod inner;
 mod locks;
 mod owners;
 mod scan;
+mod stop;
 pub(crate) mod url;
 
 #[cfg(feature = "cli")]
@@ -36,6 +37,7 @@ pub use cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES};
 
 use inner::Inner;
 use locks::stripe_of;
+use stop::Stop;
 
 /// A session store keeping one JSON file per session in a directory. See the
 /// [module docs](self).
@@ -200,30 +202,38 @@ impl FileStore {
     }
 
     /// Runs `f` on the blocking pool, holding the in-process and the cross-process lock of
-    /// `id`.
+    /// `id`. Once it holds both (its last wait), the job checks that its caller is still
+    /// there and within its deadline: a job that waited in the blocking pool's queue, or for
+    /// a lock, past either does nothing.
     async fn locked<T, F>(&self, op: &'static str, id: &SessionId, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Inner, &SessionId) -> Result<T> + Send + 'static,
     {
-        let deadline = Instant::now() + self.inner.operation_timeout;
+        let deadline = stop::deadline_after(self.inner.operation_timeout);
+        let (stop, abandon) = Stop::at(deadline);
         let locked = async {
+            let _abandon = abandon;
             let stripe = stripe_of(id);
             let guard = self.inner.stripe(stripe).lock_owned().await;
             let inner = Arc::clone(&self.inner);
             let owned = id.clone();
             blocking(op, Some(id), move || {
-                let id = owned;
-                let _guard = guard;
-                let _flock = inner.flock(op, &id, stripe, deadline)?;
-                f(&inner, &id)
+                stop.run(|| {
+                    let id = owned;
+                    let _guard = guard;
+                    let _flock = inner.flock(op, &id, stripe, deadline)?;
+                    stop::check(op, Some(&id))?;
+                    f(&inner, &id)
+                })
             })
             .await
         };
         within(self.inner.operation_timeout, op, Some(id), locked).await
     }
 
-    /// Runs `f` on the blocking pool, without locks.
+    /// Runs `f` on the blocking pool, without locks. The walks in `f` stop at their next
+    /// entry once the caller's deadline passes or the caller drops the operation.
     async fn unlocked<T, F>(&self, op: &'static str, id: Option<&SessionId>, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -240,7 +250,12 @@ impl FileStore {
                 .operation_timeout
                 .saturating_mul(SCAN_TIMEOUT_FACTOR),
         };
-        within(timeout, op, id, blocking(op, id, move || f(&inner))).await
+        let (stop, abandon) = Stop::at(stop::deadline_after(timeout));
+        let job = async {
+            let _abandon = abandon;
+            blocking(op, id, move || stop.run(|| f(&inner))).await
+        };
+        within(timeout, op, id, job).await
     }
 }
 

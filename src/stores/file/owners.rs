@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use super::codec::{Stored, owner_key};
 use super::fs::sync_dir;
 use super::inner::Inner;
+use super::scan::{SWEEP_LOCK_WAIT, lock_held};
+use super::stop;
 use crate::error::{Error, Result};
 use crate::session::{Owner, SessionId, now_millis};
 use crate::store::OwnedSession;
@@ -94,6 +96,7 @@ impl Inner {
             Err(err) => return Err(Error::backend(OP, None, err)),
         };
         for entry in owners {
+            stop::check(OP, None)?;
             let entry = entry.map_err(|err| Error::backend(OP, None, err))?;
             if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
@@ -102,8 +105,10 @@ impl Inner {
                 continue;
             };
             for id in self.marked(OP, &key)? {
-                let _locks = self.lock_blocking(OP, &id)?;
-                self.reclaim(OP, &key, &id)?;
+                // A marker whose session's locks are held stays; a stale marker is harmless.
+                if let Some(_locks) = self.lock_blocking(OP, &id, SWEEP_LOCK_WAIT)? {
+                    self.reclaim(OP, &key, &id)?;
+                }
             }
             let _ = fs::remove_dir(self.owner_dir(&key));
         }
@@ -158,12 +163,17 @@ impl Inner {
         let ids = self.marked(OP, &key)?;
         let mut sessions = Vec::with_capacity(ids.len());
         for id in ids {
+            stop::check(OP, None)?;
             let stored = match self.load(OP, &id)? {
                 Some(Ok(stored)) if stored.is_live_of(&key, now_millis()) => stored,
                 // Unreadable: not listed, and its marker stays.
                 Some(Err(_)) => continue,
                 _ => {
-                    let _locks = self.lock_blocking(OP, &id)?;
+                    // Its locks held by a write: that write left it live for this owner or
+                    // not; not listed either way is what a read just before it would say.
+                    let Some(_locks) = self.lock_blocking(OP, &id, SWEEP_LOCK_WAIT)? else {
+                        continue;
+                    };
                     match self.reclaim(OP, &key, &id)? {
                         // Rewritten for this owner since the read.
                         Some(stored) => stored,
@@ -187,15 +197,22 @@ impl Inner {
         const OP: &str = "destroy_owner";
         let key = owner_key(owner);
         let mut destroyed = 0;
+        let mut held = None;
         for id in self.marked(OP, &key)? {
+            stop::check(OP, None)?;
             if except == Some(&id) {
                 continue;
             }
-            let _locks = self.lock_blocking(OP, &id)?;
+            // A session whose locks another holder keeps for an operation timeout does not
+            // keep the others alive: they are ended, then this fails with that timeout.
+            let Some(_locks) = self.lock_blocking(OP, &id, self.operation_timeout)? else {
+                held.get_or_insert_with(|| lock_held(OP, &id));
+                continue;
+            };
             if self.reclaim(OP, &key, &id)?.is_some() && self.remove_owned(OP, &id, Some(owner))? {
                 destroyed += 1;
             }
         }
-        Ok(destroyed)
+        held.map_or(Ok(destroyed), Err)
     }
 }

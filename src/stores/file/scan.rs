@@ -8,9 +8,24 @@ use std::time::{Duration, SystemTime};
 
 use super::codec::{SUFFIX, Stored, id_of_file_name, is_temp_file_name};
 use super::inner::Inner;
+use super::stop;
 use crate::error::{Error, Result};
 use crate::session::{Session, SessionId, now_millis};
 use crate::store::{ScanCursor, ScanPage};
+
+/// How long `delete_expired` waits for the locks of one expired session before it leaves
+/// that session to the next sweep.
+pub(super) const SWEEP_LOCK_WAIT: Duration = Duration::from_millis(50);
+
+/// The error of a walk that could not take the locks of `id` within an operation timeout.
+pub(super) fn lock_held(op: &'static str, id: &SessionId) -> Error {
+    Error::Timeout {
+        operation: op,
+        id: Some(id.into()),
+        what: "the session's locks (held by another operation or process)",
+        source: None,
+    }
+}
 
 /// Temporary files untouched for this long are leftovers of a killed writer.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
@@ -25,6 +40,7 @@ impl Inner {
     ) -> Result<()> {
         let entries = fs::read_dir(&self.dir).map_err(|err| Error::backend(op, None, err))?;
         for entry in entries {
+            stop::check(op, None)?;
             let entry = entry.map_err(|err| Error::backend(op, None, err))?;
             match id_of_file_name(&entry.file_name()) {
                 Some(id) => f(self, id)?,
@@ -58,11 +74,19 @@ impl Inner {
         Ok(live)
     }
 
+    /// Removes every session, each under its id's locks. A session whose locks another
+    /// holder keeps for an operation timeout (a stopped process) does not stop the others:
+    /// the walk goes on, and then fails with that timeout.
     pub(super) fn clear(&self) -> Result<()> {
+        let mut held = None;
         self.walk(
             "clear",
             |inner, id| {
-                let _locks = inner.lock_blocking("clear", &id)?;
+                let Some(_locks) = inner.lock_blocking("clear", &id, inner.operation_timeout)?
+                else {
+                    held.get_or_insert_with(|| lock_held("clear", &id));
+                    return Ok(());
+                };
                 if let Some(stored) = inner.load_for_walk("clear", &id)? {
                     inner.remove_owned("clear", &id, stored.owner.as_ref())?;
                 }
@@ -70,7 +94,8 @@ impl Inner {
             },
             |_| {},
         )?;
-        self.clear_index()
+        self.clear_index()?;
+        held.map_or(Ok(()), Err)
     }
 
     /// One page of [`scan`](crate::store::SessionStore::scan): the live sessions among the
@@ -86,6 +111,7 @@ impl Inner {
         let mut more = false;
         let entries = fs::read_dir(&self.dir).map_err(|err| Error::backend(OP, None, err))?;
         for entry in entries {
+            stop::check(OP, None)?;
             let entry = entry.map_err(|err| Error::backend(OP, None, err))?;
             let name = entry.file_name();
             // Compared as text before any allocation: most entries of a large directory are
@@ -120,6 +146,7 @@ impl Inner {
         };
         let mut sessions = Vec::with_capacity(smallest.len());
         for id in smallest {
+            stop::check(OP, None)?;
             let stored = match self.load(OP, &id)? {
                 // Destroyed since the pass, or an empty file: no session.
                 None => continue,
@@ -147,8 +174,13 @@ impl Inner {
                 {
                     return Ok(());
                 }
-                // Re-check under the lock: the session may have been rewritten meanwhile.
-                let _locks = inner.lock_blocking("delete_expired", &id)?;
+                // Re-check under the lock: the session may have been rewritten meanwhile. One
+                // whose lock is held (a write in progress, a stopped process) is left for the
+                // next sweep; the others go on.
+                let Some(_locks) = inner.lock_blocking("delete_expired", &id, SWEEP_LOCK_WAIT)?
+                else {
+                    return Ok(());
+                };
                 if let Some(stored) = inner
                     .load_for_walk("delete_expired", &id)?
                     .filter(|s| s.is_expired_at(now_millis()))

@@ -351,3 +351,115 @@ fn a_write_slower_than_the_sessions_remaining_life_does_not_revive_it() {
         assert_eq!(got.version(), version);
     });
 }
+
+/// `n` ids on `n` different lock stripes.
+fn ids_on_distinct_stripes(n: usize) -> Vec<SessionId> {
+    let mut ids: Vec<SessionId> = Vec::new();
+    while ids.len() < n {
+        let id = SessionId::generate();
+        if ids.iter().all(|other| stripe_of(other) != stripe_of(&id)) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+/// `delete_expired` skips a session whose locks are held, in this process (an operation's
+/// stripe) or by another (a stopped process's `flock`), instead of waiting for it without a
+/// bound or failing the whole sweep: the others are removed and counted, and the held ones
+/// go in a later sweep.
+#[test]
+fn a_sweep_skips_sessions_whose_locks_are_held_and_counts_the_rest() {
+    rt().block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new(tmp.path()).await.unwrap();
+        let ids = ids_on_distinct_stripes(5);
+        for id in &ids {
+            let mut s = session("expiring");
+            s.set_expires_at_millis(now_millis() + 100);
+            store.set(id, &s).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let stripe = store.inner.stripe(stripe_of(&ids[0])).lock_owned().await;
+        let lock_file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(
+                store
+                    .inner
+                    .lock_dir
+                    .join(format!("{:03}.lock", stripe_of(&ids[1]))),
+            )
+            .unwrap();
+        lock_file.lock().unwrap();
+        let removed = tokio::time::timeout(Duration::from_secs(30), store.delete_expired())
+            .await
+            .expect("the sweep waited for a held lock without a bound")
+            .unwrap();
+        assert_eq!(removed, 3);
+        drop(stripe);
+        lock_file.unlock().unwrap();
+        assert_eq!(store.delete_expired().await.unwrap(), 2);
+    });
+}
+
+/// A locked operation whose job waited in the blocking pool's queue past its deadline (the
+/// caller already has its `Timeout`) does not write when it finally runs.
+#[test]
+fn a_job_dequeued_after_its_deadline_does_nothing() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::builder(tmp.path())
+            .operation_timeout(Duration::from_millis(200))
+            .open()
+            .await
+            .unwrap();
+        let id = SessionId::generate();
+        store.set(&id, &session("old")).await.unwrap();
+        // The one blocking thread is busy for 600 ms.
+        let busy = tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(600)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let err = store.set(&id, &session("late")).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Timeout, "{err:?}");
+        busy.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(got.get::<String>("value").unwrap().as_deref(), Some("old"));
+    });
+}
+
+/// A walk whose caller dropped it (here: a `clear` given up after 100 ms) stops at its next
+/// entry instead of going on over the whole directory on the blocking pool.
+#[test]
+fn an_abandoned_walk_stops() {
+    rt().block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new(tmp.path()).await.unwrap();
+        for _ in 0..100 {
+            store
+                .set(&SessionId::generate(), &session("kept"))
+                .await
+                .unwrap();
+        }
+        store.inner.faults.remove_delay_millis.store(20, SeqCst);
+        let gave_up = tokio::time::timeout(Duration::from_millis(100), store.clear()).await;
+        assert!(
+            gave_up.is_err(),
+            "clear of 100 slow removals finished in 100 ms"
+        );
+        // Long enough for the whole walk (2 s) had it gone on.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        store.inner.faults.remove_delay_millis.store(0, SeqCst);
+        let left = store.len().await.unwrap();
+        assert!(
+            left >= 80,
+            "the abandoned clear went on: {left} of 100 left"
+        );
+    });
+}
