@@ -26,7 +26,17 @@
 //!   copied;
 //! - a `destroy` that lands between the copy and the removal is not undone: the mover sees
 //!   the old session gone and removes its copy, with a compare-and-set on the copy's version,
-//!   so a write made since is never removed.
+//!   so a write made since is never removed;
+//! - a move is not cancelled with the operation that started it: under a tokio runtime it
+//!   runs as a task of its own, so a caller that gives up (a deadline, a client that went
+//!   away) between the copy and the removal does not leave a copy that a `destroy` which
+//!   already returned `Ok` missed, nor two copies, of which an expiring write would delete
+//!   only the new one and the next read move the old one back;
+//! - when the removal from the old store fails with anything but a conflict (a timeout, an
+//!   outage), the mover cannot tell whether a `destroy` removed the old session, so it
+//!   removes its copy too: the session stays in the old store (to be moved by a later read)
+//!   or, if the removal did land before failing, is gone. A session lost that way is the
+//!   price of never reviving one that a logout ended.
 //!
 //! `len` counts the new store's sessions and those of the old store that are not in the new
 //! one: when the old store can [`scan`](Capabilities::scan), it reads the old store's pages
@@ -37,6 +47,7 @@
 //! fails with a conflict (re-read and retry, as after any concurrent write).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -47,16 +58,29 @@ use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStor
 
 /// A store that moves sessions from `old` to `new` as they are used. See the
 /// [module docs](self).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Migrating<Old, New> {
-    old: Old,
-    new: New,
+    // Shared with the moves in flight, which run as tasks of their own.
+    old: Arc<Old>,
+    new: Arc<New>,
+}
+
+impl<Old, New> Clone for Migrating<Old, New> {
+    fn clone(&self) -> Self {
+        Migrating {
+            old: Arc::clone(&self.old),
+            new: Arc::clone(&self.new),
+        }
+    }
 }
 
 impl<Old, New> Migrating<Old, New> {
     /// Reads from `new`, then `old`; writes to `new`.
     pub fn new(old: Old, new: New) -> Self {
-        Migrating { old, new }
+        Migrating {
+            old: Arc::new(old),
+            new: Arc::new(new),
+        }
     }
 
     /// The store sessions are moved from.
@@ -70,7 +94,7 @@ impl<Old, New> Migrating<Old, New> {
     }
 }
 
-impl<Old: SessionStore, New: SessionStore> Migrating<Old, New> {
+impl<Old: SessionStore + 'static, New: SessionStore + 'static> Migrating<Old, New> {
     /// The live session under `id`: from the new store, or moved there from the old one.
     async fn current(&self, id: &SessionId) -> Result<Option<Session>> {
         if let Some(session) = self.new.get(id).await? {
@@ -80,46 +104,68 @@ impl<Old: SessionStore, New: SessionStore> Migrating<Old, New> {
     }
 
     /// Moves `id` from the old store to the new one, if it is in the old one; the session as
-    /// the new store holds it afterwards.
+    /// the new store holds it afterwards. Under a tokio runtime the move runs as a task of
+    /// its own, which dropping this future does not cancel (see the [module docs](self)).
     async fn move_from_old(&self, id: &SessionId) -> Result<Option<Session>> {
-        let Some(old) = self.old.get(id).await? else {
-            // Not in the old store (any more): another caller may have moved it since the new
-            // store was read, so the new store answers.
-            return self.new.get(id).await;
-        };
-        let copied = match self.new.set_if_version(id, &old, 0).await {
-            Ok(version) => version,
-            // Written or moved there meanwhile: that one wins. The old copy is left to the
-            // caller that moved it (removing it here would make that mover undo its copy).
-            Err(err) if err.is_conflict() => return self.new.get(id).await,
-            Err(err) => return Err(err),
-        };
-        if copied == 0 {
-            // It expired on the way.
-            self.old.destroy(id).await?;
-            return Ok(None);
+        let (old, new) = (Arc::clone(&self.old), Arc::clone(&self.new));
+        let owned = id.clone();
+        let moving = async move { move_session(&*old, &*new, &owned).await };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn(moving)
+                .await
+                .unwrap_or_else(|join| Err(Error::backend("get", Some(id), join))),
+            // Not on a tokio runtime: the move runs in this future.
+            Err(_) => moving.await,
         }
-        match self
-            .old
-            .set_if_version(id, &Session::tombstone(), old.version())
-            .await
-        {
-            Ok(_) => Ok(Some(old.with_version(copied))),
-            Err(err) if err.is_conflict() => {
-                // Destroyed (or changed) in the old store since it was read: undo the copy,
-                // unless someone has written the new store since.
-                match self
-                    .new
-                    .set_if_version(id, &Session::tombstone(), copied)
-                    .await
-                {
-                    Ok(_) => Ok(None),
-                    Err(err) if err.is_conflict() => self.new.get(id).await,
-                    Err(err) => Err(err),
-                }
-            }
-            Err(err) => Err(err),
-        }
+    }
+}
+
+/// The move of [`Migrating::move_from_old`].
+async fn move_session<Old: SessionStore, New: SessionStore>(
+    old_store: &Old,
+    new_store: &New,
+    id: &SessionId,
+) -> Result<Option<Session>> {
+    let Some(old) = old_store.get(id).await? else {
+        // Not in the old store (any more): another caller may have moved it since the new
+        // store was read, so the new store answers.
+        return new_store.get(id).await;
+    };
+    let copied = match new_store.set_if_version(id, &old, 0).await {
+        Ok(version) => version,
+        // Written or moved there meanwhile: that one wins. The old copy is left to the
+        // caller that moved it (removing it here would make that mover undo its copy).
+        Err(err) if err.is_conflict() => return new_store.get(id).await,
+        Err(err) => return Err(err),
+    };
+    if copied == 0 {
+        // It expired on the way.
+        old_store.destroy(id).await?;
+        return Ok(None);
+    }
+    let removed = old_store
+        .set_if_version(id, &Session::tombstone(), old.version())
+        .await;
+    let failure = match removed {
+        Ok(_) => return Ok(Some(old.with_version(copied))),
+        // Destroyed (or changed) in the old store since it was read.
+        Err(err) if err.is_conflict() => None,
+        // Not known whether a `destroy` removed it: the copy goes all the same.
+        Err(err) => Some(err),
+    };
+    // Undo the copy, unless someone has written the new store since.
+    let undone = match new_store
+        .set_if_version(id, &Session::tombstone(), copied)
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(err) if err.is_conflict() => new_store.get(id).await,
+        Err(err) => Err(err),
+    };
+    match failure {
+        Some(err) => Err(err),
+        None => undone,
     }
 }
 
@@ -132,7 +178,9 @@ const NEW_TAG: &str = "mig-new:";
 
 #[deny(clippy::missing_trait_methods)]
 #[async_trait]
-impl<Old: SessionStore, New: SessionStore> SessionStore for Migrating<Old, New> {
+impl<Old: SessionStore + 'static, New: SessionStore + 'static> SessionStore
+    for Migrating<Old, New>
+{
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
         self.current(id).await
     }

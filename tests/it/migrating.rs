@@ -232,3 +232,148 @@ async fn files_to_sqlite_keep_the_contract() {
     .unwrap();
     drop(dirs);
 }
+
+/// What [`Gated`] does to the `set_if_version` calls of a move.
+#[derive(Clone, Copy, PartialEq)]
+enum Gate {
+    /// The copy into the new store (`expected` 0) waits for `release` before it is made,
+    /// then for `resume` after it landed.
+    HoldCopy,
+    /// The removal from the old store (a tombstone over a live version) fails with a
+    /// transient timeout, without doing anything.
+    FailRemoval,
+}
+
+/// A memory store whose moves can be held or failed at chosen points.
+struct Gated {
+    inner: MemoryStore,
+    gate: Gate,
+    copy_started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    copied: tokio::sync::Notify,
+    resume: tokio::sync::Notify,
+}
+
+impl Gated {
+    fn new(gate: Gate) -> Arc<Gated> {
+        Arc::new(Gated {
+            inner: MemoryStore::new(1_000),
+            gate,
+            copy_started: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+            copied: tokio::sync::Notify::new(),
+            resume: tokio::sync::Notify::new(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for Gated {
+    async fn get(&self, id: &SessionId) -> session_stores::Result<Option<Session>> {
+        self.inner.get(id).await
+    }
+    async fn set(&self, id: &SessionId, session: &Session) -> session_stores::Result<u64> {
+        self.inner.set(id, session).await
+    }
+    async fn destroy(&self, id: &SessionId) -> session_stores::Result<()> {
+        self.inner.destroy(id).await
+    }
+    async fn touch(&self, id: &SessionId, at: SystemTime) -> session_stores::Result<bool> {
+        self.inner.touch(id, at).await
+    }
+    async fn create(&self, id: &SessionId, session: &Session) -> session_stores::Result<bool> {
+        self.inner.create(id, session).await
+    }
+    async fn set_if_version(
+        &self,
+        id: &SessionId,
+        session: &Session,
+        expected: u64,
+    ) -> session_stores::Result<u64> {
+        match self.gate {
+            Gate::HoldCopy if expected == 0 => {
+                self.copy_started.notify_one();
+                self.release.notified().await;
+                let copied = self.inner.set_if_version(id, session, 0).await;
+                self.copied.notify_one();
+                self.resume.notified().await;
+                copied
+            }
+            Gate::FailRemoval if expected != 0 && session.is_expired() => {
+                Err(session_stores::Error::Timeout {
+                    operation: "set_if_version",
+                    id: Some(id.hint()),
+                    what: "an injected timeout",
+                    source: None,
+                })
+            }
+            _ => self.inner.set_if_version(id, session, expected).await,
+        }
+    }
+    async fn len(&self) -> session_stores::Result<u64> {
+        self.inner.len().await
+    }
+    async fn clear(&self) -> session_stores::Result<()> {
+        self.inner.clear().await
+    }
+    async fn delete_expired(&self) -> session_stores::Result<u64> {
+        self.inner.delete_expired().await
+    }
+}
+
+/// A move whose caller gives up after the copy, while a logout ran between the move's read
+/// and its copy: the logout returned `Ok`, so the session must stay gone. (The caller's
+/// future is dropped at the worst point: the copy has landed, the undo has not run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_dropped_after_its_copy_never_outlives_a_logout() {
+    let old = Arc::new(MemoryStore::new(1_000));
+    let new = Gated::new(Gate::HoldCopy);
+    let both = Arc::new(Migrating::new(Arc::clone(&old), Arc::clone(&new)));
+    let id = SessionId::generate();
+    old.set(&id, &session(1)).await.unwrap();
+    let reader = {
+        let (both, id) = (Arc::clone(&both), id.clone());
+        tokio::spawn(async move { both.get(&id).await })
+    };
+    new.copy_started.notified().await;
+    // The logout: both stores, while the move holds the session it read.
+    both.destroy(&id).await.unwrap();
+    new.release.notify_one();
+    new.copied.notified().await;
+    // The caller goes away (a deadline, a client disconnect) with the copy in place.
+    reader.abort();
+    let _ = reader.await;
+    new.resume.notify_one();
+    let mut still_there = true;
+    for _ in 0..100 {
+        still_there = new.inner.get(&id).await.unwrap().is_some();
+        if !still_there {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !still_there,
+        "the logged-out session lives on in the new store"
+    );
+    assert!(both.get(&id).await.unwrap().is_none());
+    assert!(old.get(&id).await.unwrap().is_none());
+}
+
+/// A move whose removal from the old store fails with a timeout (not a conflict) removes
+/// its copy: the session is then in the old store only, once, and a later read moves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_removal_fails_leaves_one_copy() {
+    let old = Gated::new(Gate::FailRemoval);
+    let new = Arc::new(MemoryStore::new(1_000));
+    let both = Migrating::new(Arc::clone(&old), Arc::clone(&new));
+    let id = SessionId::generate();
+    old.inner.set(&id, &session(1)).await.unwrap();
+    let err = both.get(&id).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(new.get(&id).await.unwrap().is_none(), "the copy stayed");
+    assert!(old.inner.get(&id).await.unwrap().is_some());
+    // A logout now ends it for good.
+    both.destroy(&id).await.unwrap();
+    assert!(both.get(&id).await.unwrap().is_none());
+}
