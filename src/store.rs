@@ -98,6 +98,15 @@ use crate::session::{Owner, Session, SessionId, from_millis};
 /// and leave the last write whole; a `touch` racing a `destroy` never brings the session
 /// back; a `create` racing a `destroy` returns `true` only if it stored its session.
 ///
+/// **Operations whose callers give up.** A write whose caller saw an error (a timeout, an
+/// outage) or dropped its future midway may or may not have happened: no networked store
+/// can promise more. But if it lands, it lands as judged at the moment it lands: its expiry
+/// and version decisions are made after its last wait (under the lock, the row lock or the
+/// script, or bounded so that it cannot outlive its deadline), so a late write never revives
+/// a destroyed or expired session, never writes over a newer incarnation, never loses the
+/// session it was changing, and a dropped `create` never lands over the session of a
+/// `create` that returned `true`.
+///
 /// **Data limits.** Data nested more than [`MAX_NESTING`](crate::MAX_NESTING) levels deep
 /// is refused by every write with [`Error::Encode`] naming the session,
 /// before anything is written (see [`check_nesting`](crate::check_nesting)), so that no store

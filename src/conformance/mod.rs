@@ -225,6 +225,7 @@ macro_rules! __for_each_check {
             a_listing_follows_expiries_moved_by_touch_and_writes,
             look_alike_owners_are_different_owners,
             a_saved_cursor_resumes_exactly_after_other_scans_and_writes,
+            operations_dropped_midway_never_revive_duplicate_or_lose,
         }
     };
 }

@@ -49,6 +49,7 @@ pub(super) fn chain(err: &Error) -> String {
 // The checks, by theme. Declared after the macros above so that they can use them.
 mod basics;
 mod boundaries;
+mod cancellation;
 mod compare_and_set;
 mod contention;
 mod create;
@@ -66,6 +67,7 @@ mod whole_store;
 
 pub(super) use basics::*;
 pub(super) use boundaries::*;
+pub(super) use cancellation::*;
 pub(super) use compare_and_set::*;
 pub(super) use contention::*;
 pub(super) use create::*;

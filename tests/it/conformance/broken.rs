@@ -98,6 +98,21 @@ enum Defect {
     DestroyOwnerByPattern,
     CursorIsAOneShotToken,
     CursorIsTheLastScansPosition,
+    // Operations whose callers give up.
+    DroppedTouchLandsLate,
+    DroppedCreateLandsLate,
+    DroppedCompareAndSetLosesTheSession,
+}
+
+/// Runs `write` on the map 30 ms from now in a task of its own, and waits for it: a caller
+/// that gives up meanwhile does not stop it (the defects of work that outlives its caller,
+/// decided before its wait).
+async fn lands_later(map: Arc<Mutex<Map>>, write: impl FnOnce(&mut Map) + Send + 'static) {
+    let _ = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        write(&mut map.lock().unwrap());
+    })
+    .await;
 }
 
 type Map = HashMap<(u64, SessionId), Session>;
@@ -428,6 +443,19 @@ impl SessionStore for Faulty {
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
         let now = now_millis();
+        if self.is(Defect::DroppedTouchLandsLate) {
+            // Decided now, written back later by a task its caller cannot stop.
+            let Some(mut session) = self.get(id).await? else {
+                return Ok(false);
+            };
+            session.set_expires_at(expires_at);
+            let key = self.key(id);
+            lands_later(Arc::clone(&self.map), move |map| {
+                map.insert(key, session);
+            })
+            .await;
+            return Ok(true);
+        }
         if self.is(Defect::TouchRewritesData) {
             // Read, change, write back: a rewrite that advances the version.
             let Some(mut session) = self.get(id).await? else {
@@ -492,6 +520,22 @@ impl SessionStore for Faulty {
             }
             return Err(err);
         }
+        if self.is(Defect::DroppedCreateLandsLate) {
+            // "Absent" decided now, the session stored later by a task its caller cannot
+            // stop, over whatever is there by then.
+            if self
+                .live_for_write(&self.map.lock().unwrap(), id, now)
+                .is_some()
+            {
+                return Ok(false);
+            }
+            let (key, stored) = (self.key(id), session.clone().with_version(self.fresh()));
+            lands_later(Arc::clone(&self.map), move |map| {
+                map.insert(key, stored);
+            })
+            .await;
+            return Ok(true);
+        }
         if self.is(Defect::NonAtomicCreate) {
             // Check, let other tasks run, then insert: the classic race.
             if self
@@ -544,6 +588,18 @@ impl SessionStore for Faulty {
                 self.map.lock().unwrap().remove(&self.key(id));
             }
             return Err(err);
+        }
+        if self.is(Defect::DroppedCompareAndSetLosesTheSession) {
+            // Remove, let other tasks run, then write: a caller that gives up in between
+            // leaves nothing.
+            let live = self.live_for_write(&self.map.lock().unwrap(), id, now);
+            if live.unwrap_or(0) != expected {
+                return Err(Error::conflict(id, expected));
+            }
+            self.map.lock().unwrap().remove(&self.key(id));
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            let next = self.next(live, session);
+            return Ok(self.put(&mut self.map.lock().unwrap(), id, session, next, now));
         }
         if self.is(Defect::NonAtomicSetIfVersion) {
             // Compare, let other tasks run, then write: a destroy in between is undone.
@@ -1009,4 +1065,10 @@ caught! {
         "a_saved_cursor_resumes_exactly_after_other_scans_and_writes"];
     catches_a_cursor_that_is_the_last_scans_position: CursorIsTheLastScansPosition => [
         "a_saved_cursor_resumes_exactly_after_other_scans_and_writes"];
+    catches_a_dropped_touch_that_lands_later: DroppedTouchLandsLate => [
+        "operations_dropped_midway_never_revive_duplicate_or_lose"];
+    catches_a_dropped_create_that_lands_later: DroppedCreateLandsLate => [
+        "operations_dropped_midway_never_revive_duplicate_or_lose"];
+    catches_a_dropped_compare_and_set_that_loses_the_session: DroppedCompareAndSetLosesTheSession => [
+        "operations_dropped_midway_never_revive_duplicate_or_lose"];
 }
