@@ -14,12 +14,12 @@ use crate::session::{SessionId, next_version};
 use crate::store::SessionStore;
 
 /// Rounds of the check; each runs [`SCENARIOS_AT_ONCE`] scenarios at once, for load.
-const CANCEL_ROUNDS: usize = 10;
+const CANCEL_ROUNDS: usize = 6;
 const SCENARIOS_AT_ONCE: usize = 8;
 
 /// How long after a dropped operation the check waits for work that the store may still be
 /// doing for it (on a server, in a thread pool, in a task of its own) to land.
-const SETTLE_MS: u64 = 150;
+const SETTLE_MS: u64 = 100;
 
 /// When the operations are dropped: at their first await point (0), and after growing
 /// delays, so that over the rounds they are dropped before, during and after their I/O.
