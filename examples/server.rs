@@ -53,6 +53,12 @@ struct Login {
     user: String,
 }
 
+/// The device a "Sign out" button on the sessions page ends: its token, never its id.
+#[derive(Deserialize)]
+struct Device {
+    device: String,
+}
+
 /// A handler error: logged on the server, a bare 500 for the browser.
 struct Failure(String);
 
@@ -150,23 +156,61 @@ async fn sessions_page(State(app): State<AppState>, session: Session) -> Result<
                 .to_string()
         };
         let current = this_device.as_deref() == Some(text("device").as_str());
+        // The button names the device by its token: a session id in a page would be a
+        // credential one script could steal.
+        let action = if current {
+            "<b>(this device)</b>".to_string()
+        } else {
+            format!(
+                "<form method=post action=/end-device><input type=hidden name=device \
+                 value=\"{}\"><button>Sign out</button></form>",
+                escape(&text("device"))
+            )
+        };
         rows.push_str(&format!(
-            "<tr><td>{}{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{action}</td></tr>",
             escape(&text("agent")),
-            if current { " <b>(this device)</b>" } else { "" },
             offset_date_time_of(entry.expires_at_millis)
         ));
     }
     Ok(Html(format!(
         "<!doctype html><title>Your sessions</title>\
          <h1>{} session(s) of {}</h1>\
-         <table><tr><th>Device</th><th>Expires (UTC)</th></tr>{rows}</table>\
+         <table><tr><th>Device</th><th>Expires (UTC)</th><th></th></tr>{rows}</table>\
          <form method=post action=/logout-others><button>Log out everywhere else</button></form>\
          <p><a href=/>Back</a></p>",
         listed.len(),
         escape(&user)
     ))
     .into_response())
+}
+
+/// Ends one other session of the logged-in user, found in the listing by its device token:
+/// `destroy` of the id the listing gives ends exactly that session, also when the store
+/// keeps sessions under hashed ids (the listing then gives an id that only `destroy`
+/// accepts).
+async fn end_device(
+    State(app): State<AppState>,
+    session: Session,
+    Form(form): Form<Device>,
+) -> Result<Redirect, Failure> {
+    if let Some(user) = session.get::<String>(OWNER_KEY).await? {
+        let owner = Owner::new(user)?;
+        let listed = app.store.inner().sessions_of(&owner, true).await?;
+        let device = |data: Option<&serde_json::Map<String, serde_json::Value>>| {
+            data.and_then(|d| d.get("device"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let this_device = session.get::<String>("device").await?;
+        for entry in listed {
+            let of_entry = device(entry.data.as_ref());
+            if of_entry.as_deref() == Some(form.device.as_str()) && of_entry != this_device {
+                app.store.inner().destroy(&entry.id).await?;
+            }
+        }
+    }
+    Ok(Redirect::to("/sessions"))
 }
 
 /// Ends every other session of the logged-in user, keeping this one.
@@ -245,6 +289,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .route("/logout", post(logout))
         .route("/sessions", get(sessions_page))
         .route("/logout-others", post(logout_others))
+        .route("/end-device", post(end_device))
         .route("/store", get(store_page))
         .layer(sessions)
         .with_state(AppState {

@@ -144,6 +144,13 @@ use crate::session::{Owner, Session, SessionId, from_millis};
 ///   combining accent), or by a character some backend's pattern syntax takes as a wildcard
 ///   (`%`, `_`, `*`, `?`, `[`) are different owners, and never list or end each other's
 ///   sessions.
+/// - **A listed id ends that session**: the id `sessions_of` lists for a session, passed to
+///   `destroy` of the same store, ends exactly that session ("sign out this device"), and
+///   passed as `destroy_owner`'s `except` keeps exactly it. A store that declares
+///   [`lists_stored_ids`](Capabilities::lists_stored_ids) (it keeps sessions under other ids
+///   than its callers', as [`HashedIds`](crate::wrappers::hashed_ids::HashedIds) does) lists
+///   an id that no other operation accepts for that session: `get`, `touch` and
+///   `set_if_version` with it find nothing, so a listed id is never a cookie.
 /// - A listing follows each session's expiry: a session kept alive past its first expiry, by
 ///   `touch` or by a write, stays listed and is ended by `destroy_owner`; one whose expiry
 ///   was moved earlier stops being listed (and counted) once that has passed.
@@ -385,11 +392,12 @@ pub struct Capabilities {
     /// [`destroy_owner`](SessionStore::destroy_owner) work. See
     /// [owners](SessionStore#contract).
     pub owners: bool,
-    /// The ids [`sessions_of`](SessionStore::sessions_of) lists are the keys the store
-    /// keeps sessions under, not the ids its callers use: a wrapper that stores each session
-    /// under another id ([`HashedIds`](crate::wrappers::hashed_ids::HashedIds)) cannot turn
-    /// a stored key back into the caller's id. Such a listing still has one entry per
-    /// session, with its expiry, version and data; the suite compares it by those only.
+    /// The ids [`sessions_of`](SessionStore::sessions_of) lists are not the ids its callers
+    /// use: a wrapper that stores each session under another id
+    /// ([`HashedIds`](crate::wrappers::hashed_ids::HashedIds)) cannot turn a stored key back
+    /// into the caller's id, so it lists an id that only `destroy` (and `destroy_owner`'s
+    /// `except`) accepts for that session. Such a listing still has one entry per session,
+    /// with its expiry, version and data; the suite compares it by those only.
     pub lists_stored_ids: bool,
     /// [`scan`](SessionStore::scan) pages through the live sessions. See
     /// [scans](SessionStore#contract). The ids a scan returns are the stored ones when

@@ -226,6 +226,7 @@ macro_rules! __for_each_check {
             look_alike_owners_are_different_owners,
             a_saved_cursor_resumes_exactly_after_other_scans_and_writes,
             operations_dropped_midway_never_revive_duplicate_or_lose,
+            a_listed_id_ends_exactly_that_session,
         }
     };
 }

@@ -31,6 +31,15 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 ///   does not reveal ids; it only lets someone test guesses.
 /// - It does not hide session data: stack [`Encrypted`](crate::wrappers::encrypted::Encrypted)
 ///   for that, in either order.
+/// - [`sessions_of`](SessionStore::sessions_of) cannot give back the ids the owner's devices
+///   use (a hash cannot be turned back). It lists each session under a **listed id** instead:
+///   `ls.<stored id>.<tag>`, where the tag is a keyed MAC of the stored id (with a key
+///   derived from, not equal to, the id key). [`destroy`](SessionStore::destroy) of a listed
+///   id ends exactly that session ("sign out this device"), and
+///   [`destroy_owner`](SessionStore::destroy_owner) keeps the session whose listed id is its
+///   `except`. Every other operation hashes a listed id like any id, so it never finds that
+///   session: a listed id is not a cookie, and without the key nobody can make one from a
+///   stored id taken from a dump.
 ///
 /// ```
 /// # #[cfg(feature = "memory")]
@@ -55,22 +64,48 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 pub struct HashedIds<S> {
     inner: S,
     mac: HmacSha256,
+    /// Keyed with a key derived from the id key: tags the listed ids.
+    listed_mac: HmacSha256,
 }
+
+/// What a listed id starts with; no id that [`SessionId::generate`] makes contains a `.`.
+const LISTED_PREFIX: &str = "ls.";
+/// Bytes of the listed id's tag (128 bits, as 32 hexadecimal digits).
+const LISTED_TAG_BYTES: usize = 16;
+/// The HMAC message deriving the listed ids' tag key from the id key.
+const LISTED_KEY_LABEL: &[u8] = b"session-stores HashedIds listed-id tag key v1";
 
 impl<S> HashedIds<S> {
     /// Wraps `inner`, hashing ids with `key`.
     pub fn new(inner: S, key: &Key) -> Self {
         // A pre-keyed HMAC state: each id then costs a clone and two SHA-256 blocks.
-        let mac = match HmacSha256::new_from_slice(key.as_bytes()) {
+        let keyed = |bytes: &[u8]| match HmacSha256::new_from_slice(bytes) {
             Ok(mac) => mac,
             Err(_) => unreachable!("HMAC accepts keys of any length"),
         };
-        HashedIds { inner, mac }
+        let mac = keyed(key.as_bytes());
+        let mut derive = mac.clone();
+        derive.update(LISTED_KEY_LABEL);
+        let listed_mac = keyed(&derive.finalize().into_bytes());
+        HashedIds {
+            inner,
+            mac,
+            listed_mac,
+        }
     }
 
     /// The wrapped store.
     pub fn inner(&self) -> &S {
         &self.inner
+    }
+
+    /// The id [`sessions_of`](SessionStore::sessions_of) lists for session `id`: to find the
+    /// caller's own session in a listing.
+    pub fn listed_id_of(&self, id: &SessionId) -> SessionId {
+        match self.listed_id(&self.stored_id(id)) {
+            Ok(listed) => listed,
+            Err(_) => unreachable!("a listed id of a 64-digit stored id is 100 valid bytes"),
+        }
     }
 
     /// The id under which the wrapped store keeps session `id`: 64 lowercase hexadecimal
@@ -84,6 +119,41 @@ impl<S> HashedIds<S> {
             Ok(stored) => stored,
             Err(_) => unreachable!("64 hexadecimal digits are a valid session id"),
         }
+    }
+}
+
+impl<S> HashedIds<S> {
+    /// The id [`sessions_of`](SessionStore::sessions_of) lists for the session kept under
+    /// `stored`: `ls.<stored>.<tag>`.
+    fn listed_id(&self, stored: &SessionId) -> Result<SessionId> {
+        let tag = self.listed_tag(stored.as_str());
+        SessionId::new(format!("{LISTED_PREFIX}{}.{tag}", stored.as_str()))
+    }
+
+    fn listed_tag(&self, stored: &str) -> String {
+        let mut mac = self.listed_mac.clone();
+        mac.update(stored.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..LISTED_TAG_BYTES])
+    }
+
+    /// The stored id of a listed id this wrapper made (its tag checked in constant time), or
+    /// `None` for any other id.
+    fn stored_of_listed(&self, id: &SessionId) -> Option<SessionId> {
+        let rest = id.as_str().strip_prefix(LISTED_PREFIX)?;
+        let (stored, tag) = rest.rsplit_once('.')?;
+        let tag = hex::decode(tag).ok()?;
+        let mut mac = self.listed_mac.clone();
+        mac.update(stored.as_bytes());
+        mac.verify_truncated_left(&tag).ok()?;
+        (tag.len() == LISTED_TAG_BYTES)
+            .then(|| SessionId::new(stored).ok())
+            .flatten()
+    }
+
+    /// The stored id `destroy` and `destroy_owner` act on: a listed id's own, or the hash.
+    fn stored_for_destroy(&self, id: &SessionId) -> SessionId {
+        self.stored_of_listed(id)
+            .unwrap_or_else(|| self.stored_id(id))
     }
 }
 
@@ -110,8 +180,9 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
         let stored = self.stored_id(id);
         (self.inner.set(&stored, session).await).map_err(|e| e.for_session(id))
     }
+    /// Also ends the session a listed id (see [`HashedIds`]) names.
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        let stored = self.stored_id(id);
+        let stored = self.stored_for_destroy(id);
         self.inner
             .destroy(&stored)
             .await
@@ -147,14 +218,25 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
     async fn delete_expired(&self) -> Result<u64> {
         self.inner.delete_expired().await
     }
-    /// The owner's sessions, listed under their stored (hashed) ids: a hash cannot be turned
-    /// back into the id. Compare with [`stored_id`](Self::stored_id) to find the caller's
-    /// own session in the listing.
+    /// The owner's sessions, each under its listed id (`ls.<stored id>.<tag>`): a hash
+    /// cannot be turned back into the id. [`destroy`](SessionStore::destroy) of a listed id
+    /// ends that session; nothing else finds it by that id. To find the caller's own session
+    /// in the listing, compare with [`listed_id_of`](Self::listed_id_of).
     async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
-        self.inner.sessions_of(owner, with_data).await
+        let listed = self.inner.sessions_of(owner, with_data).await?;
+        // A stored id too long to list is not one of this wrapper's (those are 64 digits):
+        // no caller's id reaches it, so it is not the owner's through this store.
+        Ok(listed
+            .into_iter()
+            .filter_map(|mut entry| {
+                entry.id = self.listed_id(&entry.id).ok()?;
+                Some(entry)
+            })
+            .collect())
     }
+    /// `except` may be the caller's id or a listed id.
     async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
-        let except = except.map(|id| self.stored_id(id));
+        let except = except.map(|id| self.stored_for_destroy(id));
         self.inner.destroy_owner(owner, except.as_ref()).await
     }
     /// A scan of the inner store: the sessions under their stored (hashed) ids.
@@ -200,5 +282,54 @@ mod tests {
         assert_eq!(hashed.as_str().len(), 64);
         assert!(!hashed.as_str().contains(a.as_str()));
         assert!(!format!("{:?}", store(&key)).contains(&key.to_hex()));
+    }
+
+    #[test]
+    fn listed_ids_name_their_stored_id_only_with_the_key() {
+        let key = Key::generate().unwrap();
+        let wrapper = store(&key);
+        let id = SessionId::generate();
+        let listed = wrapper.listed_id_of(&id);
+        assert!(listed.as_str().starts_with(LISTED_PREFIX));
+        assert!(!listed.as_str().contains(id.as_str()));
+        assert_eq!(
+            wrapper.stored_of_listed(&listed),
+            Some(wrapper.stored_id(&id))
+        );
+        // What destroy acts on: the listed session for a listed id, the hash for any other.
+        assert_eq!(wrapper.stored_for_destroy(&listed), wrapper.stored_id(&id));
+        assert_eq!(wrapper.stored_for_destroy(&id), wrapper.stored_id(&id));
+        // Another key's listed id, a changed tag, a changed stored id, a cut tag: not listed
+        // ids of this wrapper (so destroy hashes them like cookies).
+        let other = store(&Key::generate().unwrap()).listed_id_of(&id);
+        let text = listed.as_str();
+        let flipped = {
+            let last = if text.ends_with('0') { '1' } else { '0' };
+            format!("{}{last}", &text[..text.len() - 1])
+        };
+        let stored = wrapper.stored_id(&id);
+        let other_stored = format!(
+            "{LISTED_PREFIX}{}{}",
+            if stored.as_str().starts_with('a') {
+                'b'
+            } else {
+                'a'
+            },
+            &text[LISTED_PREFIX.len() + 1..]
+        );
+        for forged in [
+            other.as_str(),
+            flipped.as_str(),
+            other_stored.as_str(),
+            &text[..text.len() - 2],
+            &format!("{LISTED_PREFIX}{}", stored.as_str()),
+        ] {
+            let forged = SessionId::new(forged).unwrap();
+            assert_eq!(wrapper.stored_of_listed(&forged), None, "{forged:?}");
+        }
+        // Generated ids never look like listed ids.
+        for _ in 0..1000 {
+            assert_eq!(wrapper.stored_of_listed(&SessionId::generate()), None);
+        }
     }
 }

@@ -17,6 +17,13 @@
 //! (the `session-stores migrate` command, or a [`scan`](SessionStore::scan) loop of
 //! `create`s) moves them; then the old store can go.
 //!
+//! # Moving to hashed ids
+//!
+//! To move sessions behind [`HashedIds`](crate::wrappers::hashed_ids::HashedIds), give the
+//! hashed store a namespace of its own (another table, directory or key prefix). Over one
+//! namespace, `Migrating::new(plain, HashedIds::new(same, &key))` would let the plain side
+//! read a stored (hashed) id taken from a dump as if it were a cookie, and move it.
+//!
 //! # Guarantees
 //!
 //! The wrapper keeps the whole [contract](SessionStore#contract) (it passes the conformance

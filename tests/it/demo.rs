@@ -40,8 +40,14 @@ impl Drop for Server {
 
 impl Server {
     fn start(url: &str) -> Server {
+        Server::start_with(url, &[])
+    }
+
+    /// Starts the server on `url` with `env` added to its environment.
+    fn start_with(url: &str, env: &[(&str, &str)]) -> Server {
         let port = support::free_port();
         let child = Command::new(server_binary())
+            .envs(env.iter().copied())
             .env("SESSION_STORE_URL", url)
             .env("PORT", port.to_string())
             .stdout(Stdio::null())
@@ -104,30 +110,89 @@ impl Server {
     }
 }
 
+/// The device token of the row of the sessions page whose device is `agent`.
+fn device_token(page: &str, agent: &str) -> String {
+    let row = page
+        .split("<tr>")
+        .find(|row| row.contains(agent))
+        .unwrap_or_else(|| panic!("no row for {agent}: {page}"));
+    let (_, rest) = row
+        .split_once("name=device value=\"")
+        .unwrap_or_else(|| panic!("no sign-out button for {agent}: {page}"));
+    rest.split('"').next().unwrap().to_string()
+}
+
 fn log_out_everywhere_else_on(url: &str) {
-    let server = Server::start(url);
-    let (mut first, mut second) = (None, None);
-    for jar in [&mut first, &mut second] {
+    your_sessions_page(Server::start(url), url);
+}
+
+/// One user logged in from three browsers: the first signs the third out from its sessions
+/// page, then logs out everywhere else.
+fn your_sessions_page(server: Server, url: &str) {
+    let mut jars = [None, None, None];
+    let mut agents = Vec::new();
+    for jar in &mut jars {
         assert_eq!(server.send(jar, "GET", "/", "").0, 200);
+        // The user agent the login request sends (see `send`).
+        agents.push(format!("jar-{}", &jar.as_deref().unwrap()[..4]));
         let (status, _) = server.send(jar, "POST", "/login", "user=ada");
         assert_eq!(status, 303, "login redirects");
         assert!(jar.is_some(), "a session cookie after login");
     }
-    let (status, page) = server.send(&mut first, "GET", "/sessions", "");
+    let [first, second, third] = &mut jars;
+    let (status, page) = server.send(first, "GET", "/sessions", "");
     assert_eq!(status, 200, "{url}: {page}");
-    assert!(page.contains("2 session(s) of ada"), "{url}: {page}");
+    assert!(page.contains("3 session(s) of ada"), "{url}: {page}");
     assert_eq!(page.matches("(this device)").count(), 1, "{url}: {page}");
-    let (status, _) = server.send(&mut first, "POST", "/logout-others", "");
+    assert_eq!(
+        page.matches("Sign out</button>").count(),
+        2,
+        "{url}: {page}"
+    );
+    // Sign out one device.
+    let token = device_token(&page, &agents[2]);
+    let (status, _) = server.send(first, "POST", "/end-device", &format!("device={token}"));
     assert_eq!(status, 303);
-    let (_, page) = server.send(&mut first, "GET", "/sessions", "");
+    let (_, page) = server.send(first, "GET", "/sessions", "");
+    assert!(page.contains("2 session(s) of ada"), "{url}: {page}");
+    assert!(!page.contains(&agents[2]), "{url}: {page}");
+    let (_, home) = server.send(third, "GET", "/", "");
+    assert!(
+        home.contains("Not logged in"),
+        "{url}: the signed-out browser is logged out: {home}"
+    );
+    let (_, home) = server.send(second, "GET", "/", "");
+    assert!(home.contains("Logged in as <b>ada</b>"), "{url}: {home}");
+    // Log out everywhere else.
+    let (status, _) = server.send(first, "POST", "/logout-others", "");
+    assert_eq!(status, 303);
+    let (_, page) = server.send(first, "GET", "/sessions", "");
     assert!(page.contains("1 session(s) of ada"), "{url}: {page}");
-    let (_, home) = server.send(&mut second, "GET", "/", "");
+    let (_, home) = server.send(second, "GET", "/", "");
     assert!(
         home.contains("Not logged in"),
         "{url}: the other browser is logged out: {home}"
     );
-    let (_, home) = server.send(&mut first, "GET", "/", "");
+    let (_, home) = server.send(first, "GET", "/", "");
     assert!(home.contains("Logged in as <b>ada</b>"), "{url}: {home}");
+}
+
+/// The same behind `HashedIds` (and `Encrypted`) from the URL: the listing holds ids only
+/// `destroy` accepts, and signing a device out still ends exactly it.
+#[cfg(all(feature = "hashed-ids", feature = "encryption", feature = "file"))]
+#[test]
+fn your_sessions_page_behind_hashed_ids_and_encryption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id_key, seal_key) = ("0f".repeat(32), "a5".repeat(32));
+    let url = format!(
+        "file://{}?hash_ids_key_env=DEMO_ID_KEY&encryption_keys_env=DEMO_SEAL_KEY",
+        dir.path().display()
+    );
+    let server = Server::start_with(
+        &url,
+        &[("DEMO_ID_KEY", &id_key), ("DEMO_SEAL_KEY", &seal_key)],
+    );
+    your_sessions_page(server, &url);
 }
 
 #[test]

@@ -955,3 +955,84 @@ pub(crate) async fn look_alike_owners_are_different_owners(factory: Factory) -> 
     }
     Ok(())
 }
+
+pub(crate) async fn a_listed_id_ends_exactly_that_session(factory: Factory) -> CheckResult {
+    let store = factory.boxed().await;
+    if !declared(&*store) {
+        return Ok(());
+    }
+    let ada = owner("ada");
+    let ids = write_devices(&*store, &ada, 3).await?;
+    let entries = call!("sessions_of", store.sessions_of(&ada, true).await);
+    let entry = |device: u64| {
+        entries
+            .iter()
+            .find(|entry| device_of(entry) == Some(device))
+            .ok_or_else(|| format!("sessions_of did not list device {device} of 3"))
+    };
+    let (first, second, third) = (entry(0)?, entry(1)?, entry(2)?);
+    if store.capabilities().lists_stored_ids {
+        // A listed id is not a cookie: nothing but destroy finds the session by it.
+        ensure!(
+            call!("get", store.get(&third.id).await).is_none(),
+            "get of an id sessions_of listed found a session: a listed id must not work as \
+             a cookie in a store that lists stored ids"
+        );
+        ensure!(
+            !call!(
+                "touch",
+                store.touch(&third.id, SystemTime::now() + HOUR).await
+            ),
+            "touch of an id sessions_of listed found a session"
+        );
+        match store
+            .set_if_version(&third.id, &device(&ada, 9), third.version)
+            .await
+        {
+            Err(err) if err.is_conflict() => {}
+            Ok(_) => return Err("set_if_version through an id sessions_of listed wrote".into()),
+            Err(err) => {
+                return Err(format!(
+                    "set_if_version through a listed id failed: {}",
+                    super::chain(&err)
+                ));
+            }
+        }
+        let kept = call!("get", store.get(&ids[2]).await)
+            .ok_or("a session was lost after operations on its listed id")?;
+        ensure!(
+            kept.version() == third.version && kept.data() == device(&ada, 2).data(),
+            "operations on a listed id changed the session it lists"
+        );
+    }
+    // Sign out one device.
+    call!("destroy", store.destroy(&second.id).await);
+    ensure!(
+        call!("get", store.get(&ids[1]).await).is_none(),
+        "destroy of the id sessions_of listed for a session left that session live"
+    );
+    for device in [0, 2] {
+        ensure!(
+            call!("get", store.get(&ids[device]).await).is_some(),
+            "destroy of one listed id ended device {device} too"
+        );
+    }
+    // Log out everywhere but the device a listing names.
+    let ended = call!(
+        "destroy_owner",
+        store.destroy_owner(&ada, Some(&first.id)).await
+    );
+    ensure!(
+        ended == 1,
+        "destroy_owner keeping a listed id ended {ended} sessions, not 1"
+    );
+    ensure!(
+        call!("get", store.get(&ids[0]).await).is_some(),
+        "destroy_owner ended the session whose listed id it was to keep"
+    );
+    ensure!(
+        call!("get", store.get(&ids[2]).await).is_none(),
+        "destroy_owner kept a session it was to end"
+    );
+    Ok(())
+}

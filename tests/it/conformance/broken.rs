@@ -102,6 +102,9 @@ enum Defect {
     DroppedTouchLandsLate,
     DroppedCreateLandsLate,
     DroppedCompareAndSetLosesTheSession,
+    // Listed ids.
+    ListedIdsDestroyNothing,
+    ListedIdsAreCookies,
 }
 
 /// Runs `write` on the map 30 ms from now in a task of its own, and waits for it: a caller
@@ -745,6 +748,12 @@ impl SessionStore for Faulty {
         if self.is(Defect::ListingCapsAt1000) {
             listed.truncate(1000);
         }
+        if self.is(Defect::ListedIdsDestroyNothing) {
+            // A stored form of each id that no operation takes back, `destroy` included.
+            for entry in &mut listed {
+                entry.id = SessionId::new(format!("stored.{}", entry.id.as_str())).unwrap();
+            }
+        }
         Ok(listed)
     }
 
@@ -846,7 +855,14 @@ impl SessionStore for Faulty {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_owners(true).with_scan(true)
+        // Both listed-id defects claim to list stored ids: one lists ids destroy ignores,
+        // the other lists the callers' own ids, which work as cookies.
+        let stored =
+            self.is(Defect::ListedIdsDestroyNothing) || self.is(Defect::ListedIdsAreCookies);
+        Capabilities::new()
+            .with_owners(true)
+            .with_scan(true)
+            .with_lists_stored_ids(stored)
     }
 }
 
@@ -1071,4 +1087,8 @@ caught! {
         "operations_dropped_midway_never_revive_duplicate_or_lose"];
     catches_a_dropped_compare_and_set_that_loses_the_session: DroppedCompareAndSetLosesTheSession => [
         "operations_dropped_midway_never_revive_duplicate_or_lose"];
+    catches_listed_ids_that_destroy_ignores: ListedIdsDestroyNothing => [
+        "a_listed_id_ends_exactly_that_session"];
+    catches_listed_ids_that_work_as_cookies: ListedIdsAreCookies => [
+        "a_listed_id_ends_exactly_that_session"];
 }
