@@ -119,21 +119,20 @@ pub async fn copy_stores(
 ) -> Result<(Arc<dyn SessionStore>, Arc<dyn SessionStore>)> {
     let (source, source_layers) = crate::connect::open(from).await?;
     let (target, target_layers) = crate::connect::open(to).await?;
-    let (source_layers, target_layers) =
-        match (source_layers.hash_key_hex(), target_layers.hash_key_hex()) {
-            (Some(a), Some(b)) if a == b => (
-                source_layers.without_hash_ids(),
-                target_layers.without_hash_ids(),
-            ),
-            (Some(_), _) => {
-                return Err(Error::config(
-                    "the source stores keyed hashes of its session ids (hash_ids_key_env), \
+    let (source_layers, target_layers) = match source_layers.hash_key_match(&target_layers) {
+        (true, true) => (
+            source_layers.without_hash_ids(),
+            target_layers.without_hash_ids(),
+        ),
+        (true, false) => {
+            return Err(Error::config(
+                "the source stores keyed hashes of its session ids (hash_ids_key_env), \
                      which cannot be turned back into ids: give the destination URL the same \
                      hash_ids_key_env key, so that the sessions are copied as they are stored",
-                ));
-            }
-            (None, _) => (source_layers, target_layers),
-        };
+            ));
+        }
+        (false, _) => (source_layers, target_layers),
+    };
     Ok((
         Arc::from(source_layers.wrap(source.into_dyn())),
         Arc::from(target_layers.wrap(target.into_dyn())),

@@ -209,6 +209,17 @@ impl Layers {
                 layers.set_encryption(var)?;
             }
         }
+        #[cfg(all(feature = "hashed-ids", feature = "encryption"))]
+        if let (Some(id_key), Some(ring)) = (&layers.hash_ids, &layers.encryption)
+            && ring.holds(id_key)
+        {
+            // One secret for two purposes: a leak of either use is a leak of both.
+            return Err(Error::config(format!(
+                "the key in `{HASH_IDS_OPTION}`'s variable is also in `{ENCRYPTION_OPTION}`'s \
+                 ring: give the id hashing and the encryption keys of their own \
+                 (Key::generate())"
+            )));
+        }
         Ok((url.without_wrappers(), layers))
     }
 
@@ -228,18 +239,21 @@ impl Layers {
         empty
     }
 
-    /// The `HashedIds` key the URL asks for, in hexadecimal (for comparing two URLs' keys).
+    /// Whether this URL asks for `HashedIds`, and whether `other` asks for it with the same
+    /// key (compared in constant time).
     #[cfg(all(feature = "hashed-ids", feature = "cli"))]
-    pub(crate) fn hash_key_hex(&self) -> Option<String> {
-        self.hash_ids
-            .as_ref()
-            .map(crate::wrappers::key::Key::to_hex)
+    pub(crate) fn hash_key_match(&self, other: &Layers) -> (bool, bool) {
+        match (&self.hash_ids, &other.hash_ids) {
+            (Some(mine), Some(theirs)) => (true, mine.same_as(theirs)),
+            (Some(_), None) => (true, false),
+            (None, _) => (false, false),
+        }
     }
 
     /// No `HashedIds` key: the URL asks for none, or this build cannot hash.
     #[cfg(all(not(feature = "hashed-ids"), feature = "cli"))]
-    pub(crate) fn hash_key_hex(&self) -> Option<String> {
-        None
+    pub(crate) fn hash_key_match(&self, _: &Layers) -> (bool, bool) {
+        (false, false)
     }
 
     /// Leaves `HashedIds` out of [`wrap`](Self::wrap).

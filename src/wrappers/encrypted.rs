@@ -64,7 +64,21 @@ impl std::error::Error for SealError {}
 
 struct RingKey {
     id: [u8; KEY_ID_LEN],
+    /// A labelled SHA-256 of the key, to tell whether a key is in the ring (compared in
+    /// constant time) without keeping the key itself.
+    digest: [u8; 32],
     cipher: XChaCha20Poly1305,
+}
+
+/// Domain separation for [`RingKey::digest`].
+const KEY_DIGEST_LABEL: &[u8] = b"session-stores key digest v1\0";
+
+fn key_digest(key: &Key) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(KEY_DIGEST_LABEL)
+        .chain_update(key.as_bytes())
+        .finalize()
+        .into()
 }
 
 /// The keys of an [`Encrypted`] store: the first seals, every one opens.
@@ -95,7 +109,11 @@ impl KeyRing {
                 let mut id = [0; KEY_ID_LEN];
                 id.copy_from_slice(&digest[..KEY_ID_LEN]);
                 let cipher = XChaCha20Poly1305::new(key.as_bytes().into());
-                RingKey { id, cipher }
+                RingKey {
+                    id,
+                    digest: key_digest(&key),
+                    cipher,
+                }
             })
             .collect();
         if keys.is_empty() {
@@ -108,6 +126,18 @@ impl KeyRing {
     /// digits each, the current key first. Errors name the variable, never its value.
     pub fn from_env(var: &str) -> Result<KeyRing> {
         KeyRing::new(keys_from_env(var)?)
+    }
+
+    /// Whether `key` is one of the ring's keys (compared in constant time).
+    pub fn holds(&self, key: &Key) -> bool {
+        use subtle::ConstantTimeEq;
+        let digest = key_digest(key);
+        self.keys
+            .iter()
+            .fold(subtle::Choice::from(0), |found, ring_key| {
+                found | ring_key.digest.ct_eq(&digest)
+            })
+            .into()
     }
 
     /// How many keys the ring holds.
@@ -572,5 +602,20 @@ mod tests {
         map.insert("deep".into(), value);
         let err = ring.seal(&SessionId::generate(), &map).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Encode);
+    }
+
+    #[test]
+    fn a_ring_tells_whether_it_holds_a_key() {
+        let (a, b, c) = (
+            Key::generate().unwrap(),
+            Key::generate().unwrap(),
+            Key::generate().unwrap(),
+        );
+        let both = ring(&[&a, &b]);
+        assert!(both.holds(&a));
+        assert!(both.holds(&b));
+        assert!(!both.holds(&c));
+        assert!(a.same_as(&a.clone()));
+        assert!(!a.same_as(&b));
     }
 }

@@ -15,6 +15,14 @@ use crate::wrappers::key::Key;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
+// The pre-keyed HMAC states are two SHA-256 states keyed with the key's inner and outer
+// pads; with the `zeroize` features of `hmac` and `sha2` each is wiped when dropped (and the
+// block buffer too). This fails to build if that stops being so.
+const _: fn() = || {
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    wiped_on_drop::<sha2::block_api::Sha256VarCore>();
+};
+
 /// A store that keeps each session under `HMAC-SHA-256(key, id)` instead of its id.
 ///
 /// A session id is a bearer credential: whoever holds it is logged in. Behind this wrapper

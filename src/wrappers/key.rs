@@ -83,6 +83,12 @@ impl Key {
     pub fn as_bytes(&self) -> &[u8; Key::LEN] {
         &self.0
     }
+
+    /// Whether `other` is the same key, compared in constant time.
+    pub fn same_as(&self, other: &Key) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.ct_eq(&other.0))
+    }
 }
 
 impl Drop for Key {

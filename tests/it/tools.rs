@@ -140,6 +140,34 @@ async fn migrate_between_hashed_and_encrypted_stores_keeps_every_id() {
     assert!(!out.status.success(), "{}", text(&out));
 }
 
+/// One key as both the id-hashing key and an encryption key is refused (a leak of either
+/// use would be a leak of both), by the command as by `connect`; a ring that does not hold
+/// the id key is accepted.
+#[test]
+fn one_key_for_hashing_and_encryption_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shared, other) = (Key::generate().unwrap(), Key::generate().unwrap());
+    let ring = format!("{},{}", other.to_hex(), shared.to_hex());
+    let env = [
+        ("SST_HASH_KEY", shared.to_hex()),
+        ("SST_RING_WITH_IT", ring),
+        ("SST_RING_WITHOUT_IT", other.to_hex()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let url = |ring: &str| {
+        format!(
+            "sqlite://{}?hash_ids_key_env=SST_HASH_KEY&encryption_keys_env={ring}",
+            dir.path().join("s.db").display()
+        )
+    };
+    let out = run(&["stats", &url("SST_RING_WITH_IT")], dir.path(), &env);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("give the id hashing"), "{}", text(&out));
+    assert!(!text(&out).contains(&shared.to_hex()), "{}", text(&out));
+    let out = run(&["stats", &url("SST_RING_WITHOUT_IT")], dir.path(), &env);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 /// `copy_sessions` itself refuses to hash ids twice.
 #[tokio::test]
 async fn copy_sessions_refuses_a_hashed_source_into_a_hashed_destination() {
