@@ -22,14 +22,33 @@ pub const SEALED_FIELD: &str = "sealed";
 
 /// The first byte of a sealed blob: the format. A later format gets a new number, and this
 /// version opens every format it knows.
+///
+/// - 1: bound to the session id only (what earlier releases wrote; still opened).
+/// - 2: also bound to the owner, the wrapper's context label and a latest expiry, which the
+///   header carries.
 const FORMAT_V1: u8 = 1;
+const FORMAT_V2: u8 = 2;
 const KEY_ID_LEN: usize = 4;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 /// Format byte, key id, nonce.
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
+/// Format 2's header: format 1's, then the latest expiry (milliseconds, big-endian `i64`).
+const HEADER_V2_LEN: usize = HEADER_LEN + 8;
 /// Domain separation for the associated data and the key ids.
 const AAD_LABEL: &[u8] = b"session-stores sealed session v1\0";
+const AAD_LABEL_V2: &[u8] = b"session-stores sealed session v2\0";
+
+/// What a sealed session is bound to, besides its key: a blob opens only where all of it is
+/// as it was sealed.
+#[derive(Clone, Copy)]
+struct Bound<'a> {
+    id: &'a SessionId,
+    /// The session's owner, as the wrapped store keeps it.
+    owner: Option<&'a Owner>,
+    /// The wrapper's context label ([`Encrypted::with_context`]).
+    context: &'a str,
+}
 const KEY_ID_LABEL: &[u8] = b"session-stores key id v1\0";
 
 /// Why a stored session could not be opened: the source of the [`Error::Decode`] that
@@ -44,8 +63,13 @@ pub enum SealError {
     /// the wrong ring).
     UnknownKey,
     /// It does not open with the key it names: the ciphertext was altered, truncated, or
-    /// copied from another session's id.
+    /// copied from another session's id; or (format 2) the session's owner was changed, or
+    /// it was sealed under another context label.
     Forged,
+    /// Its expiry is later than the latest one sealed with it (see
+    /// [`Encrypted::with_max_lifetime`]): someone with write access to the backend, but not
+    /// the keys, extended it.
+    ExpiryBeyondSeal,
 }
 
 impl fmt::Display for SealError {
@@ -54,7 +78,10 @@ impl fmt::Display for SealError {
             SealError::NotSealed => "the stored data is not a sealed session",
             SealError::UnknownKey => "the session was sealed with a key that is not in the key ring",
             SealError::Forged => {
-                "the sealed session does not authenticate (altered, truncated, or moved from another session id)"
+                "the sealed session does not authenticate (altered, truncated, moved from another session id, re-owned, or from another context)"
+            }
+            SealError::ExpiryBeyondSeal => {
+                "the session's expiry is later than the latest expiry sealed with it (changed outside this wrapper)"
             }
         })
     }
@@ -150,21 +177,33 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
-    /// Seals `data` for session `id` with the first key.
-    fn seal(&self, id: &SessionId, data: &Map<String, Value>) -> Result<Map<String, Value>> {
+    /// Seals `data` for `bound` with the first key (format 2), with `latest_expiry` (ms) in
+    /// the header.
+    fn seal(
+        &self,
+        bound: Bound<'_>,
+        latest_expiry: i64,
+        data: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        let id = bound.id;
         check_nesting(id, data)?;
         let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|err| Error::encode(id, err))?;
-        let mut blob = Vec::with_capacity(HEADER_LEN + 256 + TAG_LEN);
-        blob.push(FORMAT_V1);
+        let mut blob = Vec::with_capacity(HEADER_V2_LEN + 256 + TAG_LEN);
+        blob.push(FORMAT_V2);
         blob.extend_from_slice(&key.id);
         blob.extend_from_slice(&nonce);
+        blob.extend_from_slice(&latest_expiry.to_be_bytes());
         serde_json::to_writer(&mut blob, data).map_err(|err| Error::encode(id, err))?;
-        let aad = associated_data(id, &blob[..HEADER_LEN]);
+        let aad = associated_data(bound, &blob[..HEADER_V2_LEN]);
         let tag = key
             .cipher
-            .encrypt_inout_detached(&XNonce::from(nonce), &aad, (&mut blob[HEADER_LEN..]).into())
+            .encrypt_inout_detached(
+                &XNonce::from(nonce),
+                &aad,
+                (&mut blob[HEADER_V2_LEN..]).into(),
+            )
             .map_err(|_| Error::encode(id, "the session is too large to seal"))?;
         blob.extend_from_slice(&tag);
         let mut sealed = Map::with_capacity(1);
@@ -175,13 +214,16 @@ impl KeyRing {
         Ok(sealed)
     }
 
-    /// Opens what [`seal`](KeyRing::seal) made for session `id`; also returns the position
-    /// in the ring of the key that opened it.
+    /// Opens what [`seal`](KeyRing::seal) made for `bound`, whose stored expiry is
+    /// `expires_at` (ms); also returns the position in the ring of the key that opened it
+    /// and the blob's format.
     fn open(
         &self,
-        id: &SessionId,
+        bound: Bound<'_>,
+        expires_at: i64,
         sealed: &Map<String, Value>,
-    ) -> Result<(Map<String, Value>, usize)> {
+    ) -> Result<Opened> {
+        let id = bound.id;
         let fail = |why: SealError| Error::decode(id, why);
         let text = match (sealed.len(), sealed.get(SEALED_FIELD)) {
             (1, Some(Value::String(text))) => text,
@@ -190,16 +232,25 @@ impl KeyRing {
         let mut blob = URL_SAFE_NO_PAD
             .decode(text)
             .map_err(|_| fail(SealError::NotSealed))?;
-        if blob.len() < HEADER_LEN + TAG_LEN || blob[0] != FORMAT_V1 {
+        let header_len = match blob.first() {
+            Some(&FORMAT_V1) => HEADER_LEN,
+            Some(&FORMAT_V2) => HEADER_V2_LEN,
+            _ => return Err(fail(SealError::NotSealed)),
+        };
+        let format = blob[0];
+        if blob.len() < header_len + TAG_LEN {
             return Err(fail(SealError::NotSealed));
         }
-        let (header, rest) = blob.split_at_mut(HEADER_LEN);
+        let (header, rest) = blob.split_at_mut(header_len);
         let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
         let tag = Tag::try_from(&tag[..]).map_err(|_| fail(SealError::NotSealed))?;
         let key_id = &header[1..1 + KEY_ID_LEN];
-        let nonce =
-            XNonce::try_from(&header[1 + KEY_ID_LEN..]).map_err(|_| fail(SealError::NotSealed))?;
-        let aad = associated_data(id, header);
+        let nonce = XNonce::try_from(&header[1 + KEY_ID_LEN..HEADER_LEN])
+            .map_err(|_| fail(SealError::NotSealed))?;
+        let aad = match format {
+            FORMAT_V1 => associated_data_v1(id, header),
+            _ => associated_data(bound, header),
+        };
         let mut named = self
             .keys
             .iter()
@@ -218,22 +269,107 @@ impl KeyRing {
                 .decrypt_inout_detached(&nonce, &aad, (&mut plain[..]).into(), &tag)
                 .is_ok()
             {
+                let mut latest_expiry = None;
+                if format == FORMAT_V2 {
+                    let mut latest = [0u8; 8];
+                    latest.copy_from_slice(&header[HEADER_LEN..HEADER_V2_LEN]);
+                    let latest = i64::from_be_bytes(latest);
+                    if expires_at > latest {
+                        return Err(fail(SealError::ExpiryBeyondSeal));
+                    }
+                    latest_expiry = (latest != i64::MAX).then_some(latest);
+                }
                 let data = serde_json::from_slice::<Map<String, Value>>(&plain)
                     .map_err(|err| Error::decode(id, err))?;
-                return Ok((data, position));
+                return Ok(Opened {
+                    data,
+                    position,
+                    format,
+                    latest_expiry,
+                });
             }
         }
         Err(fail(SealError::Forged))
     }
 }
 
-/// The associated data: a label, the blob's header and the session id, so a blob opens only
-/// for the id it was sealed for.
-fn associated_data(id: &SessionId, header: &[u8]) -> Vec<u8> {
+#[cfg(test)]
+impl KeyRing {
+    /// [`seal`](KeyRing::seal) bound to `id` alone, with no latest expiry.
+    fn seal_for(&self, id: &SessionId, data: &Map<String, Value>) -> Result<Map<String, Value>> {
+        let bound = Bound {
+            id,
+            owner: None,
+            context: "",
+        };
+        self.seal(bound, i64::MAX, data)
+    }
+
+    /// [`open`](KeyRing::open) of what [`seal_for`](KeyRing::seal_for) made: the data and
+    /// the key's position.
+    fn open_for(
+        &self,
+        id: &SessionId,
+        sealed: &Map<String, Value>,
+    ) -> Result<(Map<String, Value>, usize)> {
+        let bound = Bound {
+            id,
+            owner: None,
+            context: "",
+        };
+        let opened = self.open(bound, 0, sealed)?;
+        Ok((opened.data, opened.position))
+    }
+}
+
+/// What [`KeyRing::open`] found.
+struct Opened {
+    data: Map<String, Value>,
+    /// The position in the ring of the key that opened it.
+    position: usize,
+    /// The blob's format.
+    format: u8,
+    /// The latest expiry sealed with it (format 2), `None` for none.
+    latest_expiry: Option<i64>,
+}
+
+/// Format 1's associated data: a label, the blob's header and the session id, so a blob
+/// opens only for the id it was sealed for.
+fn associated_data_v1(id: &SessionId, header: &[u8]) -> Vec<u8> {
     let mut aad = Vec::with_capacity(AAD_LABEL.len() + header.len() + id.as_str().len());
     aad.extend_from_slice(AAD_LABEL);
     aad.extend_from_slice(header);
     aad.extend_from_slice(id.as_str().as_bytes());
+    aad
+}
+
+/// Format 2's associated data: a label, the header (with the latest expiry), then the
+/// context label, the owner (or its absence) and the id, each but the last length-prefixed
+/// so that no two bindings give the same bytes.
+fn associated_data(bound: Bound<'_>, header: &[u8]) -> Vec<u8> {
+    let owner = bound.owner.map(Owner::as_str);
+    let mut aad = Vec::with_capacity(
+        AAD_LABEL_V2.len()
+            + header.len()
+            + 9
+            + bound.context.len()
+            + owner.map_or(0, str::len)
+            + bound.id.as_str().len(),
+    );
+    // Context labels and owners are far below 4 GiB (owners: at most 128 bytes).
+    aad.extend_from_slice(AAD_LABEL_V2);
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(&(bound.context.len() as u32).to_be_bytes());
+    aad.extend_from_slice(bound.context.as_bytes());
+    match owner {
+        None => aad.push(0),
+        Some(owner) => {
+            aad.push(1);
+            aad.extend_from_slice(&(owner.len() as u32).to_be_bytes());
+            aad.extend_from_slice(owner.as_bytes());
+        }
+    }
+    aad.extend_from_slice(bound.id.as_str().as_bytes());
     aad
 }
 
@@ -251,8 +387,19 @@ impl fmt::Debug for KeyRing {
 ///   the ciphertext and the tag. The expiry and the version stay in the clear, so expiry,
 ///   [`touch`](SessionStore::touch), [`len`](SessionStore::len),
 ///   [`delete_expired`](SessionStore::delete_expired) and compare-and-set work unchanged.
-/// - **Bound to the id**: the session id is authenticated with the data, so a ciphertext
-///   copied to another session's id does not open.
+/// - **Bound to the id, the owner and the store**: the session id, its
+///   [`Owner`](crate::Owner) (which stays readable, for the backend's owner index) and the
+///   wrapper's [context label](Encrypted::with_context) are authenticated with the data, so
+///   a ciphertext copied to another session's id or another application that shares the
+///   keys does not open, and a session a backend writer re-owned (so that `destroy_owner`
+///   would miss it) is a [`SealError::Forged`] decode error. With a
+///   [maximum lifetime](Encrypted::with_max_lifetime), the latest expiry is sealed too, and
+///   a session extended past it in the backend is [`SealError::ExpiryBeyondSeal`].
+/// - **Not bound: the version, and the past.** A backend writer can put back an older
+///   sealed value of the same session (a restored backup, a replayed row): it opens, as the
+///   data it held then. Keep what must never go back (a logout, a permission revoked, a
+///   counter) in your own database rather than in the session, and bound how old a value
+///   can be with [`with_max_lifetime`](Encrypted::with_max_lifetime).
 /// - **Failures**: a tampered or swapped ciphertext, a key that is not in the ring and data
 ///   that was never sealed are each an [`Error::Decode`] for that session, whose source is a
 ///   [`SealError`]. Nothing panics, and no error or `Debug` output contains a key.
@@ -284,6 +431,10 @@ impl fmt::Debug for KeyRing {
 pub struct Encrypted<S> {
     inner: S,
     ring: Arc<KeyRing>,
+    /// Bound into every seal: a blob sealed under another label does not open.
+    context: Arc<str>,
+    /// The longest a session may live past its last write, sealed with it.
+    max_lifetime: Option<std::time::Duration>,
 }
 
 impl<S: Clone> Clone for Encrypted<S> {
@@ -291,6 +442,8 @@ impl<S: Clone> Clone for Encrypted<S> {
         Encrypted {
             inner: self.inner.clone(),
             ring: Arc::clone(&self.ring),
+            context: Arc::clone(&self.context),
+            max_lifetime: self.max_lifetime,
         }
     }
 }
@@ -310,6 +463,50 @@ impl<S> Encrypted<S> {
         Encrypted {
             inner,
             ring: Arc::new(ring),
+            context: Arc::from(""),
+            max_lifetime: None,
+        }
+    }
+
+    /// Binds every session this wrapper seals to `label` (say, the application and the
+    /// store's purpose): a sealed session copied into another store or application that
+    /// shares the keys but not the label does not open there ([`SealError::Forged`]).
+    /// Sessions sealed under another label, or before this was set, become unreadable, so
+    /// choose it once. Default: the empty label.
+    pub fn with_context(mut self, label: impl Into<String>) -> Self {
+        self.context = Arc::from(label.into());
+        self
+    }
+
+    /// Seals with every write the latest expiry the session may reach: its expiry, or
+    /// `lifetime` after the write if that is later. A session whose stored expiry is later
+    /// than that (someone with write access to the backend, but not the keys, extended it)
+    /// is a [`Error::Decode`] with [`SealError::ExpiryBeyondSeal`], and this wrapper's
+    /// [`touch`](SessionStore::touch) moves an expiry no further than it (reading the
+    /// session first). Without it (the default) the expiry is not bound: a backend writer
+    /// can make a session live longer.
+    pub fn with_max_lifetime(mut self, lifetime: std::time::Duration) -> Self {
+        self.max_lifetime = Some(lifetime);
+        self
+    }
+
+    fn bound<'a>(&'a self, id: &'a SessionId, owner: Option<&'a Owner>) -> Bound<'a> {
+        Bound {
+            id,
+            owner,
+            context: &self.context,
+        }
+    }
+
+    /// The latest expiry sealed with `session` when written now.
+    fn latest_expiry(&self, session: &Session) -> i64 {
+        match self.max_lifetime {
+            None => i64::MAX,
+            Some(lifetime) => {
+                let cap = crate::session::now_millis()
+                    .saturating_add(i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX));
+                cap.max(session.expires_at_millis())
+            }
         }
     }
 
@@ -324,8 +521,12 @@ impl<S> Encrypted<S> {
     }
 
     fn sealed(&self, id: &SessionId, session: &Session) -> Result<Session> {
-        let data = self.ring.seal(id, session.data())?;
-        // The owner stays readable: the backend's owner index needs it.
+        let bound = self.bound(id, session.owner());
+        let data = self
+            .ring
+            .seal(bound, self.latest_expiry(session), session.data())?;
+        // The owner stays readable (the backend's owner index needs it), and bound to the
+        // data: changed in the backend, the session does not open.
         Ok(
             Session::from_parts(data, session.expires_at_millis(), session.version())
                 .with_owner(session.owner().cloned()),
@@ -335,14 +536,15 @@ impl<S> Encrypted<S> {
 
 impl<S: SessionStore> Encrypted<S> {
     /// Re-seals session `id` with the ring's current key now, if it was sealed with an older
-    /// one, with a compare-and-set so that a concurrent write is never overwritten. Returns
+    /// one (or in format 1, which binds neither the owner nor the expiry), with a compare-and-set so that a concurrent write is never overwritten. Returns
     /// whether this call rewrote it (false when it is absent, already current, or was
     /// written concurrently, which also re-sealed it). The session's version advances.
     pub async fn reseal(&self, id: &SessionId) -> Result<bool> {
-        let Some((session, position)) = self.open_stored(id).await? else {
+        let Some((session, opened)) = self.open_stored(id).await? else {
             return Ok(false);
         };
-        if position == 0 {
+        // Sealed with the current key in the current format already.
+        if opened.position == 0 && opened.format == FORMAT_V2 {
             return Ok(false);
         }
         let version = session.version();
@@ -353,18 +555,26 @@ impl<S: SessionStore> Encrypted<S> {
         }
     }
 
-    /// Reads and opens session `id`, with the position in the ring of the key that opened it.
-    async fn open_stored(&self, id: &SessionId) -> Result<Option<(Session, usize)>> {
+    /// Reads and opens session `id`, with what opening it found.
+    async fn open_stored(&self, id: &SessionId) -> Result<Option<(Session, Opened)>> {
         let Some(stored) = self.inner.get(id).await? else {
             return Ok(None);
         };
+        self.open_session(id, stored).map(Some)
+    }
+
+    /// Opens `stored`, the inner store's session `id`.
+    fn open_session(&self, id: &SessionId, stored: Session) -> Result<(Session, Opened)> {
         let owner = stored.owner().cloned();
         let (sealed, expires_at, version) = stored.into_parts();
-        let (data, position) = self.ring.open(id, &sealed)?;
-        Ok(Some((
+        let mut opened = self
+            .ring
+            .open(self.bound(id, owner.as_ref()), expires_at, &sealed)?;
+        let data = std::mem::take(&mut opened.data);
+        Ok((
             Session::from_parts(data, expires_at, version).with_owner(owner),
-            position,
-        )))
+            opened,
+        ))
     }
 
     /// Whether the inner store lists sessions under ids other than those this wrapper
@@ -388,8 +598,22 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         self.inner.destroy(id).await
     }
+    /// With a [maximum lifetime](Encrypted::with_max_lifetime), reads the session first and
+    /// moves its expiry no later than the latest one sealed with it.
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
-        self.inner.touch(id, expires_at).await
+        if self.max_lifetime.is_none() {
+            return self.inner.touch(id, expires_at).await;
+        }
+        let Some(stored) = self.inner.get(id).await? else {
+            return Ok(false);
+        };
+        let (_, opened) = self.open_session(id, stored)?;
+        let wanted = crate::session::to_millis(expires_at);
+        let at = match opened.latest_expiry {
+            Some(latest) if wanted > latest => crate::session::from_millis(latest),
+            _ => expires_at,
+        };
+        self.inner.touch(id, at).await
     }
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
         let sealed = self.sealed(id, session)?;
@@ -429,7 +653,9 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
         let mut listed = self.inner.sessions_of(owner, with_data).await?;
         for entry in &mut listed {
             if let Some(sealed) = entry.data.take() {
-                entry.data = Some(self.ring.open(&entry.id, &sealed)?.0);
+                let bound = self.bound(&entry.id, Some(owner));
+                let opened = self.ring.open(bound, entry.expires_at_millis, &sealed)?;
+                entry.data = Some(opened.data);
             }
         }
         Ok(listed)
@@ -450,10 +676,7 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
         let page = self.inner.scan(cursor, limit).await?;
         let mut opened = Vec::with_capacity(page.sessions.len());
         for (id, stored) in page.sessions {
-            let owner = stored.owner().cloned();
-            let (sealed, expires_at, version) = stored.into_parts();
-            let (data, _) = self.ring.open(&id, &sealed)?;
-            let session = Session::from_parts(data, expires_at, version).with_owner(owner);
+            let (session, _) = self.open_session(&id, stored)?;
             opened.push((id, session));
         }
         Ok(ScanPage::new(opened, page.next))
@@ -495,22 +718,22 @@ mod tests {
         let key = Key::generate().unwrap();
         let ring = ring(&[&key]);
         let id = SessionId::generate();
-        let sealed = ring.seal(&id, &data()).unwrap();
+        let sealed = ring.seal_for(&id, &data()).unwrap();
         assert_eq!(sealed.len(), 1);
         let text = serde_json::to_string(&sealed).unwrap();
         assert!(!text.contains("ada@"), "{text}");
         assert!(!text.contains(&key.to_hex()), "{text}");
-        assert_eq!(ring.open(&id, &sealed).unwrap(), (data(), 0));
+        assert_eq!(ring.open_for(&id, &sealed).unwrap(), (data(), 0));
         // Random nonces: the same data seals differently each time.
-        assert_ne!(sealed, ring.seal(&id, &data()).unwrap());
+        assert_ne!(sealed, ring.seal_for(&id, &data()).unwrap());
     }
 
     #[test]
     fn a_blob_opens_only_for_its_own_id() {
         let ring = ring(&[&Key::generate().unwrap()]);
         let id = SessionId::generate();
-        let sealed = ring.seal(&id, &data()).unwrap();
-        let err = ring.open(&SessionId::generate(), &sealed).unwrap_err();
+        let sealed = ring.seal_for(&id, &data()).unwrap();
+        let err = ring.open_for(&SessionId::generate(), &sealed).unwrap_err();
         assert_eq!(seal_error(&err), SealError::Forged);
     }
 
@@ -518,7 +741,7 @@ mod tests {
     fn every_altered_byte_is_refused() {
         let ring = ring(&[&Key::generate().unwrap()]);
         let id = SessionId::generate();
-        let sealed = ring.seal(&id, &data()).unwrap();
+        let sealed = ring.seal_for(&id, &data()).unwrap();
         let blob = URL_SAFE_NO_PAD
             .decode(sealed[SEALED_FIELD].as_str().unwrap())
             .unwrap();
@@ -527,7 +750,7 @@ mod tests {
             altered[i] ^= 0x01;
             let mut map = Map::new();
             map.insert(SEALED_FIELD.into(), URL_SAFE_NO_PAD.encode(&altered).into());
-            let err = ring.open(&id, &map).unwrap_err();
+            let err = ring.open_for(&id, &map).unwrap_err();
             let expected = match i {
                 0 => SealError::NotSealed,
                 1..=4 => SealError::UnknownKey,
@@ -541,7 +764,7 @@ mod tests {
             URL_SAFE_NO_PAD.encode(&blob[..blob.len() - 1]).into(),
         );
         assert_eq!(
-            seal_error(&ring.open(&id, &map).unwrap_err()),
+            seal_error(&ring.open_for(&id, &map).unwrap_err()),
             SealError::Forged
         );
     }
@@ -561,7 +784,7 @@ mod tests {
             let Value::Object(map) = bad else {
                 unreachable!()
             };
-            let err = ring.open(&id, &map).unwrap_err();
+            let err = ring.open_for(&id, &map).unwrap_err();
             assert_eq!(seal_error(&err), SealError::NotSealed, "{map:?}");
             assert!(err.to_string().contains(id.hint().as_str()));
         }
@@ -572,12 +795,12 @@ mod tests {
         let old = Key::generate().unwrap();
         let new = Key::generate().unwrap();
         let id = SessionId::generate();
-        let sealed_old = ring(&[&old]).seal(&id, &data()).unwrap();
+        let sealed_old = ring(&[&old]).seal_for(&id, &data()).unwrap();
         let rotated = ring(&[&new, &old]);
-        assert_eq!(rotated.open(&id, &sealed_old).unwrap(), (data(), 1));
-        let resealed = rotated.seal(&id, &data()).unwrap();
-        assert_eq!(ring(&[&new]).open(&id, &resealed).unwrap(), (data(), 0));
-        let err = ring(&[&new]).open(&id, &sealed_old).unwrap_err();
+        assert_eq!(rotated.open_for(&id, &sealed_old).unwrap(), (data(), 1));
+        let resealed = rotated.seal_for(&id, &data()).unwrap();
+        assert_eq!(ring(&[&new]).open_for(&id, &resealed).unwrap(), (data(), 0));
+        let err = ring(&[&new]).open_for(&id, &sealed_old).unwrap_err();
         assert_eq!(seal_error(&err), SealError::UnknownKey);
     }
 
@@ -600,7 +823,7 @@ mod tests {
         }
         let mut map = Map::new();
         map.insert("deep".into(), value);
-        let err = ring.seal(&SessionId::generate(), &map).unwrap_err();
+        let err = ring.seal_for(&SessionId::generate(), &map).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Encode);
     }
 
@@ -617,5 +840,42 @@ mod tests {
         assert!(!both.holds(&c));
         assert!(a.same_as(&a.clone()));
         assert!(!a.same_as(&b));
+    }
+
+    /// What earlier releases sealed (format 1, bound to the id only) still opens, whatever
+    /// the owner, context and expiry, and only for its id.
+    #[test]
+    fn format_1_blobs_still_open_for_their_id() {
+        let key = Key::generate().unwrap();
+        let ring = ring(&[&key]);
+        let id = SessionId::generate();
+        let nonce = [7u8; NONCE_LEN];
+        let mut blob = vec![FORMAT_V1];
+        blob.extend_from_slice(&ring.keys[0].id);
+        blob.extend_from_slice(&nonce);
+        serde_json::to_writer(&mut blob, &data()).unwrap();
+        let aad = associated_data_v1(&id, &blob[..HEADER_LEN]);
+        let tag = ring.keys[0]
+            .cipher
+            .encrypt_inout_detached(&XNonce::from(nonce), &aad, (&mut blob[HEADER_LEN..]).into())
+            .unwrap();
+        blob.extend_from_slice(&tag);
+        let mut sealed = Map::new();
+        sealed.insert(
+            SEALED_FIELD.to_owned(),
+            Value::String(URL_SAFE_NO_PAD.encode(&blob)),
+        );
+        let owner = Owner::new("someone").unwrap();
+        let bound = Bound {
+            id: &id,
+            owner: Some(&owner),
+            context: "any",
+        };
+        let opened = ring.open(bound, i64::MAX - 1, &sealed).unwrap();
+        assert_eq!(opened.data, data());
+        assert_eq!((opened.format, opened.latest_expiry), (FORMAT_V1, None));
+        let other = SessionId::generate();
+        let err = ring.open_for(&other, &sealed).unwrap_err();
+        assert_eq!(seal_error(&err), SealError::Forged);
     }
 }

@@ -9,12 +9,12 @@
 #![cfg(all(feature = "hashed-ids", feature = "encryption"))]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use session_stores::wrappers::encrypted::{Encrypted, KeyRing, SEALED_FIELD, SealError};
 use session_stores::wrappers::hashed_ids::HashedIds;
 use session_stores::wrappers::key::Key;
-use session_stores::{Error, ErrorKind, Session, SessionId, SessionStore};
+use session_stores::{Error, ErrorKind, Owner, Session, SessionId, SessionStore, now_millis};
 
 #[cfg(feature = "file")]
 use crate::support;
@@ -88,6 +88,80 @@ fn seal_error(err: &Error) -> SealError {
 
 fn ring(keys: &[&Key]) -> KeyRing {
     KeyRing::new(keys.iter().map(|key| (*key).clone())).unwrap()
+}
+
+/// What a backend writer without keys might change in a sealed, owned session: its owner
+/// (so `destroy_owner` would miss it), its expiry (to keep it alive for years), or the store
+/// it lives in (a blob copied to another application sharing the keys). Each is a `Decode`
+/// error; a touch through the wrapper moves the expiry no later than the one sealed.
+async fn bindings(backend: Arc<dyn SessionStore>) {
+    let key = Key::generate().unwrap();
+    let hour = Duration::from_secs(3600);
+    let store = Encrypted::new(Arc::clone(&backend), ring(&[&key]))
+        .with_context("demo app: sessions")
+        .with_max_lifetime(hour);
+    let (ada, bob) = (
+        Owner::new("ada@example.com").unwrap(),
+        Owner::new("bob@example.com").unwrap(),
+    );
+    let id = SessionId::generate();
+    let mut session = Session::new(Duration::from_secs(600)).with_owner(Some(ada.clone()));
+    session.insert("email", "ada@example.com").unwrap();
+    store.set(&id, &session).await.unwrap();
+    let raw = backend.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        raw.owner(),
+        Some(&ada),
+        "the owner stays readable for the index"
+    );
+
+    // Re-owned in the backend: it no longer opens, listed or read.
+    backend
+        .set(&id, &raw.clone().with_owner(Some(bob.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        seal_error(&store.get(&id).await.unwrap_err()),
+        SealError::Forged
+    );
+    if store.capabilities().owners {
+        assert_eq!(
+            seal_error(&store.sessions_of(&bob, true).await.unwrap_err()),
+            SealError::Forged
+        );
+    }
+
+    // Extended in the backend past the latest expiry sealed with it.
+    let mut extended = raw.clone();
+    extended.set_expires_at_millis(now_millis() + 365 * 86_400_000);
+    backend.set(&id, &extended).await.unwrap();
+    assert_eq!(
+        seal_error(&store.get(&id).await.unwrap_err()),
+        SealError::ExpiryBeyondSeal
+    );
+
+    // Put back as it was, then touched far ahead through the wrapper: moved no further than
+    // the sealed bound (an hour after the write).
+    backend.set(&id, &raw).await.unwrap();
+    assert!(
+        store
+            .touch(&id, SystemTime::now() + 30 * hour)
+            .await
+            .unwrap()
+    );
+    let touched = store.get(&id).await.expect("still opens").unwrap();
+    assert!(touched.expires_at_millis() > session.expires_at_millis());
+    assert!(
+        touched.expires_at_millis() <= now_millis() + 3_600_000,
+        "the touch went past the sealed bound"
+    );
+
+    // The same keys under another context label: nothing opens.
+    let elsewhere = Encrypted::new(Arc::clone(&backend), ring(&[&key])).with_context("another app");
+    assert_eq!(
+        seal_error(&elsewhere.get(&id).await.unwrap_err()),
+        SealError::Forged
+    );
 }
 
 /// Rotation, tampering, swapping and a wrong key over `backend`, reaching the stored form
@@ -210,6 +284,11 @@ mod memory {
         super::rotation_and_tampering(MemoryStore::new(1000)).await;
     }
 
+    #[tokio::test]
+    async fn owner_expiry_and_context_are_bound() {
+        super::bindings(Arc::new(MemoryStore::new(1000))).await;
+    }
+
     /// The memory store has no dump; its raw sessions, read back through the inner store
     /// under every id it could be asked for, still show no plaintext.
     #[tokio::test]
@@ -307,6 +386,12 @@ mod file {
         super::rotation_and_tampering(store(dir.path()).await).await;
     }
 
+    #[tokio::test]
+    async fn owner_expiry_and_context_are_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        super::bindings(std::sync::Arc::new(store(dir.path()).await)).await;
+    }
+
     /// Every file name and every byte of every file in the sessions directory.
     #[tokio::test]
     async fn nothing_usable_at_rest() {
@@ -344,6 +429,13 @@ mod sqlite {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
         super::rotation_and_tampering(store).await;
+    }
+
+    #[tokio::test]
+    async fn owner_expiry_and_context_are_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+        super::bindings(std::sync::Arc::new(store)).await;
     }
 
     /// Every row of every table of the database file, read with rusqlite; plus the raw bytes
@@ -434,6 +526,14 @@ mod postgres {
         let Some(url) = url() else { return };
         let table = crate::support::unique_name("sst_sec_");
         super::rotation_and_tampering(store(&url, &table).await).await;
+        drop_table(&url, &table).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn owner_expiry_and_context_are_bound() {
+        let Some(url) = url() else { return };
+        let table = crate::support::unique_name("sst_sec_");
+        super::bindings(std::sync::Arc::new(store(&url, &table).await)).await;
         drop_table(&url, &table).await;
     }
 
