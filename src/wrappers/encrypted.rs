@@ -388,7 +388,7 @@ impl fmt::Debug for KeyRing {
 ///   [`touch`](SessionStore::touch), [`len`](SessionStore::len),
 ///   [`delete_expired`](SessionStore::delete_expired) and compare-and-set work unchanged.
 /// - **Bound to the id, the owner and the store**: the session id, its
-///   [`Owner`](crate::Owner) (which stays readable, for the backend's owner index) and the
+///   [`Owner`] (which stays readable, for the backend's owner index) and the
 ///   wrapper's [context label](Encrypted::with_context) are authenticated with the data, so
 ///   a ciphertext copied to another session's id or another application that shares the
 ///   keys does not open, and a session a backend writer re-owned (so that `destroy_owner`
