@@ -104,8 +104,8 @@ use crate::session::{Owner, Session, SessionId, from_millis};
 /// and version decisions are made after its last wait (under the lock, the row lock or the
 /// script, or bounded so that it cannot outlive its deadline), so a late write never revives
 /// a destroyed or expired session, never writes over a newer incarnation, never loses the
-/// session it was changing, and a dropped `create` never lands over the session of a
-/// `create` that returned `true`.
+/// session it was changing, and a dropped `create` never lands over a session written
+/// since.
 ///
 /// **Data limits.** Data nested more than [`MAX_NESTING`](crate::MAX_NESTING) levels deep
 /// is refused by every write with [`Error::Encode`] naming the session,

@@ -2046,7 +2046,7 @@ async fn indexes_are_built_concurrently_while_writes_go_on() {
         .await
         .unwrap();
         let writer = builder(&schema)
-            .operation_timeout(Duration::from_millis(1000))
+            .operation_timeout(Duration::from_millis(2000))
             .build(pool.clone())
             .unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -2091,8 +2091,9 @@ async fn indexes_are_built_concurrently_while_writes_go_on() {
             0,
             "the build is waiting"
         );
-        // Writes go on while the build waits.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Writes go on while the build waits (behind a plain CREATE INDEX they would wait
+        // the whole 3 s, past their 2 s operation timeout).
+        tokio::time::sleep(Duration::from_millis(3000)).await;
         open.commit().await.unwrap();
         tokio::time::timeout(HANG_GUARD, building)
             .await
