@@ -231,25 +231,16 @@ impl SessionStore for PostgresStore {
             on_conn!(self, OP, Some(id), |conn| {
                 // Prepared before the clock is read: see `prepared`.
                 let sql = &self.sql;
-                prepared(
-                    conn,
-                    OP,
-                    id,
-                    &[
-                        &sql.live_exists,
-                        &sql.delete_if_expired_or_absent,
-                        &sql.create,
-                    ],
-                )
-                .await?;
+                let creating = [
+                    &sql.live_exists,
+                    &sql.delete_if_expired_or_absent,
+                    &sql.create,
+                ];
+                prepared(conn, OP, id, &creating).await?;
                 let now = now_millis();
                 if session.is_expired_at(now) {
                     // Nothing is stored, but the answer still says whether the id was free.
-                    if self.live_exists(conn, OP, id, now).await? {
-                        return Ok(false);
-                    }
-                    self.delete_if_expired(conn, OP, id, now).await?;
-                    return Ok(true);
+                    return self.free_for_an_expired_write(conn, OP, id, now).await;
                 }
                 self.insert_if_absent(conn, OP, id, session, fresh_version(), now)
                     .await
@@ -289,11 +280,10 @@ impl SessionStore for PostgresStore {
                 let expired = session.is_expired_at(now);
                 if expected_version == 0 {
                     if expired {
-                        if self.live_exists(conn, OP, id, now).await? {
-                            return Err(Error::conflict(id, 0));
-                        }
-                        self.delete_if_expired(conn, OP, id, now).await?;
-                        return Ok(0);
+                        return match self.free_for_an_expired_write(conn, OP, id, now).await? {
+                            true => Ok(0),
+                            false => Err(Error::conflict(id, 0)),
+                        };
                     }
                     let fresh = next_version(0);
                     return if self
@@ -573,6 +563,22 @@ impl PostgresStore {
     /// as the connection it was given did: as many as the pool may hold, and one more.
     fn stale_limit(&self) -> u32 {
         self.pool.options().get_max_connections().saturating_add(1)
+    }
+
+    /// For a write whose session has already expired, which stores nothing: whether `id`
+    /// is free (no live session holds it); an expired row under it is deleted.
+    async fn free_for_an_expired_write(
+        &self,
+        conn: &mut PgConnection,
+        op: &'static str,
+        id: &SessionId,
+        now: i64,
+    ) -> Result<bool> {
+        if self.live_exists(conn, op, id, now).await? {
+            return Ok(false);
+        }
+        self.delete_if_expired(conn, op, id, now).await?;
+        Ok(true)
     }
 
     async fn live_exists(
