@@ -76,26 +76,39 @@ macro_rules! on_conn {
     };
 }
 
-/// Makes sure `statements` are prepared on `conn`: nothing to do (no round trip) for those it
-/// has cached, which after its first operations is all of them. A write prepares its
-/// statements before it reads the clock, because preparing a statement (its first use on a
+/// The clock, read once `statements` are prepared on `conn` (nothing to do, no round trip,
+/// for those it has cached, which after its first operations is all of them). A write reads
+/// its "now" here, after preparing, because preparing a statement (its first use on a
 /// connection) waits for the table's lock, as a migration's `ALTER TABLE` or a `LOCK TABLE`
 /// holds it, and a "now" read before that wait would be stale when the statement lands.
 /// Waits while the prepared statement runs are measured by the server (see the `landed`
 /// SQL of the statements module). Every parameter's type is spelled out in the SQL, so the
 /// server infers the types the store binds.
-async fn prepared(
+async fn now_after_preparing(
     conn: &mut PgConnection,
     op: &'static str,
     id: &SessionId,
     statements: &[&sqlx::SqlStr],
-) -> Result<()> {
+) -> Result<i64> {
     for statement in statements {
         sqlx::Executor::prepare(&mut *conn, (*statement).clone())
             .await
             .map_err(|e| map_err(op, Some(id), e))?;
     }
-    Ok(())
+    Ok(now_millis())
+}
+
+/// One operation of the store: `$body` run as [`on_conn!`] runs it, within the store's
+/// operation timeout, named `$op` (on session `$id`) in its errors.
+macro_rules! operation {
+    ($store:expr, $op:expr, $id:expr, |$conn:ident| $body:block) => {
+        within(
+            $store.operation_timeout,
+            $op,
+            $id,
+            on_conn!($store, $op, $id, |$conn| $body),
+        )
+    };
 }
 
 /// A session store over a PostgreSQL table. See the [module docs](self).
@@ -122,130 +135,93 @@ impl fmt::Debug for PostgresStore {
 #[async_trait]
 impl SessionStore for PostgresStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        within(
-            self.operation_timeout,
-            "get",
-            Some(id),
-            on_conn!(self, "get", Some(id), |conn| {
-                let row = retry!(conn => e:
-                    sqlx::query(self.sql.get.clone())
-                        .bind(id.as_str())
-                        .bind(clamp(now_millis()))
-                        .fetch_optional(e)
-                )
-                .map_err(|e| map_err("get", Some(id), e))?;
-                let session = row.map(|row| decode_row(id, &row)).transpose()?;
-                // The clock again, now that the row is here: a session that expired while the
-                // reply travelled is not returned.
-                Ok(session.filter(|s| !s.is_expired_at(now_millis())))
-            }),
-        )
+        operation!(self, "get", Some(id), |conn| {
+            let row = retry!(conn => e:
+                sqlx::query(self.sql.get.clone())
+                    .bind(id.as_str())
+                    .bind(clamp(now_millis()))
+                    .fetch_optional(e)
+            )
+            .map_err(|e| map_err("get", Some(id), e))?;
+            let session = row.map(|row| decode_row(id, &row)).transpose()?;
+            // The clock again, now that the row is here: a session that expired while the
+            // reply travelled is not returned.
+            Ok(session.filter(|s| !s.is_expired_at(now_millis())))
+        })
         .await
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         const OP: &str = "set";
-        within(
-            self.operation_timeout,
-            OP,
-            Some(id),
-            on_conn!(self, OP, Some(id), |conn| {
-                // Prepared before the clock is read: see `prepared`.
-                let sql = &self.sql;
-                prepared(conn, OP, id, &[&sql.set]).await?;
-                let now = now_millis();
-                if session.is_expired_at(now) {
-                    self.destroy_on(conn, id).await?;
-                    return Ok(0);
-                }
-                let data = encode_data(id, session)?;
-                let version: i64 = retry!(conn => e:
-                    sqlx::query_scalar(self.sql.set.clone())
-                        .bind(id.as_str())
-                        .bind(data.as_str())
-                        .bind(clamp(session.expires_at_millis()))
-                        .bind(clamp(now))
-                        .bind(version_to_i64(fresh_version()))
-                        .bind(session.owner().map(Owner::as_str))
-                        .fetch_one(e)
-                )
-                .map_err(|e| map_write_err(OP, id, e))?;
-                to_version(OP, id, version)
-            }),
-        )
+        operation!(self, OP, Some(id), |conn| {
+            let now = now_after_preparing(conn, OP, id, &[&self.sql.set]).await?;
+            if session.is_expired_at(now) {
+                self.destroy_on(conn, id).await?;
+                return Ok(0);
+            }
+            let data = encode_data(id, session)?;
+            let version: i64 = retry!(conn => e:
+                sqlx::query_scalar(self.sql.set.clone())
+                    .bind(id.as_str())
+                    .bind(data.as_str())
+                    .bind(clamp(session.expires_at_millis()))
+                    .bind(clamp(now))
+                    .bind(version_to_i64(fresh_version()))
+                    .bind(session.owner().map(Owner::as_str))
+                    .fetch_one(e)
+            )
+            .map_err(|e| map_write_err(OP, id, e))?;
+            to_version(OP, id, version)
+        })
         .await
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        within(
-            self.operation_timeout,
-            "destroy",
-            Some(id),
-            on_conn!(self, "destroy", Some(id), |conn| {
-                self.destroy_on(conn, id).await
-            }),
-        )
+        operation!(self, "destroy", Some(id), |conn| {
+            self.destroy_on(conn, id).await
+        })
         .await
     }
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
-        within(
-            self.operation_timeout,
-            "touch",
-            Some(id),
-            on_conn!(self, "touch", Some(id), |conn| {
-                // Prepared before the clock is read: see `prepared`.
-                let sql = &self.sql;
-                prepared(conn, "touch", id, &[&sql.touch, &sql.touch_delete]).await?;
-                let now = now_millis();
-                let expires_at = to_millis(expires_at);
-                let done = if expires_at <= now {
-                    retry!(conn => e:
-                        sqlx::query(self.sql.touch_delete.clone())
-                            .bind(id.as_str())
-                            .bind(clamp(now))
-                            .execute(e)
-                    )
-                } else {
-                    retry!(conn => e:
-                        sqlx::query(self.sql.touch.clone())
-                            .bind(id.as_str())
-                            .bind(clamp(expires_at))
-                            .bind(clamp(now))
-                            .execute(e)
-                    )
-                }
-                .map_err(|e| map_err("touch", Some(id), e))?;
-                Ok(done.rows_affected() > 0)
-            }),
-        )
+        operation!(self, "touch", Some(id), |conn| {
+            let sql = &self.sql;
+            let now =
+                now_after_preparing(conn, "touch", id, &[&sql.touch, &sql.touch_delete]).await?;
+            let expires_at = to_millis(expires_at);
+            let done = if expires_at <= now {
+                retry!(conn => e:
+                    sqlx::query(self.sql.touch_delete.clone())
+                        .bind(id.as_str())
+                        .bind(clamp(now))
+                        .execute(e)
+                )
+            } else {
+                retry!(conn => e:
+                    sqlx::query(self.sql.touch.clone())
+                        .bind(id.as_str())
+                        .bind(clamp(expires_at))
+                        .bind(clamp(now))
+                        .execute(e)
+                )
+            }
+            .map_err(|e| map_err("touch", Some(id), e))?;
+            Ok(done.rows_affected() > 0)
+        })
         .await
     }
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
         const OP: &str = "create";
-        within(
-            self.operation_timeout,
-            OP,
-            Some(id),
-            on_conn!(self, OP, Some(id), |conn| {
-                // Prepared before the clock is read: see `prepared`.
-                let sql = &self.sql;
-                let creating = [
-                    &sql.live_exists,
-                    &sql.delete_if_expired_or_absent,
-                    &sql.create,
-                ];
-                prepared(conn, OP, id, &creating).await?;
-                let now = now_millis();
-                if session.is_expired_at(now) {
-                    // Nothing is stored, but the answer still says whether the id was free.
-                    return self.free_for_an_expired_write(conn, OP, id, now).await;
-                }
-                self.insert_if_absent(conn, OP, id, session, fresh_version(), now)
-                    .await
-            }),
-        )
+        operation!(self, OP, Some(id), |conn| {
+            let now = now_after_preparing(conn, OP, id, &self.sql.creating()).await?;
+            if session.is_expired_at(now) {
+                // Nothing is stored, but the answer still says whether the id was free.
+                return self.free_for_an_expired_write(conn, OP, id, now).await;
+            }
+            self.insert_if_absent(conn, OP, id, session, fresh_version(), now)
+                .await
+        })
         .await
     }
 
@@ -256,126 +232,104 @@ impl SessionStore for PostgresStore {
         expected_version: u64,
     ) -> Result<u64> {
         const OP: &str = "set_if_version";
-        within(
-            self.operation_timeout,
-            OP,
-            Some(id),
-            on_conn!(self, OP, Some(id), |conn| {
-                // Prepared before the clock is read: see `prepared`.
-                let sql = &self.sql;
-                prepared(
-                    conn,
-                    OP,
-                    id,
-                    &[
-                        &sql.live_exists,
-                        &sql.delete_if_expired_or_absent,
-                        &sql.create,
-                        &sql.delete_if_version,
-                        &sql.update_if_version,
-                    ],
-                )
-                .await?;
-                let now = now_millis();
-                let expired = session.is_expired_at(now);
-                if expected_version == 0 {
-                    if expired {
-                        return match self.free_for_an_expired_write(conn, OP, id, now).await? {
-                            true => Ok(0),
-                            false => Err(Error::conflict(id, 0)),
-                        };
-                    }
-                    let fresh = next_version(0);
-                    return if self
-                        .insert_if_absent(conn, OP, id, session, fresh, now)
-                        .await?
-                    {
-                        Ok(fresh)
-                    } else {
-                        Err(Error::conflict(id, 0))
-                    };
+        operation!(self, OP, Some(id), |conn| {
+            // The statements of the path `expected_version` takes.
+            let sql = &self.sql;
+            let now = match expected_version {
+                0 => now_after_preparing(conn, OP, id, &sql.creating()).await?,
+                _ => {
+                    let swapping = [&sql.delete_if_version, &sql.update_if_version];
+                    now_after_preparing(conn, OP, id, &swapping).await?
                 }
-                // Stored versions are `bigint`: a larger expected version can never match.
-                let Ok(expected) = i64::try_from(expected_version) else {
-                    return Err(Error::conflict(id, expected_version));
-                };
-                // A serialization failure here (a caller's pool at `repeatable read` or above)
-                // means another transaction wrote the row first: the expected version is stale,
-                // which is a conflict, not an outage.
-                let conflict_or =
-                    |e: sqlx::Error, map: fn(&'static str, &SessionId, sqlx::Error) -> Error| {
-                        if is_serialization_failure(&e) {
-                            Error::conflict(id, expected_version)
-                        } else {
-                            map(OP, id, e)
-                        }
-                    };
+            };
+            let expired = session.is_expired_at(now);
+            if expected_version == 0 {
                 if expired {
-                    let done = sqlx::query(self.sql.delete_if_version.clone())
-                        .bind(id.as_str())
-                        .bind(expected)
-                        .bind(clamp(now))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| conflict_or(e, |op, id, e| map_err(op, Some(id), e)))?;
-                    return if done.rows_affected() == 1 {
-                        Ok(0)
-                    } else {
-                        Err(Error::conflict(id, expected_version))
+                    return match self.free_for_an_expired_write(conn, OP, id, now).await? {
+                        true => Ok(0),
+                        false => Err(Error::conflict(id, 0)),
                     };
                 }
-                let data = encode_data(id, session)?;
-                let version: Option<i64> = sqlx::query_scalar(self.sql.update_if_version.clone())
+                let fresh = next_version(0);
+                return if self
+                    .insert_if_absent(conn, OP, id, session, fresh, now)
+                    .await?
+                {
+                    Ok(fresh)
+                } else {
+                    Err(Error::conflict(id, 0))
+                };
+            }
+            // Stored versions are `bigint`: a larger expected version can never match.
+            let Ok(expected) = i64::try_from(expected_version) else {
+                return Err(Error::conflict(id, expected_version));
+            };
+            // A serialization failure here (a caller's pool at `repeatable read` or above)
+            // means another transaction wrote the row first: the expected version is stale,
+            // which is a conflict, not an outage.
+            let conflict_or =
+                |e: sqlx::Error, map: fn(&'static str, &SessionId, sqlx::Error) -> Error| {
+                    if is_serialization_failure(&e) {
+                        Error::conflict(id, expected_version)
+                    } else {
+                        map(OP, id, e)
+                    }
+                };
+            if expired {
+                let done = sqlx::query(self.sql.delete_if_version.clone())
                     .bind(id.as_str())
-                    .bind(data)
-                    .bind(clamp(session.expires_at_millis()))
                     .bind(expected)
                     .bind(clamp(now))
-                    // `expected + 1`, or a fresh version if `expected` is the largest (or above).
-                    .bind(version_to_i64(next_version(expected_version)))
-                    .bind(session.owner().map(Owner::as_str))
-                    .fetch_optional(&mut *conn)
+                    .execute(&mut *conn)
                     .await
-                    .map_err(|e| conflict_or(e, map_write_err))?;
-                match version {
-                    Some(version) => to_version(OP, id, version),
-                    None => Err(Error::conflict(id, expected_version)),
-                }
-            }),
-        )
+                    .map_err(|e| conflict_or(e, |op, id, e| map_err(op, Some(id), e)))?;
+                return if done.rows_affected() == 1 {
+                    Ok(0)
+                } else {
+                    Err(Error::conflict(id, expected_version))
+                };
+            }
+            let data = encode_data(id, session)?;
+            let version: Option<i64> = sqlx::query_scalar(self.sql.update_if_version.clone())
+                .bind(id.as_str())
+                .bind(data)
+                .bind(clamp(session.expires_at_millis()))
+                .bind(expected)
+                .bind(clamp(now))
+                // `expected + 1`, or a fresh version if `expected` is the largest (or above).
+                .bind(version_to_i64(next_version(expected_version)))
+                .bind(session.owner().map(Owner::as_str))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| conflict_or(e, map_write_err))?;
+            match version {
+                Some(version) => to_version(OP, id, version),
+                None => Err(Error::conflict(id, expected_version)),
+            }
+        })
         .await
     }
 
     async fn len(&self) -> Result<u64> {
-        within(
-            self.operation_timeout,
-            "len",
-            None,
-            on_conn!(self, "len", None, |conn| {
-                let count: i64 = retry!(conn => e:
-                    sqlx::query_scalar(self.sql.len.clone())
-                        .bind(clamp(now_millis()))
-                        .fetch_one(e)
-                )
-                .map_err(|e| map_err("len", None, e))?;
-                // count(*) is never negative.
-                Ok(u64::try_from(count).unwrap_or(0))
-            }),
-        )
+        operation!(self, "len", None, |conn| {
+            let count: i64 = retry!(conn => e:
+                sqlx::query_scalar(self.sql.len.clone())
+                    .bind(clamp(now_millis()))
+                    .fetch_one(e)
+            )
+            .map_err(|e| map_err("len", None, e))?;
+            // count(*) is never negative.
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
         .await
     }
 
     async fn clear(&self) -> Result<()> {
-        within(
-            self.operation_timeout,
-            "clear",
-            None,
-            on_conn!(self, "clear", None, |conn| {
-                retry!(conn => e: sqlx::query(self.sql.clear.clone()).execute(e))
-                    .map_err(|e| map_err("clear", None, e))?;
-                Ok(())
-            }),
-        )
+        operation!(self, "clear", None, |conn| {
+            retry!(conn => e: sqlx::query(self.sql.clear.clone()).execute(e))
+                .map_err(|e| map_err("clear", None, e))?;
+            Ok(())
+        })
         .await
     }
 
@@ -397,57 +351,47 @@ impl SessionStore for PostgresStore {
 
     async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
         const OP: &str = "sessions_of";
-        within(
-            self.operation_timeout,
-            OP,
-            None,
-            on_conn!(self, OP, None, |conn| {
-                let statement = if with_data {
-                    &self.sql.sessions_of_with_data
-                } else {
-                    &self.sql.sessions_of
-                };
-                let rows = retry!(conn => e:
-                    sqlx::query(statement.clone())
-                        .bind(owner.as_str())
-                        .bind(clamp(now_millis()))
-                        .fetch_all(e)
-                )
-                .map_err(|e| map_err(OP, None, e))?;
-                // The clock again, now that the rows are here, as `get` does.
-                let now = now_millis();
-                let mut listed = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let entry = decode_listed(row, with_data)?;
-                    if entry.expires_at_millis > now {
-                        listed.push(entry);
-                    }
+        operation!(self, OP, None, |conn| {
+            let statement = if with_data {
+                &self.sql.sessions_of_with_data
+            } else {
+                &self.sql.sessions_of
+            };
+            let rows = retry!(conn => e:
+                sqlx::query(statement.clone())
+                    .bind(owner.as_str())
+                    .bind(clamp(now_millis()))
+                    .fetch_all(e)
+            )
+            .map_err(|e| map_err(OP, None, e))?;
+            // The clock again, now that the rows are here, as `get` does.
+            let now = now_millis();
+            let mut listed = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let entry = decode_listed(row, with_data)?;
+                if entry.expires_at_millis > now {
+                    listed.push(entry);
                 }
-                Ok(listed)
-            }),
-        )
+            }
+            Ok(listed)
+        })
         .await
     }
 
     async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
         const OP: &str = "destroy_owner";
-        within(
-            self.operation_timeout,
-            OP,
-            None,
-            on_conn!(self, OP, None, |conn| {
-                let ended: i64 = retry!(conn => e:
-                    sqlx::query_scalar(self.sql.destroy_owner.clone())
-                        .bind(owner.as_str())
-                        .bind(except.map(SessionId::as_str))
-                        .bind(clamp(now_millis()))
-                        .fetch_one(e)
-                )
-                .map_err(|e| map_err(OP, None, e))?;
-                // count(*) is never negative.
-                Ok(u64::try_from(ended).unwrap_or(0))
-            }),
-        )
+        operation!(self, OP, None, |conn| {
+            let ended: i64 = retry!(conn => e:
+                sqlx::query_scalar(self.sql.destroy_owner.clone())
+                    .bind(owner.as_str())
+                    .bind(except.map(SessionId::as_str))
+                    .bind(clamp(now_millis()))
+                    .fetch_one(e)
+            )
+            .map_err(|e| map_err(OP, None, e))?;
+            // count(*) is never negative.
+            Ok(u64::try_from(ended).unwrap_or(0))
+        })
         .await
     }
 
@@ -456,49 +400,44 @@ impl SessionStore for PostgresStore {
         let after = cursor.map(|c| c.keyset_id("PostgresStore")).transpose()?;
         let limit = scan_limit(limit);
         let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        within(
-            self.operation_timeout,
-            OP,
-            None,
-            on_conn!(self, OP, None, |conn| {
-                let rows = match &after {
-                    None => retry!(conn => e:
-                        sqlx::query(self.sql.scan_first.clone())
-                            .bind(clamp(now_millis()))
-                            .bind(sql_limit)
-                            .fetch_all(e)
-                    ),
-                    Some(after) => retry!(conn => e:
-                        sqlx::query(self.sql.scan_after.clone())
-                            .bind(after.as_str())
-                            .bind(clamp(now_millis()))
-                            .bind(sql_limit)
-                            .fetch_all(e)
-                    ),
+        operation!(self, OP, None, |conn| {
+            let rows = match &after {
+                None => retry!(conn => e:
+                    sqlx::query(self.sql.scan_first.clone())
+                        .bind(clamp(now_millis()))
+                        .bind(sql_limit)
+                        .fetch_all(e)
+                ),
+                Some(after) => retry!(conn => e:
+                    sqlx::query(self.sql.scan_after.clone())
+                        .bind(after.as_str())
+                        .bind(clamp(now_millis()))
+                        .bind(sql_limit)
+                        .fetch_all(e)
+                ),
+            }
+            .map_err(|e| map_err(OP, None, e))?;
+            // The clock again, now that the rows are here, as `get` does. A row dropped here
+            // still moves the cursor on, so the page may come out short (or empty) while the
+            // scan goes on.
+            let now = now_millis();
+            let mut sessions = Vec::with_capacity(rows.len());
+            let mut last = None;
+            for row in &rows {
+                let id = scanned_id(row)?;
+                let session = decode_row(&id, row)?;
+                if !session.is_expired_at(now) {
+                    sessions.push((id.clone(), session));
                 }
-                .map_err(|e| map_err(OP, None, e))?;
-                // The clock again, now that the rows are here, as `get` does. A row dropped here
-                // still moves the cursor on, so the page may come out short (or empty) while the
-                // scan goes on.
-                let now = now_millis();
-                let mut sessions = Vec::with_capacity(rows.len());
-                let mut last = None;
-                for row in &rows {
-                    let id = scanned_id(row)?;
-                    let session = decode_row(&id, row)?;
-                    if !session.is_expired_at(now) {
-                        sessions.push((id.clone(), session));
-                    }
-                    last = Some(id);
-                }
-                // Fewer rows than asked for: the table had no more.
-                let next = match rows.len() < limit {
-                    true => None,
-                    false => last.map(|id| ScanCursor::after_id(&id)),
-                };
-                Ok(ScanPage::new(sessions, next))
-            }),
-        )
+                last = Some(id);
+            }
+            // Fewer rows than asked for: the table had no more.
+            let next = match rows.len() < limit {
+                true => None,
+                false => last.map(|id| ScanCursor::after_id(&id)),
+            };
+            Ok(ScanPage::new(sessions, next))
+        })
         .await
     }
 

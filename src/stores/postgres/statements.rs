@@ -55,7 +55,7 @@ fn ts(n: usize) -> String {
 /// statement's `Bind`, before the lock waits of running it; `clock_timestamp()` is read as
 /// each row is judged, and again when Postgres re-checks a row that a concurrent writer
 /// changed. Preparing a statement also waits for locks, so the store prepares a write's
-/// statements before it reads its clock: see `prepared` in the store's module.)
+/// statements before it reads its clock: see `now_after_preparing` in the store's module.)
 ///
 /// Reads keep [`ts`]: they write nothing, their callers filter what arrives by the clock
 /// again, and a plain parameter lets the planner use the `expires_at` index.
@@ -224,6 +224,19 @@ impl Statements {
                 now = ts(2)
             )),
         }
+    }
+}
+
+impl Statements {
+    /// The statements of a write that may start an incarnation (`create`,
+    /// `set_if_version(.., 0)`): whether a live session holds the id, the removal of an
+    /// expired one, the insert.
+    pub(super) fn creating(&self) -> [&SqlStr; 3] {
+        [
+            &self.live_exists,
+            &self.delete_if_expired_or_absent,
+            &self.create,
+        ]
     }
 }
 
