@@ -103,17 +103,18 @@ impl<Old, New> Migrating<Old, New> {
 
 impl<Old: SessionStore + 'static, New: SessionStore + 'static> Migrating<Old, New> {
     /// The live session under `id`: from the new store, or moved there from the old one.
-    async fn current(&self, id: &SessionId) -> Result<Option<Session>> {
+    /// `op` names the operation in the error of a move that could not finish.
+    async fn current(&self, op: &'static str, id: &SessionId) -> Result<Option<Session>> {
         if let Some(session) = self.new.get(id).await? {
             return Ok(Some(session));
         }
-        self.move_from_old(id).await
+        self.move_from_old(op, id).await
     }
 
     /// Moves `id` from the old store to the new one, if it is in the old one; the session as
     /// the new store holds it afterwards. Under a tokio runtime the move runs as a task of
     /// its own, which dropping this future does not cancel (see the [module docs](self)).
-    async fn move_from_old(&self, id: &SessionId) -> Result<Option<Session>> {
+    async fn move_from_old(&self, op: &'static str, id: &SessionId) -> Result<Option<Session>> {
         let (old, new) = (Arc::clone(&self.old), Arc::clone(&self.new));
         let owned = id.clone();
         let moving = async move { move_session(&*old, &*new, &owned).await };
@@ -121,7 +122,7 @@ impl<Old: SessionStore + 'static, New: SessionStore + 'static> Migrating<Old, Ne
             Ok(runtime) => runtime
                 .spawn(moving)
                 .await
-                .unwrap_or_else(|join| Err(Error::backend("get", Some(id), join))),
+                .unwrap_or_else(|join| Err(Error::backend(op, Some(id), join))),
             // Not on a tokio runtime: the move runs in this future.
             Err(_) => moving.await,
         }
@@ -189,12 +190,12 @@ impl<Old: SessionStore + 'static, New: SessionStore + 'static> SessionStore
     for Migrating<Old, New>
 {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        self.current(id).await
+        self.current("get", id).await
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         // Moved first, so the version goes on from the moved session's.
-        self.current(id).await?;
+        self.current("set", id).await?;
         self.new.set(id, session).await
     }
 
@@ -209,7 +210,7 @@ impl<Old: SessionStore + 'static, New: SessionStore + 'static> SessionStore
         if self.new.touch(id, expires_at).await? {
             return Ok(true);
         }
-        if self.move_from_old(id).await?.is_none() {
+        if self.move_from_old("touch", id).await?.is_none() {
             return Ok(false);
         }
         self.new.touch(id, expires_at).await
@@ -230,7 +231,7 @@ impl<Old: SessionStore + 'static, New: SessionStore + 'static> SessionStore
     ) -> Result<u64> {
         // Moved first: a version read from the old store then conflicts (the moved session
         // is a new incarnation), and an `expected` of 0 conflicts with the moved session.
-        self.current(id).await?;
+        self.current("set_if_version", id).await?;
         self.new.set_if_version(id, session, expected).await
     }
 
