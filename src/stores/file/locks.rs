@@ -82,42 +82,40 @@ impl Inner {
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             options.open(&path)
         };
-        let mut pause = Duration::from_micros(100);
-        loop {
-            let file = match open() {
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                    // The lock directory was removed under us: make it again.
-                    prepare_dir(&self.lock_dir)?;
-                    open()
-                }
-                other => other,
-            }
-            .map_err(|err| Error::backend(op, Some(id), err))?;
-            match file.try_lock() {
-                Ok(()) => {
-                    if same_file(&file, &path).map_err(|err| Error::backend(op, Some(id), err))? {
-                        return Ok(file);
+        let locked = poll_until(deadline, || {
+            loop {
+                let file = match open() {
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                        // The lock directory was removed under us: make it again.
+                        prepare_dir(&self.lock_dir)?;
+                        open()
                     }
-                    // Locked a file that is no longer at the path: drop it and lock the new one.
-                    continue;
+                    other => other,
                 }
-                Err(std::fs::TryLockError::WouldBlock) => {}
-                Err(std::fs::TryLockError::Error(err)) => {
-                    return Err(Error::backend(op, Some(id), err));
+                .map_err(|err| Error::backend(op, Some(id), err))?;
+                match file.try_lock() {
+                    Ok(()) => {
+                        if same_file(&file, &path)
+                            .map_err(|err| Error::backend(op, Some(id), err))?
+                        {
+                            return Ok(Some(file));
+                        }
+                        // Locked a file that is no longer at the path: drop it and lock the new
+                        // one, at once.
+                    }
+                    Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                    Err(std::fs::TryLockError::Error(err)) => {
+                        return Err(Error::backend(op, Some(id), err));
+                    }
                 }
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout {
-                    operation: op,
-                    id: Some(id.into()),
-                    what: "the session's lock file (held by another process)",
-                    source: None,
-                });
-            }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
+        })?;
+        locked.ok_or_else(|| Error::Timeout {
+            operation: op,
+            id: Some(id.into()),
+            what: "the session's lock file (held by another process)",
+            source: None,
+        })
     }
 
     /// Takes both locks of `id` from a blocking thread (for the walks), waiting at most
@@ -139,18 +137,12 @@ impl Inner {
         // The in-process stripe, polled: an operation may hold it while its job waits for
         // a blocking thread that this walk occupies, so waiting without a bound could wait
         // forever.
-        let mut pause = Duration::from_micros(100);
-        let guard = loop {
+        let Some(guard) = poll_until(deadline, || {
             stop::check(op, Some(id))?;
-            if let Ok(guard) = self.stripe(stripe).try_lock_owned() {
-                break guard;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(20));
+            Ok(self.stripe(stripe).try_lock_owned().ok())
+        })?
+        else {
+            return Ok(None);
         };
         match self.flock(op, id, stripe, deadline) {
             Ok(file) => Ok(Some((guard, file))),
@@ -160,5 +152,26 @@ impl Inner {
             }
             Err(err) => Err(err),
         }
+    }
+}
+
+/// Calls `attempt` until it gives a value (`Some`) or an error, pausing between tries (100 µs,
+/// doubling up to 20 ms) and never past `deadline`; `None` if `deadline` came first. The
+/// locks are taken with `try_lock`s polled this way, so no wait for one is unbounded.
+fn poll_until<T>(
+    deadline: Instant,
+    mut attempt: impl FnMut() -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let mut pause = Duration::from_micros(100);
+    loop {
+        if let Some(value) = attempt()? {
+            return Ok(Some(value));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
