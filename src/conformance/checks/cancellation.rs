@@ -76,21 +76,34 @@ async fn stays_gone(store: &dyn SessionStore, id: &SessionId, what: &str) -> Che
     Ok(())
 }
 
-/// A touch dropped midway while `destroy` runs: the session stays destroyed.
+/// `write` (of session `id`, called `what`) dropped midway while `destroy` of `id` runs:
+/// the session stays destroyed.
+async fn dropped_racing_destroy<T>(
+    store: &dyn SessionStore,
+    id: &SessionId,
+    micros: u64,
+    what: &str,
+    write: impl Future<Output = T>,
+) -> CheckResult {
+    let write = dropped(micros, write);
+    let destroy = async {
+        tokio::task::yield_now().await;
+        store.destroy(id).await
+    };
+    let (_, destroyed) = tokio::join!(write, destroy);
+    call!("destroy", destroyed);
+    stays_gone(store, id, what).await
+}
+
+/// A touch dropped midway while `destroy` runs.
 async fn dropped_touch_racing_destroy(store: &dyn SessionStore, micros: u64) -> CheckResult {
     let id = id();
     call!("set", store.set(&id, &sample()).await);
-    let touch = dropped(micros, store.touch(&id, SystemTime::now() + HOUR));
-    let destroy = async {
-        tokio::task::yield_now().await;
-        store.destroy(&id).await
-    };
-    let (_, destroyed) = tokio::join!(touch, destroy);
-    call!("destroy", destroyed);
-    stays_gone(store, &id, "a touch dropped by its caller").await
+    let touch = store.touch(&id, SystemTime::now() + HOUR);
+    dropped_racing_destroy(store, &id, micros, "a touch dropped by its caller", touch).await
 }
 
-/// A compare-and-set dropped midway while `destroy` runs: the session stays destroyed.
+/// A compare-and-set dropped midway while `destroy` runs.
 async fn dropped_compare_and_set_racing_destroy(
     store: &dyn SessionStore,
     micros: u64,
@@ -98,14 +111,9 @@ async fn dropped_compare_and_set_racing_destroy(
     let id = id();
     let version = call!("set", store.set(&id, &sample()).await);
     let next = session_with(HOUR, json!({"n": 2}));
-    let swap = dropped(micros, store.set_if_version(&id, &next, version));
-    let destroy = async {
-        tokio::task::yield_now().await;
-        store.destroy(&id).await
-    };
-    let (_, destroyed) = tokio::join!(swap, destroy);
-    call!("destroy", destroyed);
-    stays_gone(store, &id, "a compare-and-set dropped by its caller").await
+    let swap = store.set_if_version(&id, &next, version);
+    let what = "a compare-and-set dropped by its caller";
+    dropped_racing_destroy(store, &id, micros, what, swap).await
 }
 
 /// A `create` dropped midway, then a `set` of the id: the `set`'s session holds the id
