@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::session::{Owner, Session, SessionId, check_nesting};
 use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
 use crate::wrappers::key::{Key, keys_from_env};
+use crate::wrappers::owners::{OwnerMac, destroy_across, list_across};
 
 /// The one data key of a sealed session, as the wrapped store holds it.
 pub const SEALED_FIELD: &str = "sealed";
@@ -26,14 +27,18 @@ pub const SEALED_FIELD: &str = "sealed";
 /// - 1: bound to the session id only (what earlier releases wrote; still opened).
 /// - 2: also bound to the owner, the wrapper's context label and a latest expiry, which the
 ///   header carries.
+/// - 3: as 2, bound to the owner the wrapped store keeps (a keyed hash of the real one),
+///   with the real owner sealed in front of the data (one length byte, then its bytes).
 const FORMAT_V1: u8 = 1;
 const FORMAT_V2: u8 = 2;
+const FORMAT_V3: u8 = 3;
 const KEY_ID_LEN: usize = 4;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 /// Format byte, key id, nonce.
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
-/// Format 2's header: format 1's, then the latest expiry (milliseconds, big-endian `i64`).
+/// Format 2's (and 3's) header: format 1's, then the latest expiry (milliseconds,
+/// big-endian `i64`).
 const HEADER_V2_LEN: usize = HEADER_LEN + 8;
 /// Domain separation for the associated data and the key ids.
 const AAD_LABEL: &[u8] = b"session-stores sealed session v1\0";
@@ -44,12 +49,16 @@ const AAD_LABEL_V2: &[u8] = b"session-stores sealed session v2\0";
 #[derive(Clone, Copy)]
 struct Bound<'a> {
     id: &'a SessionId,
-    /// The session's owner, as the wrapped store keeps it.
+    /// The session's owner, as the wrapped store keeps it (format 3: its keyed hash).
     owner: Option<&'a Owner>,
     /// The wrapper's context label ([`Encrypted::with_context`]).
     context: &'a str,
 }
 const KEY_ID_LABEL: &[u8] = b"session-stores key id v1\0";
+/// The label deriving a ring key's owner hash key from it.
+const OWNER_KEY_LABEL: &[u8] = b"session-stores Encrypted owner key v1";
+/// What an owner hashed by this wrapper starts with.
+const OWNER_PREFIX: &str = "oe.";
 
 /// Why a stored session could not be opened: the source of the [`Error::Decode`] that
 /// [`Encrypted`] returns. It never holds key material or session data.
@@ -95,6 +104,8 @@ struct RingKey {
     /// constant time) without keeping the key itself.
     digest: [u8; 32],
     cipher: XChaCha20Poly1305,
+    /// Hides owners: keyed with a key derived from this one.
+    owners: OwnerMac,
 }
 
 /// Domain separation for [`RingKey::digest`].
@@ -140,6 +151,7 @@ impl KeyRing {
                     id,
                     digest: key_digest(&key),
                     cipher,
+                    owners: OwnerMac::derive(key.as_bytes(), OWNER_KEY_LABEL),
                 }
             })
             .collect();
@@ -177,12 +189,26 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
-    /// Seals `data` for `bound` with the first key (format 2), with `latest_expiry` (ms) in
-    /// the header.
+    /// Seals `owner` and `data` for `bound` with the first key (format 3), with
+    /// `latest_expiry` (ms) in the header.
     fn seal(
         &self,
         bound: Bound<'_>,
         latest_expiry: i64,
+        owner: Option<&Owner>,
+        data: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        self.seal_as(FORMAT_V3, bound, latest_expiry, owner, data)
+    }
+
+    /// [`seal`](Self::seal) in `format` (2 or 3; 2 leaves `owner` out): tests write format
+    /// 2, as the previous release did.
+    fn seal_as(
+        &self,
+        format: u8,
+        bound: Bound<'_>,
+        latest_expiry: i64,
+        owner: Option<&Owner>,
         data: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
         let id = bound.id;
@@ -191,10 +217,18 @@ impl KeyRing {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|err| Error::encode(id, err))?;
         let mut blob = Vec::with_capacity(HEADER_V2_LEN + 256 + TAG_LEN);
-        blob.push(FORMAT_V2);
+        blob.push(format);
         blob.extend_from_slice(&key.id);
         blob.extend_from_slice(&nonce);
         blob.extend_from_slice(&latest_expiry.to_be_bytes());
+        if format == FORMAT_V3 {
+            let owner = owner.map_or("", Owner::as_str).as_bytes();
+            // Owners are at most 128 bytes, and never empty: 0 stands for none.
+            let owner_len = u8::try_from(owner.len())
+                .map_err(|_| Error::encode(id, "the owner is too long to seal"))?;
+            blob.push(owner_len);
+            blob.extend_from_slice(owner);
+        }
         serde_json::to_writer(&mut blob, data).map_err(|err| Error::encode(id, err))?;
         let aad = associated_data(bound, &blob[..HEADER_V2_LEN]);
         let tag = key
@@ -234,7 +268,7 @@ impl KeyRing {
             .map_err(|_| fail(SealError::NotSealed))?;
         let header_len = match blob.first() {
             Some(&FORMAT_V1) => HEADER_LEN,
-            Some(&FORMAT_V2) => HEADER_V2_LEN,
+            Some(&FORMAT_V2 | &FORMAT_V3) => HEADER_V2_LEN,
             _ => return Err(fail(SealError::NotSealed)),
         };
         let format = blob[0];
@@ -270,7 +304,7 @@ impl KeyRing {
                 .is_ok()
             {
                 let mut latest_expiry = None;
-                if format == FORMAT_V2 {
+                if format != FORMAT_V1 {
                     let mut latest = [0u8; 8];
                     latest.copy_from_slice(&header[HEADER_LEN..HEADER_V2_LEN]);
                     let latest = i64::from_be_bytes(latest);
@@ -279,10 +313,19 @@ impl KeyRing {
                     }
                     latest_expiry = (latest != i64::MAX).then_some(latest);
                 }
-                let data = serde_json::from_slice::<Map<String, Value>>(&plain)
+                let (owner, json) = match format {
+                    FORMAT_V3 => {
+                        let (owner, json) = sealed_owner(&plain)
+                            .ok_or_else(|| Error::decode(id, "the sealed owner is malformed"))?;
+                        (Some(owner), json)
+                    }
+                    _ => (None, &plain[..]),
+                };
+                let data = serde_json::from_slice::<Map<String, Value>>(json)
                     .map_err(|err| Error::decode(id, err))?;
                 return Ok(Opened {
                     data,
+                    owner,
                     position,
                     format,
                     latest_expiry,
@@ -302,7 +345,7 @@ impl KeyRing {
             owner: None,
             context: "",
         };
-        self.seal(bound, i64::MAX, data)
+        self.seal(bound, i64::MAX, None, data)
     }
 
     /// [`open`](KeyRing::open) of what [`seal_for`](KeyRing::seal_for) made: the data and
@@ -322,9 +365,23 @@ impl KeyRing {
     }
 }
 
+/// The owner sealed in front of format 3's data, and the data's bytes after it; `None` if
+/// malformed.
+fn sealed_owner(plain: &[u8]) -> Option<(Option<Owner>, &[u8])> {
+    let (&len, rest) = plain.split_first()?;
+    if len == 0 {
+        return Some((None, rest));
+    }
+    let (owner, json) = rest.split_at_checked(usize::from(len))?;
+    let owner = Owner::new(std::str::from_utf8(owner).ok()?).ok()?;
+    Some((Some(owner), json))
+}
+
 /// What [`KeyRing::open`] found.
 struct Opened {
     data: Map<String, Value>,
+    /// Format 3: the sealed (real) owner. Earlier formats: `None`, the owner is the stored one.
+    owner: Option<Option<Owner>>,
     /// The position in the ring of the key that opened it.
     position: usize,
     /// The blob's format.
@@ -387,8 +444,15 @@ impl fmt::Debug for KeyRing {
 ///   the ciphertext and the tag. The expiry and the version stay in the clear, so expiry,
 ///   [`touch`](SessionStore::touch), [`len`](SessionStore::len),
 ///   [`delete_expired`](SessionStore::delete_expired) and compare-and-set work unchanged.
-/// - **Bound to the id, the owner and the store**: the session id, its
-///   [`Owner`] (which stays readable, for the backend's owner index) and the
+/// - **Owners sealed**: the wrapped store indexes each owned session under a keyed hash of
+///   its [`Owner`], `oe.<64 hexadecimal digits>` ([`stored_owner`](Encrypted::stored_owner);
+///   a key derived from the sealing key, and the context label), and the real owner is
+///   sealed with the data: a dump names nobody. [`sessions_of`](SessionStore::sessions_of)
+///   and [`destroy_owner`](SessionStore::destroy_owner) take the real owner and look under
+///   its hash for each key of the ring and under the plain owner (sessions that earlier
+///   releases sealed, until their next write or [`reseal`](Encrypted::reseal)): one listing
+///   of the wrapped store per form.
+/// - **Bound to the id, the owner and the store**: the session id, its stored owner and the
 ///   wrapper's [context label](Encrypted::with_context) are authenticated with the data, so
 ///   a ciphertext copied to another session's id or another application that shares the
 ///   keys does not open, and a session a backend writer re-owned (so that `destroy_owner`
@@ -521,16 +585,44 @@ impl<S> Encrypted<S> {
     }
 
     fn sealed(&self, id: &SessionId, session: &Session) -> Result<Session> {
-        let bound = self.bound(id, session.owner());
-        let data = self
-            .ring
-            .seal(bound, self.latest_expiry(session), session.data())?;
-        // The owner stays readable (the backend's owner index needs it), and bound to the
-        // data: changed in the backend, the session does not open.
+        let stored_owner = session.owner().map(|owner| self.stored_owner(owner));
+        let bound = self.bound(id, stored_owner.as_ref());
+        let data = self.ring.seal(
+            bound,
+            self.latest_expiry(session),
+            session.owner(),
+            session.data(),
+        )?;
+        // The backend's owner index sees the keyed hash, bound to the data: changed in the
+        // backend, the session does not open.
         Ok(
             Session::from_parts(data, session.expires_at_millis(), session.version())
-                .with_owner(session.owner().cloned()),
+                .with_owner(stored_owner),
         )
+    }
+
+    /// The owner under which the wrapped store indexes the sessions of `owner` sealed with
+    /// the ring's current key: `oe.<64 hexadecimal digits>`, a keyed hash (under a key
+    /// derived from the ring key, and the [context label](Self::with_context)). For operators
+    /// who need to find one owner's sessions in the backend.
+    pub fn stored_owner(&self, owner: &Owner) -> Owner {
+        self.ring.keys[0]
+            .owners
+            .hidden(OWNER_PREFIX, &self.context, owner)
+    }
+
+    /// Every owner the wrapped store may index the sessions of `owner` under, oldest form
+    /// first: the plain owner (earlier releases), then its hash under each ring key, the
+    /// current key last.
+    fn owner_forms(&self, owner: &Owner) -> Vec<Owner> {
+        let mut forms = vec![owner.clone()];
+        for key in self.ring.keys.iter().rev() {
+            let hidden = key.owners.hidden(OWNER_PREFIX, &self.context, owner);
+            if !forms.contains(&hidden) {
+                forms.push(hidden);
+            }
+        }
+        forms
     }
 }
 
@@ -544,7 +636,7 @@ impl<S: SessionStore> Encrypted<S> {
             return Ok(false);
         };
         // Sealed with the current key in the current format already.
-        if opened.position == 0 && opened.format == FORMAT_V2 {
+        if opened.position == 0 && opened.format == FORMAT_V3 {
             return Ok(false);
         }
         let version = session.version();
@@ -571,6 +663,7 @@ impl<S: SessionStore> Encrypted<S> {
             .ring
             .open(self.bound(id, owner.as_ref()), expires_at, &sealed)?;
         let data = std::mem::take(&mut opened.data);
+        let owner = opened.owner.take().unwrap_or(owner);
         Ok((
             Session::from_parts(data, expires_at, version).with_owner(owner),
             opened,
@@ -650,18 +743,23 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
                 operation: "sessions_of with data under HashedIds",
             });
         }
-        let mut listed = self.inner.sessions_of(owner, with_data).await?;
-        for entry in &mut listed {
+        let forms = self.owner_forms(owner);
+        let listed = list_across(&self.inner, &forms, with_data).await?;
+        let mut opened = Vec::with_capacity(listed.len());
+        for (form, mut entry) in listed {
             if let Some(sealed) = entry.data.take() {
-                let bound = self.bound(&entry.id, Some(owner));
-                let opened = self.ring.open(bound, entry.expires_at_millis, &sealed)?;
-                entry.data = Some(opened.data);
+                let bound = self.bound(&entry.id, Some(&forms[form]));
+                let open = self.ring.open(bound, entry.expires_at_millis, &sealed)?;
+                entry.data = Some(open.data);
             }
+            opened.push(entry);
         }
-        Ok(listed)
+        Ok(opened)
     }
+    /// Ends the sessions indexed under each of the owner's forms (its hash under each ring
+    /// key, and the plain owner earlier releases stored).
     async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
-        self.inner.destroy_owner(owner, except).await
+        destroy_across(&self.inner, &self.owner_forms(owner), except).await
     }
     /// A scan of the inner store with each session opened. Over a store that lists stored
     /// ids (`HashedIds` inside this wrapper) the sessions cannot be opened:
@@ -752,6 +850,8 @@ mod tests {
             map.insert(SEALED_FIELD.into(), URL_SAFE_NO_PAD.encode(&altered).into());
             let err = ring.open_for(&id, &map).unwrap_err();
             let expected = match i {
+                // Another format this version knows: the header is in the associated data.
+                0 if matches!(altered[0], FORMAT_V1 | FORMAT_V2 | FORMAT_V3) => SealError::Forged,
                 0 => SealError::NotSealed,
                 1..=4 => SealError::UnknownKey,
                 _ => SealError::Forged,
@@ -840,6 +940,108 @@ mod tests {
         assert!(!both.holds(&c));
         assert!(a.same_as(&a.clone()));
         assert!(!a.same_as(&b));
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    /// Sessions the previous release sealed (format 2, the owner in the clear in the
+    /// backend's index) are still read with their owner, listed and ended by the real owner,
+    /// and move under the owner's hash on their next write (listed once meanwhile).
+    #[cfg(feature = "memory")]
+    #[test]
+    fn owners_stored_in_the_clear_by_format_2_are_still_listed_and_ended() {
+        block_on(async {
+            let backend = Arc::new(crate::MemoryStore::new(100));
+            let key = Key::generate().unwrap();
+            let store = Encrypted::new(Arc::clone(&backend), ring(&[&key])).with_context("app");
+            let ada = Owner::new("ada@example.com").unwrap();
+            let (old, new) = (SessionId::generate(), SessionId::generate());
+            // As the previous release wrote it.
+            let session = Session::new(std::time::Duration::from_secs(600));
+            let bound = store.bound(&old, Some(&ada));
+            let sealed = (store.ring)
+                .seal_as(FORMAT_V2, bound, i64::MAX, None, &data())
+                .unwrap();
+            let raw = Session::from_parts(sealed, session.expires_at_millis(), 0)
+                .with_owner(Some(ada.clone()));
+            backend.set(&old, &raw).await.unwrap();
+            let mut owned = session.clone().with_owner(Some(ada.clone()));
+            owned.replace_data(data());
+            store.set(&new, &owned).await.unwrap();
+
+            let got = store.get(&old).await.unwrap().unwrap();
+            assert_eq!((got.owner(), got.data()), (Some(&ada), &data()));
+            let listed = store.sessions_of(&ada, true).await.unwrap();
+            assert_eq!(listed.len(), 2);
+            assert!(listed.iter().all(|entry| entry.data == Some(data())));
+            // Rewritten: under the hash now, and listed once.
+            let v = store.set(&old, &got).await.unwrap();
+            let raw = backend.get(&old).await.unwrap().unwrap();
+            assert_eq!(raw.owner(), Some(&store.stored_owner(&ada)));
+            assert_eq!(store.sessions_of(&ada, false).await.unwrap().len(), 2);
+            assert_eq!(store.get(&old).await.unwrap().unwrap().version(), v);
+            // One more in the clear, then "log out everywhere" ends all three.
+            let third = SessionId::generate();
+            let sealed = (store.ring)
+                .seal_as(
+                    FORMAT_V2,
+                    store.bound(&third, Some(&ada)),
+                    i64::MAX,
+                    None,
+                    &data(),
+                )
+                .unwrap();
+            let clear = Session::from_parts(sealed, session.expires_at_millis(), 0)
+                .with_owner(Some(ada.clone()));
+            backend.set(&third, &clear).await.unwrap();
+            assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 3);
+            assert!(store.sessions_of(&ada, false).await.unwrap().is_empty());
+            assert_eq!(backend.len().await.unwrap(), 0);
+        });
+    }
+
+    /// After a key rotation, sessions sealed with the old key are indexed under the owner's
+    /// hash for that key: still listed (once) and ended, and moved under the new key's hash
+    /// when re-sealed.
+    #[cfg(feature = "memory")]
+    #[test]
+    fn owners_indexed_under_an_old_key_are_listed_and_ended() {
+        block_on(async {
+            let backend = Arc::new(crate::MemoryStore::new(100));
+            let (old_key, new_key) = (Key::generate().unwrap(), Key::generate().unwrap());
+            let before = Encrypted::new(Arc::clone(&backend), ring(&[&old_key]));
+            let after = Encrypted::new(Arc::clone(&backend), ring(&[&new_key, &old_key]));
+            let ada = Owner::new("ada").unwrap();
+            assert_ne!(before.stored_owner(&ada), after.stored_owner(&ada));
+            let ids: Vec<SessionId> = (0..3).map(|_| SessionId::generate()).collect();
+            let owned =
+                Session::new(std::time::Duration::from_secs(600)).with_owner(Some(ada.clone()));
+            for id in &ids[..2] {
+                before.set(id, &owned).await.unwrap();
+            }
+            after.set(&ids[2], &owned).await.unwrap();
+            assert_eq!(after.sessions_of(&ada, true).await.unwrap().len(), 3);
+            assert!(after.reseal(&ids[0]).await.unwrap());
+            let raw = backend.get(&ids[0]).await.unwrap().unwrap();
+            assert_eq!(raw.owner(), Some(&after.stored_owner(&ada)));
+            assert_eq!(
+                after.get(&ids[0]).await.unwrap().unwrap().owner(),
+                Some(&ada)
+            );
+            assert_eq!(after.sessions_of(&ada, false).await.unwrap().len(), 3);
+            // The old ring alone no longer sees the re-sealed one.
+            assert_eq!(before.sessions_of(&ada, false).await.unwrap().len(), 1);
+            assert_eq!(after.destroy_owner(&ada, Some(&ids[1])).await.unwrap(), 2);
+            let left = after.sessions_of(&ada, false).await.unwrap();
+            assert_eq!(left.len(), 1);
+            assert_eq!(left[0].id, ids[1]);
+        });
     }
 
     /// What earlier releases sealed (format 1, bound to the id only) still opens, whatever

@@ -1,17 +1,20 @@
 //! [`HashedIds`]: each session stored under a keyed hash of its id, so that a leaked store
 //! holds no usable session id.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use hmac::{KeyInit, Mac};
+use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use crate::error::{Error, Result};
 use crate::session::{Owner, Session, SessionId};
 use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
 use crate::wrappers::key::Key;
+use crate::wrappers::owners::{OwnerMac, destroy_across, list_across};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -48,6 +51,18 @@ const _: fn() = || {
 ///   `except`. Every other operation hashes a listed id like any id, so it never finds that
 ///   session: a listed id is not a cookie, and without the key nobody can make one from a
 ///   stored id taken from a dump.
+/// - **Owners** are indexed under a keyed hash too: the wrapped store sees
+///   `oh.<64 hexadecimal digits>` ([`stored_owner`](Self::stored_owner), with a key derived
+///   from, not equal to, the id key) as each session's owner, so its owner index (SQL
+///   column, file names, Redis keys) names nobody. The real owner, which `get` returns, is
+///   kept in the session's data under a reserved key (`"\u{1}owner"`; a caller's own keys
+///   that start with U+0001 are stored with one more, and come back as they were): readable
+///   in the backend unless [`Encrypted`](crate::wrappers::encrypted::Encrypted) is stacked
+///   inside this wrapper (as [`connect`](crate::connect()) does), which seals it.
+///   [`sessions_of`](SessionStore::sessions_of) and
+///   [`destroy_owner`](SessionStore::destroy_owner) take the real owner, and also find
+///   sessions stored with the plain owner by earlier releases (until their next write or
+///   expiry), at the cost of one more listing of the wrapped store.
 ///
 /// ```
 /// # #[cfg(feature = "memory")]
@@ -74,6 +89,8 @@ pub struct HashedIds<S> {
     mac: HmacSha256,
     /// Keyed with a key derived from the id key: tags the listed ids.
     listed_mac: HmacSha256,
+    /// Keyed with another key derived from the id key: hides owners.
+    owners: OwnerMac,
 }
 
 /// What a listed id starts with; no id that [`SessionId::generate`] makes contains a `.`.
@@ -82,6 +99,16 @@ const LISTED_PREFIX: &str = "ls.";
 const LISTED_TAG_BYTES: usize = 16;
 /// The HMAC message deriving the listed ids' tag key from the id key.
 const LISTED_KEY_LABEL: &[u8] = b"session-stores HashedIds listed-id tag key v1";
+/// The label deriving the owners' hash key from the id key.
+const OWNER_KEY_LABEL: &[u8] = b"session-stores HashedIds owner key v1";
+/// What a hashed owner starts with.
+const OWNER_PREFIX: &str = "oh.";
+/// The data key under which the wrapped store keeps an owned session's real owner. Every
+/// caller's key that starts with U+0001 is stored with one more U+0001 in front, so none is
+/// ever taken for it. (Not U+0000: Postgres' `jsonb` cannot hold it.)
+const OWNER_FIELD: &str = "\u{1}owner";
+/// What [`OWNER_FIELD`] and every escaped key start with.
+const ESCAPE: char = '\u{1}';
 
 impl<S> HashedIds<S> {
     /// Wraps `inner`, hashing ids with `key`.
@@ -99,6 +126,7 @@ impl<S> HashedIds<S> {
             inner,
             mac,
             listed_mac,
+            owners: OwnerMac::derive(key.as_bytes(), OWNER_KEY_LABEL),
         }
     }
 
@@ -131,6 +159,62 @@ impl<S> HashedIds<S> {
 }
 
 impl<S> HashedIds<S> {
+    /// The owner under which the wrapped store indexes the sessions of `owner`:
+    /// `oh.<64 hexadecimal digits>`. For operators who need to find one owner's sessions in
+    /// the backend.
+    pub fn stored_owner(&self, owner: &Owner) -> Owner {
+        self.owners.hidden(OWNER_PREFIX, "", owner)
+    }
+
+    /// `session` as the wrapped store keeps it: an owned session under its hashed owner,
+    /// with the real owner in its data (and the caller's keys that start with U+0001 escaped).
+    fn for_storage<'a>(&self, session: &'a Session) -> Cow<'a, Session> {
+        let Some(owner) = session.owner() else {
+            return Cow::Borrowed(session);
+        };
+        let mut data = Map::new();
+        for (key, value) in session.data() {
+            let key = if key.starts_with(ESCAPE) {
+                format!("{ESCAPE}{key}")
+            } else {
+                key.clone()
+            };
+            data.insert(key, value.clone());
+        }
+        data.insert(
+            OWNER_FIELD.to_owned(),
+            Value::String(owner.as_str().to_owned()),
+        );
+        Cow::Owned(
+            Session::from_parts(data, session.expires_at_millis(), session.version())
+                .with_owner(Some(self.stored_owner(owner))),
+        )
+    }
+
+    /// The real owner of a session the wrapped store keeps under `stored` with `data`: the
+    /// one in its data if `stored` is that owner's hash; `None` for a session this wrapper
+    /// did not hash the owner of (unowned, or written by an earlier release).
+    fn real_owner(&self, stored: Option<&Owner>, data: &Map<String, Value>) -> Option<Owner> {
+        let stored = stored?;
+        if !stored.as_str().starts_with(OWNER_PREFIX) {
+            return None;
+        }
+        let Some(Value::String(text)) = data.get(OWNER_FIELD) else {
+            return None;
+        };
+        let real = Owner::new(text.as_str()).ok()?;
+        (self.stored_owner(&real) == *stored).then_some(real)
+    }
+
+    /// A session as the wrapped store returned it, as the caller wrote it.
+    fn as_written(&self, stored: Session) -> Session {
+        let Some(real) = self.real_owner(stored.owner(), stored.data()) else {
+            return stored;
+        };
+        let (data, expires_at, version) = stored.into_parts();
+        Session::from_parts(caller_data(data), expires_at, version).with_owner(Some(real))
+    }
+
     /// The id [`sessions_of`](SessionStore::sessions_of) lists for the session kept under
     /// `stored`: `ls.<stored>.<tag>`.
     fn listed_id(&self, stored: &SessionId) -> Result<SessionId> {
@@ -165,6 +249,21 @@ impl<S> HashedIds<S> {
     }
 }
 
+/// The caller's data of an owned session as the wrapped store keeps it: without the owner
+/// field, each escaped key as it was.
+fn caller_data(mut data: Map<String, Value>) -> Map<String, Value> {
+    data.remove(OWNER_FIELD);
+    if !data.keys().any(|key| key.starts_with(ESCAPE)) {
+        return data;
+    }
+    data.into_iter()
+        .map(|(key, value)| match key.strip_prefix(ESCAPE) {
+            Some(escaped) => (escaped.to_owned(), value),
+            None => (key, value),
+        })
+        .collect()
+}
+
 impl<S> fmt::Debug for HashedIds<S>
 where
     S: fmt::Debug,
@@ -182,11 +281,17 @@ where
 impl<S: SessionStore> SessionStore for HashedIds<S> {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
         let stored = self.stored_id(id);
-        self.inner.get(&stored).await.map_err(|e| e.for_session(id))
+        let session = self
+            .inner
+            .get(&stored)
+            .await
+            .map_err(|e| e.for_session(id))?;
+        Ok(session.map(|session| self.as_written(session)))
     }
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         let stored = self.stored_id(id);
-        (self.inner.set(&stored, session).await).map_err(|e| e.for_session(id))
+        let session = self.for_storage(session);
+        (self.inner.set(&stored, &session).await).map_err(|e| e.for_session(id))
     }
     /// Also ends the session a listed id (see [`HashedIds`]) names.
     async fn destroy(&self, id: &SessionId) -> Result<()> {
@@ -202,7 +307,8 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
     }
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
         let stored = self.stored_id(id);
-        (self.inner.create(&stored, session).await).map_err(|e| e.for_session(id))
+        let session = self.for_storage(session);
+        (self.inner.create(&stored, &session).await).map_err(|e| e.for_session(id))
     }
     async fn set_if_version(
         &self,
@@ -211,7 +317,8 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
         expected: u64,
     ) -> Result<u64> {
         let stored = self.stored_id(id);
-        (self.inner.set_if_version(&stored, session, expected).await)
+        let session = self.for_storage(session);
+        (self.inner.set_if_version(&stored, &session, expected).await)
             .map_err(|e: Error| e.for_session(id))
     }
     async fn len(&self) -> Result<u64> {
@@ -230,26 +337,45 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
     /// cannot be turned back into the id. [`destroy`](SessionStore::destroy) of a listed id
     /// ends that session; nothing else finds it by that id. To find the caller's own session
     /// in the listing, compare with [`listed_id_of`](Self::listed_id_of).
+    ///
+    /// Also lists the owner's sessions that an earlier release stored under the plain owner.
     async fn sessions_of(&self, owner: &Owner, with_data: bool) -> Result<Vec<OwnedSession>> {
-        let listed = self.inner.sessions_of(owner, with_data).await?;
+        let hashed = self.stored_owner(owner);
+        let forms = [owner.clone(), hashed];
+        let listed = list_across(&self.inner, &forms, with_data).await?;
         // A stored id too long to list is not one of this wrapper's (those are 64 digits):
         // no caller's id reaches it, so it is not the owner's through this store.
         Ok(listed
             .into_iter()
-            .filter_map(|mut entry| {
+            .filter_map(|(form, mut entry)| {
                 entry.id = self.listed_id(&entry.id).ok()?;
+                entry.data = entry.data.map(|data| {
+                    let ours = self.real_owner(Some(&forms[form]), &data);
+                    if ours.as_ref() == Some(owner) {
+                        caller_data(data)
+                    } else {
+                        data
+                    }
+                });
                 Some(entry)
             })
             .collect())
     }
-    /// `except` may be the caller's id or a listed id.
+    /// `except` may be the caller's id or a listed id. Also ends the owner's sessions that an
+    /// earlier release stored under the plain owner.
     async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
         let except = except.map(|id| self.stored_for_destroy(id));
-        self.inner.destroy_owner(owner, except.as_ref()).await
+        let forms = [owner.clone(), self.stored_owner(owner)];
+        destroy_across(&self.inner, &forms, except.as_ref()).await
     }
-    /// A scan of the inner store: the sessions under their stored (hashed) ids.
+    /// A scan of the inner store: the sessions under their stored (hashed) ids, each with
+    /// its real owner and data.
     async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
-        self.inner.scan(cursor, limit).await
+        let page = self.inner.scan(cursor, limit).await?;
+        let sessions = (page.sessions.into_iter())
+            .map(|(id, session)| (id, self.as_written(session)))
+            .collect();
+        Ok(ScanPage::new(sessions, page.next))
     }
     /// The inner store's, plus [`lists_stored_ids`](Capabilities::lists_stored_ids).
     fn capabilities(&self) -> Capabilities {
@@ -263,6 +389,92 @@ mod tests {
 
     fn store(key: &Key) -> HashedIds<()> {
         HashedIds::new((), key)
+    }
+
+    /// Sessions an earlier release stored with the plain owner are read with it, listed and
+    /// ended by it, and move under the hash on their next write (listed once meanwhile).
+    #[cfg(feature = "memory")]
+    #[test]
+    fn owners_stored_in_the_clear_are_still_listed_and_ended() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let backend = std::sync::Arc::new(crate::MemoryStore::new(100));
+                let key = Key::generate().unwrap();
+                let store = HashedIds::new(std::sync::Arc::clone(&backend), &key);
+                let ada = Owner::new("ada@example.com").unwrap();
+                let session =
+                    Session::new(std::time::Duration::from_secs(600)).with_owner(Some(ada.clone()));
+                let (old, new) = (SessionId::generate(), SessionId::generate());
+                // As an earlier release wrote it: the plain owner, no owner field.
+                backend.set(&store.stored_id(&old), &session).await.unwrap();
+                store.set(&new, &session).await.unwrap();
+                let raw = backend.get(&store.stored_id(&new)).await.unwrap().unwrap();
+                assert_eq!(raw.owner(), Some(&store.stored_owner(&ada)));
+                assert_eq!(raw.data()[OWNER_FIELD], ada.as_str());
+
+                let got = store.get(&old).await.unwrap().unwrap();
+                assert_eq!((got.owner(), got.data()), (Some(&ada), session.data()));
+                let mut listed: Vec<SessionId> = (store.sessions_of(&ada, true).await.unwrap())
+                    .into_iter()
+                    .map(|entry| {
+                        assert_eq!(entry.data.as_ref(), Some(session.data()));
+                        entry.id
+                    })
+                    .collect();
+                listed.sort();
+                let mut want = vec![store.listed_id_of(&old), store.listed_id_of(&new)];
+                want.sort();
+                assert_eq!(listed, want);
+                // Rewritten: under the hash, listed once.
+                store.set(&old, &got).await.unwrap();
+                assert_eq!(store.sessions_of(&ada, false).await.unwrap().len(), 2);
+                // One more in the clear; "log out everywhere" ends all three.
+                let third = SessionId::generate();
+                backend
+                    .set(&store.stored_id(&third), &session)
+                    .await
+                    .unwrap();
+                assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 3);
+                assert_eq!(backend.len().await.unwrap(), 0);
+
+                // An owner field that does not match the hashed owner (changed in the
+                // backend) is not taken for the owner: the session reads as stored.
+                store.set(&new, &session).await.unwrap();
+                let mut raw = backend.get(&store.stored_id(&new)).await.unwrap().unwrap();
+                raw.insert(OWNER_FIELD, "bob").unwrap();
+                backend.set(&store.stored_id(&new), &raw).await.unwrap();
+                let got = store.get(&new).await.unwrap().unwrap();
+                assert_eq!(got.owner(), Some(&store.stored_owner(&ada)));
+            });
+    }
+
+    #[test]
+    fn caller_keys_that_look_reserved_are_escaped_and_restored() {
+        let key = Key::generate().unwrap();
+        let wrapper = store(&key);
+        let data = serde_json::json!({
+            "\u{1}owner": 1, "\u{1}": 2, "\u{1}\u{1}x": 3, "plain": 4, "x\u{1}": 5
+        });
+        let serde_json::Value::Object(data) = data else {
+            unreachable!()
+        };
+        let mut session = Session::new(std::time::Duration::from_secs(60))
+            .with_owner(Some(Owner::new("ada").unwrap()));
+        session.replace_data(data.clone());
+        let stored = wrapper.for_storage(&session).into_owned();
+        assert_eq!(stored.data().len(), data.len() + 1);
+        assert_eq!(stored.data()[OWNER_FIELD], "ada");
+        assert_eq!(stored.data()["\u{1}\u{1}owner"], 1);
+        assert_eq!(stored.data()["\u{1}\u{1}\u{1}x"], 3);
+        assert_eq!(stored.data()["x\u{1}"], 5);
+        assert_eq!(wrapper.as_written(stored), session);
+        // Unowned sessions are stored as they are.
+        let unowned = session.clone().with_owner(None);
+        assert!(matches!(wrapper.for_storage(&unowned), Cow::Borrowed(_)));
+        assert_eq!(wrapper.as_written(unowned.clone()), unowned);
     }
 
     #[test]

@@ -23,3 +23,6 @@ pub mod hashed_ids;
 #[cfg(any(feature = "hashed-ids", feature = "encryption"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "hashed-ids", feature = "encryption"))))]
 pub mod key;
+
+#[cfg(any(feature = "hashed-ids", feature = "encryption"))]
+mod owners;
