@@ -227,6 +227,7 @@ macro_rules! __for_each_check {
             a_saved_cursor_resumes_exactly_after_other_scans_and_writes,
             operations_dropped_midway_never_revive_duplicate_or_lose,
             a_listed_id_ends_exactly_that_session,
+            owned_sessions_keep_every_data_key,
         }
     };
 }

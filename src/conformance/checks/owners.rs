@@ -172,6 +172,110 @@ pub(crate) async fn owner_round_trips_through_every_write(factory: Factory) -> C
     Ok(())
 }
 
+/// Data whose keys look like what a store or a wrapper might keep beside the caller's own
+/// (an owner stashed in the data, a sealed field, escaped keys).
+fn reserved_looking_data() -> serde_json::Value {
+    json!({
+        "\u{1}owner": "the caller's own",
+        "\u{1}": 1,
+        "\u{1}\u{1}owner": [2],
+        "\u{1}sealed": {"\u{1}": "nested"},
+        "$owner": "dollar",
+        "_owner": "underscore",
+        "__owner__": "dunder",
+        "owner": "plain",
+        "sealed": "not sealed",
+        "device": 7,
+    })
+}
+
+pub(crate) async fn owned_sessions_keep_every_data_key(factory: Factory) -> CheckResult {
+    let store = factory.boxed().await;
+    if !declared(&*store) {
+        return Ok(());
+    }
+    let ada = owner("ada");
+    let data = reserved_looking_data();
+    let owned = session_with(HOUR, data.clone()).with_owner(Some(ada.clone()));
+    let unowned = session_with(HOUR, data.clone());
+    let mut written = Vec::new();
+    for how in ["set", "create", "set_if_version", "unowned set"] {
+        let id = id();
+        match how {
+            "set" => {
+                call!("set", store.set(&id, &owned).await);
+            }
+            "create" => ensure!(
+                call!("create", store.create(&id, &owned).await),
+                "create of a fresh id returned false"
+            ),
+            "set_if_version" => {
+                let v = call!("set", store.set(&id, &unowned).await);
+                call!("set_if_version", store.set_if_version(&id, &owned, v).await);
+            }
+            _ => {
+                call!("set", store.set(&id, &unowned).await);
+            }
+        }
+        let got = call!("get", store.get(&id).await).ok_or("get returned None")?;
+        ensure!(
+            serde_json::Value::Object(got.data().clone()) == data,
+            "{how} of a session whose data has keys such as \"\\u0001owner\" and \"sealed\" \
+             read back other data: {:?}",
+            got.data().keys().collect::<Vec<_>>()
+        );
+        let want_owner = (how != "unowned set").then(|| ada.clone());
+        ensure!(
+            got.owner() == want_owner.as_ref(),
+            "{how} read back owner {:?}, not {want_owner:?}",
+            got.owner()
+        );
+        written.push(id);
+    }
+    let entries = call!("sessions_of", store.sessions_of(&ada, true).await);
+    ensure!(
+        entries.len() == 3,
+        "sessions_of listed {} sessions of an owner with 3",
+        entries.len()
+    );
+    for entry in entries {
+        let got = entry.data.map(serde_json::Value::Object);
+        ensure!(
+            got.as_ref() == Some(&data),
+            "sessions_of with data listed other data than was written: {got:?}"
+        );
+    }
+    if store.capabilities().scan {
+        let mut cursor = None;
+        let mut seen = 0;
+        for _ in 0..1000 {
+            let page = call!("scan", store.scan(cursor.as_ref(), 2).await);
+            for (_, session) in page.sessions {
+                if session.data().get("device") != Some(&json!(7)) {
+                    continue;
+                }
+                seen += 1;
+                ensure!(
+                    serde_json::Value::Object(session.data().clone()) == data,
+                    "scan returned other data than was written: {:?}",
+                    session.data().keys().collect::<Vec<_>>()
+                );
+                ensure!(
+                    session.owner().is_none_or(|owner| *owner == ada),
+                    "scan returned owner {:?}, not {ada:?}",
+                    session.owner()
+                );
+            }
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        ensure!(seen == 4, "scan returned {seen} of the 4 sessions written");
+    }
+    Ok(())
+}
+
 pub(crate) async fn sessions_of_lists_the_live_sessions_of_that_owner_only(
     factory: Factory,
 ) -> CheckResult {

@@ -105,6 +105,8 @@ enum Defect {
     // Listed ids.
     ListedIdsDestroyNothing,
     ListedIdsAreCookies,
+    // Owners at rest.
+    OwnedDataLosesReservedKey,
 }
 
 /// Runs `write` on the map 30 ms from now in a task of its own, and waits for it: a caller
@@ -289,9 +291,14 @@ impl Faulty {
         }
         let mut data = Value::Object(session.data().clone());
         walk(&mut data, self.defect);
-        let Value::Object(data) = data else {
+        let Value::Object(mut data) = data else {
             unreachable!()
         };
+        // A wrapper that keeps the owner in the data under a key of its own, and loses the
+        // caller's key of that name.
+        if self.is(Defect::OwnedDataLosesReservedKey) && session.owner().is_some() {
+            data.remove("\u{1}owner");
+        }
         Session::from_parts(data, session.expires_at_millis(), session.version())
             .with_owner(session.owner().cloned())
     }
@@ -1091,4 +1098,6 @@ caught! {
         "a_listed_id_ends_exactly_that_session"];
     catches_listed_ids_that_work_as_cookies: ListedIdsAreCookies => [
         "a_listed_id_ends_exactly_that_session"];
+    catches_owned_data_that_loses_a_reserved_looking_key: OwnedDataLosesReservedKey => [
+        "owned_sessions_keep_every_data_key"];
 }
