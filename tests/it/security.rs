@@ -1,7 +1,9 @@
 //! Security at rest, on every backend:
 //!
 //! - a dump of what the backend holds (files, SQL rows, Redis keys and values) behind
-//!   `HashedIds<Encrypted<_>>` contains no live session id and no plaintext data;
+//!   `HashedIds<Encrypted<_>>` contains no live session id, no plaintext data and no owner
+//!   (as text, hexadecimal or base64), while listings and "log out everywhere" work with the
+//!   real owners;
 //! - rotating the key ring keeps every session readable, re-seals on write and on
 //!   `reseal`, and a session whose key left the ring is a `Decode` error;
 //! - a tampered ciphertext, a ciphertext swapped to another id and a wrong key are each a
@@ -30,6 +32,26 @@ fn secret_data(n: usize) -> Session {
     session
 }
 
+/// Owners of the sessions `nothing_usable_at_rest` writes: session `n` belongs to owner
+/// `n % OWNERS`, but every fifth session has none.
+const OWNERS: usize = 4;
+
+fn owner_of(n: usize) -> Option<Owner> {
+    (n % 5 != 4).then(|| Owner::new(format!("owner-marker-{}@example.com", n % OWNERS)).unwrap())
+}
+
+/// Every way a backend might spell `text` at rest: as is, in hexadecimal (Redis index keys)
+/// and in URL-safe base64 (file names).
+fn spellings(text: &str) -> [String; 4] {
+    use base64::Engine as _;
+    [
+        text.to_owned(),
+        hex::encode(text),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text),
+        base64::engine::general_purpose::STANDARD.encode(text),
+    ]
+}
+
 /// Writes `SESSIONS` sessions through `HashedIds<Encrypted<backend>>` (and `touch`es and
 /// rewrites some, so every write path is covered), then checks `dump()`: it must show every
 /// session's hashed id (so the dump really sees the data) and no live id or plaintext.
@@ -43,15 +65,16 @@ where
     let ring = KeyRing::new([Key::generate().unwrap()]).unwrap();
     let store = HashedIds::new(Encrypted::new(backend, ring), &id_key);
     let ids: Vec<SessionId> = (0..SESSIONS).map(|_| SessionId::generate()).collect();
+    let written = |n: usize| secret_data(n).with_owner(owner_of(n));
     for (n, id) in ids.iter().enumerate() {
         match n % 3 {
-            0 => assert!(store.create(id, &secret_data(n)).await.unwrap()),
+            0 => assert!(store.create(id, &written(n)).await.unwrap()),
             1 => {
                 let v = store.set(id, &secret_data(n)).await.unwrap();
-                store.set_if_version(id, &secret_data(n), v).await.unwrap();
+                store.set_if_version(id, &written(n), v).await.unwrap();
             }
             _ => {
-                store.set(id, &secret_data(n)).await.unwrap();
+                store.set(id, &written(n)).await.unwrap();
                 let later = std::time::SystemTime::now() + Duration::from_secs(900);
                 assert!(store.touch(id, later).await.unwrap());
             }
@@ -65,10 +88,9 @@ where
         );
         assert!(!dumped.contains(id.as_str()), "the dump holds live id {n}");
         assert!(!dumped.contains(&format!("plaintext-marker-{n}@")));
-        assert_eq!(
-            store.get(id).await.unwrap().unwrap().data(),
-            secret_data(n).data()
-        );
+        let got = store.get(id).await.unwrap().unwrap();
+        assert_eq!(got.data(), secret_data(n).data());
+        assert_eq!(got.owner(), owner_of(n).as_ref(), "session {n}'s owner");
     }
     assert!(
         !dumped.contains("4111-1111"),
@@ -76,6 +98,54 @@ where
     );
     assert!(!dumped.contains("email"), "the dump holds plaintext keys");
     assert!(dumped.contains(SEALED_FIELD));
+    for n in 0..OWNERS {
+        let owner = owner_of(n).unwrap();
+        for spelled in spellings(owner.as_str()) {
+            assert!(
+                !dumped.contains(&spelled),
+                "the dump names owner {n} ({spelled})"
+            );
+        }
+    }
+    for spelled in spellings("owner-marker") {
+        assert!(!dumped.contains(&spelled), "the dump names an owner");
+    }
+
+    // The owners' listings and "log out everywhere" work with the real owners.
+    for n in 0..OWNERS {
+        let owner = owner_of(n).unwrap();
+        let mut want: Vec<SessionId> = (0..SESSIONS)
+            .filter(|&m| owner_of(m).as_ref() == Some(&owner))
+            .map(|m| store.listed_id_of(&ids[m]))
+            .collect();
+        let listed = store.sessions_of(&owner, true).await.unwrap();
+        let mut got: Vec<SessionId> = listed.iter().map(|entry| entry.id.clone()).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "owner {n}'s listing");
+        for entry in &listed {
+            let data = entry.data.as_ref().unwrap();
+            assert!(
+                data["email"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("plaintext-marker-")
+            );
+            assert_eq!(data.len(), 2, "the listing shows only the caller's data");
+        }
+    }
+    let first = owner_of(0).unwrap();
+    let ended = store.destroy_owner(&first, Some(&ids[0])).await.unwrap();
+    let of_first = (0..SESSIONS)
+        .filter(|&m| owner_of(m).as_ref() == Some(&first))
+        .count();
+    assert_eq!(ended, of_first as u64 - 1);
+    assert_eq!(store.sessions_of(&first, false).await.unwrap().len(), 1);
+    for (n, id) in ids.iter().enumerate() {
+        let live = store.get(id).await.unwrap().is_some();
+        let ended = n != 0 && owner_of(n).as_ref() == Some(&first);
+        assert_eq!(live, !ended, "session {n} after destroy_owner");
+    }
 }
 
 fn seal_error(err: &Error) -> SealError {
@@ -111,24 +181,29 @@ async fn bindings(backend: Arc<dyn SessionStore>) {
     let raw = backend.get(&id).await.unwrap().unwrap();
     assert_eq!(
         raw.owner(),
-        Some(&ada),
-        "the owner stays readable for the index"
+        Some(&store.stored_owner(&ada)),
+        "the index sees the owner's keyed hash"
     );
+    assert!(!raw.owner().unwrap().as_str().contains("@example"));
+    assert_eq!(store.get(&id).await.unwrap().unwrap().owner(), Some(&ada));
 
-    // Re-owned in the backend: it no longer opens, listed or read.
-    backend
-        .set(&id, &raw.clone().with_owner(Some(bob.clone())))
-        .await
-        .unwrap();
-    assert_eq!(
-        seal_error(&store.get(&id).await.unwrap_err()),
-        SealError::Forged
-    );
-    if store.capabilities().owners {
+    // Re-owned in the backend (to bob's hash, or to bob in the clear, as an earlier release
+    // stored owners): it no longer opens, listed or read.
+    for reowned in [store.stored_owner(&bob), bob.clone()] {
+        backend
+            .set(&id, &raw.clone().with_owner(Some(reowned)))
+            .await
+            .unwrap();
         assert_eq!(
-            seal_error(&store.sessions_of(&bob, true).await.unwrap_err()),
+            seal_error(&store.get(&id).await.unwrap_err()),
             SealError::Forged
         );
+        if store.capabilities().owners {
+            assert_eq!(
+                seal_error(&store.sessions_of(&bob, true).await.unwrap_err()),
+                SealError::Forged
+            );
+        }
     }
 
     // Extended in the backend past the latest expiry sealed with it.
@@ -307,8 +382,9 @@ mod memory {
                 for id in ids {
                     if let Some(raw) = backend.get(&id).await.unwrap() {
                         dump.push_str(&format!(
-                            "{id} {}\n",
-                            serde_json::to_string(raw.data()).unwrap()
+                            "{id} {} {:?}\n",
+                            serde_json::to_string(raw.data()).unwrap(),
+                            raw.owner()
                         ));
                     }
                 }
@@ -365,6 +441,30 @@ mod memory {
         }
         async fn delete_expired(&self) -> session_stores::Result<u64> {
             self.inner.delete_expired().await
+        }
+        async fn sessions_of(
+            &self,
+            owner: &Owner,
+            with_data: bool,
+        ) -> session_stores::Result<Vec<session_stores::OwnedSession>> {
+            self.inner.sessions_of(owner, with_data).await
+        }
+        async fn destroy_owner(
+            &self,
+            owner: &Owner,
+            except: Option<&SessionId>,
+        ) -> session_stores::Result<u64> {
+            self.inner.destroy_owner(owner, except).await
+        }
+        async fn scan(
+            &self,
+            cursor: Option<&session_stores::ScanCursor>,
+            limit: usize,
+        ) -> session_stores::Result<session_stores::ScanPage> {
+            self.inner.scan(cursor, limit).await
+        }
+        fn capabilities(&self) -> session_stores::Capabilities {
+            self.inner.capabilities()
         }
     }
 }
@@ -611,12 +711,34 @@ mod redis_store {
                     .unwrap();
                 let mut dump = String::new();
                 for key in keys {
-                    let value: Vec<u8> = redis::cmd("GET")
+                    let kind: String = redis::cmd("TYPE")
                         .arg(&key)
                         .query_async(&mut conn)
                         .await
                         .unwrap();
-                    dump.push_str(&format!("{key} {}\n", String::from_utf8_lossy(&value)));
+                    let read = match kind.as_str() {
+                        "string" => "GET",
+                        "zset" => "ZRANGE",
+                        "set" => "SMEMBERS",
+                        "hash" => "HGETALL",
+                        other => panic!("a {other} under the prefix: dump it too"),
+                    };
+                    let mut cmd = redis::cmd(read);
+                    cmd.arg(&key);
+                    if read == "ZRANGE" {
+                        cmd.arg(0).arg(-1).arg("WITHSCORES");
+                    }
+                    let values: Vec<Vec<u8>> = if read == "GET" {
+                        vec![cmd.query_async(&mut conn).await.unwrap()]
+                    } else {
+                        cmd.query_async(&mut conn).await.unwrap()
+                    };
+                    dump.push_str(&key);
+                    for value in values {
+                        dump.push(' ');
+                        dump.push_str(&String::from_utf8_lossy(&value));
+                    }
+                    dump.push('\n');
                 }
                 dump
             }
