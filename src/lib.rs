@@ -55,7 +55,7 @@ pub use session::{
     FRESH_VERSION_SPAN, MAX_NESTING, MAX_VERSION, Owner, Session, SessionId, check_nesting,
     fresh_version, from_millis, next_version, now_millis, to_millis,
 };
-pub use store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+pub use store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore, Undecodable};
 
 /// Re-exported so that a store of your own can implement [`SessionStore`] without adding
 /// `async-trait` to its dependencies.

@@ -177,6 +177,16 @@ use crate::session::{Owner, Session, SessionId, from_millis};
 ///   another instance of the store over the same backend and namespace. A scan's memory is
 ///   bounded by its page.
 /// - Only this store's sessions are scanned.
+/// - **An entry the store cannot decode** (corrupt bytes, a format this version does not
+///   know, a sealed value that does not open, a stored id that is not valid) is never
+///   returned as a session and never stops the scan: the page reports it in
+///   [`undecodable`](ScanPage::undecodable), with its id where that is valid and the error
+///   (a [`Decode`](crate::Error::Decode) error naming it), and `next` goes on past it, so a
+///   caller can count it, show it or remove it (`destroy` of its id) while every other
+///   session is scanned. Likewise **a listing** (`sessions_of`) lists such an entry of the
+///   owner with no data and the error in [`undecodable`](OwnedSession::undecodable)
+///   (with the expiry and version where the store can still read them, else 0), and
+///   `destroy` of its id ends it.
 /// - A store that does not declare the capability returns
 ///   [`Error::Unsupported`](crate::Error::Unsupported) (the default method).
 ///
@@ -358,6 +368,18 @@ pub trait SessionStore: Send + Sync {
         Err(Error::Unsupported { operation: "scan" })
     }
 
+    /// **Test support, for the conformance suite**: damages the stored data of session `id`
+    /// in place (its expiry and owner kept), as a corrupt backend, a hand
+    /// edit or another program's write would, so that reading it is a
+    /// [`Decode`](Error::Decode) error. Returns whether it could (`false`: the session is
+    /// absent, or the store cannot hold an undecodable entry, as the default says). The
+    /// suite uses it to check what scans and listings do with such an entry; never call it
+    /// on sessions you want to keep.
+    async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
+        let _ = id;
+        Ok(false)
+    }
+
     /// The optional parts of the contract this store keeps. The default declares none.
     /// A wrapper store forwards the capabilities of the store it wraps, except those it
     /// changes.
@@ -454,6 +476,42 @@ pub struct OwnedSession {
     pub version: u64,
     /// The data, when it was asked for.
     pub data: Option<Map<String, Value>>,
+    /// Set when the store could not decode this entry: then `data` is `None` (and the
+    /// expiry and version are 0 where the store could not read them either). See
+    /// [scans](SessionStore#contract).
+    pub undecodable: Option<Undecodable>,
+}
+
+/// An entry that a [`scan`](SessionStore::scan) or a
+/// [`sessions_of`](SessionStore::sessions_of) found but could not decode: reported beside the
+/// sessions, never in their place, and never stopping the others.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Undecodable {
+    /// The entry's id as the store keeps it; `None` when not even that is a valid id.
+    pub id: Option<SessionId>,
+    /// Why it could not be decoded: usually an [`Error::Decode`] naming the entry.
+    pub error: Arc<Error>,
+}
+
+impl Undecodable {
+    /// A report of entry `id` and its `error`. For store implementations.
+    pub fn new(id: Option<SessionId>, error: Error) -> Self {
+        Undecodable {
+            id,
+            error: Arc::new(error),
+        }
+    }
+}
+
+/// Two reports are equal when they name the same id and their errors are of the same kind
+/// and say the same.
+impl PartialEq for Undecodable {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.error.kind() == other.error.kind()
+            && self.error.to_string() == other.error.to_string()
+    }
 }
 
 impl OwnedSession {
@@ -469,6 +527,17 @@ impl OwnedSession {
             expires_at_millis,
             version,
             data,
+            undecodable: None,
+        }
+    }
+
+    /// The entry of session `id` that the store could not decode, with `error` (and the
+    /// expiry and version where it could still read them, else 0). For store
+    /// implementations.
+    pub fn undecodable(id: SessionId, expires_at_millis: i64, version: u64, error: Error) -> Self {
+        OwnedSession {
+            undecodable: Some(Undecodable::new(Some(id.clone()), error)),
+            ..OwnedSession::new(id, expires_at_millis, version, None)
         }
     }
 
@@ -492,6 +561,7 @@ impl std::fmt::Debug for OwnedSession {
             .field("expires_at_millis", &self.expires_at_millis)
             .field("version", &self.version)
             .field("data", &self.data.as_ref().map(|d| d.len()))
+            .field("undecodable", &self.undecodable)
             .finish()
     }
 }
@@ -519,6 +589,24 @@ impl ScanCursor {
     /// [`keyset_id`](Self::keyset_id).
     pub fn after_id(id: &SessionId) -> Self {
         ScanCursor(format!("{KEYSET_TAG}{}", id.as_str()))
+    }
+
+    /// A keyset cursor after a stored key that may not be a valid id (an entry a scan
+    /// reports as [`Undecodable`], so that the scan goes on past it): read it back with
+    /// [`keyset_text`](Self::keyset_text). For stores that compare their keys as text.
+    pub fn after_text(key: &str) -> Self {
+        ScanCursor(format!("{KEYSET_TAG}{key}"))
+    }
+
+    /// The stored key a keyset cursor goes on after, valid id or not: for stores that
+    /// compare it as text. Text that is not a keyset cursor is an [`Error::Config`] naming
+    /// `store`.
+    pub fn keyset_text(&self, store: &str) -> Result<&str> {
+        self.0.strip_prefix(KEYSET_TAG).ok_or_else(|| {
+            Error::config(format!(
+                "not a scan cursor of this store ({store} cursors are `{KEYSET_TAG}<id>`)"
+            ))
+        })
     }
 
     /// The id a [keyset cursor](Self::after_id) goes on after; text that is not one is an
@@ -553,12 +641,25 @@ pub struct ScanPage {
     pub sessions: Vec<(SessionId, Session)>,
     /// Where the scan goes on; `None` when it is over.
     pub next: Option<ScanCursor>,
+    /// The entries of this page that the store could not decode (see
+    /// [scans](SessionStore#contract)): not in `sessions`, and the scan goes on past them.
+    pub undecodable: Vec<Undecodable>,
 }
 
 impl ScanPage {
     /// A page. For store implementations.
     pub fn new(sessions: Vec<(SessionId, Session)>, next: Option<ScanCursor>) -> Self {
-        ScanPage { sessions, next }
+        ScanPage {
+            sessions,
+            next,
+            undecodable: Vec::new(),
+        }
+    }
+
+    /// The page, reporting `undecodable` entries. For store implementations.
+    pub fn with_undecodable(mut self, undecodable: Vec<Undecodable>) -> Self {
+        self.undecodable = undecodable;
+        self
     }
 }
 
@@ -622,6 +723,9 @@ macro_rules! forward_store {
                 limit: usize,
             ) -> Result<ScanPage> {
                 (**self).scan(cursor, limit).await
+            }
+            async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
+                (**self).make_undecodable(id).await
             }
             fn capabilities(&self) -> Capabilities {
                 (**self).capabilities()
