@@ -115,6 +115,10 @@ impl<S: SessionStore> SessionStore for WithDeadline<S> {
     async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
         within(self.timeout, "scan", None, self.inner.scan(cursor, limit)).await
     }
+    async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
+        let spoil = self.inner.make_undecodable(id);
+        within(self.timeout, "make_undecodable", Some(id), spoil).await
+    }
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::session::{Owner, Session, SessionId, check_nesting};
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore, Undecodable};
 use crate::wrappers::key::{Key, keys_from_env};
 use crate::wrappers::owners::{OwnerMac, destroy_across, list_across};
 
@@ -749,8 +749,18 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
         for (form, mut entry) in listed {
             if let Some(sealed) = entry.data.take() {
                 let bound = self.bound(&entry.id, Some(&forms[form]));
-                let open = self.ring.open(bound, entry.expires_at_millis, &sealed)?;
-                entry.data = Some(open.data);
+                match self.ring.open(bound, entry.expires_at_millis, &sealed) {
+                    Ok(open) => entry.data = Some(open.data),
+                    // Listed as undecodable (see the contract): a seal that does not open.
+                    Err(err) => {
+                        entry = OwnedSession::undecodable(
+                            entry.id,
+                            entry.expires_at_millis,
+                            entry.version,
+                            err,
+                        );
+                    }
+                }
             }
             opened.push(entry);
         }
@@ -773,11 +783,38 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
         }
         let page = self.inner.scan(cursor, limit).await?;
         let mut opened = Vec::with_capacity(page.sessions.len());
+        // What the inner store could not decode, and each seal that does not open: reported,
+        // and the scan goes on.
+        let mut undecodable = page.undecodable;
         for (id, stored) in page.sessions {
-            let (session, _) = self.open_session(&id, stored)?;
-            opened.push((id, session));
+            match self.open_session(&id, stored) {
+                Ok((session, _)) => opened.push((id, session)),
+                Err(err) => undecodable.push(Undecodable::new(Some(id), err)),
+            }
         }
-        Ok(ScanPage::new(opened, page.next))
+        Ok(ScanPage::new(opened, page.next).with_undecodable(undecodable))
+    }
+    /// Replaces the sealed value in the wrapped store with one that does not open (its
+    /// expiry, version and owner kept).
+    async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
+        let Some(stored) = self.inner.get(id).await? else {
+            return Ok(false);
+        };
+        let mut spoiled = stored.clone();
+        spoiled.replace_data(
+            [(SEALED_FIELD.to_owned(), Value::from("not a sealed session"))]
+                .into_iter()
+                .collect(),
+        );
+        match self
+            .inner
+            .set_if_version(id, &spoiled, stored.version())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.is_conflict() => Ok(false),
+            Err(err) => Err(err),
+        }
     }
     /// The inner store's, except that owners are not declared over a store that lists
     /// stored ids (see [`sessions_of`](Self::sessions_of)).

@@ -349,6 +349,9 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
             .into_iter()
             .filter_map(|(form, mut entry)| {
                 entry.id = self.listed_id(&entry.id).ok()?;
+                if let Some(undecodable) = &mut entry.undecodable {
+                    undecodable.id = Some(entry.id.clone());
+                }
                 entry.data = entry.data.map(|data| {
                     let ours = self.real_owner(Some(&forms[form]), &data);
                     if ours.as_ref() == Some(owner) {
@@ -375,7 +378,10 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
         let sessions = (page.sessions.into_iter())
             .map(|(id, session)| (id, self.as_written(session)))
             .collect();
-        Ok(ScanPage::new(sessions, page.next))
+        Ok(ScanPage::new(sessions, page.next).with_undecodable(page.undecodable))
+    }
+    async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
+        self.inner.make_undecodable(&self.stored_id(id)).await
     }
     /// The inner store's, plus [`lists_stored_ids`](Capabilities::lists_stored_ids).
     fn capabilities(&self) -> Capabilities {

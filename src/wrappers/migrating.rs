@@ -59,7 +59,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::session::{Owner, Session, SessionId};
 use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
 
@@ -326,21 +326,29 @@ impl<Old: SessionStore + 'static, New: SessionStore + 'static> SessionStore
             let next = page
                 .next
                 .map(|next| ScanCursor::new(format!("{NEW_TAG}{}", next.as_str())));
-            return Ok(ScanPage::new(page.sessions, next));
+            return Ok(ScanPage::new(page.sessions, next).with_undecodable(page.undecodable));
         }
         let page = self.old.scan(inner.as_ref(), limit).await?;
         let mut sessions = Vec::with_capacity(page.sessions.len());
         for (id, session) in page.sessions {
-            // Already in the new store: its pages return it.
-            if self.new.get(&id).await?.is_none() {
-                sessions.push((id, session));
+            // Already in the new store (even one it cannot decode): its pages return it.
+            match self.new.get(&id).await {
+                Ok(None) => sessions.push((id, session)),
+                Ok(Some(_)) => {}
+                Err(err) if err.kind() == ErrorKind::Decode => {}
+                Err(err) => return Err(err),
             }
         }
         let next = match page.next {
             Some(next) => format!("{OLD_TAG}{}", next.as_str()),
             None => NEW_TAG.to_string(),
         };
-        Ok(ScanPage::new(sessions, Some(ScanCursor::new(next))))
+        Ok(ScanPage::new(sessions, Some(ScanCursor::new(next))).with_undecodable(page.undecodable))
+    }
+
+    /// Damages the session where it is: in the new store, else in the old one.
+    async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
+        Ok(self.new.make_undecodable(id).await? || self.old.make_undecodable(id).await?)
     }
 
     /// What both stores keep.

@@ -145,6 +145,17 @@ impl SessionStore for FileStore {
         .await
     }
 
+    /// Overwrites the session's file with bytes that are not JSON (its owner marker kept).
+    async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
+        let path = self.path_of(id);
+        if !path.exists() {
+            return Ok(false);
+        }
+        std::fs::write(&path, b"not a session")
+            .map_err(|err| Error::backend("make_undecodable", Some(id), err))?;
+        Ok(true)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::new().with_owners(true).with_scan(true)
     }

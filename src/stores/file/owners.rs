@@ -166,8 +166,12 @@ impl Inner {
             stop::check(OP, None)?;
             let stored = match self.load(OP, &id)? {
                 Some(Ok(stored)) if stored.is_live_of(&key, now_millis()) => stored,
-                // Unreadable: not listed, and its marker stays.
-                Some(Err(_)) => continue,
+                // Unreadable: listed as such (its marker stays), so that it can be seen and
+                // ended.
+                Some(Err(err)) => {
+                    sessions.push(OwnedSession::undecodable(id, 0, 0, err));
+                    continue;
+                }
                 _ => {
                     // Its locks held by a write: that write left it live for this owner or
                     // not; not listed either way is what a read just before it would say.

@@ -11,7 +11,7 @@ use super::inner::Inner;
 use super::stop;
 use crate::error::{Error, Result};
 use crate::session::{Session, SessionId, now_millis};
-use crate::store::{ScanCursor, ScanPage};
+use crate::store::{ScanCursor, ScanPage, Undecodable};
 
 /// How long `delete_expired` waits for the locks of one expired session before it leaves
 /// that session to the next sweep.
@@ -145,12 +145,18 @@ impl Inner {
             None
         };
         let mut sessions = Vec::with_capacity(smallest.len());
+        let mut undecodable = Vec::new();
         for id in smallest {
             stop::check(OP, None)?;
             let stored = match self.load(OP, &id)? {
                 // Destroyed since the pass, or an empty file: no session.
                 None => continue,
-                Some(stored) => stored?,
+                Some(Ok(stored)) => stored,
+                // Reported, and the scan goes on.
+                Some(Err(err)) => {
+                    undecodable.push(Undecodable::new(Some(id), err));
+                    continue;
+                }
             };
             if stored.is_expired_at(now_millis()) {
                 continue;
@@ -159,7 +165,7 @@ impl Inner {
                 .with_owner(stored.owner);
             sessions.push((id, session));
         }
-        Ok(ScanPage::new(sessions, next))
+        Ok(ScanPage::new(sessions, next).with_undecodable(undecodable))
     }
 
     pub(super) fn delete_expired(&self) -> Result<u64> {

@@ -10,7 +10,6 @@ use sqlx::postgres::PgRow;
 use crate::error::{Error, Result};
 use crate::session::{Owner, Session, SessionId};
 use crate::store::OwnedSession;
-use crate::stores::shared::codec::invalid_stored_id;
 
 /// The earliest expiry stored: 0001-01-01T00:00:00Z, in milliseconds since the Unix epoch.
 /// Earlier expiries are stored as this one (they are in the past either way).
@@ -81,21 +80,37 @@ pub(super) fn decode_row(id: &SessionId, row: &PgRow) -> Result<Session> {
     Ok(decode_parts(id, &data, expires_at, version)?.with_owner(owner))
 }
 
-/// An entry of `sessions_of` from its row (`id, <expiry>, version[, data]`); a row that is
-/// not a valid session is a decode error naming it.
-pub(super) fn decode_listed(row: &PgRow, with_data: bool) -> Result<OwnedSession> {
+/// An entry of `sessions_of` from its row (`id, <expiry>, version[, data]`): a row that is
+/// not a valid session is listed as undecodable, with what could be read; one whose id is
+/// not valid is left out (`None`: it names no session a caller could end).
+pub(super) fn decode_listed(row: &PgRow, with_data: bool) -> Result<Option<OwnedSession>> {
     let raw: String = row
         .try_get(0)
         .map_err(|e| Error::backend("sessions_of", None, e))?;
-    let id = SessionId::new(raw.as_str()).map_err(|_| invalid_stored_id(&raw))?;
-    let expires_at: i64 = row.try_get(1).map_err(|e| Error::decode(&id, e))?;
-    let version: i64 = row.try_get(2).map_err(|e| Error::decode(&id, e))?;
-    let data: Option<String> = match with_data {
-        true => Some(row.try_get(3).map_err(|e| Error::decode(&id, e))?),
-        false => None,
+    let Ok(id) = SessionId::new(raw.as_str()) else {
+        return Ok(None);
     };
-    let session = decode_parts(&id, data.as_deref().unwrap_or("{}"), expires_at, version)?;
-    Ok(OwnedSession::of(id, session, with_data))
+    let expires_at: Result<i64> = row.try_get(1).map_err(|e| Error::decode(&id, e));
+    let version: Result<i64> = row.try_get(2).map_err(|e| Error::decode(&id, e));
+    let (at, v) = (
+        expires_at.as_ref().map_or(0, |at| *at),
+        version
+            .as_ref()
+            .ok()
+            .and_then(|v| u64::try_from(*v).ok())
+            .unwrap_or(0),
+    );
+    let entry = (|| {
+        let data: Option<String> = match with_data {
+            true => Some(row.try_get(3).map_err(|e| Error::decode(&id, e))?),
+            false => None,
+        };
+        let session = decode_parts(&id, data.as_deref().unwrap_or("{}"), expires_at?, version?)?;
+        Ok::<_, Error>(OwnedSession::of(id.clone(), session, with_data))
+    })();
+    Ok(Some(entry.unwrap_or_else(|err| {
+        OwnedSession::undecodable(id, at, v, err)
+    })))
 }
 
 /// A session from the text of its `data` column (as `jsonb` prints it), its expiry in
@@ -198,9 +213,6 @@ fn respell(token: &str) -> Option<String> {
 
 /// The id of a scanned row (its fifth column); one that is no valid session id is a decode
 /// error naming what it holds.
-pub(super) fn scanned_id(row: &PgRow) -> Result<SessionId> {
-    let raw: String = row
-        .try_get(4)
-        .map_err(|e| Error::backend("scan", None, e))?;
-    SessionId::new(raw.as_str()).map_err(|_| invalid_stored_id(&raw))
+pub(super) fn scanned_key(row: &PgRow) -> Result<String> {
+    row.try_get(4).map_err(|e| Error::backend("scan", None, e))
 }

@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::session::{
     Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
 };
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
-use crate::stores::shared::codec::version_to_i64;
+use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore, Undecodable};
+use crate::stores::shared::codec::{invalid_stored_id, version_to_i64};
 use crate::stores::shared::scan_limit;
 
 // Named by the module docs only.
@@ -40,7 +40,7 @@ pub use codec::__fuzz_decode;
 pub use codec::{MAX_EXPIRY_MILLIS, MIN_EXPIRY_MILLIS};
 pub use schema::MIGRATE_LOCK_KEY;
 
-use codec::{clamp, decode_listed, decode_row, encode_data, scanned_id, to_version};
+use codec::{clamp, decode_listed, decode_row, encode_data, scanned_key, to_version};
 use error::{is_serialization_failure, map_err, map_write_err, opened_on_a_stopped_runtime, retry};
 use statements::Statements;
 
@@ -368,8 +368,11 @@ impl SessionStore for PostgresStore {
             let now = now_millis();
             let mut listed = Vec::with_capacity(rows.len());
             for row in &rows {
-                let entry = decode_listed(row, with_data)?;
-                if entry.expires_at_millis > now {
+                // An entry that does not decode is listed as such (see the contract).
+                let Some(entry) = decode_listed(row, with_data)? else {
+                    continue;
+                };
+                if entry.expires_at_millis > now || entry.undecodable.is_some() {
                     listed.push(entry);
                 }
             }
@@ -397,7 +400,7 @@ impl SessionStore for PostgresStore {
 
     async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
         const OP: &str = "scan";
-        let after = cursor.map(|c| c.keyset_id("PostgresStore")).transpose()?;
+        let after = cursor.map(|c| c.keyset_text("PostgresStore")).transpose()?;
         let limit = scan_limit(limit);
         let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
         operation!(self, OP, None, |conn| {
@@ -410,7 +413,7 @@ impl SessionStore for PostgresStore {
                 ),
                 Some(after) => retry!(conn => e:
                     sqlx::query(self.sql.scan_after.clone())
-                        .bind(after.as_str())
+                        .bind(*after)
                         .bind(clamp(now_millis()))
                         .bind(sql_limit)
                         .fetch_all(e)
@@ -422,21 +425,40 @@ impl SessionStore for PostgresStore {
             // scan goes on.
             let now = now_millis();
             let mut sessions = Vec::with_capacity(rows.len());
+            let mut undecodable = Vec::new();
             let mut last = None;
             for row in &rows {
-                let id = scanned_id(row)?;
-                let session = decode_row(&id, row)?;
-                if !session.is_expired_at(now) {
-                    sessions.push((id.clone(), session));
+                let key = scanned_key(row)?;
+                // An entry that does not decode is reported, and the scan goes on past it.
+                match SessionId::new(key.as_str()) {
+                    Err(_) => undecodable.push(Undecodable::new(None, invalid_stored_id(&key))),
+                    Ok(id) => match decode_row(&id, row) {
+                        Ok(session) if session.is_expired_at(now) => {}
+                        Ok(session) => sessions.push((id, session)),
+                        Err(err) => undecodable.push(Undecodable::new(Some(id), err)),
+                    },
                 }
-                last = Some(id);
+                last = Some(key);
             }
             // Fewer rows than asked for: the table had no more.
             let next = match rows.len() < limit {
                 true => None,
-                false => last.map(|id| ScanCursor::after_id(&id)),
+                false => last.as_deref().map(ScanCursor::after_text),
             };
-            Ok(ScanPage::new(sessions, next))
+            Ok(ScanPage::new(sessions, next).with_undecodable(undecodable))
+        })
+        .await
+    }
+
+    /// Replaces the row's data with JSON that is not an object.
+    async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
+        const OP: &str = "make_undecodable";
+        operation!(self, OP, Some(id), |conn| {
+            let done = retry!(conn => e:
+                sqlx::query(self.sql.spoil.clone()).bind(id.as_str()).execute(e)
+            )
+            .map_err(|e| map_err(OP, Some(id), e))?;
+            Ok(done.rows_affected() > 0)
         })
         .await
     }

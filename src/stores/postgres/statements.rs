@@ -101,6 +101,8 @@ pub(super) struct Statements {
     pub(super) destroy_owner: SqlStr,
     pub(super) scan_first: SqlStr,
     pub(super) scan_after: SqlStr,
+    /// Test support ([`make_undecodable`](crate::SessionStore::make_undecodable)).
+    pub(super) spoil: SqlStr,
 }
 
 impl Statements {
@@ -222,6 +224,10 @@ impl Statements {
                 "SELECT data::text, {EXPIRES_MILLIS}, version, owner, id FROM {t} \
                  WHERE id > $1 AND expires_at > {now} ORDER BY id LIMIT $3",
                 now = ts(2)
+            )),
+            // `jsonb` holds only valid JSON: an array is not a session's data object.
+            spoil: sql(format!(
+                "UPDATE {t} SET data = '[\"not a session\"]'::jsonb WHERE id = $1"
             )),
         }
     }

@@ -202,6 +202,31 @@ impl SessionStore for RedisStore {
         .await
     }
 
+    /// Keeps the value's head (version, expiry, owner) and replaces its data with bytes
+    /// that are not JSON, keeping the key's TTL.
+    async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
+        const OP: &str = "make_undecodable";
+        let spoil = async {
+            let mut lease = self.conn(OP, Some(id)).await?;
+            let key = self.key_for(id);
+            let mut get = redis::cmd("GET");
+            get.arg(&key);
+            let get = get.query_async(&mut lease.conn);
+            let raw: Option<Vec<u8>> = self.round_trip(&lease.health, OP, Some(id), get).await?;
+            let Some(head) = raw.as_deref().and_then(codec::decode_head) else {
+                return Ok(false);
+            };
+            let mut spoiled = raw.as_deref().unwrap_or_default()[..head.data_at].to_vec();
+            spoiled.extend_from_slice(b"not a session");
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(spoiled).arg("KEEPTTL").arg("XX");
+            let set = set.query_async(&mut lease.conn);
+            let done: Option<String> = self.round_trip(&lease.health, OP, Some(id), set).await?;
+            Ok(done.is_some())
+        };
+        within(self.operation_timeout, OP, Some(id), spoil).await
+    }
+
     /// Redis expires keys by itself ([`Capabilities::expires_by_itself`]); sessions have
     /// owners ([`Capabilities::owners`]); scans ([`Capabilities::scan`], see
     /// [Scans](self#scans)).

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use deadpool_redis::redis::{self, Value};
 
 use crate::deadline::within;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::session::{Owner, SessionId, now_millis};
 use crate::store::OwnedSession;
 
@@ -185,7 +185,16 @@ impl RedisStore {
                 let data = if with_data {
                     match serde_json::from_slice(&raw[head.data_at..]) {
                         Ok(data) => Some(data),
-                        Err(_) => continue,
+                        // Listed as undecodable (see the contract).
+                        Err(err) => {
+                            sessions.push(OwnedSession::undecodable(
+                                id.clone(),
+                                head.expires_at,
+                                head.version,
+                                Error::decode(id, err),
+                            ));
+                            continue;
+                        }
                     }
                 } else {
                     None

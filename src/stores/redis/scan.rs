@@ -11,7 +11,7 @@ use deadpool_redis::redis::{
 
 use crate::error::{Error, Result};
 use crate::session::{SessionId, now_millis};
-use crate::store::{ScanCursor, ScanPage};
+use crate::store::{ScanCursor, ScanPage, Undecodable};
 
 use super::RedisStore;
 use super::codec::{HEAD_BYTES, decode_value, parse_digits};
@@ -155,6 +155,8 @@ impl RedisStore {
         let values = self.read_values(OP, &mut lease, &ids, true).await?;
         let now = now_millis();
         let mut sessions = Vec::with_capacity(ids.len());
+        // Entries that do not decode are reported, and the scan goes on past them.
+        let mut undecodable = Vec::new();
         for (id, value) in ids.into_iter().zip(values) {
             let raw = match value {
                 Ok(Some(raw)) => raw,
@@ -162,16 +164,19 @@ impl RedisStore {
                 Ok(None) => continue,
                 // A key of another type under this store's prefix, as `get` reports it.
                 Err(err) if err.code() == Some("WRONGTYPE") => {
-                    return Err(Error::decode(&id, err));
+                    let err = Error::decode(&id, err);
+                    undecodable.push(Undecodable::new(Some(id), err));
+                    continue;
                 }
                 Err(err) => return Err(redis_error(OP, Some(&id), err)),
             };
-            let session = decode_value(&id, &raw)?;
-            if !session.is_expired_at(now) {
-                sessions.push((id, session));
+            match decode_value(&id, &raw) {
+                Ok(session) if session.is_expired_at(now) => {}
+                Ok(session) => sessions.push((id, session)),
+                Err(err) => undecodable.push(Undecodable::new(Some(id), err)),
             }
         }
-        Ok(ScanPage::new(sessions, next.map(|at| at.cursor())))
+        Ok(ScanPage::new(sessions, next.map(|at| at.cursor())).with_undecodable(undecodable))
     }
 
     /// Whether a page that has been gathering keys since `started` should stop and return

@@ -334,6 +334,15 @@ impl SessionStore for SqliteStore {
         self.scan_page(cursor, limit).await
     }
 
+    /// Replaces the row's data with text that is not JSON.
+    async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
+        let key = id.as_str().to_owned();
+        self.write("make_undecodable", Some(id), move |conn, sql| {
+            Ok(conn.execute(&sql.spoil, rusqlite::params![key])? > 0)
+        })
+        .await
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::new().with_owners(true).with_scan(true)
     }

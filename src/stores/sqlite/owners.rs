@@ -34,7 +34,7 @@ impl SqliteStore {
             let mut rows = stmt.query(params![owner, now_millis()])?;
             let mut listed = Vec::new();
             while let Some(row) = rows.next()? {
-                listed.push(decode_listed(row, with_data)?);
+                listed.extend(decode_listed(row, with_data)?);
             }
             Ok(listed)
         })

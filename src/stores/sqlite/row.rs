@@ -6,7 +6,6 @@ use serde_json::{Map, Value};
 use crate::error::Error;
 use crate::session::{Owner, Session, SessionId};
 use crate::store::OwnedSession;
-use crate::stores::shared::codec::invalid_stored_id;
 
 use super::error::{OpError, RowError};
 
@@ -81,32 +80,36 @@ pub(super) fn decode_owner(value: ValueRef<'_>) -> Result<Option<Owner>, RowErro
 pub(super) fn decode_listed(
     row: &rusqlite::Row<'_>,
     with_data: bool,
-) -> Result<OwnedSession, OpError> {
+) -> Result<Option<OwnedSession>, OpError> {
     let id = match row.get_ref(0)? {
         ValueRef::Text(text) => std::str::from_utf8(text).ok(),
         _ => None,
     };
+    // A stored id that is not valid names no session a caller could end: left out (a scan
+    // reports it).
     let Some(id) = id.and_then(|id| SessionId::new(id).ok()) else {
-        let raw = match row.get_ref(0)? {
-            ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
-            other => describe(other).to_owned(),
-        };
-        return Err(OpError::Done(invalid_stored_id(&raw)));
+        return Ok(None);
     };
-    let entry = (|| {
-        let expires_at = integer_expiry(row.get_ref(1)?)?;
-        let version = integer_version(row.get_ref(2)?)?;
-        let data = match with_data {
-            true => Some(decode_data(row.get_ref(3)?)?),
-            false => None,
-        };
-        Ok::<_, OpError>((expires_at, version, data))
-    })();
-    match entry {
-        Ok((expires_at, version, data)) => Ok(OwnedSession::new(id, expires_at, version, data)),
-        Err(OpError::Row(err)) => Err(OpError::Done(Error::decode(&id, err))),
-        Err(other) => Err(other),
-    }
+    let expires_at = integer_expiry(row.get_ref(1)?);
+    let version = integer_version(row.get_ref(2)?);
+    let data = match with_data {
+        true => Some(decode_data(row.get_ref(3)?)),
+        false => None,
+    };
+    // Listed as undecodable, with what could be read, if any part is not valid.
+    let (at, v) = (
+        expires_at.as_ref().map_or(0, |at| *at),
+        version.as_ref().map_or(0, |v| *v),
+    );
+    let entry = (|| Ok::<_, RowError>((expires_at?, version?, data.transpose()?)))();
+    let entry = match entry {
+        Ok((expires_at, version, data)) => OwnedSession::new(id, expires_at, version, data),
+        Err(err) => {
+            let err = Error::decode(&id, err);
+            OwnedSession::undecodable(id, at, v, err)
+        }
+    };
+    Ok(Some(entry))
 }
 
 pub(super) fn integer_version(value: ValueRef<'_>) -> Result<u64, RowError> {

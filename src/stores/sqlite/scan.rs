@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::session::{SessionId, now_millis};
 #[cfg(doc)]
 use crate::store::SessionStore;
-use crate::store::{ScanCursor, ScanPage};
+use crate::store::{ScanCursor, ScanPage, Undecodable};
 use crate::stores::shared::codec::invalid_stored_id;
 use crate::stores::shared::scan_limit;
 
@@ -22,19 +22,32 @@ impl SqliteStore {
         cursor: Option<&ScanCursor>,
         limit: usize,
     ) -> Result<ScanPage> {
-        let after = cursor.map(|c| c.keyset_id("SqliteStore")).transpose()?;
+        let after = cursor
+            .map(|c| c.keyset_text("SqliteStore").map(str::to_owned))
+            .transpose()?;
         let limit = scan_limit(limit);
         // On a read connection, like `sessions_of`: a page can be long.
         self.read("scan", None, move |conn, sql| {
             let now = now_millis();
             let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let mut sessions = Vec::new();
+            let mut undecodable = Vec::new();
+            let (mut rows_read, mut last) = (0usize, None);
             let mut each = |row: &rusqlite::Row<'_>| -> Result<(), OpError> {
-                let id = scanned_id(row)?;
-                match decode_row(row)? {
-                    Ok(session) => sessions.push((id, session)),
-                    Err(err) => return Err(OpError::Done(Error::decode(&id, err))),
+                let key = scanned_key(row)?;
+                rows_read += 1;
+                match SessionId::new(key.as_str()) {
+                    // Reported, and the scan goes on past it.
+                    Err(_) => undecodable.push(Undecodable::new(None, invalid_stored_id(&key))),
+                    Ok(id) => match decode_row(row)? {
+                        Ok(session) => sessions.push((id, session)),
+                        Err(err) => {
+                            let err = Error::decode(&id, err);
+                            undecodable.push(Undecodable::new(Some(id), err));
+                        }
+                    },
                 }
+                last = Some(key);
                 Ok(())
             };
             match &after {
@@ -53,33 +66,28 @@ impl SqliteStore {
                     }
                 }
             }
-            // A short page is the last one; a full one goes on after its last id.
-            let next = match sessions.len() < limit {
+            // A short page is the last one; a full one goes on after its last key.
+            let next = match rows_read < limit {
                 true => None,
-                false => sessions.last().map(|(id, _)| ScanCursor::after_id(id)),
+                false => last.as_deref().map(ScanCursor::after_text),
             };
-            Ok(ScanPage::new(sessions, next))
+            Ok(ScanPage::new(sessions, next).with_undecodable(undecodable))
         })
         .await
     }
 }
 
-/// The id of a scanned row (its fifth column); a row whose id is no valid session id is a
-/// decode error naming what it holds.
-fn scanned_id(row: &rusqlite::Row<'_>) -> Result<SessionId, OpError> {
+/// The key of a scanned row (its fifth column) as text; a key that is not UTF-8 text is a
+/// decode error naming what it holds (no cursor could go on past it exactly).
+fn scanned_key(row: &rusqlite::Row<'_>) -> Result<String, OpError> {
     let value = row.get_ref(4)?;
-    let id = match value {
-        ValueRef::Text(text) => std::str::from_utf8(text).ok(),
-        _ => None,
-    };
-    match id.and_then(|id| SessionId::new(id).ok()) {
-        Some(id) => Ok(id),
-        None => {
-            let raw = match value {
-                ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
-                other => describe(other).to_owned(),
-            };
-            Err(OpError::Done(invalid_stored_id(&raw)))
-        }
+    match value {
+        ValueRef::Text(text) => match std::str::from_utf8(text) {
+            Ok(key) => Ok(key.to_owned()),
+            Err(_) => Err(OpError::Done(invalid_stored_id(&String::from_utf8_lossy(
+                text,
+            )))),
+        },
+        other => Err(OpError::Done(invalid_stored_id(describe(other)))),
     }
 }

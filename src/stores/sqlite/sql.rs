@@ -27,6 +27,8 @@ pub(super) struct Sql {
     pub(super) destroy_owner: String,
     pub(super) scan_first: String,
     pub(super) scan_after: String,
+    /// Test support ([`make_undecodable`](crate::SessionStore::make_undecodable)).
+    pub(super) spoil: String,
 }
 
 impl Sql {
@@ -105,6 +107,7 @@ impl Sql {
                 "SELECT data, expires_at, version, owner, id FROM {t} \
                  WHERE id > ?1 AND +expires_at > ?2 ORDER BY id LIMIT ?3"
             ),
+            spoil: format!("UPDATE {t} SET data = 'not a session' WHERE id = ?1"),
         }
     }
 }
