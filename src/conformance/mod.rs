@@ -228,6 +228,7 @@ macro_rules! __for_each_check {
             operations_dropped_midway_never_revive_duplicate_or_lose,
             a_listed_id_ends_exactly_that_session,
             owned_sessions_keep_every_data_key,
+            undecodable_entries_are_reported_and_never_stop_scans_or_listings,
         }
     };
 }

@@ -387,3 +387,134 @@ pub(crate) async fn a_saved_cursor_resumes_exactly_after_other_scans_and_writes(
     )?;
     Ok(())
 }
+
+/// One entry the store cannot decode (planted with
+/// [`make_undecodable`](SessionStore::make_undecodable)) among six sessions: `get` of it is a
+/// `Decode` error; a scan reports it once, in `undecodable`, and returns every other session
+/// (in pages of 2, so that it sits inside a page and at a page's edge in turn); a listing of
+/// its owner lists it with no data and the error, beside the others with theirs; `destroy`
+/// of its id ends it. Passes at once for a store that cannot plant one.
+pub(crate) async fn undecodable_entries_are_reported_and_never_stop_scans_or_listings(
+    factory: Factory,
+) -> CheckResult {
+    let store = factory.boxed().await;
+    let caps = store.capabilities();
+    if !caps.scan && !caps.owners {
+        return Ok(());
+    }
+    let ada = Owner::new(format!("ada:{}", id())).map_err(|err| err.to_string())?;
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        let id = id();
+        let owner = (n < 5).then(|| ada.clone());
+        call!("set", store.set(&id, &numbered(n).with_owner(owner)).await);
+        ids.push(id);
+    }
+    let bad = ids[2].clone();
+    if !call!("make_undecodable", store.make_undecodable(&bad).await) {
+        return Ok(());
+    }
+    match store.get(&bad).await {
+        Err(err) if err.kind() == crate::ErrorKind::Decode => {}
+        other => {
+            return Err(format!(
+                "make_undecodable returned true, but get of that session then returned {}",
+                match other {
+                    Ok(found) => format!("Ok({:?})", found.map(|_| "a session")),
+                    Err(err) => super::chain(&err),
+                }
+            ));
+        }
+    }
+    if caps.scan {
+        for limit in [2, 3, 1000] {
+            let mut cursor: Option<ScanCursor> = None;
+            let (mut numbers, mut reported) = (BTreeSet::new(), Vec::new());
+            for page in 0..MAX_PAGES {
+                let got = call!("scan", store.scan(cursor.as_ref(), limit).await);
+                for (_, session) in &got.sessions {
+                    let n = number_of(session).ok_or("a scanned session lost its data")?;
+                    ensure!(numbers.insert(n), "scan returned session {n} twice");
+                }
+                reported.extend(got.undecodable);
+                match got.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+                ensure!(page + 1 < MAX_PAGES, "the scan did not end");
+            }
+            let want: BTreeSet<u64> = [0, 1, 3, 4, 5, 6].into();
+            ensure!(
+                numbers == want,
+                "a scan in pages of {limit} past an entry it cannot decode returned sessions \
+                 {numbers:?}, not {want:?}: one bad entry must not stop or skip the others"
+            );
+            ensure!(
+                reported.len() == 1,
+                "a scan in pages of {limit} reported {} undecodable entries, not the 1 planted",
+                reported.len()
+            );
+            ensure!(
+                reported[0].error.kind() == crate::ErrorKind::Decode,
+                "the undecodable entry was reported with a {:?} error, not Decode",
+                reported[0].error.kind()
+            );
+            if !caps.lists_stored_ids {
+                ensure!(
+                    reported[0].id.as_ref() == Some(&bad),
+                    "the undecodable entry was reported under another id"
+                );
+            }
+        }
+    }
+    if caps.owners {
+        let listed = call!("sessions_of", store.sessions_of(&ada, true).await);
+        ensure!(
+            listed.len() == 5,
+            "sessions_of with data listed {} sessions of an owner with 5, one of them \
+             undecodable: it must list the undecodable one as such and the others in full",
+            listed.len()
+        );
+        let (broken, whole): (Vec<_>, Vec<_>) =
+            listed.into_iter().partition(|e| e.undecodable.is_some());
+        ensure!(
+            broken.len() == 1 && broken[0].data.is_none(),
+            "sessions_of with data listed {} entries as undecodable (want 1, with no data)",
+            broken.len()
+        );
+        let numbers: BTreeSet<u64> = whole
+            .iter()
+            .filter_map(|e| e.data.as_ref()?.get("n")?.as_u64())
+            .collect();
+        ensure!(
+            numbers == [0, 1, 3, 4].into(),
+            "sessions_of with data listed the decodable sessions {numbers:?}, not [0, 1, 3, 4]"
+        );
+        let without = call!("sessions_of", store.sessions_of(&ada, false).await);
+        ensure!(
+            without.len() == 5,
+            "sessions_of without data listed {} sessions of an owner with 5",
+            without.len()
+        );
+        // The listed id of the undecodable entry ends it.
+        call!("destroy", store.destroy(&broken[0].id).await);
+        let after = call!("sessions_of", store.sessions_of(&ada, true).await);
+        ensure!(
+            after.len() == 4 && after.iter().all(|e| e.undecodable.is_none()),
+            "after destroy of the undecodable entry's listed id, sessions_of listed {} \
+             entries ({} undecodable), not the 4 others",
+            after.len(),
+            after.iter().filter(|e| e.undecodable.is_some()).count()
+        );
+    } else {
+        call!("destroy", store.destroy(&bad).await);
+    }
+    if caps.scan {
+        let page = call!("scan", store.scan(None, 1000).await);
+        ensure!(
+            page.undecodable.is_empty(),
+            "after destroy, a scan still reports the undecodable entry"
+        );
+    }
+    Ok(())
+}

@@ -107,6 +107,9 @@ enum Defect {
     ListedIdsAreCookies,
     // Owners at rest.
     OwnedDataLosesReservedKey,
+    // Entries that cannot be decoded.
+    ScanStopsAtUndecodable,
+    ListingDropsUndecodable,
 }
 
 /// Runs `write` on the map 30 ms from now in a task of its own, and waits for it: a caller
@@ -143,6 +146,8 @@ struct Faulty {
     positions: Mutex<HashMap<String, usize>>,
     /// The next fresh version, for the defect that counts them.
     counter: AtomicU64,
+    /// Sessions made undecodable (`make_undecodable`): `get` of them is a `Decode` error.
+    spoiled: Mutex<std::collections::HashSet<SessionId>>,
 }
 
 static NAMESPACES: AtomicU64 = AtomicU64::new(1);
@@ -165,6 +170,7 @@ impl Faulty {
             },
             positions: Mutex::default(),
             counter: AtomicU64::new(fresh_version()),
+            spoiled: Mutex::default(),
         }
     }
 
@@ -329,6 +335,7 @@ impl Faulty {
 
     /// Stores `session` at `version` (deleting on a past expiry). The caller holds the lock.
     fn put(&self, map: &mut Map, id: &SessionId, session: &Session, version: u64, now: i64) -> u64 {
+        self.spoiled.lock().unwrap().remove(id);
         let old_owner = map.get(&self.key(id)).and_then(|s| s.owner().cloned());
         if self.expired(session, now) {
             map.remove(&self.key(id));
@@ -382,10 +389,14 @@ impl Faulty {
 impl SessionStore for Faulty {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
         let map = self.map.lock().unwrap();
-        Ok(map
+        let found = map
             .get(&self.key(id))
             .filter(|s| !self.expired(s, now_millis()))
-            .cloned())
+            .cloned();
+        if found.is_some() && self.spoiled.lock().unwrap().contains(id) {
+            return Err(Error::decode(id, "spoiled"));
+        }
+        Ok(found)
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
@@ -440,6 +451,7 @@ impl SessionStore for Faulty {
             return Ok(());
         }
         if !self.is(Defect::DestroyDoesNothing) {
+            self.spoiled.lock().unwrap().remove(id);
             let gone = self.map.lock().unwrap().remove(&self.key(id));
             if !self.is(Defect::IndexNotUpdatedOnDestroy) {
                 self.unindex(gone.as_ref().and_then(Session::owner), id);
@@ -755,6 +767,23 @@ impl SessionStore for Faulty {
         if self.is(Defect::ListingCapsAt1000) {
             listed.truncate(1000);
         }
+        let spoiled = self.spoiled.lock().unwrap();
+        if self.is(Defect::ListingDropsUndecodable) {
+            listed.retain(|entry| !spoiled.contains(&entry.id));
+        } else {
+            for entry in listed.iter_mut().filter(|e| spoiled.contains(&e.id)) {
+                if entry.data.is_some() {
+                    let err = Error::decode(&entry.id, "spoiled");
+                    *entry = OwnedSession::undecodable(
+                        entry.id.clone(),
+                        entry.expires_at_millis,
+                        entry.version,
+                        err,
+                    );
+                }
+            }
+        }
+        drop(spoiled);
         if self.is(Defect::ListedIdsDestroyNothing) {
             // A stored form of each id that no operation takes back, `destroy` included.
             for entry in &mut listed {
@@ -858,7 +887,30 @@ impl SessionStore for Faulty {
         } else {
             page.last().map(|(id, _)| ScanCursor::new(id.as_str()))
         };
-        Ok(ScanPage::new(page, next))
+        let spoiled = self.spoiled.lock().unwrap();
+        let mut undecodable = Vec::new();
+        let mut sessions = Vec::with_capacity(page.len());
+        for (id, session) in page {
+            if !spoiled.contains(&id) {
+                sessions.push((id, session));
+            } else if self.is(Defect::ScanStopsAtUndecodable) {
+                return Err(Error::decode(&id, "spoiled"));
+            } else {
+                undecodable.push(session_stores::Undecodable::new(
+                    Some(id.clone()),
+                    Error::decode(&id, "spoiled"),
+                ));
+            }
+        }
+        Ok(ScanPage::new(sessions, next).with_undecodable(undecodable))
+    }
+
+    async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
+        let live = self.get(id).await?.is_some();
+        if live {
+            self.spoiled.lock().unwrap().insert(id.clone());
+        }
+        Ok(live)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -1100,4 +1152,8 @@ caught! {
         "a_listed_id_ends_exactly_that_session"];
     catches_owned_data_that_loses_a_reserved_looking_key: OwnedDataLosesReservedKey => [
         "owned_sessions_keep_every_data_key"];
+    catches_a_scan_that_stops_at_an_undecodable_entry: ScanStopsAtUndecodable => [
+        "undecodable_entries_are_reported_and_never_stop_scans_or_listings"];
+    catches_a_listing_that_drops_an_undecodable_entry: ListingDropsUndecodable => [
+        "undecodable_entries_are_reported_and_never_stop_scans_or_listings"];
 }
