@@ -107,6 +107,10 @@ pub struct CopyProgress {
     /// Sessions the destination refused (see the [module docs](self)), by shortened id, with
     /// the reason; the copy went on past each.
     pub failures: Vec<CopyFailure>,
+    /// Entries of the source that its scan could not decode (see
+    /// [`Undecodable`](crate::Undecodable)), by shortened id (`?` when not even the id is
+    /// valid), with the reason: not copied, and the copy went on past each.
+    pub undecodable: Vec<CopyFailure>,
     /// The cursor of the next page; `None` once the source is done.
     pub cursor: Option<ScanCursor>,
 }
@@ -236,6 +240,17 @@ where
         started = true;
         let page = from.scan(progress.cursor.as_ref(), options.page).await?;
         progress.read += page.sessions.len() as u64;
+        progress
+            .undecodable
+            .extend(page.undecodable.iter().map(|entry| {
+                CopyFailure {
+                    id: entry
+                        .id
+                        .as_ref()
+                        .map_or_else(|| crate::error::IdHint::from_raw("?"), SessionId::hint),
+                    reason: crate::error::chain(&entry.error),
+                }
+            }));
         let mut copied = Vec::new();
         let mut sessions = page.sessions.into_iter();
         loop {

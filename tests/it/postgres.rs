@@ -2167,3 +2167,74 @@ async fn a_migration_that_cannot_get_its_lock_is_a_transient_error() {
     })
     .await;
 }
+
+/// Rows that are not valid sessions (data that is not an object, a negative version, an id
+/// that is not a valid id) never stop a scan or a listing: a scan reports each in
+/// `undecodable` and goes on past it, in pages of every size; a listing lists the owner's
+/// corrupt row as undecodable (with its expiry), leaves out the row with an invalid id, and
+/// lists the others with their data. Before, each failed with `Decode` at the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_never_stop_a_scan_or_a_listing() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let ada = Owner::new("ada").unwrap();
+        let mut good = Vec::new();
+        for n in 0..4 {
+            let id = SessionId::new(format!("good-{n}")).unwrap();
+            let s = session(json!({ "n": n })).with_owner(Some(ada.clone()));
+            store.set(&id, &s).await.unwrap();
+            good.push(id);
+        }
+        for (id, data, version) in [
+            ("good-1a", "'[1, 2]'", "1"),
+            ("good-2a", "'{\"a\": 1}'", "-5"),
+            ("not a valid id!", "'{\"a\": 1}'", "3"),
+        ] {
+            exec(
+                &pool,
+                format!(
+                    "INSERT INTO \"{schema}\".sessions (id, data, expires_at, version, owner) \
+                     VALUES ('{id}', {data}, now() + interval '1 hour', {version}, 'ada')"
+                ),
+            )
+            .await;
+        }
+        for limit in [1, 2, 3, 100] {
+            let (mut seen, mut bad) = (Vec::new(), Vec::new());
+            let mut cursor = None;
+            loop {
+                let page = store.scan(cursor.as_ref(), limit).await.unwrap();
+                seen.extend(page.sessions.into_iter().map(|(id, _)| id));
+                bad.extend(page.undecodable.into_iter().map(|entry| {
+                    assert_eq!(entry.error.kind(), ErrorKind::Decode);
+                    entry.id.map(|id| id.as_str().to_owned())
+                }));
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, good, "limit {limit}");
+            assert_eq!(
+                bad,
+                [Some("good-1a".to_owned()), Some("good-2a".to_owned()), None],
+                "limit {limit}"
+            );
+        }
+        let listed = store.sessions_of(&ada, true).await.unwrap();
+        assert_eq!(listed.len(), 6, "{listed:?}");
+        let undecodable: Vec<_> = listed.iter().filter(|e| e.undecodable.is_some()).collect();
+        assert_eq!(undecodable.len(), 2, "{listed:?}");
+        assert!(undecodable.iter().all(|e| e.data.is_none()));
+        assert!(
+            undecodable
+                .iter()
+                .all(|e| e.expires_at_millis > session_stores::now_millis())
+        );
+        // Without data, only the negative version is undecodable; the invalid id is left out.
+        let listed = store.sessions_of(&ada, false).await.unwrap();
+        assert_eq!(listed.len(), 6, "{listed:?}");
+        assert_eq!(listed.iter().filter(|e| e.undecodable.is_some()).count(), 1);
+    })
+    .await;
+}

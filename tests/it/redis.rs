@@ -3071,3 +3071,63 @@ async fn damaged_keys_are_found_and_removed_on_every_primary_of_a_cluster() {
     assert!(store.get(&live).await.unwrap().is_some());
     store.clear().await.unwrap();
 }
+
+/// Values the store cannot read (no head, a cut head, data that is not JSON or not an
+/// object, bytes that are not text) and a key of another type under the prefix never stop a
+/// scan: each is reported in `undecodable` with its id, and the scan goes on past it, in
+/// pages of every size. Before, the scan failed with `Decode` at the first one.
+#[tokio::test]
+async fn unreadable_values_never_stop_a_scan() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let mut bad = std::collections::BTreeSet::new();
+    for value in [
+        &b"not a session"[..],
+        b"1:2",
+        b"1:99999999999999:not json",
+        b"1:99999999999999:[1,2]",
+        b"\xff\xfe\x00",
+    ] {
+        let id = SessionId::generate();
+        let _: () = raw.set(store.key_for(&id), value).await.unwrap();
+        bad.insert(id);
+    }
+    let id = SessionId::generate();
+    let _: () = raw.hset(store.key_for(&id), "f", "v").await.unwrap();
+    bad.insert(id);
+    let mut good = std::collections::BTreeSet::new();
+    for n in 0..3 {
+        let id = SessionId::generate();
+        store
+            .set(&id, &session(json!({ "n": n }), HOUR))
+            .await
+            .unwrap();
+        good.insert(id);
+    }
+    for limit in [1, 2, 100] {
+        let (mut seen, mut reported) = (std::collections::BTreeSet::new(), Vec::new());
+        let mut cursor = None;
+        loop {
+            let page = store.scan(cursor.as_ref(), limit).await.unwrap();
+            seen.extend(page.sessions.into_iter().map(|(id, _)| id));
+            for entry in page.undecodable {
+                assert_eq!(entry.error.kind(), ErrorKind::Decode);
+                reported.push(entry.id.unwrap());
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, good, "limit {limit}");
+        assert_eq!(reported.len(), bad.len(), "limit {limit}: reported twice?");
+        assert_eq!(
+            reported
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>(),
+            bad
+        );
+    }
+    store.clear().await.unwrap();
+}

@@ -451,3 +451,94 @@ fn no_password_or_key_reaches_the_output() {
         assert!(!shown.contains(&key[key.len() - 16..]), "{shown}");
     }
 }
+
+/// One entry the store cannot decode (data that is not JSON) and one row whose id is not a
+/// valid id stop no tool: `stats` counts them apart, `list` names them among the others,
+/// `list --owner` lists the owner's sessions, and `migrate` copies every other session,
+/// names both, and exits with an error. Before, each of the three failed with `Decode`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_undecodable_entry_stops_no_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let store = SqliteStore::open(&db).await.unwrap();
+    let ids: Vec<SessionId> = (0..6).map(|_| SessionId::generate()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let owner = (n < 3).then_some("ada");
+        store.set(id, &session(n, owner)).await.unwrap();
+    }
+    drop(store);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE sessions SET data = 'not json' WHERE id = ?1",
+        [ids[1].as_str()],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO sessions (id, data, expires_at, version, owner) \
+         SELECT 'not a valid id!', data, expires_at, version, NULL FROM sessions WHERE id = ?1",
+        [ids[0].as_str()],
+    )
+    .unwrap();
+    drop(conn);
+    let url = format!("sqlite://{}", db.display());
+
+    let out = run(&["stats", &url], dir.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("scanned:        5 sessions"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("undecodable:    2 entries"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(&["list", &url], dir.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        text(&out).matches("cannot be decoded").count(),
+        2,
+        "{}",
+        text(&out)
+    );
+    for (n, id) in ids.iter().enumerate() {
+        assert!(
+            text(&out).contains(&id.hint().to_string()),
+            "{n}: {}",
+            text(&out)
+        );
+    }
+
+    let out = run(&["list", &url, "--owner", "ada"], dir.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    for id in &ids[..3] {
+        assert!(
+            text(&out).contains(&id.hint().to_string()),
+            "{}",
+            text(&out)
+        );
+    }
+
+    let dest = dir.path().join("d.db");
+    let dest_url = format!("sqlite://{}", dest.display());
+    let out = run(&["migrate", &url, &dest_url], dir.path(), &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(
+        text(&out).matches("the source cannot decode it").count(),
+        2,
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("0 missing"), "{}", text(&out));
+    let copied = SqliteStore::open(&dest).await.unwrap();
+    assert_eq!(copied.len().await.unwrap(), 5);
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(
+            copied.get(id).await.unwrap().is_some(),
+            n != 1,
+            "session {n}"
+        );
+    }
+}

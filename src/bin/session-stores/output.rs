@@ -54,14 +54,16 @@ pub(crate) fn when(millis: i64) -> String {
 pub(crate) async fn each_page(
     store: &dyn SessionStore,
     mut on_page: impl AsyncFnMut(Vec<(SessionId, Session)>) -> Result<(), Failure>,
-) -> Result<(), Failure> {
+) -> Result<u64, Failure> {
     let mut cursor: Option<ScanCursor> = None;
+    let mut undecodable = 0u64;
     loop {
         let page = store.scan(cursor.as_ref(), 1000).await?;
+        undecodable += page.undecodable.len() as u64;
         on_page(page.sessions).await?;
         match page.next {
             Some(next) => cursor = Some(next),
-            None => return Ok(()),
+            None => return Ok(undecodable),
         }
     }
 }

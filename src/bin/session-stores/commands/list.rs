@@ -56,6 +56,19 @@ pub(crate) async fn run(
             );
             shown += 1;
         }
+        for entry in &page.undecodable {
+            let id = entry
+                .id
+                .as_ref()
+                .map_or("?".to_owned(), |id| printed(id, full_ids));
+            let mut reason = entry.error.to_string();
+            let mut cause = std::error::Error::source(&*entry.error);
+            while let Some(err) = cause {
+                reason = format!("{reason}: {err}");
+                cause = err.source();
+            }
+            println!("{id:<40} cannot be decoded: {reason}");
+        }
         match page.next {
             Some(next) => cursor = Some(next),
             None => break,

@@ -107,6 +107,12 @@ pub(crate) async fn run(
             refused.id, refused.reason
         );
     }
+    for bad in &progress.undecodable {
+        println!(
+            "not copied, the source cannot decode it: session {}: {}",
+            bad.id, bad.reason
+        );
+    }
     // Verify: every live source session is at the destination.
     // Read by id through the destination's wrappers, as the app reads it.
     let refused: std::collections::HashSet<String> =
@@ -149,6 +155,12 @@ pub(crate) async fn run(
         return Err(failure(format!(
             "{} sessions were refused by the destination (listed above); the others are copied",
             progress.failures.len()
+        )));
+    }
+    if !progress.undecodable.is_empty() {
+        return Err(failure(format!(
+            "{} entries of the source cannot be decoded (listed above); the others are copied",
+            progress.undecodable.len()
         )));
     }
     Ok(())

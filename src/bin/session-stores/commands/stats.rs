@@ -16,7 +16,7 @@ pub(crate) async fn run(url: &str) -> Result<(), Failure> {
         return Ok(());
     }
     let (mut sizes, mut owned, mut owners) = (Vec::new(), 0u64, std::collections::HashSet::new());
-    each_page(&*store, async |sessions| {
+    let undecodable = each_page(&*store, async |sessions| {
         for (_, session) in &sessions {
             sizes.push(serde_json::to_vec(session.data()).map_or(0, |b| b.len()));
             if let Some(owner) = session.owner() {
@@ -29,6 +29,11 @@ pub(crate) async fn run(url: &str) -> Result<(), Failure> {
     .await?;
     sizes.sort_unstable();
     println!("scanned:        {} sessions", sizes.len());
+    if undecodable > 0 {
+        println!(
+            "undecodable:    {undecodable} entries the store cannot decode (not counted; `list` names them)"
+        );
+    }
     println!(
         "owned:          {owned} sessions of {} owners",
         owners.len()
