@@ -1668,21 +1668,41 @@ fn node_id(port: u16) -> String {
 /// must have a cluster to itself.
 async fn own_cluster(dir: &std::path::Path) -> Option<(Vec<tokio::process::Child>, Vec<u16>)> {
     let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
+    own_cluster_on(dir, ports, None).await
+}
+
+/// A test-owned 3-primary cluster on `ports`; with `announced`, each node tells clients to
+/// reach it at that port instead (a proxy in front of it), its bus staying direct.
+pub(crate) async fn own_cluster_on(
+    dir: &std::path::Path,
+    ports: Vec<u16>,
+    announced: Option<&[u16]>,
+) -> Option<(Vec<tokio::process::Child>, Vec<u16>)> {
     let mut nodes = Vec::new();
-    for port in &ports {
+    for (i, port) in ports.iter().enumerate() {
         let conf = format!("nodes-{port}.conf");
-        let node = start_redis_with(
-            *port,
-            dir,
-            &[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &conf,
-                "--cluster-node-timeout",
-                "5000",
-            ],
-        )?;
+        let mut args: Vec<String> = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &conf,
+            "--cluster-node-timeout",
+            "5000",
+        ]
+        .map(str::to_owned)
+        .into();
+        if let Some(announced) = announced {
+            args.extend([
+                "--cluster-announce-ip".to_owned(),
+                "127.0.0.1".to_owned(),
+                "--cluster-announce-port".to_owned(),
+                announced[i].to_string(),
+                "--cluster-announce-bus-port".to_owned(),
+                (port + 10_000).to_string(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node = start_redis_with(*port, dir, &args)?;
         nodes.push(node);
         wait_until_up(&format!("redis://127.0.0.1:{port}")).await;
     }
@@ -2941,22 +2961,30 @@ async fn scans_return_each_session_once_on_a_cluster() {
     .await;
 }
 
-/// A key of another type, or a value this store cannot read, under the prefix is a Decode
-/// error naming the session, as from `get`.
+/// A key of another type, or a value this store cannot read, under the prefix is reported
+/// by a scan as an undecodable entry with the Decode error naming the session, as `get`
+/// gives it (and the scan goes on).
 #[tokio::test]
 async fn scans_report_unreadable_values_as_get_does() {
     let Some(url) = url() else { return };
     let store = store(&url).await;
     let mut conn = raw(&url).await;
     let id = SessionId::new("unreadable").unwrap();
+    let reported = async |store: &RedisStore| {
+        let page = store.scan(None, 10).await.unwrap();
+        assert!(page.sessions.is_empty() && page.next.is_none());
+        assert_eq!(page.undecodable.len(), 1);
+        let entry = &page.undecodable[0];
+        assert_eq!(entry.id.as_ref(), Some(&id));
+        assert_eq!(entry.error.kind(), ErrorKind::Decode);
+        assert_eq!(entry.error.session(), Some(&id.hint()));
+    };
     let _: () = conn.set(store.key_for(&id), "not a session").await.unwrap();
-    let err = store.scan(None, 10).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Decode);
+    reported(&store).await;
     assert_eq!(store.get(&id).await.unwrap_err().kind(), ErrorKind::Decode);
     let _: () = conn.del(store.key_for(&id)).await.unwrap();
     let _: () = conn.sadd(store.key_for(&id), "x").await.unwrap();
-    let err = store.scan(None, 10).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Decode);
+    reported(&store).await;
     let _: () = conn.del(store.key_for(&id)).await.unwrap();
     assert!(scan_all(&store, 10, async |_| {}).await.is_empty());
 }

@@ -203,7 +203,10 @@ async fn bindings(backend: Arc<dyn SessionStore>) {
             let listed = store.sessions_of(&bob, true).await.unwrap();
             assert_eq!(listed.len(), 1);
             assert!(listed[0].data.is_none());
-            let undecodable = listed[0].undecodable.as_ref().expect("reported as undecodable");
+            let undecodable = listed[0]
+                .undecodable
+                .as_ref()
+                .expect("reported as undecodable");
             assert_eq!(seal_error(&undecodable.error), SealError::Forged);
         }
     }

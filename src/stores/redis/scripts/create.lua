@@ -4,7 +4,14 @@ local kind = redis.call('TYPE', key)['ok']
 if kind == 'string' then
   local cur = redis.call('GETRANGE', key, 0, 63)
   local v, e = string.match(cur, '^(%d+):(%d+):')
-  if not v or #v > 15 or tonumber(e) > now then return 0 end
+  if not v or #v > 15 then return 0 end
+  if tonumber(e) > now then
+    -- This very create, sent again after its reply was lost (redis-rs resends a request
+    -- whose connection failed): the value begins with a fresh random version, so a stored
+    -- value equal to it byte for byte is this call's own, not a collision.
+    if redis.call('GET', key) == ARGV[3] then return 1 end
+    return 0
+  end
 elseif kind ~= 'none' then
   return 0
 end

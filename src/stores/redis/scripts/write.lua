@@ -19,7 +19,16 @@ if kind == 'string' then
 elseif kind ~= 'none' and cas then
   return -2
 end
-if cas and live ~= ARGV[3] then return -1 end
+if cas and live ~= ARGV[3] then
+  -- A compare-and-set from no session, sent again after its reply was lost (redis-rs
+  -- resends a request whose connection failed): its value begins with a fresh random
+  -- version, so a stored value equal to it byte for byte is this call's own write.
+  if ARGV[3] == '0' and live == ARGV[6]
+    and redis.call('GET', key) == ARGV[6] .. ':' .. ARGV[4] .. ':' .. ARGV[5] then
+    return tonumber(ARGV[6])
+  end
+  return -1
+end
 -- live has at most 15 digits, so live + 1 is exact; a fresh version (ARGV[6]) is below 2^49.
 local cur = tonumber(live)
 local nextv

@@ -1,0 +1,493 @@
+//! The networked stores over a slow and broken network, through the fault proxy
+//! ([`crate::proxy`]):
+//!
+//! - the whole conformance suite on Postgres and on Redis with every packet delayed by
+//!   2 ms ± 1 ms each way (`SESSION_STORES_NET_LATENCY_MS=20` for 20 ms ± 10 ms), so that
+//!   every race the suite sets up plays out over real round trips, not loopback's
+//!   microseconds;
+//! - a storm of writes on Postgres, Redis and a Redis Cluster while the proxy resets every
+//!   connection every 150 ms (Postgres: 500 ms, its connections take longer to set up):
+//!   operations may fail with transient errors, but every acknowledged write reads back as
+//!   written, every acknowledged `destroy` stays destroyed, a `create` or a compare-and-set
+//!   from no session of a fresh id never reports a collision with itself (a write redis-rs
+//!   resent after its reply was lost, applied twice), and (Redis) no key is left without an
+//!   expiry.
+#![cfg(any(feature = "postgres", feature = "redis"))]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_stores::{ErrorKind, Session, SessionId, SessionStore};
+
+use crate::proxy::Proxy;
+use crate::support;
+
+/// One-way delay added to every chunk (2 ms, or `SESSION_STORES_NET_LATENCY_MS`), and its
+/// spread (half of it).
+fn latency() -> (Duration, Duration) {
+    let ms = std::env::var("SESSION_STORES_NET_LATENCY_MS")
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .unwrap_or(2);
+    (Duration::from_millis(ms), Duration::from_micros(ms * 500))
+}
+
+/// The `host:port` of a `scheme://[user@]host:port[/path][?query]` URL, and the URL with
+/// that part replaced by `with`.
+fn split_authority(url: &str) -> (String, impl Fn(&str) -> String + '_) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let start = rest.rfind('@').map_or(0, |at| at + 1);
+    let end = rest[start..]
+        .find(['/', '?'])
+        .map_or(rest.len(), |end| start + end);
+    let authority = rest[start..end].to_owned();
+    (authority, move |with: &str| {
+        format!("{scheme}://{}{with}{}", &rest[..start], &rest[end..])
+    })
+}
+
+/// A proxy in front of the server `url` names, and the URL through it.
+async fn proxied(url: &str) -> (Proxy, String) {
+    let (authority, replace) = split_authority(url);
+    let target: SocketAddr = authority
+        .to_socket_addrs()
+        .expect("a resolvable server")
+        .next()
+        .expect("an address");
+    let proxy = Proxy::start(target).await;
+    let through = replace(&format!("127.0.0.1:{}", proxy.port()));
+    (proxy, through)
+}
+
+#[test]
+fn authorities_are_replaced_in_every_url_shape() {
+    let (at, replace) = split_authority("postgres://postgres@127.0.0.1:5432/test?x=1");
+    assert_eq!(at, "127.0.0.1:5432");
+    assert_eq!(replace("h:1"), "postgres://postgres@h:1/test?x=1");
+    let (at, replace) = split_authority("redis://127.0.0.1:6379");
+    assert_eq!(at, "127.0.0.1:6379");
+    assert_eq!(replace("h:1"), "redis://h:1");
+}
+
+/// What one task of a storm believes of one id: the last write the store acknowledged, or
+/// nothing known (a failed operation may or may not have landed).
+#[derive(Clone, Debug)]
+enum Known {
+    Unknown,
+    Absent,
+    Holds { n: u64, version: u64 },
+}
+
+/// `TASKS` tasks each write, rewrite, destroy and create ids of their own for `ROUNDS`
+/// rounds while the proxy (6 ms ± 3 ms each way) resets every connection every
+/// `reset_every`; then, over a healthy network, every
+/// id whose last operation was acknowledged reads back as that operation left it.
+async fn storm(store: Arc<dyn SessionStore>, proxy: &Proxy, reset_every: Duration) -> (u64, u64) {
+    // Each request and reply spends milliseconds in the proxy, so that resets often land
+    // between a write's arrival at the server and its reply's at the client.
+    proxy.latency(Duration::from_millis(6), Duration::from_millis(3));
+    const TASKS: usize = 8;
+    const IDS: usize = 6;
+    const ROUNDS: u64 = 60;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let resetting = {
+        let (stop, reset) = (Arc::clone(&stop), proxy.resetter());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(reset_every).await;
+                reset();
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let ids: Vec<SessionId> = (0..IDS).map(|_| SessionId::generate()).collect();
+            let mut known: HashMap<SessionId, Known> =
+                ids.iter().map(|id| (id.clone(), Known::Absent)).collect();
+            let (mut acked, mut failed) = (0u64, 0u64);
+            for round in 0..ROUNDS {
+                let id = &ids[(round as usize + task) % IDS];
+                let n = round * 100 + task as u64;
+                let mut session = Session::new(Duration::from_secs(600));
+                session.insert("n", n).unwrap();
+                let outcome = match round % 4 {
+                    0 | 1 => store.set(id, &session).await.map(|v| Known::Holds { n, version: v }),
+                    2 => store.destroy(id).await.map(|()| Known::Absent),
+                    _ => {
+                        // A fresh id, by `create` or a compare-and-set from no session: a
+                        // collision would be this call's own earlier attempt, applied twice.
+                        let fresh = SessionId::generate();
+                        let written = if round % 8 == 3 {
+                            store.create(&fresh, &session).await
+                        } else {
+                            match store.set_if_version(&fresh, &session, 0).await {
+                                Err(err) if err.is_conflict() => Ok(false),
+                                other => other.map(|_| true),
+                            }
+                        };
+                        match written {
+                            Ok(created) => {
+                                assert!(created, "a write of a fresh id reported a collision: a write applied twice");
+                                let got = store.get(&fresh).await;
+                                if let Ok(got) = got {
+                                    assert_eq!(got.unwrap().get::<u64>("n").unwrap(), Some(n));
+                                }
+                            }
+                            Err(err) => {
+                                assert!(err.is_transient(), "a write of a fresh id failed with {err:?}");
+                                failed += 1;
+                            }
+                        }
+                        continue;
+                    }
+                };
+                match outcome {
+                    Ok(now) => {
+                        acked += 1;
+                        known.insert(id.clone(), now);
+                    }
+                    Err(err) => {
+                        assert!(
+                            err.is_transient() || err.kind() == ErrorKind::Timeout,
+                            "a write failed with a non-transient error under resets: {err:?}"
+                        );
+                        failed += 1;
+                        known.insert(id.clone(), Known::Unknown);
+                    }
+                }
+            }
+            (known, acked, failed)
+        }));
+    }
+    let mut all = HashMap::new();
+    let (mut acked, mut failed) = (0, 0);
+    for task in tasks {
+        let (known, a, f) = task.await.expect("a storm task panicked");
+        all.extend(known);
+        acked += a;
+        failed += f;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    resetting.await.unwrap();
+    proxy.latency(Duration::ZERO, Duration::ZERO);
+    // The network is healthy again: every acknowledged state holds.
+    for (id, known) in all {
+        let got = loop {
+            match store.get(&id).await {
+                Ok(got) => break got,
+                Err(err) if err.is_transient() => continue,
+                Err(err) => panic!("get after the storm: {err:?}"),
+            }
+        };
+        match known {
+            Known::Unknown => {}
+            Known::Absent => assert!(got.is_none(), "an acknowledged destroy was revived"),
+            Known::Holds { n, version } => {
+                let got = got.expect("an acknowledged write was lost");
+                assert_eq!(
+                    got.get::<u64>("n").unwrap(),
+                    Some(n),
+                    "another write's data"
+                );
+                assert_eq!(got.version(), version, "another version than acknowledged");
+            }
+        }
+    }
+    (acked, failed)
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use session_stores::PostgresStore;
+    use sqlx::postgres::PgPoolOptions;
+
+    const VAR: &str = "SESSION_STORES_POSTGRES_URL";
+    const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_suite_over_a_slow_network() {
+        let _load = support::loads_the_machine().await;
+        let Some(url) = support::service_url(VAR, DEFAULT_URL, 5432) else {
+            return;
+        };
+        let (proxy, through) = proxied(&url).await;
+        let (latency, jitter) = latency();
+        proxy.latency(latency, jitter);
+        let schema = support::unique_name("sst_net_");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(&through)
+            .await
+            .expect("connect through the proxy");
+        let shared = Arc::new((pool.clone(), schema.clone()));
+        let result = session_stores::conformance::run(move || {
+            let shared = Arc::clone(&shared);
+            async move {
+                let (pool, schema) = &*shared;
+                let store = PostgresStore::builder()
+                    .schema(schema.as_str())
+                    .table(support::unique_name("sessions_"))
+                    .build(pool.clone())
+                    .expect("valid names");
+                store.migrate().await.expect("migrate");
+                store
+            }
+        })
+        .await;
+        proxy.latency(Duration::ZERO, Duration::ZERO);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .execute(&pool)
+        .await
+        .expect("drop the run's schema");
+        if let Err(failures) = result {
+            panic!("over {latency:?} ± {jitter:?}: {failures}");
+        }
+        assert!(
+            proxy.chunks() > 1000,
+            "the suite did not go through the proxy"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_writes_hold_through_connection_resets() {
+        let _load = support::loads_the_machine().await;
+        let Some(url) = support::service_url(VAR, DEFAULT_URL, 5432) else {
+            return;
+        };
+        let (proxy, through) = proxied(&url).await;
+        let table = support::unique_name("sst_net_");
+        let store = PostgresStore::builder()
+            .table(&table)
+            .operation_timeout(Duration::from_secs(2))
+            .connect(&through)
+            .await
+            .expect("connect through the proxy");
+        store.migrate().await.unwrap();
+        let (acked, failed) =
+            storm(Arc::new(store.clone()), &proxy, Duration::from_millis(500)).await;
+        eprintln!("postgres storm: {acked} writes acknowledged, {failed} failed");
+        assert!(acked > 100, "too few writes got through: {acked}");
+        assert!(proxy.accepted() > 2, "no connection was reset");
+        store.clear().await.unwrap();
+        let pool = PgPoolOptions::new().connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS \"{table}\""
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use super::*;
+    use session_stores::RedisStore;
+
+    fn url() -> Option<String> {
+        support::service_url("SESSION_STORES_REDIS_URL", "redis://127.0.0.1:6379", 6379)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_suite_over_a_slow_network() {
+        let _load = support::loads_the_machine().await;
+        let Some(url) = url() else { return };
+        let (proxy, through) = proxied(&url).await;
+        let (latency, jitter) = latency();
+        proxy.latency(latency, jitter);
+        let result = session_stores::conformance::run(move || {
+            let through = through.clone();
+            async move {
+                RedisStore::builder(&through)
+                    .key_prefix(support::unique_name("sst:net:"))
+                    .connect()
+                    .await
+                    .expect("connect through the proxy")
+            }
+        })
+        .await;
+        if let Err(failures) = result {
+            panic!("over {latency:?} ± {jitter:?}: {failures}");
+        }
+        assert!(
+            proxy.chunks() > 1000,
+            "the suite did not go through the proxy"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_writes_hold_through_connection_resets() {
+        let _load = support::loads_the_machine().await;
+        let Some(url) = url() else { return };
+        let (proxy, through) = proxied(&url).await;
+        let prefix = support::unique_name("sst:net:");
+        let store = Arc::new(
+            RedisStore::builder(&through)
+                .key_prefix(&prefix)
+                .operation_timeout(Duration::from_secs(2))
+                .connect()
+                .await
+                .expect("connect through the proxy"),
+        );
+        let (acked, failed) = storm(
+            Arc::clone(&store) as Arc<dyn SessionStore>,
+            &proxy,
+            Duration::from_millis(150),
+        )
+        .await;
+        eprintln!("redis storm: {acked} writes acknowledged, {failed} failed");
+        assert!(acked > 100, "too few writes got through: {acked}");
+        // No key without an expiry.
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for key in keys {
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(ttl > 0, "{key} has no expiry ({ttl})");
+        }
+        store.clear().await.unwrap();
+    }
+}
+
+/// A test-owned Redis Cluster whose three nodes each sit behind a proxy and announce the
+/// proxy's port, so that every connection the cluster client makes (also those it learns
+/// from `CLUSTER SLOTS` and redirections) goes through a proxy.
+#[cfg(feature = "redis")]
+mod redis_cluster {
+    use super::*;
+    use session_stores::RedisStore;
+
+    struct Cluster {
+        _dir: tempfile::TempDir,
+        _nodes: Vec<tokio::process::Child>,
+        proxies: Vec<Proxy>,
+    }
+
+    impl Cluster {
+        async fn start() -> Option<Cluster> {
+            if !support::require_programs(
+                "a Redis Cluster behind proxies",
+                &["redis-server", "redis-cli"],
+            ) {
+                return None;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let ports: Vec<u16> = (0..3).map(|_| support::free_cluster_port()).collect();
+            let mut proxies = Vec::new();
+            for port in &ports {
+                proxies.push(Proxy::start(SocketAddr::from(([127, 0, 0, 1], *port))).await);
+            }
+            let announced: Vec<u16> = proxies.iter().map(Proxy::port).collect();
+            let (nodes, _) =
+                crate::redis::own_cluster_on(dir.path(), ports, Some(&announced)).await?;
+            Some(Cluster {
+                _dir: dir,
+                _nodes: nodes,
+                proxies,
+            })
+        }
+
+        fn urls(&self) -> Vec<String> {
+            self.proxies
+                .iter()
+                .map(|proxy| format!("redis://127.0.0.1:{}", proxy.port()))
+                .collect()
+        }
+
+        fn chunks(&self) -> u64 {
+            self.proxies.iter().map(Proxy::chunks).sum()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_suite_over_a_slow_network() {
+        let _load = support::loads_the_machine().await;
+        let Some(cluster) = Cluster::start().await else {
+            return;
+        };
+        let (latency, jitter) = latency();
+        for proxy in &cluster.proxies {
+            proxy.latency(latency, jitter);
+        }
+        let urls = cluster.urls();
+        let result = session_stores::conformance::run(move || {
+            let urls = urls.clone();
+            async move {
+                RedisStore::cluster_builder(&urls)
+                    .key_prefix(support::unique_name("sst:net:"))
+                    .connect()
+                    .await
+                    .expect("connect through the proxies")
+            }
+        })
+        .await;
+        if let Err(failures) = result {
+            panic!("over {latency:?} ± {jitter:?}: {failures}");
+        }
+        assert!(
+            cluster.chunks() > 1000,
+            "the suite did not go through the proxies"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_writes_hold_through_connection_resets() {
+        let _load = support::loads_the_machine().await;
+        let Some(cluster) = Cluster::start().await else {
+            return;
+        };
+        let prefix = support::unique_name("sst:net:");
+        let store = Arc::new(
+            RedisStore::cluster_builder(cluster.urls())
+                .key_prefix(&prefix)
+                .operation_timeout(Duration::from_secs(2))
+                .connect()
+                .await
+                .expect("connect through the proxies"),
+        );
+        // Resets on one node's proxy: the others' connections carry on.
+        let (acked, failed) = storm(
+            Arc::clone(&store) as Arc<dyn SessionStore>,
+            &cluster.proxies[0],
+            Duration::from_millis(150),
+        )
+        .await;
+        eprintln!("cluster storm: {acked} writes acknowledged, {failed} failed");
+        assert!(acked > 100, "too few writes got through: {acked}");
+        for proxy in &cluster.proxies {
+            let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}", proxy.port()))
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            for key in keys {
+                let ttl: i64 = redis::cmd("PTTL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                assert!(ttl > 0, "{key} has no expiry ({ttl})");
+            }
+        }
+    }
+}
