@@ -592,21 +592,33 @@ impl ScanCursor {
     }
 
     /// A keyset cursor after a stored key that may not be a valid id (an entry a scan
-    /// reports as [`Undecodable`], so that the scan goes on past it): read it back with
-    /// [`keyset_text`](Self::keyset_text). For stores that compare their keys as text.
+    /// reports as [`Undecodable`], so that the scan goes on past it): a valid id gives
+    /// [`after_id`](Self::after_id)'s cursor, any other key `1%<percent-encoded key>`. Read it
+    /// back with [`keyset_text`](Self::keyset_text). For stores that compare keys as text.
     pub fn after_text(key: &str) -> Self {
-        ScanCursor(format!("{KEYSET_TAG}{key}"))
+        match SessionId::new(key) {
+            Ok(id) => Self::after_id(&id),
+            Err(_) => {
+                let encoded =
+                    percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
+                ScanCursor(format!("{KEYSET_RAW_TAG}{encoded}"))
+            }
+        }
     }
 
-    /// The stored key a keyset cursor goes on after, valid id or not: for stores that
-    /// compare it as text. Text that is not a keyset cursor is an [`Error::Config`] naming
-    /// `store`.
-    pub fn keyset_text(&self, store: &str) -> Result<&str> {
-        self.0.strip_prefix(KEYSET_TAG).ok_or_else(|| {
-            Error::config(format!(
-                "not a scan cursor of this store ({store} cursors are `{KEYSET_TAG}<id>`)"
-            ))
-        })
+    /// The stored key a keyset cursor goes on after: the id of an
+    /// [`after_id`](Self::after_id) cursor, or the key of an
+    /// [`after_text`](Self::after_text) cursor. Text that is neither is an
+    /// [`Error::Config`] naming `store`.
+    pub fn keyset_text(&self, store: &str) -> Result<std::borrow::Cow<'_, str>> {
+        if let Some(raw) = self.0.strip_prefix(KEYSET_RAW_TAG)
+            && let Ok(key) = percent_encoding::percent_decode_str(raw).decode_utf8()
+            && !key.is_empty()
+        {
+            return Ok(key);
+        }
+        let id = self.keyset_id(store)?;
+        Ok(std::borrow::Cow::Owned(id.into_string()))
     }
 
     /// The id a [keyset cursor](Self::after_id) goes on after; text that is not one is an
@@ -625,6 +637,8 @@ impl ScanCursor {
 
 /// The version tag of keyset cursors.
 const KEYSET_TAG: &str = "1:";
+/// The tag of keyset cursors after a stored key that is not a valid id.
+const KEYSET_RAW_TAG: &str = "1%";
 
 impl std::fmt::Debug for ScanCursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1531,7 +1531,8 @@ async fn stale_markers_are_reclaimed_and_a_lost_one_is_made_again() {
     }
     fs::write(dir.join(".owners/YWRh/not an id"), "").unwrap();
 
-    assert_eq!(listed(&store, "ada").await, ["live"]);
+    // The unreadable file is listed (as undecodable), so that it can be seen and ended.
+    assert_eq!(listed(&store, "ada").await, ["corrupt", "live"]);
     let mut left = names(&dir.join(".owners/YWRh"));
     left.sort();
     assert_eq!(
@@ -1551,12 +1552,12 @@ async fn stale_markers_are_reclaimed_and_a_lost_one_is_made_again() {
         .await
         .unwrap();
     fs::remove_file(marker(dir, "YWRh", &id("again"))).unwrap();
-    assert_eq!(listed(&store, "ada").await, Vec::<String>::new());
+    assert_eq!(listed(&store, "ada").await, ["corrupt"]);
     store
         .set(&id("again"), &owned(json!({"n": 2}), "ada"))
         .await
         .unwrap();
-    assert_eq!(listed(&store, "ada").await, ["again"]);
+    assert_eq!(listed(&store, "ada").await, ["again", "corrupt"]);
 }
 
 #[tokio::test]
@@ -1737,8 +1738,9 @@ async fn scans_skip_expired_empty_temporary_lock_and_index_files() {
     assert!(hand.owner().is_none());
 }
 
+/// A corrupt file is reported in its page (a Decode error naming it) and the scan goes on.
 #[tokio::test]
-async fn a_corrupt_file_fails_its_page_with_a_decode_error_naming_it() {
+async fn a_corrupt_file_is_reported_in_its_page_and_the_scan_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let store = FileStore::new(tmp.path()).await.unwrap();
     for name in ["a", "c"] {
@@ -1747,10 +1749,16 @@ async fn a_corrupt_file_fails_its_page_with_a_decode_error_naming_it() {
     fs::write(tmp.path().join("b.json"), b"{\"data\":").unwrap();
     let first = store.scan(None, 1).await.unwrap();
     assert_eq!(ids_of(&first.sessions), ["a"]);
-    let err = store.scan(first.next.as_ref(), 1).await.unwrap_err();
+    let second = store.scan(first.next.as_ref(), 1).await.unwrap();
+    assert!(second.sessions.is_empty());
+    assert_eq!(second.undecodable.len(), 1);
+    let err = &second.undecodable[0].error;
     assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
     assert_eq!(err.session(), Some(&id("b").hint()));
-    // `set` repairs it, and the scan goes on from the same cursor.
+    assert_eq!(second.undecodable[0].id, Some(id("b")));
+    let third = store.scan(second.next.as_ref(), 1).await.unwrap();
+    assert_eq!(ids_of(&third.sessions), ["c"]);
+    // `set` repairs it, and a scan from the same cursor returns it.
     store.set(&id("b"), &session(json!({}))).await.unwrap();
     let page = store.scan(first.next.as_ref(), 5).await.unwrap();
     assert_eq!(ids_of(&page.sessions), ["b", "c"]);

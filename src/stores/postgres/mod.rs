@@ -413,7 +413,7 @@ impl SessionStore for PostgresStore {
                 ),
                 Some(after) => retry!(conn => e:
                     sqlx::query(self.sql.scan_after.clone())
-                        .bind(*after)
+                        .bind(&**after)
                         .bind(clamp(now_millis()))
                         .bind(sql_limit)
                         .fetch_all(e)

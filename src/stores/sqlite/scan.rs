@@ -23,7 +23,10 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<ScanPage> {
         let after = cursor
-            .map(|c| c.keyset_text("SqliteStore").map(str::to_owned))
+            .map(|c| {
+                c.keyset_text("SqliteStore")
+                    .map(std::borrow::Cow::into_owned)
+            })
             .transpose()?;
         let limit = scan_limit(limit);
         // On a read connection, like `sessions_of`: a page can be long.
