@@ -3,6 +3,8 @@
 # backend, how many runs passed and how long one whole-suite run took (min / median / max).
 # Needs the services .ci/run starts (Postgres, Redis, a Redis Cluster). Not part of CI: it
 # takes a few minutes. Usage: bash .ci/stability.sh [N [TEST...]]
+# BUSY=k starts k busy loops (one core each) for the whole run, to check the tests under load:
+#   BUSY=2 bash .ci/stability.sh 20 conformance::wrappers::redis_cluster_under_every_layering
 set -uo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-20}"
@@ -30,6 +32,13 @@ tests=("$@")
     conformance::wrappers::postgres_under_every_layering
     conformance::wrappers::redis_cluster_under_every_layering
 )
+busy=()
+for _ in $(seq 1 "${BUSY:-0}"); do
+    (while :; do :; done) &
+    busy+=("$!")
+done
+trap '[ ${#busy[@]} -eq 0 ] || kill "${busy[@]}" 2>/dev/null' EXIT
+[ "${BUSY:-0}" -eq 0 ] || echo "with ${BUSY} busy loops on $(nproc) cores"
 printf '%-55s %7s %8s %8s %8s\n' test passed min_s median_s max_s
 for t in "${tests[@]}"; do
     pass=0; times=()
