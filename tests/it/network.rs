@@ -71,6 +71,50 @@ fn authorities_are_replaced_in_every_url_shape() {
     assert_eq!(replace("h:1"), "redis://h:1");
 }
 
+/// The whole conformance suite on the stores `factory` makes, with `proxies` delaying every
+/// chunk by [`latency`]; fails naming every failed check, or if the suite's traffic did not
+/// go through the proxies.
+async fn whole_suite_through<S, F, Fut>(proxies: &[&Proxy], factory: F)
+where
+    S: SessionStore + 'static,
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = S> + Send + 'static,
+{
+    let (latency, jitter) = latency();
+    for proxy in proxies {
+        proxy.latency(latency, jitter);
+    }
+    let result = session_stores::conformance::run(factory).await;
+    for proxy in proxies {
+        proxy.latency(Duration::ZERO, Duration::ZERO);
+    }
+    if let Err(failures) = result {
+        panic!("over {latency:?} ± {jitter:?}: {failures}");
+    }
+    let chunks: u64 = proxies.iter().map(|proxy| proxy.chunks()).sum();
+    assert!(chunks > 1000, "the suite did not go through the proxies");
+}
+
+/// Fails if a key under `prefix` on the Redis server at `url` has no expiry.
+#[cfg(feature = "redis")]
+async fn every_key_expires(url: &str, prefix: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} has no expiry ({ttl})");
+    }
+}
+
 /// What one task of a storm believes of one id: the last write the store acknowledged, or
 /// nothing known (a failed operation may or may not have landed).
 #[derive(Clone, Debug)]
@@ -216,8 +260,6 @@ mod postgres {
             return;
         };
         let (proxy, through) = proxied(&url).await;
-        let (latency, jitter) = latency();
-        proxy.latency(latency, jitter);
         let schema = support::unique_name("sst_net_");
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -225,7 +267,7 @@ mod postgres {
             .await
             .expect("connect through the proxy");
         let shared = Arc::new((pool.clone(), schema.clone()));
-        let result = session_stores::conformance::run(move || {
+        whole_suite_through(&[&proxy], move || {
             let shared = Arc::clone(&shared);
             async move {
                 let (pool, schema) = &*shared;
@@ -239,20 +281,12 @@ mod postgres {
             }
         })
         .await;
-        proxy.latency(Duration::ZERO, Duration::ZERO);
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
         )))
         .execute(&pool)
         .await
         .expect("drop the run's schema");
-        if let Err(failures) = result {
-            panic!("over {latency:?} ± {jitter:?}: {failures}");
-        }
-        assert!(
-            proxy.chunks() > 1000,
-            "the suite did not go through the proxy"
-        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,9 +334,7 @@ mod redis_store {
         let _load = support::loads_the_machine().await;
         let Some(url) = url() else { return };
         let (proxy, through) = proxied(&url).await;
-        let (latency, jitter) = latency();
-        proxy.latency(latency, jitter);
-        let result = session_stores::conformance::run(move || {
+        whole_suite_through(&[&proxy], move || {
             let through = through.clone();
             async move {
                 RedisStore::builder(&through)
@@ -313,13 +345,6 @@ mod redis_store {
             }
         })
         .await;
-        if let Err(failures) = result {
-            panic!("over {latency:?} ± {jitter:?}: {failures}");
-        }
-        assert!(
-            proxy.chunks() > 1000,
-            "the suite did not go through the proxy"
-        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,22 +369,7 @@ mod redis_store {
         .await;
         eprintln!("redis storm: {acked} writes acknowledged, {failed} failed");
         assert!(acked > 100, "too few writes got through: {acked}");
-        // No key without an expiry.
-        let client = redis::Client::open(url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for key in keys {
-            let ttl: i64 = redis::cmd("PTTL")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            assert!(ttl > 0, "{key} has no expiry ({ttl})");
-        }
+        every_key_expires(&url, &prefix).await;
         store.clear().await.unwrap();
     }
 }
@@ -408,10 +418,6 @@ mod redis_cluster {
                 .map(|proxy| format!("redis://127.0.0.1:{}", proxy.port()))
                 .collect()
         }
-
-        fn chunks(&self) -> u64 {
-            self.proxies.iter().map(Proxy::chunks).sum()
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,12 +426,9 @@ mod redis_cluster {
         let Some(cluster) = Cluster::start().await else {
             return;
         };
-        let (latency, jitter) = latency();
-        for proxy in &cluster.proxies {
-            proxy.latency(latency, jitter);
-        }
         let urls = cluster.urls();
-        let result = session_stores::conformance::run(move || {
+        let proxies: Vec<&Proxy> = cluster.proxies.iter().collect();
+        whole_suite_through(&proxies, move || {
             let urls = urls.clone();
             async move {
                 RedisStore::cluster_builder(&urls)
@@ -436,13 +439,6 @@ mod redis_cluster {
             }
         })
         .await;
-        if let Err(failures) = result {
-            panic!("over {latency:?} ± {jitter:?}: {failures}");
-        }
-        assert!(
-            cluster.chunks() > 1000,
-            "the suite did not go through the proxies"
-        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,25 +465,9 @@ mod redis_cluster {
         .await;
         eprintln!("cluster storm: {acked} writes acknowledged, {failed} failed");
         assert!(acked > 100, "too few writes got through: {acked}");
+        // Each node's own keys (KEYS on a node lists only its own).
         for proxy in &cluster.proxies {
-            let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}", proxy.port()))
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap();
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}*"))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            for key in keys {
-                let ttl: i64 = redis::cmd("PTTL")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                assert!(ttl > 0, "{key} has no expiry ({ttl})");
-            }
+            every_key_expires(&format!("redis://127.0.0.1:{}", proxy.port()), &prefix).await;
         }
     }
 }
