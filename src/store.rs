@@ -749,3 +749,40 @@ macro_rules! forward_store {
 }
 
 forward_store!(Box<S>, Arc<S>, &S);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reports are equal when they name the same id with errors of the same kind that say
+    /// the same, and differ in any one of the three.
+    #[test]
+    fn undecodable_reports_compare_by_id_kind_and_message() {
+        let (a, b) = (SessionId::generate(), SessionId::generate());
+        let report = |id: &SessionId, error: Error| Undecodable::new(Some(id.clone()), error);
+        let decode = |id: &SessionId, why: &str| Error::decode(id, why.to_owned());
+        assert_eq!(report(&a, decode(&a, "bad")), report(&a, decode(&a, "bad")));
+        // Another id.
+        assert_ne!(report(&a, decode(&a, "bad")), report(&b, decode(&a, "bad")));
+        assert_ne!(
+            report(&a, decode(&a, "bad")),
+            Undecodable::new(None, decode(&a, "bad"))
+        );
+        // Another message (the source is part of it).
+        assert_ne!(report(&a, decode(&a, "bad")), report(&a, decode(&b, "bad")));
+        // Another kind, with the same text.
+        let config = Error::config(decode(&a, "bad").to_string());
+        assert_ne!(config.to_string(), "");
+        assert_ne!(report(&a, decode(&a, "bad")), report(&a, config));
+        // A page holding one compares by it.
+        let page = |u| ScanPage::new(Vec::new(), None).with_undecodable(vec![u]);
+        assert_eq!(
+            page(report(&a, decode(&a, "bad"))),
+            page(report(&a, decode(&a, "bad")))
+        );
+        assert_ne!(
+            page(report(&a, decode(&a, "bad"))),
+            page(report(&b, decode(&b, "bad")))
+        );
+    }
+}
