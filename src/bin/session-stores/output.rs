@@ -14,15 +14,23 @@ pub(crate) struct Failure {
 
 impl<E: std::error::Error> From<E> for Failure {
     fn from(err: E) -> Self {
-        let mut message = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
+        Failure {
+            message: chain(&err),
+            code: 1,
         }
-        Failure { message, code: 1 }
     }
+}
+
+/// `err` and its causes, as one line: `error: cause: cause`.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 pub(crate) fn failure(message: impl Into<String>) -> Failure {

@@ -2,7 +2,7 @@
 
 use session_stores::{Owner, ScanCursor, SessionId};
 
-use crate::output::{Failure, open, when};
+use crate::output::{Failure, chain, open, when};
 
 /// An id as `list` prints it: shortened (an id is a bearer credential), whole with
 /// `--full-ids`.
@@ -61,13 +61,7 @@ pub(crate) async fn run(
                 .id
                 .as_ref()
                 .map_or("?".to_owned(), |id| printed(id, full_ids));
-            let mut reason = entry.error.to_string();
-            let mut cause = std::error::Error::source(&*entry.error);
-            while let Some(err) = cause {
-                reason = format!("{reason}: {err}");
-                cause = err.source();
-            }
-            println!("{id:<40} cannot be decoded: {reason}");
+            println!("{id:<40} cannot be decoded: {}", chain(&*entry.error));
         }
         match page.next {
             Some(next) => cursor = Some(next),
