@@ -213,10 +213,13 @@ impl SessionStore for RedisStore {
             get.arg(&key);
             let get = get.query_async(&mut lease.conn);
             let raw: Option<Vec<u8>> = self.round_trip(&lease.health, OP, Some(id), get).await?;
-            let Some(head) = raw.as_deref().and_then(codec::decode_head) else {
+            let Some(raw) = raw else {
                 return Ok(false);
             };
-            let mut spoiled = raw.as_deref().unwrap_or_default()[..head.data_at].to_vec();
+            let Some(head) = codec::decode_head(&raw) else {
+                return Ok(false);
+            };
+            let mut spoiled = raw[..head.data_at].to_vec();
             spoiled.extend_from_slice(b"not a session");
             let mut set = redis::cmd("SET");
             set.arg(&key).arg(spoiled).arg("KEEPTTL").arg("XX");
