@@ -1398,21 +1398,13 @@ async fn corrupt_owners_and_listed_rows_are_decode_errors() {
         .await;
         assert_eq!(listed(&store, &ada).await, vec![id.clone()]);
         // Listed as undecodable (the Decode error naming it), never failing the listing.
-        let undecodable = async |with_data| {
-            let listed = store.sessions_of(&ada, with_data).await.unwrap();
-            assert_eq!(listed.len(), 1, "{listed:?}");
-            assert!(listed[0].data.is_none());
-            let err = &listed[0].undecodable.as_ref().expect("undecodable").error;
-            assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
-            assert_eq!(err.session(), Some(&id.hint()));
-        };
-        undecodable(true).await;
+        support::listed_only_as_undecodable(&store, &ada, true, &id).await;
         exec(
             &pool,
             format!("UPDATE \"{schema}\".sessions SET version = -1 WHERE id = '{id}'"),
         )
         .await;
-        undecodable(false).await;
+        support::listed_only_as_undecodable(&store, &ada, false, &id).await;
         exec(
             &pool,
             format!("UPDATE \"{schema}\".sessions SET id = 'a/b', version = 1 WHERE id = '{id}'"),

@@ -1486,21 +1486,13 @@ async fn corrupt_owners_and_listed_rows_are_decode_errors() {
     // Without data the row lists; with data it is listed as undecodable (the Decode error
     // naming it), never failing the listing.
     assert_eq!(listed(&store, &ada).await, vec![id.clone()]);
-    let undecodable = async |with_data| {
-        let listed = store.sessions_of(&ada, with_data).await.unwrap();
-        assert_eq!(listed.len(), 1, "{listed:?}");
-        assert!(listed[0].data.is_none());
-        let err = &listed[0].undecodable.as_ref().expect("undecodable").error;
-        assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
-        assert_eq!(err.session(), Some(&id.hint()));
-    };
-    undecodable(true).await;
+    crate::support::listed_only_as_undecodable(&store, &ada, true, &id).await;
     db.execute(
         "UPDATE sessions SET version = 'x' WHERE id = ?1",
         [id.as_str()],
     )
     .unwrap();
-    undecodable(false).await;
+    crate::support::listed_only_as_undecodable(&store, &ada, false, &id).await;
     // A hand-written id that is no session id names no session a caller could end: left
     // out.
     db.execute(

@@ -453,3 +453,19 @@ pub fn poll_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Fails unless `sessions_of(owner, with_data)` lists exactly one entry, session `id`,
+/// reported as undecodable: no data, and a `Decode` error naming it.
+pub async fn listed_only_as_undecodable(
+    store: &dyn session_stores::SessionStore,
+    owner: &session_stores::Owner,
+    with_data: bool,
+    id: &SessionId,
+) {
+    let listed = store.sessions_of(owner, with_data).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].data.is_none());
+    let err = &listed[0].undecodable.as_ref().expect("undecodable").error;
+    assert_eq!(err.kind(), session_stores::ErrorKind::Decode, "{err:?}");
+    assert_eq!(err.session(), Some(&id.hint()));
+}
