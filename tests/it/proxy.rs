@@ -9,7 +9,9 @@
 //! - **resets**: every open connection is closed at once with a TCP RST, in the middle of
 //!   whatever it carried;
 //! - **half-open**: connections stay open and accept bytes, but nothing is forwarded, as
-//!   with a peer that vanished without a FIN, until it is turned off (or a reset).
+//!   with a peer that vanished without a FIN, until it is turned off (or a reset);
+//! - a **lost reply**: the next chunk the server sends is dropped and its connection closed
+//!   with a RST, so the server has run a request whose reply the client never gets.
 //!
 //! New connections are accepted throughout; each is its own pair of pumps.
 
@@ -33,6 +35,9 @@ struct Faults {
     /// Nothing is forwarded before this (microseconds since `epoch`).
     paused_until_us: AtomicU64,
     half_open: AtomicBool,
+    /// The next chunk from the server is dropped and its connection reset (one flag may be
+    /// shared by several proxies: [`Proxy::start_sharing_lost_reply`]).
+    lose_reply: Arc<AtomicBool>,
     /// Chunks forwarded, both directions.
     chunks: AtomicU64,
     /// Connections accepted.
@@ -59,11 +64,24 @@ impl Drop for Proxy {
 impl Proxy {
     /// A proxy on a free loopback port that forwards every connection to `target`.
     pub async fn start(target: SocketAddr) -> Proxy {
+        Proxy::start_sharing_lost_reply(target, Arc::default()).await
+    }
+
+    /// [`start`](Self::start), with the [`lose_next_reply`](Self::lose_next_reply) flag
+    /// shared with other proxies: one reply is lost, on whichever proxy carries one first
+    /// (the nodes of a cluster, where a test does not know which node a write goes to).
+    pub async fn start_sharing_lost_reply(
+        target: SocketAddr,
+        lose_reply: Arc<AtomicBool>,
+    ) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the proxy");
         let addr = listener.local_addr().unwrap();
-        let faults = Arc::new(Faults::default());
+        let faults = Arc::new(Faults {
+            lose_reply,
+            ..Faults::default()
+        });
         let epoch = Instant::now();
         let resets = Arc::new(watch::channel(0u64).0);
         let accept = {
@@ -130,6 +148,18 @@ impl Proxy {
         self.faults.half_open.store(on, Ordering::Relaxed);
     }
 
+    /// The next chunk the server sends (on any connection) is dropped, and that connection
+    /// closed with a RST: the request it answered ran, and the client never learns it.
+    /// Returns at once; [`reply_lost`](Self::reply_lost) tells whether it happened.
+    pub fn lose_next_reply(&self, on: bool) {
+        self.faults.lose_reply.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the reply [`lose_next_reply`](Self::lose_next_reply) asked for was lost.
+    pub fn reply_lost(&self) -> bool {
+        !self.faults.lose_reply.load(Ordering::Relaxed)
+    }
+
     /// Chunks forwarded so far, both directions.
     pub fn chunks(&self) -> u64 {
         self.faults.chunks.load(Ordering::Relaxed)
@@ -161,15 +191,29 @@ async fn connection(
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
     reset.mark_unchanged();
+    let lost = tokio::sync::Notify::new();
     let pumps = async {
         tokio::join!(
-            pump(client_read, upstream_write, Arc::clone(&faults), epoch),
-            pump(upstream_read, client_write, Arc::clone(&faults), epoch),
+            pump(
+                client_read,
+                upstream_write,
+                Arc::clone(&faults),
+                epoch,
+                None
+            ),
+            pump(
+                upstream_read,
+                client_write,
+                Arc::clone(&faults),
+                epoch,
+                Some(&lost)
+            ),
         )
     };
     tokio::select! {
         _ = pumps => {}
         _ = reset.changed() => {}
+        _ = lost.notified() => {}
     }
     // Every half dropped here: with a zero linger, the close is a RST.
 }
@@ -180,6 +224,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     faults: Arc<Faults>,
     epoch: Instant,
+    replies: Option<&tokio::sync::Notify>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let reader = {
@@ -223,6 +268,12 @@ async fn pump(
                 } else {
                     break;
                 }
+            }
+            if let Some(lost) = replies
+                && faults.lose_reply.swap(false, Ordering::Relaxed)
+            {
+                lost.notify_one();
+                return;
             }
             if to.write_all(&chunk).await.is_err() {
                 return;
@@ -331,5 +382,19 @@ mod tests {
         fresh.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"held");
         assert!(proxy.accepted() >= 2 && proxy.chunks() > 0);
+
+        // A lost reply: the echo server got the bytes (it sent them back), the client gets
+        // a reset instead; the next connection works.
+        proxy.lose_next_reply(true);
+        assert!(!proxy.reply_lost());
+        fresh.write_all(b"lost").await.unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(2), fresh.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "a lost reply came through: {read:?}"
+        );
+        assert!(proxy.reply_lost());
+        let mut after = TcpStream::connect(proxy.addr()).await.unwrap();
+        round_trip(&mut after, b"after").await;
     }
 }
