@@ -76,6 +76,13 @@ pub(super) fn map_err(op: &'static str, id: Option<&SessionId>, err: sqlx::Error
         sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
             Error::unavailable(op, id, err)
         }
+        // A connection cut while it was being opened, just after sqlx asked for TLS: sqlx
+        // reads the closed socket as a one-byte answer 0x00 (a server's answer is `S` or
+        // `N`; another server's, such as Redis' `-ERR`, is never 0x00). Found by the fault
+        // proxy: a reset there is as transient as any other.
+        sqlx::Error::Protocol(message) if message.contains("from SSLRequest: 0x00") => {
+            Error::unavailable(op, id, err)
+        }
         sqlx::Error::Database(db) => {
             let code = db.code();
             let code = code.as_deref().unwrap_or("");

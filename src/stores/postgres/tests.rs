@@ -92,3 +92,17 @@ async fn tls_without_the_feature_names_it() {
         assert!(err.to_string().contains("`postgres-tls` feature"), "{err}");
     }
 }
+
+/// A connection cut while it opened (sqlx reads the closed socket as the answer 0x00 to its
+/// TLS request) is transient; another server's answer there is not.
+#[test]
+fn a_connection_cut_while_it_opened_is_transient() {
+    let cut = sqlx::Error::Protocol(
+        "unexpected response from SSLRequest: 0x00 (sqlx_postgres::connection::tls:95)".into(),
+    );
+    assert!(super::error::map_err("get", None, cut).is_transient());
+    let redis = sqlx::Error::Protocol(
+        "unexpected response from SSLRequest: 0x2d (sqlx_postgres::connection::tls:95)".into(),
+    );
+    assert!(!super::error::map_err("get", None, redis).is_transient());
+}
