@@ -244,6 +244,152 @@ async fn storm(store: Arc<dyn SessionStore>, proxy: &Proxy, reset_every: Duratio
     (acked, failed)
 }
 
+/// Reads `id` over a network that may still be settling: transient errors are retried.
+async fn settled_get(store: &dyn SessionStore, id: &SessionId) -> Option<Session> {
+    for _ in 0..100 {
+        match store.get(id).await {
+            Ok(got) => return got,
+            Err(err) if err.is_transient() || err.kind() == ErrorKind::Timeout => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(err) => panic!("get after a lost reply: {err:?}"),
+        }
+    }
+    panic!("the store did not recover from a lost reply");
+}
+
+/// Each kind of write, with its reply lost: the proxy drops the next reply the server sends
+/// and resets that connection (for a cluster, the nodes' proxies share one such flag, and
+/// the write goes to one of them). The caller may get a transient error (it cannot know whether the write ran),
+/// but the write never runs twice: a `set` leaves the version at most one past the one
+/// before (a `set` run twice leaves it two past), a compare-and-set is never a conflict
+/// with itself, a `create` never a collision with itself, a `touch` never loses the
+/// session, an acknowledged `destroy` stays done. A client that resends a request whose
+/// reply it lost, as redis-rs' cluster client does with its retries on, fails this.
+///
+/// `one_round_trip`: each write is one request (Redis), so the lost reply is the write's own
+/// and the write ran: the state after is the write's. Otherwise (Postgres' transactions)
+/// the lost reply may be an earlier statement's, and the write then did not run at all.
+async fn writes_whose_reply_is_lost_run_once(
+    store: &dyn SessionStore,
+    proxies: &[&Proxy],
+    one_round_trip: bool,
+) {
+    let lose = |on: bool| {
+        for proxy in proxies {
+            proxy.lose_next_reply(on);
+        }
+    };
+    // Arms the proxies, runs one write, disarms them; checks that one reply was lost and
+    // that an error is one a caller retries.
+    macro_rules! with_lost_reply {
+        ($write:expr) => {{
+            lose(true);
+            let outcome = $write;
+            let lost = proxies.iter().filter(|proxy| proxy.reply_lost()).count();
+            lose(false);
+            assert_eq!(lost, proxies.len(), "no reply was lost");
+            if let Err(err) = &outcome {
+                assert!(
+                    err.is_transient() || err.kind() == ErrorKind::Timeout,
+                    "a write whose reply was lost failed with {err:?}"
+                );
+            }
+            outcome
+        }};
+    }
+    let ttl = Duration::from_secs(600);
+    let session = |n: u64| {
+        let mut session = Session::new(ttl);
+        session.insert("n", n).unwrap();
+        session
+    };
+    let n_of = |got: &Session| got.get::<u64>("n").unwrap().unwrap();
+    // The write ran if it was acknowledged, or if its own reply is the one lost.
+    let ran = |acknowledged: bool| acknowledged || one_round_trip;
+    for round in 0..4u64 {
+        let id = SessionId::generate();
+        let first = store.set(&id, &session(0)).await.unwrap();
+
+        let set = with_lost_reply!(store.set(&id, &session(1)).await);
+        let got = settled_get(store, &id)
+            .await
+            .expect("a set lost the session");
+        match (n_of(&got), got.version()) {
+            (1, version) if version == first + 1 => {}
+            (0, version) if version == first && !ran(set.is_ok()) => {}
+            other => panic!("round {round}: after a set from {first}: {other:?} (ran twice?)"),
+        }
+        if let Ok(version) = set {
+            assert_eq!(version, got.version());
+        }
+
+        let before = got.version();
+        let cas = with_lost_reply!(store.set_if_version(&id, &session(2), before).await);
+        if let Err(err) = &cas {
+            assert!(
+                !err.is_conflict(),
+                "round {round}: a compare-and-set conflicted with itself"
+            );
+        }
+        let got = settled_get(store, &id)
+            .await
+            .expect("a compare-and-set lost the session");
+        match (n_of(&got), got.version()) {
+            (2, version) if version == before + 1 => {}
+            (_, version) if version == before && !ran(cas.is_ok()) => {}
+            other => panic!("round {round}: after a compare-and-set from {before}: {other:?}"),
+        }
+
+        let touched = with_lost_reply!(
+            store
+                .touch(&id, std::time::SystemTime::now() + 2 * ttl)
+                .await
+        );
+        assert!(
+            !matches!(touched, Ok(false)),
+            "round {round}: a touch missed a live session"
+        );
+        assert!(
+            settled_get(store, &id).await.is_some(),
+            "a touch lost the session"
+        );
+
+        let fresh = SessionId::generate();
+        let created = with_lost_reply!(store.create(&fresh, &session(3)).await);
+        assert!(
+            !matches!(created, Ok(false)),
+            "round {round}: a create collided with itself"
+        );
+        let got = settled_get(store, &fresh).await;
+        assert!(
+            got.is_some() || !ran(created.is_ok()),
+            "round {round}: a create that ran left no session"
+        );
+
+        let fresh = SessionId::generate();
+        let from_none = with_lost_reply!(store.set_if_version(&fresh, &session(4), 0).await);
+        if let Err(err) = &from_none {
+            assert!(
+                !err.is_conflict(),
+                "round {round}: a compare-and-set from no session conflicted with itself"
+            );
+        }
+        let got = settled_get(store, &fresh).await;
+        assert!(
+            got.is_some() || !ran(from_none.is_ok()),
+            "round {round}: a compare-and-set from no session that ran left no session"
+        );
+
+        let destroyed = with_lost_reply!(store.destroy(&id).await);
+        let got = settled_get(store, &id).await;
+        assert!(
+            got.is_none() || !ran(destroyed.is_ok()),
+            "round {round}: a destroy that ran left the session"
+        );
+    }
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
@@ -318,6 +464,32 @@ mod postgres {
         .await
         .unwrap();
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_whose_reply_is_lost_run_once() {
+        let _load = support::loads_the_machine().await;
+        let Some(url) = support::service_url(VAR, DEFAULT_URL, 5432) else {
+            return;
+        };
+        let (proxy, through) = proxied(&url).await;
+        let table = support::unique_name("sst_net_");
+        let store = PostgresStore::builder()
+            .table(&table)
+            .operation_timeout(Duration::from_secs(2))
+            .connect(&through)
+            .await
+            .expect("connect through the proxy");
+        store.migrate().await.unwrap();
+        super::writes_whose_reply_is_lost_run_once(&store, &[&proxy], false).await;
+        store.clear().await.unwrap();
+        let pool = PgPoolOptions::new().connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS \"{table}\""
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
 }
 
 #[cfg(feature = "redis")]
@@ -372,6 +544,21 @@ mod redis_store {
         every_key_expires(&url, &prefix).await;
         store.clear().await.unwrap();
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_whose_reply_is_lost_run_once() {
+        let _load = support::loads_the_machine().await;
+        let Some(url) = url() else { return };
+        let (proxy, through) = proxied(&url).await;
+        let store = RedisStore::builder(&through)
+            .key_prefix(support::unique_name("sst:net:"))
+            .operation_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("connect through the proxy");
+        super::writes_whose_reply_is_lost_run_once(&store, &[&proxy], true).await;
+        store.clear().await.unwrap();
+    }
 }
 
 /// A test-owned Redis Cluster whose three nodes each sit behind a proxy and announce the
@@ -399,8 +586,12 @@ mod redis_cluster {
             let dir = tempfile::tempdir().unwrap();
             let ports: Vec<u16> = (0..3).map(|_| support::free_cluster_port()).collect();
             let mut proxies = Vec::new();
+            // One lost reply at a time, on whichever node carries one first.
+            let lose_reply = Arc::default();
             for port in &ports {
-                proxies.push(Proxy::start(SocketAddr::from(([127, 0, 0, 1], *port))).await);
+                let target = SocketAddr::from(([127, 0, 0, 1], *port));
+                proxies
+                    .push(Proxy::start_sharing_lost_reply(target, Arc::clone(&lose_reply)).await);
             }
             let announced: Vec<u16> = proxies.iter().map(Proxy::port).collect();
             let (nodes, _) =
@@ -469,5 +660,80 @@ mod redis_cluster {
         for proxy in &cluster.proxies {
             every_key_expires(&format!("redis://127.0.0.1:{}", proxy.port()), &prefix).await;
         }
+    }
+
+    /// Every write whose reply is lost runs once on a cluster: redis-rs' cluster client,
+    /// with its retries on, resent such a write on a new connection to the node, where a
+    /// `set` ran twice and a compare-and-set conflicted with its own write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_whose_reply_is_lost_run_once() {
+        let _load = support::loads_the_machine().await;
+        let Some(cluster) = Cluster::start().await else {
+            return;
+        };
+        let store = RedisStore::cluster_builder(cluster.urls())
+            .key_prefix(support::unique_name("sst:net:"))
+            .operation_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("connect through the proxies");
+        let proxies: Vec<&Proxy> = cluster.proxies.iter().collect();
+        super::writes_whose_reply_is_lost_run_once(&store, &proxies, true).await;
+        store.clear().await.unwrap();
+    }
+
+    /// One node's connection reset: only that node is reconnected. Its operations may fail
+    /// (transient) until it is; the other nodes' connections are not touched (their proxies
+    /// accept no new connection), so their operations never wait for a reconnect to the
+    /// whole cluster. The store used to discard its whole cluster connection on one node's
+    /// I/O error and open a new one to every node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_nodes_failure_reconnects_that_node_only() {
+        let _load = support::loads_the_machine().await;
+        let Some(cluster) = Cluster::start().await else {
+            return;
+        };
+        let store = RedisStore::cluster_builder(cluster.urls())
+            .key_prefix(support::unique_name("sst:net:"))
+            .operation_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("connect through the proxies");
+        let ids: Vec<SessionId> = (0..60).map(|_| SessionId::generate()).collect();
+        let session = Session::new(Duration::from_secs(600));
+        for id in &ids {
+            store.set(id, &session).await.unwrap();
+        }
+        let accepted = |cluster: &Cluster| -> Vec<u64> {
+            cluster.proxies.iter().map(Proxy::accepted).collect()
+        };
+        let before = accepted(&cluster);
+        cluster.proxies[0].reset();
+        let mut failed = 0;
+        for _ in 0..3 {
+            for id in &ids {
+                match store.set(id, &session).await {
+                    Ok(_) => {}
+                    Err(err) => {
+                        assert!(err.is_transient(), "{err:?}");
+                        failed += 1;
+                    }
+                }
+            }
+        }
+        for id in &ids {
+            assert!(settled_get(&store, id).await.is_some());
+        }
+        let after = accepted(&cluster);
+        eprintln!(
+            "one node reset: {failed} writes failed; connections accepted {before:?} -> {after:?}"
+        );
+        assert!(after[0] > before[0], "the reset node was not reconnected");
+        assert_eq!(
+            after[1..],
+            before[1..],
+            "the nodes that did not fail were reconnected too"
+        );
+        store.clear().await.unwrap();
     }
 }

@@ -196,6 +196,10 @@ impl RedisStoreBuilder {
                     .certs(certificates)
                     .connection_timeout(self.connect_timeout)
                     .response_timeout(self.response_timeout)
+                    // The store resends what a cluster did not run, and only that (see
+                    // `connection::resend`): redis-rs' own retries would also resend a write
+                    // script whose reply was lost with its connection, which then runs twice.
+                    .retries(0)
                     .build()
                     .map_err(|err| {
                         url_error(&urls, "the Redis Cluster URLs are not usable", err)
@@ -216,6 +220,10 @@ impl RedisStoreBuilder {
                 let client = redis::cluster::ClusterClientBuilder::new(urls.iter().copied())
                     .connection_timeout(self.connect_timeout)
                     .response_timeout(self.response_timeout)
+                    // The store resends what a cluster did not run, and only that (see
+                    // `connection::resend`): redis-rs' own retries would also resend a write
+                    // script whose reply was lost with its connection, which then runs twice.
+                    .retries(0)
                     .build()
                     .map_err(|err| {
                         url_error(&urls, "the Redis Cluster URLs are not usable", err)

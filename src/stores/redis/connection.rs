@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::PoolError;
+use deadpool_redis::redis::aio::ConnectionLike as _;
+use deadpool_redis::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use deadpool_redis::redis::{self, Cmd, RedisFuture, Value};
 
 use crate::deadline::within;
@@ -55,6 +57,10 @@ pub(super) struct Current {
 /// What the store knows about one installed connection.
 pub(super) struct Health {
     generation: u64,
+    /// A cluster connection, which replaces a failed node's connection by itself (redis-rs
+    /// reconnects that node, and only that one): an I/O error on one node then does not
+    /// discard the connection, which would reconnect to every node.
+    repairs_itself: bool,
     /// When something last came back on the connection (a value or a server error), in
     /// microseconds since [`Shared::epoch`].
     last_reply: AtomicU64,
@@ -123,7 +129,7 @@ impl redis::aio::ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
-            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => Box::pin(cluster_command(conn, cmd)),
         }
     }
 
@@ -135,7 +141,7 @@ impl redis::aio::ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => Box::pin(cluster_pipeline(conn, pipeline, offset, count)),
         }
     }
 
@@ -143,6 +149,172 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.get_db(),
             Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// How many times a command a cluster did not run is sent again (a redirection, a cluster
+/// that is failing over or loading, a node connection being replaced) before its error is
+/// returned. Each wait is short; the operation's own deadline bounds the whole.
+const CLUSTER_RESENDS: u32 = 16;
+
+/// The pause before resending a command the cluster did not run, after `attempt` tries: 10 ms,
+/// doubling, at most 160 ms.
+fn cluster_pause(attempt: u32) -> Duration {
+    Duration::from_millis(10u64 << attempt.min(4))
+}
+
+/// Where a command the cluster did not run goes next.
+enum Resend {
+    /// To the node that serves the slot now (`MOVED`): the command was not run.
+    Moved(SingleNodeRoutingInfo),
+    /// To the node importing the slot, after `ASKING` (`ASK`): the command was not run.
+    Ask(SingleNodeRoutingInfo),
+    /// Again, routed by its keys, after a pause: the cluster refused it without running it
+    /// (`TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`, `READONLY`, no connection to the
+    /// node), or it only reads and its connection broke.
+    Later,
+}
+
+/// Whether and where to resend a command that failed with `err`. Never after an error that
+/// leaves open whether the command ran (an I/O error or a timeout after it was sent), unless
+/// it only reads: redis-rs' cluster client, left to itself, resends those too, and a write
+/// script that already ran would run twice (a `create` would report a collision with
+/// itself, a compare-and-set a conflict with its own write, a `set` could undo a later
+/// write). The store's cluster clients are built with redis-rs' retries off
+/// ([`RedisStoreBuilder::connect`]), and this is their only resend.
+fn resend(err: &redis::RedisError, reads_only: bool) -> Option<Resend> {
+    use redis::{ErrorKind, ServerErrorKind};
+    let by_address = || {
+        let (addr, _slot) = err.redirect_node()?;
+        let (host, port) = addr.rsplit_once(':')?;
+        Some(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_string(),
+            port: port.parse().ok()?,
+        })
+    };
+    match err.kind() {
+        ErrorKind::Server(ServerErrorKind::Moved) => {
+            Some(by_address().map_or(Resend::Later, Resend::Moved))
+        }
+        ErrorKind::Server(ServerErrorKind::Ask) => {
+            Some(by_address().map_or(Resend::Later, Resend::Ask))
+        }
+        ErrorKind::Server(
+            ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::BusyLoading
+            | ServerErrorKind::ReadOnly,
+        )
+        | ErrorKind::ClusterConnectionNotFound => Some(Resend::Later),
+        _ if err.is_connection_refusal() => Some(Resend::Later),
+        _ if reads_only
+            && !err.is_timeout()
+            && (err.is_io_error() || err.is_connection_dropped()) =>
+        {
+            Some(Resend::Later)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a command only reads (so running it twice is harmless). Scripts are not: every
+/// script of the store writes.
+fn reads_only(cmd: &Cmd) -> bool {
+    const READS: [&[u8]; 14] = [
+        b"GET",
+        b"GETRANGE",
+        b"MGET",
+        b"EXISTS",
+        b"TYPE",
+        b"PTTL",
+        b"STRLEN",
+        b"PING",
+        b"SCAN",
+        b"ZSCAN",
+        b"ZRANGE",
+        b"ZRANGEBYSCORE",
+        b"ZCARD",
+        b"ZSCORE",
+    ];
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => READS.iter().any(|read| name.eq_ignore_ascii_case(read)),
+        _ => false,
+    }
+}
+
+/// One command on a cluster connection, resent where the cluster did not run it
+/// ([`resend`]).
+pub(super) async fn cluster_command(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    cmd: &Cmd,
+) -> redis::RedisResult<Value> {
+    let reads = reads_only(cmd);
+    let mut next: Option<Resend> = None;
+    let mut attempt = 0;
+    loop {
+        let result = match next.take() {
+            None | Some(Resend::Later) => conn.req_packed_command(cmd).await,
+            Some(Resend::Moved(node)) => {
+                conn.route_command(cmd.clone(), RoutingInfo::SingleNode(node))
+                    .await
+            }
+            Some(Resend::Ask(node)) => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ASKING").add_command(cmd.clone());
+                conn.route_pipeline(pipe, 1, 1, node)
+                    .await
+                    .and_then(|mut replies| {
+                        replies.pop().ok_or_else(|| {
+                            redis::RedisError::from((
+                                redis::ErrorKind::Client,
+                                "no reply to a command sent after ASKING",
+                            ))
+                        })
+                    })
+            }
+        };
+        let err = match result {
+            Ok(value) => return Ok(value),
+            Err(err) => err,
+        };
+        attempt += 1;
+        match resend(&err, reads) {
+            Some(how) if attempt <= CLUSTER_RESENDS => {
+                if matches!(how, Resend::Later) {
+                    tokio::time::sleep(cluster_pause(attempt)).await;
+                }
+                next = Some(how);
+            }
+            _ => return Err(err),
+        }
+    }
+}
+
+/// A pipeline on a cluster connection, sent again, after a pause, when the cluster ran none
+/// of it: redis-rs places a pipeline by its first command's keys and reports a redirection
+/// or a missing node connection for the whole. Only the pipeline's own routing (by its
+/// keys) is retried; the store sends no pipeline that writes across slots.
+async fn cluster_pipeline(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    pipeline: &redis::Pipeline,
+    offset: usize,
+    count: usize,
+) -> redis::RedisResult<Vec<Value>> {
+    let reads = pipeline.cmd_iter().all(reads_only);
+    let mut attempt = 0;
+    loop {
+        let err = match conn.req_packed_commands(pipeline, offset, count).await {
+            Ok(values) => return Ok(values),
+            Err(err) => err,
+        };
+        attempt += 1;
+        match resend(&err, reads) {
+            Some(_) if attempt <= CLUSTER_RESENDS => {
+                tokio::time::sleep(cluster_pause(attempt)).await;
+            }
+            _ => return Err(err),
         }
     }
 }
@@ -220,6 +392,7 @@ impl RedisStore {
             Ok(pooled) => {
                 let health = Arc::new(Health {
                     generation: self.shared.generations.fetch_add(1, Ordering::SeqCst) + 1,
+                    repairs_itself: !matches!(pooled, Pooled::Single(_)),
                     last_reply: AtomicU64::new(self.clock()),
                 });
                 let lease = Lease {
@@ -305,7 +478,9 @@ impl RedisStore {
     /// leave the connection usable) as `Ok(Err(..))`, for the caller to map.
     ///
     /// The connection is discarded (only that generation) when it has failed:
-    /// - on an I/O failure (refused, reset, closed, or the connection's driver gone);
+    /// - on an I/O failure (refused, reset, closed, or the connection's driver gone), on one
+    ///   server; a cluster connection is kept, since redis-rs replaces the failed node's
+    ///   connection itself, and only that one (the others carry on undisturbed);
     /// - on a timeout, if nothing at all came back on the connection while this request
     ///   waited: a half-open socket looks exactly like that, and only a new connection gets
     ///   past it. If other replies arrived meanwhile (one slow command, one slow cluster
@@ -340,7 +515,7 @@ impl RedisStore {
             // redis-rs's own response timeout, which is an I/O error too.
             Ok(Err(err)) if err.is_timeout() => Err(timed_out(Box::new(err))),
             Ok(Err(err)) => {
-                if breaks_connection(&err) {
+                if breaks_connection(&err) && !health.repairs_itself {
                     self.discard(health.generation);
                 } else if is_reply(&err) {
                     health.last_reply.fetch_max(self.clock(), Ordering::SeqCst);

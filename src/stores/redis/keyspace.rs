@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::session::{Owner, SessionId};
 
 use super::RedisStore;
-use super::connection::{Conn, Lease};
+use super::connection::{Conn, Lease, cluster_command};
 use super::error::{FormatError, is_redirect, redis_error};
 
 /// How many keys one `SCAN` call asks for.
@@ -300,9 +300,9 @@ impl AsyncBatch for Unlink {
                         }
                     }
                     // A slot moved, or is moving, since the `SCAN` (resharding): the page now
-                    // spans two nodes, and redis-rs, which redirects a pipeline as a whole,
-                    // cannot place it. Each slot's `UNLINK` then goes on its own, routed by its
-                    // keys, following redirects (an `UNLINK` already done is harmless again).
+                    // spans two nodes, and a pipeline cannot be placed as a whole. Each slot's
+                    // `UNLINK` then goes on its own, routed by its keys, following redirects
+                    // (`cluster_command`; an `UNLINK` already done is harmless again).
                     Err(err) if is_redirect(&err) => {
                         for cmd in &commands {
                             store
@@ -310,7 +310,7 @@ impl AsyncBatch for Unlink {
                                     &lease.health,
                                     "clear",
                                     None,
-                                    cmd.query_async::<()>(&mut *cluster),
+                                    cluster_command(cluster, cmd),
                                 )
                                 .await?;
                         }
