@@ -1927,6 +1927,151 @@ async fn cluster_len_and_clear_follow_a_moved_slot() {
     }
 }
 
+/// Writes and reads follow a slot while it migrates and after it moved, with redis-rs'
+/// own retries off (the store resends only what the cluster did not run): a new session in
+/// a migrating slot is created on the importing node (`ASK`, resent there after `ASKING`),
+/// one still on the old node is written there, and after the slot moved a write of it
+/// follows `MOVED` to the new node. Every write ran once (the versions count them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_migrating_and_a_moved_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut nodes, ports)) = own_cluster(dir.path()).await else {
+        return;
+    };
+    let urls = node_urls(&ports);
+    // A hash tag in the prefix: every session of the store is in one slot.
+    let prefix = "{ask-moved}:";
+    let store = RedisStore::cluster_builder(&urls)
+        .key_prefix(prefix)
+        .connect()
+        .await
+        .unwrap();
+    let slot: u16 = redis_cli(ports[0], &["cluster", "keyslot", &format!("{prefix}x")])
+        .parse()
+        .unwrap();
+    let serves = |port: u16, node: &str| {
+        redis_cli(port, &["cluster", "nodes"]).lines().any(|line| {
+            line.starts_with(node)
+                && line.split(' ').skip(8).any(|range| {
+                    let (low, high) = range.split_once('-').unwrap_or((range, range));
+                    matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(low), Ok(high)) if (low..=high).contains(&slot))
+                })
+        })
+    };
+    let source = *ports
+        .iter()
+        .find(|p| serves(**p, &node_id(**p)))
+        .expect("the node that serves the slot");
+    let target = *ports.iter().find(|p| **p != source).unwrap();
+    let (source_id, target_id) = (node_id(source), node_id(target));
+    let count = |port: u16| -> u64 {
+        redis_cli(port, &["cluster", "countkeysinslot", &slot.to_string()])
+            .parse()
+            .unwrap()
+    };
+
+    let old = SessionId::generate();
+    let v1 = store
+        .set(&old, &session(json!({"n": 1}), HOUR))
+        .await
+        .unwrap();
+    let slot_arg = slot.to_string();
+    assert_eq!(
+        redis_cli(
+            target,
+            &["cluster", "setslot", &slot_arg, "importing", &source_id]
+        ),
+        "OK"
+    );
+    assert_eq!(
+        redis_cli(
+            source,
+            &["cluster", "setslot", &slot_arg, "migrating", &target_id]
+        ),
+        "OK"
+    );
+    // A new session: the source does not have it, so it answers ASK.
+    let new = SessionId::generate();
+    assert!(
+        store
+            .create(&new, &session(json!({"n": 2}), HOUR))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        (count(source), count(target)),
+        (1, 1),
+        "the new session is on the importing node"
+    );
+    let fresh = SessionId::generate();
+    store
+        .set_if_version(&fresh, &session(json!({"n": 3}), HOUR), 0)
+        .await
+        .unwrap();
+    assert_eq!(count(target), 2);
+    // Reads of sessions on either node, and a write of the one still on the source.
+    assert_eq!(
+        store
+            .get(&new)
+            .await
+            .unwrap()
+            .unwrap()
+            .get::<u64>("n")
+            .unwrap(),
+        Some(2)
+    );
+    let v2 = store
+        .set(&old, &session(json!({"n": 4}), HOUR))
+        .await
+        .unwrap();
+    assert_eq!(v2, v1 + 1);
+
+    // The old session moves, then the slot: a write of it follows MOVED.
+    let key = format!("{prefix}{}", old.as_str());
+    let target_port = target.to_string();
+    assert_eq!(
+        redis_cli(
+            source,
+            &["migrate", "127.0.0.1", &target_port, &key, "0", "5000"]
+        ),
+        "OK"
+    );
+    for port in &ports {
+        assert_eq!(
+            redis_cli(
+                *port,
+                &["cluster", "setslot", &slot_arg, "node", &target_id]
+            ),
+            "OK"
+        );
+    }
+    let v3 = store
+        .set(&old, &session(json!({"n": 5}), HOUR))
+        .await
+        .unwrap();
+    assert_eq!(v3, v2 + 1, "the write after MOVED ran once");
+    assert_eq!((count(source), count(target)), (0, 3));
+    for (id, n) in [(&old, 5u64), (&new, 2), (&fresh, 3)] {
+        assert_eq!(
+            store
+                .get(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .get::<u64>("n")
+                .unwrap(),
+            Some(n)
+        );
+    }
+    assert!(store.touch(&new, SystemTime::now() + HOUR).await.unwrap());
+    store.destroy(&old).await.unwrap();
+    assert!(store.get(&old).await.unwrap().is_none());
+    assert_eq!(store.len().await.unwrap(), 2);
+    for node in &mut nodes {
+        node.kill().await.unwrap();
+    }
+}
+
 // ----- Owners ("log out everywhere") -----
 
 /// A raw connection that reaches every key of the store's Redis: the server itself, or the
