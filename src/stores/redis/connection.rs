@@ -165,7 +165,7 @@ fn cluster_pause(attempt: u32) -> Duration {
 }
 
 /// Where a command the cluster did not run goes next.
-enum Resend {
+pub(super) enum Resend {
     /// To the node that serves the slot now (`MOVED`): the command was not run.
     Moved(SingleNodeRoutingInfo),
     /// To the node importing the slot, after `ASKING` (`ASK`): the command was not run.
@@ -183,7 +183,7 @@ enum Resend {
 /// itself, a compare-and-set a conflict with its own write, a `set` could undo a later
 /// write). The store's cluster clients are built with redis-rs' retries off
 /// ([`RedisStoreBuilder::connect`]), and this is their only resend.
-fn resend(err: &redis::RedisError, reads_only: bool) -> Option<Resend> {
+pub(super) fn resend(err: &redis::RedisError, reads_only: bool) -> Option<Resend> {
     use redis::{ErrorKind, ServerErrorKind};
     let by_address = || {
         let (addr, _slot) = err.redirect_node()?;
@@ -221,7 +221,7 @@ fn resend(err: &redis::RedisError, reads_only: bool) -> Option<Resend> {
 
 /// Whether a command only reads (so running it twice is harmless). Scripts are not: every
 /// script of the store writes.
-fn reads_only(cmd: &Cmd) -> bool {
+pub(super) fn reads_only(cmd: &Cmd) -> bool {
     const READS: [&[u8]; 14] = [
         b"GET",
         b"GETRANGE",

@@ -379,3 +379,94 @@ fn scripts_are_the_ones_of_before_the_lua_files() {
     let reclaim = "83b3efc97a93afc9f568177e694d17ef7ac1cb17";
     assert_eq!(store.reclaim.get_hash(), reclaim);
 }
+
+/// What a cluster connection resends: what the cluster certainly did not run (redirects,
+/// refusals, a missing node connection), and after an I/O error only a command that reads;
+/// never after a timeout, never a script.
+#[test]
+fn a_cluster_resends_only_what_did_not_run() {
+    use super::connection::{Resend, reads_only, resend};
+    use deadpool_redis::redis::cluster_routing::SingleNodeRoutingInfo;
+    let reply = |text: &str| match redis::parse_redis_value(format!("-{text}\r\n").as_bytes()) {
+        Ok(reply) => reply.extract_error().unwrap_err(),
+        Err(err) => err,
+    };
+    let node = |host: &str, port: u16| SingleNodeRoutingInfo::ByAddress {
+        host: host.to_string(),
+        port,
+    };
+    for reads in [false, true] {
+        match resend(&reply("MOVED 3999 127.0.0.1:6381"), reads) {
+            Some(Resend::Moved(to)) => assert_eq!(to, node("127.0.0.1", 6381)),
+            _ => panic!("MOVED is resent to the node it names"),
+        }
+        match resend(&reply("ASK 3999 10.0.0.2:7002"), reads) {
+            Some(Resend::Ask(to)) => assert_eq!(to, node("10.0.0.2", 7002)),
+            _ => panic!("ASK is resent to the node it names"),
+        }
+        for code in [
+            "TRYAGAIN x",
+            "CLUSTERDOWN x",
+            "MASTERDOWN x",
+            "LOADING x",
+            "READONLY x",
+        ] {
+            assert!(
+                matches!(resend(&reply(code), reads), Some(Resend::Later)),
+                "{code}"
+            );
+        }
+        for code in ["WRONGTYPE x", "NOSCRIPT x", "ERR x"] {
+            assert!(resend(&reply(code), reads).is_none(), "{code}");
+        }
+        let not_found = RedisError::from((RedisErrorKind::ClusterConnectionNotFound, "no node"));
+        assert!(matches!(resend(&not_found, reads), Some(Resend::Later)));
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(resend(&refused, reads), Some(Resend::Later)));
+        let timeout = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(
+            resend(&timeout, reads).is_none(),
+            "a timed-out request may have run"
+        );
+    }
+    for kind in [
+        std::io::ErrorKind::ConnectionReset,
+        std::io::ErrorKind::BrokenPipe,
+        std::io::ErrorKind::UnexpectedEof,
+    ] {
+        let broken = RedisError::from(std::io::Error::from(kind));
+        assert!(
+            resend(&broken, false).is_none(),
+            "a write is not resent after {kind:?}"
+        );
+        assert!(
+            matches!(resend(&broken, true), Some(Resend::Later)),
+            "{kind:?}"
+        );
+    }
+    // A redirect whose address cannot be read: resent later, routed by its keys.
+    assert!(matches!(
+        resend(&reply("MOVED 3999 nowhere"), false),
+        Some(Resend::Later)
+    ));
+
+    for read in [
+        "GET", "get", "GETRANGE", "MGET", "SCAN", "ZSCAN", "ZRANGE", "PING", "EXISTS",
+    ] {
+        assert!(reads_only(&redis::cmd(read)), "{read}");
+    }
+    for write in [
+        "EVALSHA",
+        "EVAL",
+        "SET",
+        "UNLINK",
+        "DEL",
+        "ZADD",
+        "ZREM",
+        "ZREMRANGEBYSCORE",
+        "GETDEL",
+        "PEXPIREAT",
+    ] {
+        assert!(!reads_only(&redis::cmd(write)), "{write}");
+    }
+}
