@@ -736,4 +736,94 @@ mod redis_cluster {
         );
         store.clear().await.unwrap();
     }
+
+    /// One node's open connections stop carrying anything (a peer gone without a FIN, a
+    /// firewall that lost their state) while new connections to it work, and the other
+    /// nodes keep answering (a reader keeps them busy): the store gets past the quiet node
+    /// by itself within a few response timeouts. It used to ask only whether anything at
+    /// all had come back on the cluster connection, which the other nodes' replies always
+    /// answered, so the node's slots kept timing out for good (until TCP gave up).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_gone_quiet_is_got_past() {
+        let _load = support::loads_the_machine().await;
+        let Some(cluster) = Cluster::start().await else {
+            return;
+        };
+        let store = Arc::new(
+            RedisStore::cluster_builder(cluster.urls())
+                .key_prefix(support::unique_name("sst:net:"))
+                .response_timeout(Duration::from_millis(250))
+                .operation_timeout(Duration::from_secs(1))
+                .connect()
+                .await
+                .expect("connect through the proxies"),
+        );
+        let ids: Arc<Vec<SessionId>> = Arc::new((0..60).map(|_| SessionId::generate()).collect());
+        let session = Session::new(Duration::from_secs(600));
+        // The sessions on the other nodes: those whose `get` sends nothing through the
+        // first node's proxy.
+        let mut elsewhere = Vec::new();
+        for id in ids.iter() {
+            store.set(id, &session).await.unwrap();
+            let chunks = cluster.proxies[0].chunks();
+            store.get(id).await.unwrap();
+            if cluster.proxies[0].chunks() == chunks {
+                elsewhere.push(id.clone());
+            }
+        }
+        assert!(!elsewhere.is_empty() && elsewhere.len() < ids.len());
+        // Two readers keep replies coming from the other nodes all along.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let elsewhere = Arc::new(elsewhere);
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, ids, stop) = (
+                    Arc::clone(&store),
+                    Arc::clone(&elsewhere),
+                    Arc::clone(&stop),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for id in ids.iter() {
+                            let _ = store.get(id).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let before = cluster.proxies[0].accepted();
+        cluster.proxies[0].stall_open_connections();
+        let started = tokio::time::Instant::now();
+        let mut passes = 0;
+        let recovered = loop {
+            passes += 1;
+            let mut failed = 0;
+            for id in ids.iter() {
+                if let Err(err) = store.set(id, &session).await {
+                    assert!(
+                        err.is_transient() || err.kind() == ErrorKind::Timeout,
+                        "{err:?}"
+                    );
+                    failed += 1;
+                }
+            }
+            if failed == 0 {
+                break started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "writes to the quiet node still fail after {passes} passes ({failed} in the last)"
+            );
+        };
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            reader.await.unwrap();
+        }
+        eprintln!("a quiet node got past in {recovered:?} ({passes} passes)");
+        assert!(
+            cluster.proxies[0].accepted() > before,
+            "no new connection to the quiet node"
+        );
+        store.clear().await.unwrap();
+    }
 }

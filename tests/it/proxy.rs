@@ -10,6 +10,8 @@
 //!   whatever it carried;
 //! - **half-open**: connections stay open and accept bytes, but nothing is forwarded, as
 //!   with a peer that vanished without a FIN, until it is turned off (or a reset);
+//! - **stalled connections**: the connections open now forward nothing from then on (a
+//!   peer gone without a FIN, or a firewall that lost their state), while new ones work;
 //! - a **lost reply**: the next chunk the server sends is dropped and its connection closed
 //!   with a RST, so the server has run a request whose reply the client never gets.
 //!
@@ -38,6 +40,9 @@ struct Faults {
     /// The next chunk from the server is dropped and its connection reset (one flag may be
     /// shared by several proxies: [`Proxy::start_sharing_lost_reply`]).
     lose_reply: Arc<AtomicBool>,
+    /// Connections numbered below this forward nothing (connections are numbered from 1 as
+    /// they are accepted).
+    stalled_below: AtomicU64,
     /// Chunks forwarded, both directions.
     chunks: AtomicU64,
     /// Connections accepted.
@@ -91,9 +96,9 @@ impl Proxy {
                     let Ok((client, _)) = listener.accept().await else {
                         continue;
                     };
-                    faults.accepted.fetch_add(1, Ordering::Relaxed);
+                    let number = faults.accepted.fetch_add(1, Ordering::Relaxed) + 1;
                     let (faults, reset) = (Arc::clone(&faults), resets.subscribe());
-                    tokio::spawn(connection(client, target, faults, epoch, reset));
+                    tokio::spawn(connection(client, target, faults, epoch, reset, number));
                 }
             })
         };
@@ -160,6 +165,13 @@ impl Proxy {
         !self.faults.lose_reply.load(Ordering::Relaxed)
     }
 
+    /// Every connection open now forwards nothing from now on (and stays open); the
+    /// connections accepted later work.
+    pub fn stall_open_connections(&self) {
+        let next = self.faults.accepted.load(Ordering::Relaxed) + 1;
+        self.faults.stalled_below.fetch_max(next, Ordering::Relaxed);
+    }
+
     /// Chunks forwarded so far, both directions.
     pub fn chunks(&self) -> u64 {
         self.faults.chunks.load(Ordering::Relaxed)
@@ -179,6 +191,7 @@ async fn connection(
     faults: Arc<Faults>,
     epoch: Instant,
     mut reset: watch::Receiver<u64>,
+    number: u64,
 ) {
     let Ok(upstream) = TcpStream::connect(target).await else {
         let _ = client.set_zero_linger();
@@ -199,6 +212,7 @@ async fn connection(
                 upstream_write,
                 Arc::clone(&faults),
                 epoch,
+                number,
                 None
             ),
             pump(
@@ -206,6 +220,7 @@ async fn connection(
                 client_write,
                 Arc::clone(&faults),
                 epoch,
+                number,
                 Some(&lost)
             ),
         )
@@ -224,6 +239,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     faults: Arc<Faults>,
     epoch: Instant,
+    number: u64,
     replies: Option<&tokio::sync::Notify>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
@@ -261,7 +277,9 @@ async fn pump(
                 let paused_until =
                     Duration::from_micros(faults.paused_until_us.load(Ordering::Relaxed));
                 let now = epoch.elapsed();
-                if faults.half_open.load(Ordering::Relaxed) {
+                if faults.half_open.load(Ordering::Relaxed)
+                    || number < faults.stalled_below.load(Ordering::Relaxed)
+                {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 } else if paused_until > now {
                     tokio::time::sleep(paused_until - now).await;
@@ -396,5 +414,13 @@ mod tests {
         assert!(proxy.reply_lost());
         let mut after = TcpStream::connect(proxy.addr()).await.unwrap();
         round_trip(&mut after, b"after").await;
+
+        // Stalled: the open connection carries nothing more, a new one works.
+        proxy.stall_open_connections();
+        after.write_all(b"stuck").await.unwrap();
+        let stuck = tokio::time::timeout(Duration::from_millis(200), after.read(&mut buf)).await;
+        assert!(stuck.is_err(), "a stalled connection forwarded something");
+        let mut new = TcpStream::connect(proxy.addr()).await.unwrap();
+        round_trip(&mut new, b"new").await;
     }
 }

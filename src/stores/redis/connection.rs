@@ -64,6 +64,26 @@ pub(super) struct Health {
     /// When something last came back on the connection (a value or a server error), in
     /// microseconds since [`Shared::epoch`].
     last_reply: AtomicU64,
+    /// A cluster connection only: when something last came back for each group of
+    /// [`SLOTS_PER_GROUP`] hash slots. A node serves whole ranges of slots, so a group's
+    /// replies come from one node (from two, for the groups where one node's range ends):
+    /// a request to a node that stopped answering times out while the other nodes' replies
+    /// keep `last_reply` fresh, and only this tells that its node has gone quiet.
+    slot_replies: Option<Box<[AtomicU64]>>,
+}
+
+/// Hash slots per group of [`Health::slot_replies`]: 256 groups of 64 of the 16,384 slots.
+const SLOTS_PER_GROUP: u16 = 64;
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the part between
+/// the first `{` and the next `}`, if not empty) or of the whole key, modulo 16,384.
+pub(super) fn hash_slot(key: &[u8]) -> u16 {
+    let tag = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tag.unwrap_or(key)) % 16384
 }
 
 /// An operation's handle on the shared connection.
@@ -394,6 +414,11 @@ impl RedisStore {
                     generation: self.shared.generations.fetch_add(1, Ordering::SeqCst) + 1,
                     repairs_itself: !matches!(pooled, Pooled::Single(_)),
                     last_reply: AtomicU64::new(self.clock()),
+                    slot_replies: (!matches!(pooled, Pooled::Single(_))).then(|| {
+                        (0..16384 / SLOTS_PER_GROUP)
+                            .map(|_| AtomicU64::new(self.clock()))
+                            .collect()
+                    }),
                 });
                 let lease = Lease {
                     conn: pooled.handle(),
@@ -483,8 +508,12 @@ impl RedisStore {
     ///   connection itself, and only that one (the others carry on undisturbed);
     /// - on a timeout, if nothing at all came back on the connection while this request
     ///   waited: a half-open socket looks exactly like that, and only a new connection gets
-    ///   past it. If other replies arrived meanwhile (one slow command, one slow cluster
-    ///   node), the connection is fine and is kept.
+    ///   past it. If other replies arrived meanwhile (one slow command), the connection is
+    ///   fine and is kept. On a cluster, for a request on a session's key, "nothing came
+    ///   back" is asked of the key's group of slots (its node), not of the whole
+    ///   connection: a node that went quiet is got past although the others answer (by a
+    ///   new cluster connection; redis-rs has no way to replace one node's connection from
+    ///   outside, and the requests on the old one to the other nodes finish there).
     ///
     /// Server error replies (`LOADING`, `CLUSTERDOWN`, `WRONGTYPE`, ...) came over a working
     /// connection, which is kept.
@@ -495,9 +524,21 @@ impl RedisStore {
         id: Option<&SessionId>,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<redis::RedisResult<T>> {
+        // On a cluster, the replies of the slot group of the session's key: its node's.
+        let group = health.slot_replies.as_ref().zip(id).map(|(groups, id)| {
+            &groups[usize::from(hash_slot(self.key_for(id).as_bytes()) / SLOTS_PER_GROUP)]
+        });
+        let replied = || {
+            let now = self.clock();
+            health.last_reply.fetch_max(now, Ordering::SeqCst);
+            if let Some(group) = group {
+                group.fetch_max(now, Ordering::SeqCst);
+            }
+        };
         let started = self.clock();
         let timed_out = |source: BoxError| {
-            if health.last_reply.load(Ordering::SeqCst) < started {
+            let last = group.unwrap_or(&health.last_reply);
+            if last.load(Ordering::SeqCst) < started {
                 self.discard(health.generation);
             }
             Error::Timeout {
@@ -509,7 +550,7 @@ impl RedisStore {
         };
         match tokio::time::timeout(self.response_timeout, fut).await {
             Ok(Ok(value)) => {
-                health.last_reply.fetch_max(self.clock(), Ordering::SeqCst);
+                replied();
                 Ok(Ok(value))
             }
             // redis-rs's own response timeout, which is an I/O error too.
@@ -518,7 +559,7 @@ impl RedisStore {
                 if breaks_connection(&err) && !health.repairs_itself {
                     self.discard(health.generation);
                 } else if is_reply(&err) {
-                    health.last_reply.fetch_max(self.clock(), Ordering::SeqCst);
+                    replied();
                 }
                 Ok(Err(err))
             }

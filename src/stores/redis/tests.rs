@@ -470,3 +470,18 @@ fn a_cluster_resends_only_what_did_not_run() {
         assert!(!reads_only(&redis::cmd(write)), "{write}");
     }
 }
+
+/// Hash slots as Redis computes them (each number read from `CLUSTER KEYSLOT` of Redis 7.0),
+/// hash tags included.
+#[test]
+fn hash_slots_are_the_clusters() {
+    use super::connection::hash_slot;
+    assert_eq!(hash_slot(b"somekey"), 11058);
+    assert_eq!(hash_slot(b"foo"), 12182);
+    assert_eq!(hash_slot(b"{foo}bar"), 12182);
+    assert_eq!(hash_slot(b"x{foo}y{bar}"), 12182);
+    // An empty tag is no tag: the whole key.
+    assert_eq!(hash_slot(b"{}foo"), 9500);
+    assert_eq!(hash_slot(b"foo{"), 7673);
+    assert_eq!(hash_slot(b""), 0);
+}
