@@ -3198,6 +3198,111 @@ async fn a_write_that_lands_after_its_expiry_leaves_no_immortal_key() {
     server.kill().await.unwrap();
 }
 
+/// The application's clock 500 ms behind Redis': each write script decides "expired?" on the
+/// application's clock, which it is sent, while Redis expires keys by its own. Here every
+/// write waits 600 ms on the server (`CLIENT PAUSE .. WRITE`), so that its `now` is 600 ms
+/// behind Redis' when it runs, for a session that expires 100 ms after that `now`: already
+/// past by Redis' clock. Whatever each kind of write (`set` with and without an owner, a
+/// compare-and-set from a live version and from none, `create`, `touch`) answers, it leaves
+/// no key without an expiry, and the session is absent for `get`, `len` and scans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_a_clock_behind_the_servers_leave_no_immortal_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let Some(mut server) = start_redis_with(port, dir.path(), &[]) else {
+        return;
+    };
+    wait_until_up(&url).await;
+    let store = RedisStore::builder(&url)
+        .key_prefix("skew:")
+        .response_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = raw(&url).await;
+    let soon = |owned: bool| {
+        let mut soon = session(
+            json!({"payload": "x".repeat(64)}),
+            Duration::from_millis(100),
+        );
+        if owned {
+            soon.set_owner(Some(Owner::new("skewed").unwrap()));
+        }
+        soon
+    };
+    for kind in [
+        "set",
+        "owned set",
+        "cas from live",
+        "cas from none",
+        "create",
+        "touch",
+    ] {
+        let id = SessionId::generate();
+        let live = store.set(&id, &session(json!({}), HOUR)).await.unwrap();
+        if matches!(kind, "cas from none" | "create") {
+            store.destroy(&id).await.unwrap();
+        }
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(600)
+            .arg("WRITE")
+            .query_async::<()>(&mut admin)
+            .await
+            .unwrap();
+        let answer = match kind {
+            "set" => store.set(&id, &soon(false)).await.map(|v| v.to_string()),
+            "owned set" => store.set(&id, &soon(true)).await.map(|v| v.to_string()),
+            "cas from live" => store
+                .set_if_version(&id, &soon(false), live)
+                .await
+                .map(|v| v.to_string()),
+            "cas from none" => store
+                .set_if_version(&id, &soon(false), 0)
+                .await
+                .map(|v| v.to_string()),
+            "create" => store.create(&id, &soon(false)).await.map(|c| c.to_string()),
+            _ => store
+                .touch(&id, SystemTime::now() + Duration::from_millis(100))
+                .await
+                .map(|t| t.to_string()),
+        };
+        let answer = answer.unwrap_or_else(|err| panic!("{kind}: {err:?}"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("skew:*")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            for key in keys {
+                let ttl: i64 = redis::cmd("PTTL")
+                    .arg(&key)
+                    .query_async(&mut admin)
+                    .await
+                    .unwrap();
+                assert!(ttl != -1, "{kind} (answered {answer}): {key} has no expiry");
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        assert!(store.get(&id).await.unwrap().is_none(), "{kind}");
+        assert_eq!(store.len().await.unwrap(), 0, "{kind}");
+        assert!(
+            scan_all(&store, 10, async |_| {}).await.is_empty(),
+            "{kind}"
+        );
+    }
+    server.kill().await.unwrap();
+}
+
 /// `admin::damaged` on a cluster: session keys with no expiry, spread over every primary, are
 /// all found and removed, and nothing else.
 #[cfg(feature = "cli")]
