@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use super::SqliteStore;
 use super::error::sql_error;
 use super::sql::{Sql, validate_table};
-use super::worker::{Inline, MAX_QUEUE_CAPACITY, Pool, WorkerStopped, sqlite_wait};
+use super::worker::{Inline, InlineWriter, MAX_QUEUE_CAPACITY, Pool, WorkerStopped, sqlite_wait};
 
 #[cfg(doc)]
 use super::SCHEMA_TABLE;
@@ -76,6 +76,7 @@ pub struct SqliteStoreBuilder {
     wal: bool,
     readers: usize,
     inline_reads: usize,
+    inline_writes: bool,
     delete_batch_size: usize,
     operation_timeout: Duration,
     queue_capacity: usize,
@@ -90,6 +91,7 @@ impl Default for SqliteStoreBuilder {
             wal: true,
             readers: DEFAULT_READERS,
             inline_reads: default_inline_reads(),
+            inline_writes: true,
             delete_batch_size: DEFAULT_DELETE_BATCH_SIZE,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
@@ -148,6 +150,28 @@ impl SqliteStoreBuilder {
     /// CPUs, at most 8.
     pub fn inline_reads(mut self, connections: usize) -> Self {
         self.inline_reads = connections;
+        self
+    }
+
+    /// Whether a write of one session (`set`, `set_if_version`, `create`, `touch`,
+    /// `destroy`) may run on the calling task's own thread, on a second write connection,
+    /// when that connection is free and the database's write lock is free at that instant,
+    /// instead of being handed to the write connection's thread (a thread hand-off costs
+    /// more than a small write itself). The database allows one writer at a time either
+    /// way: this changes where a write runs, not what it does.
+    ///
+    /// An inline write never waits: not for its connection (a busy one is skipped), not for
+    /// a queue, and not for a lock (busy timeout zero: a write that finds the database
+    /// locked goes to the write connection's queue, having done nothing). Nor for the
+    /// disk: only with WAL and [`Synchronous::Normal`] or [`Synchronous::Off`], where a
+    /// commit does not sync; the inline connection never checkpoints either (it asks the
+    /// write connection's thread to, every 256 commits). What it takes is the time SQLite
+    /// needs to change the session's pages in its cache and append them to the log. `clear`,
+    /// `delete_expired` and owner-wide operations always run on the write connection's
+    /// thread. Ignored (off) for in-memory databases, without WAL, and with
+    /// [`Synchronous::Full`] or [`Synchronous::Extra`]. Default: `true`.
+    pub fn inline_writes(mut self, on: bool) -> Self {
+        self.inline_writes = on;
         self
     }
 
@@ -274,10 +298,45 @@ impl SqliteStoreBuilder {
             }
             _ => None,
         };
+        let syncs_on_commit = matches!(self.synchronous, Synchronous::Full | Synchronous::Extra);
+        let inline_writer = match &location {
+            Location::File(_) if self.wal && self.inline_writes && !syncs_on_commit => {
+                let config = Arc::clone(&config);
+                let (opened_tx, opened) = oneshot::channel();
+                let open = move || -> Result<Connection> {
+                    let conn = config.connect(false)?;
+                    let configure = || -> rusqlite::Result<()> {
+                        // Never wait for a lock or a checkpoint on the caller's thread.
+                        conn.busy_timeout(Duration::ZERO)?;
+                        conn.pragma_update_and_check(None, "wal_autocheckpoint", 0, |_| Ok(()))?;
+                        conn.pragma_update_and_check(
+                            None,
+                            "journal_size_limit",
+                            WAL_SIZE_LIMIT,
+                            |_| Ok(()),
+                        )
+                    };
+                    configure().map_err(|e| sql_error("open", None, e))?;
+                    Ok(conn)
+                };
+                thread::Builder::new()
+                    .name("session-stores-sqlite-open".into())
+                    .spawn(move || {
+                        let _ = opened_tx.send(open());
+                    })
+                    .map_err(|err| Error::backend("open", None, err))?;
+                let conn = opened
+                    .await
+                    .map_err(|_| Error::backend("open", None, WorkerStopped))??;
+                Some(InlineWriter::new(conn, Arc::clone(&sql)))
+            }
+            _ => None,
+        };
         Ok(SqliteStore {
             writer,
             readers,
             inline,
+            inline_writer,
             table: self.table,
             location,
             delete_batch_size: self.delete_batch_size,

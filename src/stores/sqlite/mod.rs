@@ -43,7 +43,7 @@ use builder::Location;
 use error::{OpError, is_locked};
 use row::{decode_row, integer_version};
 use sql::Sql;
-use worker::{Inline, Pool};
+use worker::{Inline, InlineWriter, Pool};
 
 /// A `clear` or `delete_expired` that removed at least this many rows ends with a
 /// `PRAGMA wal_checkpoint(TRUNCATE)`, which empties the write-ahead log file.
@@ -60,6 +60,9 @@ pub struct SqliteStore {
     /// Connections for `get` on the caller's thread; see
     /// [`inline_reads`](SqliteStoreBuilder::inline_reads).
     inline: Option<Inline>,
+    /// The connection for writes of one session on the caller's thread; see
+    /// [`inline_writes`](SqliteStoreBuilder::inline_writes).
+    inline_writer: Option<InlineWriter>,
     table: String,
     location: Location,
     delete_batch_size: usize,
@@ -107,12 +110,12 @@ impl SessionStore for SqliteStore {
         // Used if the write starts a new incarnation; the statement decides.
         let fresh = version_to_i64(fresh_version());
         let owner = owner_column(session);
-        self.write("set", Some(id), move |conn, sql| {
+        self.write_one("set", Some(id), move |conn, sql| {
             let tx = immediate(conn)?;
             // Expired or not is decided now, holding the write lock: the wait for the queue
             // and the lock may have outlasted the session.
             let now = now_millis();
-            let version = match data {
+            let version = match &data {
                 Some(data) if expires_at > now => {
                     let mut stmt = tx.prepare_cached(&sql.upsert)?;
                     stmt.query_row(params![key, data, expires_at, now, fresh, owner], |row| {
@@ -132,7 +135,7 @@ impl SessionStore for SqliteStore {
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         let key = id.as_str().to_owned();
-        self.write("destroy", Some(id), move |conn, sql| {
+        self.write_one("destroy", Some(id), move |conn, sql| {
             conn.prepare_cached(&sql.delete)?.execute(params![key])?;
             Ok(())
         })
@@ -142,7 +145,7 @@ impl SessionStore for SqliteStore {
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
         let key = id.as_str().to_owned();
         let expires_at = to_millis(expires_at);
-        self.write("touch", Some(id), move |conn, sql| {
+        self.write_one("touch", Some(id), move |conn, sql| {
             let tx = immediate(conn)?;
             // Read under the write lock, so a session that expired during the wait for it
             // is not revived.
@@ -167,7 +170,7 @@ impl SessionStore for SqliteStore {
         let data = encode_data(id, session)?;
         let fresh = version_to_i64(fresh_version());
         let owner = owner_column(session);
-        self.write("create", Some(id), move |conn, sql| {
+        self.write_one("create", Some(id), move |conn, sql| {
             let tx = immediate(conn)?;
             let now = now_millis();
             let created = if expires_at <= now {
@@ -209,7 +212,7 @@ impl SessionStore for SqliteStore {
         let next = next_version(expected_version);
         let next_sql = version_to_i64(next);
         let owner = owner_column(session);
-        self.write("set_if_version", Some(id), move |conn, sql| {
+        self.write_one("set_if_version", Some(id), move |conn, sql| {
             let tx = immediate(conn)?;
             let now = now_millis();
             let new_version = match (expires_at <= now, expected) {
@@ -423,6 +426,9 @@ impl SqliteStore {
     /// `close` also lets the threads finish the queue, but nothing waits for them.
     pub async fn close(&self) -> Result<()> {
         if let Some(inline) = &self.inline {
+            inline.close();
+        }
+        if let Some(inline) = &self.inline_writer {
             inline.close();
         }
         self.writer.close();

@@ -331,3 +331,130 @@ fn table_names_are_validated() {
         );
     }
 }
+
+/// A write of one session runs on the caller's thread when the inline write connection and
+/// the database's write lock are free; on the write connection's thread when the inline
+/// connection is in use or the database is locked by another connection (the inline attempt
+/// then did nothing: the row is written once); never inline after `close`.
+#[test]
+fn inline_writes_run_here_unless_busy_or_locked() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let store = SqliteStore::builder().open(&path).await.unwrap();
+        let here = std::thread::current().id();
+        async fn on_thread(store: &SqliteStore) -> std::thread::ThreadId {
+            store
+                .write_one("test", None, |conn, _| {
+                    conn.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)", [])?;
+                    conn.execute("INSERT INTO t VALUES (1)", [])?;
+                    Ok(std::thread::current().id())
+                })
+                .await
+                .unwrap()
+        }
+        assert_eq!(
+            on_thread(&store).await,
+            here,
+            "a free inline writer runs here"
+        );
+
+        // The inline connection in use: the write connection's thread.
+        let held = store.inline_writer.as_ref().unwrap().conn.lock().unwrap();
+        assert_ne!(on_thread(&store).await, here);
+        drop(held);
+
+        // The database locked by another connection for 200 ms: the inline attempt fails at
+        // once and the write connection waits for the lock.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let started = Instant::now();
+        assert_ne!(on_thread(&store).await, here);
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        release.join().unwrap();
+        let rows: i64 = store
+            .read("test", None, |conn, _| {
+                Ok(conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 3, "each write ran once");
+
+        store.close().await.unwrap();
+        let err = store
+            .set(
+                &SessionId::generate(),
+                &Session::new(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Unavailable, "{err}");
+    });
+}
+
+/// Inline writes are off where a commit would wait for the disk (synchronous FULL or
+/// EXTRA), without WAL, in memory, and when turned off.
+#[test]
+fn inline_writes_only_where_a_commit_never_waits() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str, builder: SqliteStoreBuilder| {
+            let path = dir.path().join(name);
+            async move { builder.open(path).await.unwrap() }
+        };
+        let on = |store: &SqliteStore| store.inline_writer.is_some();
+        assert!(on(&open("a.db", SqliteStore::builder()).await));
+        let off = SqliteStore::builder().synchronous(Synchronous::Off);
+        assert!(on(&open("b.db", off).await));
+        for (name, builder) in [
+            (
+                "c.db",
+                SqliteStore::builder().synchronous(Synchronous::Full),
+            ),
+            (
+                "d.db",
+                SqliteStore::builder().synchronous(Synchronous::Extra),
+            ),
+            ("e.db", SqliteStore::builder().wal(false)),
+            ("f.db", SqliteStore::builder().inline_writes(false)),
+        ] {
+            assert!(!on(&open(name, builder).await), "{name}");
+        }
+        let memory = SqliteStore::builder().open_in_memory().await.unwrap();
+        assert!(!on(&memory));
+    });
+}
+
+/// The inline write connection never checkpoints, so it asks the write connection to: after
+/// thousands of writes, all inline, the log file stays small (without those checkpoints it
+/// grows by every page every write touches: tens of MiB here).
+#[test]
+fn inline_writes_keep_the_log_small() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let store = SqliteStore::builder().open(&path).await.unwrap();
+        let mut session = Session::new(Duration::from_secs(600));
+        session.insert("payload", "x".repeat(2000)).unwrap();
+        let ids: Vec<SessionId> = (0..500).map(|_| SessionId::generate()).collect();
+        let mut largest = 0;
+        for round in 0..10 {
+            for id in &ids {
+                session.insert("round", round).unwrap();
+                store.set(id, &session).await.unwrap();
+            }
+            // The checkpoints it asked for run on the write connection's thread.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let wal = std::fs::metadata(dir.path().join("log.db-wal")).map_or(0, |m| m.len());
+            largest = largest.max(wal);
+        }
+        assert!(
+            largest < 3 * WAL_SIZE_LIMIT as u64,
+            "the log grew to {largest} bytes"
+        );
+    });
+}
