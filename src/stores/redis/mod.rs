@@ -45,7 +45,7 @@ use crate::error::{Error, IdHint};
 // `sessions_of`'s docs give the page size in words.
 const _: () = assert!(owners::OWNER_PAGE == 500);
 #[cfg(doc)]
-use scripts::{CREATE_OWNED_CALL, DESTROY_LUA, INDEX_CALL, RECLAIM_LUA, WRITE_OWNED_CALL};
+use scripts::{CREATE_OWNED_CALL, INDEX_CALL, RECLAIM_LUA, WRITE_OWNED_CALL};
 
 /// The default key prefix, `session:`.
 pub const DEFAULT_KEY_PREFIX: &str = "session:";
@@ -79,9 +79,8 @@ pub struct RedisStore {
     /// An owned `create` on a single server ([`CREATE_OWNED_CALL`]).
     create_owned: Script,
     destroy_owned: Script,
-    /// `destroy` on a single server ([`DESTROY_LUA`]).
-    destroy: Script,
-    /// `sessions_of`'s reclaim of dead entries on a single server ([`RECLAIM_LUA`]).
+    /// `sessions_of`'s reclaim of dead entries, and `destroy`'s of the entry of the session it
+    /// ended, on a single server ([`RECLAIM_LUA`]).
     reclaim: Script,
 }
 
@@ -263,7 +262,6 @@ impl RedisStore {
             write_owned: scripts::write_owned(),
             create_owned: scripts::create_owned(),
             destroy_owned: scripts::destroy_owned(),
-            destroy: scripts::destroy(),
             reclaim: scripts::reclaim(),
         }
     }
@@ -372,7 +370,7 @@ impl RedisStore {
         self.owner_key_of(owner.as_str().as_bytes())
     }
 
-    fn owner_key_of(&self, owner: &[u8]) -> String {
+    pub(super) fn owner_key_of(&self, owner: &[u8]) -> String {
         let mut key = String::with_capacity(self.prefix.len() + 8 + 2 * owner.len());
         key.push_str(&self.prefix);
         key.push_str(OWNER_KEY_INFIX);

@@ -55,13 +55,6 @@ pub(super) const CREATE_LUA: &str = concat!("\n", include_str!("create.lua"));
 ///   with `plen` 0 (cluster mode) or no owner it does nothing.
 pub(super) const OWNER_FN: &str = concat!("\n", include_str!("owner_fn.lua"));
 
-/// `destroy` on a single server. KEYS[1] = key; ARGV: the key prefix's length. Deletes the
-/// key (`UNLINK`) and, if its value names an owner, the session's entry in that owner's
-/// index, atomically. A session without an owner costs one `GETRANGE` of its head more
-/// than a bare `UNLINK`, in the same round trip (`pcall`: a key of another type is deleted
-/// as `UNLINK` would).
-pub(super) const DESTROY_LUA: &str = concat!("\n", include_str!("destroy.lua"));
-
 /// `sessions_of`'s reclaim of dead entries, on a single server. KEYS[1] = the owner's index
 /// key, KEYS[2..] = session keys; ARGV: cutoff (now minus the grace), the owner's field
 /// (see [`owner_field`]), then the id of each session key in order. Removes from the index
@@ -151,11 +144,6 @@ pub(super) fn create_owned() -> Script {
 /// `destroy_owner`'s delete ([`DESTROY_OWNED_LUA`]).
 pub(super) fn destroy_owned() -> Script {
     Script::new(DESTROY_OWNED_LUA)
-}
-
-/// `destroy` on a single server ([`DESTROY_LUA`], with [`OWNER_FN`]).
-pub(super) fn destroy() -> Script {
-    Script::new(&format!("{OWNER_FN}{DESTROY_LUA}"))
 }
 
 /// `sessions_of`'s reclaim of dead entries on a single server ([`RECLAIM_LUA`]).
