@@ -3106,6 +3106,47 @@ async fn scans_return_each_session_once_on_a_cluster() {
     .await;
 }
 
+/// `destroy` removes whatever is under the session's key: a session with and without an
+/// owner (and the owner's index entry), a value this store cannot read, a key of another
+/// type (a set, a hash), as `UNLINK` would; on a single server it reads the value back
+/// (`GETDEL`) to find an owner, which a key of another type refuses (`WRONGTYPE`).
+#[tokio::test]
+async fn destroy_removes_any_key_under_the_id() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut conn = raw(&url).await;
+    let id = SessionId::generate();
+    let key = store.key_for(&id);
+    let exists = async |conn: &mut redis::aio::MultiplexedConnection| -> bool {
+        conn.exists(&key).await.unwrap()
+    };
+    store
+        .set(&id, &session(json!({"n": 1}), HOUR))
+        .await
+        .unwrap();
+    store.destroy(&id).await.unwrap();
+    assert!(!exists(&mut conn).await);
+    let ada = Owner::new("ada-destroy").unwrap();
+    let mut owned = session(json!({"n": 2}), HOUR);
+    owned.set_owner(Some(ada.clone()));
+    store.set(&id, &owned).await.unwrap();
+    store.destroy(&id).await.unwrap();
+    assert!(!exists(&mut conn).await);
+    let entries: u64 = conn.zcard(store.owner_key_for(&ada)).await.unwrap();
+    assert_eq!(entries, 0, "the owner's index kept the destroyed session");
+    let _: () = conn.set(&key, "not a session").await.unwrap();
+    store.destroy(&id).await.unwrap();
+    assert!(!exists(&mut conn).await);
+    let _: () = conn.sadd(&key, "x").await.unwrap();
+    store.destroy(&id).await.unwrap();
+    assert!(!exists(&mut conn).await, "a set under the id");
+    let _: () = conn.hset(&key, "f", "v").await.unwrap();
+    store.destroy(&id).await.unwrap();
+    assert!(!exists(&mut conn).await, "a hash under the id");
+    // Destroying what is not there is fine.
+    store.destroy(&id).await.unwrap();
+}
+
 /// A key of another type, or a value this store cannot read, under the prefix is reported
 /// by a scan as an undecodable entry with the Decode error naming the session, as `get`
 /// gives it (and the scan goes on).
