@@ -195,7 +195,7 @@ impl InlineWriter {
     fn committed(&self, writer: &Pool) {
         use std::sync::atomic::Ordering;
         let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
-        if commits % INLINE_COMMITS_PER_CHECKPOINT == 0
+        if commits.is_multiple_of(INLINE_COMMITS_PER_CHECKPOINT)
             && !self.checkpointing.swap(true, Ordering::AcqRel)
         {
             let done = Arc::clone(&self.checkpointing);
