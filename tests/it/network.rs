@@ -435,12 +435,10 @@ mod postgres {
         .expect("drop the run's schema");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn acknowledged_writes_hold_through_connection_resets() {
-        let _load = support::loads_the_machine().await;
-        let Some(url) = support::service_url(VAR, DEFAULT_URL, 5432) else {
-            return;
-        };
+    /// A store on a table of its own, through a proxy in front of the Postgres server, and
+    /// what [`drop_table`] needs; `None` (a skip) without a server.
+    async fn proxied_store() -> Option<(Proxy, PostgresStore, String, String)> {
+        let url = support::service_url(VAR, DEFAULT_URL, 5432)?;
         let (proxy, through) = proxied(&url).await;
         let table = support::unique_name("sst_net_");
         let store = PostgresStore::builder()
@@ -450,13 +448,13 @@ mod postgres {
             .await
             .expect("connect through the proxy");
         store.migrate().await.unwrap();
-        let (acked, failed) =
-            storm(Arc::new(store.clone()), &proxy, Duration::from_millis(500)).await;
-        eprintln!("postgres storm: {acked} writes acknowledged, {failed} failed");
-        assert!(acked > 100, "too few writes got through: {acked}");
-        assert!(proxy.accepted() > 2, "no connection was reset");
+        Some((proxy, store, url, table))
+    }
+
+    /// Empties the store and drops its table, over a direct connection.
+    async fn drop_table(store: &PostgresStore, url: &str, table: &str) {
         store.clear().await.unwrap();
-        let pool = PgPoolOptions::new().connect(&url).await.unwrap();
+        let pool = PgPoolOptions::new().connect(url).await.unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS \"{table}\""
         )))
@@ -466,29 +464,27 @@ mod postgres {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn writes_whose_reply_is_lost_run_once() {
+    async fn acknowledged_writes_hold_through_connection_resets() {
         let _load = support::loads_the_machine().await;
-        let Some(url) = support::service_url(VAR, DEFAULT_URL, 5432) else {
+        let Some((proxy, store, url, table)) = proxied_store().await else {
             return;
         };
-        let (proxy, through) = proxied(&url).await;
-        let table = support::unique_name("sst_net_");
-        let store = PostgresStore::builder()
-            .table(&table)
-            .operation_timeout(Duration::from_secs(2))
-            .connect(&through)
-            .await
-            .expect("connect through the proxy");
-        store.migrate().await.unwrap();
+        let (acked, failed) =
+            storm(Arc::new(store.clone()), &proxy, Duration::from_millis(500)).await;
+        eprintln!("postgres storm: {acked} writes acknowledged, {failed} failed");
+        assert!(acked > 100, "too few writes got through: {acked}");
+        assert!(proxy.accepted() > 2, "no connection was reset");
+        drop_table(&store, &url, &table).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_whose_reply_is_lost_run_once() {
+        let _load = support::loads_the_machine().await;
+        let Some((proxy, store, url, table)) = proxied_store().await else {
+            return;
+        };
         super::writes_whose_reply_is_lost_run_once(&store, &[&proxy], false).await;
-        store.clear().await.unwrap();
-        let pool = PgPoolOptions::new().connect(&url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS \"{table}\""
-        )))
-        .execute(&pool)
-        .await
-        .unwrap();
+        drop_table(&store, &url, &table).await;
     }
 }
 

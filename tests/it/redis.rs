@@ -3175,6 +3175,28 @@ async fn scans_report_unreadable_values_as_get_does() {
     assert!(scan_all(&store, 10, async |_| {}).await.is_empty());
 }
 
+/// A test-owned `redis-server` (its files in the returned directory) and a store on it with
+/// the key prefix `prefix` and 5 s response and operation timeouts, patient enough for the
+/// tests that hold the server's writes with `CLIENT PAUSE`; `None` (a skip) when
+/// `redis-server` cannot run.
+async fn patient_store_on_own_server(
+    prefix: &str,
+) -> Option<(tempfile::TempDir, tokio::process::Child, String, RedisStore)> {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let server = start_redis_with(port, dir.path(), &[])?;
+    wait_until_up(&url).await;
+    let store = RedisStore::builder(&url)
+        .key_prefix(prefix)
+        .response_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    Some((dir, server, url, store))
+}
+
 /// A write that reaches Redis after the session's expiry by Redis' own clock (here: writes
 /// paused with `CLIENT PAUSE` until after it) stores nothing. Before the fix, `SET .. PXAT`
 /// of an expiry in the past stored nothing and the `APPEND` that followed made a key of the
@@ -3182,22 +3204,10 @@ async fn scans_report_unreadable_values_as_get_does() {
 /// counted it and scans stopped at it. The owned write (with the owner index) likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_lands_after_its_expiry_leaves_no_immortal_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("redis://127.0.0.1:{port}");
-    let Some(mut server) = start_redis_with(port, dir.path(), &[]) else {
+    let Some((_dir, mut server, url, store)) = patient_store_on_own_server("late:").await else {
         return;
     };
-    wait_until_up(&url).await;
-    let store = Arc::new(
-        RedisStore::builder(&url)
-            .key_prefix("late:")
-            .response_timeout(Duration::from_secs(5))
-            .operation_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let store = Arc::new(store);
     let mut admin = raw(&url).await;
     for owned in [false, true] {
         let id = SessionId::generate();
@@ -3248,20 +3258,9 @@ async fn a_write_that_lands_after_its_expiry_leaves_no_immortal_key() {
 /// no key without an expiry, and the session is absent for `get`, `len` and scans.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_from_a_clock_behind_the_servers_leave_no_immortal_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("redis://127.0.0.1:{port}");
-    let Some(mut server) = start_redis_with(port, dir.path(), &[]) else {
+    let Some((_dir, mut server, url, store)) = patient_store_on_own_server("skew:").await else {
         return;
     };
-    wait_until_up(&url).await;
-    let store = RedisStore::builder(&url)
-        .key_prefix("skew:")
-        .response_timeout(Duration::from_secs(5))
-        .operation_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap();
     let mut admin = raw(&url).await;
     let soon = |owned: bool| {
         let mut soon = session(

@@ -265,9 +265,6 @@ impl SqliteStoreBuilder {
         let inline = match (&location, self.wal, self.inline_reads) {
             (Location::File(_), true, n) if n > 0 => {
                 let config = Arc::clone(&config);
-                // Opened on a thread of their own, like every connection: this may run
-                // outside any tokio runtime.
-                let (opened_tx, opened) = oneshot::channel();
                 let open_all = move || {
                     (0..n)
                         .map(|_| {
@@ -282,15 +279,7 @@ impl SqliteStoreBuilder {
                         })
                         .collect::<Result<Vec<_>>>()
                 };
-                thread::Builder::new()
-                    .name("session-stores-sqlite-open".into())
-                    .spawn(move || {
-                        let _ = opened_tx.send(open_all());
-                    })
-                    .map_err(|err| Error::backend("open", None, err))?;
-                let conns = opened
-                    .await
-                    .map_err(|_| Error::backend("open", None, WorkerStopped))??;
+                let conns = on_a_thread(open_all).await?;
                 Some(Inline {
                     conns: conns.into_boxed_slice(),
                     sql: Arc::clone(&sql),
@@ -302,7 +291,6 @@ impl SqliteStoreBuilder {
         let inline_writer = match &location {
             Location::File(_) if self.wal && self.inline_writes && !syncs_on_commit => {
                 let config = Arc::clone(&config);
-                let (opened_tx, opened) = oneshot::channel();
                 let open = move || -> Result<Connection> {
                     let conn = config.connect(false)?;
                     let configure = || -> rusqlite::Result<()> {
@@ -319,15 +307,7 @@ impl SqliteStoreBuilder {
                     configure().map_err(|e| sql_error("open", None, e))?;
                     Ok(conn)
                 };
-                thread::Builder::new()
-                    .name("session-stores-sqlite-open".into())
-                    .spawn(move || {
-                        let _ = opened_tx.send(open());
-                    })
-                    .map_err(|err| Error::backend("open", None, err))?;
-                let conn = opened
-                    .await
-                    .map_err(|_| Error::backend("open", None, WorkerStopped))??;
+                let conn = on_a_thread(open).await?;
                 Some(InlineWriter::new(conn, Arc::clone(&sql)))
             }
             _ => None,
@@ -343,6 +323,23 @@ impl SqliteStoreBuilder {
             operation_timeout: self.operation_timeout,
         })
     }
+}
+
+/// Runs `open` on a thread of its own, like every connection's opening (this may run outside
+/// any tokio runtime), and waits for its result.
+async fn on_a_thread<T: Send + 'static>(
+    open: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (opened_tx, opened) = oneshot::channel();
+    thread::Builder::new()
+        .name("session-stores-sqlite-open".into())
+        .spawn(move || {
+            let _ = opened_tx.send(open());
+        })
+        .map_err(|err| Error::backend("open", None, err))?;
+    opened
+        .await
+        .map_err(|_| Error::backend("open", None, WorkerStopped))?
 }
 
 #[derive(Debug, Clone)]
