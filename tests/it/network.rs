@@ -599,6 +599,16 @@ mod redis_cluster {
             })
         }
 
+        /// A store on the cluster, through the proxies, with a 2 s operation timeout.
+        async fn store(&self, prefix: &str) -> RedisStore {
+            RedisStore::cluster_builder(self.urls())
+                .key_prefix(prefix)
+                .operation_timeout(Duration::from_secs(2))
+                .connect()
+                .await
+                .expect("connect through the proxies")
+        }
+
         fn urls(&self) -> Vec<String> {
             self.proxies
                 .iter()
@@ -635,14 +645,7 @@ mod redis_cluster {
             return;
         };
         let prefix = support::unique_name("sst:net:");
-        let store = Arc::new(
-            RedisStore::cluster_builder(cluster.urls())
-                .key_prefix(&prefix)
-                .operation_timeout(Duration::from_secs(2))
-                .connect()
-                .await
-                .expect("connect through the proxies"),
-        );
+        let store = Arc::new(cluster.store(&prefix).await);
         // Resets on one node's proxy: the others' connections carry on.
         let (acked, failed) = storm(
             Arc::clone(&store) as Arc<dyn SessionStore>,
@@ -667,12 +670,7 @@ mod redis_cluster {
         let Some(cluster) = Cluster::start().await else {
             return;
         };
-        let store = RedisStore::cluster_builder(cluster.urls())
-            .key_prefix(support::unique_name("sst:net:"))
-            .operation_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .expect("connect through the proxies");
+        let store = cluster.store(&support::unique_name("sst:net:")).await;
         let proxies: Vec<&Proxy> = cluster.proxies.iter().collect();
         super::writes_whose_reply_is_lost_run_once(&store, &proxies, true).await;
         store.clear().await.unwrap();
@@ -689,12 +687,7 @@ mod redis_cluster {
         let Some(cluster) = Cluster::start().await else {
             return;
         };
-        let store = RedisStore::cluster_builder(cluster.urls())
-            .key_prefix(support::unique_name("sst:net:"))
-            .operation_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .expect("connect through the proxies");
+        let store = cluster.store(&support::unique_name("sst:net:")).await;
         let ids: Vec<SessionId> = (0..60).map(|_| SessionId::generate()).collect();
         let session = Session::new(Duration::from_secs(600));
         for id in &ids {
