@@ -229,12 +229,8 @@ pub(super) fn resend(err: &redis::RedisError, reads_only: bool) -> Option<Resend
         )
         | ErrorKind::ClusterConnectionNotFound => Some(Resend::Later),
         _ if err.is_connection_refusal() => Some(Resend::Later),
-        _ if reads_only
-            && !err.is_timeout()
-            && (err.is_io_error() || err.is_connection_dropped()) =>
-        {
-            Some(Resend::Later)
-        }
+        // Any I/O error but a timeout (a dropped connection is one of them).
+        _ if reads_only && !err.is_timeout() && err.is_io_error() => Some(Resend::Later),
         _ => None,
     }
 }

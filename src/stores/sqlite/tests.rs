@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -458,6 +459,87 @@ fn inline_writes_keep_the_log_small() {
         assert!(
             largest < 3 * WAL_SIZE_LIMIT as u64,
             "the log grew to {largest} bytes"
+        );
+    });
+}
+
+/// An inline write that fails for another reason than a lock (here: no such table) fails
+/// once: it is not run again on the write connection.
+#[test]
+fn an_inline_write_that_fails_runs_once() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::builder()
+            .open(dir.path().join("f.db"))
+            .await
+            .unwrap();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&runs);
+        let err = store
+            .write_one("test", None, move |conn, _| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                conn.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Backend, "{err}");
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    });
+}
+
+/// Writes stay inline between checkpoints: 100 of them while the write connection's thread
+/// is busy all run on the caller's thread (no checkpoint is asked for before the 256th);
+/// and after more than two checkpoints' worth, once they have run, writes are inline again.
+#[test]
+fn inline_writes_go_on_inline_between_checkpoints() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            SqliteStore::builder()
+                .open(dir.path().join("c.db"))
+                .await
+                .unwrap(),
+        );
+        let here = std::thread::current().id();
+        async fn insert(store: &SqliteStore) -> std::thread::ThreadId {
+            store
+                .write_one("test", None, |conn, _| {
+                    conn.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)", [])?;
+                    conn.execute("INSERT INTO t VALUES (1)", [])?;
+                    Ok(std::thread::current().id())
+                })
+                .await
+                .unwrap()
+        }
+        let busy = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .write("busy", None, |_, _| {
+                        std::thread::sleep(Duration::from_millis(300));
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        for n in 0..100 {
+            assert_eq!(
+                insert(&store).await,
+                here,
+                "write {n} left the caller's thread"
+            );
+        }
+        busy.await.unwrap().unwrap();
+        for _ in 0..600 {
+            insert(&store).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            insert(&store).await,
+            here,
+            "writes stayed off the caller's thread"
         );
     });
 }
