@@ -57,19 +57,24 @@ pub(super) struct Current {
 /// What the store knows about one installed connection.
 pub(super) struct Health {
     generation: u64,
-    /// A cluster connection, which replaces a failed node's connection by itself (redis-rs
-    /// reconnects that node, and only that one): an I/O error on one node then does not
-    /// discard the connection, which would reconnect to every node.
-    repairs_itself: bool,
     /// When something last came back on the connection (a value or a server error), in
     /// microseconds since [`Shared::epoch`].
     last_reply: AtomicU64,
-    /// A cluster connection only: when something last came back for each group of
-    /// [`SLOTS_PER_GROUP`] hash slots. A node serves whole ranges of slots, so a group's
+    /// A cluster connection only (`None` on one server): when something last came back for
+    /// each group of [`SLOTS_PER_GROUP`] hash slots. A node serves whole ranges of slots, so a group's
     /// replies come from one node (from two, for the groups where one node's range ends):
     /// a request to a node that stopped answering times out while the other nodes' replies
     /// keep `last_reply` fresh, and only this tells that its node has gone quiet.
     slot_replies: Option<Box<[AtomicU64]>>,
+}
+
+impl Health {
+    /// Whether the connection replaces a failed node's connection by itself, as a cluster
+    /// connection does (redis-rs reconnects that node, and only that one): an I/O error on
+    /// one node then does not discard the connection, which would reconnect to every node.
+    fn repairs_itself(&self) -> bool {
+        self.slot_replies.is_some()
+    }
 }
 
 /// Hash slots per group of [`Health::slot_replies`]: 256 groups of 64 of the 16,384 slots.
@@ -408,7 +413,6 @@ impl RedisStore {
             Ok(pooled) => {
                 let health = Arc::new(Health {
                     generation: self.shared.generations.fetch_add(1, Ordering::SeqCst) + 1,
-                    repairs_itself: !matches!(pooled, Pooled::Single(_)),
                     last_reply: AtomicU64::new(self.clock()),
                     slot_replies: (!matches!(pooled, Pooled::Single(_))).then(|| {
                         (0..16384 / SLOTS_PER_GROUP)
@@ -552,7 +556,7 @@ impl RedisStore {
             // redis-rs's own response timeout, which is an I/O error too.
             Ok(Err(err)) if err.is_timeout() => Err(timed_out(Box::new(err))),
             Ok(Err(err)) => {
-                if breaks_connection(&err) && !health.repairs_itself {
+                if breaks_connection(&err) && !health.repairs_itself() {
                     self.discard(health.generation);
                 } else if is_reply(&err) {
                     replied();
