@@ -190,44 +190,34 @@ impl RedisStoreBuilder {
                     &urls,
                 )?)
             }
-            #[cfg(feature = "redis-tls")]
-            (Target::Cluster(_), Some(certificates)) => {
-                let client = redis::cluster::ClusterClientBuilder::new(urls.iter().copied())
-                    .certs(certificates)
-                    .connection_timeout(self.connect_timeout)
-                    .response_timeout(self.response_timeout)
-                    // The store resends what a cluster did not run, and only that (see
-                    // `connection::resend`): redis-rs' own retries would also resend a write
-                    // script whose reply was lost with its connection, which then runs twice.
-                    .retries(0)
-                    .build()
-                    .map_err(|err| {
-                        url_error(&urls, "the Redis Cluster URLs are not usable", err)
-                    })?;
-                Pool::ClusterClient(Arc::new(client))
-            }
             (Target::Url(url), _) => Pool::Single(single_pool(
                 url.as_str(),
                 connection_config,
                 pool_config,
                 &urls,
             )?),
-            (Target::Cluster(_), _) => {
-                // redis-rs' cluster client itself, as with TLS certificates, so that the
-                // store's connect and response timeouts reach every node's connection
-                // (deadpool-redis' cluster manager builds its client with redis-rs'
-                // defaults: a 1 s connect limit that a loaded machine exceeds).
-                let client = redis::cluster::ClusterClientBuilder::new(urls.iter().copied())
+            (Target::Cluster(_), certificates) => {
+                // redis-rs' cluster client itself, so that the store's connect and response
+                // timeouts (and TLS certificates of the application's own) reach every
+                // node's connection (deadpool-redis' cluster manager builds its client with
+                // redis-rs' defaults: a 1 s connect limit that a loaded machine exceeds).
+                let builder = redis::cluster::ClusterClientBuilder::new(urls.iter().copied())
                     .connection_timeout(self.connect_timeout)
                     .response_timeout(self.response_timeout)
                     // The store resends what a cluster did not run, and only that (see
                     // `connection::resend`): redis-rs' own retries would also resend a write
                     // script whose reply was lost with its connection, which then runs twice.
-                    .retries(0)
-                    .build()
-                    .map_err(|err| {
-                        url_error(&urls, "the Redis Cluster URLs are not usable", err)
-                    })?;
+                    .retries(0);
+                #[cfg(feature = "redis-tls")]
+                let builder = match certificates {
+                    Some(certificates) => builder.certs(certificates),
+                    None => builder,
+                };
+                #[cfg(not(feature = "redis-tls"))]
+                let _: Option<()> = certificates;
+                let client = builder.build().map_err(|err| {
+                    url_error(&urls, "the Redis Cluster URLs are not usable", err)
+                })?;
                 Pool::ClusterClient(Arc::new(client))
             }
         };
