@@ -110,7 +110,11 @@ pub(super) fn encode_value(version: u64, expires_at: i64, data: &[u8]) -> Vec<u8
 /// the data. Prefix-free (the length comes first), so a value's field equals this one
 /// exactly when its owner does.
 pub(super) fn owner_field(owner: &Owner) -> Vec<u8> {
-    let owner = owner.as_str().as_bytes();
+    owner_field_of(owner.as_str().as_bytes())
+}
+
+/// [`owner_field`] of an owner's bytes as a stored value's head gives them.
+pub(super) fn owner_field_of(owner: &[u8]) -> Vec<u8> {
     let mut field = format!("~{}:", owner.len()).into_bytes();
     field.extend_from_slice(owner);
     field

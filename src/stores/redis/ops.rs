@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::session::{Session, SessionId, fresh_version, now_millis, to_millis};
 
 use super::RedisStore;
-use super::codec::{decode_head, decode_value, encode_value, payload};
+use super::codec::{decode_head, decode_value, encode_value, owner_field_of, payload};
 use super::connection::Conn;
 use super::error::{FormatError, redis_error};
 
@@ -275,13 +275,11 @@ impl RedisStore {
             if let Value::BulkString(value) = &value
                 && let Some(owner) = decode_head(value).and_then(|head| head.owner)
             {
-                let mut field = format!("~{}:", owner.len()).into_bytes();
-                field.extend_from_slice(owner);
                 let mut invocation = self.reclaim.key(self.owner_key_of(owner));
                 invocation
                     .key(&key)
                     .arg(now_millis().saturating_sub(self.index_grace()))
-                    .arg(field)
+                    .arg(owner_field_of(owner))
                     .arg(id.as_str());
                 let _ = self
                     .round_trip(
