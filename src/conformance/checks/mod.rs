@@ -35,16 +35,8 @@ macro_rules! call {
     };
 }
 
-pub(super) fn chain(err: &Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// An error and its causes, one line (the crate's own).
+pub(super) use crate::error::chain;
 
 // The checks, by theme. Declared after the macros above so that they can use them.
 mod basics;
