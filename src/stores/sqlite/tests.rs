@@ -333,6 +333,19 @@ fn table_names_are_validated() {
     }
 }
 
+/// Inserts a row into a table `t` of its own by [`SqliteStore::write_one`]; the thread the
+/// write ran on.
+async fn insert_row(store: &SqliteStore) -> std::thread::ThreadId {
+    store
+        .write_one("test", None, |conn, _| {
+            conn.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)", [])?;
+            conn.execute("INSERT INTO t VALUES (1)", [])?;
+            Ok(std::thread::current().id())
+        })
+        .await
+        .unwrap()
+}
+
 /// A write of one session runs on the caller's thread when the inline write connection and
 /// the database's write lock are free; on the write connection's thread when the inline
 /// connection is in use or the database is locked by another connection (the inline attempt
@@ -347,25 +360,15 @@ fn inline_writes_run_here_unless_busy_or_locked() {
         let path = dir.path().join("w.db");
         let store = SqliteStore::builder().open(&path).await.unwrap();
         let here = std::thread::current().id();
-        async fn on_thread(store: &SqliteStore) -> std::thread::ThreadId {
-            store
-                .write_one("test", None, |conn, _| {
-                    conn.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)", [])?;
-                    conn.execute("INSERT INTO t VALUES (1)", [])?;
-                    Ok(std::thread::current().id())
-                })
-                .await
-                .unwrap()
-        }
         assert_eq!(
-            on_thread(&store).await,
+            insert_row(&store).await,
             here,
             "a free inline writer runs here"
         );
 
         // The inline connection in use: the write connection's thread.
         let held = store.inline_writer.as_ref().unwrap().conn.lock().unwrap();
-        assert_ne!(on_thread(&store).await, here);
+        assert_ne!(insert_row(&store).await, here);
         drop(held);
 
         // The database locked by another connection for 200 ms: the inline attempt fails at
@@ -377,7 +380,7 @@ fn inline_writes_run_here_unless_busy_or_locked() {
             other.execute_batch("COMMIT").unwrap();
         });
         let started = Instant::now();
-        assert_ne!(on_thread(&store).await, here);
+        assert_ne!(insert_row(&store).await, here);
         assert!(started.elapsed() >= Duration::from_millis(150));
         release.join().unwrap();
         let rows: i64 = store
@@ -502,16 +505,6 @@ fn inline_writes_go_on_inline_between_checkpoints() {
                 .unwrap(),
         );
         let here = std::thread::current().id();
-        async fn insert(store: &SqliteStore) -> std::thread::ThreadId {
-            store
-                .write_one("test", None, |conn, _| {
-                    conn.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)", [])?;
-                    conn.execute("INSERT INTO t VALUES (1)", [])?;
-                    Ok(std::thread::current().id())
-                })
-                .await
-                .unwrap()
-        }
         let busy = {
             let store = Arc::clone(&store);
             tokio::spawn(async move {
@@ -526,18 +519,18 @@ fn inline_writes_go_on_inline_between_checkpoints() {
         tokio::task::yield_now().await;
         for n in 0..100 {
             assert_eq!(
-                insert(&store).await,
+                insert_row(&store).await,
                 here,
                 "write {n} left the caller's thread"
             );
         }
         busy.await.unwrap().unwrap();
         for _ in 0..600 {
-            insert(&store).await;
+            insert_row(&store).await;
         }
         // Once the checkpoints asked for have run (at once here; 5 s under any load).
         let started = Instant::now();
-        while insert(&store).await != here {
+        while insert_row(&store).await != here {
             assert!(
                 started.elapsed() < Duration::from_secs(5),
                 "writes stayed off the caller's thread"
