@@ -406,33 +406,9 @@ mod postgres {
             return;
         };
         let (proxy, through) = proxied(&url).await;
-        let schema = support::unique_name("sst_net_");
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .connect(&through)
-            .await
-            .expect("connect through the proxy");
-        let shared = Arc::new((pool.clone(), schema.clone()));
-        whole_suite_through(&[&proxy], move || {
-            let shared = Arc::clone(&shared);
-            async move {
-                let (pool, schema) = &*shared;
-                let store = PostgresStore::builder()
-                    .schema(schema.as_str())
-                    .table(support::unique_name("sessions_"))
-                    .build(pool.clone())
-                    .expect("valid names");
-                store.migrate().await.expect("migrate");
-                store
-            }
-        })
-        .await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-        )))
-        .execute(&pool)
-        .await
-        .expect("drop the run's schema");
+        let run = support::RunSchema::new(&through, "sst_net_").await;
+        whole_suite_through(&[&proxy], run.factory()).await;
+        run.drop().await;
     }
 
     /// A store on a table of its own, through a proxy in front of the Postgres server, and

@@ -469,3 +469,62 @@ pub async fn listed_only_as_undecodable(
     assert_eq!(err.kind(), session_stores::ErrorKind::Decode, "{err:?}");
     assert_eq!(err.session(), Some(&id.hint()));
 }
+
+/// A schema of its own on a Postgres server, for one run of many stores (the whole suite),
+/// each store on a table of its own in it; [`RunSchema::drop`] drops it all.
+#[cfg(feature = "postgres")]
+pub struct RunSchema {
+    pub pool: sqlx::PgPool,
+    pub schema: String,
+}
+
+#[cfg(feature = "postgres")]
+impl RunSchema {
+    /// A pool of 16 connections to `url` and a new schema name starting with `prefix`.
+    pub async fn new(url: &str, prefix: &str) -> RunSchema {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await
+            .expect("connect to the test server");
+        RunSchema {
+            pool,
+            schema: unique_name(prefix),
+        }
+    }
+
+    /// Makes migrated stores, each on a new table of the schema.
+    pub fn factory(
+        &self,
+    ) -> impl Fn() -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = session_stores::PostgresStore> + Send>,
+    > + Clone
+    + Send
+    + Sync
+    + 'static {
+        let (pool, schema) = (self.pool.clone(), self.schema.clone());
+        move || {
+            let (pool, schema) = (pool.clone(), schema.clone());
+            Box::pin(async move {
+                let store = session_stores::PostgresStore::builder()
+                    .schema(schema.as_str())
+                    .table(unique_name("sessions_"))
+                    .build(pool)
+                    .expect("valid names");
+                store.migrate().await.expect("migrate");
+                store
+            })
+        }
+    }
+
+    /// Drops the schema and every table in it.
+    pub async fn drop(self) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            self.schema
+        )))
+        .execute(&self.pool)
+        .await
+        .expect("drop the run's schema");
+    }
+}

@@ -5,8 +5,6 @@
 //! gets its own table inside one schema made for this run, which is dropped at the end, so a
 //! run never touches anyone's data.
 
-use std::sync::Arc;
-
 use session_stores::{PostgresStore, SessionStore};
 use sqlx::postgres::PgPoolOptions;
 
@@ -21,38 +19,14 @@ async fn whole_suite() {
     let Some(url) = support::service_url(VAR, DEFAULT_URL, 5432) else {
         return;
     };
-    let schema = support::unique_name("sst_conf_");
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
-        .connect(&url)
-        .await
-        .expect("connect to the test server");
-    let shared = Arc::new((pool.clone(), schema.clone()));
-    let result = session_stores::conformance::run(move || {
-        let shared = Arc::clone(&shared);
-        async move {
-            let (pool, schema) = &*shared;
-            let store = PostgresStore::builder()
-                .schema(schema.as_str())
-                .table(support::unique_name("sessions_"))
-                .build(pool.clone())
-                .expect("valid names");
-            store.migrate().await.expect("migrate");
-            // The owner checks pass at once for a store that does not declare owners.
-            assert!(
-                store.capabilities().owners,
-                "PostgresStore must declare owners"
-            );
-            store
-        }
-    })
-    .await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-    )))
-    .execute(&pool)
-    .await
-    .expect("drop the run's schema");
+    let run = support::RunSchema::new(&url, "sst_conf_").await;
+    // The owner checks pass at once for a store that does not declare owners.
+    assert!(
+        run.factory()().await.capabilities().owners,
+        "PostgresStore must declare owners"
+    );
+    let result = session_stores::conformance::run(run.factory()).await;
+    run.drop().await;
     if let Err(failures) = result {
         panic!("{failures}");
     }

@@ -139,33 +139,9 @@ async fn postgres_under_every_layering() {
     ) else {
         return;
     };
-    let schema = support::unique_name("sst_wrap_");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(16)
-        .connect(&url)
-        .await
-        .expect("connect to the test server");
-    let shared = Arc::new((pool.clone(), schema.clone()));
-    let outcome = tokio::spawn(run_every_layering("PostgresStore", move || {
-        let shared = Arc::clone(&shared);
-        async move {
-            let (pool, schema) = &*shared;
-            let store = session_stores::PostgresStore::builder()
-                .schema(schema.as_str())
-                .table(support::unique_name("sessions_"))
-                .build(pool.clone())
-                .expect("valid names");
-            store.migrate().await.expect("migrate");
-            store
-        }
-    }))
-    .await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-    )))
-    .execute(&pool)
-    .await
-    .expect("drop the run's schema");
+    let run = support::RunSchema::new(&url, "sst_wrap_").await;
+    let outcome = tokio::spawn(run_every_layering("PostgresStore", run.factory())).await;
+    run.drop().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }
