@@ -188,6 +188,7 @@ fn main() {
         backend: "file",
         // One file per session: a million files would cost minutes to create and remove.
         populations: vec![1_000, 100_000],
+        expiry_only_set: true,
     };
     common::run_all(&mut c, &rt, &plan, store, raw);
     c.final_summary();

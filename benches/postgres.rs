@@ -297,6 +297,7 @@ fn main() {
     let plan = Plan {
         backend: "postgres",
         populations: vec![1_000, 100_000, 1_000_000],
+        expiry_only_set: false,
     };
     common::run_all(&mut c, &rt, &plan, store, raw);
     c.final_summary();

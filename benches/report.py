@@ -26,7 +26,7 @@ root = run_roots[-1]
 RUNS = len(run_roots)
 
 BACKENDS = ["memory", "file", "sqlite", "postgres", "redis"]
-CASE_ORDER = ["get_hit", "get_miss", "set_new", "set_changed", "set_unchanged", "touch",
+CASE_ORDER = ["get_hit", "get_miss", "set_new", "set_changed", "set_unchanged", "set_expiry", "touch",
               "destroy", "create", "set_if_version", "mixed_3get_1set_200B", "get_1KiB",
               "set_1KiB", "population_get_200B", "population_set_200B"]
 PARAM_ORDER = ["200B", "4KiB", "64KiB", "1_tasks", "16_tasks", "128_tasks", "1k", "100k", "1M"]
@@ -173,8 +173,10 @@ for param in ["200B", "4KiB", "64KiB"]:
     changed = runs_of(("file", "set_changed", param), "store")
     TARGETS.append(("File: changed `set` / unchanged `set`", param,
                     divided(changed, runs_of(("file", "set_unchanged", param), "store")), 10))
-    TARGETS.append(("File: changed `set` / `touch` (expiry only)", param,
+    TARGETS.append(("File: changed `set` / `touch`", param,
                     divided(changed, runs_of(("file", "touch", param), "store")), 4))
+    TARGETS.append(("File: changed `set` / expiry-only `set`", param,
+                    divided(changed, runs_of(("file", "set_expiry", param), "store")), 4))
 TARGETS = [t for t in TARGETS if t[2]]
 if TARGETS:
     held = sum(1 for t in TARGETS if median(t[2]) >= t[3])

@@ -143,6 +143,8 @@ pub struct Plan {
     pub backend: &'static str,
     /// Live-session counts for the population cases.
     pub populations: Vec<usize>,
+    /// Also run `set_expiry`: a `set` of the same data with a new expiry each time.
+    pub expiry_only_set: bool,
 }
 
 /// Runs `iters` calls of `op` (given the iteration number) and returns the elapsed time.
@@ -182,18 +184,22 @@ fn operations(c: &mut Criterion, rt: &Runtime, plan: &Plan, targets: &[(&str, Ar
     for (payload, bytes) in PAYLOADS {
         let d0 = sample(bytes, 0);
         let d1 = sample(bytes, 1);
-        let cases: [&str; 9] = [
+        let cases: [&str; 10] = [
             "get_hit",
             "get_miss",
             "set_new",
             "set_changed",
             "set_unchanged",
+            "set_expiry",
             "touch",
             "destroy",
             "create",
             "set_if_version",
         ];
         for case in cases {
+            if case == "set_expiry" && !plan.expiry_only_set {
+                continue;
+            }
             let mut group = c.benchmark_group(format!("{}/{case}", plan.backend));
             group.throughput(Throughput::Elements(1));
             for (name, target) in targets {
@@ -293,6 +299,20 @@ async fn timed_case(
                     d0
                 };
                 async move { t.set(id, d).await }
+            })
+            .await;
+            (elapsed, pool)
+        }
+        "set_expiry" => {
+            let pool = ids(iters.min(256));
+            for id in &pool {
+                t.set(id, d0).await;
+            }
+            let elapsed = timed(iters, |i| {
+                let id = &pool[(i % pool.len() as u64) as usize];
+                let mut d = d0.clone();
+                d.set_expires_at_millis(exp + 1 + i as i64);
+                async move { t.set(id, &d).await }
             })
             .await;
             (elapsed, pool)

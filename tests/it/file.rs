@@ -270,13 +270,17 @@ async fn a_file_changed_behind_an_unchanged_stamp_is_never_taken_for_ours() {
 
     // Same data, another version of the same length (its last digit changed): the version
     // is the file's, not the cached one.
+    // (Written as an earlier version of the store wrote files, padded to the same length.)
     let cached = v0 + 1;
     let other = cached - cached % 10 + (cached % 10 + 5) % 10;
-    rewrite_in_place(
-        &path,
-        &format!("\"version\": {cached}"),
-        &format!("\"version\": {other}"),
-    );
+    let text = fs::read_to_string(&path).unwrap();
+    let mut other_text = serde_json::to_string_pretty(&json!({
+        "data": s1.data(), "expires_at": s1.expires_at_millis(), "version": other
+    }))
+    .unwrap();
+    assert!(other_text.len() <= text.len());
+    other_text.push_str(&" ".repeat(text.len() - other_text.len()));
+    rewrite_in_place(&path, &text, &other_text);
     assert!(
         a.set_if_version(&id, &s1, cached)
             .await
@@ -414,6 +418,7 @@ fn child_process_entry() {
         match mode.as_str() {
             "increment" => increment(&store, &id("counter"), 100).await,
             "crash-writer" => crash_writer(&store).await,
+            "crash-toucher" => crash_toucher(&store).await,
             "hold-locks" => hold_locks(&dir),
             other => panic!("unknown child mode {other}"),
         }
@@ -582,6 +587,42 @@ async fn crash_writer(store: &FileStore) {
     }
 }
 
+/// The sessions `crash_toucher` moves.
+const TOUCHED: usize = 16;
+
+/// Writes [`TOUCHED`] sessions, then moves their expiry as fast as it can, by `touch` and
+/// by a `set` of the same data with a new expiry, each expiry later than the one before:
+/// on stdout, `ack <n> <expires_at> <version>` after each acknowledged one, until it is
+/// killed (or after a million).
+async fn crash_toucher(store: &FileStore) {
+    let base = session_stores::now_millis() + 3_600_000;
+    let s = session(json!({"payload": "p".repeat(2000)}));
+    for n in 0..TOUCHED {
+        store
+            .set(&id(&format!("touched-{n:02}")), &s)
+            .await
+            .unwrap();
+    }
+    let mut out = std::io::stdout().lock();
+    for i in 0i64..1_000_000 {
+        let n = i as usize % TOUCHED;
+        let slot = id(&format!("touched-{n:02}"));
+        let expires_at = base + i;
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(expires_at as u64);
+        let version = if i % 3 == 0 {
+            let mut s = s.clone();
+            s.set_expires_at_millis(expires_at);
+            store.set(&slot, &s).await.unwrap()
+        } else {
+            assert!(store.touch(&slot, at).await.unwrap());
+            0
+        };
+        use std::io::Write;
+        writeln!(out, "ack {n} {expires_at} {version}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
 fn child(mode: &str, dir: &Path) -> Command {
     let mut command = Command::new(crate::support::this_test_binary());
     command
@@ -681,6 +722,74 @@ async fn a_killed_writer_leaves_no_torn_file() {
         store.set(&slot, &session(json!({}))).await.unwrap(),
         version + 1
     );
+}
+
+/// A writer that only moves expiries (in place, by rewriting a file's first line) killed
+/// with SIGKILL, five times, at different points: every file still decodes, as a session
+/// and through the store, with the expiry of the last acknowledged write or of the one in
+/// flight, never an older one; a version at least the last acknowledged one; and no
+/// temporary file, since none of these writes made one.
+#[tokio::test]
+async fn a_killed_toucher_leaves_whole_files_with_the_last_acknowledged_expiry() {
+    let _load = crate::support::loads_the_machine().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    for round in 0..5u64 {
+        let mut toucher = child("crash-toucher", &dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = toucher.stdout.take().unwrap();
+        // Per session: the last acknowledged expiry and version (0 for a touch).
+        let mut acked = vec![(0i64, 0u64); TOUCHED];
+        let mut count = 0u64;
+        let stop_at = 500 + round * 397;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let Some(rest) = line.strip_prefix("ack ") else {
+                continue;
+            };
+            let parts: Vec<i64> = rest.split(' ').map(|p| p.parse().unwrap()).collect();
+            let entry = &mut acked[parts[0] as usize];
+            entry.0 = parts[1];
+            if parts[2] > 0 {
+                entry.1 = parts[2] as u64;
+            }
+            count += 1;
+            if count >= stop_at {
+                break;
+            }
+        }
+        assert!(count >= stop_at, "the toucher stopped early, at {count}");
+        toucher.kill().unwrap();
+        assert!(!toucher.wait().unwrap().success(), "killed, not finished");
+
+        let store = FileStore::new(&dir).await.unwrap();
+        for (n, &(expires_at, version)) in acked.iter().enumerate() {
+            let slot = id(&format!("touched-{n:02}"));
+            let got = store.get(&slot).await.unwrap().unwrap();
+            // At most one write was in flight, and it moved one session's expiry by at
+            // most the number of sessions past its last acknowledged one.
+            let stored = got.expires_at_millis();
+            assert!(
+                (expires_at..=expires_at + TOUCHED as i64).contains(&stored),
+                "round {round}, session {n}: expiry {stored}, acknowledged {expires_at}"
+            );
+            assert!(got.version() >= version, "round {round}, session {n}");
+            let text = fs::read(store.path_of(&slot)).unwrap();
+            let plain: Session = serde_json::from_slice(&text).unwrap();
+            assert_eq!(
+                (plain.expires_at_millis(), plain.version()),
+                (stored, got.version()),
+                "the plain columns agree with the slot"
+            );
+        }
+        let left: Vec<String> = names(&dir)
+            .into_iter()
+            .filter(|name| name.starts_with(".tmp-"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -809,11 +918,25 @@ async fn the_file_is_readable_json_with_data_expiry_and_version() {
     store.set(&id, &s).await.unwrap();
     let text = fs::read_to_string(store.path_of(&id)).unwrap();
     assert!(text.contains('\n'), "pretty-printed: {text}");
-    let value: Value = serde_json::from_str(&text).unwrap();
+    let mut value: Value = serde_json::from_str(&text).unwrap();
+    // The two expiry slots of the first line, which only this store reads.
+    let slots = value.as_object_mut().unwrap().remove("slots").unwrap();
+    assert_eq!(slots.as_array().map(Vec::len), Some(2), "{slots}");
     assert_eq!(
         value,
         json!({"data": s.data(), "expires_at": s.expires_at_millis(), "version": v0 + 1})
     );
+    // A touch rewrites the first line in place: still JSON, with the new expiry.
+    let later = s.expires_at() + Duration::from_secs(60);
+    assert!(store.touch(&id, later).await.unwrap());
+    let text = fs::read_to_string(store.path_of(&id)).unwrap();
+    let value: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["expires_at"], json!(s.expires_at_millis() + 60_000));
+    assert_eq!(value["version"], json!(v0 + 1));
+    assert_eq!(value["data"], json!(s.data()));
+    // And it reads as a `Session`, as files always have.
+    let read: Session = serde_json::from_str(&text).unwrap();
+    assert_eq!(read.expires_at_millis(), s.expires_at_millis() + 60_000);
 }
 
 // ---------------------------------------------------------------------------------------

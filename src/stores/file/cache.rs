@@ -45,6 +45,31 @@ impl Cache {
         }
     }
 
+    /// Records that the first line of `id`'s file went from `old` to `new` (in place): an
+    /// entry that recorded the file with `old` now records it with `new`; any other entry
+    /// no longer matches the file and goes.
+    pub(super) fn rewrote_head(
+        &mut self,
+        id: &SessionId,
+        old: &[u8],
+        new: &[u8],
+        version: u64,
+        expires_at: i64,
+    ) {
+        let Some(entry) = self.lru.as_mut().and_then(|lru| lru.peek_mut(id)) else {
+            return;
+        };
+        if entry.content.get(..old.len()) == Some(old) && old.len() == new.len() {
+            let mut content = entry.content.to_vec();
+            content[..new.len()].copy_from_slice(new);
+            entry.content = content.into();
+            entry.version = version;
+            entry.expires_at = expires_at;
+        } else {
+            self.forget(id);
+        }
+    }
+
     pub(super) fn remember(&mut self, id: &SessionId, written: Written) {
         self.forget(id);
         let size = written.content.len();

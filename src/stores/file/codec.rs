@@ -56,19 +56,19 @@ pub(super) fn owner_key(owner: &Owner) -> String {
     out
 }
 
-/// The file format, for writing. `owner` is left out when there is none, so a file without
-/// an owner is exactly what versions before owners wrote.
+/// The file format's body, for writing: everything but the expiry and the version, which
+/// the first line holds. `owner` is left out when there is none, so a file without an owner
+/// is exactly what versions before owners wrote.
 #[derive(Serialize)]
-struct StoredRef<'a> {
+struct BodyRef<'a> {
     data: &'a Map<String, Value>,
-    expires_at: i64,
-    version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<&'a str>,
 }
 
 /// The file format, for reading. A file without `owner` (as every version before owners
-/// wrote) has none.
+/// wrote) has none. `expires_at` and `version` are read once [`decode`] has set them to
+/// the winning slot's, in a file that has slots.
 #[derive(Deserialize)]
 pub(super) struct Stored {
     pub(super) data: Map<String, Value>,
@@ -89,6 +89,169 @@ impl Stored {
     }
 }
 
+// The first line of a session file, `HEADER_LEN` bytes at fixed offsets:
+//
+// {"expires_at":       1767225600000,"version":                   3,"slots":["<A>","<B>"],
+//
+// `expires_at` and `version` are where serde (`Session`'s form) and earlier versions of
+// this store read them, right-aligned in 20 columns (JSON allows the spaces). The two
+// slots are where this version reads them: each is `seq-version-expires_at-crc`, the
+// first three as 16 lowercase hex digits and `crc` the CRC-32C of the 50 bytes before it
+// as 8. The whole slot with the highest `seq` wins. A change of only the expiry (and the
+// version) rewrites this line in place: the losing slot gets the new values at `seq + 1`,
+// the winning slot's bytes are written unchanged, so a write cut short anywhere (a crash,
+// a reader racing it) leaves the winner whole and at worst a torn slot that fails its
+// CRC. The rest of the file is the pretty-printed body without its opening brace.
+const HEAD_OPEN: &[u8] = b"{\"expires_at\":";
+const HEAD_VERSION: &[u8] = b",\"version\":";
+const HEAD_SLOTS: &[u8] = b",\"slots\":[\"";
+const HEAD_BETWEEN: &[u8] = b"\",\"";
+const HEAD_CLOSE: &[u8] = b"\"],";
+/// The columns of `expires_at` and `version`: the widest `i64` and `u64`.
+const NUMBER_WIDTH: usize = 20;
+const SLOT_LEN: usize = 59;
+/// The bytes of a slot that its CRC covers.
+const SLOT_SUMMED: usize = 50;
+const EXPIRES_AT: usize = HEAD_OPEN.len();
+const VERSION_AT: usize = EXPIRES_AT + NUMBER_WIDTH + HEAD_VERSION.len();
+const SLOTS_AT: [usize; 2] = [
+    VERSION_AT + NUMBER_WIDTH + HEAD_SLOTS.len(),
+    VERSION_AT + NUMBER_WIDTH + HEAD_SLOTS.len() + SLOT_LEN + HEAD_BETWEEN.len(),
+];
+/// The length of a session file's first line (without its newline).
+pub(super) const HEADER_LEN: usize = SLOTS_AT[1] + SLOT_LEN + HEAD_CLOSE.len();
+/// What an empty slot holds: `seq` 0, which no write assigns.
+const EMPTY_SLOT: &[u8; SLOT_LEN] = b"0000000000000000-0000000000000000-0000000000000000-00000000";
+
+const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// A session file's first line.
+pub(super) type Header = [u8; HEADER_LEN];
+
+/// The expiry and version in one slot of a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Slot {
+    pub(super) seq: u64,
+    pub(super) version: u64,
+    pub(super) expires_at: i64,
+}
+
+fn slot_text(slot: Slot) -> [u8; SLOT_LEN] {
+    let summed = format!(
+        "{:016x}-{:016x}-{:016x}",
+        slot.seq, slot.version, slot.expires_at as u64
+    );
+    let text = format!("{summed}-{:08x}", CASTAGNOLI.checksum(summed.as_bytes()));
+    let mut out = *EMPTY_SLOT;
+    out.copy_from_slice(text.as_bytes());
+    out
+}
+
+fn hex_field(text: &[u8]) -> Option<u64> {
+    if !text
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(text).ok()?, 16).ok()
+}
+
+/// The slot in `text` if it is whole (its CRC matches) and was written (`seq` above 0).
+fn parse_slot(text: &[u8]) -> Option<Slot> {
+    if text.len() != SLOT_LEN || [16, 33, 50].iter().any(|&i| text[i] != b'-') {
+        return None;
+    }
+    if hex_field(&text[SLOT_SUMMED + 1..])? != u64::from(CASTAGNOLI.checksum(&text[..SLOT_SUMMED]))
+    {
+        return None;
+    }
+    let slot = Slot {
+        seq: hex_field(&text[..16])?,
+        version: hex_field(&text[17..33])?,
+        expires_at: hex_field(&text[34..50])? as i64,
+    };
+    (slot.seq > 0).then_some(slot)
+}
+
+/// The index and content of the winning slot of `bytes`' first line, `Ok(None)` if
+/// `bytes` does not start with a header (a file of an earlier version, or one edited by
+/// hand), `Err` if it does but neither slot is whole.
+pub(super) fn winner_of(bytes: &[u8]) -> std::result::Result<Option<(usize, Slot)>, ()> {
+    let Some(head) = bytes.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    let literals = [
+        (0, HEAD_OPEN),
+        (EXPIRES_AT + NUMBER_WIDTH, HEAD_VERSION),
+        (VERSION_AT + NUMBER_WIDTH, HEAD_SLOTS),
+        (SLOTS_AT[0] + SLOT_LEN, HEAD_BETWEEN),
+        (SLOTS_AT[1] + SLOT_LEN, HEAD_CLOSE),
+    ];
+    if literals
+        .iter()
+        .any(|&(at, literal)| &head[at..at + literal.len()] != literal)
+    {
+        return Ok(None);
+    }
+    let slots = SLOTS_AT.map(|at| parse_slot(&head[at..at + SLOT_LEN]));
+    match slots {
+        [Some(a), Some(b)] if b.seq > a.seq => Ok(Some((1, b))),
+        [Some(a), _] => Ok(Some((0, a))),
+        [None, Some(b)] => Ok(Some((1, b))),
+        [None, None] => Err(()),
+    }
+}
+
+/// Writes `expires_at` and `version` into their columns of `head`.
+fn set_plain_fields(head: &mut [u8], expires_at: i64, version: u64) {
+    let expires = format!("{expires_at:>NUMBER_WIDTH$}");
+    let version = format!("{version:>NUMBER_WIDTH$}");
+    head[EXPIRES_AT..EXPIRES_AT + NUMBER_WIDTH].copy_from_slice(expires.as_bytes());
+    head[VERSION_AT..VERSION_AT + NUMBER_WIDTH].copy_from_slice(version.as_bytes());
+}
+
+/// `head` (a header whose winning slot is at `winner`) with a new winning slot in the
+/// other place: `version` and `expires_at` at the next `seq`. The old winner's bytes are
+/// kept as they are, so writing the result over `head` never makes it unreadable.
+pub(super) fn next_header(
+    head: &Header,
+    (winner, slot): (usize, Slot),
+    version: u64,
+    expires_at: i64,
+) -> Header {
+    let mut next = *head;
+    set_plain_fields(&mut next, expires_at, version);
+    let at = SLOTS_AT[1 - winner];
+    next[at..at + SLOT_LEN].copy_from_slice(&slot_text(Slot {
+        seq: slot.seq.wrapping_add(1).max(1),
+        version,
+        expires_at,
+    }));
+    next
+}
+
+/// The body of a session file: its bytes after the header.
+pub(super) fn encode_body(
+    id: &SessionId,
+    data: &Map<String, Value>,
+    owner: Option<&Owner>,
+) -> Result<Vec<u8>> {
+    crate::session::check_nesting(id, data)?;
+    let mut body = serde_json::to_vec_pretty(&BodyRef {
+        data,
+        owner: owner.map(Owner::as_str),
+    })
+    .map_err(|err| Error::encode(id, err))?;
+    // A struct's pretty form opens with its brace, which the header stands in for.
+    if body.first() != Some(&b'{') {
+        return Err(Error::encode(id, "the session's body is not a JSON object"));
+    }
+    body.remove(0);
+    body.push(b'\n');
+    Ok(body)
+}
+
 pub(super) fn encode(
     id: &SessionId,
     data: &Map<String, Value>,
@@ -96,20 +259,41 @@ pub(super) fn encode(
     version: u64,
     owner: Option<&Owner>,
 ) -> Result<Vec<u8>> {
-    crate::session::check_nesting(id, data)?;
-    let mut bytes = serde_json::to_vec_pretty(&StoredRef {
-        data,
-        expires_at,
+    let body = encode_body(id, data, owner)?;
+    let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
+    bytes.extend_from_slice(HEAD_OPEN);
+    bytes.extend_from_slice(&[b' '; NUMBER_WIDTH]);
+    bytes.extend_from_slice(HEAD_VERSION);
+    bytes.extend_from_slice(&[b' '; NUMBER_WIDTH]);
+    bytes.extend_from_slice(HEAD_SLOTS);
+    bytes.extend_from_slice(&slot_text(Slot {
+        seq: 1,
         version,
-        owner: owner.map(Owner::as_str),
-    })
-    .map_err(|err| Error::encode(id, err))?;
-    bytes.push(b'\n');
+        expires_at,
+    }));
+    bytes.extend_from_slice(HEAD_BETWEEN);
+    bytes.extend_from_slice(EMPTY_SLOT);
+    bytes.extend_from_slice(HEAD_CLOSE);
+    set_plain_fields(&mut bytes, expires_at, version);
+    bytes.extend_from_slice(&body);
     Ok(bytes)
 }
 
-pub(super) fn decode(id: &SessionId, bytes: &[u8]) -> Result<Stored> {
-    let stored: Stored = serde_json::from_slice(bytes).map_err(|err| Error::decode(id, err))?;
+/// Decodes a session file. In a file with a header, the winning slot's expiry and version
+/// are what count: they are first written into the plain columns (in this copy), which a
+/// write cut short may have left torn.
+pub(super) fn decode(id: &SessionId, mut bytes: Vec<u8>) -> Result<Stored> {
+    match winner_of(&bytes) {
+        Ok(Some((_, slot))) => set_plain_fields(&mut bytes, slot.expires_at, slot.version),
+        Ok(None) => {}
+        Err(()) => {
+            return Err(Error::decode(
+                id,
+                "neither expiry slot of the session file is whole",
+            ));
+        }
+    }
+    let stored: Stored = serde_json::from_slice(&bytes).map_err(|err| Error::decode(id, err))?;
     if stored.version == 0 {
         return Err(Error::decode(
             id,
@@ -191,6 +375,35 @@ pub(super) fn read_file(path: &Path) -> io::Result<Loaded> {
     Ok(Loaded::Bytes(bytes))
 }
 
+/// Opens the regular file at `path` for an in-place rewrite of its header and reads the
+/// header: `None` if there is no such file, it is not a regular file, or it is shorter than
+/// a header. Opening never blocks (as in [`read_file`]).
+#[cfg(unix)]
+pub(super) fn open_header(path: &Path) -> io::Result<Option<(fs::File, Header)>> {
+    use std::os::unix::fs::FileExt;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if let Some(flag) = O_NONBLOCK {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, flag);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // A directory (or anything else that cannot be opened for writing) is left to the
+        // full read, which tells what it is.
+        Err(_) => return Ok(None),
+    };
+    if !file.metadata()?.is_file() {
+        return Ok(None);
+    }
+    let mut head = [0; HEADER_LEN];
+    match file.read_exact_at(&mut head, 0) {
+        Ok(()) => Ok(Some((file, head))),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 pub(super) fn decode_loaded(id: &SessionId, loaded: Loaded) -> Option<Result<Stored>> {
     match loaded {
         Loaded::Missing => None,
@@ -202,6 +415,6 @@ pub(super) fn decode_loaded(id: &SessionId, loaded: Loaded) -> Option<Result<Sto
         // short (without `durable`): no session was ever readable there, so it is absent,
         // not a permanent decode error for that user. The next write replaces it.
         Loaded::Bytes(bytes) if bytes.is_empty() => None,
-        Loaded::Bytes(bytes) => Some(decode(id, &bytes)),
+        Loaded::Bytes(bytes) => Some(decode(id, bytes)),
     }
 }

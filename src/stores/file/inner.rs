@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 
 use super::cache::{Cache, Snapshot, Written};
 use super::codec::{
-    Loaded, SUFFIX, Stored, TMP_PREFIX, TMP_SUFFIX, decode_loaded, encode, read_file,
+    HEADER_LEN, Header, Loaded, SUFFIX, Stored, TMP_PREFIX, TMP_SUFFIX, decode_loaded, encode,
+    encode_body, next_header, read_file, winner_of,
 };
 use super::fs::sync_dir;
 use crate::error::{Error, Result};
@@ -50,8 +51,32 @@ enum Probe {
     /// Exactly the bytes this store last wrote there, as recorded in its cache entry: the
     /// version and expiry are known without parsing.
     Cached(Snapshot),
-    /// Anything else: `None` if there is no file, `Some(Err)` if it cannot be decoded.
-    Read(Option<Result<Stored>>),
+    /// Anything else: `None` if there is no file, `Some(Err)` if it cannot be decoded; and
+    /// the file's first line, if it is that long.
+    Read(Option<Result<Stored>>, Option<Box<Header>>),
+}
+
+/// How a write of a session compares with the file [`probe`](Inner::probe) found.
+enum Compared {
+    /// The file holds exactly this session, at this version.
+    Same(u64),
+    /// Only the expiry differs: the first line, as it is, is enough to rewrite.
+    ExpiryOnly(Box<Header>),
+    /// Anything else (or nothing known): the whole file is written.
+    Rewrite,
+}
+
+/// The outcome of rewriting a file's first line in place.
+enum InPlace {
+    /// Rewritten: the version now stored.
+    Done(u64),
+    /// The file already held that expiry and version: nothing written.
+    Unchanged,
+    /// The session had expired (or expired before the write): nothing written.
+    Expired,
+    /// Not a file this can be done to (no header, or not the one expected): nothing
+    /// written, the caller writes the whole file.
+    Whole,
 }
 
 impl Inner {
@@ -99,7 +124,14 @@ impl Inner {
             }
             self.cache().forget(id);
         }
-        Ok(Probe::Read(decode_loaded(id, loaded)))
+        let head = match &loaded {
+            Loaded::Bytes(bytes) => bytes
+                .get(..HEADER_LEN)
+                .and_then(|head| Header::try_from(head).ok())
+                .map(Box::new),
+            _ => None,
+        };
+        Ok(Probe::Read(decode_loaded(id, loaded), head))
     }
 
     /// The state of `id` for a write, from a [`probe`](Inner::probe), and the owner stored
@@ -114,12 +146,12 @@ impl Inner {
                 },
                 entry.owner,
             ),
-            Probe::Read(None) => (Current::Absent, None),
-            Probe::Read(Some(Err(err))) => (Current::Corrupt(err), None),
-            Probe::Read(Some(Ok(stored))) if stored.is_expired_at(now) => {
+            Probe::Read(None, _) => (Current::Absent, None),
+            Probe::Read(Some(Err(err)), _) => (Current::Corrupt(err), None),
+            Probe::Read(Some(Ok(stored)), _) if stored.is_expired_at(now) => {
                 (Current::Absent, stored.owner)
             }
-            Probe::Read(Some(Ok(stored))) => (
+            Probe::Read(Some(Ok(stored)), _) => (
                 Current::Live {
                     version: stored.version,
                     expires_at: stored.expires_at,
@@ -146,34 +178,104 @@ impl Inner {
         Ok(decode_loaded(id, loaded))
     }
 
-    /// The stored version if writing `session` would not change the file: `probe` found
-    /// the file holding byte for byte what this store last wrote (so the version in the
-    /// cache entry is the one in the file), the session there is live, and `session`
-    /// encodes, at that version, to exactly those bytes.
-    fn unchanged(
+    /// How writing `session` would change the file, when `probe` found it holding byte for
+    /// byte what this store last wrote (so the version and expiry in the cache entry are the
+    /// ones in the file) and the session there is live: not at all, or only in its first
+    /// line (the expiry, and with it the version).
+    fn compare(
         &self,
         id: &SessionId,
         session: &Session,
         now: i64,
         probe: &Probe,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Compared> {
         let Probe::Cached(entry) = probe else {
-            return Ok(None);
+            return Ok(Compared::Rewrite);
         };
-        // A different expiry is a different file: no need to encode to know it (and a write
-        // that follows encodes anyway, at its new version).
-        if entry.expires_at <= now || entry.expires_at != session.expires_at_millis() {
-            return Ok(None);
+        if entry.expires_at <= now {
+            return Ok(Compared::Rewrite);
         }
-        // The owner is part of the content: the same data under another owner is a change.
-        let bytes = encode(
-            id,
-            session.data(),
-            session.expires_at_millis(),
-            entry.version,
-            session.owner(),
-        )?;
-        Ok((*bytes == *entry.content).then_some(entry.version))
+        // The owner is part of the body: the same data under another owner is a change.
+        let body = encode_body(id, session.data(), session.owner())?;
+        let (Some(head), Some(stored_body)) = (
+            entry.content.get(..HEADER_LEN),
+            entry.content.get(HEADER_LEN..),
+        ) else {
+            return Ok(Compared::Rewrite);
+        };
+        if *body != *stored_body {
+            return Ok(Compared::Rewrite);
+        }
+        if entry.expires_at == session.expires_at_millis() {
+            return Ok(Compared::Same(entry.version));
+        }
+        match Header::try_from(head) {
+            Ok(head) => Ok(Compared::ExpiryOnly(Box::new(head))),
+            Err(_) => Ok(Compared::Rewrite),
+        }
+    }
+
+    /// Rewrites the first line of `id`'s file in place: `expires_at` and `version` (the
+    /// stored one when `None`) in its losing slot and its plain columns, one `pwrite` of
+    /// the whole line that leaves the winning slot's bytes as they were (see the codec), then
+    /// an `fdatasync` when `durable`. The caller holds the id's lock. `expected`: the first
+    /// line the caller saw (from the cache); any other content is
+    /// [`Whole`](InPlace::Whole), as is a file without a header, for the caller
+    /// to write the whole file instead. As in [`write`](Inner::write), the clock is read
+    /// again just before the write, and a session that has expired by then is not
+    /// rewritten.
+    fn rewrite_head(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        expected: Option<&Header>,
+        version: Option<u64>,
+        expires_at: i64,
+    ) -> Result<InPlace> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            let io_err = |err: io::Error| Error::backend(op, Some(id), err);
+            let path = self.path(id);
+            let Some((file, head)) = super::codec::open_header(&path).map_err(io_err)? else {
+                return Ok(InPlace::Whole);
+            };
+            if expected.is_some_and(|expected| *expected != head) {
+                return Ok(InPlace::Whole);
+            }
+            let Ok(Some((winner, slot))) = winner_of(&head) else {
+                return Ok(InPlace::Whole);
+            };
+            if slot.expires_at <= now_millis() {
+                return Ok(InPlace::Expired);
+            }
+            let version = version.unwrap_or(slot.version);
+            if version == slot.version && expires_at == slot.expires_at {
+                return Ok(InPlace::Unchanged);
+            }
+            let next = next_header(&head, (winner, slot), version, expires_at);
+            #[cfg(test)]
+            self.faults.check_write().map_err(io_err)?;
+            if now_millis() >= slot.expires_at {
+                return Ok(InPlace::Expired);
+            }
+            file.write_all_at(&next, 0).map_err(io_err)?;
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            if self.durable
+                && let Err(err) = file.sync_data()
+            {
+                self.cache().forget(id);
+                return Err(io_err(err));
+            }
+            self.cache()
+                .rewrote_head(id, &head, &next, version, expires_at);
+            Ok(InPlace::Done(version))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (op, id, expected, version, expires_at);
+            Ok(InPlace::Whole)
+        }
     }
 
     /// An upsert, skipped when [`unchanged`](Inner::unchanged). The caller holds the id's
@@ -184,7 +286,8 @@ impl Inner {
             return Ok(0);
         }
         let probe = self.probe("set", id)?;
-        if let Some(version) = self.unchanged(id, session, now, &probe)? {
+        let compared = self.compare(id, session, now, &probe)?;
+        if let Compared::Same(version) = compared {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(version);
         }
@@ -194,15 +297,14 @@ impl Inner {
             expires_at,
         } = current
         {
-            let landed = self.write(
+            let landed = self.write_or_rewrite_head(
                 "set",
                 id,
-                session.data(),
-                session.expires_at_millis(),
+                session,
                 next_version(version),
-                session.owner(),
+                &compared,
                 previous.as_ref(),
-                Some(expires_at),
+                expires_at,
             )?;
             if let Some(version) = landed {
                 return Ok(version);
@@ -223,6 +325,48 @@ impl Inner {
             None,
         )
         .map(|landed| landed.unwrap_or(0))
+    }
+
+    /// A write of `session` at `version` over the live session (expiring at `live_until`)
+    /// that the file holds: in place when only the expiry changes (`compared`), else (or
+    /// when the file turns out not to allow it) the whole file. `None` when that session
+    /// expired before the write, as in [`write`](Inner::write).
+    #[allow(clippy::too_many_arguments)]
+    fn write_or_rewrite_head(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        session: &Session,
+        version: u64,
+        compared: &Compared,
+        previous: Option<&Owner>,
+        live_until: i64,
+    ) -> Result<Option<u64>> {
+        if let Compared::ExpiryOnly(head) = compared {
+            match self.rewrite_head(
+                op,
+                id,
+                Some(head),
+                Some(version),
+                session.expires_at_millis(),
+            )? {
+                InPlace::Done(version) => return Ok(Some(version)),
+                InPlace::Expired => return Ok(None),
+                // The expected first line holds another expiry, so it cannot be unchanged;
+                // either way the whole file is written.
+                InPlace::Unchanged | InPlace::Whole => {}
+            }
+        }
+        self.write(
+            op,
+            id,
+            session.data(),
+            session.expires_at_millis(),
+            version,
+            session.owner(),
+            previous,
+            Some(live_until),
+        )
     }
 
     /// Atomically replaces the file of `id`, then records the write in the cache. The caller
@@ -399,6 +543,35 @@ impl Inner {
 
     pub(super) fn touch(&self, id: &SessionId, expires_at: i64) -> Result<bool> {
         let now = now_millis();
+        if expires_at > now {
+            // Only the first line changes: rewritten in place when the file has one, and is
+            // known whole (this store wrote it, or it was just read and decoded).
+            let head = match self.probe("touch", id)? {
+                Probe::Cached(entry) if entry.expires_at <= now => return Ok(false),
+                Probe::Cached(entry) => entry
+                    .content
+                    .get(..HEADER_LEN)
+                    .and_then(|head| Header::try_from(head).ok())
+                    .map(Box::new),
+                Probe::Read(None, _) => return Ok(false),
+                Probe::Read(Some(Err(err)), _) => return Err(err),
+                Probe::Read(Some(Ok(stored)), _) if stored.is_expired_at(now) => {
+                    return Ok(false);
+                }
+                Probe::Read(Some(Ok(_)), head) => head,
+            };
+            if let Some(head) = head {
+                match self.rewrite_head("touch", id, Some(&head), None, expires_at)? {
+                    InPlace::Done(_) => return Ok(true),
+                    InPlace::Unchanged => {
+                        self.skipped.fetch_add(1, Ordering::Relaxed);
+                        return Ok(true);
+                    }
+                    InPlace::Expired => return Ok(false),
+                    InPlace::Whole => {}
+                }
+            }
+        }
         let stored = match self.load("touch", id)? {
             None => return Ok(false),
             Some(stored) => stored?,
@@ -460,7 +633,15 @@ impl Inner {
         expected: u64,
     ) -> Result<u64> {
         let now = now_millis();
-        let (version, live_until, previous) = match self.current("set_if_version", id, now)? {
+        let probe = self.probe("set_if_version", id)?;
+        // Only a write that can succeed is compared (an encoding, for a cached file).
+        let compared = match &probe {
+            Probe::Cached(entry) if entry.version == expected => {
+                self.compare(id, session, now, &probe)?
+            }
+            _ => Compared::Rewrite,
+        };
+        let (version, live_until, previous) = match Self::current_of(probe, now) {
             (
                 Current::Live {
                     version,
@@ -480,17 +661,28 @@ impl Inner {
         }
         // `expected + 1`, or a fresh version for an absent session (0) or one at the
         // largest version.
-        self.write(
-            "set_if_version",
-            id,
-            session.data(),
-            session.expires_at_millis(),
-            next_version(expected),
-            session.owner(),
-            previous.as_ref(),
-            live_until,
-        )?
+        let landed = match live_until {
+            Some(live_until) => self.write_or_rewrite_head(
+                "set_if_version",
+                id,
+                session,
+                next_version(expected),
+                &compared,
+                previous.as_ref(),
+                live_until,
+            )?,
+            None => self.write(
+                "set_if_version",
+                id,
+                session.data(),
+                session.expires_at_millis(),
+                next_version(expected),
+                session.owner(),
+                previous.as_ref(),
+                None,
+            )?,
+        };
         // `None`: the expected incarnation expired while the new file was being made.
-        .ok_or_else(|| Error::conflict(id, expected))
+        landed.ok_or_else(|| Error::conflict(id, expected))
     }
 }
