@@ -159,8 +159,10 @@ TARGETS.append(("Redis `get`: raw `GET` / store", "get_1KiB, 16 tasks",
                 run_ratios(("redis", "get_1KiB", "16_tasks"), "raw", "store"), 0.9))
 for tasks, wanted in [("1_tasks", 1.0), ("16_tasks", 2.0)]:
     for phase in ["create", "load", "update", "delete"]:
-        TARGETS.append(("Memory: tower's `MemoryStore` / ours", f"{phase}, {tasks.replace('_', ' ')}",
-                        run_ratios(("peers-memory", phase, tasks), "tower-memory", "ours"), wanted))
+        TARGETS.append(("Memory: tower's `MemoryStore` / ours (native API)",
+                        f"{phase}, {tasks.replace('_', ' ')}",
+                        run_ratios(("peers-memory", phase, tasks), "tower-memory", "ours-native"),
+                        wanted))
 TARGETS.append(("Memory `get`: raw `Mutex<LruCache>` / store", "get_1KiB, 1 task",
                 run_ratios(("memory", "get_1KiB", "1_tasks"), "raw", "store"), 0.7))
 for tasks, wanted in [("1_tasks", 0.5), ("16_tasks", 0.8)]:
@@ -286,7 +288,7 @@ if latency.exists():
     lines.append("")
 
 PEER_PHASES = ["create", "load", "update", "delete"]
-PEER_STORES = ["ours", "tower-memory", "tower-moka", "tower-sqlx", "tower-fred"]
+PEER_STORES = ["ours", "ours-native", "tower-memory", "tower-moka", "tower-sqlx", "tower-fred"]
 if peer_results:
     # (group, store, param) -> row of peers-failures.json, for the rows with failed calls.
     failures = {}

@@ -2,7 +2,7 @@
 //!
 //! | backend  | ours (through `TowerSessionsStore`) | peers                                          |
 //! |----------|-------------------------------------|------------------------------------------------|
-//! | memory   | `MemoryStore`                       | tower-sessions' `MemoryStore`, `tower-sessions-moka-store` |
+//! | memory   | `MemoryStore`, and also through its own `SessionStore` trait (`ours-native`) | tower-sessions' `MemoryStore`, `tower-sessions-moka-store` |
 //! | sqlite   | in the main crate's `benches/peers_sqlite.rs` | `tower-sessions-sqlx-store` `SqliteStore`, temp file, its default pool |
 //! | postgres | `PostgresStore`, own schema         | `tower-sessions-sqlx-store` `PostgresStore`, own schema, default `PgPool` |
 //! | redis    | `RedisStore`, own key prefix        | `tower-sessions-redis-store` (fred), a pool of 6 clients as in its example |
@@ -25,7 +25,9 @@ mod workload;
 use std::time::Duration;
 
 use criterion::Criterion;
-use session_stores::{MemoryStore, PostgresStore, RedisStore, SessionId, TowerSessionsStore};
+use session_stores::{
+    MemoryStore, PostgresStore, RedisStore, Session, SessionId, SessionStore, TowerSessionsStore,
+};
 use tokio::runtime::Runtime;
 use tower_sessions_moka_store::MokaStore;
 use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
@@ -34,6 +36,74 @@ use tower_sessions_sqlx_store::sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use workload::{Failures, Tower, store};
 
 workload::tower_target!(Tower014, tower_sessions_core_014);
+
+/// One of our stores through its own [`SessionStore`] trait, without the adapter: the four
+/// calls as `create`, `set`, `get` and `destroy` of a [`Session`] made from the same data.
+struct Native<S>(S);
+
+#[derive(Clone)]
+struct NativeRecord {
+    id: SessionId,
+    session: Session,
+}
+
+#[async_trait::async_trait]
+impl<S: SessionStore + 'static> workload::Target for Native<S> {
+    type Record = NativeRecord;
+
+    fn record(data: &workload::Data, expiry: time::OffsetDateTime) -> NativeRecord {
+        let millis = (expiry.unix_timestamp_nanos() / 1_000_000) as i64;
+        let data = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        NativeRecord {
+            id: SessionId::generate(),
+            session: Session::from_parts(data, millis, 0),
+        }
+    }
+
+    fn with_data(record: &NativeRecord, data: &workload::Data) -> NativeRecord {
+        let data = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        NativeRecord {
+            id: record.id.clone(),
+            session: Session::from_parts(data, record.session.expires_at_millis(), 0),
+        }
+    }
+
+    async fn create(&self, record: &mut NativeRecord) -> Result<(), String> {
+        // As tower-sessions' stores do, a taken id is replaced by a new one.
+        while !self
+            .0
+            .create(&record.id, &record.session)
+            .await
+            .map_err(|err| err.to_string())?
+        {
+            record.id = SessionId::generate();
+        }
+        Ok(())
+    }
+
+    async fn save(&self, record: &NativeRecord) -> Result<(), String> {
+        self.0
+            .set(&record.id, &record.session)
+            .await
+            .map(drop)
+            .map_err(|err| err.to_string())
+    }
+
+    async fn load(&self, record: &NativeRecord) -> Result<bool, String> {
+        self.0
+            .get(&record.id)
+            .await
+            .map(|found| found.is_some())
+            .map_err(|err| err.to_string())
+    }
+
+    async fn delete(&self, record: &NativeRecord) -> Result<(), String> {
+        self.0
+            .destroy(&record.id)
+            .await
+            .map_err(|err| err.to_string())
+    }
+}
 
 const POSTGRES_VAR: &str = "SESSION_STORES_POSTGRES_URL";
 const POSTGRES_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -61,6 +131,7 @@ fn memory(c: &mut Criterion, rt: &Runtime, failures: &Failures) {
             "ours",
             Tower(TowerSessionsStore::new(MemoryStore::new(MEMORY_CAPACITY))),
         ),
+        store("ours-native", Native(MemoryStore::new(MEMORY_CAPACITY))),
         store(
             "tower-memory",
             Tower(tower_sessions::MemoryStore::default()),
