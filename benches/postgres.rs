@@ -280,7 +280,9 @@ fn main() {
             .expect("migrate the raw table");
         store
     });
-    let fill_pool = store.pool().clone();
+    // Not the store's pool: its connections carry the store's `statement_timeout` (the
+    // operation timeout, 5 s), which a fill of a million rows can outlast on this VM.
+    let fill_pool = admin.clone();
     let fill_sql = Statements::new(&schema, STORE_TABLE).bulk_fill;
     let store = Arc::new(StoreTarget::with_bulk_fill(
         store,

@@ -23,6 +23,7 @@ use crate::error::Error;
 pub struct FileStoreBuilder {
     pub(super) dir: PathBuf,
     pub(super) durable: bool,
+    pub(super) in_place_writes: bool,
     pub(super) operation_timeout: Duration,
     pub(super) cache_capacity: usize,
     pub(super) cache_max_bytes: usize,
@@ -33,6 +34,19 @@ impl FileStoreBuilder {
     /// Default: `false`.
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;
+        self
+    }
+
+    /// Whether a write that changes only a session's expiry (a `touch`, or a `set` or
+    /// `set_if_version` of the same data and owner) rewrites the file's first line in place
+    /// instead of writing a new file and renaming it. Default: `true`. Turn it off while
+    /// processes of an earlier version of this crate (one that writes files without that
+    /// first line) share the directory: they read the expiry and version from the line's
+    /// plain columns, which a read racing the rewrite may see half-written (this version
+    /// reads the checksummed slots instead). See the
+    /// [file format](super#on-disk-layout).
+    pub fn in_place_writes(mut self, in_place: bool) -> Self {
+        self.in_place_writes = in_place;
         self
     }
 
@@ -67,6 +81,7 @@ impl FileStoreBuilder {
         let FileStoreBuilder {
             dir,
             durable,
+            in_place_writes,
             operation_timeout,
             cache_capacity,
             cache_max_bytes,
@@ -87,6 +102,7 @@ impl FileStoreBuilder {
                 lock_dir,
                 owners_dir,
                 durable,
+                in_place: in_place_writes,
                 operation_timeout,
                 stripes: (0..LOCK_STRIPES)
                     .map(|_| Arc::new(tokio::sync::Mutex::new(())))

@@ -136,7 +136,7 @@ pub(super) struct Slot {
     pub(super) expires_at: i64,
 }
 
-fn slot_text(slot: Slot) -> [u8; SLOT_LEN] {
+pub(super) fn slot_text(slot: Slot) -> [u8; SLOT_LEN] {
     let summed = format!(
         "{:016x}-{:016x}-{:016x}",
         slot.seq, slot.version, slot.expires_at as u64
@@ -311,38 +311,6 @@ pub(super) enum Loaded {
     Bytes(Vec<u8>),
 }
 
-/// `O_NONBLOCK` where its value is known (std has no constant for it), so that opening a
-/// FIFO never waits for a writer; on a regular file it changes nothing.
-#[cfg(unix)]
-const O_NONBLOCK: Option<i32> = if cfg!(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-)) {
-    Some(0x0004)
-} else if cfg!(all(
-    any(target_os = "linux", target_os = "android"),
-    any(
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "arm",
-        target_arch = "aarch64",
-        target_arch = "riscv32",
-        target_arch = "riscv64",
-        target_arch = "powerpc",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64",
-    ),
-)) {
-    Some(0o4000)
-} else {
-    None
-};
-
 /// Reads the file at `path`. Something other than a regular file (a directory, a FIFO, a
 /// device) is [`Loaded::NotAFile`] and is never read: the type is checked before opening,
 /// and where possible the open itself cannot block, so a FIFO put there between the check
@@ -357,9 +325,7 @@ pub(super) fn read_file(path: &Path) -> io::Result<Loaded> {
     let mut options = OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
-    if let Some(flag) = O_NONBLOCK {
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, flag);
-    }
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
     let mut file = match options.open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
@@ -375,25 +341,28 @@ pub(super) fn read_file(path: &Path) -> io::Result<Loaded> {
     Ok(Loaded::Bytes(bytes))
 }
 
-/// Opens the regular file at `path` for an in-place rewrite of its header and reads the
-/// header: `None` if there is no such file, it is not a regular file, or it is shorter than
-/// a header. Opening never blocks (as in [`read_file`]).
+/// Opens the file at `path` for an in-place rewrite of its header and reads the header:
+/// `None` if there is no such file, or it is not a regular file (a symbolic link is not
+/// followed), has another name too (a hard link: writing it in place would change the
+/// other name's file, which a `rename` never did), or is shorter than a header. Opening
+/// never blocks (as in [`read_file`]).
 #[cfg(unix)]
 pub(super) fn open_header(path: &Path) -> io::Result<Option<(fs::File, Header)>> {
-    use std::os::unix::fs::FileExt;
-    let mut options = OpenOptions::new();
-    options.read(true).write(true);
-    if let Some(flag) = O_NONBLOCK {
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, flag);
-    }
-    let file = match options.open(path) {
+    use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+    {
         Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        // A directory (or anything else that cannot be opened for writing) is left to the
-        // full read, which tells what it is.
+        // No file, a link (`ELOOP`), a directory, anything that cannot be opened for
+        // writing: left to the whole-file write, which replaces the name or tells what
+        // is wrong.
         Err(_) => return Ok(None),
     };
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.nlink() != 1 {
         return Ok(None);
     }
     let mut head = [0; HEADER_LEN];

@@ -24,6 +24,8 @@ pub(super) struct Inner {
     pub(super) lock_dir: PathBuf,
     pub(super) owners_dir: PathBuf,
     pub(super) durable: bool,
+    /// Whether expiry-only writes may rewrite a file's first line in place.
+    pub(super) in_place: bool,
     pub(super) operation_timeout: Duration,
     pub(super) stripes: Box<[Arc<tokio::sync::Mutex<()>>]>,
     pub(super) cache: Mutex<Cache>,
@@ -233,7 +235,7 @@ impl Inner {
         expires_at: i64,
     ) -> Result<InPlace> {
         #[cfg(unix)]
-        {
+        if self.in_place {
             use std::os::unix::fs::FileExt;
             let io_err = |err: io::Error| Error::backend(op, Some(id), err);
             let path = self.path(id);
@@ -246,6 +248,11 @@ impl Inner {
             let Ok(Some((winner, slot))) = winner_of(&head) else {
                 return Ok(InPlace::Whole);
             };
+            // No `seq` after the largest (only a hand-made file holds it): a new file
+            // starts again at 1.
+            if slot.seq == u64::MAX {
+                return Ok(InPlace::Whole);
+            }
             if slot.expires_at <= now_millis() {
                 return Ok(InPlace::Expired);
             }
@@ -269,16 +276,13 @@ impl Inner {
             }
             self.cache()
                 .rewrote_head(id, &head, &next, version, expires_at);
-            Ok(InPlace::Done(version))
+            return Ok(InPlace::Done(version));
         }
-        #[cfg(not(unix))]
-        {
-            let _ = (op, id, expected, version, expires_at);
-            Ok(InPlace::Whole)
-        }
+        let _ = (op, id, expected, version, expires_at);
+        Ok(InPlace::Whole)
     }
 
-    /// An upsert, skipped when [`unchanged`](Inner::unchanged). The caller holds the id's
+    /// An upsert, skipped when [`compare`](Inner::compare) finds it the same. The caller holds the id's
     /// lock.
     pub(super) fn set(&self, id: &SessionId, session: &Session, now: i64) -> Result<u64> {
         if session.is_expired_at(now) {
@@ -558,7 +562,19 @@ impl Inner {
                 Probe::Read(Some(Ok(stored)), _) if stored.is_expired_at(now) => {
                     return Ok(false);
                 }
-                Probe::Read(Some(Ok(_)), head) => head,
+                // With `durable`, only a file whose rename this store made durable (its
+                // cache entry is recorded after the directory's `fsync`): the rename that
+                // put another writer's file in place may not be, and a power loss could
+                // then take the touch with it.
+                Probe::Read(..) if self.durable => None,
+                Probe::Read(Some(Ok(stored)), head) => {
+                    // A file this store did not write: its owner's marker is made again if
+                    // it went missing, as a whole-file write does.
+                    if let Some(owner) = &stored.owner {
+                        self.add_marker("touch", id, owner)?;
+                    }
+                    head
+                }
             };
             if let Some(head) = head {
                 match self.rewrite_head("touch", id, Some(&head), None, expires_at)? {

@@ -185,6 +185,7 @@ impl FileStore {
             dir: dir.into(),
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             durable: false,
+            in_place_writes: true,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
         }

@@ -690,3 +690,207 @@ fn a_touch_of_a_file_not_in_the_cache_decodes_it_first() {
         assert_eq!(fs::read(store.path_of(&bad)).unwrap(), file);
     });
 }
+
+/// The first line the store's docs show is the one a write and then a touch make.
+#[test]
+fn the_first_line_in_the_docs_is_the_one_written() {
+    let id = SessionId::generate();
+    let file = encode(&id, &serde_json::Map::new(), 1_767_225_000_000, 3, None).unwrap();
+    let head = Header::try_from(&file[..HEADER_LEN]).unwrap();
+    let next = next_header(
+        &head,
+        winner_of(&head).unwrap().unwrap(),
+        3,
+        1_767_225_600_000,
+    );
+    let line = std::str::from_utf8(&next).unwrap();
+    assert!(include_str!("docs.md").contains(line), "{line}");
+    assert_eq!(HEADER_LEN, 200, "as the docs say");
+}
+
+#[test]
+fn with_in_place_writes_off_every_write_is_a_whole_file() {
+    rt().block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::builder(tmp.path())
+            .in_place_writes(false)
+            .open()
+            .await
+            .unwrap();
+        let id = SessionId::generate();
+        let mut s = session("a");
+        let v0 = store.set(&id, &s).await.unwrap();
+        let path = store.path_of(&id);
+        let ino = inode(&path);
+        assert!(
+            store
+                .touch(&id, s.expires_at() + Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        let touched = inode(&path);
+        assert_ne!(touched, ino, "a new file");
+        s.set_expires_at_millis(s.expires_at_millis() + 120_000);
+        assert_eq!(store.set(&id, &s).await.unwrap(), v0 + 1);
+        assert_ne!(inode(&path), touched, "a new file");
+        assert_eq!(on_disk(&store, &id).expires_at, s.expires_at_millis());
+    });
+}
+
+/// A write in place never goes through a symbolic link or to a file with a second name (a
+/// hard-link snapshot): the link is replaced by a new file, as every write did before, and
+/// what the link pointed at, or the other name, is left as it was.
+#[test]
+fn a_link_or_a_second_name_is_never_written_through() {
+    rt().block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sessions");
+        let elsewhere = tmp.path().join("elsewhere");
+        let store = FileStore::new(&dir).await.unwrap();
+        let other = FileStore::new(&elsewhere).await.unwrap();
+        let s = session("a");
+        let later = s.expires_at() + Duration::from_secs(60);
+
+        let linked = SessionId::generate();
+        other.set(&linked, &s).await.unwrap();
+        let target = other.path_of(&linked);
+        let before = fs::read(&target).unwrap();
+        std::os::unix::fs::symlink(&target, store.path_of(&linked)).unwrap();
+        assert!(store.touch(&linked, later).await.unwrap());
+        assert_eq!(
+            fs::read(&target).unwrap(),
+            before,
+            "the link's target is unchanged"
+        );
+        let meta = fs::symlink_metadata(store.path_of(&linked)).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "the link was replaced by a file"
+        );
+        assert_eq!(
+            on_disk(&store, &linked).expires_at,
+            s.expires_at_millis() + 60_000
+        );
+
+        let snapshot = SessionId::generate();
+        store.set(&snapshot, &s).await.unwrap();
+        let copy = tmp.path().join("snapshot.json");
+        fs::hard_link(store.path_of(&snapshot), &copy).unwrap();
+        let before = fs::read(&copy).unwrap();
+        assert!(store.touch(&snapshot, later).await.unwrap());
+        assert_eq!(
+            fs::read(&copy).unwrap(),
+            before,
+            "the other name is unchanged"
+        );
+        assert_eq!(
+            on_disk(&store, &snapshot).expires_at,
+            s.expires_at_millis() + 60_000
+        );
+    });
+}
+
+/// A first line whose winning slot is at the largest `seq` (only a hand-made file holds
+/// one) has no next slot: the touch writes a whole new file, and it reads as touched.
+#[test]
+fn a_winner_at_the_largest_seq_is_rewritten_whole() {
+    use super::codec::{Slot, slot_text};
+    rt().block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new(tmp.path()).await.unwrap();
+        let id = SessionId::generate();
+        let s = session("a");
+        let mut file = encode(&id, s.data(), s.expires_at_millis(), 5, None).unwrap();
+        let at = String::from_utf8(file.clone())
+            .unwrap()
+            .find("\"slots\":[\"")
+            .unwrap()
+            + 10;
+        let last = slot_text(Slot {
+            seq: u64::MAX,
+            version: 5,
+            expires_at: s.expires_at_millis(),
+        });
+        file[at..at + last.len()].copy_from_slice(&last);
+        fs::write(store.path_of(&id), &file).unwrap();
+        assert_eq!(on_disk(&store, &id).version, 5);
+        let later = s.expires_at() + Duration::from_secs(60);
+        assert!(store.touch(&id, later).await.unwrap());
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.expires_at_millis(), got.version()),
+            (s.expires_at_millis() + 60_000, 5)
+        );
+    });
+}
+
+/// With `durable`, a touch is made in place only on a file whose `rename` this store made
+/// durable (it wrote the file); another writer's file is rewritten whole (and the
+/// directory synced), and touched in place after that.
+#[test]
+fn a_durable_store_touches_in_place_only_files_it_made_durable() {
+    rt().block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let writer = FileStore::new(tmp.path()).await.unwrap();
+        let store = FileStore::builder(tmp.path())
+            .durable(true)
+            .open()
+            .await
+            .unwrap();
+        let id = SessionId::generate();
+        let s = session("a");
+        writer.set(&id, &s).await.unwrap();
+        let path = store.path_of(&id);
+        let ino = inode(&path);
+        assert!(
+            store
+                .touch(&id, s.expires_at() + Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        let rewritten = inode(&path);
+        assert_ne!(rewritten, ino, "another writer's file: rewritten whole");
+        assert!(
+            store
+                .touch(&id, s.expires_at() + Duration::from_secs(120))
+                .await
+                .unwrap()
+        );
+        assert_eq!(inode(&path), rewritten, "its own: in place");
+        assert_eq!(
+            on_disk(&store, &id).expires_at,
+            s.expires_at_millis() + 120_000
+        );
+    });
+}
+
+/// A touch in place of an owned session's file that this store did not write makes the
+/// owner's marker again if it went missing, as a whole-file write does.
+#[test]
+fn a_touch_in_place_makes_a_missing_owner_marker_again() {
+    rt().block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let writer = FileStore::new(tmp.path()).await.unwrap();
+        let store = FileStore::new(tmp.path()).await.unwrap();
+        let id = SessionId::generate();
+        let owner = crate::Owner::new("user:1").unwrap();
+        let s = session("a").with_owner(Some(owner.clone()));
+        writer.set(&id, &s).await.unwrap();
+        let marker = tmp
+            .path()
+            .join(OWNERS_DIR)
+            .join(owner_key(&owner))
+            .join(id.as_str());
+        fs::remove_file(&marker).unwrap();
+        let ino = inode(&store.path_of(&id));
+        assert!(
+            store
+                .touch(&id, s.expires_at() + Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert_eq!(inode(&store.path_of(&id)), ino, "in place");
+        assert!(marker.exists(), "the marker is back");
+        assert_eq!(store.sessions_of(&owner, false).await.unwrap().len(), 1);
+    });
+}
