@@ -5,7 +5,7 @@
 //! | memory   | `MemoryStore`, and also through its own `SessionStore` trait (`ours-native`) | tower-sessions' `MemoryStore`, `tower-sessions-moka-store` |
 //! | sqlite   | in the main crate's `benches/peers_sqlite.rs` | `tower-sessions-sqlx-store` `SqliteStore`, temp file, its default pool |
 //! | postgres | `PostgresStore`, own schema         | `tower-sessions-sqlx-store` `PostgresStore`, own schema, default `PgPool` |
-//! | redis    | `RedisStore`, own key prefix        | `tower-sessions-redis-store` (fred), a pool of 6 clients as in its example |
+//! | redis    | `RedisStore`, own key prefix, also native (`ours-native`) | `tower-sessions-redis-store` (fred), a pool of 6 clients as in its example |
 //!
 //! The peer stores' newest releases implement tower-sessions-core 0.14 (ours and
 //! tower-sessions' `MemoryStore` implement 0.15); the trait and `Record` are the same in both,
@@ -256,6 +256,7 @@ fn redis(c: &mut Criterion, rt: &Runtime, failures: &Failures) {
     let ours = TowerSessionsStore::new(ours);
     let stores = [
         store("ours", Tower(ours.clone())),
+        store("ours-native", Native(ours.inner_arc())),
         store(
             "tower-fred",
             Tower014(tower_sessions_redis_store::RedisStore::new(pool.clone())),
@@ -263,7 +264,6 @@ fn redis(c: &mut Criterion, rt: &Runtime, failures: &Failures) {
     ];
     workload::run(c, rt, "redis", &stores, failures);
     rt.block_on(async {
-        use session_stores::SessionStore;
         if let Err(err) = ours.inner().clear().await {
             eprintln!("\n*** could not clear our Redis prefix: {err} ***\n");
         }
