@@ -159,7 +159,8 @@ fn hex_field(text: &[u8]) -> Option<u64> {
 
 /// The slot in `text` if it is whole (its CRC matches) and was written (`seq` above 0).
 fn parse_slot(text: &[u8]) -> Option<Slot> {
-    if text.len() != SLOT_LEN || [16, 33, 50].iter().any(|&i| text[i] != b'-') {
+    let text = <&[u8; SLOT_LEN]>::try_from(text).ok()?;
+    if [16, 33, 50].iter().any(|&i| text[i] != b'-') {
         return None;
     }
     if hex_field(&text[SLOT_SUMMED + 1..])? != u64::from(CASTAGNOLI.checksum(&text[..SLOT_SUMMED]))
@@ -171,7 +172,7 @@ fn parse_slot(text: &[u8]) -> Option<Slot> {
         version: hex_field(&text[17..33])?,
         expires_at: hex_field(&text[34..50])? as i64,
     };
-    (slot.seq > 0).then_some(slot)
+    (slot.seq != 0).then_some(slot)
 }
 
 /// The index and content of the winning slot of `bytes`' first line, `Ok(None)` if

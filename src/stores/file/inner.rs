@@ -551,7 +551,7 @@ impl Inner {
             // Only the first line changes: rewritten in place when the file has one, and is
             // known whole (this store wrote it, or it was just read and decoded).
             let head = match self.probe("touch", id)? {
-                Probe::Cached(entry) if entry.expires_at <= now => return Ok(false),
+                // An expired one is told by the rewrite, which reads the clock again.
                 Probe::Cached(entry) => entry
                     .content
                     .get(..HEADER_LEN)

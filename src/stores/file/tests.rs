@@ -614,12 +614,15 @@ fn expiry_only_writes_rewrite_the_first_line_in_place() {
         );
         assert_eq!(on_disk(&store, &id).version, v0);
         assert_eq!((store.writes(), store.skipped_writes()), (2, 0));
+        // The same expiry again: nothing written, a skip.
+        assert!(store.touch(&id, later).await.unwrap());
+        assert_eq!((store.writes(), store.skipped_writes()), (2, 1));
 
         s.set_expires_at_millis(s.expires_at_millis() + 120_000);
         assert_eq!(store.set(&id, &s).await.unwrap(), v0 + 1);
         assert_eq!(inode(&path), ino, "an expiry-only set, in place");
         assert_eq!(store.set(&id, &s).await.unwrap(), v0 + 1, "then skipped");
-        assert_eq!((store.writes(), store.skipped_writes()), (3, 1));
+        assert_eq!((store.writes(), store.skipped_writes()), (3, 2));
 
         s.set_expires_at_millis(s.expires_at_millis() + 1_000);
         assert_eq!(store.set_if_version(&id, &s, v0 + 1).await.unwrap(), v0 + 2);
@@ -893,4 +896,24 @@ fn a_touch_in_place_makes_a_missing_owner_marker_again() {
         assert!(marker.exists(), "the marker is back");
         assert_eq!(store.sessions_of(&owner, false).await.unwrap().len(), 1);
     });
+}
+
+/// A file shorter than a first line (or a name that is no regular file) is not rewritten in
+/// place: left to the whole-file write.
+#[test]
+fn only_a_regular_file_with_a_whole_first_line_is_opened_for_a_rewrite() {
+    use super::codec::open_header;
+    let tmp = tempfile::tempdir().unwrap();
+    let short = tmp.path().join("short.json");
+    fs::write(&short, vec![b' '; HEADER_LEN - 1]).unwrap();
+    assert!(open_header(&short).unwrap().is_none());
+    let whole = tmp.path().join("whole.json");
+    fs::write(&whole, vec![b' '; HEADER_LEN]).unwrap();
+    assert!(open_header(&whole).unwrap().is_some());
+    assert!(
+        open_header(&tmp.path().join("missing.json"))
+            .unwrap()
+            .is_none()
+    );
+    assert!(open_header(tmp.path()).unwrap().is_none());
 }
