@@ -128,6 +128,14 @@ const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 /// A session file's first line.
 pub(super) type Header = [u8; HEADER_LEN];
 
+/// The first line of `bytes`, boxed (a header is 200 bytes), if `bytes` is that long.
+pub(super) fn head_of(bytes: &[u8]) -> Option<Box<Header>> {
+    bytes
+        .get(..HEADER_LEN)
+        .and_then(|head| Header::try_from(head).ok())
+        .map(Box::new)
+}
+
 /// The expiry and version in one slot of a header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Slot {

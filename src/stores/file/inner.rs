@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::cache::{Cache, Snapshot, Written};
 use super::codec::{
     HEADER_LEN, Header, Loaded, SUFFIX, Stored, TMP_PREFIX, TMP_SUFFIX, decode_loaded, encode,
-    encode_body, next_header, read_file, winner_of,
+    encode_body, head_of, next_header, read_file, winner_of,
 };
 use super::fs::sync_dir;
 use crate::error::{Error, Result};
@@ -127,10 +127,7 @@ impl Inner {
             self.cache().forget(id);
         }
         let head = match &loaded {
-            Loaded::Bytes(bytes) => bytes
-                .get(..HEADER_LEN)
-                .and_then(|head| Header::try_from(head).ok())
-                .map(Box::new),
+            Loaded::Bytes(bytes) => head_of(bytes),
             _ => None,
         };
         Ok(Probe::Read(decode_loaded(id, loaded), head))
@@ -199,22 +196,18 @@ impl Inner {
         }
         // The owner is part of the body: the same data under another owner is a change.
         let body = encode_body(id, session.data(), session.owner())?;
-        let (Some(head), Some(stored_body)) = (
-            entry.content.get(..HEADER_LEN),
-            entry.content.get(HEADER_LEN..),
-        ) else {
-            return Ok(Compared::Rewrite);
-        };
-        if *body != *stored_body {
+        if entry.content.get(HEADER_LEN..) != Some(&*body) {
             return Ok(Compared::Rewrite);
         }
         if entry.expires_at == session.expires_at_millis() {
             return Ok(Compared::Same(entry.version));
         }
-        match Header::try_from(head) {
-            Ok(head) => Ok(Compared::ExpiryOnly(Box::new(head))),
-            Err(_) => Ok(Compared::Rewrite),
-        }
+        Ok(head_of(&entry.content).map_or(Compared::Rewrite, Compared::ExpiryOnly))
+    }
+
+    /// Whether expiry-only writes may be made in place: turned on, and on Unix (`pwrite`).
+    fn writes_in_place(&self) -> bool {
+        cfg!(unix) && self.in_place
     }
 
     /// Rewrites the first line of `id`'s file in place: `expires_at` and `version` (the
@@ -235,7 +228,7 @@ impl Inner {
         expires_at: i64,
     ) -> Result<InPlace> {
         #[cfg(unix)]
-        if self.in_place {
+        if self.writes_in_place() {
             use std::os::unix::fs::FileExt;
             let io_err = |err: io::Error| Error::backend(op, Some(id), err);
             let path = self.path(id);
@@ -308,7 +301,7 @@ impl Inner {
                 next_version(version),
                 &compared,
                 previous.as_ref(),
-                expires_at,
+                Some(expires_at),
             )?;
             if let Some(version) = landed {
                 return Ok(version);
@@ -331,10 +324,11 @@ impl Inner {
         .map(|landed| landed.unwrap_or(0))
     }
 
-    /// A write of `session` at `version` over the live session (expiring at `live_until`)
-    /// that the file holds: in place when only the expiry changes (`compared`), else (or
-    /// when the file turns out not to allow it) the whole file. `None` when that session
-    /// expired before the write, as in [`write`](Inner::write).
+    /// A write of `session` at `version`: in place when only the expiry of the live session
+    /// the file holds changes (`compared`), else (or when the file turns out not to allow
+    /// it) the whole file. `live_until`: as in [`write`](Inner::write), the expiry of the
+    /// live session the write was decided on; `None` when that session expired before the
+    /// write.
     #[allow(clippy::too_many_arguments)]
     fn write_or_rewrite_head(
         &self,
@@ -344,7 +338,7 @@ impl Inner {
         version: u64,
         compared: &Compared,
         previous: Option<&Owner>,
-        live_until: i64,
+        live_until: Option<i64>,
     ) -> Result<Option<u64>> {
         if let Compared::ExpiryOnly(head) = compared {
             match self.rewrite_head(
@@ -369,7 +363,7 @@ impl Inner {
             version,
             session.owner(),
             previous,
-            Some(live_until),
+            live_until,
         )
     }
 
@@ -547,16 +541,12 @@ impl Inner {
 
     pub(super) fn touch(&self, id: &SessionId, expires_at: i64) -> Result<bool> {
         let now = now_millis();
-        if expires_at > now {
+        if expires_at > now && self.writes_in_place() {
             // Only the first line changes: rewritten in place when the file has one, and is
             // known whole (this store wrote it, or it was just read and decoded).
             let head = match self.probe("touch", id)? {
                 // An expired one is told by the rewrite, which reads the clock again.
-                Probe::Cached(entry) => entry
-                    .content
-                    .get(..HEADER_LEN)
-                    .and_then(|head| Header::try_from(head).ok())
-                    .map(Box::new),
+                Probe::Cached(entry) => head_of(&entry.content),
                 Probe::Read(None, _) => return Ok(false),
                 Probe::Read(Some(Err(err)), _) => return Err(err),
                 Probe::Read(Some(Ok(stored)), _) if stored.is_expired_at(now) => {
@@ -677,28 +667,17 @@ impl Inner {
         }
         // `expected + 1`, or a fresh version for an absent session (0) or one at the
         // largest version.
-        let landed = match live_until {
-            Some(live_until) => self.write_or_rewrite_head(
-                "set_if_version",
-                id,
-                session,
-                next_version(expected),
-                &compared,
-                previous.as_ref(),
-                live_until,
-            )?,
-            None => self.write(
-                "set_if_version",
-                id,
-                session.data(),
-                session.expires_at_millis(),
-                next_version(expected),
-                session.owner(),
-                previous.as_ref(),
-                None,
-            )?,
-        };
+        // (`compared` is `Rewrite` unless the expected session is live in the cache.)
+        self.write_or_rewrite_head(
+            "set_if_version",
+            id,
+            session,
+            next_version(expected),
+            &compared,
+            previous.as_ref(),
+            live_until,
+        )?
         // `None`: the expected incarnation expired while the new file was being made.
-        landed.ok_or_else(|| Error::conflict(id, expected))
+        .ok_or_else(|| Error::conflict(id, expected))
     }
 }
