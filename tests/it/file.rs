@@ -738,15 +738,13 @@ async fn a_killed_toucher_leaves_whole_files_with_the_last_acknowledged_expiry()
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = toucher.stdout.take().unwrap();
+        let mut lines = BufReader::new(toucher.stdout.take().unwrap()).lines();
         // Per session: the last acknowledged expiry and version (0 for a touch).
         let mut acked = vec![(0i64, 0u64); TOUCHED];
-        let mut count = 0u64;
-        let stop_at = 500 + round * 397;
-        for line in BufReader::new(stdout).lines() {
+        let mut note = |line: std::io::Result<String>| {
             let line = line.unwrap();
             let Some(rest) = line.strip_prefix("ack ") else {
-                continue;
+                return false;
             };
             let parts: Vec<i64> = rest.split(' ').map(|p| p.parse().unwrap()).collect();
             let entry = &mut acked[parts[0] as usize];
@@ -754,7 +752,12 @@ async fn a_killed_toucher_leaves_whole_files_with_the_last_acknowledged_expiry()
             if parts[2] > 0 {
                 entry.1 = parts[2] as u64;
             }
-            count += 1;
+            true
+        };
+        let mut count = 0u64;
+        let stop_at = 500 + round * 397;
+        for line in lines.by_ref() {
+            count += u64::from(note(line));
             if count >= stop_at {
                 break;
             }
@@ -762,6 +765,11 @@ async fn a_killed_toucher_leaves_whole_files_with_the_last_acknowledged_expiry()
         assert!(count >= stop_at, "the toucher stopped early, at {count}");
         toucher.kill().unwrap();
         assert!(!toucher.wait().unwrap().success(), "killed, not finished");
+        // The toucher went on writing (and acknowledging) until the kill reached it: the
+        // acknowledgements it printed meanwhile are still in the pipe.
+        for line in lines {
+            note(line);
+        }
 
         let store = FileStore::new(&dir).await.unwrap();
         for (n, &(expires_at, version)) in acked.iter().enumerate() {
