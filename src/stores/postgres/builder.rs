@@ -232,7 +232,7 @@ fn statement_timeout(operation_timeout: Duration) -> String {
 /// Returns whether a root certificate was given.
 #[cfg(feature = "postgres-tls")]
 fn check_tls_files(url: &str) -> Result<bool> {
-    use crate::stores::shared::tls;
+    use crate::stores::shared::tls::{self, form_decode};
     // (option, value, whether the value may be the PEM text itself, as sqlx allows for
     // the environment variables)
     let from_env = |var: &str| {
@@ -286,36 +286,6 @@ fn check_tls_files(url: &str) -> Result<bool> {
         }
     }
     Ok(has_root)
-}
-
-/// Decodes a URL query component as the `url` crate does for sqlx: `+` is a space, `%XX` a
-/// byte; malformed escapes stay as they are.
-#[cfg(feature = "postgres-tls")]
-fn form_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| text.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match (bytes[i], escaped) {
-            (_, Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', None) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, None) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl PostgresStore {

@@ -7,8 +7,8 @@
 
 pub(crate) mod codec;
 
-/// TLS helpers of the Postgres and Redis stores.
-#[cfg(any(feature = "postgres-tls", feature = "redis-tls"))]
+/// TLS helpers of the Postgres, MySQL and Redis stores.
+#[cfg(any(feature = "postgres-tls", feature = "mysql-tls", feature = "redis-tls"))]
 pub(crate) mod tls;
 
 /// The most sessions one `scan` page returns, whatever limit the caller asks for.

@@ -1,5 +1,5 @@
-//! TLS helpers shared by the Postgres and Redis stores (features `postgres-tls`,
-//! `redis-tls`): reading PEM certificates and keys into typed errors, telling a refused TLS
+//! TLS helpers shared by the Postgres, MySQL and Redis stores (features `postgres-tls`,
+//! `mysql-tls`, `redis-tls`): reading PEM certificates and keys into typed errors, telling a refused TLS
 //! handshake from an unreachable server, and making sure rustls has a crypto provider.
 
 use std::error::Error as StdError;
@@ -198,6 +198,35 @@ impl StdError for Refused {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         Some(&*self.source)
     }
+}
+
+/// Decodes a URL query component as the `url` crate does for sqlx: `+` is a space, `%XX` a
+/// byte; malformed escapes stay as they are.
+pub(crate) fn form_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[i], escaped) {
+            (_, Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, None) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
