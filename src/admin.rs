@@ -26,7 +26,12 @@ pub(crate) mod finding;
 /// (Redis). `live` is the store's [`len`](SessionStore::len), which the file store needs.
 pub async fn count_expired(url: &str, live: u64) -> Result<Option<u64>> {
     let url = StoreUrl::parse(url)?.without_wrappers();
-    #[cfg(not(any(feature = "file", feature = "sqlite", feature = "postgres")))]
+    #[cfg(not(any(
+        feature = "file",
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "mysql"
+    )))]
     let _ = live;
     match url.kind() {
         StoreKind::Redis | StoreKind::RedisCluster => Ok(Some(0)),
@@ -38,6 +43,10 @@ pub async fn count_expired(url: &str, live: u64) -> Result<Option<u64>> {
         StoreKind::Sqlite => crate::stores::sqlite::admin::count_expired(&url).await,
         #[cfg(feature = "postgres")]
         StoreKind::Postgres => crate::stores::postgres::admin::count_expired(&url)
+            .await
+            .map(Some),
+        #[cfg(feature = "mysql")]
+        StoreKind::MySql => crate::stores::mysql::admin::count_expired(&url)
             .await
             .map(Some),
         #[allow(unreachable_patterns)]
@@ -53,7 +62,7 @@ pub async fn inspect(url: &str) -> Result<Vec<Finding>> {
     Ok(match url.kind() {
         StoreKind::Memory => vec![Finding::problem(
             "memory:// keeps sessions in this process only: a restart logs everyone out, and \
-             other processes do not see them. Use file://, sqlite:, postgres:// or redis:// \
+             other processes do not see them. Use file://, sqlite:, postgres://, mysql:// or redis:// \
              for a deployment.",
         )],
         #[cfg(feature = "redis")]
@@ -62,6 +71,8 @@ pub async fn inspect(url: &str) -> Result<Vec<Finding>> {
         }
         #[cfg(feature = "postgres")]
         StoreKind::Postgres => crate::stores::postgres::admin::inspect(&url).await,
+        #[cfg(feature = "mysql")]
+        StoreKind::MySql => crate::stores::mysql::admin::inspect(&url).await,
         StoreKind::File | StoreKind::Sqlite => vec![Finding::note(format!(
             "expired sessions stay on disk until `purge` (or spawn_cleanup) runs: schedule \
              `session-stores purge {}`",
@@ -177,7 +188,9 @@ impl Scratch {
                     self.url
                         .with_location(&format!("{}/.{name}", dir.trim_end_matches('/')))
                 }
-                StoreKind::Sqlite | StoreKind::Postgres => self.url.with_option("table", &name),
+                StoreKind::Sqlite | StoreKind::Postgres | StoreKind::MySql => {
+                    self.url.with_option("table", &name)
+                }
                 StoreKind::Redis | StoreKind::RedisCluster => {
                     self.url.with_option("key_prefix", &format!("{name}:"))
                 }
@@ -227,6 +240,8 @@ async fn remove_one(url: &StoreUrl) -> Result<()> {
         StoreKind::Sqlite => crate::stores::sqlite::admin::drop_table(url).await,
         #[cfg(feature = "postgres")]
         StoreKind::Postgres => crate::stores::postgres::admin::drop_table(url).await,
+        #[cfg(feature = "mysql")]
+        StoreKind::MySql => crate::stores::mysql::admin::drop_table(url).await,
         _ => Ok(()),
     }
 }

@@ -13,6 +13,7 @@
 //! | `sqlite://path/to.db`, `sqlite:///abs/to.db`, `sqlite:path` | [`SqliteStore`](crate::SqliteStore) in that file (created if missing) | `sqlite` |
 //! | `sqlite::memory:`, `sqlite://:memory:` | an in-memory [`SqliteStore`](crate::SqliteStore) | `sqlite` |
 //! | `postgres://...`, `postgresql://...` | [`PostgresStore`](crate::PostgresStore); the table is created if missing ([`migrate`](crate::PostgresStore::migrate)) | `postgres` |
+//! | `mysql://...`, `mariadb://...` | [`MySqlStore`](crate::MySqlStore) (MySQL or MariaDB); the table is created if missing ([`migrate`](crate::MySqlStore::migrate)) | `mysql` |
 //! | `redis://...`, `rediss://...`, `redis+unix:///path` | [`RedisStore`](crate::RedisStore) on one server | `redis` (`rediss://`: `redis-tls`) |
 //! | `redis+cluster://host1:7001,host2:7002` (`rediss+cluster://` for TLS; `user:pass@` before the first host applies to all) | [`RedisStore`](crate::RedisStore) on a Redis Cluster | `redis` (`rediss+cluster://`: `redis-tls`) |
 //!
@@ -25,6 +26,7 @@
 //! | `file://` | | |
 //! | `sqlite:` | `table` (default `sessions`); `schema` may only be `main` (the file's own database) | |
 //! | `postgres://` | `table`, `schema`, `migrate` (`true`, the default: create the table if it is missing; `false`: only use an existing one) | sqlx's: `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `host`, `hostaddr`, `port`, `dbname`, `user`, `password`, `application_name`, `options`, `statement-cache-capacity` (and their dashed spellings); `sslmode=require`, `verify-ca` and `verify-full` need the `postgres-tls` feature |
+//! | `mysql://` | `table`, `migrate` (as for Postgres) | sqlx's: `ssl-mode` (`DISABLED`, `PREFERRED`, `REQUIRED`, `VERIFY_CA`, `VERIFY_IDENTITY`), `ssl-ca`, `ssl-cert`, `ssl-key` (and their undashed spellings), `charset`, `collation`, `socket`, `timezone`, `statement-cache-capacity`; `REQUIRED` and the verifying modes need the `mysql-tls` feature |
 //! | `redis://`, `redis+cluster://` | `key_prefix` (default `session:`); with `rediss://` or `rediss+cluster://` (feature `redis-tls`): `tls_ca_file=/path/ca.pem` (trust this CA instead of the public roots), `tls_cert_file=` and `tls_key_file=` (a client certificate and its key, for `tls-auth-clients yes`), each a PEM file | redis-rs': `db`, `user`, `pass`, `protocol` |
 //!
 //! Paths and option values may be percent-encoded (`%20` for a space).
@@ -115,6 +117,9 @@ pub(crate) enum Opened {
     /// `postgres://`.
     #[cfg(feature = "postgres")]
     Postgres(crate::PostgresStore),
+    /// `mysql://`.
+    #[cfg(feature = "mysql")]
+    MySql(crate::MySqlStore),
     /// `redis://`, `redis+cluster://`.
     #[cfg(feature = "redis")]
     Redis(crate::RedisStore),
@@ -137,6 +142,8 @@ impl Opened {
             StoreKind::Postgres => {
                 Opened::Postgres(crate::PostgresStore::from_store_url(url).await?)
             }
+            #[cfg(feature = "mysql")]
+            StoreKind::MySql => Opened::MySql(crate::MySqlStore::from_store_url(url).await?),
             #[cfg(feature = "redis")]
             StoreKind::Redis | StoreKind::RedisCluster => {
                 Opened::Redis(crate::RedisStore::from_store_url(url).await?)
@@ -163,6 +170,8 @@ impl Opened {
             Opened::Sqlite(store) => Box::new(store),
             #[cfg(feature = "postgres")]
             Opened::Postgres(store) => Box::new(store),
+            #[cfg(feature = "mysql")]
+            Opened::MySql(store) => Box::new(store),
             #[cfg(feature = "redis")]
             Opened::Redis(store) => Box::new(store),
         }

@@ -27,14 +27,18 @@ pub mod connect;
 #[cfg(any(
     feature = "tower-sessions",
     feature = "tower-sessions-014",
-    feature = "actix-session"
+    feature = "actix-session",
+    feature = "axum-session",
+    feature = "poem"
 ))]
 #[cfg_attr(
     docsrs,
     doc(cfg(any(
         feature = "tower-sessions",
         feature = "tower-sessions-014",
-        feature = "actix-session"
+        feature = "actix-session",
+        feature = "axum-session",
+        feature = "poem"
     )))
 )]
 pub mod adapters;
@@ -63,12 +67,18 @@ pub use async_trait::async_trait;
 
 #[cfg(feature = "actix-session")]
 pub use adapters::actix::ActixSessionStore;
+#[cfg(feature = "axum-session")]
+pub use adapters::axum_session::AxumSessionPool;
+#[cfg(feature = "poem")]
+pub use adapters::poem::PoemSessionStorage;
 #[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
 pub use adapters::tower_sessions::TowerSessionsStore;
 #[cfg(feature = "file")]
 pub use stores::file::FileStore;
 #[cfg(feature = "memory")]
 pub use stores::memory::MemoryStore;
+#[cfg(feature = "mysql")]
+pub use stores::mysql::MySqlStore;
 #[cfg(feature = "postgres")]
 pub use stores::postgres::PostgresStore;
 #[cfg(feature = "redis")]

@@ -34,6 +34,8 @@ pub enum StoreKind {
     Sqlite,
     /// `postgres://`, `postgresql://`.
     Postgres,
+    /// `mysql://`, `mariadb://`.
+    MySql,
     /// `redis://`, `rediss://`, `redis+unix://`.
     Redis,
     /// `redis+cluster://`, `rediss+cluster://`.
@@ -50,12 +52,13 @@ impl StoreKind {
             "file" => StoreKind::File,
             "sqlite" => StoreKind::Sqlite,
             "postgres" | "postgresql" => StoreKind::Postgres,
+            "mysql" | "mariadb" => StoreKind::MySql,
             "redis" | "rediss" | "redis+unix" | "unix" => StoreKind::Redis,
             "redis+cluster" | "rediss+cluster" => StoreKind::RedisCluster,
             _ => {
                 return Err(Error::config(format!(
                     "unknown session store URL scheme `{scheme}`: expected memory://, file://, \
-                     sqlite:, postgres://, redis:// or redis+cluster://"
+                     sqlite:, postgres://, mysql://, redis:// or redis+cluster://"
                 )));
             }
         })
@@ -68,6 +71,7 @@ impl StoreKind {
             StoreKind::File => "file",
             StoreKind::Sqlite => "sqlite",
             StoreKind::Postgres => "postgres",
+            StoreKind::MySql => "mysql",
             StoreKind::Redis | StoreKind::RedisCluster => "redis",
         }
     }
@@ -79,6 +83,7 @@ impl StoreKind {
             StoreKind::File => cfg!(feature = "file"),
             StoreKind::Sqlite => cfg!(feature = "sqlite"),
             StoreKind::Postgres => cfg!(feature = "postgres"),
+            StoreKind::MySql => cfg!(feature = "mysql"),
             StoreKind::Redis | StoreKind::RedisCluster => cfg!(feature = "redis"),
         }
     }
@@ -90,6 +95,7 @@ impl StoreKind {
             StoreKind::File => "JSON files",
             StoreKind::Sqlite => "SQLite",
             StoreKind::Postgres => "Postgres",
+            StoreKind::MySql => "MySQL",
             StoreKind::Redis => "Redis",
             StoreKind::RedisCluster => "Redis Cluster",
         }
@@ -187,7 +193,7 @@ impl StoreUrl {
         };
         let networked = matches!(
             kind,
-            StoreKind::Postgres | StoreKind::Redis | StoreKind::RedisCluster
+            StoreKind::Postgres | StoreKind::MySql | StoreKind::Redis | StoreKind::RedisCluster
         );
         let (userinfo, rest) = if networked && slashes {
             split_userinfo(rest)

@@ -16,6 +16,10 @@ pub mod sqlite;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 
+#[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+pub mod mysql;
+
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
@@ -26,6 +30,7 @@ pub mod redis;
     feature = "file",
     feature = "sqlite",
     feature = "postgres",
+    feature = "mysql",
     feature = "redis"
 ))]
 pub(crate) mod shared;

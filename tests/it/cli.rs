@@ -1,6 +1,7 @@
 //! The `session-stores` command end to end: the real binary against real stores.
 //!
-//! - `migrate` moves 100k sessions file → SQLite → Postgres → Redis → files again, with data,
+//! - `migrate` moves 100k sessions file → SQLite → Postgres → (MySQL, with its feature) →
+//!   Redis → files again, with data,
 //!   expiry (to the millisecond) and owner equal at the end, one hop interrupted (SIGKILL) and
 //!   resumed from its state file;
 //! - `check` passes on a sound deployment and names the problem on a Redis started with
@@ -90,16 +91,26 @@ async fn migrate_100k_sessions_through_every_backend_and_back() {
     else {
         return;
     };
+    #[cfg(feature = "mysql")]
+    let Some(mysql) = support::service_url(support::MYSQL_VAR, support::MYSQL_DEFAULT, 3306) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let tag = support::unique_name("cli_");
     let sep = |url: &str| if url.contains('?') { '&' } else { '?' };
-    let urls = [
+    let mut urls = vec![
         format!("file://{}", dir.path().join("files").display()),
         format!("sqlite://{}", dir.path().join("sessions.db").display()),
         format!("{pg}{}table={tag}", sep(&pg)),
-        format!("{redis}{}key_prefix={tag}:", sep(&redis)),
-        format!("file://{}", dir.path().join("files-again").display()),
     ];
+    #[cfg(feature = "mysql")]
+    urls.push(format!("{mysql}{}table={tag}", sep(&mysql)));
+    let service_backed = 2..urls.len() + 1;
+    urls.push(format!("{redis}{}key_prefix={tag}:", sep(&redis)));
+    urls.push(format!(
+        "file://{}",
+        dir.path().join("files-again").display()
+    ));
 
     // 100k sessions of varied data, expiries to the millisecond and owners.
     let count = sessions_to_write();
@@ -206,8 +217,13 @@ async fn migrate_100k_sessions_through_every_backend_and_back() {
     );
 
     // Clean up the service-backed namespaces.
-    for url in &urls[2..4] {
+    for url in &urls[service_backed] {
         connect(url).await.unwrap().clear().await.unwrap();
+    }
+    #[cfg(feature = "mysql")]
+    {
+        let pool = sqlx::MySqlPool::connect(&mysql).await.unwrap();
+        support::drop_mysql_tables(&pool, &tag).await;
     }
     let pool = sqlx::PgPool::connect(&pg).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -444,4 +460,69 @@ async fn check_reports_and_purge_removes_redis_keys_with_no_expiry() {
     let said = text(&out);
     assert!(said.contains("every session key has an expiry"), "{said}");
     store.clear().await.unwrap();
+}
+
+/// The command on a MySQL deployment: `stats` counts live, owned and expired rows, `purge`
+/// removes the expired ones, `check` runs the whole suite in scratch tables beside the
+/// deployment (and removes them), naming no problem on a migrated table.
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_purge_and_check_on_mysql() {
+    let _load = support::loads_the_machine().await;
+    let Some(base) = support::service_url(support::MYSQL_VAR, support::MYSQL_DEFAULT, 3306) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tag = support::unique_name("cli_my_");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}table={tag}");
+    let store = connect(&url).await.unwrap();
+    let ada = Owner::new("ada").unwrap();
+    for n in 0..3 {
+        let mut s = Session::new(Duration::from_secs(600));
+        if n < 2 {
+            s.set_owner(Some(ada.clone()));
+        }
+        store.set(&SessionId::generate(), &s).await.unwrap();
+    }
+    let doomed = Session::new(Duration::from_millis(50));
+    store.set(&SessionId::generate(), &doomed).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let out = run(&["stats", &url], dir.path());
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("live sessions:  3"), "{said}");
+    assert!(
+        said.contains("owned:          2 sessions of 1 owners"),
+        "{said}"
+    );
+    assert!(said.contains("expired:        1 not deleted yet"), "{said}");
+    let out = run(&["purge", &url], dir.path());
+    assert!(
+        text(&out).contains("purged 1 expired sessions"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(&["check", &url], dir.path());
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("checks passed"), "{said}");
+    let pool = sqlx::MySqlPool::connect(&base).await.unwrap();
+    let scratch: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name LIKE 'sst\\_check\\_%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(scratch, 0, "check left scratch tables behind");
+    assert_eq!(
+        store.len().await.unwrap(),
+        3,
+        "check touched the deployment"
+    );
+
+    support::drop_mysql_tables(&pool, &tag).await;
 }

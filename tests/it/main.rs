@@ -41,6 +41,7 @@ mod demo;
 mod faults;
 mod file;
 mod migrating;
+mod mysql;
 mod network;
 mod postgres;
 mod proxy;

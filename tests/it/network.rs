@@ -1,18 +1,19 @@
 //! The networked stores over a slow and broken network, through the fault proxy
 //! ([`crate::proxy`]):
 //!
-//! - the whole conformance suite on Postgres and on Redis with every packet delayed by
+//! - the whole conformance suite on Postgres, MySQL and Redis with every packet delayed by
 //!   2 ms ± 1 ms each way (`SESSION_STORES_NET_LATENCY_MS=20` for 20 ms ± 10 ms), so that
 //!   every race the suite sets up plays out over real round trips, not loopback's
 //!   microseconds;
-//! - a storm of writes on Postgres, Redis and a Redis Cluster while the proxy resets every
-//!   connection every 150 ms (Postgres: 500 ms, its connections take longer to set up):
+//! - a storm of writes on Postgres, MySQL, Redis and a Redis Cluster while the proxy resets
+//!   every connection every 150 ms (Postgres and MySQL: 500 ms, their connections take longer
+//!   to set up):
 //!   operations may fail with transient errors, but every acknowledged write reads back as
 //!   written, every acknowledged `destroy` stays destroyed, a `create` or a compare-and-set
 //!   from no session of a fresh id never reports a collision with itself (a write redis-rs
 //!   resent after its reply was lost, applied twice), and (Redis) no key is left without an
 //!   expiry.
-#![cfg(any(feature = "postgres", feature = "redis"))]
+#![cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -448,6 +449,72 @@ mod postgres {
         let (acked, failed) =
             storm(Arc::new(store.clone()), &proxy, Duration::from_millis(500)).await;
         eprintln!("postgres storm: {acked} writes acknowledged, {failed} failed");
+        assert!(acked > 100, "too few writes got through: {acked}");
+        assert!(proxy.accepted() > 2, "no connection was reset");
+        drop_table(&store, &url, &table).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_whose_reply_is_lost_run_once() {
+        let _load = support::loads_the_machine().await;
+        let Some((proxy, store, url, table)) = proxied_store().await else {
+            return;
+        };
+        super::writes_whose_reply_is_lost_run_once(&store, &[&proxy], false).await;
+        drop_table(&store, &url, &table).await;
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::*;
+    use session_stores::MySqlStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_suite_over_a_slow_network() {
+        let _load = support::loads_the_machine().await;
+        let Some(url) = support::service_url(support::MYSQL_VAR, support::MYSQL_DEFAULT, 3306)
+        else {
+            return;
+        };
+        let (proxy, through) = proxied(&url).await;
+        let run = support::RunTables::new(&through, "sst_net_").await;
+        whole_suite_through(&[&proxy], run.factory()).await;
+        run.drop().await;
+    }
+
+    /// A store on a table of its own, through a proxy in front of the MySQL server, and
+    /// the direct URL and table name; `None` (a skip) without a server.
+    async fn proxied_store() -> Option<(Proxy, MySqlStore, String, String)> {
+        let url = support::service_url(support::MYSQL_VAR, support::MYSQL_DEFAULT, 3306)?;
+        let (proxy, through) = proxied(&url).await;
+        let table = support::unique_name("sst_net_");
+        let store = MySqlStore::builder()
+            .table(&table)
+            .operation_timeout(Duration::from_secs(2))
+            .connect(&through)
+            .await
+            .expect("connect through the proxy");
+        store.migrate().await.unwrap();
+        Some((proxy, store, url, table))
+    }
+
+    /// Empties the store and drops its table, over a direct connection.
+    async fn drop_table(store: &MySqlStore, url: &str, table: &str) {
+        store.clear().await.unwrap();
+        let pool = sqlx::MySqlPool::connect(url).await.unwrap();
+        support::drop_mysql_tables(&pool, table).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_writes_hold_through_connection_resets() {
+        let _load = support::loads_the_machine().await;
+        let Some((proxy, store, url, table)) = proxied_store().await else {
+            return;
+        };
+        let (acked, failed) =
+            storm(Arc::new(store.clone()), &proxy, Duration::from_millis(500)).await;
+        eprintln!("mysql storm: {acked} writes acknowledged, {failed} failed");
         assert!(acked > 100, "too few writes got through: {acked}");
         assert!(proxy.accepted() > 2, "no connection was reset");
         drop_table(&store, &url, &table).await;

@@ -528,3 +528,84 @@ impl RunSchema {
         .expect("drop the run's schema");
     }
 }
+
+/// The MySQL/MariaDB server the tests use: `SESSION_STORES_MYSQL_URL`, by default the local
+/// MariaDB's `test` database as `root`.
+#[cfg(feature = "mysql")]
+pub const MYSQL_VAR: &str = "SESSION_STORES_MYSQL_URL";
+#[cfg(feature = "mysql")]
+pub const MYSQL_DEFAULT: &str = "mysql://root@127.0.0.1:3306/test";
+
+/// Tables of their own on a MySQL server, for one run of many stores (the whole suite):
+/// each store gets a new table whose name starts with the run's prefix;
+/// [`RunTables::drop`] drops them all.
+#[cfg(feature = "mysql")]
+pub struct RunTables {
+    pub pool: sqlx::MySqlPool,
+    pub prefix: String,
+}
+
+#[cfg(feature = "mysql")]
+impl RunTables {
+    /// A pool of 16 connections to `url` and a new table prefix starting with `prefix`.
+    pub async fn new(url: &str, prefix: &str) -> RunTables {
+        let pool = sqlx::mysql::MySqlPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await
+            .expect("connect to the test server");
+        RunTables {
+            pool,
+            prefix: unique_name(prefix) + "_",
+        }
+    }
+
+    /// Makes migrated stores, each on a new table of the run.
+    pub fn factory(
+        &self,
+    ) -> impl Fn() -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = session_stores::MySqlStore> + Send>,
+    > + Clone
+    + Send
+    + Sync
+    + 'static {
+        let (pool, prefix) = (self.pool.clone(), self.prefix.clone());
+        move || {
+            let (pool, prefix) = (pool.clone(), prefix.clone());
+            Box::pin(async move {
+                let store = session_stores::MySqlStore::builder()
+                    .table(unique_name(&prefix))
+                    .build(pool)
+                    .expect("valid names");
+                store.migrate().await.expect("migrate");
+                store
+            })
+        }
+    }
+
+    /// Drops every table of the run.
+    pub async fn drop(self) {
+        drop_mysql_tables(&self.pool, &self.prefix).await;
+    }
+}
+
+/// Drops every table of the current database whose name starts with `prefix`.
+#[cfg(feature = "mysql")]
+pub async fn drop_mysql_tables(pool: &sqlx::MySqlPool, prefix: &str) {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name LIKE CONCAT(?, '%')",
+    )
+    .bind(prefix.replace('_', "\\_"))
+    .fetch_all(pool)
+    .await
+    .expect("list the run's tables");
+    for table in tables {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS `{table}`"
+        )))
+        .execute(pool)
+        .await
+        .expect("drop a run's table");
+    }
+}

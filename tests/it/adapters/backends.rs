@@ -22,6 +22,11 @@ pub enum Backend {
         pool: sqlx::PgPool,
         schema: String,
     },
+    #[cfg(feature = "mysql")]
+    MySql {
+        pool: sqlx::MySqlPool,
+        prefix: String,
+    },
     #[cfg(feature = "redis")]
     Redis(String),
     #[cfg(feature = "redis")]
@@ -44,6 +49,8 @@ impl Backend {
             Backend::Sqlite(_) => "sqlite",
             #[cfg(feature = "postgres")]
             Backend::Postgres { .. } => "postgres",
+            #[cfg(feature = "mysql")]
+            Backend::MySql { .. } => "mysql",
             #[cfg(feature = "redis")]
             Backend::Redis(_) => "redis",
             #[cfg(feature = "redis")]
@@ -84,6 +91,21 @@ impl Backend {
         })
     }
 
+    /// `None` (after a loud notice) when no server is reachable outside CI.
+    #[cfg(feature = "mysql")]
+    pub async fn mysql() -> Option<Backend> {
+        let url = support::service_url(support::MYSQL_VAR, support::MYSQL_DEFAULT, 3306)?;
+        let pool = sqlx::mysql::MySqlPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .expect("connect to the test MySQL");
+        Some(Backend::MySql {
+            pool,
+            prefix: support::unique_name("sst_adapters_") + "_",
+        })
+    }
+
     #[cfg(feature = "redis")]
     pub async fn redis() -> Option<Backend> {
         support::service_url(REDIS_VAR, REDIS_DEFAULT, 6379).map(Backend::Redis)
@@ -113,6 +135,15 @@ impl Backend {
                 let store = session_stores::PostgresStore::builder()
                     .schema(schema.as_str())
                     .table(support::unique_name("sessions_"))
+                    .build(pool.clone())
+                    .expect("valid names");
+                store.migrate().await.expect("migrate");
+                Arc::new(store)
+            }
+            #[cfg(feature = "mysql")]
+            Backend::MySql { pool, prefix } => {
+                let store = session_stores::MySqlStore::builder()
+                    .table(support::unique_name(prefix))
                     .build(pool.clone())
                     .expect("valid names");
                 store.migrate().await.expect("migrate");
@@ -149,6 +180,10 @@ impl Backend {
             .await
             .expect("drop the test schema");
         }
+        #[cfg(feature = "mysql")]
+        if let Backend::MySql { pool, prefix } = &self {
+            support::drop_mysql_tables(pool, prefix).await;
+        }
         drop(self);
     }
 }
@@ -176,6 +211,11 @@ macro_rules! per_backend {
         #[$attr]
         async fn postgres() {
             $run($crate::adapters::backends::Backend::postgres().await).await;
+        }
+        #[cfg(feature = "mysql")]
+        #[$attr]
+        async fn mysql() {
+            $run($crate::adapters::backends::Backend::mysql().await).await;
         }
         #[cfg(feature = "redis")]
         #[$attr]

@@ -9,6 +9,7 @@ mod broken;
     feature = "file",
     feature = "sqlite",
     feature = "postgres",
+    feature = "mysql",
     feature = "redis"
 ))]
 mod cursors;
@@ -67,6 +68,8 @@ mod memory {
 
 #[cfg(feature = "file")]
 mod file;
+#[cfg(feature = "mysql")]
+mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]

@@ -147,6 +147,21 @@ async fn postgres_under_every_layering() {
     }
 }
 
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_under_every_layering() {
+    use crate::support;
+    let Some(url) = support::service_url(support::MYSQL_VAR, support::MYSQL_DEFAULT, 3306) else {
+        return;
+    };
+    let run = support::RunTables::new(&url, "sst_wrap_").await;
+    let outcome = tokio::spawn(run_every_layering("MySqlStore", run.factory())).await;
+    run.drop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_under_every_layering() {

@@ -1,0 +1,412 @@
+//! [`MySqlStore`] against a real MySQL or MariaDB server (`SESSION_STORES_MYSQL_URL`,
+//! default `mysql://root@127.0.0.1:3306/test`; MariaDB in CI): what the conformance suite
+//! cannot see from outside the store. Each test works in tables of its own, dropped at the
+//! end.
+#![cfg(feature = "mysql")]
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use session_stores::{Error, ErrorKind, MySqlStore, Owner, Session, SessionId, SessionStore};
+use sqlx::{AssertSqlSafe, MySqlPool};
+
+use crate::support::{self, MYSQL_DEFAULT, MYSQL_VAR};
+
+const HANG_GUARD: Duration = Duration::from_secs(20);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A pool to the test server and a table prefix of the test's own, or `None` (a loud skip,
+/// a failure in CI) without a server.
+async fn server() -> Option<(MySqlPool, String, String)> {
+    let url = support::service_url(MYSQL_VAR, MYSQL_DEFAULT, 3306)?;
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .expect("connect to the test MySQL");
+    Some((pool, url, support::unique_name("sst_my_") + "_"))
+}
+
+async fn migrated(pool: &MySqlPool, table: &str) -> MySqlStore {
+    let store = MySqlStore::builder()
+        .table(table)
+        .build(pool.clone())
+        .expect("valid names");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn session(data: serde_json::Value) -> Session {
+    let mut s = Session::new(HOUR);
+    for (k, v) in data.as_object().expect("an object") {
+        s.insert(k, v.clone()).unwrap();
+    }
+    s
+}
+
+async fn exec(pool: &MySqlPool, sql: String) {
+    sqlx::query(AssertSqlSafe(sql)).execute(pool).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_the_documented_table_and_is_idempotent() {
+    let Some((pool, _, prefix)) = server().await else {
+        return;
+    };
+    let table = format!("{prefix}t");
+    let store = migrated(&pool, &table).await;
+    store.migrate().await.expect("a second migrate");
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR) \
+         FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? \
+         ORDER BY ordinal_position",
+    )
+    .bind(&table)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // MariaDB spells the integer type `bigint(20)`, MySQL 8 `bigint`.
+    let columns: Vec<(&str, &str)> = columns
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.trim_end_matches("(20)")))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("id", "varbinary(128)"),
+            ("data", "longtext"),
+            ("expires_at", "bigint"),
+            ("version", "bigint"),
+            ("owner", "varbinary(128)"),
+        ]
+    );
+    // Several instances starting at once all succeed.
+    let table2 = format!("{prefix}u");
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let store = MySqlStore::builder()
+                .table(&table2)
+                .build(pool.clone())
+                .unwrap();
+            tokio::spawn(async move { store.migrate().await })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().expect("a concurrent migrate");
+    }
+    // The data is the exact JSON written, readable by SQL.
+    let id = SessionId::generate();
+    store
+        .set(&id, &session(json!({"user_id": 42, "z": 1, "a": 2.50})))
+        .await
+        .unwrap();
+    let (data, user): (String, Option<String>) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT data, JSON_VALUE(data, '$.user_id') FROM `{table}` WHERE id = ?"
+    )))
+    .bind(id.as_str())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(data, r#"{"a":2.5,"user_id":42,"z":1}"#);
+    assert_eq!(user.as_deref(), Some("42"));
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
+
+/// A role with only `SELECT, INSERT, UPDATE, DELETE` on a ready table starts (through
+/// `connect`, which migrates) and works; on a table missing an index it still starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_with_only_row_privileges_can_start_and_work() {
+    let Some((pool, url, prefix)) = server().await else {
+        return;
+    };
+    let table = format!("{prefix}t");
+    migrated(&pool, &table).await;
+    let user = support::unique_name("sst_lp_");
+    exec(
+        &pool,
+        format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw-{user}'"),
+    )
+    .await;
+    exec(
+        &pool,
+        format!("CREATE USER '{user}'@'localhost' IDENTIFIED BY 'pw-{user}'"),
+    )
+    .await;
+    for host in ["%", "localhost"] {
+        exec(
+            &pool,
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON `{table}` TO '{user}'@'{host}'"),
+        )
+        .await;
+    }
+    let (_, rest) = url.split_once("://").unwrap();
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let as_user = format!("mysql://{user}:pw-{user}@{rest}");
+    let sep = if as_user.contains('?') { '&' } else { '?' };
+    let outcome = async {
+        let store = session_stores::connect(&format!("{as_user}{sep}table={table}")).await?;
+        let id = SessionId::generate();
+        assert!(store.create(&id, &session(json!({"n": 1}))).await?);
+        assert_eq!(
+            store.get(&id).await?.unwrap().get::<u64>("n").unwrap(),
+            Some(1)
+        );
+        assert!(store.touch(&id, SystemTime::now() + HOUR).await?);
+        store.delete_expired().await?;
+        store.destroy(&id).await?;
+        // Without its expiry index, the table still serves this role: migrate may not
+        // create it, and the store scans instead.
+        exec(
+            &pool,
+            format!("DROP INDEX `{table}_expires_at_idx` ON `{table}`"),
+        )
+        .await;
+        let store = session_stores::connect(&format!("{as_user}{sep}table={table}")).await?;
+        store.set(&id, &session(json!({"n": 2}))).await?;
+        assert_eq!(store.len().await?, 1);
+        // A table it may not create is an error, not a panic.
+        let missing = session_stores::connect(&format!("{as_user}{sep}table={prefix}none")).await;
+        assert!(missing.is_err());
+        Ok::<_, Error>(())
+    }
+    .await;
+    for host in ["%", "localhost"] {
+        exec(&pool, format!("DROP USER IF EXISTS '{user}'@'{host}'")).await;
+    }
+    support::drop_mysql_tables(&pool, &prefix).await;
+    outcome.unwrap();
+}
+
+/// A row locked by a stuck transaction makes a write fail with a transient `Timeout` within
+/// the operation timeout (the server's lock wait, or the store's deadline), and the old
+/// session is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_lock_held_by_a_stuck_transaction_gives_a_timeout_and_keeps_the_session() {
+    let _alone = support::measures_time().await;
+    let Some((pool, url, prefix)) = server().await else {
+        return;
+    };
+    let table = format!("{prefix}t");
+    let store = migrated(&pool, &table).await;
+    let id = SessionId::generate();
+    store.set(&id, &session(json!({"n": 1}))).await.unwrap();
+    let bounded = MySqlStore::builder()
+        .table(&table)
+        .operation_timeout(Duration::from_millis(1500))
+        .connect(&url)
+        .await
+        .unwrap();
+    let mut stuck = pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT 1 FROM `{table}` WHERE id = ? FOR UPDATE"
+    )))
+    .bind(id.as_str())
+    .execute(&mut *stuck)
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(HANG_GUARD, bounded.set(&id, &session(json!({"n": 2}))))
+        .await
+        .expect("set hung on a locked row");
+    let waited = started.elapsed();
+    stuck.rollback().await.unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    assert_eq!(err.session(), Some(&id.hint()));
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    // The store's connection is usable again, and the old session is intact.
+    let got = bounded.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.get::<u64>("n").unwrap(), Some(1));
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
+
+/// A write that waited for a row lock past the session's expiry is judged when it lands:
+/// `touch` and `set_if_version` do not revive the session, and `create` of its id succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_lands_after_the_expiry_does_not_revive_the_session() {
+    let _alone = support::measures_time().await;
+    let Some((pool, _, prefix)) = server().await else {
+        return;
+    };
+    let table = format!("{prefix}t");
+    let store = migrated(&pool, &table).await;
+    let id = SessionId::generate();
+    let mut short = session(json!({"n": 1}));
+    short.set_expires_at_millis(session_stores::now_millis() + 400);
+    let v = store.set(&id, &short).await.unwrap();
+    let mut stuck = pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT 1 FROM `{table}` WHERE id = ? FOR UPDATE"
+    )))
+    .bind(id.as_str())
+    .execute(&mut *stuck)
+    .await
+    .unwrap();
+    let (touch, cas) = {
+        let (a, b) = (store.clone(), store.clone());
+        let (ia, ib) = (id.clone(), id.clone());
+        (
+            tokio::spawn(async move { a.touch(&ia, SystemTime::now() + HOUR).await }),
+            tokio::spawn(async move { b.set_if_version(&ib, &session(json!({"n": 2})), v).await }),
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    stuck.rollback().await.unwrap();
+    assert!(
+        !touch.await.unwrap().unwrap(),
+        "touch revived an expired session"
+    );
+    match cas.await.unwrap() {
+        Err(err) if err.is_conflict() => {}
+        other => panic!("set_if_version over an expired session gave {other:?}"),
+    }
+    assert!(store.get(&id).await.unwrap().is_none());
+    assert!(store.create(&id, &session(json!({"n": 3}))).await.unwrap());
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
+
+/// Racing creates of one id: exactly one wins, also over an expired row; racing `set`s of
+/// one id (which InnoDB may turn into deadlocks) all succeed with distinct versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creates_have_one_winner_and_racing_sets_all_land() {
+    let Some((pool, url, prefix)) = server().await else {
+        return;
+    };
+    let table = format!("{prefix}t");
+    migrated(&pool, &table).await;
+    let store = MySqlStore::builder()
+        .table(&table)
+        .max_connections(8)
+        .connect(&url)
+        .await
+        .unwrap();
+    for round in 0..20 {
+        let id = SessionId::generate();
+        if round % 2 == 1 {
+            let mut old = session(json!({}));
+            old.set_expires_at_millis(session_stores::now_millis() + 30);
+            store.set(&id, &old).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        let tasks: Vec<_> = (0..8)
+            .map(|n| {
+                let (store, id) = (store.clone(), id.clone());
+                tokio::spawn(async move { store.create(&id, &session(json!({ "n": n }))).await })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            won += usize::from(task.await.unwrap().unwrap());
+        }
+        assert_eq!(won, 1, "round {round}");
+    }
+    let id = SessionId::generate();
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                let mut versions = Vec::new();
+                for k in 0..10 {
+                    versions.push(store.set(&id, &session(json!({ "n": n, "k": k }))).await?);
+                }
+                Ok::<_, Error>(versions)
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for task in tasks {
+        versions.extend(task.await.unwrap().unwrap());
+    }
+    let count = versions.len();
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), count, "two sets reported one version");
+    let last = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(Some(last.version()), versions.last().copied());
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
+
+/// Owners compare byte for byte: owners differing only in case or a trailing space are
+/// different owners (a collation would fold them together).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_and_ids_compare_byte_for_byte() {
+    let Some((pool, _, prefix)) = server().await else {
+        return;
+    };
+    let store = migrated(&pool, &format!("{prefix}t")).await;
+    let names = ["Ada", "ada", "ada ", "ädä"];
+    for name in names {
+        let mut s = session(json!({}));
+        s.set_owner(Some(Owner::new(name).unwrap()));
+        store.set(&SessionId::generate(), &s).await.unwrap();
+    }
+    for name in names {
+        let listed = store
+            .sessions_of(&Owner::new(name).unwrap(), false)
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1, "{name:?}");
+    }
+    let (a, b) = (
+        SessionId::new("Abc").unwrap(),
+        SessionId::new("abc").unwrap(),
+    );
+    store
+        .set(&a, &session(json!({"which": "A"})))
+        .await
+        .unwrap();
+    store
+        .set(&b, &session(json!({"which": "a"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get(&a)
+            .await
+            .unwrap()
+            .unwrap()
+            .get::<String>("which")
+            .unwrap(),
+        Some("A".into())
+    );
+    assert_eq!(store.len().await.unwrap(), 6);
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
+
+#[tokio::test]
+async fn invalid_names_and_urls_are_config_errors() {
+    for bad in ["", "a-b", "x`y", &"t".repeat(50)] {
+        let err = MySqlStore::builder()
+            .table(bad)
+            .connect_lazy("mysql://root@127.0.0.1:1/test")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{bad:?}");
+    }
+    for bad in [
+        "mysql://root@127.0.0.1/test?nope=1",
+        "mysql://root@127.0.0.1/test?ssl-mode=SOMETIMES",
+    ] {
+        let err = session_stores::connect(bad).await.err().expect("refused");
+        assert_eq!(err.kind(), ErrorKind::Config, "{bad}: {err}");
+    }
+    #[cfg(feature = "mysql-tls")]
+    {
+        let err = session_stores::connect(
+            "mysql://root@127.0.0.1/test?ssl-mode=VERIFY_CA&ssl-ca=/no/such/ca.pem",
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("ssl-ca"), "{err}");
+    }
+    // An unreachable server is a transient error within the acquire timeout, not a hang.
+    let started = std::time::Instant::now();
+    let err = MySqlStore::builder()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect("mysql://root@127.0.0.1:1/test")
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
