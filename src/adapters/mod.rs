@@ -6,6 +6,8 @@
 //! | `tower-sessions` | [`tower_sessions`] | [tower-sessions] 0.15 (axum, any tower stack) |
 //! | `tower-sessions-014` | [`tower_sessions`] (`v014`) | tower-sessions 0.14 (axum-login 0.18) |
 //! | `actix-session`  | [`actix`]             | [actix-session] 0.11 (actix-web)            |
+//! | `axum-session`   | [`axum_session`]      | [axum_session] 0.22 (axum 0.8)              |
+//! | `poem`           | [`poem`]              | [poem] 3, `session` feature (`ServerSession`) |
 //!
 //! Each adapter wraps a store of this crate (or your own, or a `Box<dyn SessionStore>` from
 //! [`connect`](crate::connect())) and implements the middleware's store trait on top of the
@@ -22,6 +24,14 @@
 //!
 //! [tower-sessions]: https://docs.rs/tower-sessions/0.15
 //! [actix-session]: https://docs.rs/actix-session/0.11
+//! [axum_session]: https://docs.rs/axum_session/0.22
+//! [poem]: https://docs.rs/poem/3
+//!
+//! The axum_session and poem adapters keep these promises as far as those frameworks' store
+//! traits allow: axum_session's `DatabasePool::store` carries no version and its expiry is in
+//! whole seconds, and poem's `update_session` does not say whether a session is new; each
+//! module's docs say exactly what is lost. Only the tower-sessions and actix-session
+//! adapters implement `RequestAdapter`.
 
 #[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
 #[cfg_attr(
@@ -33,19 +43,41 @@ pub mod tower_sessions;
 #[cfg(any(
     feature = "tower-sessions",
     feature = "tower-sessions-014",
-    feature = "actix-session"
+    feature = "actix-session",
+    feature = "axum-session",
+    feature = "poem"
 ))]
+// The axum_session adapter runs its own save loop over `merge`; alone, `save` is unused.
+#[cfg_attr(
+    not(any(
+        feature = "tower-sessions",
+        feature = "tower-sessions-014",
+        feature = "actix-session",
+        feature = "poem"
+    )),
+    allow(dead_code)
+)]
 mod saving;
 #[cfg(any(
     feature = "tower-sessions",
     feature = "tower-sessions-014",
-    feature = "actix-session"
+    feature = "actix-session",
+    feature = "axum-session",
+    feature = "poem"
 ))]
 pub use saving::{LOADED_KEY, OnConflict};
 
 #[cfg(feature = "actix-session")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
 pub mod actix;
+
+#[cfg(feature = "axum-session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum-session")))]
+pub mod axum_session;
+
+#[cfg(feature = "poem")]
+#[cfg_attr(docsrs, doc(cfg(feature = "poem")))]
+pub mod poem;
 
 /// How many fresh ids an adapter tries before it gives up on minting a session. With 128 or
 /// more random bits per id a single collision is already astronomically unlikely; the bound
@@ -64,7 +96,9 @@ pub(crate) const MAX_CREATE_ATTEMPTS: usize = 16;
 #[cfg(any(
     feature = "tower-sessions",
     feature = "tower-sessions-014",
-    feature = "actix-session"
+    feature = "actix-session",
+    feature = "axum-session",
+    feature = "poem"
 ))]
 pub(crate) fn owner_of_value(
     value: Option<&serde_json::Value>,

@@ -1,6 +1,7 @@
-//! End-to-end tests of both adapters: real middleware (tower-sessions 0.15 under axum,
-//! actix-session 0.11 under actix-web), real HTTP requests through the framework's service
-//! (`tower::ServiceExt::oneshot`, `actix_web::test::call_service`), with a cookie jar kept
+//! End-to-end tests of the adapters: real middleware (tower-sessions 0.15 and axum_session
+//! 0.22 under axum, actix-session 0.11 under actix-web, poem 3's `ServerSession`), real HTTP
+//! requests through the framework's service (`tower::ServiceExt::oneshot`,
+//! `actix_web::test::call_service`, poem's `Endpoint::get_response`), with a cookie jar kept
 //! by the test, against every backend enabled by features:
 //!
 //! - memory always, file and SQLite (temporary directories) with their features;
@@ -10,8 +11,8 @@
 //!
 //! Each test runs every scenario of [`scenarios`] for one adapter on one backend, each
 //! scenario on a fresh, isolated store. Run with
-//! `cargo test --features tower-sessions,actix-session --test it adapters::` (plus the
-//! backend features).
+//! `cargo test --features tower-sessions,actix-session,axum-session,poem --test it adapters::`
+//! (plus the backend features).
 //!
 //! Needs the `memory` feature (on by default) besides an adapter feature.
 #![cfg(all(
@@ -19,7 +20,9 @@
     any(
         feature = "tower-sessions",
         feature = "tower-sessions-014",
-        feature = "actix-session"
+        feature = "actix-session",
+        feature = "axum-session",
+        feature = "poem"
     )
 ))]
 
@@ -33,6 +36,12 @@ mod tower;
 
 #[cfg(feature = "actix-session")]
 mod actix;
+
+#[cfg(feature = "axum-session")]
+mod axum_session;
+
+#[cfg(feature = "poem")]
+mod poem;
 
 mod connect;
 
