@@ -14,7 +14,7 @@ use crate::session::{
 };
 use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore, Undecodable};
 use crate::stores::shared::codec::{encode_data, invalid_stored_id, version_to_i64};
-use crate::stores::shared::scan_limit;
+use crate::stores::shared::{opened_on_a_stopped_runtime, scan_limit};
 
 // Named by the module docs only.
 #[cfg(doc)]
@@ -38,7 +38,7 @@ pub use builder::{
 pub use schema::MIGRATE_LOCK_NAME;
 
 use codec::{decode_listed, decode_row, scanned_key, to_version};
-use error::{is_duplicate, map_err, map_write_err, opened_on_a_stopped_runtime, retry};
+use error::{is_duplicate, map_err, map_write_err, retry};
 use statements::Statements;
 
 /// How many times `create` inserts after removing an expired row that held its id, before

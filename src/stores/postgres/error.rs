@@ -141,21 +141,3 @@ pub(super) fn has_sql_state(err: &sqlx::Error, codes: &[&str]) -> bool {
 pub(super) fn is_serialization_failure(err: &sqlx::Error) -> bool {
     has_sql_state(err, &["40001", "40P01"])
 }
-
-/// Whether `err` came from a connection whose socket belongs to a tokio runtime that has
-/// shut down: its I/O fails at once with tokio's "being shutdown" error, before anything is
-/// sent, so the operation can run again on another connection. (tokio offers no other way
-/// to tell: the error is an `io::ErrorKind::Other` with that message.)
-pub(super) fn opened_on_a_stopped_runtime(err: &Error) -> bool {
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::Other
-                && io
-                    .to_string()
-                    .contains("context was found, but it is being shutdown");
-        }
-        source = cause.source();
-    }
-    false
-}

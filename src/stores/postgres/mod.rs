@@ -14,7 +14,7 @@ use crate::session::{
 };
 use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore, Undecodable};
 use crate::stores::shared::codec::{invalid_stored_id, version_to_i64};
-use crate::stores::shared::scan_limit;
+use crate::stores::shared::{opened_on_a_stopped_runtime, scan_limit};
 
 // Named by the module docs only.
 #[cfg(doc)]
@@ -41,7 +41,7 @@ pub use codec::{MAX_EXPIRY_MILLIS, MIN_EXPIRY_MILLIS};
 pub use schema::MIGRATE_LOCK_KEY;
 
 use codec::{clamp, decode_listed, decode_row, encode_data, scanned_key, to_version};
-use error::{is_serialization_failure, map_err, map_write_err, opened_on_a_stopped_runtime, retry};
+use error::{is_serialization_failure, map_err, map_write_err, retry};
 use statements::Statements;
 
 /// A future running `$body` (one operation's statements, ending in a `Result`) with `$conn`
