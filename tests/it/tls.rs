@@ -1,5 +1,5 @@
 //! TLS in transit, against real servers this test binary starts itself (features
-//! `postgres-tls`, `redis-tls`).
+//! `postgres-tls`, `mysql-tls`, `redis-tls`).
 //!
 //! Each run makes its own PKI with the `openssl` CLI in a temporary directory: a CA, a server
 //! certificate it signs (SAN `IP:127.0.0.1`, `DNS:localhost`; also for client use, as the
@@ -9,6 +9,8 @@
 //! - Postgres: a throwaway cluster (`initdb`, then `postgres` with `ssl=on`, trust auth,
 //!   listening on 127.0.0.1 on a free port, its socket in the temporary directory), run as
 //!   the `postgres` user when the tests run as root;
+//! - MySQL: a throwaway MariaDB (`mariadb-install-db`, then `mariadbd` with `ssl-cert`,
+//!   `ssl-key` and `ssl-ca`, no grant tables, on 127.0.0.1 and 127.0.0.2 on a free port);
 //! - Redis: `redis-server` with only a TLS port (`--port 0 --tls-port <free>`), one that does
 //!   not ask for client certificates and one that requires them; and a 3-primary Redis
 //!   Cluster speaking only TLS (`--tls-cluster yes`), formed with `redis-cli --tls`.
@@ -20,7 +22,7 @@
 //!
 //! No test installs a rustls crypto provider: the stores must work without the application
 //! doing so.
-#![cfg(any(feature = "postgres-tls", feature = "redis-tls"))]
+#![cfg(any(feature = "postgres-tls", feature = "mysql-tls", feature = "redis-tls"))]
 
 use crate::support;
 
@@ -699,6 +701,324 @@ async fn postgres_bad_tls_files_are_config_errors() {
     for (url, expected) in &cases {
         for result in [
             session_stores::PostgresStore::builder()
+                .connect(url)
+                .await
+                .map(drop),
+            session_stores::connect(url).await.map(drop),
+        ] {
+            let err = result.expect_err(url);
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}: {}", chain(&err));
+            assert!(chain(&err).contains(expected), "{url}: {}", chain(&err));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// MySQL (MariaDB)
+// ---------------------------------------------------------------------------------------
+
+#[cfg(feature = "mysql-tls")]
+mod mysql {
+    use super::*;
+    use session_stores::MySqlStore;
+
+    /// A throwaway MariaDB with TLS, stopped on drop.
+    pub struct Server {
+        dir: tempfile::TempDir,
+        port: u16,
+        child: Child,
+        watchdog: Child,
+        pki: Arc<Pki>,
+    }
+
+    impl Server {
+        /// The shared server, or `None` (a loud skip; a panic in CI) if a program is missing.
+        pub fn get(test: &str) -> Option<Arc<Server>> {
+            if !support::require_programs(test, &["openssl", "mariadb-install-db", "mariadbd"]) {
+                return None;
+            }
+            static SERVER: Mutex<Weak<Server>> = Mutex::new(Weak::new());
+            Some(shared(&SERVER, || Server::start(Pki::get())))
+        }
+
+        fn start(pki: Arc<Pki>) -> Server {
+            let dir = tempfile::tempdir().expect("a temporary directory for MariaDB");
+            let path = dir.path();
+            let data = path.join("data");
+            let out = Command::new("mariadb-install-db")
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .args(["--user=root", "--auth-root-authentication-method=normal"])
+                .args(["--skip-test-db", "--skip-name-resolve"])
+                .output()
+                .expect("run mariadb-install-db");
+            assert!(
+                out.status.success(),
+                "mariadb-install-db failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let port = support::free_port();
+            let log_path = path.join("mariadb.log");
+            let mut child = Command::new("mariadbd")
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--socket={}", path.join("mysqld.sock").display()))
+                .arg(format!("--pid-file={}", path.join("mysqld.pid").display()))
+                .arg(format!("--log-error={}", log_path.display()))
+                .arg(format!("--port={port}"))
+                // 127.0.0.2 too: an address the certificate does not name.
+                .arg("--bind-address=127.0.0.1,127.0.0.2")
+                .args(["--user=root", "--skip-grant-tables", "--skip-name-resolve"])
+                .args([
+                    "--innodb-buffer-pool-size=32M",
+                    "--innodb-flush-log-at-trx-commit=0",
+                ])
+                .args(["--skip-log-bin", "--max-connections=200"])
+                .arg(format!("--ssl-cert={}", pki.path("server.pem").display()))
+                .arg(format!("--ssl-key={}", pki.path("server.key").display()))
+                .arg(format!("--ssl-ca={}", pki.ca().display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start mariadbd");
+            let watchdog = watchdog(child.id(), "TERM");
+            let mut exited = None;
+            let ready = support::poll_until(STARTUP, || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited = Some(status);
+                    return true;
+                }
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            let mut server = Server {
+                dir,
+                port,
+                child,
+                watchdog,
+                pki,
+            };
+            if let Some(status) = exited {
+                panic!(
+                    "mariadbd exited at start ({status}): {}",
+                    log_tail(&log_path)
+                );
+            }
+            if !ready {
+                stop(&mut server.child, "TERM");
+                panic!(
+                    "mariadbd did not accept connections within {STARTUP:?}: {}",
+                    log_tail(&log_path)
+                );
+            }
+            support::loud(&format!(
+                "tests/tls.rs: started a throwaway MariaDB with TLS on 127.0.0.1:{port}"
+            ));
+            server
+        }
+
+        /// A URL to the server's `mysql` database with `query` (such as
+        /// `ssl-mode=REQUIRED`).
+        pub fn url(&self, host: &str, query: &str) -> String {
+            format!("mysql://root@{host}:{}/mysql?{query}", self.port)
+        }
+
+        pub fn pki(&self) -> &Pki {
+            &self.pki
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            stop(&mut self.child, "TERM");
+            let _ = self.watchdog.kill();
+            let _ = self.watchdog.wait();
+            let _ = &self.dir;
+        }
+    }
+
+    /// The TLS version of the connection a query of `pool` ran on (empty: no TLS).
+    async fn tls_version_of(pool: &sqlx::MySqlPool) -> String {
+        let (_, version): (String, String) =
+            sqlx::query_as("SHOW SESSION STATUS LIKE 'Ssl_version'")
+                .fetch_one(pool)
+                .await
+                .expect("read Ssl_version");
+        version
+    }
+
+    fn verify_identity(server: &Server, host: &str, ca: &Path) -> String {
+        server.url(
+            host,
+            &format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", ca.display()),
+        )
+    }
+
+    /// `ssl-mode=REQUIRED` and the default `PREFERRED` connect encrypted, `DISABLED` does
+    /// not (so the query tells them apart); `VERIFY_IDENTITY` with our CA connects by
+    /// address and by name, through the builder and `connect(url)`; `REQUIRED` with our CA
+    /// verifies the chain against it, and passes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn required_and_verified_connections_are_encrypted() {
+        let Some(server) = Server::get("required_and_verified_connections_are_encrypted") else {
+            return;
+        };
+        let ca = server.pki().ca();
+        let with_ca = format!("ssl-mode=REQUIRED&ssl-ca={}", ca.display());
+        let cases = [
+            (server.url("127.0.0.1", "ssl-mode=REQUIRED"), true),
+            (server.url("127.0.0.1", ""), true),
+            (server.url("127.0.0.1", "ssl-mode=DISABLED"), false),
+            (verify_identity(&server, "127.0.0.1", &ca), true),
+            (verify_identity(&server, "localhost", &ca), true),
+            (server.url("127.0.0.1", &with_ca), true),
+        ];
+        for (url, encrypted) in &cases {
+            let store = MySqlStore::builder()
+                .table(support::unique_name("tls_"))
+                .max_connections(2)
+                .connect(url)
+                .await
+                .unwrap_or_else(|err| panic!("connect to {url}: {}", chain(&err)));
+            store.migrate().await.expect("migrate");
+            round_trip(&store).await;
+            let version = tls_version_of(store.pool()).await;
+            assert_eq!(
+                !version.is_empty(),
+                *encrypted,
+                "{url}: Ssl_version {version:?}"
+            );
+            if *encrypted {
+                assert!(version.starts_with("TLSv1."), "{version}");
+            }
+            store.clear().await.expect("clear");
+        }
+        let url = format!(
+            "{}&table={}",
+            verify_identity(&server, "127.0.0.1", &ca),
+            support::unique_name("tls_url_")
+        );
+        let store = session_stores::connect(&url)
+            .await
+            .unwrap_or_else(|err| panic!("connect(url): {}", chain(&err)));
+        round_trip(&*store).await;
+        store.clear().await.expect("clear");
+    }
+
+    /// A CA that did not sign the server's certificate is refused at once with a typed,
+    /// non-transient error: with `VERIFY_IDENTITY`, `VERIFY_CA`, and `REQUIRED` naming that
+    /// CA (which verifies the chain; sqlx alone accepted any certificate); so is
+    /// `VERIFY_IDENTITY` with only the public roots, and to 127.0.0.2, an address the
+    /// certificate does not name, with our CA.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn untrusted_or_misnamed_servers_are_refused() {
+        let Some(server) = Server::get("untrusted_or_misnamed_servers_are_refused") else {
+            return;
+        };
+        let (ca, other) = (server.pki().ca(), server.pki().other_ca());
+        let cases = [
+            (
+                verify_identity(&server, "127.0.0.1", &other),
+                "invalid peer certificate",
+            ),
+            (
+                server.url(
+                    "127.0.0.1",
+                    &format!("ssl-mode=VERIFY_CA&ssl-ca={}", other.display()),
+                ),
+                "invalid peer certificate",
+            ),
+            (
+                server.url(
+                    "127.0.0.1",
+                    &format!("ssl-mode=REQUIRED&ssl-ca={}", other.display()),
+                ),
+                "invalid peer certificate",
+            ),
+            (
+                server.url("127.0.0.1", "ssl-mode=VERIFY_IDENTITY"),
+                "invalid peer certificate",
+            ),
+            (
+                verify_identity(&server, "127.0.0.2", &ca),
+                "does not name the host",
+            ),
+        ];
+        for (url, expected) in &cases {
+            let started = Instant::now();
+            let result = MySqlStore::builder().connect(url).await;
+            assert_refused(result, expected, started.elapsed());
+        }
+        let started = Instant::now();
+        let result = session_stores::connect(&cases[0].0).await;
+        assert_refused(result, "UnknownIssuer", started.elapsed());
+    }
+
+    /// The whole conformance suite over `VERIFY_IDENTITY` connections, each store on a pool
+    /// of its own that `MySqlStoreBuilder::connect` opened.
+    #[cfg(feature = "conformance")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_suite_over_tls() {
+        let _load = support::loads_the_machine().await;
+        let Some(server) = Server::get("whole_suite_over_tls") else {
+            return;
+        };
+        let url = verify_identity(&server, "127.0.0.1", &server.pki().ca());
+        let started = Instant::now();
+        let url_for_factory = url.clone();
+        let result = session_stores::conformance::run(move || {
+            let url = url_for_factory.clone();
+            async move {
+                let store = MySqlStore::builder()
+                    .table(support::unique_name("sessions_"))
+                    .max_connections(4)
+                    .connect(&url)
+                    .await
+                    .expect("connect over TLS");
+                store.migrate().await.expect("migrate");
+                store
+            }
+        })
+        .await;
+        if let Err(failures) = result {
+            panic!("MySqlStore over TLS: {failures}");
+        }
+        eprintln!(
+            "MySqlStore over TLS (VERIFY_IDENTITY) passed all {} conformance checks in {:?}",
+            session_stores::conformance::check_names().count(),
+            started.elapsed()
+        );
+    }
+}
+
+/// Bad TLS files in a MySQL URL are configuration errors when the store is made, not
+/// connection failures (no server needed: nothing is sent).
+#[cfg(feature = "mysql-tls")]
+#[tokio::test]
+async fn mysql_bad_tls_files_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let base = "mysql://root@127.0.0.1:1/test?ssl-mode=VERIFY_IDENTITY";
+    let cases = [
+        (
+            format!("{base}&ssl-ca={}", missing.display()),
+            "could not read",
+        ),
+        (
+            format!("{base}&ssl-ca={}", garbage.display()),
+            "holds no PEM certificate",
+        ),
+        (
+            format!("{base}&ssl-cert={}", garbage.display()),
+            "needs its key",
+        ),
+    ];
+    for (url, expected) in &cases {
+        for result in [
+            session_stores::MySqlStore::builder()
                 .connect(url)
                 .await
                 .map(drop),
