@@ -68,10 +68,12 @@ impl Statements {
     }
 }
 
-/// Loads `ids`, all holding `session`, with multi-row inserts of 1,000 rows.
+/// Loads `ids`, all holding `session`, with multi-row inserts of up to 1,000 rows and about
+/// 4 MiB each (under the server's `max_allowed_packet`, 16 MiB by default).
 async fn bulk_fill(pool: &MySqlPool, table: &str, ids: &[SessionId], session: &Session) {
     let data = serde_json::to_string(session.data()).expect("encode");
-    for chunk in ids.chunks(1000) {
+    let rows_per_insert = ((4 << 20) / (data.len() + 200)).clamp(1, 1000);
+    for chunk in ids.chunks(rows_per_insert) {
         let rows = vec!["(?, ?, ?, 1)"; chunk.len()].join(", ");
         let text = format!(
             "INSERT INTO `{table}` (id, data, expires_at, version) VALUES {rows} \

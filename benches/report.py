@@ -25,7 +25,7 @@ if not run_roots:
 root = run_roots[-1]
 RUNS = len(run_roots)
 
-BACKENDS = ["memory", "file", "sqlite", "postgres", "redis"]
+BACKENDS = ["memory", "file", "sqlite", "postgres", "mysql", "redis"]
 CASE_ORDER = ["get_hit", "get_miss", "set_new", "set_changed", "set_unchanged", "set_expiry", "touch",
               "destroy", "create", "set_if_version", "mixed_3get_1set_200B", "get_1KiB",
               "set_1KiB", "population_get_200B", "population_set_200B"]
@@ -113,7 +113,8 @@ lines = [
     "",
     "- **What the raw clients do.** memory: one `Mutex<lru::LruCache>`; file: write-temp-then-rename",
     "  with serde_json and no locks; sqlite: the store's own statements through raw rusqlite on one",
-    "  connection; postgres: the store's own SQL through raw sqlx on a pool without checkout pings;",
+    "  connection; postgres and mysql: the store's own SQL through raw sqlx on a pool without",
+    "  checkout pings (mysql: with a plain \"now\" parameter and no `LAST_INSERT_ID`);",
     "  redis: `GET`/`SET PXAT` (one plain `SET` of the same bytes, no version read)/`SET NX`/",
     "  `PEXPIREAT`/`UNLINK` on one multiplexed connection (not atomic where the store runs a Lua script).",
     "- **Thread hand-offs.** The raw clients call blocking I/O right on the async executor thread.",

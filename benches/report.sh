@@ -24,7 +24,7 @@ done
 target="${CARGO_TARGET_DIR:-target}"
 rm -rf "$target/criterion" "$target/criterion-runs"
 benches=(memory footprint)
-for bench in file sqlite postgres redis wrappers owners; do
+for bench in file sqlite postgres mysql redis wrappers owners; do
     [ -f "benches/$bench.rs" ] && benches+=("$bench")
 done
 cargo bench --all-features --no-run
@@ -50,8 +50,8 @@ if [ -f benches/peers/Cargo.toml ]; then
         cargo bench --all-features --bench peers_sqlite -- "${args[@]}" "^peers-sqlite/$phase/"
         CRITERION_HOME="$criterion_home" "${peers[@]}" -- "${args[@]}" "^peers-sqlite/$phase/"
     done
-    echo "=== bench peers memory, postgres, redis ($(date -u +%H:%M:%S))"
-    CRITERION_HOME="$criterion_home" "${peers[@]}" -- "${args[@]}" '^peers-(memory|postgres|redis)/'
+    echo "=== bench peers memory, postgres, mysql, redis ($(date -u +%H:%M:%S))"
+    CRITERION_HOME="$criterion_home" "${peers[@]}" -- "${args[@]}" '^peers-(memory|postgres|mysql|redis)/'
 fi
 mkdir -p "$target/criterion-runs"
 mv "$target/criterion" "$target/criterion-runs/$run"

@@ -5,6 +5,7 @@
 //! | memory   | `MemoryStore`, and also through its own `SessionStore` trait (`ours-native`) | tower-sessions' `MemoryStore`, `tower-sessions-moka-store` |
 //! | sqlite   | in the main crate's `benches/peers_sqlite.rs` | `tower-sessions-sqlx-store` `SqliteStore`, temp file, its default pool |
 //! | postgres | `PostgresStore`, own schema         | `tower-sessions-sqlx-store` `PostgresStore`, own schema, default `PgPool` |
+//! | mysql    | `MySqlStore`, own table             | `tower-sessions-sqlx-store` `MySqlStore`, own table, default `MySqlPool` |
 //! | redis    | `RedisStore`, own key prefix, also native (`ours-native`) | `tower-sessions-redis-store` (fred), a pool of 6 clients as in its example |
 //!
 //! The peer stores' newest releases implement tower-sessions-core 0.14 (ours and
@@ -13,6 +14,8 @@
 //!
 //! Postgres and Redis are found as the main crate's benches find them
 //! (`SESSION_STORES_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`;
+//! `SESSION_STORES_MYSQL_URL`, default `mysql://root@127.0.0.1:3306/test`, whose database
+//! holds both MySQL tables, dropped at the end;
 //! `SESSION_STORES_REDIS_URL`, default `redis://127.0.0.1:6379`); a backend whose server is
 //! absent is skipped with a loud `SKIPPED` line. Both schemas are dropped and our Redis prefix
 //! cleared at the end; the fred store's keys (bare ids) are deleted after every sample.
@@ -26,11 +29,12 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use session_stores::{
-    MemoryStore, PostgresStore, RedisStore, Session, SessionId, SessionStore, TowerSessionsStore,
+    MemoryStore, MySqlStore, PostgresStore, RedisStore, Session, SessionId, SessionStore, TowerSessionsStore,
 };
 use tokio::runtime::Runtime;
 use tower_sessions_moka_store::MokaStore;
 use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
+use tower_sessions_sqlx_store::sqlx::mysql::MySqlPool;
 use tower_sessions_sqlx_store::sqlx::postgres::PgPool;
 use tower_sessions_sqlx_store::sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use workload::{Failures, Tower, store};
@@ -107,6 +111,8 @@ impl<S: SessionStore + 'static> workload::Target for Native<S> {
 
 const POSTGRES_VAR: &str = "SESSION_STORES_POSTGRES_URL";
 const POSTGRES_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
+const MYSQL_VAR: &str = "SESSION_STORES_MYSQL_URL";
+const MYSQL_DEFAULT: &str = "mysql://root@127.0.0.1:3306/test";
 const REDIS_VAR: &str = "SESSION_STORES_REDIS_URL";
 const REDIS_DEFAULT: &str = "redis://127.0.0.1:6379";
 /// Room for every record a sample creates, so the bounded memory stores never evict.
@@ -121,6 +127,7 @@ fn main() {
     memory(&mut c, &rt, &failures);
     sqlite(&mut c, &rt, &failures);
     postgres(&mut c, &rt, &failures);
+    mysql(&mut c, &rt, &failures);
     redis(&mut c, &rt, &failures);
     c.final_summary();
 }
@@ -225,6 +232,62 @@ fn postgres(c: &mut Criterion, rt: &Runtime, failures: &Failures) {
                 .await
             {
                 eprintln!("\n*** could not drop schema {schema}: {err} ***\n");
+            }
+        }
+    });
+}
+
+fn mysql(c: &mut Criterion, rt: &Runtime, failures: &Failures) {
+    let url = std::env::var(MYSQL_VAR).unwrap_or_else(|_| MYSQL_DEFAULT.to_string());
+    let pool = match rt.block_on(async {
+        tokio::time::timeout(CONNECT_TIMEOUT, MySqlPool::connect(&url))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|err| err.to_string())
+    }) {
+        Ok(pool) => pool,
+        Err(err) => {
+            eprintln!(
+                "\n*** SKIPPED: peers-mysql, no server at {url}: {err} (set {MYSQL_VAR}) ***\n"
+            );
+            return;
+        }
+    };
+    let (ours_table, peer_table) = (schema("ours"), schema("tower"));
+    // The peer makes its table in a schema (a database) of its choosing: the URL's.
+    let database = url
+        .rsplit_once('/')
+        .map(|(_, db)| db.split('?').next().unwrap_or(db).to_string())
+        .unwrap_or_else(|| "test".into());
+    let (ours, peer) = rt.block_on(async {
+        let ours = MySqlStore::builder()
+            .table(&ours_table)
+            .connect(&url)
+            .await
+            .expect("connect our store");
+        ours.migrate().await.expect("migrate our store");
+        let peer = tower_sessions_sqlx_store::MySqlStore::new(pool.clone())
+            .with_schema_name(&database)
+            .expect("a valid schema name")
+            .with_table_name(&peer_table)
+            .expect("a valid table name");
+        peer.migrate().await.expect("migrate the sqlx store");
+        (ours, peer)
+    });
+    let stores = [
+        store("ours", Tower(TowerSessionsStore::new(ours))),
+        store("tower-sqlx", Tower014(peer)),
+    ];
+    workload::run(c, rt, "mysql", &stores, failures);
+    drop(stores);
+    rt.block_on(async {
+        for table in [&ours_table, &peer_table] {
+            let drop_table = format!("DROP TABLE IF EXISTS `{table}`");
+            if let Err(err) = tower_sessions_sqlx_store::sqlx::query(&drop_table)
+                .execute(&pool)
+                .await
+            {
+                eprintln!("\n*** could not drop table {table}: {err} ***\n");
             }
         }
     });
