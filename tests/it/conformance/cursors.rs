@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use session_stores::{ScanCursor, Session, SessionId, SessionStore};
 
-#[cfg(any(feature = "postgres", feature = "redis"))]
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 use crate::support;
 
 /// Writes 40 sessions through `a`, scans two pages of 7 on `a`, and resumes from the saved
@@ -64,6 +64,12 @@ async fn a_saved_cursor_resumes_on_another_instance_of_every_backend() {
         let table = support::unique_name("cursors_");
         urls.push(format!("{url}?table={table}"));
     }
+    #[cfg(feature = "mysql")]
+    let mysql = support::service_url(support::MYSQL_VAR, support::MYSQL_DEFAULT, 3306).map(|url| {
+        let table = support::unique_name("cursors_");
+        urls.push(format!("{url}?table={table}"));
+        (url, table)
+    });
     #[cfg(feature = "redis")]
     {
         if let Some(url) =
@@ -87,6 +93,11 @@ async fn a_saved_cursor_resumes_on_another_instance_of_every_backend() {
     assert!(!urls.is_empty(), "no backend to resume a cursor on");
     for url in &urls {
         resumes_on_another_instance(url).await;
+    }
+    #[cfg(feature = "mysql")]
+    if let Some((url, table)) = mysql {
+        let pool = sqlx::MySqlPool::connect(&url).await.expect("connect");
+        support::drop_mysql_tables(&pool, &table).await;
     }
     drop(dir);
 }
