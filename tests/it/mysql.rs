@@ -410,3 +410,85 @@ async fn invalid_names_and_urls_are_config_errors() {
     assert!(err.is_transient(), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// `migrate` puts back a missing index of an existing table (each of the two), keeping the
+/// table's sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_rebuilds_a_missing_index_and_keeps_the_sessions() {
+    let Some((pool, _, prefix)) = server().await else {
+        return;
+    };
+    let table = format!("{prefix}t");
+    let store = migrated(&pool, &table).await;
+    let id = SessionId::generate();
+    store.set(&id, &session(json!({"n": 1}))).await.unwrap();
+    let indexes = || async {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT CAST(index_name AS CHAR) FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND table_name = ? ORDER BY 1",
+        )
+        .bind(&table)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        names
+    };
+    let all = indexes().await;
+    for suffix in ["_expires_at_idx", "_owner_idx"] {
+        exec(&pool, format!("DROP INDEX `{table}{suffix}` ON `{table}`")).await;
+        assert_ne!(indexes().await, all, "{suffix} dropped");
+        store.migrate().await.expect("migrate");
+        assert_eq!(indexes().await, all, "{suffix} is back");
+    }
+    assert_eq!(
+        store
+            .get(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .get::<u64>("n")
+            .unwrap(),
+        Some(1)
+    );
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
+
+/// An insert that fails for another reason than a taken id (here: a trigger refuses it, after
+/// the statements were prepared) is an error, never "the id is taken": `create` does not
+/// answer `false`, `set_if_version` from no session does not answer `Conflict`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_insert_is_an_error_not_a_taken_id() {
+    let Some((pool, _, prefix)) = server().await else {
+        return;
+    };
+    let table = format!("{prefix}t");
+    let store = migrated(&pool, &table).await;
+    // The statements are prepared on the store's connections before the trigger exists.
+    assert!(
+        store
+            .create(&SessionId::generate(), &session(json!({})))
+            .await
+            .unwrap()
+    );
+    exec(
+        &pool,
+        format!(
+            "CREATE TRIGGER `{table}_refuse` BEFORE INSERT ON `{table}` FOR EACH ROW \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by a trigger'"
+        ),
+    )
+    .await;
+    let id = SessionId::generate();
+    let err = store
+        .create(&id, &session(json!({})))
+        .await
+        .expect_err("a create the server refused");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err:?}");
+    assert_eq!(err.session(), Some(&id.hint()));
+    let err = store
+        .set_if_version(&id, &session(json!({})), 0)
+        .await
+        .expect_err("a compare-and-set the server refused");
+    assert!(!err.is_conflict(), "{err:?}");
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
