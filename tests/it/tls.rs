@@ -674,36 +674,37 @@ mod postgres {
     }
 }
 
-/// Bad TLS files in a Postgres URL are configuration errors when the store is made, not
-/// connection failures (no server needed: nothing is sent).
-#[cfg(feature = "postgres-tls")]
-#[tokio::test]
-async fn postgres_bad_tls_files_are_config_errors() {
+/// The three bad-file cases of a URL whose CA option is `ca` and client-certificate option
+/// `cert` (a missing CA file, a CA file with no certificate, a certificate without its key),
+/// each an [`ErrorKind::Config`] naming what is wrong, through `open` (the backend's builder)
+/// and through `connect`. No server is needed: nothing is sent.
+#[cfg(any(feature = "postgres-tls", feature = "mysql-tls"))]
+async fn bad_tls_files_are_config_errors<F, Fut>(base: &str, ca: &str, cert: &str, open: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = session_stores::Result<()>>,
+{
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate").unwrap();
     let missing = dir.path().join("missing.pem");
-    let base = "postgres://postgres@127.0.0.1:1/postgres?sslmode=verify-full";
     let cases = [
         (
-            format!("{base}&sslrootcert={}", missing.display()),
+            format!("{base}&{ca}={}", missing.display()),
             "could not read",
         ),
         (
-            format!("{base}&sslrootcert={}", garbage.display()),
+            format!("{base}&{ca}={}", garbage.display()),
             "holds no PEM certificate",
         ),
         (
-            format!("{base}&sslcert={}", garbage.display()),
+            format!("{base}&{cert}={}", garbage.display()),
             "needs its key",
         ),
     ];
     for (url, expected) in &cases {
         for result in [
-            session_stores::PostgresStore::builder()
-                .connect(url)
-                .await
-                .map(drop),
+            open(url.clone()).await,
             session_stores::connect(url).await.map(drop),
         ] {
             let err = result.expect_err(url);
@@ -711,6 +712,25 @@ async fn postgres_bad_tls_files_are_config_errors() {
             assert!(chain(&err).contains(expected), "{url}: {}", chain(&err));
         }
     }
+}
+
+/// Bad TLS files in a Postgres URL are configuration errors when the store is made, not
+/// connection failures.
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn postgres_bad_tls_files_are_config_errors() {
+    bad_tls_files_are_config_errors(
+        "postgres://postgres@127.0.0.1:1/postgres?sslmode=verify-full",
+        "sslrootcert",
+        "sslcert",
+        |url| async move {
+            session_stores::PostgresStore::builder()
+                .connect(&url)
+                .await
+                .map(drop)
+        },
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -993,42 +1013,22 @@ mod mysql {
 }
 
 /// Bad TLS files in a MySQL URL are configuration errors when the store is made, not
-/// connection failures (no server needed: nothing is sent).
+/// connection failures.
 #[cfg(feature = "mysql-tls")]
 #[tokio::test]
 async fn mysql_bad_tls_files_are_config_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let garbage = dir.path().join("garbage.pem");
-    std::fs::write(&garbage, "not a certificate").unwrap();
-    let missing = dir.path().join("missing.pem");
-    let base = "mysql://root@127.0.0.1:1/test?ssl-mode=VERIFY_IDENTITY";
-    let cases = [
-        (
-            format!("{base}&ssl-ca={}", missing.display()),
-            "could not read",
-        ),
-        (
-            format!("{base}&ssl-ca={}", garbage.display()),
-            "holds no PEM certificate",
-        ),
-        (
-            format!("{base}&ssl-cert={}", garbage.display()),
-            "needs its key",
-        ),
-    ];
-    for (url, expected) in &cases {
-        for result in [
+    bad_tls_files_are_config_errors(
+        "mysql://root@127.0.0.1:1/test?ssl-mode=VERIFY_IDENTITY",
+        "ssl-ca",
+        "ssl-cert",
+        |url| async move {
             session_stores::MySqlStore::builder()
-                .connect(url)
+                .connect(&url)
                 .await
-                .map(drop),
-            session_stores::connect(url).await.map(drop),
-        ] {
-            let err = result.expect_err(url);
-            assert_eq!(err.kind(), ErrorKind::Config, "{url}: {}", chain(&err));
-            assert!(chain(&err).contains(expected), "{url}: {}", chain(&err));
-        }
-    }
+                .map(drop)
+        },
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
