@@ -12,9 +12,9 @@ use crate::error::{Error, Result};
 use crate::session::{
     Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
 };
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore, Undecodable};
-use crate::stores::shared::codec::{invalid_stored_id, version_to_i64};
-use crate::stores::shared::{opened_on_a_stopped_runtime, scan_limit};
+use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::stores::shared::codec::version_to_i64;
+use crate::stores::shared::{keyset_page, opened_on_a_stopped_runtime, scan_limit};
 
 // Named by the module docs only.
 #[cfg(doc)]
@@ -420,32 +420,7 @@ impl SessionStore for PostgresStore {
                 ),
             }
             .map_err(|e| map_err(OP, None, e))?;
-            // The clock again, now that the rows are here, as `get` does. A row dropped here
-            // still moves the cursor on, so the page may come out short (or empty) while the
-            // scan goes on.
-            let now = now_millis();
-            let mut sessions = Vec::with_capacity(rows.len());
-            let mut undecodable = Vec::new();
-            let mut last = None;
-            for row in &rows {
-                let key = scanned_key(row)?;
-                // An entry that does not decode is reported, and the scan goes on past it.
-                match SessionId::new(key.as_str()) {
-                    Err(_) => undecodable.push(Undecodable::new(None, invalid_stored_id(&key))),
-                    Ok(id) => match decode_row(&id, row) {
-                        Ok(session) if session.is_expired_at(now) => {}
-                        Ok(session) => sessions.push((id, session)),
-                        Err(err) => undecodable.push(Undecodable::new(Some(id), err)),
-                    },
-                }
-                last = Some(key);
-            }
-            // Fewer rows than asked for: the table had no more.
-            let next = match rows.len() < limit {
-                true => None,
-                false => last.as_deref().map(ScanCursor::after_text),
-            };
-            Ok(ScanPage::new(sessions, next).with_undecodable(undecodable))
+            keyset_page(&rows, limit, scanned_key, decode_row)
         })
         .await
     }

@@ -36,3 +36,41 @@ pub(crate) fn opened_on_a_stopped_runtime(err: &crate::error::Error) -> bool {
     }
     false
 }
+
+/// One page of a SQL store's keyset `scan` from its `rows` (at most `limit` of them, in key
+/// order): each row's key by `key_of`, its session by `decode`. The clock is read again, now
+/// that the rows are here, as `get` does; a row dropped as expired still moves the cursor on,
+/// so the page may come out short (or empty) while the scan goes on. An entry that does not
+/// decode, or whose key is no valid session id, is reported, and the scan goes on past it.
+/// Fewer rows than `limit` mean the table had no more: no next cursor.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn keyset_page<R>(
+    rows: &[R],
+    limit: usize,
+    key_of: impl Fn(&R) -> crate::error::Result<String>,
+    decode: impl Fn(&crate::session::SessionId, &R) -> crate::error::Result<crate::session::Session>,
+) -> crate::error::Result<crate::store::ScanPage> {
+    use crate::session::SessionId;
+    use crate::store::{ScanCursor, ScanPage, Undecodable};
+    let now = crate::session::now_millis();
+    let mut sessions = Vec::with_capacity(rows.len());
+    let mut undecodable = Vec::new();
+    let mut last = None;
+    for row in rows {
+        let key = key_of(row)?;
+        match SessionId::new(key.as_str()) {
+            Err(_) => undecodable.push(Undecodable::new(None, codec::invalid_stored_id(&key))),
+            Ok(id) => match decode(&id, row) {
+                Ok(session) if session.is_expired_at(now) => {}
+                Ok(session) => sessions.push((id, session)),
+                Err(err) => undecodable.push(Undecodable::new(Some(id), err)),
+            },
+        }
+        last = Some(key);
+    }
+    let next = match rows.len() < limit {
+        true => None,
+        false => last.as_deref().map(ScanCursor::after_text),
+    };
+    Ok(ScanPage::new(sessions, next).with_undecodable(undecodable))
+}
