@@ -203,6 +203,17 @@ pub enum Error {
         expected: u64,
     },
 
+    /// A write through an id that [`rotate`](crate::SessionStore::rotate) moved its session
+    /// away from: during its grace window the old id is read-only, so `set` and
+    /// `set_if_version` through it change nothing. Its [kind](Error::kind) is
+    /// [`ErrorKind::Conflict`]: re-read the session (the caller's request should carry the
+    /// new id by now) instead of retrying.
+    #[error("session {id}: the id was rotated; writes through it are refused")]
+    Rotated {
+        /// The old (rotated) id.
+        id: IdHint,
+    },
+
     /// The session could not be encoded for storage.
     #[error("session {id}: could not encode the session")]
     Encode {
@@ -318,7 +329,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidId { .. } => ErrorKind::InvalidId,
-            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Conflict { .. } | Error::Rotated { .. } => ErrorKind::Conflict,
             Error::Encode { .. } => ErrorKind::Encode,
             Error::Decode { .. } => ErrorKind::Decode,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
@@ -339,15 +350,17 @@ impl Error {
     }
 
     /// Whether this is a version conflict from
-    /// [`set_if_version`](crate::SessionStore::set_if_version).
+    /// [`set_if_version`](crate::SessionStore::set_if_version), or a write through a
+    /// [rotated](Error::Rotated) id.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Conflict { .. })
+        matches!(self, Error::Conflict { .. } | Error::Rotated { .. })
     }
 
     /// The shortened id of the session the error is about, if any.
     pub fn session(&self) -> Option<&IdHint> {
         match self {
             Error::Conflict { id, .. }
+            | Error::Rotated { id }
             | Error::Encode { id, .. }
             | Error::Decode { id, .. }
             | Error::TooLarge { id, .. } => Some(id),
@@ -368,6 +381,7 @@ impl Error {
     pub fn for_session(mut self, id: &SessionId) -> Self {
         match &mut self {
             Error::Conflict { id: hint, .. }
+            | Error::Rotated { id: hint }
             | Error::Encode { id: hint, .. }
             | Error::Decode { id: hint, .. }
             | Error::TooLarge { id: hint, .. } => *hint = id.into(),
@@ -392,6 +406,11 @@ impl Error {
             id: id.into(),
             expected,
         }
+    }
+
+    /// A write through `id`, which was rotated (see [`Error::Rotated`]).
+    pub fn rotated(id: &SessionId) -> Self {
+        Error::Rotated { id: id.into() }
     }
 
     /// A decode error for `id`, keeping `source` (a `serde_json::Error` is kept as its

@@ -57,9 +57,11 @@ pub use deadline::DEFAULT_OPERATION_TIMEOUT;
 pub use error::{BoxError, Error, ErrorKind, IdHint, InvalidIdReason, JsonError, Result};
 pub use session::{
     FRESH_VERSION_SPAN, MAX_NESTING, MAX_VERSION, Owner, Session, SessionId, check_nesting,
-    fresh_version, from_millis, next_version, now_millis, to_millis,
+    fresh_version, from_millis, kept_absolute_expiry, next_version, now_millis, to_millis,
 };
-pub use store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore, Undecodable};
+pub use store::{
+    Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore, Undecodable,
+};
 
 /// Re-exported so that a store of your own can implement [`SessionStore`] without adding
 /// `async-trait` to its dependencies.

@@ -433,6 +433,12 @@ pub struct Session {
     version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     owner: Option<Owner>,
+    /// The absolute deadline, in milliseconds since the Unix epoch, if the session has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    absolute_expiry: Option<i64>,
+    /// Read through a rotated id (never stored).
+    #[serde(skip)]
+    rotated: bool,
 }
 
 impl Session {
@@ -450,7 +456,30 @@ impl Session {
             expires_at: to_millis(expires_at),
             version: 0,
             owner: None,
+            absolute_expiry: None,
+            rotated: false,
         }
+    }
+
+    /// An empty session with two lifetimes: it expires `idle` from now unless it is used
+    /// again (each use moves the expiry, with a write or a `touch`), and never lives past
+    /// `absolute` from now, its [absolute expiry](Session::absolute_expiry), however often it is used.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_stores::Session;
+    ///
+    /// let session = Session::with_lifetimes(Duration::from_secs(1800), Duration::from_secs(12 * 3600));
+    /// assert!(session.absolute_expiry().unwrap() > session.expires_at());
+    /// ```
+    pub fn with_lifetimes(idle: Duration, absolute: Duration) -> Self {
+        let now = now_millis();
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let absolute = now.saturating_add(millis(absolute));
+        let mut session = Session::with_expiry(UNIX_EPOCH);
+        session.expires_at = now.saturating_add(millis(idle)).min(absolute);
+        session.absolute_expiry = Some(absolute);
+        session
     }
 
     /// A session that has already expired: writing it with a compare-and-set deletes the
@@ -469,6 +498,8 @@ impl Session {
             expires_at: expires_at_millis,
             version,
             owner: None,
+            absolute_expiry: None,
+            rotated: false,
         }
     }
 
@@ -599,6 +630,73 @@ impl Session {
         self.owner = owner;
         self
     }
+
+    /// The absolute deadline, if the session has one: the time past which no write and no
+    /// `touch` moves its expiry, in stores that declare
+    /// [`absolute_expiry`](crate::Capabilities::absolute_expiry). See
+    /// [lifetimes](crate::SessionStore#contract).
+    pub fn absolute_expiry(&self) -> Option<SystemTime> {
+        self.absolute_expiry.map(from_millis)
+    }
+
+    /// The absolute deadline in milliseconds since the Unix epoch, if there is one.
+    pub fn absolute_expiry_millis(&self) -> Option<i64> {
+        self.absolute_expiry
+    }
+
+    /// Sets (or, with `None`, removes) the absolute deadline, truncated to the millisecond.
+    /// A store keeps the earlier of this and the deadline it already holds for the session:
+    /// a write never removes or postpones a stored deadline.
+    pub fn set_absolute_expiry(&mut self, deadline: Option<SystemTime>) {
+        self.absolute_expiry = deadline.map(to_millis);
+    }
+
+    /// Sets (or removes) the absolute deadline in milliseconds since the Unix epoch.
+    pub fn set_absolute_expiry_millis(&mut self, absolute_expiry_millis: Option<i64>) {
+        self.absolute_expiry = absolute_expiry_millis;
+    }
+
+    /// This session with the absolute deadline `absolute_expiry_millis` (or none). Stores use this
+    /// when they load a session.
+    pub fn with_absolute_expiry_millis(mut self, absolute_expiry_millis: Option<i64>) -> Self {
+        self.absolute_expiry = absolute_expiry_millis;
+        self
+    }
+
+    /// Whether this session was read through a rotated id (see
+    /// [rotation](crate::SessionStore#contract)): it is the session as it was when its id was
+    /// rotated, and writes through that id are refused with
+    /// [`Error::Rotated`](crate::Error::Rotated). Never stored; a write ignores it.
+    pub fn is_rotated(&self) -> bool {
+        self.rotated
+    }
+
+    /// This session marked as read through a rotated id (or not). Stores use this when they
+    /// load a rotated id.
+    pub fn with_rotated(mut self, rotated: bool) -> Self {
+        self.rotated = rotated;
+        self
+    }
+
+    /// The expiry a store keeps for this session: its expiry, or its deadline if that is
+    /// earlier (milliseconds since the Unix epoch).
+    pub fn capped_expiry_millis(&self) -> i64 {
+        match self.absolute_expiry {
+            Some(deadline) => self.expires_at.min(deadline),
+            None => self.expires_at,
+        }
+    }
+}
+
+/// The deadline a write keeps, in milliseconds since the Unix epoch: over a live session
+/// holding `stored`, the earlier of `stored` and `written` (a write never removes or
+/// postpones a deadline); over an absent one, `written`. For store implementations.
+pub fn kept_absolute_expiry(live: bool, stored: Option<i64>, written: Option<i64>) -> Option<i64> {
+    match (live, stored, written) {
+        (true, Some(stored), Some(written)) => Some(stored.min(written)),
+        (true, Some(stored), None) => Some(stored),
+        (_, _, written) => written,
+    }
 }
 
 impl fmt::Debug for Session {
@@ -608,6 +706,7 @@ impl fmt::Debug for Session {
             .field("expires_at_millis", &self.expires_at)
             .field("version", &self.version)
             .field("owner", &self.owner)
+            .field("absolute_expiry_millis", &self.absolute_expiry)
             .finish_non_exhaustive()
     }
 }

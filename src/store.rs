@@ -1,7 +1,7 @@
 //! The [`SessionStore`] trait and its written contract.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -190,6 +190,55 @@ use crate::session::{Owner, Session, SessionId, from_millis};
 /// - A store that does not declare the capability returns
 ///   [`Error::Unsupported`](crate::Error::Unsupported) (the default method).
 ///
+/// **Lifetimes: absolute expiry** (stores that declare
+/// [`absolute_expiry`](Capabilities::absolute_expiry)). Besides its sliding expiry, a session
+/// may carry an absolute expiry ([`Session::absolute_expiry`]): its start plus the longest it
+/// may live, however often it is used.
+/// - Every write stores the session's absolute expiry with it, and `get` and `scan` return it.
+/// - The stored expiry is never later than the stored absolute expiry: a write, a `create` or
+///   a `touch` whose expiry is later stores the absolute expiry as the expiry instead (a
+///   `touch` then still returns `true`). A write whose absolute expiry is not in the future
+///   is a write whose expiry is not in the future: it deletes the session and returns 0
+///   (`create`: stores nothing live).
+/// - A write over a live session keeps the earlier of the stored absolute expiry and the
+///   written one: no write removes or postpones the absolute expiry of a live session (a
+///   session written with none keeps the stored one). A write that starts a new incarnation
+///   stores the absolute expiry it carries, or none.
+/// - Each of these is decided atomically with the write or `touch`, as it lands: no
+///   interleaving of writes and touches ever leaves a session live past its absolute expiry.
+///
+/// **Lifetimes: rotation** (stores that declare [`rotation`](Capabilities::rotation)).
+/// **`rotate(old, new, grace)`** moves a session to a fresh id, as an application does at
+/// login or on a change of privilege, without logging out the requests already in flight
+/// with the old id:
+/// - If `old` holds a live session and `new` holds nothing (no live session and no rotated
+///   id), atomically: the session (data, owner, expiry and absolute expiry) is stored under
+///   `new` at a version other than its own (the backends store the next one,
+///   [`next_version`](crate::next_version)), and `old` becomes a **rotated id** for `grace`.
+///   It returns [`Rotation::Moved`] with the version now under `new`. Otherwise it changes nothing and returns [`Rotation::Absent`] (`old` holds no
+///   live session, or is itself a rotated id) or [`Rotation::Taken`] (`new` holds a live
+///   session or a rotated id, or is `old`).
+/// - A rotated id is **read-only**: `get` of it returns the session as it was when it was
+///   rotated (its data, owner and version then, and an expiry no later than the rotation plus
+///   `grace`), marked [`is_rotated`](Session::is_rotated), never what was written under
+///   `new` since, so a holder of the old id learns
+///   nothing of the new session. `set` and `set_if_version` through it write nothing and
+///   fail with [`Error::Rotated`] (a conflict), `touch` returns `false`, `create` returns
+///   `false`, `rotate` returns [`Rotation::Absent`]: a stale compare-and-set through the old
+///   id conflicts, and a request in flight cannot fork the session.
+/// - A rotated id resolves only while its grace lasts **and** the session it moved to is
+///   still live under `new`, not rotated again: when the grace is over, or the new session
+///   is destroyed, ended by `destroy_owner`, expired or rotated once more, `get` of the old
+///   id returns `None`. `destroy` of a rotated id ends the new session too. A grace of zero
+///   ends the old id at once.
+/// - A rotated id is not a session: `len` does not count it, `scan` and `sessions_of` do
+///   not return it, `destroy_owner` does not count it. `delete_expired` removes rotated ids
+///   whose grace is over (and counts them among what it removed); `clear` removes them.
+/// - Rotation is atomic with respect to every other operation on both ids: of a write
+///   through `old` and a `rotate` that race, either the write lands first and is what moves
+///   to `new`, or the write fails with [`Error::Rotated`]; a `destroy_owner` racing a
+///   `rotate` ends the session under whichever id it ends up.
+///
 /// The trait is dyn-compatible: `Box<dyn SessionStore>` and `Arc<dyn SessionStore>` are
 /// stores too (as are `&S`, `Box<S>` and `Arc<S>`).
 ///
@@ -368,6 +417,16 @@ pub trait SessionStore: Send + Sync {
         Err(Error::Unsupported { operation: "scan" })
     }
 
+    /// Moves the live session under `old` to `new` atomically, leaving `old` a read-only
+    /// rotated id for `grace`. See [rotation](SessionStore#contract). The default returns
+    /// [`Error::Unsupported`].
+    async fn rotate(&self, old: &SessionId, new: &SessionId, grace: Duration) -> Result<Rotation> {
+        let _ = (old, new, grace);
+        Err(Error::Unsupported {
+            operation: "rotate",
+        })
+    }
+
     /// **Test support, for the conformance suite**: damages the stored data of session `id`
     /// in place (its expiry and owner kept), as a corrupt backend, a hand
     /// edit or another program's write would, so that reading it is a
@@ -425,6 +484,12 @@ pub struct Capabilities {
     /// [scans](SessionStore#contract). The ids a scan returns are the stored ones when
     /// [`lists_stored_ids`](Capabilities::lists_stored_ids) is declared too.
     pub scan: bool,
+    /// Sessions may carry an absolute expiry that no write or `touch` moves their expiry
+    /// past. See [lifetimes](SessionStore#contract).
+    pub absolute_expiry: bool,
+    /// [`rotate`](SessionStore::rotate) moves a session to a fresh id with a grace window.
+    /// See [rotation](SessionStore#contract).
+    pub rotation: bool,
 }
 
 impl Capabilities {
@@ -435,7 +500,21 @@ impl Capabilities {
             owners: false,
             lists_stored_ids: false,
             scan: false,
+            absolute_expiry: false,
+            rotation: false,
         }
+    }
+
+    /// Declares (or not) [`absolute_expiry`](Capabilities::absolute_expiry).
+    pub const fn with_absolute_expiry(mut self, yes: bool) -> Self {
+        self.absolute_expiry = yes;
+        self
+    }
+
+    /// Declares (or not) [`rotation`](Capabilities::rotation).
+    pub const fn with_rotation(mut self, yes: bool) -> Self {
+        self.rotation = yes;
+        self
     }
 
     /// Declares (or not) [`scan`](Capabilities::scan).
@@ -461,6 +540,23 @@ impl Capabilities {
         self.expires_by_itself = yes;
         self
     }
+}
+
+/// What [`rotate`](SessionStore::rotate) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rotation {
+    /// The session now lives under the new id, at this version; the old id is a read-only
+    /// rotated id for the grace window.
+    Moved {
+        /// The version of the session under the new id.
+        version: u64,
+    },
+    /// The old id holds no live session (or is itself a rotated id): nothing changed.
+    Absent,
+    /// The new id already holds a live session or a rotated id (or is the old id): nothing
+    /// changed. Draw another id.
+    Taken,
 }
 
 /// One live session of an owner, as [`sessions_of`](SessionStore::sessions_of) lists it.
@@ -737,6 +833,14 @@ macro_rules! forward_store {
                 limit: usize,
             ) -> Result<ScanPage> {
                 (**self).scan(cursor, limit).await
+            }
+            async fn rotate(
+                &self,
+                old: &SessionId,
+                new: &SessionId,
+                grace: Duration,
+            ) -> Result<Rotation> {
+                (**self).rotate(old, new, grace).await
             }
             async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
                 (**self).make_undecodable(id).await

@@ -229,6 +229,16 @@ macro_rules! __for_each_check {
             a_listed_id_ends_exactly_that_session,
             owned_sessions_keep_every_data_key,
             undecodable_entries_are_reported_and_never_stop_scans_or_listings,
+            absolute_expiry_round_trips_and_caps_every_write,
+            touch_never_moves_the_expiry_past_the_absolute_expiry,
+            later_writes_keep_the_earlier_absolute_expiry,
+            a_session_ends_at_its_absolute_expiry,
+            rotate_moves_the_session_and_leaves_the_old_id_read_only,
+            rotate_reports_absent_and_taken_and_changes_nothing,
+            a_rotated_id_ends_with_its_grace_or_its_new_session,
+            rotated_ids_are_removed_by_delete_expired_and_clear,
+            rotate_racing_a_write_through_the_old_id_loses_nothing,
+            rotate_racing_destroy_owner_ends_the_session,
         }
     };
 }

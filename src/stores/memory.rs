@@ -52,7 +52,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use lru::LruCache;
@@ -62,7 +62,8 @@ use crate::error::{Error, IdHint, Result};
 use crate::session::{
     Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
 };
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::store::{Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore};
+use crate::wrappers::events::{EndCause, EventKind, EventSink, SessionEvent};
 
 /// The default capacity of [`MemoryStore::default`]: 100,000 sessions.
 pub const DEFAULT_CAPACITY: usize = 100_000;
@@ -89,6 +90,8 @@ pub struct MemoryStore {
     /// Locked only while a shard is locked too (shard first), and only by writes of
     /// sessions that have or had an owner.
     owners: Mutex<HashMap<Owner, HashSet<SessionId>>>,
+    /// Where evictions of live sessions are reported, if anywhere.
+    events: Option<EventSink>,
 }
 
 struct Shard {
@@ -105,6 +108,29 @@ struct Entry {
     version: u64,
     size: usize,
     owner: Option<Owner>,
+    /// The absolute expiry, if the session has one.
+    absolute_expiry: Option<i64>,
+    /// Set on a rotated id: the id its session moved to.
+    moved_to: Option<SessionId>,
+}
+
+impl Entry {
+    /// A live session (not a rotated id).
+    fn is_live_session(&self, now: i64) -> bool {
+        self.expires_at > now && self.moved_to.is_none()
+    }
+
+    /// A rotated id whose grace is not over: it refuses writes.
+    fn is_rotated(&self, now: i64) -> bool {
+        self.expires_at > now && self.moved_to.is_some()
+    }
+
+    fn session(&self) -> Session {
+        Session::from_parts(self.data.clone(), self.expires_at, self.version)
+            .with_owner(self.owner.clone())
+            .with_absolute_expiry_millis(self.absolute_expiry)
+            .with_rotated(self.moved_to.is_some())
+    }
 }
 
 /// A session made ready for a shard before its lock is taken: checked, sized and copied.
@@ -117,6 +143,7 @@ pub struct MemoryStoreBuilder {
     capacity: usize,
     max_bytes: Option<usize>,
     shards: Option<usize>,
+    events: Option<EventSink>,
 }
 
 impl MemoryStoreBuilder {
@@ -138,6 +165,15 @@ impl MemoryStoreBuilder {
     /// The number of shards (at least 1). Default: 16, or 1 for capacities under 1024.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards.max(1));
+        self
+    }
+
+    /// Reports each live session this store evicts to make room to `sink`, as
+    /// [`Ended(Evicted)`](crate::wrappers::events::EndCause::Evicted) (see
+    /// [`Events`](crate::wrappers::events::Events), which reports the rest). Sending never
+    /// waits. Default: no events.
+    pub fn events(mut self, sink: EventSink) -> Self {
+        self.events = Some(sink);
         self
     }
 
@@ -166,6 +202,7 @@ impl MemoryStoreBuilder {
             max_bytes: self.max_bytes,
             evictions: AtomicU64::new(0),
             owners: Mutex::new(HashMap::new()),
+            events: self.events,
         }
     }
 }
@@ -198,6 +235,7 @@ impl MemoryStore {
             capacity: DEFAULT_CAPACITY,
             max_bytes: None,
             shards: None,
+            events: None,
         }
     }
 
@@ -373,6 +411,12 @@ impl MemoryStore {
         self.held.fetch_sub(1, Ordering::Relaxed);
         self.evictions.fetch_add(1, Ordering::Relaxed);
         self.reindex(&id, old.owner.as_ref(), None);
+        if let Some(sink) = &self.events
+            && old.is_live_session(now_millis())
+        {
+            let kind = EventKind::Ended(EndCause::Evicted);
+            sink.send(SessionEvent::new(kind, Some(&id), old.owner, 1));
+        }
         Some(id)
     }
 
@@ -380,7 +424,7 @@ impl MemoryStore {
     /// the result until the write is due, so that `create` on a live id and a conflicting
     /// `set_if_version` answer as they would have without this session.
     fn prepare(&self, id: &SessionId, session: &Session, now: i64) -> Prepared {
-        if session.is_expired_at(now) {
+        if session.capped_expiry_millis() <= now {
             return Ok(None);
         }
         crate::session::check_nesting(id, session.data())?;
@@ -404,6 +448,8 @@ impl MemoryStore {
             version: 0,
             size,
             owner: session.owner().cloned(),
+            absolute_expiry: session.absolute_expiry_millis(),
+            moved_to: None,
         }))
     }
 
@@ -419,8 +465,25 @@ impl MemoryStore {
         now: i64,
     ) -> Result<u64> {
         // Prepared before the lock; judged by the clock read under it: a session whose expiry
-        // passed while the write waited for the shard is a deletion, as if it came late.
-        let Some(mut entry) = prepared?.filter(|entry| entry.expires_at > now) else {
+        // passed while the write waited for the shard is a deletion, as if it came late. Over
+        // a live session, the earlier absolute expiry is kept and caps the expiry.
+        let stored = shard
+            .lru
+            .peek(id)
+            .filter(|entry| entry.is_live_session(now))
+            .map(|entry| entry.absolute_expiry);
+        let prepared = prepared?.map(|mut entry| {
+            entry.absolute_expiry = crate::session::kept_absolute_expiry(
+                stored.is_some(),
+                stored.flatten(),
+                entry.absolute_expiry,
+            );
+            if let Some(absolute) = entry.absolute_expiry {
+                entry.expires_at = entry.expires_at.min(absolute);
+            }
+            entry
+        });
+        let Some(mut entry) = prepared.filter(|entry| entry.expires_at > now) else {
             self.remove(shard, id);
             return Ok(0);
         };
@@ -494,18 +557,26 @@ fn estimate_size(id: &SessionId, session: &Session) -> usize {
 impl SessionStore for MemoryStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
         let mut shard = self.shard(id);
-        match shard.lru.get(id) {
+        let (session, moved_to) = match shard.lru.get(id) {
             // The clock is read only on a hit: a miss costs no clock call.
             Some(entry) if entry.expires_at <= now_millis() => {
                 self.remove(&mut shard, id);
-                Ok(None)
+                return Ok(None);
             }
-            Some(entry) => Ok(Some(
-                Session::from_parts(entry.data.clone(), entry.expires_at, entry.version)
-                    .with_owner(entry.owner.clone()),
-            )),
-            None => Ok(None),
-        }
+            Some(entry) if entry.moved_to.is_none() => return Ok(Some(entry.session())),
+            Some(entry) => (entry.session(), entry.moved_to.clone()),
+            None => return Ok(None),
+        };
+        drop(shard);
+        // A rotated id resolves while the session it moved to is live and not rotated again
+        // (the old id's shard is released first: two shards are only ever locked in order).
+        let target_live = moved_to.is_some_and(|new| {
+            self.shard(&new)
+                .lru
+                .peek(&new)
+                .is_some_and(|entry| entry.is_live_session(now_millis()))
+        });
+        Ok(target_live.then_some(session))
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
@@ -515,6 +586,7 @@ impl SessionStore for MemoryStore {
         // Every decision is made by the clock read under the lock, after the last wait.
         let now = now_millis();
         let version = match shard.lru.peek(id) {
+            Some(entry) if entry.is_rotated(now) => return Err(Error::rotated(id)),
             Some(entry) if entry.expires_at > now => next_version(entry.version),
             _ => next_version(0),
         };
@@ -522,7 +594,23 @@ impl SessionStore for MemoryStore {
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.remove(&mut self.shard(id), id);
+        let moved_to = {
+            let mut shard = self.shard(id);
+            let moved_to = shard.lru.peek(id).and_then(|entry| entry.moved_to.clone());
+            self.remove(&mut shard, id);
+            moved_to
+        };
+        // Destroying a rotated id ends the session it moved to as well.
+        if let Some(new) = moved_to {
+            let mut shard = self.shard(&new);
+            if shard
+                .lru
+                .peek(&new)
+                .is_some_and(|entry| entry.moved_to.is_none())
+            {
+                self.remove(&mut shard, &new);
+            }
+        }
         Ok(())
     }
 
@@ -530,9 +618,16 @@ impl SessionStore for MemoryStore {
         let expires_at = to_millis(expires_at);
         let mut shard = self.shard(id);
         let now = now_millis();
-        if self.live_version(&mut shard, id, now).is_none() {
+        let Some(absolute) = shard
+            .lru
+            .peek(id)
+            .filter(|entry| entry.is_live_session(now))
+            .map(|entry| entry.absolute_expiry)
+        else {
+            self.live_version(&mut shard, id, now);
             return Ok(false);
-        }
+        };
+        let expires_at = absolute.map_or(expires_at, |absolute| expires_at.min(absolute));
         if expires_at <= now {
             self.remove(&mut shard, id);
         } else if let Some(entry) = shard.lru.get_mut(id) {
@@ -564,6 +659,13 @@ impl SessionStore for MemoryStore {
         let index = self.shard_index(id);
         let mut shard = lock(&self.shards[index]);
         let now = now_millis();
+        if shard
+            .lru
+            .peek(id)
+            .is_some_and(|entry| entry.is_rotated(now))
+        {
+            return Err(Error::rotated(id));
+        }
         if self.live_version(&mut shard, id, now).unwrap_or(0) != expected_version {
             return Err(Error::conflict(id, expected_version));
         }
@@ -581,7 +683,7 @@ impl SessionStore for MemoryStore {
                 shard
                     .lru
                     .iter()
-                    .filter(|(_, entry)| entry.expires_at > now)
+                    .filter(|(_, entry)| entry.is_live_session(now))
                     .count() as u64
             })
             .sum();
@@ -621,6 +723,8 @@ impl SessionStore for MemoryStore {
             let now = now_millis();
             match shard.lru.peek(&id) {
                 Some(entry) if entry.owner.as_ref() != Some(owner) => {}
+                // A rotated id is not a session of its own.
+                Some(entry) if entry.moved_to.is_some() && entry.expires_at > now => {}
                 // Reclaimed here rather than listed.
                 Some(entry) if entry.expires_at <= now => self.remove(&mut shard, &id),
                 Some(entry) => {
@@ -646,7 +750,7 @@ impl SessionStore for MemoryStore {
             if let Some(entry) = shard.lru.peek(&id)
                 && entry.owner.as_ref() == Some(owner)
             {
-                ended += u64::from(entry.expires_at > now_millis());
+                ended += u64::from(entry.is_live_session(now_millis()));
                 self.remove(&mut shard, &id);
             }
         }
@@ -671,7 +775,7 @@ impl SessionStore for MemoryStore {
             let mut smallest: std::collections::BinaryHeap<&SessionId> =
                 std::collections::BinaryHeap::with_capacity(want + 1);
             for (id, entry) in shard.lru.iter() {
-                if entry.expires_at <= now || after.as_ref().is_some_and(|a| id <= a) {
+                if !entry.is_live_session(now) || after.as_ref().is_some_and(|a| id <= a) {
                     continue;
                 }
                 if smallest.len() < want {
@@ -686,9 +790,7 @@ impl SessionStore for MemoryStore {
             page.sort_unstable();
             for id in page {
                 if let Some(entry) = shard.lru.peek(&id) {
-                    let session =
-                        Session::from_parts(entry.data.clone(), entry.expires_at, entry.version)
-                            .with_owner(entry.owner.clone());
+                    let session = entry.session();
                     after = Some(id.clone());
                     sessions.push((id, session));
                 }
@@ -707,8 +809,90 @@ impl SessionStore for MemoryStore {
         Ok(ScanPage::new(sessions, next))
     }
 
+    async fn rotate(&self, old: &SessionId, new: &SessionId, grace: Duration) -> Result<Rotation> {
+        if old == new {
+            return Ok(Rotation::Taken);
+        }
+        let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let (old_index, new_index) = (self.shard_index(old), self.shard_index(new));
+        // Both shards, always locked in index order (one lock when they are the same):
+        // `first` is the old id's, `second` the new id's when it is another.
+        let (mut first, mut second) = match old_index.cmp(&new_index) {
+            std::cmp::Ordering::Equal => (lock(&self.shards[old_index]), None),
+            std::cmp::Ordering::Less => {
+                let old_guard = lock(&self.shards[old_index]);
+                (old_guard, Some(lock(&self.shards[new_index])))
+            }
+            std::cmp::Ordering::Greater => {
+                let new_guard = lock(&self.shards[new_index]);
+                (lock(&self.shards[old_index]), Some(new_guard))
+            }
+        };
+        let now = now_millis();
+        let old_shard: &mut Shard = &mut first;
+        let Some(moved) = old_shard
+            .lru
+            .peek(old)
+            .filter(|entry| entry.is_live_session(now))
+            .map(|entry| Entry {
+                data: entry.data.clone(),
+                expires_at: entry.expires_at,
+                version: next_version(entry.version),
+                size: entry.size,
+                owner: entry.owner.clone(),
+                absolute_expiry: entry.absolute_expiry,
+                moved_to: None,
+            })
+        else {
+            return Ok(Rotation::Absent);
+        };
+        let target: &mut Shard = match second.as_mut() {
+            Some(shard) => shard,
+            None => &mut first,
+        };
+        if target
+            .lru
+            .peek(new)
+            .is_some_and(|entry| entry.expires_at > now)
+        {
+            return Ok(Rotation::Taken);
+        }
+        let version = moved.version;
+        self.remove(target, new);
+        target.earliest_expiry = target.earliest_expiry.min(moved.expires_at);
+        target.bytes += moved.size;
+        self.reindex(new, None, moved.owner.as_ref());
+        target.lru.put(new.clone(), moved);
+        self.held.fetch_add(1, Ordering::Relaxed);
+        // The old id: read-only for the grace, then gone.
+        let old_shard: &mut Shard = &mut first;
+        let ends = now.saturating_add(grace);
+        let kept = match old_shard.lru.peek_mut(old) {
+            Some(entry) if ends > now => {
+                entry.expires_at = entry.expires_at.min(ends);
+                entry.moved_to = Some(new.clone());
+                Some(entry.expires_at)
+            }
+            _ => None,
+        };
+        match kept {
+            Some(expiry) => old_shard.earliest_expiry = old_shard.earliest_expiry.min(expiry),
+            None => self.remove(old_shard, old),
+        }
+        drop(second);
+        drop(first);
+        // The new entry may have put the store over its capacity.
+        let mut shard = lock(&self.shards[new_index]);
+        self.make_room(&mut shard, new_index, new, now);
+        Ok(Rotation::Moved { version })
+    }
+
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_owners(true).with_scan(true)
+        Capabilities::new()
+            .with_owners(true)
+            .with_scan(true)
+            .with_absolute_expiry(true)
+            .with_rotation(true)
     }
 }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::deadline::within;
 use crate::error::Result;
 use crate::session::{Owner, Session, SessionId};
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::store::{Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore};
 
 /// A store whose every operation fails with a transient
 /// [`Error::Timeout`](crate::Error::Timeout) if the wrapped store has not answered within the
@@ -114,6 +114,10 @@ impl<S: SessionStore> SessionStore for WithDeadline<S> {
     }
     async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
         within(self.timeout, "scan", None, self.inner.scan(cursor, limit)).await
+    }
+    async fn rotate(&self, old: &SessionId, new: &SessionId, grace: Duration) -> Result<Rotation> {
+        let op = self.inner.rotate(old, new, grace);
+        within(self.timeout, "rotate", Some(old), op).await
     }
     async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
         let spoil = self.inner.make_undecodable(id);

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::session::{Owner, Session, SessionId, check_nesting};
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore, Undecodable};
+use crate::store::{
+    Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore, Undecodable,
+};
 use crate::wrappers::key::{Key, keys_from_env};
 use crate::wrappers::owners::{OwnerMac, destroy_across, list_across};
 
@@ -597,7 +599,8 @@ impl<S> Encrypted<S> {
         // backend, the session does not open.
         Ok(
             Session::from_parts(data, session.expires_at_millis(), session.version())
-                .with_owner(stored_owner),
+                .with_owner(stored_owner)
+                .with_absolute_expiry_millis(session.absolute_expiry_millis()),
         )
     }
 
@@ -658,6 +661,7 @@ impl<S: SessionStore> Encrypted<S> {
     /// Opens `stored`, the inner store's session `id`.
     fn open_session(&self, id: &SessionId, stored: Session) -> Result<(Session, Opened)> {
         let owner = stored.owner().cloned();
+        let (absolute, rotated) = (stored.absolute_expiry_millis(), stored.is_rotated());
         let (sealed, expires_at, version) = stored.into_parts();
         let mut opened = self
             .ring
@@ -665,7 +669,10 @@ impl<S: SessionStore> Encrypted<S> {
         let data = std::mem::take(&mut opened.data);
         let owner = opened.owner.take().unwrap_or(owner);
         Ok((
-            Session::from_parts(data, expires_at, version).with_owner(owner),
+            Session::from_parts(data, expires_at, version)
+                .with_owner(owner)
+                .with_absolute_expiry_millis(absolute)
+                .with_rotated(rotated),
             opened,
         ))
     }
@@ -793,6 +800,29 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
             }
         }
         Ok(ScanPage::new(opened, page.next).with_undecodable(undecodable))
+    }
+    /// Rotates in the wrapped store, then re-seals the moved session for its new id (a
+    /// sealed session is bound to its id) with a compare-and-set, before the new id is
+    /// returned to anyone. The returned version is the re-sealed one. If the call is dropped
+    /// between the two steps, the session under the new id does not open (it reads as
+    /// undecodable) until it expires; the old id keeps its grace either way.
+    async fn rotate(&self, old: &SessionId, new: &SessionId, grace: Duration) -> Result<Rotation> {
+        let rotation = self.inner.rotate(old, new, grace).await?;
+        let Rotation::Moved { version } = rotation else {
+            return Ok(rotation);
+        };
+        let Some(stored) = self.inner.get(new).await? else {
+            // Ended since (destroy_owner, expiry): nothing to re-seal.
+            return Ok(rotation);
+        };
+        let (session, _) = self.open_session(old, stored)?;
+        let resealed = self.sealed(new, &session)?;
+        match self.inner.set_if_version(new, &resealed, version).await {
+            Ok(version) => Ok(Rotation::Moved { version }),
+            // Written or ended since by someone who holds the new id.
+            Err(err) if err.is_conflict() => Ok(rotation),
+            Err(err) => Err(err),
+        }
     }
     /// Replaces the sealed value in the wrapped store with one that does not open (its
     /// expiry, version and owner kept).

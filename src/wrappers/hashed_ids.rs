@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use hmac::{KeyInit, Mac};
@@ -12,7 +12,7 @@ use sha2::Sha256;
 
 use crate::error::{Error, Result};
 use crate::session::{Owner, Session, SessionId};
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::store::{Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore};
 use crate::wrappers::key::Key;
 use crate::wrappers::owners::{OwnerMac, destroy_across, list_across};
 
@@ -187,7 +187,8 @@ impl<S> HashedIds<S> {
         );
         Cow::Owned(
             Session::from_parts(data, session.expires_at_millis(), session.version())
-                .with_owner(Some(self.stored_owner(owner))),
+                .with_owner(Some(self.stored_owner(owner)))
+                .with_absolute_expiry_millis(session.absolute_expiry_millis()),
         )
     }
 
@@ -211,8 +212,12 @@ impl<S> HashedIds<S> {
         let Some(real) = self.real_owner(stored.owner(), stored.data()) else {
             return stored;
         };
+        let (absolute, rotated) = (stored.absolute_expiry_millis(), stored.is_rotated());
         let (data, expires_at, version) = stored.into_parts();
-        Session::from_parts(caller_data(data), expires_at, version).with_owner(Some(real))
+        Session::from_parts(caller_data(data), expires_at, version)
+            .with_owner(Some(real))
+            .with_absolute_expiry_millis(absolute)
+            .with_rotated(rotated)
     }
 
     /// The id [`sessions_of`](SessionStore::sessions_of) lists for the session kept under
@@ -379,6 +384,10 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
             .map(|(id, session)| (id, self.as_written(session)))
             .collect();
         Ok(ScanPage::new(sessions, page.next).with_undecodable(page.undecodable))
+    }
+    async fn rotate(&self, old: &SessionId, new: &SessionId, grace: Duration) -> Result<Rotation> {
+        let (stored_old, stored_new) = (self.stored_id(old), self.stored_id(new));
+        (self.inner.rotate(&stored_old, &stored_new, grace).await).map_err(|e| e.for_session(old))
     }
     async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
         self.inner.make_undecodable(&self.stored_id(id)).await

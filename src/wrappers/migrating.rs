@@ -55,13 +55,13 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::{Owner, Session, SessionId};
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::store::{Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore};
 
 /// A store that moves sessions from `old` to `new` as they are used. See the
 /// [module docs](self).
@@ -140,6 +140,10 @@ async fn move_session<Old: SessionStore, New: SessionStore>(
         // store was read, so the new store answers.
         return new_store.get(id).await;
     };
+    if old.is_rotated() {
+        // A rotated id stays read-only where it is: copied, it would become a session.
+        return Ok(Some(old));
+    }
     let copied = match new_store.set_if_version(id, &old, 0).await {
         Ok(version) => version,
         // Written or moved there meanwhile: that one wins. The old copy is left to the
@@ -195,7 +199,13 @@ impl<Old: SessionStore + 'static, New: SessionStore + 'static> SessionStore
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         // Moved first, so the version goes on from the moved session's.
-        self.current("set", id).await?;
+        if self
+            .current("set", id)
+            .await?
+            .is_some_and(|s| s.is_rotated())
+        {
+            return Err(Error::rotated(id));
+        }
         self.new.set(id, session).await
     }
 
@@ -210,8 +220,10 @@ impl<Old: SessionStore + 'static, New: SessionStore + 'static> SessionStore
         if self.new.touch(id, expires_at).await? {
             return Ok(true);
         }
-        if self.move_from_old("touch", id).await?.is_none() {
-            return Ok(false);
+        match self.move_from_old("touch", id).await? {
+            None => return Ok(false),
+            Some(session) if session.is_rotated() => return Ok(false),
+            Some(_) => {}
         }
         self.new.touch(id, expires_at).await
     }
@@ -231,7 +243,9 @@ impl<Old: SessionStore + 'static, New: SessionStore + 'static> SessionStore
     ) -> Result<u64> {
         // Moved first: a version read from the old store then conflicts (the moved session
         // is a new incarnation), and an `expected` of 0 conflicts with the moved session.
-        self.current("set_if_version", id).await?;
+        if (self.current("set_if_version", id).await?).is_some_and(|s| s.is_rotated()) {
+            return Err(Error::rotated(id));
+        }
         self.new.set_if_version(id, session, expected).await
     }
 
@@ -346,6 +360,20 @@ impl<Old: SessionStore + 'static, New: SessionStore + 'static> SessionStore
         Ok(ScanPage::new(sessions, Some(ScanCursor::new(next))).with_undecodable(page.undecodable))
     }
 
+    /// The session is moved to the new store first, and rotated there; the new id must be
+    /// free in both stores.
+    async fn rotate(&self, old: &SessionId, new: &SessionId, grace: Duration) -> Result<Rotation> {
+        match self.current("rotate", old).await? {
+            None => return Ok(Rotation::Absent),
+            Some(session) if session.is_rotated() => return Ok(Rotation::Absent),
+            Some(_) => {}
+        }
+        if old == new || self.old.get(new).await?.is_some() {
+            return Ok(Rotation::Taken);
+        }
+        self.new.rotate(old, new, grace).await
+    }
+
     /// Damages the session where it is: in the new store, else in the old one.
     async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
         Ok(self.new.make_undecodable(id).await? || self.old.make_undecodable(id).await?)
@@ -358,5 +386,8 @@ impl<Old: SessionStore + 'static, New: SessionStore + 'static> SessionStore
             .with_expires_by_itself(old.expires_by_itself && new.expires_by_itself)
             .with_owners(old.owners && new.owners)
             .with_lists_stored_ids(old.lists_stored_ids || new.lists_stored_ids)
+            .with_absolute_expiry(old.absolute_expiry && new.absolute_expiry)
+            // Sessions are rotated in the new store, after they moved there.
+            .with_rotation(new.rotation)
     }
 }

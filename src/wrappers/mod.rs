@@ -8,8 +8,10 @@
 //! | [`hashed_ids::HashedIds`] | the backend sees only a keyed hash of each session id | `hashed-ids` |
 //! | [`encrypted::Encrypted`] | the backend sees only sealed session data, under a rotating key ring | `encryption` |
 //! | [`migrating::Migrating`] | sessions move from an old store to a new one as they are used | |
+//! | [`events::Events`] | created, rotated and ended sessions reported to a bounded queue | |
 
 pub mod deadline;
+pub mod events;
 pub mod migrating;
 
 #[cfg(feature = "encryption")]
