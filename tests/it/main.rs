@@ -40,6 +40,7 @@ mod deadline;
 mod demo;
 mod faults;
 mod file;
+mod lifetimes;
 mod migrating;
 mod mysql;
 mod network;

@@ -5,6 +5,8 @@
 #![cfg(feature = "conformance")]
 
 mod broken;
+#[cfg(feature = "memory")]
+mod broken_lifetimes;
 #[cfg(any(
     feature = "file",
     feature = "sqlite",
