@@ -67,6 +67,23 @@
 //!   [`destroy_owner`](SessionStore::destroy_owner) ends them; the current session's key is
 //!   not visible to handlers in actix-session 0.11, so "everywhere else" is done by ending
 //!   them all and renewing the current session (`Session::renew`).
+//! # Lifetimes
+//!
+//! - **Absolute lifetime.** [`with_absolute_lifetime`](ActixSessionStore::with_absolute_lifetime)
+//!   gives each new session an absolute expiry that no `update`, `update_ttl` or renewal
+//!   moves its expiry past, in every store that declares
+//!   [`absolute_expiry`](crate::Capabilities::absolute_expiry).
+//! - **Throttled touch.** With `TtlExtensionPolicy::OnEveryRequest` actix-session calls
+//!   `update_ttl` on every request. [`with_touch_throttle(f)`](ActixSessionStore::with_touch_throttle)
+//!   sends that touch only when it moves the stored expiry (as `load` saw it) by at least `f`
+//!   of the TTL; BENCHMARKS.md counts the writes saved.
+//! - **Renewing with a grace window.** actix-session's `Session::renew` deletes the old key
+//!   (the same `delete` as a logout) before it saves the new one, so requests in flight with
+//!   the old cookie find nothing.
+//!   [`renew_with_grace(&session, grace)`](ActixSessionStore::renew_with_grace) marks the key
+//!   and renews: the adapter's `delete` then [rotates](SessionStore::rotate) the old key to a
+//!   fresh one (read-only, as it was, for `grace`) and the request's state is saved under the
+//!   new key. `Session::purge` and a plain `renew` still destroy at once.
 //! - **Errors.** Every failure keeps this crate's [`Error`] (and the driver's error below it)
 //!   as the `anyhow::Error` inside actix-session's error, so
 //!   `err.downcast_ref::<session_stores::Error>()` gives it back. Errors never contain a whole
@@ -80,7 +97,7 @@ use actix_session::storage::{self, LoadError, SaveError, SessionKey, UpdateError
 use serde_json::{Map, Value};
 use time::Duration;
 
-use super::saving::{self, LOADED_KEY, Loaded, OnConflict, Saved};
+use super::saving::{self, LOADED_KEY, Loaded, OnConflict, Rotations, Saved};
 use super::{MAX_CREATE_ATTEMPTS, owner_of_value};
 use crate::error::Error;
 use crate::session::{Owner, Session, SessionId, now_millis};
@@ -94,7 +111,17 @@ pub struct ActixSessionStore<S: ?Sized> {
     store: Arc<S>,
     owner_key: Option<Arc<str>>,
     on_conflict: OnConflict,
+    absolute_lifetime: Option<std::time::Duration>,
+    touch_throttle: Option<f64>,
+    rotations: Arc<Rotations>,
+    /// The stored expiry of each session loaded lately, for a throttled `update_ttl` (which
+    /// actix-session calls with the key alone): at most [`MAX_SEEN`] entries.
+    seen: Arc<std::sync::Mutex<HashMap<SessionId, i64>>>,
 }
+
+/// How many loaded expiries a throttling adapter remembers; past that it forgets them all
+/// (the next `update_ttl` of each then touches, as without throttling).
+const MAX_SEEN: usize = 10_000;
 
 impl<S: SessionStore> ActixSessionStore<S> {
     /// Wraps `store`.
@@ -117,7 +144,63 @@ impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
             store,
             owner_key: None,
             on_conflict: OnConflict::default(),
+            absolute_lifetime: None,
+            touch_throttle: None,
+            rotations: Arc::default(),
+            seen: Arc::default(),
         }
+    }
+
+    /// Gives every new session an [absolute expiry](crate::Session::absolute_expiry)
+    /// `lifetime` after it is created: however active, it ends then. Default: none. See
+    /// the [module docs](self#lifetimes).
+    pub fn with_absolute_lifetime(mut self, lifetime: std::time::Duration) -> Self {
+        self.absolute_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Throttles `update_ttl` (actix-session's `TtlExtensionPolicy::OnEveryRequest`): the
+    /// stored expiry is moved only when that moves it by at least `fraction` (0.0 to 1.0)
+    /// of the TTL. Default: every `update_ttl` touches. See the [module docs](self#lifetimes).
+    pub fn with_touch_throttle(mut self, fraction: f64) -> Self {
+        self.touch_throttle = Some(if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        });
+        self
+    }
+
+    /// Renews the session's key (`Session::renew`, at login or a change of privilege) with
+    /// a grace window: the old key is [rotated](SessionStore::rotate) rather than
+    /// destroyed, so requests already in flight with it keep reading the session as it was,
+    /// read-only, for `grace`, and this request's state is saved under the new key. Returns
+    /// whether the grace applies (`false` for a session that was not loaded from the store:
+    /// then it is a plain `renew`). See the [module docs](self#lifetimes).
+    pub fn renew_with_grace(
+        &self,
+        session: &actix_session::Session,
+        grace: std::time::Duration,
+    ) -> bool {
+        let origin = session
+            .get::<Value>(LOADED_KEY)
+            .ok()
+            .flatten()
+            .and_then(|stamp| Loaded::from_value(&stamp))
+            .and_then(|loaded| loaded.origin)
+            .and_then(|origin| SessionId::new(origin).ok());
+        let marked = origin.is_some_and(|id| self.rotations.mark(id, grace));
+        session.renew();
+        marked
+    }
+
+    /// A new session's absolute expiry, if one is configured.
+    fn with_lifetime(&self, mut session: Session) -> Session {
+        if let Some(lifetime) = self.absolute_lifetime {
+            let lifetime = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
+            session.set_absolute_expiry_millis(Some(now_millis().saturating_add(lifetime)));
+        }
+        session
     }
 
     /// Takes each session's [`Owner`] from the value under `key` in its state
@@ -178,6 +261,7 @@ impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
     }
 
     async fn save_new(&self, session: &Session) -> Result<SessionKey, Error> {
+        let session = &self.with_lifetime(session.clone());
         for _ in 0..MAX_CREATE_ATTEMPTS {
             let id = SessionId::try_generate()?;
             if self.store.create(&id, session).await? {
@@ -234,6 +318,9 @@ impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
         .await;
         match saved {
             Ok(Saved::Written(_)) => return Ok(key),
+            // A request in flight with a key rotated by `renew_with_grace`: its changes are
+            // dropped and it keeps its key (never the new one, never a new empty session).
+            Ok(Saved::ReadOnly) => return Ok(key),
             // Destroyed, ended by destroy_owner or expired since this request loaded it: the
             // request's changes to it are dropped.
             Ok(Saved::Gone) => {}
@@ -254,6 +341,10 @@ impl<S: ?Sized> Clone for ActixSessionStore<S> {
             store: Arc::clone(&self.store),
             owner_key: self.owner_key.clone(),
             on_conflict: self.on_conflict,
+            absolute_lifetime: self.absolute_lifetime,
+            touch_throttle: self.touch_throttle,
+            rotations: Arc::clone(&self.rotations),
+            seen: Arc::clone(&self.seen),
         }
     }
 }
@@ -327,7 +418,14 @@ impl<S: SessionStore + ?Sized> storage::SessionStore for ActixSessionStore<S> {
         let Some(session) = session else {
             return Ok(None);
         };
-        let loaded = Loaded::of(&session);
+        let loaded = Loaded::of_id(&id, &session);
+        if self.touch_throttle.is_some() {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.len() >= MAX_SEEN {
+                seen.clear();
+            }
+            seen.insert(id.clone(), session.expires_at_millis());
+        }
         let mut state =
             state_of(&id, session).map_err(|err| LoadError::Deserialization(err.into()))?;
         state.insert(LOADED_KEY.to_owned(), loaded.into_value().to_string());
@@ -339,6 +437,35 @@ impl<S: SessionStore + ?Sized> storage::SessionStore for ActixSessionStore<S> {
         state: HashMap<String, String>,
         ttl: &Duration,
     ) -> Result<SessionKey, SaveError> {
+        // A renewed session whose old key was rotated with a grace (`renew_with_grace`):
+        // its state is saved where the session moved.
+        let loaded = state
+            .get(LOADED_KEY)
+            .and_then(|text| serde_json::from_str::<Value>(text).ok())
+            .and_then(|stamp| Loaded::from_value(&stamp));
+        if let Some(loaded) = loaded
+            && let Some(origin) = &loaded.origin
+            && let Some((moved, version)) = self.rotations.take_moved(origin)
+        {
+            let mut state = state.clone();
+            state.remove(LOADED_KEY);
+            let (data, expires_at, _) = session_of(state, ttl).into_parts();
+            let saved = saving::save(
+                &*self.store,
+                &moved,
+                data,
+                expires_at,
+                Some(&loaded.at_version(version)),
+                self.on_conflict,
+                |data| self.owner_in(data),
+            )
+            .await
+            .map_err(|err| SaveError::Other(err.into()))?;
+            if let Saved::Written(_) = saved {
+                return SessionKey::try_from(moved.into_string())
+                    .map_err(|err| SaveError::Other(err.into()));
+            }
+        }
         let session = self
             .session_of(state, ttl)
             .map_err(|err| SaveError::Serialization(err.into()))?;
@@ -366,15 +493,42 @@ impl<S: SessionStore + ?Sized> storage::SessionStore for ActixSessionStore<S> {
         let Ok(id) = SessionId::new(key.as_ref()) else {
             return Ok(());
         };
-        let expires_at = session_of(HashMap::new(), ttl).expires_at();
+        let expires_at = session_of(HashMap::new(), ttl).expires_at_millis();
+        if let Some(fraction) = self.touch_throttle {
+            let stored = (self.seen.lock().unwrap_or_else(|p| p.into_inner())).remove(&id);
+            if let Some(stored) = stored
+                && !saving::touch_due(stored, expires_at, now_millis(), fraction)
+            {
+                return Ok(());
+            }
+        }
+        let expires_at = crate::session::from_millis(expires_at);
         self.store.touch(&id, expires_at).await?;
         Ok(())
     }
 
+    /// Destroys the session, unless the application marked it with
+    /// [`renew_with_grace`](ActixSessionStore::renew_with_grace): then it rotates it to a
+    /// fresh key with that grace.
     async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
         let Ok(id) = SessionId::new(key.as_ref()) else {
             return Ok(());
         };
+        if let Some(grace) = self.rotations.marked(&id) {
+            let rotated =
+                saving::rotate_away(&*self.store, &id, grace, SessionId::try_generate).await;
+            match rotated {
+                Ok(Some((new, version))) => {
+                    self.rotations.moved(&id, new, version);
+                    return Ok(());
+                }
+                Ok(None) => self.rotations.forget(&id),
+                Err(err) => {
+                    self.rotations.forget(&id);
+                    return Err(err.into());
+                }
+            }
+        }
         self.store.destroy(&id).await?;
         Ok(())
     }

@@ -364,6 +364,11 @@ impl<S: SessionStore + ?Sized> AxumSessionPool<S> {
                         self.remember(id, seen);
                         return Ok(());
                     }
+                    // A rotated id (read-only during its grace): the changes are dropped.
+                    Err(Error::Rotated { .. }) => {
+                        self.forget(id);
+                        return Ok(());
+                    }
                     Err(err) if err.is_conflict() => {}
                     Err(err) => return Err(err),
                 }

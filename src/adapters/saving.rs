@@ -38,11 +38,16 @@ pub enum OnConflict {
     Fail,
 }
 
-/// What a request loaded: the version, and a fingerprint of each top-level value.
+/// What a request loaded: the version, and a fingerprint of each top-level value; with the id
+/// and expiry it was loaded with, when the adapter knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Loaded {
     pub(crate) version: u64,
     prints: Map<String, Value>,
+    /// The id the session was loaded under (to follow it through a rotation).
+    pub(crate) origin: Option<String>,
+    /// The stored expiry when it was loaded, in milliseconds (for a throttled touch).
+    pub(crate) expires_at: Option<i64>,
 }
 
 impl Loaded {
@@ -56,14 +61,48 @@ impl Loaded {
         Loaded {
             version: session.version(),
             prints,
+            origin: None,
+            expires_at: None,
+        }
+    }
+
+    /// What a request that loaded `session` under `id` remembers of it, its id and expiry
+    /// included.
+    pub(crate) fn of_id(id: &SessionId, session: &Session) -> Loaded {
+        Loaded {
+            origin: Some(id.as_str().to_owned()),
+            expires_at: Some(session.expires_at_millis()),
+            ..Loaded::of(session)
+        }
+    }
+
+    /// Whether `data` holds exactly the values that were loaded (by their fingerprints).
+    pub(crate) fn unchanged(&self, data: &Map<String, Value>) -> bool {
+        data.len() == self.prints.len()
+            && data
+                .iter()
+                .all(|(key, value)| self.print_of(key) == Some(fingerprint(value)))
+    }
+
+    /// The same, at `version` (the version a rotation moved the session to).
+    pub(crate) fn at_version(&self, version: u64) -> Loaded {
+        Loaded {
+            version,
+            ..self.clone()
         }
     }
 
     /// The stamp to put under [`LOADED_KEY`].
     pub(crate) fn into_value(self) -> Value {
-        let mut stamp = Map::with_capacity(2);
+        let mut stamp = Map::with_capacity(4);
         stamp.insert("v".into(), Value::from(self.version));
         stamp.insert("k".into(), Value::Object(self.prints));
+        if let Some(origin) = self.origin {
+            stamp.insert("i".into(), Value::from(origin));
+        }
+        if let Some(expires_at) = self.expires_at {
+            stamp.insert("e".into(), Value::from(expires_at));
+        }
         Value::Object(stamp)
     }
 
@@ -79,6 +118,8 @@ impl Loaded {
         Some(Loaded {
             version,
             prints: prints.clone(),
+            origin: stamp.get("i").and_then(Value::as_str).map(str::to_owned),
+            expires_at: stamp.get("e").and_then(Value::as_i64),
         })
     }
 
@@ -194,6 +235,10 @@ pub(crate) enum Saved {
     /// The session was gone when the save came (destroyed, ended by `destroy_owner`, expired):
     /// nothing was written.
     Gone,
+    /// The id was rotated (a request in flight with the old id during its grace window):
+    /// the old id is read-only, nothing was written, and the request keeps its id (handing
+    /// it the new one would hand the session to whoever holds the old id).
+    ReadOnly,
 }
 
 /// Saves a request's `data` and expiry under `id` without losing another request's update
@@ -228,6 +273,13 @@ where
     for _ in 0..MAX_SAVE_ATTEMPTS {
         match store.set_if_version(id, &session, expected).await {
             Ok(version) => return Ok(Saved::Written(version)),
+            Err(Error::Rotated { .. }) => {
+                tracing::debug!(
+                    session = %id.hint(),
+                    "save dropped: the id was rotated and is read-only for its grace window"
+                );
+                return Ok(Saved::ReadOnly);
+            }
             Err(err) if err.is_conflict() => {}
             Err(err) => return Err(err),
         }
@@ -246,6 +298,168 @@ where
     }
     Err(Error::conflict(id, expected))
 }
+
+/// Whether a session whose data did not change should have its expiry moved from
+/// `loaded_expiry` to `new_expiry` now: only when that moves it by at least `fraction` of the
+/// idle timeout (`new_expiry - now`). A throttled touch skips the rest, as Go's scs and
+/// axum_session do: the stored expiry then lags the cookie's by less than that fraction.
+#[cfg_attr(
+    not(any(
+        feature = "tower-sessions",
+        feature = "tower-sessions-014",
+        feature = "actix-session"
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn touch_due(loaded_expiry: i64, new_expiry: i64, now: i64, fraction: f64) -> bool {
+    let idle = new_expiry.saturating_sub(now).max(0) as f64;
+    let moved = new_expiry.saturating_sub(loaded_expiry) as f64;
+    moved >= fraction.clamp(0.0, 1.0) * idle
+}
+
+/// Ids marked for a rotation with a grace window, from the handler's call (the adapters'
+/// `cycle_id`/`renew` helpers) to the middleware's `delete` of the old id, then from that
+/// `delete` (which rotates instead of destroying) to the `create`/`save` of the new session.
+/// A framework calls `delete` both for a logout and for a cycle of the id, so only an id the
+/// application marked is rotated; every other `delete` destroys at once. Entries older than
+/// a minute are dropped, and at most [`MAX_PENDING`] are held: an unmarked id is a plain
+/// cycle (no grace), never a session kept.
+#[derive(Debug, Default)]
+#[cfg_attr(
+    not(any(
+        feature = "tower-sessions",
+        feature = "tower-sessions-014",
+        feature = "actix-session"
+    )),
+    allow(dead_code)
+)]
+pub(crate) struct Rotations(std::sync::Mutex<std::collections::HashMap<SessionId, Pending>>);
+
+#[derive(Debug)]
+#[cfg_attr(
+    not(any(
+        feature = "tower-sessions",
+        feature = "tower-sessions-014",
+        feature = "actix-session"
+    )),
+    allow(dead_code)
+)]
+struct Pending {
+    grace: std::time::Duration,
+    since: std::time::Instant,
+    moved: Option<(SessionId, u64)>,
+}
+
+/// The most rotations pending at once.
+#[cfg_attr(
+    not(any(
+        feature = "tower-sessions",
+        feature = "tower-sessions-014",
+        feature = "actix-session"
+    )),
+    allow(dead_code)
+)]
+pub(crate) const MAX_PENDING: usize = 10_000;
+
+#[cfg_attr(
+    not(any(
+        feature = "tower-sessions",
+        feature = "tower-sessions-014",
+        feature = "actix-session"
+    )),
+    allow(dead_code)
+)]
+impl Rotations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<SessionId, Pending>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks `old` for a rotation with `grace`. Returns whether it was marked.
+    pub(crate) fn mark(&self, old: SessionId, grace: std::time::Duration) -> bool {
+        let mut pending = self.lock();
+        pending.retain(|_, p| p.since.elapsed() < std::time::Duration::from_secs(60));
+        if pending.len() >= MAX_PENDING {
+            return false;
+        }
+        let since = std::time::Instant::now();
+        pending.insert(
+            old,
+            Pending {
+                grace,
+                since,
+                moved: None,
+            },
+        );
+        true
+    }
+
+    /// The grace of a marked `old` that has not moved yet.
+    pub(crate) fn marked(&self, old: &SessionId) -> Option<std::time::Duration> {
+        let pending = self.lock();
+        pending
+            .get(old)
+            .filter(|p| p.moved.is_none())
+            .map(|p| p.grace)
+    }
+
+    /// Records that `old` moved to `new` at `version`.
+    pub(crate) fn moved(&self, old: &SessionId, new: SessionId, version: u64) {
+        if let Some(p) = self.lock().get_mut(old) {
+            p.moved = Some((new, version));
+        }
+    }
+
+    /// Where `old` moved to, taken out.
+    pub(crate) fn take_moved(&self, old: &str) -> Option<(SessionId, u64)> {
+        let id = SessionId::new(old).ok()?;
+        let mut pending = self.lock();
+        if pending.get(&id)?.moved.is_none() {
+            return None;
+        }
+        pending.remove(&id).and_then(|p| p.moved)
+    }
+
+    /// Forgets `old`.
+    pub(crate) fn forget(&self, old: &SessionId) {
+        self.lock().remove(old);
+    }
+}
+
+/// The `delete` of a marked id: rotates it to a fresh id from `fresh` with `grace` instead
+/// of destroying it, so requests in flight with it keep reading it, read-only. `None` when
+/// there was nothing to move (the session was gone).
+#[cfg_attr(
+    not(any(
+        feature = "tower-sessions",
+        feature = "tower-sessions-014",
+        feature = "actix-session"
+    )),
+    allow(dead_code)
+)]
+pub(crate) async fn rotate_away<S: SessionStore + ?Sized>(
+    store: &S,
+    old: &SessionId,
+    grace: std::time::Duration,
+    mut fresh: impl FnMut() -> Result<SessionId>,
+) -> Result<Option<(SessionId, u64)>> {
+    for _ in 0..MAX_ROTATE_ATTEMPTS {
+        let new = fresh()?;
+        match store.rotate(old, &new, grace).await? {
+            crate::store::Rotation::Moved { version } => return Ok(Some((new, version))),
+            crate::store::Rotation::Taken => continue,
+            _ => return Ok(None),
+        }
+    }
+    Err(Error::Backend {
+        operation: "rotate",
+        id: Some(old.into()),
+        source: "the store reported every fresh id taken".into(),
+    })
+}
+
+/// How many fresh ids a rotation tries before it gives up (a broken store that reports every
+/// id taken).
+const MAX_ROTATE_ATTEMPTS: usize = 16;
 
 fn gone(id: &SessionId) -> Saved {
     tracing::debug!(

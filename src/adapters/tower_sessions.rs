@@ -86,6 +86,32 @@
 //! - tower-sessions extends an `Expiry::OnInactivity` session only when it saves it: on a
 //!   change, or on every request with `with_always_save(true)`.
 //!
+//! # Lifetimes
+//!
+//! - **Absolute lifetime.** [`with_absolute_lifetime`](TowerSessionsStore::with_absolute_lifetime)
+//!   gives each new session an absolute expiry: tower-sessions' `OnInactivity` expiry keeps
+//!   sliding with use, but never past it, in every store that declares
+//!   [`absolute_expiry`](crate::Capabilities::absolute_expiry) (every built-in one). Saves
+//!   keep it (a write never postpones it), and a cycled id carries it over.
+//! - **Throttled touch.** With `with_always_save(true)` every request rewrites its session
+//!   to slide the expiry. [`with_touch_throttle(f)`](TowerSessionsStore::with_touch_throttle)
+//!   makes a save whose data did not change a [`touch`](SessionStore::touch) (the expiry
+//!   only), sent only when it moves the stored expiry by at least `f` of the idle timeout.
+//!   With `f = 0.1` and an hour of inactivity, a session used every few seconds is written
+//!   about every six minutes instead of on every request; its stored expiry lags the cookie's
+//!   by at most those six minutes (BENCHMARKS.md counts the writes). A save that changed
+//!   anything writes as always.
+//! - **Cycling the id with a grace window.** tower-sessions' `Session::cycle_id` deletes the
+//!   old id before it saves the new one, through the same `delete` a logout uses, so a store
+//!   cannot tell the two apart: requests already in flight with the old cookie (the parallel
+//!   requests of a page at login) find no session. Call
+//!   [`cycle_id_with_grace(&store, &session, grace)`](cycle_id_with_grace) instead: it marks
+//!   the id, and the adapter's `delete` then [rotates](SessionStore::rotate) it to a fresh id
+//!   instead of destroying it. For `grace` the old id reads as the session was before the
+//!   cycle (so a fixated id shows nothing of the logged-in session) and refuses writes; the
+//!   request's changes are saved under the new id, merged like any save. A plain `cycle_id`
+//!   and every logout still destroy the old id at once.
+//!
 //! # tower-sessions 0.14 and 0.15
 //!
 //! Feature `tower-sessions` implements `tower-sessions-core` 0.15's traits; feature
@@ -125,7 +151,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use super::saving::{self, LOADED_KEY, Loaded, OnConflict};
+use super::saving::{self, LOADED_KEY, Loaded, OnConflict, Rotations};
 use super::{MAX_CREATE_ATTEMPTS, owner_of_value};
 use crate::cleanup::error_chain;
 use crate::error::{Error, ErrorKind};
@@ -140,6 +166,9 @@ pub struct TowerSessionsStore<S: ?Sized> {
     store: Arc<S>,
     owner_key: Option<Arc<str>>,
     on_conflict: OnConflict,
+    absolute_lifetime: Option<std::time::Duration>,
+    touch_throttle: Option<f64>,
+    rotations: Arc<Rotations>,
 }
 
 impl<S: SessionStore> TowerSessionsStore<S> {
@@ -163,7 +192,33 @@ impl<S: SessionStore + ?Sized> TowerSessionsStore<S> {
             store,
             owner_key: None,
             on_conflict: OnConflict::default(),
+            absolute_lifetime: None,
+            touch_throttle: None,
+            rotations: Arc::default(),
         }
+    }
+
+    /// Gives every new session an [absolute expiry](crate::Session::absolute_expiry)
+    /// `lifetime` after it is created: however active, it ends then (in a store that
+    /// declares [`absolute_expiry`](crate::Capabilities::absolute_expiry); see
+    /// [lifetimes](self#lifetimes)). Default: none.
+    pub fn with_absolute_lifetime(mut self, lifetime: std::time::Duration) -> Self {
+        self.absolute_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Throttles the writes that only extend a session: a save whose data did not change
+    /// moves the stored expiry with [`touch`](SessionStore::touch) (no rewrite, no new
+    /// version), and only when that moves it by at least `fraction` (0.0 to 1.0) of the idle
+    /// timeout; otherwise it writes nothing. See [lifetimes](self#lifetimes). Default: every
+    /// save writes.
+    pub fn with_touch_throttle(mut self, fraction: f64) -> Self {
+        self.touch_throttle = Some(if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        });
+        self
     }
 
     /// What a save does with a key that another request changed too since this one loaded
@@ -223,6 +278,9 @@ impl<S: ?Sized> Clone for TowerSessionsStore<S> {
             store: Arc::clone(&self.store),
             owner_key: self.owner_key.clone(),
             on_conflict: self.on_conflict,
+            absolute_lifetime: self.absolute_lifetime,
+            touch_throttle: self.touch_throttle,
+            rotations: Arc::clone(&self.rotations),
         }
     }
 }
@@ -233,6 +291,8 @@ impl<S: ?Sized> fmt::Debug for TowerSessionsStore<S> {
             .field("store", &std::any::type_name::<S>())
             .field("owner_key", &self.owner_key)
             .field("on_conflict", &self.on_conflict)
+            .field("absolute_lifetime", &self.absolute_lifetime)
+            .field("touch_throttle", &self.touch_throttle)
             .finish()
     }
 }
@@ -265,8 +325,8 @@ fn session_of_parts(data: &HashMap<String, Value>, expiry: OffsetDateTime) -> Se
 }
 
 /// A loaded session as a record's data, stamped with what the request loaded.
-fn data_of(session: Session) -> (HashMap<String, Value>, OffsetDateTime) {
-    let loaded = Loaded::of(&session);
+fn data_of(id: &SessionId, session: Session) -> (HashMap<String, Value>, OffsetDateTime) {
+    let loaded = Loaded::of_id(id, &session);
     let (data, expires_at, _version) = session.into_parts();
     let mut data: HashMap<String, Value> = data.into_iter().collect();
     data.insert(LOADED_KEY.to_owned(), loaded.into_value());
@@ -283,9 +343,38 @@ impl<S: SessionStore + ?Sized> TowerSessionsStore<S> {
         mut id: SessionId,
         mut next_id: impl FnMut() -> Result<SessionId, Error>,
     ) -> Result<SessionId, Error> {
-        // A record that was loaded under another id (cycle_id) carries that id's stamp.
-        data.remove(LOADED_KEY);
-        let session = self.session_of(data, expiry)?;
+        // A record that was loaded under another id (cycle_id) carries that id's stamp: if
+        // that id was rotated with a grace (`cycle_id_with_grace`), the session lives on
+        // under the id it moved to, and this request's changes are saved there.
+        let stamp = data.remove(LOADED_KEY);
+        let loaded = stamp.as_ref().and_then(Loaded::from_value);
+        if let Some(loaded) = &loaded
+            && let Some(origin) = &loaded.origin
+            && let Some((moved, version)) = self.rotations.take_moved(origin)
+        {
+            let session = self.session_of(data, expiry)?;
+            let (ours, expires_at, _) = session.into_parts();
+            let saved = saving::save(
+                &*self.store,
+                &moved,
+                ours,
+                expires_at,
+                Some(&loaded.at_version(version)),
+                self.on_conflict,
+                |data| self.owner_in(data),
+            )
+            .await?;
+            if let saving::Saved::Written(_) = saved {
+                return Ok(moved);
+            }
+            // Ended since it moved (destroy_owner, expiry): a new session, as without grace.
+        }
+        let mut session = self.session_of(data, expiry)?;
+        if let Some(lifetime) = self.absolute_lifetime {
+            let lifetime = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
+            let absolute = crate::session::now_millis().saturating_add(lifetime);
+            session.set_absolute_expiry_millis(Some(absolute));
+        }
         for _ in 0..MAX_CREATE_ATTEMPTS {
             if self.store.create(&id, &session).await? {
                 return Ok(id);
@@ -312,6 +401,20 @@ impl<S: SessionStore + ?Sized> TowerSessionsStore<S> {
     ) -> Result<(), Error> {
         let loaded = data.get(LOADED_KEY).and_then(Loaded::from_value);
         let (ours, expires_at, _) = session_of_parts(data, expiry).into_parts();
+        if let (Some(fraction), Some(loaded)) = (self.touch_throttle, &loaded)
+            && loaded.unchanged(&ours)
+        {
+            // Nothing changed but the expiry: a touch, and only when it is due.
+            let now = crate::session::now_millis();
+            let due = loaded
+                .expires_at
+                .is_none_or(|stored| saving::touch_due(stored, expires_at, now, fraction));
+            if due {
+                let expiry = crate::session::from_millis(expires_at);
+                self.store.touch(id, expiry).await?;
+            }
+            return Ok(());
+        }
         saving::save(
             &*self.store,
             id,
@@ -332,7 +435,7 @@ impl<S: SessionStore + ?Sized> TowerSessionsStore<S> {
         id: &SessionId,
     ) -> Result<Option<(HashMap<String, Value>, OffsetDateTime)>, Error> {
         match self.store.get(id).await {
-            Ok(session) => Ok(session.map(data_of)),
+            Ok(session) => Ok(session.map(|session| data_of(id, session))),
             Err(err) if err.kind() == ErrorKind::Decode => {
                 tracing::warn!(
                     session = %id.hint(),
@@ -354,6 +457,7 @@ fn to_tower_text(err: &Error) -> (ErrorKind, String) {
 /// for each.
 macro_rules! tower_impl {
     ($core:ident) => {
+        use std::str::FromStr as _;
         use $core::session::{Id, Record};
         use $core::session_store;
 
@@ -364,6 +468,25 @@ macro_rules! tower_impl {
                 ErrorKind::Encode | ErrorKind::InvalidOwner => session_store::Error::Encode(text),
                 _ => session_store::Error::Backend(text),
             }
+        }
+
+        /// Cycles the session's id (`Session::cycle_id`, at login or a change of
+        /// privilege) with a grace window: the old id is [rotated](SessionStore::rotate)
+        /// rather than destroyed, so requests already in flight with it keep reading the
+        /// session as it was, read-only, for `grace`; the request's changes are saved under
+        /// the new id. Without a loaded session (nothing stored yet), a plain `cycle_id`.
+        /// See [lifetimes](self#lifetimes).
+        pub async fn cycle_id_with_grace<S: SessionStore + ?Sized + 'static>(
+            store: &TowerSessionsStore<S>,
+            session: &$core::session::Session,
+            grace: std::time::Duration,
+        ) -> Result<(), $core::session::Error> {
+            if let Some(id) = session.id()
+                && let Ok(id) = session_id_of(&id)
+            {
+                store.rotations.mark(id, grace);
+            }
+            session.cycle_id().await
         }
 
         /// The [`SessionId`] for a tower-sessions `Id`: its `Display` text.
@@ -387,10 +510,16 @@ macro_rules! tower_impl {
                         session_id_of(&id)
                     })
                     .await;
-                if let Some(last) = drawn {
-                    record.id = last;
-                }
-                result.map(drop).map_err(to_tower)
+                let stored = result.map_err(to_tower)?;
+                record.id = match drawn {
+                    Some(last) if session_id_of(&last).is_ok_and(|id| id == stored) => last,
+                    _ if session_id_of(&record.id).is_ok_and(|id| id == stored) => record.id,
+                    // Moved there by a rotation with a grace (minted as an `Id` by `delete`).
+                    _ => Id::from_str(stored.as_str()).map_err(|err| {
+                        session_store::Error::Backend(format!("not a tower-sessions id: {err}"))
+                    })?,
+                };
+                Ok(())
             }
 
             async fn save(&self, record: &Record) -> session_store::Result<()> {
@@ -410,8 +539,24 @@ macro_rules! tower_impl {
                 }))
             }
 
+            /// Destroys the session, unless the application marked its id with
+            /// [`cycle_id_with_grace`]: then it rotates it to a fresh id with that grace.
             async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
                 let id = session_id_of(session_id).map_err(to_tower)?;
+                if let Some(grace) = self.rotations.marked(&id) {
+                    let fresh = || session_id_of(&Id::default());
+                    match saving::rotate_away(&*self.store, &id, grace, fresh).await {
+                        Ok(Some((new, version))) => {
+                            self.rotations.moved(&id, new, version);
+                            return Ok(());
+                        }
+                        Ok(None) => self.rotations.forget(&id),
+                        Err(err) => {
+                            self.rotations.forget(&id);
+                            return Err(to_tower(err));
+                        }
+                    }
+                }
                 self.store.destroy(&id).await.map_err(to_tower)
             }
         }
@@ -435,7 +580,7 @@ mod v015 {
 }
 
 #[cfg(feature = "tower-sessions")]
-pub use v015::session_id_of;
+pub use v015::{cycle_id_with_grace, session_id_of};
 
 /// The same adapter for tower-sessions 0.14 (feature `tower-sessions-014`), for apps whose
 /// other crates (axum-login 0.18, tower-sessions' own stores) still use

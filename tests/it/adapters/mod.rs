@@ -45,6 +45,9 @@ mod poem;
 
 mod connect;
 
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+mod lifetimes;
+
 mod requests;
 
 #[cfg(feature = "tower-sessions-014")]
