@@ -30,7 +30,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use session_stores::adapters::tower_sessions::{offset_date_time_of, session_id_of};
+use session_stores::adapters::tower_sessions::{
+    cycle_id_with_grace, offset_date_time_of, session_id_of,
+};
 use session_stores::cleanup::spawn_cleanup;
 use session_stores::{
     Owner, SessionId, SessionStore, StoreKind, TowerSessionsStore, connect, connect::redact,
@@ -44,6 +46,12 @@ struct AppState {
     url: String,
     store: TowerSessionsStore<dyn SessionStore>,
 }
+
+/// The longest a session lives, however active: its absolute deadline.
+const ABSOLUTE_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// How long the old id of a session whose id a login cycled still reads (read-only).
+const LOGIN_GRACE: Duration = Duration::from_secs(10);
 
 /// The session key the owner is taken from: the logged-in user's name.
 const OWNER_KEY: &str = "user";
@@ -85,6 +93,11 @@ fn escape(text: &str) -> String {
 async fn index(State(app): State<AppState>, session: Session) -> Result<Html<String>, Failure> {
     let visits = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
     session.insert("visits", visits).await?;
+    if session.get::<i64>("started").await?.is_none() {
+        session
+            .insert("started", session_stores::now_millis())
+            .await?;
+    }
     let user = session.get::<String>("user").await?;
     let who = match &user {
         Some(user) => format!(
@@ -106,6 +119,7 @@ async fn index(State(app): State<AppState>, session: Session) -> Result<Html<Str
 }
 
 async fn login(
+    State(app): State<AppState>,
     session: Session,
     headers: HeaderMap,
     Form(login): Form<Login>,
@@ -119,8 +133,15 @@ async fn login(
             .into_response());
     }
     // A new id for the session on every privilege change: whoever knew the old id (say, an
-    // attacker who planted it) does not get the logged-in session.
-    session.cycle_id().await?;
+    // attacker who planted it) does not get the logged-in session. With a grace window:
+    // the page's other requests still in flight with the old cookie read the session as it
+    // was (never the login) for a few seconds instead of finding none.
+    cycle_id_with_grace(&app.store, &session, LOGIN_GRACE).await?;
+    if session.get::<i64>("started").await?.is_none() {
+        session
+            .insert("started", session_stores::now_millis())
+            .await?;
+    }
     // The adapter makes `user` the session's owner, so the store indexes it.
     session.insert(OWNER_KEY, user).await?;
     // What the sessions page shows about this device, and a token to tell it apart (with
@@ -167,16 +188,24 @@ async fn sessions_page(State(app): State<AppState>, session: Session) -> Result<
                 escape(&text("device"))
             )
         };
+        let started = data.and_then(|d| d.get("started")).and_then(|v| v.as_i64());
+        let when = |millis: Option<i64>| {
+            millis.map_or("?".to_string(), |m| offset_date_time_of(m).to_string())
+        };
+        let lifetime = i64::try_from(ABSOLUTE_LIFETIME.as_millis()).unwrap_or(i64::MAX);
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{action}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
             escape(&text("agent")),
-            offset_date_time_of(entry.expires_at_millis)
+            when(started),
+            offset_date_time_of(entry.expires_at_millis),
+            when(started.map(|s| s.saturating_add(lifetime))),
         ));
     }
     Ok(Html(format!(
         "<!doctype html><title>Your sessions</title>\
          <h1>{} session(s) of {}</h1>\
-         <table><tr><th>Device</th><th>Expires (UTC)</th><th></th></tr>{rows}</table>\
+         <table><tr><th>Device</th><th>Started (UTC)</th><th>Idle expiry (UTC)</th>\
+         <th>Absolute deadline (UTC)</th><th></th></tr>{rows}</table>\
          <form method=post action=/logout-others><button>Log out everywhere else</button></form>\
          <p><a href=/>Back</a></p>",
         listed.len(),
@@ -276,7 +305,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_string());
     let kind = StoreKind::of(&url)?;
 
-    let store = TowerSessionsStore::from_box(connect(&url).await?).with_owner_key(OWNER_KEY);
+    // Idle for an hour at most (tower-sessions' expiry below), and never longer than
+    // twelve hours in all, however active.
+    let store = TowerSessionsStore::from_box(connect(&url).await?)
+        .with_owner_key(OWNER_KEY)
+        .with_absolute_lifetime(ABSOLUTE_LIFETIME);
     // Expired sessions are never served; this reclaims their space every minute.
     let cleanup = spawn_cleanup(store.inner_arc(), Duration::from_secs(60));
 

@@ -135,14 +135,23 @@ fn your_sessions_page(server: Server, url: &str) {
         assert_eq!(server.send(jar, "GET", "/", "").0, 200);
         // The user agent the login request sends (see `send`).
         agents.push(format!("jar-{}", &jar.as_deref().unwrap()[..4]));
+        let mut before_login = jar.clone();
         let (status, _) = server.send(jar, "POST", "/login", "user=ada");
         assert_eq!(status, 303, "login redirects");
         assert!(jar.is_some(), "a session cookie after login");
+        assert_ne!(*jar, before_login, "the login cycled the id");
+        // A request still in flight with the old cookie (within the login's grace) reads
+        // the session as it was before the login, never the logged-in one.
+        let (status, home) = server.send(&mut before_login, "GET", "/", "");
+        assert_eq!(status, 200, "{url}: {home}");
+        assert!(home.contains("Not logged in."), "{url}: {home}");
     }
     let [first, second, third] = &mut jars;
     let (status, page) = server.send(first, "GET", "/sessions", "");
     assert_eq!(status, 200, "{url}: {page}");
     assert!(page.contains("3 session(s) of ada"), "{url}: {page}");
+    assert!(page.contains("Absolute deadline (UTC)"), "{url}: {page}");
+    assert_eq!(page.matches("<td>?</td>").count(), 0, "each device's start: {url}: {page}");
     assert_eq!(page.matches("(this device)").count(), 1, "{url}: {page}");
     assert_eq!(
         page.matches("Sign out</button>").count(),
