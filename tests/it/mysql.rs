@@ -7,7 +7,11 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
-use session_stores::{Error, ErrorKind, MySqlStore, Owner, Session, SessionId, SessionStore};
+use std::sync::Arc;
+
+use session_stores::{
+    Error, ErrorKind, MySqlStore, Owner, Rotation, Session, SessionId, SessionStore,
+};
 use sqlx::{AssertSqlSafe, MySqlPool};
 
 use crate::support::{self, MYSQL_DEFAULT, MYSQL_VAR};
@@ -78,6 +82,8 @@ async fn migrate_creates_the_documented_table_and_is_idempotent() {
             ("expires_at", "bigint"),
             ("version", "bigint"),
             ("owner", "varbinary(128)"),
+            ("absolute_expiry", "bigint"),
+            ("moved_to", "varbinary(128)"),
         ]
     );
     // Several instances starting at once all succeed.
@@ -490,5 +496,514 @@ async fn a_failed_insert_is_an_error_not_a_taken_id() {
         .await
         .expect_err("a compare-and-set the server refused");
     assert!(!err.is_conflict(), "{err:?}");
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
+
+fn owner(name: &str) -> Owner {
+    Owner::new(format!("{name}-{}", SessionId::generate())).unwrap()
+}
+
+fn owned(owner: &Owner, data: serde_json::Value) -> Session {
+    session(data).with_owner(Some(owner.clone()))
+}
+
+/// The ids `sessions_of` lists, sorted.
+async fn listed(store: &MySqlStore, owner: &Owner) -> Vec<SessionId> {
+    let mut ids: Vec<SessionId> = store
+        .sessions_of(owner, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+// Lifetimes: absolute expiry and rotation.
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// A session expiring `expires_in` ms from now, with an absolute expiry `absolute_in` ms
+/// from now (or none).
+fn lived(expires_in: i64, absolute_in: Option<i64>, data: serde_json::Value) -> Session {
+    let now = session_stores::now_millis();
+    let mut s = session(data);
+    s.set_expires_at_millis(now + expires_in);
+    s.set_absolute_expiry_millis(absolute_in.map(|a| now + a));
+    s
+}
+
+async fn got(store: &MySqlStore, id: &SessionId) -> Session {
+    store.get(id).await.unwrap().expect("a live session")
+}
+
+/// Every write and `touch` is capped by the absolute expiry, later writes keep the earlier
+/// one, a write whose absolute expiry has passed deletes, and a new incarnation starts with
+/// the one it carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_expiry_caps_writes_and_touches_and_later_writes_keep_the_earlier() {
+    let Some((pool, _, prefix)) = server().await else {
+        return;
+    };
+    {
+        let store = migrated(&pool, &format!("{prefix}t")).await;
+        let id = SessionId::generate();
+        let first = lived(HOUR_MS, Some(60_000), json!({"n": 1}));
+        let abs = first.absolute_expiry_millis().unwrap();
+        let v1 = store.set(&id, &first).await.unwrap();
+        let s = got(&store, &id).await;
+        assert_eq!(
+            (s.absolute_expiry_millis(), s.expires_at_millis()),
+            (Some(abs), abs)
+        );
+        // touch past it: capped, still true.
+        assert!(store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
+        assert_eq!(got(&store, &id).await.expires_at_millis(), abs);
+        // touch before it moves the expiry as usual.
+        let earlier = SystemTime::now() + Duration::from_secs(30);
+        assert!(store.touch(&id, earlier).await.unwrap());
+        assert_eq!(
+            got(&store, &id).await.expires_at_millis(),
+            session_stores::to_millis(earlier)
+        );
+        // A write with none keeps it and is capped by it.
+        let v2 = store
+            .set(&id, &lived(HOUR_MS, None, json!({"n": 2})))
+            .await
+            .unwrap();
+        assert_eq!(v2, v1 + 1);
+        let s = got(&store, &id).await;
+        assert_eq!(
+            (s.absolute_expiry_millis(), s.expires_at_millis()),
+            (Some(abs), abs)
+        );
+        // A later one is not taken (set and compare-and-set).
+        store
+            .set(&id, &lived(HOUR_MS, Some(2 * HOUR_MS), json!({"n": 3})))
+            .await
+            .unwrap();
+        let v = got(&store, &id).await.version();
+        let v = store
+            .set_if_version(&id, &lived(HOUR_MS, Some(3 * HOUR_MS), json!({"n": 4})), v)
+            .await
+            .unwrap();
+        let s = got(&store, &id).await;
+        assert_eq!(
+            (s.absolute_expiry_millis(), s.expires_at_millis()),
+            (Some(abs), abs)
+        );
+        assert_eq!(s.data()["n"], json!(4));
+        // An earlier one is taken, and caps.
+        let earlier = lived(HOUR_MS, Some(30_000), json!({"n": 5}));
+        let earlier_abs = earlier.absolute_expiry_millis().unwrap();
+        store.set_if_version(&id, &earlier, v).await.unwrap();
+        let s = got(&store, &id).await;
+        assert_eq!(
+            (s.absolute_expiry_millis(), s.expires_at_millis()),
+            (Some(earlier_abs), earlier_abs)
+        );
+        // Scans return it too.
+        let page = store.scan(None, 10).await.unwrap();
+        assert_eq!(page.sessions.len(), 1);
+        assert_eq!(
+            page.sessions[0].1.absolute_expiry_millis(),
+            Some(earlier_abs)
+        );
+        // A write whose absolute expiry has passed deletes, and returns 0.
+        assert_eq!(
+            store
+                .set(&id, &lived(HOUR_MS, Some(-1), json!({})))
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(store.get(&id).await.unwrap().is_none());
+        // A new incarnation starts with the absolute expiry it carries (later than the
+        // deleted one's), or none.
+        let later = lived(HOUR_MS, Some(2 * HOUR_MS), json!({}));
+        assert!(store.create(&id, &later).await.unwrap());
+        assert_eq!(
+            got(&store, &id).await.absolute_expiry_millis(),
+            later.absolute_expiry_millis()
+        );
+        store.destroy(&id).await.unwrap();
+        store
+            .set(&id, &lived(HOUR_MS, None, json!({})))
+            .await
+            .unwrap();
+        let s = got(&store, &id).await;
+        assert_eq!(s.absolute_expiry_millis(), None);
+        // create with a passed absolute expiry stores nothing live.
+        let other = SessionId::generate();
+        assert!(
+            store
+                .create(&other, &lived(HOUR_MS, Some(-1), json!({})))
+                .await
+                .unwrap()
+        );
+        assert!(store.get(&other).await.unwrap().is_none());
+    }
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
+
+/// rotate: Moved, Absent, Taken; the old id read-only during its grace, skipped by len,
+/// scan and sessions_of; destroy of it ends the new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_moves_the_session_and_leaves_the_old_id_read_only() {
+    let Some((pool, _, prefix)) = server().await else {
+        return;
+    };
+    {
+        let store = migrated(&pool, &format!("{prefix}t")).await;
+        let ada = owner("ada");
+        let (old, new) = (SessionId::generate(), SessionId::generate());
+        let written =
+            lived(HOUR_MS, Some(2 * HOUR_MS), json!({"user": "ada"})).with_owner(Some(ada.clone()));
+        let v = store.set(&old, &written).await.unwrap();
+        let rotation = store.rotate(&old, &new, HOUR).await.unwrap();
+        assert_eq!(rotation, Rotation::Moved { version: v + 1 });
+        let moved = got(&store, &new).await;
+        assert_eq!(moved.version(), v + 1);
+        assert_eq!(moved.data(), written.data());
+        assert_eq!(moved.owner(), Some(&ada));
+        assert_eq!(
+            moved.absolute_expiry_millis(),
+            written.absolute_expiry_millis()
+        );
+        assert_eq!(moved.expires_at_millis(), written.expires_at_millis());
+        assert!(!moved.is_rotated());
+        // The old id: the session as it was, read-only.
+        let snapshot = got(&store, &old).await;
+        assert!(snapshot.is_rotated());
+        assert_eq!((snapshot.version(), snapshot.data()), (v, written.data()));
+        assert_eq!(snapshot.owner(), Some(&ada));
+        assert!(snapshot.expires_at_millis() <= session_stores::now_millis() + HOUR_MS);
+        let err = store.set(&old, &written).await.unwrap_err();
+        assert!(matches!(err, Error::Rotated { .. }), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        for expected in [v, 0, v + 1] {
+            let err = store
+                .set_if_version(&old, &written, expected)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::Rotated { .. }), "{expected}: {err:?}");
+        }
+        let expired = lived(-1, None, json!({}));
+        let err = store.set(&old, &expired).await.unwrap_err();
+        assert!(matches!(err, Error::Rotated { .. }), "{err:?}");
+        let err = store.set_if_version(&old, &expired, v).await.unwrap_err();
+        assert!(matches!(err, Error::Rotated { .. }), "{err:?}");
+        assert!(!store.create(&old, &written).await.unwrap());
+        assert!(!store.touch(&old, SystemTime::now() + HOUR).await.unwrap());
+        assert_eq!(
+            store
+                .rotate(&old, &SessionId::generate(), HOUR)
+                .await
+                .unwrap(),
+            Rotation::Absent
+        );
+        assert_eq!(got(&store, &old).await.version(), v);
+        // Writes under the new id never show through the old one.
+        store
+            .set(&new, &owned(&ada, json!({"user": "ada", "admin": true})))
+            .await
+            .unwrap();
+        assert_eq!(got(&store, &old).await.data(), written.data());
+        // A rotated id is not a session.
+        assert_eq!(store.len().await.unwrap(), 1);
+        let page = store.scan(None, 10).await.unwrap();
+        let ids: Vec<_> = page.sessions.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(ids, vec![new.clone()]);
+        assert_eq!(listed(&store, &ada).await, vec![new.clone()]);
+
+        // Absent and Taken change nothing.
+        let nobody = SessionId::generate();
+        assert_eq!(
+            store
+                .rotate(&nobody, &SessionId::generate(), HOUR)
+                .await
+                .unwrap(),
+            Rotation::Absent
+        );
+        assert_eq!(
+            store.rotate(&new, &new, HOUR).await.unwrap(),
+            Rotation::Taken
+        );
+        let other = SessionId::generate();
+        let vo = store.set(&other, &session(json!({"o": 1}))).await.unwrap();
+        assert_eq!(
+            store.rotate(&other, &new, HOUR).await.unwrap(),
+            Rotation::Taken
+        );
+        assert_eq!(
+            store.rotate(&other, &old, HOUR).await.unwrap(),
+            Rotation::Taken
+        );
+        assert_eq!(got(&store, &other).await.version(), vo);
+        assert!(!got(&store, &other).await.is_rotated());
+
+        // Destroying the old id ends the new session too.
+        store.destroy(&old).await.unwrap();
+        assert!(store.get(&old).await.unwrap().is_none());
+        assert!(store.get(&new).await.unwrap().is_none());
+    }
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
+
+/// The old id resolves only while its grace lasts and the new session is live and not
+/// rotated again; delete_expired removes it after its grace and counts it; destroy_owner
+/// counts only the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_id_ends_with_its_grace_or_its_new_session() {
+    let Some((pool, _, prefix)) = server().await else {
+        return;
+    };
+    {
+        let store = migrated(&pool, &format!("{prefix}t")).await;
+        let shared = &store;
+        let fresh = move |data: serde_json::Value| async move {
+            let id = SessionId::generate();
+            shared.set(&id, &session(data)).await.unwrap();
+            id
+        };
+        // The grace passes: absent, writable as over nothing, removed by delete_expired.
+        let old = fresh(json!({"g": 1})).await;
+        let new = SessionId::generate();
+        store
+            .rotate(&old, &new, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(store.get(&old).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert!(store.get(&old).await.unwrap().is_none());
+        assert_eq!(store.delete_expired().await.unwrap(), 1);
+        assert!(store.get(&new).await.unwrap().is_some());
+        let old = fresh(json!({"g": 2})).await;
+        let new = SessionId::generate();
+        store
+            .rotate(&old, &new, Duration::from_millis(200))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(store.set(&old, &session(json!({}))).await.unwrap() > 0);
+        // An expired rotated id under a new id is replaced by a rotation.
+        let third = fresh(json!({"g": 3})).await;
+        let spare = SessionId::generate();
+        store
+            .rotate(&third, &spare, Duration::from_millis(100))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let fourth = fresh(json!({"g": 4})).await;
+        assert!(matches!(
+            store.rotate(&fourth, &third, HOUR).await.unwrap(),
+            Rotation::Moved { .. }
+        ));
+        assert_eq!(got(&store, &third).await.data()["g"], json!(4));
+        // A grace of zero ends it at once.
+        let old = fresh(json!({"z": 0})).await;
+        store
+            .rotate(&old, &SessionId::generate(), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(store.get(&old).await.unwrap().is_none());
+        // The new session destroyed, expired, or rotated again.
+        let old = fresh(json!({})).await;
+        let new = SessionId::generate();
+        store.rotate(&old, &new, HOUR).await.unwrap();
+        store.destroy(&new).await.unwrap();
+        assert!(store.get(&old).await.unwrap().is_none());
+        let old = fresh(json!({})).await;
+        let new = SessionId::generate();
+        store.rotate(&old, &new, HOUR).await.unwrap();
+        store.touch(&new, SystemTime::now() - HOUR).await.unwrap();
+        assert!(store.get(&old).await.unwrap().is_none());
+        let old = fresh(json!({})).await;
+        let (new, newer) = (SessionId::generate(), SessionId::generate());
+        store.rotate(&old, &new, HOUR).await.unwrap();
+        store.rotate(&new, &newer, HOUR).await.unwrap();
+        assert!(store.get(&old).await.unwrap().is_none());
+        assert!(got(&store, &new).await.is_rotated());
+        // destroy_owner: both ids end, one session counted.
+        let ada = owner("ada");
+        let old = SessionId::generate();
+        store.set(&old, &owned(&ada, json!({}))).await.unwrap();
+        let new = SessionId::generate();
+        store.rotate(&old, &new, HOUR).await.unwrap();
+        assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 1);
+        assert!(store.get(&old).await.unwrap().is_none());
+        assert!(store.get(&new).await.unwrap().is_none());
+    }
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
+
+/// A compare-and-set through the old id racing a rotation: either the write lands first
+/// and is what moves, or it fails as rotated (or a conflict) and the old data moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_the_old_id_racing_rotate_is_moved_or_refused() {
+    let Some((pool, _, prefix)) = server().await else {
+        return;
+    };
+    {
+        let store = Arc::new(migrated(&pool, &format!("{prefix}t")).await);
+        let (mut landed, mut refused) = (0, 0);
+        for round in 0..40 {
+            let old = SessionId::generate();
+            let v = store
+                .set(&old, &session(json!({"round": round})))
+                .await
+                .unwrap();
+            let new = SessionId::generate();
+            let saved = session(json!({"saved": round}));
+            let barrier = Arc::new(tokio::sync::Barrier::new(2));
+            let writer = tokio::spawn({
+                let (store, old, saved, barrier) =
+                    (store.clone(), old.clone(), saved.clone(), barrier.clone());
+                async move {
+                    barrier.wait().await;
+                    store.set_if_version(&old, &saved, v).await
+                }
+            });
+            let rotator = tokio::spawn({
+                let (store, old, new, barrier) =
+                    (store.clone(), old.clone(), new.clone(), barrier.clone());
+                async move {
+                    barrier.wait().await;
+                    store.rotate(&old, &new, HOUR).await
+                }
+            });
+            let write = writer.await.unwrap();
+            let rotation = rotator.await.unwrap().unwrap();
+            let moved = got(&store, &new).await;
+            match write {
+                Ok(written) => {
+                    landed += 1;
+                    assert_eq!(written, v + 1);
+                    assert_eq!(rotation, Rotation::Moved { version: v + 2 });
+                    assert_eq!(moved.data(), saved.data());
+                }
+                Err(err) => {
+                    refused += 1;
+                    assert!(err.is_conflict(), "{err:?}");
+                    assert_eq!(rotation, Rotation::Moved { version: v + 1 });
+                    assert_eq!(moved.data()["round"], json!(round));
+                }
+            }
+        }
+        eprintln!("{landed} writes landed first, {refused} were refused");
+    }
+    support::drop_mysql_tables(&pool, &prefix).await;
+}
+
+/// A table of a release before absolute expiries and rotation is upgraded by `migrate`: both
+/// nullable columns are added and its sessions read with no absolute expiry; a role that may
+/// not alter it gets a configuration error saying what to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_adds_the_lifetime_columns_and_keeps_the_sessions() {
+    let Some((pool, url, prefix)) = server().await else {
+        return;
+    };
+    let old_layout = |table: &str| {
+        format!(
+            "CREATE TABLE `{table}` (id VARBINARY(128) NOT NULL PRIMARY KEY, \
+             data LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
+             expires_at BIGINT NOT NULL, version BIGINT NOT NULL, owner VARBINARY(128) NULL, \
+             KEY `{table}_expires_at_idx` (expires_at), KEY `{table}_owner_idx` (owner)) \
+             ENGINE=InnoDB"
+        )
+    };
+    let table = format!("{prefix}t");
+    exec(&pool, old_layout(&table)).await;
+    let id = SessionId::generate();
+    let expires = session_stores::now_millis() + HOUR_MS;
+    exec(
+        &pool,
+        format!(
+            "INSERT INTO `{table}` VALUES ('{id}', '{{\"user\":\"ada\"}}', {expires}, 7, 'ada')"
+        ),
+    )
+    .await;
+    let store = migrated(&pool, &table).await;
+    let s = got(&store, &id).await;
+    assert_eq!((s.version(), s.absolute_expiry_millis()), (7, None));
+    assert_eq!(s.owner().map(Owner::as_str), Some("ada"));
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
+    )
+    .bind(&table)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        columns,
+        [
+            "id",
+            "data",
+            "expires_at",
+            "version",
+            "owner",
+            "absolute_expiry",
+            "moved_to"
+        ]
+    );
+    let capped = lived(HOUR_MS, Some(60_000), json!({}));
+    assert_eq!(store.set(&id, &capped).await.unwrap(), 8);
+    assert_eq!(
+        got(&store, &id).await.absolute_expiry_millis(),
+        capped.absolute_expiry_millis()
+    );
+    assert_eq!(
+        store
+            .rotate(&id, &SessionId::generate(), HOUR)
+            .await
+            .unwrap(),
+        Rotation::Moved { version: 9 }
+    );
+    store.migrate().await.expect("a second migrate is a no-op");
+
+    // A role with row privileges only cannot upgrade an old table: a Config error that
+    // says what to run, and the table is left as it was.
+    let legacy = format!("{prefix}legacy");
+    exec(&pool, old_layout(&legacy)).await;
+    let user = support::unique_name("sst_lm_");
+    for host in ["%", "localhost"] {
+        exec(
+            &pool,
+            format!("CREATE USER '{user}'@'{host}' IDENTIFIED BY 'pw-{user}'"),
+        )
+        .await;
+        exec(
+            &pool,
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON `{legacy}` TO '{user}'@'{host}'"),
+        )
+        .await;
+    }
+    let (_, rest) = url.split_once("://").unwrap();
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let as_user = format!("mysql://{user}:pw-{user}@{rest}");
+    let sep = if as_user.contains('?') { '&' } else { '?' };
+    let result = session_stores::connect(&format!("{as_user}{sep}table={legacy}"))
+        .await
+        .map(drop);
+    for host in ["%", "localhost"] {
+        exec(&pool, format!("DROP USER IF EXISTS '{user}'@'{host}'")).await;
+    }
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
+    assert!(
+        err.to_string().contains("ADD COLUMN absolute_expiry"),
+        "{err}"
+    );
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ?",
+    )
+    .bind(&legacy)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(count, 5);
     support::drop_mysql_tables(&pool, &prefix).await;
 }

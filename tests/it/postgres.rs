@@ -19,8 +19,8 @@ use session_stores::stores::postgres::{
     DEFAULT_TABLE, MAX_EXPIRY_MILLIS, PING_IF_IDLE_FOR, PostgresStore, PostgresStoreBuilder,
 };
 use session_stores::{
-    Error, ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, Owner, ScanCursor, Session, SessionId,
-    SessionStore,
+    Error, ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, Owner, Rotation, ScanCursor, Session,
+    SessionId, SessionStore,
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -115,6 +115,8 @@ async fn migrate_creates_the_documented_schema_and_is_idempotent() {
                 ("expires_at", "timestamp with time zone", "NO"),
                 ("version", "bigint", "NO"),
                 ("owner", "text", "YES"),
+                ("absolute_expiry", "timestamp with time zone", "YES"),
+                ("moved_to", "text", "YES"),
             ]
         );
         let primary_key: String = sqlx::query_scalar(AssertSqlSafe(format!(
@@ -2003,7 +2005,8 @@ async fn table_without_indexes(pool: &PgPool, schema: &str, rows: usize) {
         pool,
         format!(
             "CREATE TABLE \"{schema}\".sessions (id text PRIMARY KEY, data jsonb NOT NULL, \
-             expires_at timestamptz NOT NULL, version bigint NOT NULL, owner text NULL)"
+             expires_at timestamptz NOT NULL, version bigint NOT NULL, owner text NULL, \
+             absolute_expiry timestamptz NULL, moved_to text NULL)"
         ),
     )
     .await;
@@ -2011,8 +2014,8 @@ async fn table_without_indexes(pool: &PgPool, schema: &str, rows: usize) {
         pool,
         format!(
             "INSERT INTO \"{schema}\".sessions \
-             SELECT 'row' || n, '{{}}', now() + interval '1 hour', 1, 'owner' || (n % 100) \
-             FROM generate_series(1, {rows}) n"
+             SELECT 'row' || n, '{{}}', now() + interval '1 hour', 1, 'owner' || (n % 100), \
+             NULL, NULL FROM generate_series(1, {rows}) n"
         ),
     )
     .await;
@@ -2238,6 +2241,434 @@ async fn corrupt_rows_never_stop_a_scan_or_a_listing() {
         let listed = store.sessions_of(&ada, false).await.unwrap();
         assert_eq!(listed.len(), 6, "{listed:?}");
         assert_eq!(listed.iter().filter(|e| e.undecodable.is_some()).count(), 1);
+    })
+    .await;
+}
+
+// Lifetimes: absolute expiry and rotation.
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// A session expiring `expires_in` ms from now, with an absolute expiry `absolute_in` ms
+/// from now (or none).
+fn lived(expires_in: i64, absolute_in: Option<i64>, data: serde_json::Value) -> Session {
+    let now = session_stores::now_millis();
+    let mut s = session(data);
+    s.set_expires_at_millis(now + expires_in);
+    s.set_absolute_expiry_millis(absolute_in.map(|a| now + a));
+    s
+}
+
+async fn got(store: &PostgresStore, id: &SessionId) -> Session {
+    store.get(id).await.unwrap().expect("a live session")
+}
+
+/// Every write and `touch` is capped by the absolute expiry, later writes keep the earlier
+/// one, a write whose absolute expiry has passed deletes, and a new incarnation starts with
+/// the one it carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_expiry_caps_writes_and_touches_and_later_writes_keep_the_earlier() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let id = SessionId::generate();
+        let first = lived(HOUR_MS, Some(60_000), json!({"n": 1}));
+        let abs = first.absolute_expiry_millis().unwrap();
+        let v1 = store.set(&id, &first).await.unwrap();
+        let s = got(&store, &id).await;
+        assert_eq!(
+            (s.absolute_expiry_millis(), s.expires_at_millis()),
+            (Some(abs), abs)
+        );
+        // touch past it: capped, still true.
+        assert!(store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
+        assert_eq!(got(&store, &id).await.expires_at_millis(), abs);
+        // touch before it moves the expiry as usual.
+        let earlier = SystemTime::now() + Duration::from_secs(30);
+        assert!(store.touch(&id, earlier).await.unwrap());
+        assert_eq!(
+            got(&store, &id).await.expires_at_millis(),
+            session_stores::to_millis(earlier)
+        );
+        // A write with none keeps it and is capped by it.
+        let v2 = store
+            .set(&id, &lived(HOUR_MS, None, json!({"n": 2})))
+            .await
+            .unwrap();
+        assert_eq!(v2, v1 + 1);
+        let s = got(&store, &id).await;
+        assert_eq!(
+            (s.absolute_expiry_millis(), s.expires_at_millis()),
+            (Some(abs), abs)
+        );
+        // A later one is not taken (set and compare-and-set).
+        store
+            .set(&id, &lived(HOUR_MS, Some(2 * HOUR_MS), json!({"n": 3})))
+            .await
+            .unwrap();
+        let v = got(&store, &id).await.version();
+        let v = store
+            .set_if_version(&id, &lived(HOUR_MS, Some(3 * HOUR_MS), json!({"n": 4})), v)
+            .await
+            .unwrap();
+        let s = got(&store, &id).await;
+        assert_eq!(
+            (s.absolute_expiry_millis(), s.expires_at_millis()),
+            (Some(abs), abs)
+        );
+        assert_eq!(s.data()["n"], json!(4));
+        // An earlier one is taken, and caps.
+        let earlier = lived(HOUR_MS, Some(30_000), json!({"n": 5}));
+        let earlier_abs = earlier.absolute_expiry_millis().unwrap();
+        store.set_if_version(&id, &earlier, v).await.unwrap();
+        let s = got(&store, &id).await;
+        assert_eq!(
+            (s.absolute_expiry_millis(), s.expires_at_millis()),
+            (Some(earlier_abs), earlier_abs)
+        );
+        // Scans return it too.
+        let page = store.scan(None, 10).await.unwrap();
+        assert_eq!(page.sessions.len(), 1);
+        assert_eq!(
+            page.sessions[0].1.absolute_expiry_millis(),
+            Some(earlier_abs)
+        );
+        // A write whose absolute expiry has passed deletes, and returns 0.
+        assert_eq!(
+            store
+                .set(&id, &lived(HOUR_MS, Some(-1), json!({})))
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(store.get(&id).await.unwrap().is_none());
+        // A new incarnation starts with the absolute expiry it carries (later than the
+        // deleted one's), or none.
+        let later = lived(HOUR_MS, Some(2 * HOUR_MS), json!({}));
+        assert!(store.create(&id, &later).await.unwrap());
+        assert_eq!(
+            got(&store, &id).await.absolute_expiry_millis(),
+            later.absolute_expiry_millis()
+        );
+        store.destroy(&id).await.unwrap();
+        store
+            .set(&id, &lived(HOUR_MS, None, json!({})))
+            .await
+            .unwrap();
+        let s = got(&store, &id).await;
+        assert_eq!(s.absolute_expiry_millis(), None);
+        // create with a passed absolute expiry stores nothing live.
+        let other = SessionId::generate();
+        assert!(
+            store
+                .create(&other, &lived(HOUR_MS, Some(-1), json!({})))
+                .await
+                .unwrap()
+        );
+        assert!(store.get(&other).await.unwrap().is_none());
+    })
+    .await;
+}
+
+/// rotate: Moved, Absent, Taken; the old id read-only during its grace, skipped by len,
+/// scan and sessions_of; destroy of it ends the new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_moves_the_session_and_leaves_the_old_id_read_only() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let ada = owner("ada");
+        let (old, new) = (SessionId::generate(), SessionId::generate());
+        let written =
+            lived(HOUR_MS, Some(2 * HOUR_MS), json!({"user": "ada"})).with_owner(Some(ada.clone()));
+        let v = store.set(&old, &written).await.unwrap();
+        let rotation = store.rotate(&old, &new, HOUR).await.unwrap();
+        assert_eq!(rotation, Rotation::Moved { version: v + 1 });
+        let moved = got(&store, &new).await;
+        assert_eq!(moved.version(), v + 1);
+        assert_eq!(moved.data(), written.data());
+        assert_eq!(moved.owner(), Some(&ada));
+        assert_eq!(
+            moved.absolute_expiry_millis(),
+            written.absolute_expiry_millis()
+        );
+        assert_eq!(moved.expires_at_millis(), written.expires_at_millis());
+        assert!(!moved.is_rotated());
+        // The old id: the session as it was, read-only.
+        let snapshot = got(&store, &old).await;
+        assert!(snapshot.is_rotated());
+        assert_eq!((snapshot.version(), snapshot.data()), (v, written.data()));
+        assert_eq!(snapshot.owner(), Some(&ada));
+        assert!(snapshot.expires_at_millis() <= session_stores::now_millis() + HOUR_MS);
+        let err = store.set(&old, &written).await.unwrap_err();
+        assert!(matches!(err, Error::Rotated { .. }), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        for expected in [v, 0, v + 1] {
+            let err = store
+                .set_if_version(&old, &written, expected)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::Rotated { .. }), "{expected}: {err:?}");
+        }
+        let expired = lived(-1, None, json!({}));
+        let err = store.set(&old, &expired).await.unwrap_err();
+        assert!(matches!(err, Error::Rotated { .. }), "{err:?}");
+        let err = store.set_if_version(&old, &expired, v).await.unwrap_err();
+        assert!(matches!(err, Error::Rotated { .. }), "{err:?}");
+        assert!(!store.create(&old, &written).await.unwrap());
+        assert!(!store.touch(&old, SystemTime::now() + HOUR).await.unwrap());
+        assert_eq!(
+            store
+                .rotate(&old, &SessionId::generate(), HOUR)
+                .await
+                .unwrap(),
+            Rotation::Absent
+        );
+        assert_eq!(got(&store, &old).await.version(), v);
+        // Writes under the new id never show through the old one.
+        store
+            .set(&new, &owned(&ada, json!({"user": "ada", "admin": true})))
+            .await
+            .unwrap();
+        assert_eq!(got(&store, &old).await.data(), written.data());
+        // A rotated id is not a session.
+        assert_eq!(store.len().await.unwrap(), 1);
+        let page = store.scan(None, 10).await.unwrap();
+        let ids: Vec<_> = page.sessions.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(ids, vec![new.clone()]);
+        assert_eq!(listed(&store, &ada).await, vec![new.clone()]);
+
+        // Absent and Taken change nothing.
+        let nobody = SessionId::generate();
+        assert_eq!(
+            store
+                .rotate(&nobody, &SessionId::generate(), HOUR)
+                .await
+                .unwrap(),
+            Rotation::Absent
+        );
+        assert_eq!(
+            store.rotate(&new, &new, HOUR).await.unwrap(),
+            Rotation::Taken
+        );
+        let other = SessionId::generate();
+        let vo = store.set(&other, &session(json!({"o": 1}))).await.unwrap();
+        assert_eq!(
+            store.rotate(&other, &new, HOUR).await.unwrap(),
+            Rotation::Taken
+        );
+        assert_eq!(
+            store.rotate(&other, &old, HOUR).await.unwrap(),
+            Rotation::Taken
+        );
+        assert_eq!(got(&store, &other).await.version(), vo);
+        assert!(!got(&store, &other).await.is_rotated());
+
+        // Destroying the old id ends the new session too.
+        store.destroy(&old).await.unwrap();
+        assert!(store.get(&old).await.unwrap().is_none());
+        assert!(store.get(&new).await.unwrap().is_none());
+    })
+    .await;
+}
+
+/// The old id resolves only while its grace lasts and the new session is live and not
+/// rotated again; delete_expired removes it after its grace and counts it; destroy_owner
+/// counts only the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_id_ends_with_its_grace_or_its_new_session() {
+    with_schema(|pool, schema| async move {
+        let store = migrated(&pool, &schema).await;
+        let shared = &store;
+        let fresh = move |data: serde_json::Value| async move {
+            let id = SessionId::generate();
+            shared.set(&id, &session(data)).await.unwrap();
+            id
+        };
+        // The grace passes: absent, writable as over nothing, removed by delete_expired.
+        let old = fresh(json!({"g": 1})).await;
+        let new = SessionId::generate();
+        store
+            .rotate(&old, &new, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(store.get(&old).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert!(store.get(&old).await.unwrap().is_none());
+        assert_eq!(store.delete_expired().await.unwrap(), 1);
+        assert!(store.get(&new).await.unwrap().is_some());
+        let old = fresh(json!({"g": 2})).await;
+        let new = SessionId::generate();
+        store
+            .rotate(&old, &new, Duration::from_millis(200))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(store.set(&old, &session(json!({}))).await.unwrap() > 0);
+        // An expired rotated id under a new id is replaced by a rotation.
+        let third = fresh(json!({"g": 3})).await;
+        let spare = SessionId::generate();
+        store
+            .rotate(&third, &spare, Duration::from_millis(100))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let fourth = fresh(json!({"g": 4})).await;
+        assert!(matches!(
+            store.rotate(&fourth, &third, HOUR).await.unwrap(),
+            Rotation::Moved { .. }
+        ));
+        assert_eq!(got(&store, &third).await.data()["g"], json!(4));
+        // A grace of zero ends it at once.
+        let old = fresh(json!({"z": 0})).await;
+        store
+            .rotate(&old, &SessionId::generate(), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(store.get(&old).await.unwrap().is_none());
+        // The new session destroyed, expired, or rotated again.
+        let old = fresh(json!({})).await;
+        let new = SessionId::generate();
+        store.rotate(&old, &new, HOUR).await.unwrap();
+        store.destroy(&new).await.unwrap();
+        assert!(store.get(&old).await.unwrap().is_none());
+        let old = fresh(json!({})).await;
+        let new = SessionId::generate();
+        store.rotate(&old, &new, HOUR).await.unwrap();
+        store.touch(&new, SystemTime::now() - HOUR).await.unwrap();
+        assert!(store.get(&old).await.unwrap().is_none());
+        let old = fresh(json!({})).await;
+        let (new, newer) = (SessionId::generate(), SessionId::generate());
+        store.rotate(&old, &new, HOUR).await.unwrap();
+        store.rotate(&new, &newer, HOUR).await.unwrap();
+        assert!(store.get(&old).await.unwrap().is_none());
+        assert!(got(&store, &new).await.is_rotated());
+        // destroy_owner: both ids end, one session counted.
+        let ada = owner("ada");
+        let old = SessionId::generate();
+        store.set(&old, &owned(&ada, json!({}))).await.unwrap();
+        let new = SessionId::generate();
+        store.rotate(&old, &new, HOUR).await.unwrap();
+        assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 1);
+        assert!(store.get(&old).await.unwrap().is_none());
+        assert!(store.get(&new).await.unwrap().is_none());
+    })
+    .await;
+}
+
+/// A compare-and-set through the old id racing a rotation: either the write lands first
+/// and is what moves, or it fails as rotated (or a conflict) and the old data moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_the_old_id_racing_rotate_is_moved_or_refused() {
+    with_schema(|pool, schema| async move {
+        let store = Arc::new(migrated(&pool, &schema).await);
+        let (mut landed, mut refused) = (0, 0);
+        for round in 0..40 {
+            let old = SessionId::generate();
+            let v = store
+                .set(&old, &session(json!({"round": round})))
+                .await
+                .unwrap();
+            let new = SessionId::generate();
+            let saved = session(json!({"saved": round}));
+            let barrier = Arc::new(tokio::sync::Barrier::new(2));
+            let writer = tokio::spawn({
+                let (store, old, saved, barrier) =
+                    (store.clone(), old.clone(), saved.clone(), barrier.clone());
+                async move {
+                    barrier.wait().await;
+                    store.set_if_version(&old, &saved, v).await
+                }
+            });
+            let rotator = tokio::spawn({
+                let (store, old, new, barrier) =
+                    (store.clone(), old.clone(), new.clone(), barrier.clone());
+                async move {
+                    barrier.wait().await;
+                    store.rotate(&old, &new, HOUR).await
+                }
+            });
+            let write = writer.await.unwrap();
+            let rotation = rotator.await.unwrap().unwrap();
+            let moved = got(&store, &new).await;
+            match write {
+                Ok(written) => {
+                    landed += 1;
+                    assert_eq!(written, v + 1);
+                    assert_eq!(rotation, Rotation::Moved { version: v + 2 });
+                    assert_eq!(moved.data(), saved.data());
+                }
+                Err(err) => {
+                    refused += 1;
+                    assert!(err.is_conflict(), "{err:?}");
+                    assert_eq!(rotation, Rotation::Moved { version: v + 1 });
+                    assert_eq!(moved.data()["round"], json!(round));
+                }
+            }
+        }
+        eprintln!("{landed} writes landed first, {refused} were refused");
+    })
+    .await;
+}
+
+/// A table of a release before absolute expiries and rotation (with owners) is upgraded by
+/// `migrate`: both nullable columns are added and its sessions read with no absolute expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_adds_the_lifetime_columns_and_keeps_the_sessions() {
+    with_schema(|pool, schema| async move {
+        exec(&pool, format!("CREATE SCHEMA \"{schema}\"")).await;
+        exec(
+            &pool,
+            format!(
+                "CREATE TABLE \"{schema}\".sessions (id text PRIMARY KEY, data jsonb NOT NULL, \
+                 expires_at timestamptz NOT NULL, version bigint NOT NULL, owner text NULL)"
+            ),
+        )
+        .await;
+        let id = SessionId::generate();
+        exec(
+            &pool,
+            format!(
+                "INSERT INTO \"{schema}\".sessions VALUES \
+                 ('{id}', '{{\"user\": \"ada\"}}', now() + interval '1 hour', 7, 'ada')"
+            ),
+        )
+        .await;
+        let store = builder(&schema).build(pool.clone()).unwrap();
+        store.migrate().await.unwrap();
+        let s = got(&store, &id).await;
+        assert_eq!((s.version(), s.absolute_expiry_millis()), (7, None));
+        assert_eq!(s.owner().map(Owner::as_str), Some("ada"));
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = 'sessions' ORDER BY ordinal_position",
+        )
+        .bind(&schema)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            columns,
+            [
+                "id",
+                "data",
+                "expires_at",
+                "version",
+                "owner",
+                "absolute_expiry",
+                "moved_to"
+            ]
+        );
+        let capped = lived(HOUR_MS, Some(60_000), json!({}));
+        assert_eq!(store.set(&id, &capped).await.unwrap(), 8);
+        assert_eq!(
+            got(&store, &id).await.absolute_expiry_millis(),
+            capped.absolute_expiry_millis()
+        );
+        let new = SessionId::generate();
+        assert_eq!(
+            store.rotate(&id, &new, HOUR).await.unwrap(),
+            Rotation::Moved { version: 9 }
+        );
+        store.migrate().await.expect("a second migrate is a no-op");
     })
     .await;
 }

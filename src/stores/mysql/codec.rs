@@ -16,7 +16,8 @@ fn text_of(bytes: Vec<u8>) -> std::result::Result<String, std::string::FromUtf8E
     String::from_utf8(bytes)
 }
 
-/// A session from a row of `get` or `scan` (`data, expires_at, version, owner, ...`).
+/// A session from a row of `get` or `scan` (`data, expires_at, version, owner,
+/// absolute_expiry, ...`).
 pub(super) fn decode_row(id: &SessionId, row: &MySqlRow) -> Result<Session> {
     let data: String = row.try_get(0).map_err(|e| Error::decode(id, e))?;
     let expires_at: i64 = row.try_get(1).map_err(|e| Error::decode(id, e))?;
@@ -29,7 +30,11 @@ pub(super) fn decode_row(id: &SessionId, row: &MySqlRow) -> Result<Session> {
                 .and_then(|owner| Owner::new(owner).map_err(|e| Error::decode(id, e)))
         })
         .transpose()?;
-    Ok(decode_parts(id, &data, expires_at, version)?.with_owner(owner))
+    // A table migrated from a release before absolute expiries reads NULL.
+    let absolute: Option<i64> = row.try_get(4).map_err(|e| Error::decode(id, e))?;
+    Ok(decode_parts(id, &data, expires_at, version)?
+        .with_owner(owner)
+        .with_absolute_expiry_millis(absolute))
 }
 
 /// An entry of `sessions_of` from its row (`id, expires_at, version[, data]`): a row that
@@ -81,11 +86,11 @@ pub(super) fn decode_parts(
     Ok(Session::from_parts(data, expires_at, version))
 }
 
-/// The id of a scanned row (its fifth column), as text; one that is not UTF-8 is given
+/// The id of a scanned row (its sixth column), as text; one that is not UTF-8 is given
 /// with its invalid bytes replaced (it is no valid session id either way).
 pub(super) fn scanned_key(row: &MySqlRow) -> Result<String> {
     let raw: Vec<u8> = row
-        .try_get(4)
+        .try_get(5)
         .map_err(|e| Error::backend("scan", None, e))?;
     Ok(String::from_utf8(raw)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::session::{
     Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
 };
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::store::{Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore};
 use crate::stores::shared::codec::{encode_data, version_to_i64};
 use crate::stores::shared::{keyset_page, opened_on_a_stopped_runtime, scan_limit};
 
@@ -38,13 +38,17 @@ pub use builder::{
 pub use schema::MIGRATE_LOCK_NAME;
 
 use codec::{decode_listed, decode_row, scanned_key, to_version};
-use error::{is_duplicate, map_err, map_write_err, retry};
-use statements::Statements;
+use error::{is_deadlock, is_duplicate, map_err, map_write_err, retry};
+use statements::{ROTATED, Statements};
 
 /// How many times `create` inserts after removing an expired row that held its id, before
 /// it answers that the id is taken: each round means another writer put a row there in
 /// between, which a create may lose to.
 const CREATE_ROUNDS: u32 = 3;
+
+/// How many times `rotate` runs its transaction when InnoDB rolled it back as a deadlock
+/// victim (two rotations crossing each other's ids), counting the first.
+const ROTATE_ATTEMPTS: u32 = 4;
 
 /// A future running `$body` (one operation's statements, ending in a `Result`) with `$conn`
 /// bound to a pooled connection (`&mut MySqlConnection`): see [`MySqlStore::conn`].
@@ -160,10 +164,16 @@ impl SessionStore for MySqlStore {
                 sqlx::query(self.sql.get.clone())
                     .bind(id.as_str())
                     .bind(now_millis())
+                    .bind(now_millis())
                     .fetch_optional(e)
             )
             .map_err(|e| map_err("get", Some(id), e))?;
-            let session = row.map(|row| decode_row(id, &row)).transpose()?;
+            let session = row
+                .map(|row| {
+                    let rotated: i64 = row.try_get(5).map_err(|e| Error::decode(id, e))?;
+                    Ok::<_, Error>(decode_row(id, &row)?.with_rotated(rotated != 0))
+                })
+                .transpose()?;
             // The clock again, now that the row is here: a session that expired while the
             // reply travelled is not returned.
             Ok(session.filter(|s| !s.is_expired_at(now_millis())))
@@ -174,10 +184,13 @@ impl SessionStore for MySqlStore {
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         const OP: &str = "set";
         operation!(self, OP, Some(id), |conn| {
-            let now = now_after_preparing(conn, OP, id, &[&self.sql.set]).await?;
-            if session.is_expired_at(now) {
-                self.destroy_on(conn, id).await?;
-                return Ok(0);
+            let sql = &self.sql;
+            let now =
+                now_after_preparing(conn, OP, id, &[&sql.set, &sql.delete_unless_rotated]).await?;
+            // The expiry capped by the absolute expiry written (a live session's stored one
+            // is never earlier than its expiry, which is in the future).
+            if session.capped_expiry_millis() <= now {
+                return self.delete_for_an_expired_write(conn, OP, id, now).await;
             }
             let data = encode_data(id, session)?;
             let fresh = fresh_version();
@@ -185,17 +198,19 @@ impl SessionStore for MySqlStore {
                 sqlx::query(self.sql.set.clone())
                     .bind(id.as_str())
                     .bind(data.as_str())
-                    .bind(session.expires_at_millis())
+                    .bind(session.capped_expiry_millis())
                     .bind(version_to_i64(fresh))
                     .bind(session.owner().map(Owner::as_str))
+                    .bind(session.absolute_expiry_millis())
                     .bind(now)
                     .execute(e)
             )
             .map_err(|e| map_write_err(OP, id, e))?;
-            // An update hands back the version it assigned (never 0); an insert assigned
-            // the fresh one.
+            // An update hands back the version it assigned (never 0), or `ROTATED` if it
+            // wrote nothing; an insert assigned the fresh one.
             match done.last_insert_id() {
                 0 => Ok(fresh),
+                ROTATED => Err(Error::rotated(id)),
                 version => to_version(OP, id, i64::try_from(version).unwrap_or(-1)),
             }
         })
@@ -243,7 +258,7 @@ impl SessionStore for MySqlStore {
         const OP: &str = "create";
         operation!(self, OP, Some(id), |conn| {
             let now = now_after_preparing(conn, OP, id, &self.sql.creating()).await?;
-            if session.is_expired_at(now) {
+            if session.capped_expiry_millis() <= now {
                 // Nothing is stored, but the answer still says whether the id was free.
                 return self.free_for_an_expired_write(conn, OP, id, now).await;
             }
@@ -269,12 +284,12 @@ impl SessionStore for MySqlStore {
                     now_after_preparing(conn, OP, id, &swapping).await?
                 }
             };
-            let expired = session.is_expired_at(now);
+            let expired = session.capped_expiry_millis() <= now;
             if expected_version == 0 {
                 if expired {
                     return match self.free_for_an_expired_write(conn, OP, id, now).await? {
                         true => Ok(0),
-                        false => Err(Error::conflict(id, 0)),
+                        false => Err(self.conflict_or_rotated(conn, OP, id, 0).await),
                     };
                 }
                 let fresh = next_version(0);
@@ -284,7 +299,7 @@ impl SessionStore for MySqlStore {
                 {
                     Ok(fresh)
                 } else {
-                    Err(Error::conflict(id, 0))
+                    Err(self.conflict_or_rotated(conn, OP, id, 0).await)
                 };
             }
             // Stored versions are `BIGINT`: a larger expected version can never match.
@@ -303,7 +318,9 @@ impl SessionStore for MySqlStore {
                 return if done.rows_affected() == 1 {
                     Ok(0)
                 } else {
-                    Err(Error::conflict(id, expected_version))
+                    Err(self
+                        .conflict_or_rotated(conn, OP, id, expected_version)
+                        .await)
                 };
             }
             let data = encode_data(id, session)?;
@@ -312,9 +329,11 @@ impl SessionStore for MySqlStore {
             let done = retry!(conn => e:
                 sqlx::query(self.sql.update_if_version.clone())
                     .bind(data.as_str())
-                    .bind(session.expires_at_millis())
+                    .bind(session.capped_expiry_millis())
                     .bind(version_to_i64(next))
                     .bind(session.owner().map(Owner::as_str))
+                    .bind(session.absolute_expiry_millis())
+                    .bind(session.absolute_expiry_millis())
                     .bind(id.as_str())
                     .bind(expected)
                     .bind(now)
@@ -323,7 +342,9 @@ impl SessionStore for MySqlStore {
             .map_err(|e| map_write_err(OP, id, e))?;
             // Rows matched (CLIENT_FOUND_ROWS): the version always changes anyway.
             match done.rows_affected() {
-                0 => Err(Error::conflict(id, expected_version)),
+                0 => Err(self
+                    .conflict_or_rotated(conn, OP, id, expected_version)
+                    .await),
                 _ => Ok(next),
             }
         })
@@ -413,6 +434,30 @@ impl SessionStore for MySqlStore {
                     .execute(e)
             )
             .map_err(|e| map_err(OP, None, e))?;
+            let mut ended = live.rows_affected();
+            // The sessions the owner's rotated ids moved to: gone already, unless a rotation
+            // landed while the delete above ran, after it had passed the new row.
+            let moved_to: Vec<Vec<u8>> = retry!(conn => e:
+                sqlx::query_scalar(self.sql.destroy_owner_moved_to.clone())
+                    .bind(owner.as_str())
+                    .bind(except.map(SessionId::as_str))
+                    .fetch_all(e)
+            )
+            .map_err(|e| map_err(OP, None, e))?;
+            for target in moved_to {
+                if except.is_some_and(|except| except.as_str().as_bytes() == target) {
+                    continue;
+                }
+                let done = retry!(conn => e:
+                    sqlx::query(self.sql.destroy_owner_target.clone())
+                        .bind(target.as_slice())
+                        .bind(owner.as_str())
+                        .bind(now)
+                        .execute(e)
+                )
+                .map_err(|e| map_err(OP, None, e))?;
+                ended += done.rows_affected();
+            }
             retry!(conn => e:
                 sqlx::query(self.sql.destroy_owner_expired.clone())
                     .bind(owner.as_str())
@@ -421,7 +466,7 @@ impl SessionStore for MySqlStore {
                     .execute(e)
             )
             .map_err(|e| map_err(OP, None, e))?;
-            Ok(live.rows_affected())
+            Ok(ended)
         })
         .await
     }
@@ -466,8 +511,39 @@ impl SessionStore for MySqlStore {
         .await
     }
 
+    async fn rotate(&self, old: &SessionId, new: &SessionId, grace: Duration) -> Result<Rotation> {
+        const OP: &str = "rotate";
+        if old == new {
+            return Ok(Rotation::Taken);
+        }
+        operation!(self, OP, Some(old), |conn| {
+            let sql = &self.sql;
+            let statements = [
+                &sql.rotate_lock,
+                &sql.rotate_copy,
+                &sql.rotate_mark,
+                &sql.delete,
+            ];
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let now = now_after_preparing(conn, OP, old, &statements).await?;
+                match self.rotate_on(conn, old, new, grace, now).await {
+                    Err(e) if is_deadlock(&e) && attempt < ROTATE_ATTEMPTS => {}
+                    Err(e) => break Err(map_write_err(OP, old, e)),
+                    Ok(rotation) => break Ok(rotation),
+                }
+            }
+        })
+        .await
+    }
+
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_owners(true).with_scan(true)
+        Capabilities::new()
+            .with_owners(true)
+            .with_scan(true)
+            .with_absolute_expiry(true)
+            .with_rotation(true)
     }
 }
 
@@ -570,9 +646,10 @@ impl MySqlStore {
                 sqlx::query(self.sql.insert.clone())
                     .bind(id.as_str())
                     .bind(data.as_str())
-                    .bind(session.expires_at_millis())
+                    .bind(session.capped_expiry_millis())
                     .bind(version_to_i64(version))
                     .bind(session.owner().map(Owner::as_str))
+                    .bind(session.absolute_expiry_millis())
                     .execute(e)
             );
             match inserted {
@@ -607,13 +684,151 @@ impl MySqlStore {
         Ok(done.rows_affected() > 0)
     }
 
+    /// `destroy`: deletes the row; a rotated id within its grace takes the session it moved
+    /// to with it (one statement, both rows locked as it lands).
     async fn destroy_on(&self, conn: &mut MySqlConnection, id: &SessionId) -> Result<()> {
         retry!(conn => e:
-            sqlx::query(self.sql.delete.clone())
+            sqlx::query(self.sql.destroy.clone())
+                .bind(now_millis())
                 .bind(id.as_str())
                 .execute(e)
         )
         .map_err(|e| map_err("destroy", Some(id), e))?;
         Ok(())
+    }
+
+    /// `set` of a session whose (capped) expiry has passed: deletes the session, and
+    /// returns 0, unless `id` is a rotated id within its grace, which is left as it is
+    /// ([`Error::Rotated`]).
+    async fn delete_for_an_expired_write(
+        &self,
+        conn: &mut MySqlConnection,
+        op: &'static str,
+        id: &SessionId,
+        now: i64,
+    ) -> Result<u64> {
+        let done = retry!(conn => e:
+            sqlx::query(self.sql.delete_unless_rotated.clone())
+                .bind(id.as_str())
+                .bind(now)
+                .execute(e)
+        )
+        .map_err(|e| map_err(op, Some(id), e))?;
+        if done.rows_affected() == 0 && self.rotated_live(conn, op, id).await? {
+            return Err(Error::rotated(id));
+        }
+        Ok(0)
+    }
+
+    /// Whether `id` is a rotated id within its grace.
+    async fn rotated_live(
+        &self,
+        conn: &mut MySqlConnection,
+        op: &'static str,
+        id: &SessionId,
+    ) -> Result<bool> {
+        let rotated: i64 = retry!(conn => e:
+            sqlx::query_scalar(self.sql.rotated_live.clone())
+                .bind(id.as_str())
+                .bind(now_millis())
+                .fetch_one(e)
+        )
+        .map_err(|e| map_err(op, Some(id), e))?;
+        Ok(rotated != 0)
+    }
+
+    /// The error of a compare-and-set that wrote nothing: [`Error::Rotated`] through a
+    /// rotated id within its grace, a conflict otherwise (or the error of the look).
+    async fn conflict_or_rotated(
+        &self,
+        conn: &mut MySqlConnection,
+        op: &'static str,
+        id: &SessionId,
+        expected: u64,
+    ) -> Error {
+        match self.rotated_live(conn, op, id).await {
+            Ok(true) => Error::rotated(id),
+            Ok(false) => Error::conflict(id, expected),
+            Err(err) => err,
+        }
+    }
+
+    /// One attempt at `rotate`, in one transaction: the old row is locked (`FOR UPDATE`)
+    /// and judged, then the new one (a live row there, a session or a rotated id within its
+    /// grace, makes the id taken; an expired one is removed), the session copied under
+    /// `new` (a concurrent insert of `new` makes it a duplicate: taken) and the old row
+    /// marked as moved, its expiry cut to the end of the grace (deleted at once for a grace
+    /// under a millisecond).
+    async fn rotate_on(
+        &self,
+        conn: &mut MySqlConnection,
+        old: &SessionId,
+        new: &SessionId,
+        grace: Duration,
+        now: i64,
+    ) -> std::result::Result<Rotation, sqlx::Error> {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let locked: Option<(i64, i64, i64)> = sqlx::query_as(self.sql.rotate_lock.clone())
+            .bind(now)
+            .bind(old.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let version = match locked {
+            Some((version, live, 0)) if live != 0 => version,
+            // No live session under `old`, or `old` is a rotated id.
+            _ => {
+                tx.rollback().await?;
+                return Ok(Rotation::Absent);
+            }
+        };
+        let held: Option<(i64, i64, i64)> = sqlx::query_as(self.sql.rotate_lock.clone())
+            .bind(now)
+            .bind(new.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match held {
+            None => {}
+            Some((_, 0, _)) => {
+                sqlx::query(self.sql.delete.clone())
+                    .bind(new.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Some(_) => {
+                tx.rollback().await?;
+                return Ok(Rotation::Taken);
+            }
+        }
+        let next = next_version(u64::try_from(version).unwrap_or(0));
+        let copied = sqlx::query(self.sql.rotate_copy.clone())
+            .bind(new.as_str())
+            .bind(version_to_i64(next))
+            .bind(old.as_str())
+            .execute(&mut *tx)
+            .await;
+        match copied {
+            Ok(_) => {}
+            Err(err) if is_duplicate(&err) => {
+                tx.rollback().await?;
+                return Ok(Rotation::Taken);
+            }
+            Err(err) => return Err(err),
+        }
+        let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        if grace == 0 {
+            sqlx::query(self.sql.delete.clone())
+                .bind(old.as_str())
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(self.sql.rotate_mark.clone())
+                .bind(new.as_str())
+                .bind(now.saturating_add(grace))
+                .bind(old.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Rotation::Moved { version: next })
     }
 }

@@ -19,8 +19,9 @@ pub const MIGRATE_LOCK_NAME: &str = "session-stores migrate ";
 const MIGRATE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl MySqlStore {
-    /// Creates the table with its `expires_at` and `owner` indexes if it is missing, and
-    /// the indexes if they are. Idempotent, and safe to call from several processes at once,
+    /// Creates the table with its `expires_at` and `owner` indexes if it is missing, the
+    /// indexes if they are, and the `absolute_expiry` and `moved_to` columns on a table of a
+    /// release before them. Idempotent, and safe to call from several processes at once,
     /// on a table in use: one instance at a time changes the schema (a named lock), and
     /// InnoDB builds an index online (writes go on). A table that is already there with its
     /// columns and indexes needs no lock and no DDL, so a role with only `SELECT`, `INSERT`,
@@ -74,6 +75,15 @@ impl MySqlStore {
         if !state.table {
             steps.push(&self.sql.create_table);
         } else {
+            // A table of a release before absolute expiries and rotation: the store cannot
+            // work without the columns (nullable, so old rows read as none; MySQL 8 and
+            // MariaDB add them in place, without copying the table).
+            if !state.absolute_expiry {
+                steps.push(&self.sql.add_absolute_expiry);
+            }
+            if !state.moved_to {
+                steps.push(&self.sql.add_moved_to);
+            }
             if !state.index {
                 steps.push(&self.sql.create_index);
             }
@@ -83,10 +93,27 @@ impl MySqlStore {
         }
         let mut outcome = Ok(());
         for step in steps {
+            let column = std::ptr::eq(step, &self.sql.add_absolute_expiry)
+                || std::ptr::eq(step, &self.sql.add_moved_to);
             match sqlx::query(step.clone()).execute(&mut conn).await {
                 Ok(_) => {}
-                // An index that another process (not holding our lock) made meanwhile.
-                Err(e) if error_number(&e) == Some(1061) => {}
+                // An index that another process (not holding our lock) made meanwhile, or a
+                // column (1060).
+                Err(e) if matches!(error_number(&e), Some(1061 | 1060)) => {}
+                Err(e) if column && is_denied(&e) => {
+                    outcome = Err(Error::Config {
+                        message: format!(
+                            "the session table `{t}` lacks columns this release needs \
+                             (`absolute_expiry`, `moved_to`), and this role may not add them: \
+                             run migrate() as a role that may alter it, or `ALTER TABLE `{t}` \
+                             ADD COLUMN absolute_expiry BIGINT NULL, ADD COLUMN moved_to \
+                             VARBINARY(128) NULL` (the columns it lacks)",
+                            t = self.table
+                        ),
+                        source: Some(Box::new(e)),
+                    });
+                    break;
+                }
                 // The table is usable without its indexes (delete_expired, sessions_of and
                 // destroy_owner scan instead); a role that may not create them still starts.
                 Err(e) if existed && is_denied(&e) => break,
@@ -108,11 +135,18 @@ impl MySqlStore {
              (SELECT COUNT(*) FROM information_schema.columns \
               WHERE table_schema = DATABASE() AND table_name = ? \
               AND column_name IN ('id', 'data', 'expires_at', 'version', 'owner')), \
+             (SELECT COUNT(*) FROM information_schema.columns \
+              WHERE table_schema = DATABASE() AND table_name = ? \
+              AND column_name = 'absolute_expiry'), \
+             (SELECT COUNT(*) FROM information_schema.columns \
+              WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'moved_to'), \
              (SELECT COUNT(*) FROM information_schema.statistics \
               WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?), \
              (SELECT COUNT(*) FROM information_schema.statistics \
               WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?)",
         )
+        .bind(&self.table)
+        .bind(&self.table)
         .bind(&self.table)
         .bind(&self.table)
         .bind(format!("{}{INDEX_SUFFIX}", self.table))
@@ -135,16 +169,22 @@ impl MySqlStore {
         }
         Ok(CatalogState {
             table: columns == 5,
-            index: get(1)? > 0,
-            owner_index: get(2)? > 0,
+            absolute_expiry: get(1)? > 0,
+            moved_to: get(2)? > 0,
+            index: get(3)? > 0,
+            owner_index: get(4)? > 0,
         })
     }
 }
 
 /// What [`MySqlStore::migrate`] found in the catalog.
 struct CatalogState {
-    /// The table exists with its five columns.
+    /// The table exists with its five first columns.
     table: bool,
+    /// The table has `absolute_expiry`.
+    absolute_expiry: bool,
+    /// The table has `moved_to`.
+    moved_to: bool,
     /// The expiry index exists.
     index: bool,
     /// The owner index exists.
@@ -153,6 +193,6 @@ struct CatalogState {
 
 impl CatalogState {
     fn complete(&self) -> bool {
-        self.table && self.index && self.owner_index
+        self.table && self.absolute_expiry && self.moved_to && self.index && self.owner_index
     }
 }

@@ -84,3 +84,43 @@ fn the_session_settings_follow_the_operation_timeout() {
         assert_eq!(*optional, statement.contains("max_"), "{statement}");
     }
 }
+
+/// Rotated ids (`moved_to` set) are never counted, listed or scanned; an absolute expiry
+/// caps through `IFNULL` (`LEAST` with a NULL is NULL in MySQL and MariaDB).
+#[test]
+fn statements_skip_rotated_ids_and_cap_expiries_around_nulls() {
+    let sql = Statements::new("sessions");
+    for listing in [
+        &sql.len,
+        &sql.scan_first,
+        &sql.scan_after,
+        &sql.sessions_of,
+        &sql.sessions_of_with_data,
+        &sql.touch,
+        &sql.touch_delete,
+        &sql.update_if_version,
+        &sql.delete_if_version,
+        &sql.destroy_owner_live,
+    ] {
+        assert!(
+            listing.as_str().contains("moved_to IS NULL"),
+            "{}",
+            listing.as_str()
+        );
+    }
+    for capped in [&sql.set, &sql.touch, &sql.update_if_version] {
+        assert!(
+            capped
+                .as_str()
+                .contains("IFNULL(absolute_expiry, 9223372036854775807)"),
+            "{}",
+            capped.as_str()
+        );
+    }
+    assert!(sql.rotate_lock.as_str().ends_with("FOR UPDATE"));
+    assert!(
+        sql.set
+            .as_str()
+            .contains(&format!("LAST_INSERT_ID({ROTATED})"))
+    );
+}

@@ -68,6 +68,8 @@ pub(super) fn to_version(op: &'static str, id: &SessionId, version: i64) -> Resu
     u64::try_from(version).map_err(|err| Error::backend(op, Some(id), err))
 }
 
+/// A session from a row of `get` or `scan` (`data, expires_at, version, owner,
+/// absolute_expiry, ...`).
 pub(super) fn decode_row(id: &SessionId, row: &PgRow) -> Result<Session> {
     let data: String = row.try_get(0).map_err(|e| Error::decode(id, e))?;
     let expires_at: i64 = row.try_get(1).map_err(|e| Error::decode(id, e))?;
@@ -77,7 +79,11 @@ pub(super) fn decode_row(id: &SessionId, row: &PgRow) -> Result<Session> {
         .map(Owner::new)
         .transpose()
         .map_err(|e| Error::decode(id, e))?;
-    Ok(decode_parts(id, &data, expires_at, version)?.with_owner(owner))
+    // A table migrated from a release before absolute expiries reads NULL.
+    let absolute: Option<i64> = row.try_get(4).map_err(|e| Error::decode(id, e))?;
+    Ok(decode_parts(id, &data, expires_at, version)?
+        .with_owner(owner)
+        .with_absolute_expiry_millis(absolute))
 }
 
 /// An entry of `sessions_of` from its row (`id, <expiry>, version[, data]`): a row that is
@@ -211,8 +217,8 @@ fn respell(token: &str) -> Option<String> {
     Some(format!("{sign}{significant}e{zeros}"))
 }
 
-/// The id of a scanned row (its fifth column); one that is no valid session id is a decode
-/// error naming what it holds.
+/// The id of a scanned row (its sixth column, after `get`'s five); one that is no valid
+/// session id is a decode error naming what it holds.
 pub(super) fn scanned_key(row: &PgRow) -> Result<String> {
-    row.try_get(4).map_err(|e| Error::backend("scan", None, e))
+    row.try_get(5).map_err(|e| Error::backend("scan", None, e))
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::session::{
     Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
 };
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::store::{Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore};
 use crate::stores::shared::codec::version_to_i64;
 use crate::stores::shared::{keyset_page, opened_on_a_stopped_runtime, scan_limit};
 
@@ -43,6 +43,10 @@ pub use schema::MIGRATE_LOCK_KEY;
 use codec::{clamp, decode_listed, decode_row, encode_data, scanned_key, to_version};
 use error::{is_serialization_failure, map_err, map_write_err, retry};
 use statements::Statements;
+
+/// How many times `rotate` runs its transaction when Postgres rolled it back as a deadlock
+/// victim (two rotations crossing each other's ids) or a serialization failure.
+const ROTATE_ATTEMPTS: u32 = 4;
 
 /// A future running `$body` (one operation's statements, ending in a `Result`) with `$conn`
 /// bound to a pooled connection (`&mut PgConnection`): see [`PostgresStore::conn`].
@@ -143,7 +147,12 @@ impl SessionStore for PostgresStore {
                     .fetch_optional(e)
             )
             .map_err(|e| map_err("get", Some(id), e))?;
-            let session = row.map(|row| decode_row(id, &row)).transpose()?;
+            let session = row
+                .map(|row| {
+                    let rotated: bool = row.try_get(5).map_err(|e| Error::decode(id, e))?;
+                    Ok::<_, Error>(decode_row(id, &row)?.with_rotated(rotated))
+                })
+                .transpose()?;
             // The clock again, now that the row is here: a session that expired while the
             // reply travelled is not returned.
             Ok(session.filter(|s| !s.is_expired_at(now_millis())))
@@ -154,24 +163,32 @@ impl SessionStore for PostgresStore {
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         const OP: &str = "set";
         operation!(self, OP, Some(id), |conn| {
-            let now = now_after_preparing(conn, OP, id, &[&self.sql.set]).await?;
-            if session.is_expired_at(now) {
-                self.destroy_on(conn, id).await?;
-                return Ok(0);
+            let sql = &self.sql;
+            let now =
+                now_after_preparing(conn, OP, id, &[&sql.set, &sql.delete_unless_rotated]).await?;
+            // The expiry capped by the absolute expiry written (a live session's stored one
+            // is never earlier than its expiry, which is in the future).
+            if session.capped_expiry_millis() <= now {
+                return self.delete_for_an_expired_write(conn, OP, id, now).await;
             }
             let data = encode_data(id, session)?;
-            let version: i64 = retry!(conn => e:
+            let version: Option<i64> = retry!(conn => e:
                 sqlx::query_scalar(self.sql.set.clone())
                     .bind(id.as_str())
                     .bind(data.as_str())
-                    .bind(clamp(session.expires_at_millis()))
+                    .bind(clamp(session.capped_expiry_millis()))
                     .bind(clamp(now))
                     .bind(version_to_i64(fresh_version()))
                     .bind(session.owner().map(Owner::as_str))
-                    .fetch_one(e)
+                    .bind(session.absolute_expiry_millis().map(clamp))
+                    .fetch_optional(e)
             )
             .map_err(|e| map_write_err(OP, id, e))?;
-            to_version(OP, id, version)
+            match version {
+                Some(version) => to_version(OP, id, version),
+                // A rotated id within its grace: nothing written.
+                None => Err(Error::rotated(id)),
+            }
         })
         .await
     }
@@ -215,7 +232,7 @@ impl SessionStore for PostgresStore {
         const OP: &str = "create";
         operation!(self, OP, Some(id), |conn| {
             let now = now_after_preparing(conn, OP, id, &self.sql.creating()).await?;
-            if session.is_expired_at(now) {
+            if session.capped_expiry_millis() <= now {
                 // Nothing is stored, but the answer still says whether the id was free.
                 return self.free_for_an_expired_write(conn, OP, id, now).await;
             }
@@ -242,12 +259,12 @@ impl SessionStore for PostgresStore {
                     now_after_preparing(conn, OP, id, &swapping).await?
                 }
             };
-            let expired = session.is_expired_at(now);
+            let expired = session.capped_expiry_millis() <= now;
             if expected_version == 0 {
                 if expired {
                     return match self.free_for_an_expired_write(conn, OP, id, now).await? {
                         true => Ok(0),
-                        false => Err(Error::conflict(id, 0)),
+                        false => Err(self.conflict_or_rotated(conn, OP, id, 0).await),
                     };
                 }
                 let fresh = next_version(0);
@@ -257,7 +274,7 @@ impl SessionStore for PostgresStore {
                 {
                     Ok(fresh)
                 } else {
-                    Err(Error::conflict(id, 0))
+                    Err(self.conflict_or_rotated(conn, OP, id, 0).await)
                 };
             }
             // Stored versions are `bigint`: a larger expected version can never match.
@@ -286,25 +303,30 @@ impl SessionStore for PostgresStore {
                 return if done.rows_affected() == 1 {
                     Ok(0)
                 } else {
-                    Err(Error::conflict(id, expected_version))
+                    Err(self
+                        .conflict_or_rotated(conn, OP, id, expected_version)
+                        .await)
                 };
             }
             let data = encode_data(id, session)?;
             let version: Option<i64> = sqlx::query_scalar(self.sql.update_if_version.clone())
                 .bind(id.as_str())
                 .bind(data)
-                .bind(clamp(session.expires_at_millis()))
+                .bind(clamp(session.capped_expiry_millis()))
                 .bind(expected)
                 .bind(clamp(now))
                 // `expected + 1`, or a fresh version if `expected` is the largest (or above).
                 .bind(version_to_i64(next_version(expected_version)))
                 .bind(session.owner().map(Owner::as_str))
+                .bind(session.absolute_expiry_millis().map(clamp))
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(|e| conflict_or(e, map_write_err))?;
             match version {
                 Some(version) => to_version(OP, id, version),
-                None => Err(Error::conflict(id, expected_version)),
+                None => Err(self
+                    .conflict_or_rotated(conn, OP, id, expected_version)
+                    .await),
             }
         })
         .await
@@ -384,8 +406,8 @@ impl SessionStore for PostgresStore {
     async fn destroy_owner(&self, owner: &Owner, except: Option<&SessionId>) -> Result<u64> {
         const OP: &str = "destroy_owner";
         operation!(self, OP, None, |conn| {
-            let ended: i64 = retry!(conn => e:
-                sqlx::query_scalar(self.sql.destroy_owner.clone())
+            let (ended, mut moved): (i64, Option<Vec<String>>) = retry!(conn => e:
+                sqlx::query_as(self.sql.destroy_owner.clone())
                     .bind(owner.as_str())
                     .bind(except.map(SessionId::as_str))
                     .bind(clamp(now_millis()))
@@ -393,7 +415,27 @@ impl SessionStore for PostgresStore {
             )
             .map_err(|e| map_err(OP, None, e))?;
             // count(*) is never negative.
-            Ok(u64::try_from(ended).unwrap_or(0))
+            let mut total = u64::try_from(ended).unwrap_or(0);
+            // A rotated id whose new row the delete could not see (the rotation committed
+            // while it ran): that session is the owner's too. Each round follows one more
+            // rotation; the rows are gone, so the chain ends.
+            for _ in 0..ROTATE_ATTEMPTS {
+                let Some(targets) = moved.take().filter(|t| !t.is_empty()) else {
+                    break;
+                };
+                let (ended, next): (i64, Option<Vec<String>>) = retry!(conn => e:
+                    sqlx::query_as(self.sql.destroy_owner_moved.clone())
+                        .bind(owner.as_str())
+                        .bind(except.map(SessionId::as_str))
+                        .bind(clamp(now_millis()))
+                        .bind(&targets)
+                        .fetch_one(e)
+                )
+                .map_err(|e| map_err(OP, None, e))?;
+                total += u64::try_from(ended).unwrap_or(0);
+                moved = next;
+            }
+            Ok(total)
         })
         .await
     }
@@ -438,8 +480,39 @@ impl SessionStore for PostgresStore {
         .await
     }
 
+    async fn rotate(&self, old: &SessionId, new: &SessionId, grace: Duration) -> Result<Rotation> {
+        const OP: &str = "rotate";
+        if old == new {
+            return Ok(Rotation::Taken);
+        }
+        operation!(self, OP, Some(old), |conn| {
+            let sql = &self.sql;
+            let statements = [
+                &sql.rotate_lock_old,
+                &sql.rotate_copy,
+                &sql.rotate_mark,
+                &sql.delete,
+            ];
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let now = now_after_preparing(conn, OP, old, &statements).await?;
+                match self.rotate_on(conn, old, new, grace, now).await {
+                    Err(e) if is_serialization_failure(&e) && attempt < ROTATE_ATTEMPTS => {}
+                    Err(e) => break Err(map_write_err(OP, old, e)),
+                    Ok(rotation) => break Ok(rotation),
+                }
+            }
+        })
+        .await
+    }
+
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_owners(true).with_scan(true)
+        Capabilities::new()
+            .with_owners(true)
+            .with_scan(true)
+            .with_absolute_expiry(true)
+            .with_rotation(true)
     }
 }
 
@@ -551,10 +624,11 @@ impl PostgresStore {
             sqlx::query(self.sql.create.clone())
                 .bind(id.as_str())
                 .bind(data.as_str())
-                .bind(clamp(session.expires_at_millis()))
+                .bind(clamp(session.capped_expiry_millis()))
                 .bind(clamp(now))
                 .bind(version_to_i64(version))
                 .bind(session.owner().map(Owner::as_str))
+                .bind(session.absolute_expiry_millis().map(clamp))
                 .execute(e)
         )
         .map_err(|e| map_write_err(op, id, e))?;
@@ -578,13 +652,138 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// `destroy`: deletes the row; a rotated id within its grace takes the session it moved
+    /// to with it.
     async fn destroy_on(&self, conn: &mut PgConnection, id: &SessionId) -> Result<()> {
-        retry!(conn => e:
-            sqlx::query(self.sql.delete.clone())
+        let row: Option<(Option<String>, bool)> = retry!(conn => e:
+            sqlx::query_as(self.sql.destroy.clone())
                 .bind(id.as_str())
-                .execute(e)
+                .bind(clamp(now_millis()))
+                .fetch_optional(e)
         )
         .map_err(|e| map_err("destroy", Some(id), e))?;
+        if let Some((Some(moved_to), true)) = row {
+            retry!(conn => e:
+                sqlx::query(self.sql.delete.clone())
+                    .bind(moved_to.as_str())
+                    .execute(e)
+            )
+            .map_err(|e| map_err("destroy", Some(id), e))?;
+        }
         Ok(())
+    }
+
+    /// `set` of a session whose (capped) expiry has passed: deletes the session, and
+    /// returns 0, unless `id` is a rotated id within its grace, which is left as it is
+    /// ([`Error::Rotated`]).
+    async fn delete_for_an_expired_write(
+        &self,
+        conn: &mut PgConnection,
+        op: &'static str,
+        id: &SessionId,
+        now: i64,
+    ) -> Result<u64> {
+        let done = retry!(conn => e:
+            sqlx::query(self.sql.delete_unless_rotated.clone())
+                .bind(id.as_str())
+                .bind(clamp(now))
+                .execute(e)
+        )
+        .map_err(|e| map_err(op, Some(id), e))?;
+        if done.rows_affected() == 0 && self.rotated_live(conn, op, id).await? {
+            return Err(Error::rotated(id));
+        }
+        Ok(0)
+    }
+
+    /// Whether `id` is a rotated id within its grace.
+    async fn rotated_live(
+        &self,
+        conn: &mut PgConnection,
+        op: &'static str,
+        id: &SessionId,
+    ) -> Result<bool> {
+        retry!(conn => e:
+            sqlx::query_scalar(self.sql.rotated_live.clone())
+                .bind(id.as_str())
+                .bind(clamp(now_millis()))
+                .fetch_one(e)
+        )
+        .map_err(|e| map_err(op, Some(id), e))
+    }
+
+    /// The error of a compare-and-set that wrote nothing: [`Error::Rotated`] through a
+    /// rotated id within its grace, a conflict otherwise (or the error of the look).
+    async fn conflict_or_rotated(
+        &self,
+        conn: &mut PgConnection,
+        op: &'static str,
+        id: &SessionId,
+        expected: u64,
+    ) -> Error {
+        match self.rotated_live(conn, op, id).await {
+            Ok(true) => Error::rotated(id),
+            Ok(false) => Error::conflict(id, expected),
+            Err(err) => err,
+        }
+    }
+
+    /// One attempt at `rotate`, in one transaction at `read committed`: the old row is
+    /// locked (`FOR UPDATE`) and judged, the session copied under `new` unless a live row
+    /// holds it (the insert's `ON CONFLICT` waits for a concurrent writer of `new`), and
+    /// the old row marked as moved, its expiry cut to the end of the grace (deleted at once
+    /// for a grace under a millisecond).
+    async fn rotate_on(
+        &self,
+        conn: &mut PgConnection,
+        old: &SessionId,
+        new: &SessionId,
+        grace: Duration,
+        now: i64,
+    ) -> std::result::Result<Rotation, sqlx::Error> {
+        let mut tx =
+            sqlx::Connection::begin_with(&mut *conn, "BEGIN ISOLATION LEVEL READ COMMITTED")
+                .await?;
+        let row: Option<(i64, bool, bool)> = sqlx::query_as(self.sql.rotate_lock_old.clone())
+            .bind(old.as_str())
+            .bind(clamp(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let version = match row {
+            Some((version, true, false)) => version,
+            // No live session under `old`, or `old` is a rotated id.
+            _ => {
+                tx.rollback().await?;
+                return Ok(Rotation::Absent);
+            }
+        };
+        let next = next_version(u64::try_from(version).unwrap_or(0));
+        let copied = sqlx::query(self.sql.rotate_copy.clone())
+            .bind(old.as_str())
+            .bind(new.as_str())
+            .bind(version_to_i64(next))
+            .bind(clamp(now))
+            .execute(&mut *tx)
+            .await?;
+        if copied.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(Rotation::Taken);
+        }
+        let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        if grace == 0 {
+            sqlx::query(self.sql.delete.clone())
+                .bind(old.as_str())
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(self.sql.rotate_mark.clone())
+                .bind(old.as_str())
+                .bind(new.as_str())
+                .bind(clamp(now.saturating_add(grace)))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Rotation::Moved { version: next })
     }
 }

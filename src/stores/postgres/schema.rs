@@ -1,4 +1,5 @@
-//! The table, its indexes and the `owner` column: `migrate` and the catalog look before it.
+//! The table, its indexes and the `owner`, `absolute_expiry` and `moved_to` columns:
+//! `migrate` and the catalog look before it.
 
 use sqlx::Row;
 
@@ -40,13 +41,14 @@ impl PostgresStore {
         // no lock and no DDL, so a role with only SELECT, INSERT, UPDATE and DELETE on it can
         // start, and a boot takes no lock at all.
         let state = self.catalog_state().await?;
-        if !state.table || !state.owner_column {
+        let columns = state.owner_column && state.lifetime_columns;
+        if !state.table || !columns {
             self.migrate_table(&state).await?;
         }
         if state.index && state.owner_index {
             return Ok(());
         }
-        self.build_indexes(state.table && state.owner_column).await
+        self.build_indexes(state.table && columns).await
     }
 
     /// Creates the schema and table, or adds the `owner` column, in one transaction under
@@ -96,12 +98,21 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-            // A table of a release before owners (or one such a release created since the
-            // look): the store cannot work without the column. A no-op otherwise.
-            match sqlx::query(self.sql.add_owner.clone())
+            // A table of a release before owners, or before absolute expiries and rotation
+            // (or one such a release created since the look): the store cannot work without
+            // the columns. A no-op otherwise.
+            let added = match sqlx::query(self.sql.add_owner.clone())
                 .execute(&mut *tx)
                 .await
             {
+                Ok(_) => {
+                    sqlx::query(self.sql.add_lifetimes.clone())
+                        .execute(&mut *tx)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match added {
                 Ok(_) => return tx.commit().await.map_err(err),
                 // Readers or writers hold the table: let the writes queued behind this
                 // statement through, then try again.
@@ -112,9 +123,11 @@ impl PostgresStore {
                 Err(e) if has_sql_state(&e, &["42501"]) => {
                     return Err(Error::Config {
                         message: format!(
-                            "the session table {} lacks the `owner` column this release needs, \
-                             and this role may not add it: run migrate() as the table's owner, \
-                             or `ALTER TABLE {} ADD COLUMN owner text` and \
+                            "the session table {} lacks columns this release needs (`owner`, \
+                             `absolute_expiry`, `moved_to`), and this role may not add them: \
+                             run migrate() as the table's owner, or `ALTER TABLE {} ADD COLUMN \
+                             owner text, ADD COLUMN absolute_expiry timestamptz, ADD COLUMN \
+                             moved_to text` (the columns it lacks) and \
                              `CREATE INDEX {} ON {} (owner) WHERE owner IS NOT NULL`",
                             self.qualified(&self.table),
                             self.qualified(&self.table),
@@ -217,7 +230,10 @@ impl PostgresStore {
               WHERE attrelid = to_regclass($1) AND NOT attisdropped AND attname = 'owner'), \
              EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($2) AND indisvalid), \
              EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($4) AND indisvalid), \
-             $3::text IS NULL OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $3)",
+             $3::text IS NULL OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $3), \
+             (SELECT count(*) FROM pg_attribute \
+              WHERE attrelid = to_regclass($1) AND NOT attisdropped \
+              AND attname IN ('absolute_expiry', 'moved_to')) = 2",
         )
         .bind(self.qualified(&self.table))
         .bind(self.qualified(&format!("{}{INDEX_SUFFIX}", self.table)))
@@ -236,6 +252,7 @@ impl PostgresStore {
             index: get(2)?,
             owner_index: get(3)?,
             schema: get(4)?,
+            lifetime_columns: get(5)?,
         })
     }
 }
@@ -248,6 +265,8 @@ struct CatalogState {
     table: bool,
     /// The table has `owner`.
     owner_column: bool,
+    /// The table has `absolute_expiry` and `moved_to`.
+    lifetime_columns: bool,
     /// The expiry index exists and is valid (not left by an interrupted concurrent build).
     index: bool,
     /// The owner index exists and is valid.

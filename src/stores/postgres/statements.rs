@@ -71,6 +71,16 @@ const EXPIRES_MILLIS: &str = "CASE WHEN isfinite(expires_at) \
      THEN round(extract(epoch FROM expires_at) * 1000)::int8 \
      ELSE 9223372036854775807 END";
 
+/// SQL reading the `timestamptz` column `column` (qualified as the query needs) back as
+/// milliseconds since the Unix epoch, or NULL.
+fn millis(column: &str) -> String {
+    format!(
+        "CASE WHEN {column} IS NULL THEN NULL WHEN isfinite({column}) \
+         THEN round(extract(epoch FROM {column}) * 1000)::int8 \
+         ELSE 9223372036854775807 END"
+    )
+}
+
 fn sql(text: String) -> SqlStr {
     AssertSqlSafe(text).into_sql_str()
 }
@@ -81,11 +91,19 @@ pub(super) struct Statements {
     pub(super) create_schema: Option<SqlStr>,
     pub(super) create_table: SqlStr,
     pub(super) add_owner: SqlStr,
+    pub(super) add_lifetimes: SqlStr,
     pub(super) create_index: SqlStr,
     pub(super) create_owner_index: SqlStr,
     pub(super) get: SqlStr,
     pub(super) set: SqlStr,
+    /// A write whose session has expired: deletes the row unless it is a rotated id within
+    /// its grace.
+    pub(super) delete_unless_rotated: SqlStr,
+    /// Whether the id is a rotated id within its grace.
+    pub(super) rotated_live: SqlStr,
     pub(super) delete: SqlStr,
+    /// `destroy`: deletes the row, returning where it moved to and whether it was live.
+    pub(super) destroy: SqlStr,
     pub(super) delete_if_expired_or_absent: SqlStr,
     pub(super) live_exists: SqlStr,
     pub(super) touch: SqlStr,
@@ -99,8 +117,13 @@ pub(super) struct Statements {
     pub(super) sessions_of: SqlStr,
     pub(super) sessions_of_with_data: SqlStr,
     pub(super) destroy_owner: SqlStr,
+    /// The sessions rotated ids of an owner moved to while `destroy_owner` ran.
+    pub(super) destroy_owner_moved: SqlStr,
     pub(super) scan_first: SqlStr,
     pub(super) scan_after: SqlStr,
+    pub(super) rotate_lock_old: SqlStr,
+    pub(super) rotate_copy: SqlStr,
+    pub(super) rotate_mark: SqlStr,
     /// Test support ([`make_undecodable`](crate::SessionStore::make_undecodable)).
     pub(super) spoil: SqlStr,
 }
@@ -113,20 +136,41 @@ impl Statements {
         };
         let index = quote(&format!("{table}{INDEX_SUFFIX}"));
         let owner_index = quote(&format!("{table}{OWNER_INDEX_SUFFIX}"));
-        // $5 is a fresh version, for a row that starts a new incarnation; $6 the owner (or
-        // NULL).
-        let upsert_head = format!(
-            "INSERT INTO {t} AS s (id, data, expires_at, version, owner) \
-             VALUES ($1, $2::text::jsonb, {exp}, $5::int8, $6::text) ON CONFLICT (id) DO UPDATE SET \
-             data = EXCLUDED.data, expires_at = EXCLUDED.expires_at, owner = EXCLUDED.owner",
-            exp = ts(3)
+        let columns = "id, data, expires_at, version, owner, absolute_expiry, moved_to";
+        // $3 is the expiry already capped by the written absolute expiry ($7); $5 a fresh
+        // version, for a row that starts a new incarnation; $6 the owner (or NULL).
+        let values = format!(
+            "VALUES ($1, $2::text::jsonb, {exp}, $5::int8, $6::text, {abs}, NULL)",
+            exp = ts(3),
+            abs = ts(7)
         );
+        // `get`'s and `scan`'s columns: data, expiry, version, owner, absolute expiry.
+        let read = |s: &str| {
+            format!(
+                "{s}data::text, {}, {s}version, {s}owner, {}",
+                millis(&format!("{s}expires_at")),
+                millis(&format!("{s}absolute_expiry"))
+            )
+        };
+        let session_columns = read("");
         // `owner = $1` implies `owner IS NOT NULL`, so these use the partial owner index.
+        // Rotated ids are not sessions: never listed.
         let listed = |columns: &str| {
             sql(format!(
-                "SELECT {columns} FROM {t} WHERE owner = $1 AND expires_at > {now}",
+                "SELECT {columns} FROM {t} WHERE owner = $1 AND expires_at > {now} \
+                 AND moved_to IS NULL",
                 now = ts(2)
             ))
+        };
+        // What `destroy_owner` answers over the rows `d` it deleted: how many were live
+        // sessions (not rotated ids), and the ids rotated ones moved to that `d` lacks (a
+        // rotation that committed while the delete ran: its new row was not visible yet).
+        let ended = |now: String| {
+            format!(
+                "SELECT count(*) FILTER (WHERE d.moved_to IS NULL AND d.expires_at > {now}), \
+                 array_agg(d.moved_to) FILTER (WHERE d.moved_to IS NOT NULL AND e.id IS NULL) \
+                 FROM d LEFT JOIN d AS e ON e.id = d.moved_to"
+            )
         };
         Statements {
             create_schema: schema
@@ -137,10 +181,16 @@ impl Statements {
                  data jsonb NOT NULL, \
                  expires_at timestamptz NOT NULL, \
                  version bigint NOT NULL, \
-                 owner text NULL)"
+                 owner text NULL, \
+                 absolute_expiry timestamptz NULL, \
+                 moved_to text NULL)"
             )),
             add_owner: sql(format!(
                 "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS owner text NULL"
+            )),
+            add_lifetimes: sql(format!(
+                "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS absolute_expiry timestamptz NULL, \
+                 ADD COLUMN IF NOT EXISTS moved_to text NULL"
             )),
             create_index: sql(format!(
                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {t} (expires_at)"
@@ -149,18 +199,49 @@ impl Statements {
                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS {owner_index} ON {t} (owner) \
                  WHERE owner IS NOT NULL"
             )),
+            // A rotated id resolves only while the row it moved to is a live session that
+            // was not rotated again. The last column: whether it is one.
             get: sql(format!(
-                "SELECT data::text, {EXPIRES_MILLIS}, version, owner FROM {t} \
-                 WHERE id = $1 AND expires_at > {now}",
+                "SELECT {columns}, s.moved_to IS NOT NULL \
+                 FROM {t} AS s LEFT JOIN {t} AS n ON n.id = s.moved_to \
+                 WHERE s.id = $1 AND s.expires_at > {now} \
+                 AND (s.moved_to IS NULL OR (n.moved_to IS NULL AND n.expires_at > {now}))",
+                columns = read("s."),
                 now = ts(2)
             )),
+            // Over a live session (not a rotated id) the earlier absolute expiry is kept and
+            // caps the expiry (LEAST ignores NULLs); a rotated id within its grace is left as
+            // it is, and no row comes back. The other rows are a new incarnation.
             set: sql(format!(
-                "{upsert_head}, version = CASE WHEN s.expires_at > {now} AND s.version > 0 \
+                "INSERT INTO {t} AS s ({columns}) {values} ON CONFLICT (id) DO UPDATE SET \
+                 data = EXCLUDED.data, owner = EXCLUDED.owner, moved_to = NULL, \
+                 absolute_expiry = CASE WHEN {live} \
+                 THEN LEAST(s.absolute_expiry, EXCLUDED.absolute_expiry) \
+                 ELSE EXCLUDED.absolute_expiry END, \
+                 expires_at = CASE WHEN {live} \
+                 THEN LEAST(EXCLUDED.expires_at, s.absolute_expiry) \
+                 ELSE EXCLUDED.expires_at END, \
+                 version = CASE WHEN {live} AND s.version > 0 \
                  AND s.version < {MAX_VERSION} THEN s.version + 1 ELSE EXCLUDED.version END \
+                 WHERE s.moved_to IS NULL OR s.expires_at <= {now} \
                  RETURNING version",
+                live = format!("(s.moved_to IS NULL AND s.expires_at > {})", landed(4)),
                 now = landed(4)
             )),
+            delete_unless_rotated: sql(format!(
+                "DELETE FROM {t} WHERE id = $1 AND (moved_to IS NULL OR expires_at <= {now})",
+                now = landed(2)
+            )),
+            rotated_live: sql(format!(
+                "SELECT EXISTS (SELECT 1 FROM {t} WHERE id = $1 AND moved_to IS NOT NULL \
+                 AND expires_at > {now})",
+                now = ts(2)
+            )),
             delete: sql(format!("DELETE FROM {t} WHERE id = $1")),
+            destroy: sql(format!(
+                "DELETE FROM {t} WHERE id = $1 RETURNING moved_to, expires_at > {now}",
+                now = landed(2)
+            )),
             delete_if_expired_or_absent: sql(format!(
                 "DELETE FROM {t} WHERE id = $1 AND expires_at <= {now}",
                 now = landed(2)
@@ -170,33 +251,43 @@ impl Statements {
                 now = ts(2)
             )),
             touch: sql(format!(
-                "UPDATE {t} SET expires_at = {exp} WHERE id = $1 AND expires_at > {now}",
+                "UPDATE {t} SET expires_at = LEAST({exp}, absolute_expiry) \
+                 WHERE id = $1 AND expires_at > {now} AND moved_to IS NULL",
                 exp = ts(2),
                 now = landed(3)
             )),
             touch_delete: sql(format!(
-                "DELETE FROM {t} WHERE id = $1 AND expires_at > {now}",
+                "DELETE FROM {t} WHERE id = $1 AND expires_at > {now} AND moved_to IS NULL",
                 now = landed(2)
             )),
             create: sql(format!(
-                "{upsert_head}, version = EXCLUDED.version WHERE s.expires_at <= {now}",
+                "INSERT INTO {t} AS s ({columns}) {values} ON CONFLICT (id) DO UPDATE SET \
+                 data = EXCLUDED.data, expires_at = EXCLUDED.expires_at, \
+                 owner = EXCLUDED.owner, absolute_expiry = EXCLUDED.absolute_expiry, \
+                 moved_to = NULL, version = EXCLUDED.version WHERE s.expires_at <= {now}",
                 now = landed(4)
             )),
-            // $6 is the version after $4, computed by the caller (`next_version`); $7 the
-            // owner (or NULL).
+            // $3 is the expiry capped by the written absolute expiry ($8); $6 the version
+            // after $4, computed by the caller (`next_version`); $7 the owner (or NULL). The
+            // row is live, so the stored absolute expiry is kept if earlier, and caps too.
             update_if_version: sql(format!(
-                "UPDATE {t} SET data = $2::text::jsonb, expires_at = {exp}, version = $6::int8, \
+                "UPDATE {t} AS s SET data = $2::text::jsonb, \
+                 expires_at = LEAST({exp}, s.absolute_expiry), \
+                 absolute_expiry = LEAST(s.absolute_expiry, {abs}), version = $6::int8, \
                  owner = $7::text \
-                 WHERE id = $1 AND version = $4 AND expires_at > {now} RETURNING version",
+                 WHERE id = $1 AND version = $4 AND expires_at > {now} AND moved_to IS NULL \
+                 RETURNING version",
                 exp = ts(3),
+                abs = ts(8),
                 now = landed(5)
             )),
             delete_if_version: sql(format!(
-                "DELETE FROM {t} WHERE id = $1 AND version = $2 AND expires_at > {now}",
+                "DELETE FROM {t} WHERE id = $1 AND version = $2 AND expires_at > {now} \
+                 AND moved_to IS NULL",
                 now = landed(3)
             )),
             len: sql(format!(
-                "SELECT count(*) FROM {t} WHERE expires_at > {now}",
+                "SELECT count(*) FROM {t} WHERE expires_at > {now} AND moved_to IS NULL",
                 now = ts(1)
             )),
             clear: sql(format!("DELETE FROM {t}")),
@@ -210,20 +301,50 @@ impl Statements {
             // $2 is the id to keep, or NULL (from which every id is distinct).
             destroy_owner: sql(format!(
                 "WITH d AS (DELETE FROM {t} WHERE owner = $1 AND id IS DISTINCT FROM $2::text \
-                 RETURNING expires_at) \
-                 SELECT count(*) FILTER (WHERE expires_at > {now}) FROM d",
-                now = landed(3)
+                 RETURNING id, expires_at, moved_to) {}",
+                ended(landed(3))
+            )),
+            // $4: the ids rotated ids moved to (`destroy_owner`'s second column).
+            destroy_owner_moved: sql(format!(
+                "WITH d AS (DELETE FROM {t} WHERE id = ANY($4::text[]) AND owner = $1 \
+                 AND id IS DISTINCT FROM $2::text RETURNING id, expires_at, moved_to) {}",
+                ended(landed(3))
             )),
             // Keyset pages in id order (the primary key's order): `get`'s columns, then the id.
             scan_first: sql(format!(
-                "SELECT data::text, {EXPIRES_MILLIS}, version, owner, id FROM {t} \
-                 WHERE expires_at > {now} ORDER BY id LIMIT $2",
+                "SELECT {session_columns}, id FROM {t} \
+                 WHERE expires_at > {now} AND moved_to IS NULL ORDER BY id LIMIT $2",
                 now = ts(1)
             )),
             scan_after: sql(format!(
-                "SELECT data::text, {EXPIRES_MILLIS}, version, owner, id FROM {t} \
-                 WHERE id > $1 AND expires_at > {now} ORDER BY id LIMIT $3",
+                "SELECT {session_columns}, id FROM {t} \
+                 WHERE id > $1 AND expires_at > {now} AND moved_to IS NULL ORDER BY id LIMIT $3",
                 now = ts(2)
+            )),
+            // Rotation, in one transaction: lock the old row and judge it; copy it under the
+            // new id unless a live row (a session or a rotated id in its grace) holds that id
+            // (an expired leftover is replaced); then mark the old row.
+            rotate_lock_old: sql(format!(
+                "SELECT version, expires_at > {now}, moved_to IS NOT NULL FROM {t} \
+                 WHERE id = $1 FOR UPDATE",
+                now = landed(2)
+            )),
+            // $3: the version after the old one.
+            rotate_copy: sql(format!(
+                "INSERT INTO {t} AS n ({columns}) \
+                 SELECT $2::text, data, expires_at, $3::int8, owner, absolute_expiry, NULL \
+                 FROM {t} WHERE id = $1 \
+                 ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, \
+                 expires_at = EXCLUDED.expires_at, version = EXCLUDED.version, \
+                 owner = EXCLUDED.owner, absolute_expiry = EXCLUDED.absolute_expiry, \
+                 moved_to = NULL WHERE n.expires_at <= {now}",
+                now = landed(4)
+            )),
+            // $3: the end of the grace.
+            rotate_mark: sql(format!(
+                "UPDATE {t} SET moved_to = $2::text, expires_at = LEAST(expires_at, {until}) \
+                 WHERE id = $1",
+                until = ts(3)
             )),
             // `jsonb` holds only valid JSON: an array is not a session's data object.
             spoil: sql(format!(

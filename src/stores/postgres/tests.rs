@@ -106,3 +106,40 @@ fn a_connection_cut_while_it_opened_is_transient() {
     );
     assert!(!super::error::map_err("get", None, redis).is_transient());
 }
+
+/// Rotated ids (`moved_to` set) are never counted, listed or scanned, and the write
+/// statements cap the expiry by the absolute expiry.
+#[test]
+fn statements_skip_rotated_ids_and_cap_expiries() {
+    let sql = Statements::new(None, "sessions");
+    for listing in [
+        &sql.len,
+        &sql.scan_first,
+        &sql.scan_after,
+        &sql.sessions_of,
+        &sql.sessions_of_with_data,
+        &sql.touch,
+        &sql.touch_delete,
+        &sql.update_if_version,
+        &sql.delete_if_version,
+    ] {
+        assert!(
+            listing.as_str().contains("moved_to IS NULL"),
+            "{}",
+            listing.as_str()
+        );
+    }
+    for capped in [&sql.set, &sql.touch, &sql.update_if_version] {
+        assert!(
+            capped.as_str().contains("absolute_expiry)"),
+            "{}",
+            capped.as_str()
+        );
+    }
+    assert!(sql.rotate_lock_old.as_str().ends_with("FOR UPDATE"));
+    assert!(
+        sql.get
+            .as_str()
+            .contains("LEFT JOIN \"sessions\" AS n ON n.id = s.moved_to")
+    );
+}
