@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use session_stores::{
-    ErrorKind, FRESH_VERSION_SPAN, FileStore, MAX_VERSION, Owner, ScanCursor, Session, SessionId,
-    SessionStore,
+    Error, ErrorKind, FRESH_VERSION_SPAN, FileStore, MAX_VERSION, Owner, Rotation, ScanCursor,
+    Session, SessionId, SessionStore, from_millis, next_version, now_millis,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -2065,4 +2065,599 @@ async fn an_empty_store_ends_its_scan_at_once() {
     tokio::time::sleep(Duration::from_millis(80)).await;
     let page = store.scan(None, 10).await.unwrap();
     assert!(page.sessions.is_empty() && page.next.is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// Lifetimes: absolute expiry and rotation
+
+const MINUTE_MS: i64 = 60_000;
+const GRACE: Duration = Duration::from_secs(60);
+
+/// A session with `data`, expiring `expires_in` ms from now, with an absolute expiry
+/// `absolute_in` ms from now (or none).
+fn lived(data: Value, expires_in: i64, absolute_in: Option<i64>) -> Session {
+    let now = now_millis();
+    let mut s = session(data);
+    s.set_expires_at_millis(now + expires_in);
+    s.set_absolute_expiry_millis(absolute_in.map(|ms| now + ms));
+    s
+}
+
+/// The session file of `id` as JSON, `None` if there is none.
+fn file_json(store: &FileStore, id: &SessionId) -> Option<Value> {
+    let bytes = fs::read(store.path_of(id)).ok()?;
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+async fn moved(store: &FileStore, old: &SessionId, new: &SessionId, grace: Duration) -> u64 {
+    match store.rotate(old, new, grace).await.unwrap() {
+        Rotation::Moved { version } => version,
+        other => panic!("expected Moved, got {other:?}"),
+    }
+}
+
+fn is_rotated_error(err: &Error) -> bool {
+    matches!(err, Error::Rotated { .. }) && err.kind() == ErrorKind::Conflict
+}
+
+/// Every write and `touch` stores an expiry no later than the absolute expiry, which the
+/// file holds and `get` and `scan` return; a write whose absolute expiry has passed stores
+/// nothing. With the write-skip cache and without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_absolute_expiry_caps_every_write_and_touch() {
+    for capacity in [10_000, 0] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::builder(tmp.path())
+            .cache_capacity(capacity)
+            .open()
+            .await
+            .unwrap();
+        assert!(store.capabilities().absolute_expiry && store.capabilities().rotation);
+        let id = SessionId::generate();
+        let s = lived(json!({"user": "ada"}), 60 * MINUTE_MS, Some(10 * MINUTE_MS));
+        let absolute = s.absolute_expiry_millis().unwrap();
+        store.set(&id, &s).await.unwrap();
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(got.absolute_expiry_millis(), Some(absolute));
+        assert_eq!(got.expires_at_millis(), absolute);
+        assert!(!got.is_rotated());
+        let on_file = file_json(&store, &id).unwrap();
+        assert_eq!(on_file["absolute_expiry"], json!(absolute));
+        assert_eq!(on_file["expires_at"], json!(absolute));
+        assert!(on_file.get("moved_to").is_none());
+        // Still the serde form of `Session`.
+        assert_eq!(
+            on_disk(&store, &id).absolute_expiry_millis(),
+            Some(absolute)
+        );
+        let page = store.scan(None, 10).await.unwrap();
+        assert_eq!(page.sessions[0].1.absolute_expiry_millis(), Some(absolute));
+
+        // `touch` past it stores it (and says true), in place or not; before it, the time
+        // given.
+        assert!(
+            store
+                .touch(&id, from_millis(absolute + 3_600_000))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().expires_at_millis(),
+            absolute
+        );
+        assert!(
+            store
+                .touch(&id, from_millis(absolute - MINUTE_MS))
+                .await
+                .unwrap()
+        );
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(got.expires_at_millis(), absolute - MINUTE_MS);
+        assert_eq!(
+            got.absolute_expiry_millis(),
+            Some(absolute),
+            "kept by touch"
+        );
+        // The same session written again with a later expiry: capped, kept as it is.
+        store.set(&id, &s).await.unwrap();
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().expires_at_millis(),
+            absolute
+        );
+
+        // `create` and `set_if_version` are capped alike.
+        let other = SessionId::generate();
+        assert!(store.create(&other, &s).await.unwrap());
+        let created = store.get(&other).await.unwrap().unwrap();
+        assert_eq!(created.expires_at_millis(), absolute);
+        let mut later = s.clone();
+        later.set_expires_at_millis(absolute + 3_600_000);
+        let v = store
+            .set_if_version(&other, &later, created.version())
+            .await
+            .unwrap();
+        assert_eq!(v, next_version(created.version()));
+        assert_eq!(
+            store
+                .get(&other)
+                .await
+                .unwrap()
+                .unwrap()
+                .expires_at_millis(),
+            absolute
+        );
+
+        // An absolute expiry that has passed: the write deletes and returns 0, `create`
+        // stores nothing live, a compare-and-set deletes.
+        let past = lived(json!({}), 60 * MINUTE_MS, Some(-1));
+        assert_eq!(store.set(&id, &past).await.unwrap(), 0);
+        assert!(store.get(&id).await.unwrap().is_none());
+        assert!(!store.path_of(&id).exists());
+        let fresh = SessionId::generate();
+        assert!(store.create(&fresh, &past).await.unwrap());
+        assert!(store.get(&fresh).await.unwrap().is_none());
+        assert_eq!(store.set_if_version(&other, &past, v).await.unwrap(), 0);
+        assert!(store.get(&other).await.unwrap().is_none());
+
+        // A touch whose capped expiry is not in the future ends the session (only a file
+        // written by hand has an absolute expiry before its expiry).
+        let edited = SessionId::generate();
+        let hand = json!({"data": {}, "expires_at": now_millis() + 3_600_000, "version": 3,
+            "absolute_expiry": now_millis() - 1});
+        fs::write(store.path_of(&edited), hand.to_string()).unwrap();
+        assert!(
+            store
+                .touch(&edited, from_millis(now_millis() + 3_600_000))
+                .await
+                .unwrap()
+        );
+        assert!(!store.path_of(&edited).exists());
+    }
+}
+
+/// A write over a live session keeps the earlier of the stored and the written absolute
+/// expiry (none written keeps the stored one); a new incarnation takes what it carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_writes_keep_the_earlier_absolute_expiry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let id = SessionId::generate();
+    let first = lived(json!({"n": 1}), 60 * MINUTE_MS, Some(30 * MINUTE_MS));
+    let kept = first.absolute_expiry_millis();
+    store.set(&id, &first).await.unwrap();
+    let abs = |s: Option<Session>| s.unwrap().absolute_expiry_millis();
+    for written in [Some(50 * MINUTE_MS), None] {
+        let s = lived(json!({"n": 2}), 60 * MINUTE_MS, written);
+        store.set(&id, &s).await.unwrap();
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(got.absolute_expiry_millis(), kept);
+        assert_eq!(
+            Some(got.expires_at_millis()),
+            kept,
+            "capped by the kept one"
+        );
+    }
+    let v = store.get(&id).await.unwrap().unwrap().version();
+    let later = lived(json!({"n": 3}), 60 * MINUTE_MS, Some(55 * MINUTE_MS));
+    store.set_if_version(&id, &later, v).await.unwrap();
+    assert_eq!(abs(store.get(&id).await.unwrap()), kept);
+    let earlier = lived(json!({"n": 4}), 60 * MINUTE_MS, Some(20 * MINUTE_MS));
+    store.set(&id, &earlier).await.unwrap();
+    assert_eq!(
+        abs(store.get(&id).await.unwrap()),
+        earlier.absolute_expiry_millis()
+    );
+    assert!(
+        store
+            .touch(&id, from_millis(now_millis() + 5 * MINUTE_MS))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        abs(store.get(&id).await.unwrap()),
+        earlier.absolute_expiry_millis()
+    );
+    store.destroy(&id).await.unwrap();
+    store.set(&id, &session(json!({}))).await.unwrap();
+    assert_eq!(abs(store.get(&id).await.unwrap()), None);
+    assert!(
+        file_json(&store, &id)
+            .unwrap()
+            .get("absolute_expiry")
+            .is_none()
+    );
+}
+
+/// `rotate`: Taken, Absent and Moved; the old id reads as the snapshot it was, marked
+/// rotated, refuses writes, and is not a session for len, scan and sessions_of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_moves_the_session_and_leaves_a_read_only_old_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    let ada = owner("ada");
+    let (old, new) = (SessionId::generate(), SessionId::generate());
+    let mut s = owned(json!({"user": "ada"}), "ada");
+    s.set_absolute_expiry_millis(Some(now_millis() + 2 * 3_600_000));
+    let v = store.set(&old, &s).await.unwrap();
+    let before = store.get(&old).await.unwrap().unwrap();
+
+    assert_eq!(
+        store.rotate(&old, &old, GRACE).await.unwrap(),
+        Rotation::Taken
+    );
+    let missing = SessionId::generate();
+    assert_eq!(
+        store.rotate(&missing, &new, GRACE).await.unwrap(),
+        Rotation::Absent
+    );
+    let taken = SessionId::generate();
+    store.set(&taken, &session(json!({}))).await.unwrap();
+    assert_eq!(
+        store.rotate(&old, &taken, GRACE).await.unwrap(),
+        Rotation::Taken
+    );
+    assert_eq!(
+        store.get(&old).await.unwrap().unwrap().version(),
+        v,
+        "unchanged"
+    );
+    assert!(!store.path_of(&new).exists());
+
+    let version = moved(&store, &old, &new, GRACE).await;
+    assert_eq!(version, next_version(v));
+    let got_new = store.get(&new).await.unwrap().unwrap();
+    assert_eq!(got_new.data(), before.data());
+    assert_eq!(got_new.version(), version);
+    assert_eq!(got_new.owner(), Some(&ada));
+    assert_eq!(got_new.expires_at_millis(), before.expires_at_millis());
+    assert_eq!(
+        got_new.absolute_expiry_millis(),
+        before.absolute_expiry_millis()
+    );
+    assert!(!got_new.is_rotated());
+    let got_old = store.get(&old).await.unwrap().unwrap();
+    assert!(got_old.is_rotated());
+    assert_eq!(got_old.data(), before.data());
+    assert_eq!(got_old.version(), v);
+    assert_eq!(got_old.owner(), Some(&ada));
+    assert!(got_old.expires_at_millis() <= now_millis() + 60_000);
+    assert_eq!(
+        file_json(&store, &old).unwrap()["moved_to"],
+        json!(new.as_str())
+    );
+    assert!(marker(dir, "YWRh", &new).exists(), "the new id is indexed");
+
+    assert_eq!(
+        store
+            .rotate(&old, &SessionId::generate(), GRACE)
+            .await
+            .unwrap(),
+        Rotation::Absent
+    );
+    assert_eq!(
+        store.rotate(&taken, &old, GRACE).await.unwrap(),
+        Rotation::Taken
+    );
+
+    // Writes through the old id are refused and change nothing.
+    let changed = owned(json!({"user": "eve"}), "ada");
+    let file_before = fs::read(store.path_of(&old)).unwrap();
+    assert!(is_rotated_error(
+        &store.set(&old, &changed).await.unwrap_err()
+    ));
+    assert!(is_rotated_error(
+        &store
+            .set(&old, &lived(json!({}), -1, None))
+            .await
+            .unwrap_err()
+    ));
+    for expected in [v, 0, version] {
+        let err = store
+            .set_if_version(&old, &changed, expected)
+            .await
+            .unwrap_err();
+        assert!(is_rotated_error(&err), "{err:?}");
+        assert!(err.is_conflict());
+    }
+    assert!(
+        !store
+            .touch(&old, from_millis(now_millis() + 3_600_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .touch(&old, from_millis(now_millis() - 1))
+            .await
+            .unwrap()
+    );
+    assert!(!store.create(&old, &changed).await.unwrap());
+    assert_eq!(fs::read(store.path_of(&old)).unwrap(), file_before);
+
+    // A write under the new id is not seen through the old one.
+    store.set(&new, &changed).await.unwrap();
+    assert_eq!(
+        store.get(&old).await.unwrap().unwrap().data(),
+        before.data()
+    );
+
+    // Not a session: len, scan and sessions_of skip it; destroy_owner does not count it.
+    assert_eq!(store.len().await.unwrap(), 2);
+    let mut expected = vec![new.as_str().to_owned(), taken.as_str().to_owned()];
+    expected.sort();
+    assert_eq!(ids_of(&scanned(&store, 100).await), expected);
+    assert_eq!(listed(&store, "ada").await, [new.as_str()]);
+    assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 1);
+    assert!(store.get(&old).await.unwrap().is_none());
+    assert!(store.get(&new).await.unwrap().is_none());
+    assert!(!store.path_of(&old).exists(), "removed too");
+    assert!(!marker(dir, "YWRh", &old).exists());
+}
+
+/// A rotated id resolves to nothing once its grace is over, its new session is destroyed,
+/// or that session is rotated again; `destroy` of it ends the new session; a grace of zero
+/// ends it at once; `delete_expired` and `clear` remove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_id_ends_with_its_grace_or_its_new_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let ids = || (SessionId::generate(), SessionId::generate());
+
+    let (old, new) = ids();
+    store.set(&old, &session(json!({"n": 1}))).await.unwrap();
+    moved(&store, &old, &new, Duration::from_millis(300)).await;
+    assert!(store.get(&old).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.get(&old).await.unwrap().is_none());
+    assert!(store.get(&new).await.unwrap().is_some());
+    assert_eq!(store.delete_expired().await.unwrap(), 1, "the rotated id");
+    assert!(!store.path_of(&old).exists());
+    assert!(store.create(&old, &session(json!({"n": 2}))).await.unwrap());
+
+    // An expired rotated file is written over as over nothing.
+    let (old, new) = ids();
+    store.set(&old, &session(json!({}))).await.unwrap();
+    moved(&store, &old, &new, Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        store
+            .set(&old, &session(json!({"again": true})))
+            .await
+            .unwrap()
+            > 0
+    );
+    assert!(!store.get(&old).await.unwrap().unwrap().is_rotated());
+    assert!(file_json(&store, &old).unwrap().get("moved_to").is_none());
+
+    // The new session is destroyed.
+    let (old, new) = ids();
+    store.set(&old, &session(json!({}))).await.unwrap();
+    moved(&store, &old, &new, GRACE).await;
+    store.destroy(&new).await.unwrap();
+    assert!(store.get(&old).await.unwrap().is_none());
+
+    // The new session is rotated again.
+    let (old, new) = ids();
+    let newer = SessionId::generate();
+    store.set(&old, &session(json!({}))).await.unwrap();
+    let v = moved(&store, &old, &new, GRACE).await;
+    assert_eq!(moved(&store, &new, &newer, GRACE).await, next_version(v));
+    assert!(store.get(&old).await.unwrap().is_none());
+    assert!(store.get(&new).await.unwrap().unwrap().is_rotated());
+    assert!(!store.get(&newer).await.unwrap().unwrap().is_rotated());
+    // destroy of the middle one ends the newest, and the first is left to its grace.
+    store.destroy(&new).await.unwrap();
+    assert!(store.get(&newer).await.unwrap().is_none());
+
+    // destroy of the old id ends the new session.
+    let (old, new) = ids();
+    store.set(&old, &owned(json!({}), "bob")).await.unwrap();
+    moved(&store, &old, &new, GRACE).await;
+    store.destroy(&old).await.unwrap();
+    assert!(store.get(&old).await.unwrap().is_none());
+    assert!(store.get(&new).await.unwrap().is_none());
+    assert!(!store.path_of(&new).exists());
+    assert!(listed(&store, "bob").await.is_empty());
+
+    // A grace of zero: the old file goes at once.
+    let (old, new) = ids();
+    store.set(&old, &session(json!({}))).await.unwrap();
+    moved(&store, &old, &new, Duration::ZERO).await;
+    assert!(store.get(&old).await.unwrap().is_none());
+    assert!(!store.path_of(&old).exists());
+    assert!(store.get(&new).await.unwrap().is_some());
+
+    // clear removes rotated files too.
+    let (old, new) = ids();
+    store.set(&old, &session(json!({}))).await.unwrap();
+    moved(&store, &old, &new, GRACE).await;
+    store.clear().await.unwrap();
+    assert!(!store.path_of(&old).exists());
+    assert_eq!(store.len().await.unwrap(), 0);
+}
+
+/// A compare-and-set through the old id racing `rotate` (from two stores, each with its own
+/// cache, on one directory): either the write lands first and is what moved, or it fails
+/// as rotated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compare_and_set_racing_rotate_lands_before_it_or_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = FileStore::new(tmp.path()).await.unwrap();
+    let b = FileStore::new(tmp.path()).await.unwrap();
+    let (mut before, mut after) = (0, 0);
+    for round in 0..40 {
+        let (old, new) = (SessionId::generate(), SessionId::generate());
+        let v = a
+            .set(&old, &session(json!({"round": round})))
+            .await
+            .unwrap();
+        let written = session(json!({"round": round, "written": true}));
+        let (cas, rotation) = tokio::join!(
+            a.set_if_version(&old, &written, v),
+            b.rotate(&old, &new, GRACE)
+        );
+        let Rotation::Moved { version } = rotation.unwrap() else {
+            panic!("the rotation must move the session");
+        };
+        let got = a.get(&new).await.unwrap().unwrap();
+        match cas {
+            Ok(v2) => {
+                before += 1;
+                assert_eq!(v2, next_version(v));
+                assert_eq!(version, next_version(v2));
+                assert_eq!(got.data(), written.data(), "the write moved");
+            }
+            Err(err) => {
+                after += 1;
+                assert!(is_rotated_error(&err), "{err:?}");
+                assert_eq!(version, next_version(v));
+                assert_eq!(got.get::<bool>("written").unwrap(), None);
+            }
+        }
+        assert_eq!(a.get(&old).await.unwrap().unwrap().data(), got.data());
+    }
+    assert_eq!(before + after, 40);
+}
+
+/// Rotations and destroys that take two ids' locks in opposite directions never wait for
+/// each other forever: the locks are taken in one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crossed_rotations_and_destroys_never_deadlock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::new(tmp.path()).await.unwrap();
+    let ids: Vec<SessionId> = (0..8).map(|_| SessionId::generate()).collect();
+    for id in &ids {
+        store.set(id, &session(json!({}))).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for n in 0..64 {
+        let store = store.clone();
+        let (a, b) = (ids[n % 8].clone(), ids[(n * 3 + 1) % 8].clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let _ = store.rotate(&a, &b, GRACE).await.unwrap();
+                let _ = store.rotate(&b, &a, Duration::ZERO).await.unwrap();
+                store.destroy(&a).await.unwrap();
+                let _ = store.set(&b, &session(json!({}))).await;
+                let _ = store.create(&a, &session(json!({}))).await.unwrap();
+            }
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for task in tasks {
+            task.await.unwrap();
+        }
+    })
+    .await
+    .expect("no deadlock");
+}
+
+/// What a crash between the two writes of a rotation leaves (simulated by putting the old
+/// file back as it was): the old session intact, and a copy under the new id that no caller
+/// was told of, which is a session of its own until it expires or is ended. Rotating again
+/// to another id works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_two_writes_of_a_rotation_leaves_the_old_session_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(tmp.path())
+        .cache_capacity(0)
+        .open()
+        .await
+        .unwrap();
+    let (old, new) = (SessionId::generate(), SessionId::generate());
+    let v = store
+        .set(&old, &owned(json!({"user": "ada"}), "ada"))
+        .await
+        .unwrap();
+    let old_file = fs::read(store.path_of(&old)).unwrap();
+    moved(&store, &old, &new, GRACE).await;
+    fs::write(store.path_of(&old), &old_file).unwrap();
+    let got = store.get(&old).await.unwrap().unwrap();
+    assert!(!got.is_rotated());
+    assert_eq!(got.version(), v);
+    assert_eq!(store.len().await.unwrap(), 2, "the copy is a session");
+    assert_eq!(
+        store.rotate(&old, &new, GRACE).await.unwrap(),
+        Rotation::Taken
+    );
+    let again = SessionId::generate();
+    moved(&store, &old, &again, GRACE).await;
+    assert!(store.get(&old).await.unwrap().unwrap().is_rotated());
+    // The orphan copy goes with the owner's other sessions.
+    assert_eq!(store.destroy_owner(&owner("ada"), None).await.unwrap(), 2);
+}
+
+/// Files written before lifetimes (with or without the first line) read with no absolute
+/// expiry and as no rotated id, and can be rotated; a `moved_to` that is not a valid id
+/// makes the file undecodable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_without_the_lifetime_fields_still_read_and_rotate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = FileStore::new(dir).await.unwrap();
+    let expires = now_millis() + 60_000;
+    let old = json!({"data": {"user": "ada"}, "expires_at": expires, "version": 7,
+        "owner": "ada"});
+    fs::write(
+        dir.join("old.json"),
+        serde_json::to_vec_pretty(&old).unwrap(),
+    )
+    .unwrap();
+    let got = store.get(&id("old")).await.unwrap().unwrap();
+    assert_eq!((got.version(), got.absolute_expiry_millis()), (7, None));
+    assert!(!got.is_rotated());
+    assert_eq!(store.len().await.unwrap(), 1);
+    assert_eq!(moved(&store, &id("old"), &id("new"), GRACE).await, 8);
+    assert!(store.get(&id("old")).await.unwrap().unwrap().is_rotated());
+    assert_eq!(store.get(&id("new")).await.unwrap().unwrap().version(), 8);
+
+    let bad = json!({"data": {}, "expires_at": expires, "version": 1, "moved_to": "../x"});
+    fs::write(dir.join("bad.json"), bad.to_string()).unwrap();
+    let err = store.get(&id("bad")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    let err = store
+        .rotate(&id("bad"), &id("other"), GRACE)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+}
+
+/// The lifetime checks of the conformance suite, on stores used directly (without a
+/// wrapper), each in a directory of its own.
+#[cfg(feature = "conformance")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifetime_conformance_checks_pass() {
+    let tmp = Arc::new(tempfile::tempdir().unwrap());
+    let names: Vec<&str> = session_stores::conformance::check_names()
+        .filter(|name| {
+            [
+                "absolute",
+                "rotate",
+                "rotated",
+                "later_writes_keep",
+                "a_session_ends",
+            ]
+            .iter()
+            .any(|part| name.contains(part))
+        })
+        .collect();
+    assert!(names.len() >= 10, "{names:?}");
+    for capacity in [10_000, 0] {
+        for name in &names {
+            let tmp = Arc::clone(&tmp);
+            session_stores::conformance::run_check(name, move || {
+                let dir = tmp.path().join(SessionId::generate().as_str());
+                async move {
+                    FileStore::builder(dir)
+                        .cache_capacity(capacity)
+                        .open()
+                        .await
+                        .unwrap()
+                }
+            })
+            .await
+            .unwrap_or_else(|failure| panic!("{failure:?}"));
+        }
+    }
 }

@@ -13,8 +13,8 @@ use rusqlite::Connection;
 use serde_json::json;
 use session_stores::stores::sqlite::{SCHEMA_TABLE, SCHEMA_VERSION};
 use session_stores::{
-    Error, ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, Owner, ScanCursor, Session, SessionId,
-    SessionStore, SqliteStore, now_millis,
+    Error, ErrorKind, FRESH_VERSION_SPAN, MAX_VERSION, Owner, Rotation, ScanCursor, Session,
+    SessionId, SessionStore, SqliteStore, from_millis, next_version, now_millis,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -1430,7 +1430,7 @@ async fn a_version_1_table_is_upgraded_and_keeps_its_sessions() {
         )
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
     let index: String = db
         .query_row(
             "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'sessions_owner'",
@@ -1781,4 +1781,574 @@ async fn a_corrupt_scanned_row_is_reported_with_a_decode_error_naming_it() {
     assert_eq!(page.undecodable.len(), 1);
     assert_eq!(page.undecodable[0].id, None);
     assert_eq!(page.undecodable[0].error.kind(), ErrorKind::Decode);
+}
+
+// Lifetimes: absolute expiry and rotation.
+
+const MINUTE_MS: i64 = 60_000;
+const GRACE: Duration = Duration::from_secs(60);
+
+/// A session with `data`, expiring `expires_in` ms from now, with an absolute expiry
+/// `absolute_in` ms from now (or none).
+fn lived(data: serde_json::Value, expires_in: i64, absolute_in: Option<i64>) -> Session {
+    let now = now_millis();
+    let mut s = session(data);
+    s.set_expires_at_millis(now + expires_in);
+    s.set_absolute_expiry_millis(absolute_in.map(|ms| now + ms));
+    s
+}
+
+/// The `expires_at`, `absolute_expiry` and `moved_to` columns of a row.
+fn lifetime_columns(path: &Path, id: &SessionId) -> Option<(i64, Option<i64>, Option<String>)> {
+    use rusqlite::OptionalExtension;
+    raw(path)
+        .query_row(
+            "SELECT expires_at, absolute_expiry, moved_to FROM sessions WHERE id = ?1",
+            [id.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .unwrap()
+}
+
+async fn moved(store: &SqliteStore, old: &SessionId, new: &SessionId, grace: Duration) -> u64 {
+    match store.rotate(old, new, grace).await.unwrap() {
+        Rotation::Moved { version } => version,
+        other => panic!("expected Moved, got {other:?}"),
+    }
+}
+
+fn is_rotated_error(err: &Error) -> bool {
+    matches!(err, Error::Rotated { .. }) && err.kind() == ErrorKind::Conflict
+}
+
+/// Every write and `touch` stores an expiry no later than the absolute expiry, which is
+/// stored in its column and returned by `get` and `scan`; a write whose absolute expiry has
+/// passed stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_absolute_expiry_caps_every_write_and_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(store.capabilities().absolute_expiry && store.capabilities().rotation);
+    let id = SessionId::generate();
+    let s = lived(json!({"user": "ada"}), 60 * MINUTE_MS, Some(10 * MINUTE_MS));
+    let absolute = s.absolute_expiry_millis().unwrap();
+    store.set(&id, &s).await.unwrap();
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.absolute_expiry_millis(), Some(absolute));
+    assert_eq!(got.expires_at_millis(), absolute);
+    assert!(!got.is_rotated());
+    assert_eq!(
+        lifetime_columns(&path, &id),
+        Some((absolute, Some(absolute), None))
+    );
+    let page = store.scan(None, 10).await.unwrap();
+    assert_eq!(page.sessions[0].1.absolute_expiry_millis(), Some(absolute));
+
+    // `touch` past it stores it (and says true); before it, the time given.
+    assert!(
+        store
+            .touch(&id, from_millis(absolute + 3_600_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(lifetime_columns(&path, &id).unwrap().0, absolute);
+    assert!(
+        store
+            .touch(&id, from_millis(absolute - MINUTE_MS))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        lifetime_columns(&path, &id).unwrap().0,
+        absolute - MINUTE_MS
+    );
+
+    // `create` and `set_if_version` are capped alike.
+    let other = SessionId::generate();
+    assert!(store.create(&other, &s).await.unwrap());
+    let created = store.get(&other).await.unwrap().unwrap();
+    assert_eq!(created.expires_at_millis(), absolute);
+    let mut later = s.clone();
+    later.set_expires_at_millis(absolute + 3_600_000);
+    let v = store
+        .set_if_version(&other, &later, created.version())
+        .await
+        .unwrap();
+    assert_eq!(v, next_version(created.version()));
+    assert_eq!(lifetime_columns(&path, &other).unwrap().0, absolute);
+
+    // An absolute expiry that has passed: the write deletes and returns 0, `create` stores
+    // nothing live, a compare-and-set deletes.
+    let past = lived(json!({}), 60 * MINUTE_MS, Some(-1));
+    assert_eq!(store.set(&id, &past).await.unwrap(), 0);
+    assert!(store.get(&id).await.unwrap().is_none());
+    assert!(lifetime_columns(&path, &id).is_none());
+    let fresh = SessionId::generate();
+    assert!(store.create(&fresh, &past).await.unwrap());
+    assert!(store.get(&fresh).await.unwrap().is_none());
+    assert_eq!(store.set_if_version(&other, &past, v).await.unwrap(), 0);
+    assert!(store.get(&other).await.unwrap().is_none());
+
+    // A touch whose capped expiry is not in the future ends the session (only a row edited
+    // by hand has an absolute expiry before its expiry).
+    let edited = SessionId::generate();
+    store.set(&edited, &session(json!({}))).await.unwrap();
+    raw(&path)
+        .execute(
+            "UPDATE sessions SET absolute_expiry = ?2 WHERE id = ?1",
+            rusqlite::params![edited.as_str(), now_millis() - 1],
+        )
+        .unwrap();
+    assert!(
+        store
+            .touch(&edited, from_millis(now_millis() + 3_600_000))
+            .await
+            .unwrap()
+    );
+    assert!(lifetime_columns(&path, &edited).is_none());
+
+    // A hand-edited absolute expiry that is not an integer is a decode error naming it.
+    store.set(&edited, &session(json!({}))).await.unwrap();
+    raw(&path)
+        .execute(
+            "UPDATE sessions SET absolute_expiry = 'soon' WHERE id = ?1",
+            [edited.as_str()],
+        )
+        .unwrap();
+    let err = store.get(&edited).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    assert_eq!(err.session(), Some(&edited.hint()), "{err}");
+}
+
+/// A write over a live session keeps the earlier of the stored and the written absolute
+/// expiry (none written keeps the stored one); a new incarnation takes what it carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_writes_keep_the_earlier_absolute_expiry() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let id = SessionId::generate();
+    let first = lived(json!({"n": 1}), 60 * MINUTE_MS, Some(30 * MINUTE_MS));
+    let kept = first.absolute_expiry_millis();
+    store.set(&id, &first).await.unwrap();
+    let abs = |s: Option<Session>| s.unwrap().absolute_expiry_millis();
+    for written in [Some(50 * MINUTE_MS), None] {
+        let s = lived(json!({"n": 2}), 60 * MINUTE_MS, written);
+        store.set(&id, &s).await.unwrap();
+        let got = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(got.absolute_expiry_millis(), kept);
+        assert_eq!(
+            Some(got.expires_at_millis()),
+            kept,
+            "capped by the kept one"
+        );
+    }
+    let v = store.get(&id).await.unwrap().unwrap().version();
+    let later = lived(json!({"n": 3}), 60 * MINUTE_MS, Some(55 * MINUTE_MS));
+    store.set_if_version(&id, &later, v).await.unwrap();
+    assert_eq!(abs(store.get(&id).await.unwrap()), kept);
+    // An earlier one lowers it.
+    let earlier = lived(json!({"n": 4}), 60 * MINUTE_MS, Some(20 * MINUTE_MS));
+    store.set(&id, &earlier).await.unwrap();
+    assert_eq!(
+        abs(store.get(&id).await.unwrap()),
+        earlier.absolute_expiry_millis()
+    );
+    // `touch` keeps it.
+    assert!(
+        store
+            .touch(&id, from_millis(now_millis() + 5 * MINUTE_MS))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        abs(store.get(&id).await.unwrap()),
+        earlier.absolute_expiry_millis()
+    );
+    // A new incarnation stores what it carries, none too.
+    store.destroy(&id).await.unwrap();
+    store.set(&id, &session(json!({}))).await.unwrap();
+    assert_eq!(abs(store.get(&id).await.unwrap()), None);
+    // So does one over an expired row.
+    let expired = SessionId::generate();
+    store
+        .set(&expired, &lived(json!({}), 100, Some(100)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    store
+        .set(
+            &expired,
+            &lived(json!({}), 60 * MINUTE_MS, Some(40 * MINUTE_MS)),
+        )
+        .await
+        .unwrap();
+    let got = store.get(&expired).await.unwrap().unwrap();
+    assert!(got.absolute_expiry_millis().unwrap() > now_millis() + 30 * MINUTE_MS);
+}
+
+/// `rotate`: Taken, Absent and Moved; the old id reads as the snapshot it was, marked
+/// rotated, refuses writes, and is not a session for len, scan and sessions_of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_moves_the_session_and_leaves_a_read_only_old_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ada = owner("ada");
+    let (old, new) = (SessionId::generate(), SessionId::generate());
+    let mut s = owned(&ada, json!({"user": "ada"}));
+    s.set_absolute_expiry_millis(Some(now_millis() + 2 * 3_600_000));
+    let v = store.set(&old, &s).await.unwrap();
+    let before = store.get(&old).await.unwrap().unwrap();
+
+    assert_eq!(
+        store.rotate(&old, &old, GRACE).await.unwrap(),
+        Rotation::Taken
+    );
+    let missing = SessionId::generate();
+    assert_eq!(
+        store.rotate(&missing, &new, GRACE).await.unwrap(),
+        Rotation::Absent
+    );
+    let taken = SessionId::generate();
+    store.set(&taken, &session(json!({}))).await.unwrap();
+    assert_eq!(
+        store.rotate(&old, &taken, GRACE).await.unwrap(),
+        Rotation::Taken
+    );
+    assert_eq!(
+        store.get(&old).await.unwrap().unwrap().version(),
+        v,
+        "unchanged"
+    );
+    assert!(store.get(&new).await.unwrap().is_none());
+
+    let version = moved(&store, &old, &new, GRACE).await;
+    assert_eq!(version, next_version(v));
+    let got_new = store.get(&new).await.unwrap().unwrap();
+    assert_eq!(got_new.data(), before.data());
+    assert_eq!(got_new.version(), version);
+    assert_eq!(got_new.owner(), Some(&ada));
+    assert_eq!(got_new.expires_at_millis(), before.expires_at_millis());
+    assert_eq!(
+        got_new.absolute_expiry_millis(),
+        before.absolute_expiry_millis()
+    );
+    assert!(!got_new.is_rotated());
+    let got_old = store.get(&old).await.unwrap().unwrap();
+    assert!(got_old.is_rotated());
+    assert_eq!(got_old.data(), before.data());
+    assert_eq!(got_old.version(), v);
+    assert_eq!(got_old.owner(), Some(&ada));
+    assert!(got_old.expires_at_millis() <= now_millis() + 60_000);
+    assert_eq!(
+        lifetime_columns(&path, &old).unwrap().2.as_deref(),
+        Some(new.as_str())
+    );
+
+    // The old id is rotated, the new one taken.
+    assert_eq!(
+        store
+            .rotate(&old, &SessionId::generate(), GRACE)
+            .await
+            .unwrap(),
+        Rotation::Absent
+    );
+    assert_eq!(
+        store.rotate(&taken, &old, GRACE).await.unwrap(),
+        Rotation::Taken
+    );
+
+    // Writes through the old id are refused and change nothing.
+    let changed = owned(&ada, json!({"user": "eve"}));
+    assert!(is_rotated_error(
+        &store.set(&old, &changed).await.unwrap_err()
+    ));
+    assert!(is_rotated_error(
+        &store
+            .set(&old, &lived(json!({}), -1, None))
+            .await
+            .unwrap_err()
+    ));
+    for expected in [v, 0, version] {
+        let err = store
+            .set_if_version(&old, &changed, expected)
+            .await
+            .unwrap_err();
+        assert!(is_rotated_error(&err), "{err:?}");
+        assert!(err.is_conflict());
+    }
+    assert!(
+        !store
+            .touch(&old, from_millis(now_millis() + 3_600_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .touch(&old, from_millis(now_millis() - 1))
+            .await
+            .unwrap()
+    );
+    assert!(!store.create(&old, &changed).await.unwrap());
+    assert_eq!(
+        store.get(&old).await.unwrap().unwrap().data(),
+        before.data()
+    );
+
+    // A write under the new id is not seen through the old one.
+    store.set(&new, &changed).await.unwrap();
+    assert_eq!(
+        store.get(&old).await.unwrap().unwrap().data(),
+        before.data()
+    );
+
+    // Not a session: len, scan and sessions_of skip it; destroy_owner does not count it.
+    assert_eq!(store.len().await.unwrap(), 2);
+    let scanned: Vec<SessionId> = store
+        .scan(None, 100)
+        .await
+        .unwrap()
+        .sessions
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(scanned, sorted(vec![new.clone(), taken.clone()]));
+    assert_eq!(listed(&store, &ada).await, vec![new.clone()]);
+    assert_eq!(store.destroy_owner(&ada, None).await.unwrap(), 1);
+    assert!(store.get(&old).await.unwrap().is_none());
+    assert!(store.get(&new).await.unwrap().is_none());
+    assert!(lifetime_columns(&path, &old).is_none(), "deleted too");
+}
+
+/// A rotated id resolves to nothing once its grace is over, its new session is destroyed,
+/// or that session is rotated again; `destroy` of it ends the new session; a grace of zero
+/// ends it at once; `delete_expired` removes it once its grace is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_id_ends_with_its_grace_or_its_new_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ids = || (SessionId::generate(), SessionId::generate());
+
+    // The grace ends: absent, and writable as over nothing.
+    let (old, new) = ids();
+    store.set(&old, &session(json!({"n": 1}))).await.unwrap();
+    moved(&store, &old, &new, Duration::from_millis(300)).await;
+    assert!(store.get(&old).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.get(&old).await.unwrap().is_none());
+    assert!(store.get(&new).await.unwrap().is_some());
+    assert_eq!(store.delete_expired().await.unwrap(), 1, "the rotated id");
+    assert!(lifetime_columns(&path, &old).is_none());
+    assert!(store.create(&old, &session(json!({"n": 2}))).await.unwrap());
+
+    // An expired rotated row is written over as over nothing.
+    let (old, new) = ids();
+    store.set(&old, &session(json!({}))).await.unwrap();
+    moved(&store, &old, &new, Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        store
+            .set(&old, &session(json!({"again": true})))
+            .await
+            .unwrap()
+            > 0
+    );
+    let got = store.get(&old).await.unwrap().unwrap();
+    assert!(!got.is_rotated());
+    assert_eq!(lifetime_columns(&path, &old).unwrap().2, None);
+
+    // The new session is destroyed.
+    let (old, new) = ids();
+    store.set(&old, &session(json!({}))).await.unwrap();
+    moved(&store, &old, &new, GRACE).await;
+    store.destroy(&new).await.unwrap();
+    assert!(store.get(&old).await.unwrap().is_none());
+
+    // The new session is rotated again.
+    let (old, new) = ids();
+    let newer = SessionId::generate();
+    store.set(&old, &session(json!({}))).await.unwrap();
+    let v = moved(&store, &old, &new, GRACE).await;
+    assert_eq!(moved(&store, &new, &newer, GRACE).await, next_version(v));
+    assert!(store.get(&old).await.unwrap().is_none());
+    assert!(store.get(&new).await.unwrap().unwrap().is_rotated());
+    assert!(!store.get(&newer).await.unwrap().unwrap().is_rotated());
+
+    // destroy of the old id ends the new session.
+    let (old, new) = ids();
+    store.set(&old, &session(json!({}))).await.unwrap();
+    moved(&store, &old, &new, GRACE).await;
+    store.destroy(&old).await.unwrap();
+    assert!(store.get(&old).await.unwrap().is_none());
+    assert!(store.get(&new).await.unwrap().is_none());
+
+    // A grace of zero: the old row goes at once.
+    let (old, new) = ids();
+    store.set(&old, &session(json!({}))).await.unwrap();
+    moved(&store, &old, &new, Duration::ZERO).await;
+    assert!(store.get(&old).await.unwrap().is_none());
+    assert!(lifetime_columns(&path, &old).is_none());
+    assert!(store.get(&new).await.unwrap().is_some());
+
+    // clear removes rotated rows too.
+    let (old, new) = ids();
+    store.set(&old, &session(json!({}))).await.unwrap();
+    moved(&store, &old, &new, GRACE).await;
+    store.clear().await.unwrap();
+    let rows: i64 = raw(&path)
+        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+/// A compare-and-set through the old id racing `rotate` (from two stores on one file):
+/// either the write lands first and is what moved, or it fails as rotated. Never both, never
+/// a lost write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compare_and_set_racing_rotate_lands_before_it_or_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let a = SqliteStore::open(&path).await.unwrap();
+    let b = SqliteStore::open(&path).await.unwrap();
+    let (mut before, mut after) = (0, 0);
+    for round in 0..40 {
+        let (old, new) = (SessionId::generate(), SessionId::generate());
+        let v = a
+            .set(&old, &session(json!({"round": round})))
+            .await
+            .unwrap();
+        let written = session(json!({"round": round, "written": true}));
+        let (cas, rotation) = tokio::join!(
+            a.set_if_version(&old, &written, v),
+            b.rotate(&old, &new, GRACE)
+        );
+        let Rotation::Moved { version } = rotation.unwrap() else {
+            panic!("the rotation must move the session");
+        };
+        let got = a.get(&new).await.unwrap().unwrap();
+        match cas {
+            Ok(v2) => {
+                before += 1;
+                assert_eq!(v2, next_version(v));
+                assert_eq!(version, next_version(v2));
+                assert_eq!(got.data(), written.data(), "the write moved");
+            }
+            Err(err) => {
+                after += 1;
+                assert!(is_rotated_error(&err), "{err:?}");
+                assert_eq!(version, next_version(v));
+                assert_eq!(got.get::<bool>("written").unwrap(), None);
+            }
+        }
+        let through_old = a.get(&old).await.unwrap().unwrap();
+        assert_eq!(through_old.data(), got.data());
+    }
+    assert_eq!(before + after, 40);
+}
+
+/// A version 2 table (owners, no lifetimes) is upgraded when a store opens it: the two
+/// columns are added, its sessions are kept with no absolute expiry and none of them is a
+/// rotated id, and they can be rotated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_table_gets_the_lifetime_columns_and_keeps_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    let id = SessionId::generate();
+    let ada = owner("ada");
+    let expires_at = now_millis() + 3_600_000;
+    {
+        let db = raw(&path);
+        db.execute_batch(&format!(
+            "CREATE TABLE {SCHEMA_TABLE} (table_name TEXT PRIMARY KEY NOT NULL, \
+                 version INTEGER NOT NULL); \
+             INSERT INTO {SCHEMA_TABLE} VALUES ('sessions', 2); \
+             CREATE TABLE \"sessions\" (id TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, \
+                 expires_at INTEGER NOT NULL, version INTEGER NOT NULL, owner TEXT NULL); \
+             CREATE INDEX \"sessions_expires_at\" ON \"sessions\" (expires_at); \
+             CREATE INDEX \"sessions_owner\" ON \"sessions\" (owner) WHERE owner IS NOT NULL;"
+        ))
+        .unwrap();
+        db.execute(
+            "INSERT INTO sessions VALUES (?1, '{\"user\":\"ada\"}', ?2, 7, ?3)",
+            rusqlite::params![id.as_str(), expires_at, ada.as_str()],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let got = store.get(&id).await.unwrap().expect("kept");
+    assert_eq!((got.version(), got.expires_at_millis()), (7, expires_at));
+    assert_eq!(got.owner(), Some(&ada));
+    assert_eq!(got.absolute_expiry_millis(), None);
+    assert!(!got.is_rotated());
+    let db = raw(&path);
+    let columns: Vec<String> = db
+        .prepare("SELECT name FROM pragma_table_info('sessions')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(
+        columns.iter().any(|c| c == "absolute_expiry"),
+        "{columns:?}"
+    );
+    assert!(columns.iter().any(|c| c == "moved_to"), "{columns:?}");
+    let version: i64 = db
+        .query_row(
+            &format!("SELECT version FROM {SCHEMA_TABLE} WHERE table_name = 'sessions'"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(store.len().await.unwrap(), 1);
+    assert_eq!(listed(&store, &ada).await, vec![id.clone()]);
+    let new = SessionId::generate();
+    assert_eq!(moved(&store, &id, &new, GRACE).await, 8);
+    assert!(store.get(&id).await.unwrap().unwrap().is_rotated());
+    drop(store);
+    // Opening it again changes nothing.
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(store.get(&id).await.unwrap().unwrap().is_rotated());
+    assert_eq!(store.get(&new).await.unwrap().unwrap().version(), 8);
+}
+
+/// The lifetime checks of the conformance suite, on file-backed stores (one table each in
+/// one file) used directly, without a wrapper.
+#[cfg(feature = "conformance")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifetime_conformance_checks_pass_on_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lifetimes.db");
+    let names: Vec<&str> = session_stores::conformance::check_names()
+        .filter(|name| {
+            [
+                "absolute",
+                "rotate",
+                "rotated",
+                "later_writes_keep",
+                "a_session_ends",
+            ]
+            .iter()
+            .any(|part| name.contains(part))
+        })
+        .collect();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        let path = path.clone();
+        session_stores::conformance::run_check(name, move || {
+            let path = path.clone();
+            async move {
+                SqliteStore::builder()
+                    .table(crate::support::unique_name("lifetimes_"))
+                    .open(path)
+                    .await
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap_or_else(|failure| panic!("{failure:?}"));
+    }
 }

@@ -19,6 +19,9 @@ pub(super) struct Written {
     pub(super) version: u64,
     pub(super) expires_at: i64,
     pub(super) owner: Option<Owner>,
+    pub(super) absolute_expiry: Option<i64>,
+    /// Set for a rotated id's file.
+    pub(super) moved_to: Option<SessionId>,
 }
 
 /// A cache entry, copied out of the cache.
@@ -27,6 +30,9 @@ pub(super) struct Snapshot {
     pub(super) version: u64,
     pub(super) expires_at: i64,
     pub(super) owner: Option<Owner>,
+    pub(super) absolute_expiry: Option<i64>,
+    /// Set for a rotated id's file.
+    pub(super) moved_to: Option<SessionId>,
 }
 
 pub(super) struct Cache {

@@ -56,19 +56,51 @@ pub(super) fn owner_key(owner: &Owner) -> String {
     out
 }
 
+/// What a session file holds besides its expiry and version (which its first line holds).
+#[derive(Clone, Copy)]
+pub(super) struct Body<'a> {
+    pub(super) data: &'a Map<String, Value>,
+    pub(super) owner: Option<&'a Owner>,
+    /// The absolute expiry, if any (milliseconds since the Unix epoch).
+    pub(super) absolute_expiry: Option<i64>,
+    /// Set only in the file of a rotated id: the id its session moved to.
+    pub(super) moved_to: Option<&'a SessionId>,
+}
+
+impl<'a> Body<'a> {
+    /// The body of a session that is not a rotated id.
+    pub(super) fn session(
+        data: &'a Map<String, Value>,
+        owner: Option<&'a Owner>,
+        absolute_expiry: Option<i64>,
+    ) -> Self {
+        Body {
+            data,
+            owner,
+            absolute_expiry,
+            moved_to: None,
+        }
+    }
+}
+
 /// The file format's body, for writing: everything but the expiry and the version, which
-/// the first line holds. `owner` is left out when there is none, so a file without an owner
-/// is exactly what versions before owners wrote.
+/// the first line holds. `owner`, `absolute_expiry` and `moved_to` are left out when there
+/// is none, so a file without them is exactly what earlier versions wrote.
 #[derive(Serialize)]
 struct BodyRef<'a> {
     data: &'a Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    absolute_expiry: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moved_to: Option<&'a str>,
 }
 
 /// The file format, for reading. A file without `owner` (as every version before owners
-/// wrote) has none. `expires_at` and `version` are read once [`decode`] has set them to
-/// the winning slot's, in a file that has slots.
+/// wrote) has none; one without `absolute_expiry` or `moved_to` (every version before
+/// lifetimes) has no absolute expiry and is not a rotated id. `expires_at` and `version` are
+/// read once [`decode`] has set them to the winning slot's, in a file that has slots.
 #[derive(Deserialize)]
 pub(super) struct Stored {
     pub(super) data: Map<String, Value>,
@@ -76,11 +108,46 @@ pub(super) struct Stored {
     pub(super) version: u64,
     #[serde(default)]
     pub(super) owner: Option<Owner>,
+    #[serde(default)]
+    pub(super) absolute_expiry: Option<i64>,
+    #[serde(default, deserialize_with = "moved_to")]
+    pub(super) moved_to: Option<SessionId>,
+}
+
+/// `moved_to`: absent or null for none, else a valid session id.
+fn moved_to<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<SessionId>, D::Error> {
+    let id = Option::<String>::deserialize(deserializer)?;
+    id.map(|id| {
+        SessionId::new(id)
+            .map_err(|_| serde::de::Error::custom("moved_to is not a valid session id"))
+    })
+    .transpose()
 }
 
 impl Stored {
     pub(super) fn is_expired_at(&self, now: i64) -> bool {
         self.expires_at <= now
+    }
+
+    /// The body of this file, as it would be written again.
+    pub(super) fn body(&self) -> Body<'_> {
+        Body {
+            data: &self.data,
+            owner: self.owner.as_ref(),
+            absolute_expiry: self.absolute_expiry,
+            moved_to: self.moved_to.as_ref(),
+        }
+    }
+
+    /// The session this file holds, as `get` and `scan` return it (marked rotated for a
+    /// rotated id's file).
+    pub(super) fn into_session(self) -> crate::session::Session {
+        crate::session::Session::from_parts(self.data, self.expires_at, self.version)
+            .with_owner(self.owner)
+            .with_absolute_expiry_millis(self.absolute_expiry)
+            .with_rotated(self.moved_to.is_some())
     }
 
     /// Whether this is a live session of the owner whose index directory is `key`.
@@ -241,15 +308,13 @@ pub(super) fn next_header(
 }
 
 /// The body of a session file: its bytes after the header.
-pub(super) fn encode_body(
-    id: &SessionId,
-    data: &Map<String, Value>,
-    owner: Option<&Owner>,
-) -> Result<Vec<u8>> {
-    crate::session::check_nesting(id, data)?;
+pub(super) fn encode_body(id: &SessionId, body: Body<'_>) -> Result<Vec<u8>> {
+    crate::session::check_nesting(id, body.data)?;
     let mut body = serde_json::to_vec_pretty(&BodyRef {
-        data,
-        owner: owner.map(Owner::as_str),
+        data: body.data,
+        owner: body.owner.map(Owner::as_str),
+        absolute_expiry: body.absolute_expiry,
+        moved_to: body.moved_to.map(SessionId::as_str),
     })
     .map_err(|err| Error::encode(id, err))?;
     // A struct's pretty form opens with its brace, which the header stands in for.
@@ -263,12 +328,11 @@ pub(super) fn encode_body(
 
 pub(super) fn encode(
     id: &SessionId,
-    data: &Map<String, Value>,
+    body: Body<'_>,
     expires_at: i64,
     version: u64,
-    owner: Option<&Owner>,
 ) -> Result<Vec<u8>> {
-    let body = encode_body(id, data, owner)?;
+    let body = encode_body(id, body)?;
     let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
     bytes.extend_from_slice(HEAD_OPEN);
     bytes.extend_from_slice(&[b' '; NUMBER_WIDTH]);

@@ -8,16 +8,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
-
 use super::cache::{Cache, Snapshot, Written};
 use super::codec::{
-    HEADER_LEN, Header, Loaded, SUFFIX, Stored, TMP_PREFIX, TMP_SUFFIX, decode_loaded, encode,
-    encode_body, head_of, next_header, read_file, winner_of,
+    Body, HEADER_LEN, Header, Loaded, SUFFIX, Stored, TMP_PREFIX, TMP_SUFFIX, decode_loaded,
+    encode, encode_body, head_of, next_header, read_file, winner_of,
 };
 use super::fs::sync_dir;
 use crate::error::{Error, Result};
-use crate::session::{Owner, Session, SessionId, fresh_version, next_version, now_millis};
+use crate::session::{
+    Owner, Session, SessionId, fresh_version, kept_absolute_expiry, next_version, now_millis,
+};
+use crate::store::Rotation;
 
 pub(super) struct Inner {
     pub(super) dir: PathBuf,
@@ -44,8 +45,51 @@ enum Current {
         /// Its expiry: a write that relies on it being live must land before then.
         expires_at: i64,
     },
+    /// A rotated id whose grace lasts: read-only.
+    Rotated,
     /// The file cannot be decoded.
     Corrupt(Error),
+}
+
+/// What a write needs to know of the file it lands over before it encodes anything: whether
+/// it holds a live session (not a rotated id), a live rotated id, and the absolute expiry of
+/// the live session.
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    live: bool,
+    rotated: bool,
+    absolute: Option<i64>,
+}
+
+impl Seen {
+    fn of(probe: &Probe, now: i64) -> Seen {
+        let (expires_at, moved, absolute) = match probe {
+            Probe::Cached(entry) => (
+                entry.expires_at,
+                entry.moved_to.is_some(),
+                entry.absolute_expiry,
+            ),
+            Probe::Read(Some(Ok(stored)), _) => (
+                stored.expires_at,
+                stored.moved_to.is_some(),
+                stored.absolute_expiry,
+            ),
+            Probe::Read(..) => return Seen::default(),
+        };
+        if expires_at <= now {
+            return Seen::default();
+        }
+        Seen {
+            live: !moved,
+            rotated: moved,
+            absolute: absolute.filter(|_| !moved),
+        }
+    }
+}
+
+/// `expires_at`, capped by the absolute expiry if there is one.
+pub(super) fn capped(expires_at: i64, absolute: Option<i64>) -> i64 {
+    absolute.map_or(expires_at, |absolute| absolute.min(expires_at))
 }
 
 /// What the file of `id` holds, read under the id's lock.
@@ -115,6 +159,8 @@ impl Inner {
                     version: written.version,
                     expires_at: written.expires_at,
                     owner: written.owner.clone(),
+                    absolute_expiry: written.absolute_expiry,
+                    moved_to: written.moved_to.clone(),
                 })
         };
         let loaded = read_file(&self.path(id)).map_err(|err| Error::backend(op, Some(id), err))?;
@@ -138,6 +184,7 @@ impl Inner {
     fn current_of(probe: Probe, now: i64) -> (Current, Option<Owner>) {
         match probe {
             Probe::Cached(entry) if entry.expires_at <= now => (Current::Absent, entry.owner),
+            Probe::Cached(entry) if entry.moved_to.is_some() => (Current::Rotated, entry.owner),
             Probe::Cached(entry) => (
                 Current::Live {
                     version: entry.version,
@@ -149,6 +196,9 @@ impl Inner {
             Probe::Read(Some(Err(err)), _) => (Current::Corrupt(err), None),
             Probe::Read(Some(Ok(stored)), _) if stored.is_expired_at(now) => {
                 (Current::Absent, stored.owner)
+            }
+            Probe::Read(Some(Ok(stored)), _) if stored.moved_to.is_some() => {
+                (Current::Rotated, stored.owner)
             }
             Probe::Read(Some(Ok(stored)), _) => (
                 Current::Live {
@@ -184,7 +234,8 @@ impl Inner {
     fn compare(
         &self,
         id: &SessionId,
-        session: &Session,
+        body: Body<'_>,
+        expires_at: i64,
         now: i64,
         probe: &Probe,
     ) -> Result<Compared> {
@@ -194,12 +245,13 @@ impl Inner {
         if entry.expires_at <= now {
             return Ok(Compared::Rewrite);
         }
-        // The owner is part of the body: the same data under another owner is a change.
-        let body = encode_body(id, session.data(), session.owner())?;
+        // The owner and the absolute expiry are part of the body: the same data under
+        // another owner is a change.
+        let body = encode_body(id, body)?;
         if entry.content.get(HEADER_LEN..) != Some(&*body) {
             return Ok(Compared::Rewrite);
         }
-        if entry.expires_at == session.expires_at_millis() {
+        if entry.expires_at == expires_at {
             return Ok(Compared::Same(entry.version));
         }
         Ok(head_of(&entry.content).map_or(Compared::Rewrite, Compared::ExpiryOnly))
@@ -278,12 +330,22 @@ impl Inner {
     /// An upsert, skipped when [`compare`](Inner::compare) finds it the same. The caller holds the id's
     /// lock.
     pub(super) fn set(&self, id: &SessionId, session: &Session, now: i64) -> Result<u64> {
-        if session.is_expired_at(now) {
-            self.destroy("set", id)?;
+        let probe = self.probe("set", id)?;
+        let seen = Seen::of(&probe, now);
+        if seen.rotated {
+            return Err(Error::rotated(id));
+        }
+        // Over a live session, the earlier of its absolute expiry and the written one.
+        let absolute =
+            kept_absolute_expiry(seen.live, seen.absolute, session.absolute_expiry_millis());
+        let expires_at = capped(session.expires_at_millis(), absolute);
+        if expires_at <= now {
+            let (_, previous) = Self::current_of(probe, now);
+            self.remove_owned("set", id, previous.as_ref())?;
             return Ok(0);
         }
-        let probe = self.probe("set", id)?;
-        let compared = self.compare(id, session, now, &probe)?;
+        let body = Body::session(session.data(), session.owner(), absolute);
+        let compared = self.compare(id, body, expires_at, now, &probe)?;
         if let Compared::Same(version) = compared {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(version);
@@ -291,33 +353,35 @@ impl Inner {
         let (current, previous) = Self::current_of(probe, now);
         if let Current::Live {
             version,
-            expires_at,
+            expires_at: live_until,
         } = current
         {
             let landed = self.write_or_rewrite_head(
                 "set",
                 id,
-                session,
+                body,
+                expires_at,
                 next_version(version),
                 &compared,
                 previous.as_ref(),
-                Some(expires_at),
+                Some(live_until),
             )?;
             if let Some(version) = landed {
                 return Ok(version);
             }
             // The session expired while this write was being made: it starts a new
-            // incarnation instead of counting on from the old one's version.
+            // incarnation instead of counting on from the old one's version, with the
+            // absolute expiry written.
         }
         // An absent session starts a new incarnation, and a corrupt file is repaired, at a
         // fresh version.
+        let absolute = session.absolute_expiry_millis();
         self.write(
             "set",
             id,
-            session.data(),
-            session.expires_at_millis(),
+            Body::session(session.data(), session.owner(), absolute),
+            capped(session.expires_at_millis(), absolute),
             fresh_version(),
-            session.owner(),
             previous.as_ref(),
             None,
         )
@@ -334,20 +398,15 @@ impl Inner {
         &self,
         op: &'static str,
         id: &SessionId,
-        session: &Session,
+        body: Body<'_>,
+        expires_at: i64,
         version: u64,
         compared: &Compared,
         previous: Option<&Owner>,
         live_until: Option<i64>,
     ) -> Result<Option<u64>> {
         if let Compared::ExpiryOnly(head) = compared {
-            match self.rewrite_head(
-                op,
-                id,
-                Some(head),
-                Some(version),
-                session.expires_at_millis(),
-            )? {
+            match self.rewrite_head(op, id, Some(head), Some(version), expires_at)? {
                 InPlace::Done(version) => return Ok(Some(version)),
                 InPlace::Expired => return Ok(None),
                 // The expected first line holds another expiry, so it cannot be unchanged;
@@ -355,16 +414,7 @@ impl Inner {
                 InPlace::Unchanged | InPlace::Whole => {}
             }
         }
-        self.write(
-            op,
-            id,
-            session.data(),
-            session.expires_at_millis(),
-            version,
-            session.owner(),
-            previous,
-            live_until,
-        )
+        self.write(op, id, body, expires_at, version, previous, live_until)
     }
 
     /// Atomically replaces the file of `id`, then records the write in the cache. The caller
@@ -386,14 +436,14 @@ impl Inner {
         &self,
         op: &'static str,
         id: &SessionId,
-        data: &Map<String, Value>,
+        body: Body<'_>,
         expires_at: i64,
         version: u64,
-        owner: Option<&Owner>,
         previous: Option<&Owner>,
         live_until: Option<i64>,
     ) -> Result<Option<u64>> {
-        let content = encode(id, data, expires_at, version, owner)?;
+        let owner = body.owner;
+        let content = encode(id, body, expires_at, version)?;
         let io_err = |err: io::Error| Error::backend(op, Some(id), err);
         if let Some(owner) = owner {
             self.add_marker(op, id, owner)?;
@@ -460,6 +510,8 @@ impl Inner {
                 version,
                 expires_at,
                 owner: owner.cloned(),
+                absolute_expiry: body.absolute_expiry,
+                moved_to: body.moved_to.cloned(),
             },
         );
         Ok(Some(version))
@@ -508,6 +560,112 @@ impl Inner {
         self.remove_owned(op, id, owner.as_ref()).map(drop)
     }
 
+    /// `destroy` of `id`, under its lock and, when `held` is given, the lock of that id too.
+    /// A live rotated id ends the session it moved to as well, which needs that id's lock:
+    /// if `id` is a live rotated id that moved to another id than `held`, nothing is changed
+    /// and that id is returned, for the caller to call again holding its lock too.
+    pub(super) fn destroy_following(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        held: Option<&SessionId>,
+    ) -> Result<Option<SessionId>> {
+        // Read whatever the cache says: whether `id` is a rotated id is only in the file.
+        let stored = match self.load(op, id)? {
+            Some(Ok(stored)) => Some(stored),
+            // No file, or one that cannot be read: removed with the owner the cache knows.
+            _ => None,
+        };
+        let moved_to = stored
+            .as_ref()
+            .filter(|stored| !stored.is_expired_at(now_millis()))
+            .and_then(|stored| stored.moved_to.clone());
+        if let Some(target) = &moved_to
+            && held != Some(target)
+        {
+            return Ok(moved_to);
+        }
+        match stored {
+            Some(stored) => {
+                self.remove_owned(op, id, stored.owner.as_ref())?;
+            }
+            None => self.destroy(op, id)?,
+        }
+        if let Some(target) = moved_to
+            && target != *id
+        {
+            // The session it moved to ends too (whatever that file is now: one rotated
+            // again is removed, and what it moved to is left alone).
+            self.destroy(op, &target)?;
+        }
+        Ok(None)
+    }
+
+    /// [`rotate`](crate::SessionStore::rotate), holding the locks of both ids. The new file is
+    /// written first, then the old one is rewritten as a rotated id (or removed, for a
+    /// grace that is already over): a crash in between leaves the old session as it was and
+    /// a copy of it under `new` that no caller was told of (see the module docs). A failure
+    /// to rewrite the old file removes the new one again (best effort).
+    pub(super) fn rotate(&self, old: &SessionId, new: &SessionId, grace: i64) -> Result<Rotation> {
+        const OP: &str = "rotate";
+        let now = now_millis();
+        let source = match self.load(OP, old)? {
+            None => return Ok(Rotation::Absent),
+            Some(Err(err)) => return Err(err),
+            Some(Ok(stored)) if stored.is_expired_at(now) || stored.moved_to.is_some() => {
+                return Ok(Rotation::Absent);
+            }
+            Some(Ok(stored)) => stored,
+        };
+        let previous = match self.current(OP, new, now)? {
+            (Current::Live { .. } | Current::Rotated, _) => return Ok(Rotation::Taken),
+            // Not a file this store can decide on: `create` refuses it alike.
+            (Current::Corrupt(err), _) => return Err(err.for_session(new)),
+            (Current::Absent, previous) => previous,
+        };
+        let version = next_version(source.version);
+        let body = Body::session(&source.data, source.owner.as_ref(), source.absolute_expiry);
+        // Decided on the old session being live: it lands only if it still is.
+        let landed = self.write(
+            OP,
+            new,
+            body,
+            source.expires_at,
+            version,
+            previous.as_ref(),
+            Some(source.expires_at),
+        )?;
+        if landed.is_none() {
+            return Ok(Rotation::Absent);
+        }
+        let now = now_millis();
+        let until = now.saturating_add(grace).min(source.expires_at);
+        let marked = if until <= now {
+            self.remove_owned(OP, old, source.owner.as_ref()).map(drop)
+        } else {
+            let rotated = Body {
+                moved_to: Some(new),
+                ..body
+            };
+            self.write(
+                OP,
+                old,
+                rotated,
+                until,
+                source.version,
+                source.owner.as_ref(),
+                None,
+            )
+            .map(drop)
+        };
+        if let Err(err) = marked {
+            // The old session stays as it was: the copy goes, so that nothing changed.
+            let _ = self.remove_owned(OP, new, source.owner.as_ref());
+            return Err(err);
+        }
+        Ok(Rotation::Moved { version })
+    }
+
     /// Removes the session file of `id`, then `owner`'s marker of it. Returns whether there
     /// was a file. The caller holds the id's lock.
     pub(super) fn remove_owned(
@@ -523,50 +681,68 @@ impl Inner {
         Ok(removed)
     }
 
+    /// Reads `id` without locks. A rotated id reads as the session it holds (as it was when
+    /// it was rotated) only while the session it moved to is live and not rotated itself:
+    /// two unlocked reads, each of a whole file.
     pub(super) fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        match self.load("get", id)? {
-            None => Ok(None),
-            Some(stored) => {
-                let stored = stored?;
-                if stored.is_expired_at(now_millis()) {
-                    return Ok(None);
-                }
-                Ok(Some(
-                    Session::from_parts(stored.data, stored.expires_at, stored.version)
-                        .with_owner(stored.owner),
-                ))
+        let Some(stored) = self.load("get", id)? else {
+            return Ok(None);
+        };
+        let stored = stored?;
+        let now = now_millis();
+        if stored.is_expired_at(now) {
+            return Ok(None);
+        }
+        if let Some(target) = &stored.moved_to {
+            // An error reading the target is about this read: it names `id`, not the target.
+            let target = self
+                .load("get", target)
+                .map_err(|err| err.for_session(id))?;
+            match target {
+                Some(Ok(target)) if !target.is_expired_at(now) && target.moved_to.is_none() => {}
+                // Gone, expired, rotated again, or not readable: the old id resolves to
+                // nothing.
+                _ => return Ok(None),
             }
         }
+        Ok(Some(stored.into_session()))
     }
 
     pub(super) fn touch(&self, id: &SessionId, expires_at: i64) -> Result<bool> {
         let now = now_millis();
         if expires_at > now && self.writes_in_place() {
             // Only the first line changes: rewritten in place when the file has one, and is
-            // known whole (this store wrote it, or it was just read and decoded).
-            let head = match self.probe("touch", id)? {
+            // known whole (this store wrote it, or it was just read and decoded). A rotated
+            // id (live or not) is never touched.
+            let (head, absolute) = match self.probe("touch", id)? {
                 // An expired one is told by the rewrite, which reads the clock again.
-                Probe::Cached(entry) => head_of(&entry.content),
+                Probe::Cached(entry) if entry.moved_to.is_some() => return Ok(false),
+                Probe::Cached(entry) => (head_of(&entry.content), entry.absolute_expiry),
                 Probe::Read(None, _) => return Ok(false),
                 Probe::Read(Some(Err(err)), _) => return Err(err),
-                Probe::Read(Some(Ok(stored)), _) if stored.is_expired_at(now) => {
+                Probe::Read(Some(Ok(stored)), _)
+                    if stored.is_expired_at(now) || stored.moved_to.is_some() =>
+                {
                     return Ok(false);
                 }
                 // With `durable`, only a file whose rename this store made durable (its
                 // cache entry is recorded after the directory's `fsync`): the rename that
                 // put another writer's file in place may not be, and a power loss could
                 // then take the touch with it.
-                Probe::Read(..) if self.durable => None,
+                Probe::Read(..) if self.durable => (None, None),
                 Probe::Read(Some(Ok(stored)), head) => {
                     // A file this store did not write: its owner's marker is made again if
                     // it went missing, as a whole-file write does.
                     if let Some(owner) = &stored.owner {
                         self.add_marker("touch", id, owner)?;
                     }
-                    head
+                    (head, stored.absolute_expiry)
                 }
             };
-            if let Some(head) = head {
+            // Capped by the absolute expiry; an expiry that is then not in the future
+            // removes the session, below.
+            let expires_at = capped(expires_at, absolute);
+            if let Some(head) = head.filter(|_| expires_at > now) {
                 match self.rewrite_head("touch", id, Some(&head), None, expires_at)? {
                     InPlace::Done(_) => return Ok(true),
                     InPlace::Unchanged => {
@@ -582,9 +758,10 @@ impl Inner {
             None => return Ok(false),
             Some(stored) => stored?,
         };
-        if stored.is_expired_at(now) {
+        if stored.is_expired_at(now) || stored.moved_to.is_some() {
             return Ok(false);
         }
+        let expires_at = capped(expires_at, stored.absolute_expiry);
         if expires_at <= now {
             self.remove_owned("touch", id, stored.owner.as_ref())?;
         } else if expires_at == stored.expires_at {
@@ -594,10 +771,9 @@ impl Inner {
             let landed = self.write(
                 "touch",
                 id,
-                &stored.data,
+                stored.body(),
                 expires_at,
                 stored.version,
-                stored.owner.as_ref(),
                 stored.owner.as_ref(),
                 Some(stored.expires_at),
             )?;
@@ -610,21 +786,24 @@ impl Inner {
     pub(super) fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
         let now = now_millis();
         let previous = match self.current("create", id, now)? {
-            (Current::Live { .. }, _) => return Ok(false),
+            // A rotated id in its grace is not absent either.
+            (Current::Live { .. } | Current::Rotated, _) => return Ok(false),
             (Current::Corrupt(err), _) => return Err(err),
             (Current::Absent, previous) => previous,
         };
-        if session.is_expired_at(now) {
+        // A new incarnation: the absolute expiry it carries, and its expiry capped by it.
+        let absolute = session.absolute_expiry_millis();
+        let expires_at = session.capped_expiry_millis();
+        if expires_at <= now {
             // Stored and expired at once: nothing to keep, but drop an expired leftover.
             self.remove_owned("create", id, previous.as_ref())?;
         } else {
             self.write(
                 "create",
                 id,
-                session.data(),
-                session.expires_at_millis(),
+                Body::session(session.data(), session.owner(), absolute),
+                expires_at,
                 fresh_version(),
-                session.owner(),
                 previous.as_ref(),
                 None,
             )?;
@@ -640,10 +819,18 @@ impl Inner {
     ) -> Result<u64> {
         let now = now_millis();
         let probe = self.probe("set_if_version", id)?;
+        let seen = Seen::of(&probe, now);
+        if seen.rotated {
+            return Err(Error::rotated(id));
+        }
+        let absolute =
+            kept_absolute_expiry(seen.live, seen.absolute, session.absolute_expiry_millis());
+        let expires_at = capped(session.expires_at_millis(), absolute);
+        let body = Body::session(session.data(), session.owner(), absolute);
         // Only a write that can succeed is compared (an encoding, for a cached file).
         let compared = match &probe {
             Probe::Cached(entry) if entry.version == expected => {
-                self.compare(id, session, now, &probe)?
+                self.compare(id, body, expires_at, now, &probe)?
             }
             _ => Compared::Rewrite,
         };
@@ -656,12 +843,13 @@ impl Inner {
                 previous,
             ) => (version, Some(expires_at), previous),
             (Current::Absent, previous) => (0, None, previous),
+            (Current::Rotated, _) => return Err(Error::rotated(id)),
             (Current::Corrupt(err), _) => return Err(err),
         };
         if version != expected {
             return Err(Error::conflict(id, expected));
         }
-        if session.is_expired_at(now) {
+        if expires_at <= now {
             self.remove_owned("set_if_version", id, previous.as_ref())?;
             return Ok(0);
         }
@@ -671,7 +859,8 @@ impl Inner {
         self.write_or_rewrite_head(
             "set_if_version",
             id,
-            session,
+            body,
+            expires_at,
             next_version(expected),
             &compared,
             previous.as_ref(),

@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use crate::deadline::{DEFAULT_OPERATION_TIMEOUT, within};
 use crate::error::{Error, Result};
 use crate::session::{Owner, Session, SessionId, now_millis, to_millis};
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::store::{Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore};
 use crate::stores::shared::scan_limit;
 
 mod builder;
@@ -70,9 +70,38 @@ impl SessionStore for FileStore {
         .await
     }
 
+    /// A live rotated id ends the session it moved to too: the old id's lock is taken, and
+    /// if its file says it was rotated, both ids' locks (in a fixed order) and the file read
+    /// again.
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.locked("destroy", id, |inner, id| inner.destroy("destroy", id))
-            .await
+        let mut held: Option<SessionId> = None;
+        // A rotated id's target never changes while it is live, so the second round ends;
+        // more are only needed if it expired and was rotated anew in between.
+        for _ in 0..DESTROY_ROUNDS {
+            let next = match held.take() {
+                None => {
+                    self.locked("destroy", id, |inner, id| {
+                        inner.destroy_following("destroy", id, None)
+                    })
+                    .await?
+                }
+                Some(target) => {
+                    self.locked_pair("destroy", id, &target, |inner, id, target| {
+                        inner.destroy_following("destroy", id, Some(target))
+                    })
+                    .await?
+                }
+            };
+            match next {
+                None => return Ok(()),
+                Some(target) => held = Some(target),
+            }
+        }
+        Err(Error::backend(
+            "destroy",
+            Some(id),
+            "the rotated id kept being rotated anew while it was destroyed",
+        ))
     }
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool> {
@@ -145,6 +174,20 @@ impl SessionStore for FileStore {
         .await
     }
 
+    /// Holds both ids' locks (in a fixed order, so two rotations never wait for each other),
+    /// writes the new file, then rewrites the old one as a rotated id. See
+    /// [rotation](self#rotation) for what a crash in between leaves.
+    async fn rotate(&self, old: &SessionId, new: &SessionId, grace: Duration) -> Result<Rotation> {
+        if old == new {
+            return Ok(Rotation::Taken);
+        }
+        let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        self.locked_pair("rotate", old, new, move |inner, old, new| {
+            inner.rotate(old, new, grace)
+        })
+        .await
+    }
+
     /// Overwrites the session's file with bytes that are not JSON (its owner marker kept).
     async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
         let path = self.path_of(id);
@@ -157,7 +200,11 @@ impl SessionStore for FileStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_owners(true).with_scan(true)
+        Capabilities::new()
+            .with_owners(true)
+            .with_scan(true)
+            .with_absolute_expiry(true)
+            .with_rotation(true)
     }
 }
 
@@ -244,6 +291,55 @@ impl FileStore {
         within(self.inner.operation_timeout, op, Some(id), locked).await
     }
 
+    /// [`locked`](Self::locked) for two ids: runs `f(first, second)` holding the locks of
+    /// both. The stripes are taken in increasing order (the in-process ones, then the lock
+    /// files), and one stripe shared by both ids is taken once, so two such jobs never wait
+    /// for each other in a cycle, in one process or across processes (every other operation
+    /// holds one stripe at a time).
+    async fn locked_pair<T, F>(
+        &self,
+        op: &'static str,
+        first: &SessionId,
+        second: &SessionId,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, &SessionId, &SessionId) -> Result<T> + Send + 'static,
+    {
+        let deadline = stop::deadline_after(self.inner.operation_timeout);
+        let (stop, abandon) = Stop::at(deadline);
+        let locked = async {
+            let _abandon = abandon;
+            let (a, b) = (stripe_of(first), stripe_of(second));
+            let stripes: Vec<usize> = if a == b {
+                vec![a]
+            } else {
+                vec![a.min(b), a.max(b)]
+            };
+            let mut guards = Vec::with_capacity(stripes.len());
+            for &stripe in &stripes {
+                guards.push(self.inner.stripe(stripe).lock_owned().await);
+            }
+            let inner = Arc::clone(&self.inner);
+            let (first, second) = (first.clone(), second.clone());
+            let id = first.clone();
+            blocking(op, Some(&id), move || {
+                stop.run(|| {
+                    let _guards = guards;
+                    let mut flocks = Vec::with_capacity(stripes.len());
+                    for &stripe in &stripes {
+                        flocks.push(inner.flock(op, &first, stripe, deadline)?);
+                    }
+                    stop::check(op, Some(&first))?;
+                    f(&inner, &first, &second)
+                })
+            })
+            .await
+        };
+        within(self.inner.operation_timeout, op, Some(first), locked).await
+    }
+
     /// Runs `f` on the blocking pool, without locks. The walks in `f` stop at their next
     /// entry once the caller's deadline passes or the caller drops the operation.
     async fn unlocked<T, F>(&self, op: &'static str, id: Option<&SessionId>, f: F) -> Result<T>
@@ -270,6 +366,9 @@ impl FileStore {
         within(timeout, op, id, job).await
     }
 }
+
+/// How many times `destroy` takes the locks again when it finds a rotated id.
+const DESTROY_ROUNDS: usize = 4;
 
 /// How many operation timeouts a directory scan may take.
 const SCAN_TIMEOUT_FACTOR: u32 = 12;

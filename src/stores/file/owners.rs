@@ -17,6 +17,8 @@ use crate::store::OwnedSession;
 /// The directory holding the owner index: one subdirectory per owner, one empty marker
 /// file per session in it.
 pub(super) const OWNERS_DIR: &str = ".owners";
+/// How many rotations of one session `destroy_owner` follows from a listed id.
+const FOLLOWED_ROTATIONS: usize = 16;
 /// How often creating a marker is retried when its owner's directory vanishes in between
 /// (another operation removed it as empty).
 const MARKER_ATTEMPTS: usize = 16;
@@ -185,6 +187,11 @@ impl Inner {
                     }
                 }
             };
+            // A rotated id is not a session: not listed (its marker stays, for
+            // `destroy_owner`).
+            if stored.moved_to.is_some() {
+                continue;
+            }
             sessions.push(OwnedSession::new(
                 id,
                 stored.expires_at,
@@ -204,17 +211,33 @@ impl Inner {
         let mut held = None;
         for id in self.marked(OP, &key)? {
             stop::check(OP, None)?;
-            if except == Some(&id) {
-                continue;
-            }
-            // A session whose locks another holder keeps for an operation timeout does not
-            // keep the others alive: they are ended, then this fails with that timeout.
-            let Some(_locks) = self.lock_blocking(OP, &id, self.operation_timeout)? else {
-                held.get_or_insert_with(|| lock_held(OP, &id));
-                continue;
-            };
-            if self.reclaim(OP, &key, &id)?.is_some() && self.remove_owned(OP, &id, Some(owner))? {
-                destroyed += 1;
+            // A rotated id's session is followed to the id it moved to (and on, if it moved
+            // again), each under its own lock, so that a rotation made after the listing
+            // does not let the session escape under an id the listing does not have.
+            let mut next = Some(id);
+            for _ in 0..FOLLOWED_ROTATIONS {
+                let Some(id) = next.take() else { break };
+                stop::check(OP, None)?;
+                if except == Some(&id) {
+                    break;
+                }
+                // A session whose locks another holder keeps for an operation timeout does
+                // not keep the others alive: they are ended, then this fails with that
+                // timeout.
+                let Some(_locks) = self.lock_blocking(OP, &id, self.operation_timeout)? else {
+                    held.get_or_insert_with(|| lock_held(OP, &id));
+                    break;
+                };
+                let Some(stored) = self.reclaim(OP, &key, &id)? else {
+                    break;
+                };
+                if self.remove_owned(OP, &id, Some(owner))? {
+                    match stored.moved_to {
+                        // A rotated id is removed too, but not counted: it is not a session.
+                        Some(target) => next = Some(target),
+                        None => destroyed += 1,
+                    }
+                }
             }
         }
         held.map_or(Ok(destroyed), Err)

@@ -10,7 +10,7 @@ use super::codec::{SUFFIX, Stored, id_of_file_name, is_temp_file_name};
 use super::inner::Inner;
 use super::stop;
 use crate::error::{Error, Result};
-use crate::session::{Session, SessionId, now_millis};
+use crate::session::{SessionId, now_millis};
 use crate::store::{ScanCursor, ScanPage, Undecodable};
 
 /// How long `delete_expired` waits for the locks of one expired session before it leaves
@@ -63,8 +63,9 @@ impl Inner {
             |inner, id| {
                 if inner
                     .load_for_walk("len", &id)?
-                    .is_some_and(|s| !s.is_expired_at(now))
+                    .is_some_and(|s| !s.is_expired_at(now) && s.moved_to.is_none())
                 {
+                    // A rotated id is not a session.
                     live += 1;
                 }
                 Ok(())
@@ -158,12 +159,11 @@ impl Inner {
                     continue;
                 }
             };
-            if stored.is_expired_at(now_millis()) {
+            // A rotated id is not a session: skipped.
+            if stored.is_expired_at(now_millis()) || stored.moved_to.is_some() {
                 continue;
             }
-            let session = Session::from_parts(stored.data, stored.expires_at, stored.version)
-                .with_owner(stored.owner);
-            sessions.push((id, session));
+            sessions.push((id, stored.into_session()));
         }
         Ok(ScanPage::new(sessions, next).with_undecodable(undecodable))
     }

@@ -483,7 +483,7 @@ fn an_abandoned_walk_stops() {
 // ---------------------------------------------------------------------------------------
 // The first line: two expiry slots, rewritten in place
 
-use super::codec::{HEADER_LEN, Header, encode, next_header, winner_of};
+use super::codec::{Body, HEADER_LEN, Header, encode, next_header, winner_of};
 
 fn inode(path: &std::path::Path) -> u64 {
     std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap())
@@ -494,7 +494,7 @@ fn inode(path: &std::path::Path) -> u64 {
 fn rewritten(n: u64) -> (Vec<u8>, Vec<u8>) {
     let id = SessionId::generate();
     let s = session("v");
-    let first = encode(&id, s.data(), 1_000_000, 7, None).unwrap();
+    let first = encode(&id, Body::session(s.data(), None, None), 1_000_000, 7).unwrap();
     let mut file = first.clone();
     for i in 1..=n {
         let head = Header::try_from(&file[..HEADER_LEN]).unwrap();
@@ -698,7 +698,13 @@ fn a_touch_of_a_file_not_in_the_cache_decodes_it_first() {
 #[test]
 fn the_first_line_in_the_docs_is_the_one_written() {
     let id = SessionId::generate();
-    let file = encode(&id, &serde_json::Map::new(), 1_767_225_000_000, 3, None).unwrap();
+    let file = encode(
+        &id,
+        Body::session(&serde_json::Map::new(), None, None),
+        1_767_225_000_000,
+        3,
+    )
+    .unwrap();
     let head = Header::try_from(&file[..HEADER_LEN]).unwrap();
     let next = next_header(
         &head,
@@ -803,7 +809,13 @@ fn a_winner_at_the_largest_seq_is_rewritten_whole() {
         let store = FileStore::new(tmp.path()).await.unwrap();
         let id = SessionId::generate();
         let s = session("a");
-        let mut file = encode(&id, s.data(), s.expires_at_millis(), 5, None).unwrap();
+        let mut file = encode(
+            &id,
+            Body::session(s.data(), None, None),
+            s.expires_at_millis(),
+            5,
+        )
+        .unwrap();
         let at = String::from_utf8(file.clone())
             .unwrap()
             .find("\"slots\":[\"")
@@ -916,4 +928,42 @@ fn only_a_regular_file_with_a_whole_first_line_is_opened_for_a_rewrite() {
             .is_none()
     );
     assert!(open_header(tmp.path()).unwrap().is_none());
+}
+
+/// The lifetime fields round-trip through the format and are left out when there are none,
+/// so a file without them is what earlier versions wrote, and decodes with none.
+#[test]
+fn lifetime_fields_round_trip_and_are_optional() {
+    let id = SessionId::generate();
+    let new = SessionId::generate();
+    let s = session("x");
+    let plain = encode(&id, Body::session(s.data(), None, None), 1_000, 3).unwrap();
+    let text = String::from_utf8(plain.clone()).unwrap();
+    assert!(
+        !text.contains("absolute_expiry") && !text.contains("moved_to"),
+        "{text}"
+    );
+    let stored = decode(&id, plain).unwrap();
+    assert_eq!((stored.absolute_expiry, stored.moved_to), (None, None));
+
+    let rotated = Body {
+        moved_to: Some(&new),
+        ..Body::session(s.data(), None, Some(2_000))
+    };
+    let bytes = encode(&id, rotated, 1_000, 3).unwrap();
+    let stored = decode(&id, bytes).unwrap();
+    assert_eq!(stored.absolute_expiry, Some(2_000));
+    assert_eq!(stored.moved_to.as_ref(), Some(&new));
+    let session = stored.into_session();
+    assert!(session.is_rotated());
+    assert_eq!(session.absolute_expiry_millis(), Some(2_000));
+
+    // `moved_to` must be a valid id; null is none.
+    let bad = br#"{"data":{},"expires_at":1,"version":1,"moved_to":"a/b"}"#.to_vec();
+    assert_eq!(
+        decode(&id, bad).err().unwrap().kind(),
+        crate::ErrorKind::Decode
+    );
+    let null = br#"{"data":{},"expires_at":1,"version":1,"moved_to":null}"#.to_vec();
+    assert_eq!(decode(&id, null).unwrap().moved_to, None);
 }

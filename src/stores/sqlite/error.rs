@@ -18,6 +18,8 @@ pub(super) enum OpError {
     Sql(rusqlite::Error),
     Row(RowError),
     Conflict(u64),
+    /// A write through a rotated id.
+    Rotated,
     /// The operation's deadline passed before its job could start.
     Deadline,
     /// An error already made, naming its own session (a listed row that is not a session).
@@ -48,6 +50,10 @@ impl OpError {
                 None,
                 format!("unexpected version conflict (expected {expected})"),
             ),
+            (OpError::Rotated, Some(id)) => Error::rotated(id),
+            (OpError::Rotated, None) => {
+                Error::backend(op, None, "unexpected write through a rotated id")
+            }
             (OpError::Deadline, id) => Error::Timeout {
                 operation: op,
                 id: id.map(IdHint::from),

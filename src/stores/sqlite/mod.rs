@@ -5,14 +5,16 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::deadline::within;
 use crate::error::{Error, Result};
 use crate::session::{
-    Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
+    Owner, Session, SessionId, fresh_version, kept_absolute_expiry, next_version, now_millis,
+    to_millis,
 };
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::store::{Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore};
 use crate::stores::shared::codec::{encode_data, version_to_i64};
 
 #[cfg(doc)]
@@ -41,7 +43,7 @@ pub use schema::{SCHEMA_TABLE, SCHEMA_VERSION};
 
 use builder::Location;
 use error::{OpError, is_locked};
-use row::{decode_row, integer_version};
+use row::{decode_row, integer_expiry, integer_version};
 use sql::Sql;
 use worker::{Inline, InlineWriter, Pool};
 
@@ -100,9 +102,11 @@ impl SessionStore for SqliteStore {
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
         let key = id.as_str().to_owned();
         let expires_at = session.expires_at_millis();
-        // A session already expired on the caller's clock has nothing to store (and is not
-        // encoded); any other is encoded here, so that an encoding error is the caller's.
-        let data = if session.is_expired_at(now_millis()) {
+        let written_absolute = session.absolute_expiry_millis();
+        // A session already expired on the caller's clock (its expiry or its absolute
+        // expiry, which caps whatever absolute expiry is kept) has nothing to store (and is
+        // not encoded); any other is encoded here, so that an encoding error is the caller's.
+        let data = if session.capped_expiry_millis() <= now_millis() {
             None
         } else {
             Some(encode_data(id, session)?)
@@ -115,12 +119,23 @@ impl SessionStore for SqliteStore {
             // Expired or not is decided now, holding the write lock: the wait for the queue
             // and the lock may have outlasted the session.
             let now = now_millis();
+            let live = live_row(&tx, sql, &key, now)?;
+            if live.is_some_and(|live| live.rotated) {
+                return Err(OpError::Rotated);
+            }
+            let absolute = kept_absolute_expiry(
+                live.is_some(),
+                live.and_then(|live| live.absolute),
+                written_absolute,
+            );
+            let expires_at = capped(expires_at, absolute);
             let version = match &data {
                 Some(data) if expires_at > now => {
                     let mut stmt = tx.prepare_cached(&sql.upsert)?;
-                    stmt.query_row(params![key, data, expires_at, now, fresh, owner], |row| {
-                        Ok(integer_version(row.get_ref(0)?))
-                    })??
+                    stmt.query_row(
+                        params![key, data, expires_at, now, fresh, owner, absolute],
+                        |row| Ok(integer_version(row.get_ref(0)?)),
+                    )??
                 }
                 _ => {
                     tx.prepare_cached(&sql.delete)?.execute(params![key])?;
@@ -136,7 +151,12 @@ impl SessionStore for SqliteStore {
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         let key = id.as_str().to_owned();
         self.write_one("destroy", Some(id), move |conn, sql| {
-            conn.prepare_cached(&sql.delete)?.execute(params![key])?;
+            // A live rotated id ends the session it moved to too; whether it is live is
+            // decided under the write lock.
+            let tx = immediate(conn)?;
+            tx.prepare_cached(&sql.destroy)?
+                .execute(params![key, now_millis()])?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -150,23 +170,44 @@ impl SessionStore for SqliteStore {
             // Read under the write lock, so a session that expired during the wait for it
             // is not revived.
             let now = now_millis();
+            // A rotated id is never touched.
             let changed = if expires_at <= now {
                 // Touching into the past expires the session at once.
                 tx.prepare_cached(&sql.delete_live)?
                     .execute(params![key, now])?
+                    == 1
             } else {
-                tx.prepare_cached(&sql.touch)?
-                    .execute(params![key, expires_at, now])?
+                // The expiry stored is capped by the absolute expiry: one that is not in the
+                // future expires the session at once.
+                let stored = tx
+                    .prepare_cached(&sql.touch)?
+                    .query_row(params![key, expires_at, now], |row| {
+                        Ok(integer_expiry(row.get_ref(0)?))
+                    })
+                    .optional()?
+                    .transpose()?;
+                match stored {
+                    None => false,
+                    Some(stored) => {
+                        if stored <= now {
+                            tx.prepare_cached(&sql.delete)?.execute(params![key])?;
+                        }
+                        true
+                    }
+                }
             };
             tx.commit()?;
-            Ok(changed == 1)
+            Ok(changed)
         })
         .await
     }
 
     async fn create(&self, id: &SessionId, session: &Session) -> Result<bool> {
         let key = id.as_str().to_owned();
-        let expires_at = session.expires_at_millis();
+        // A create never lands over a live session, so it stores the absolute expiry it
+        // carries, and an expiry capped by it.
+        let expires_at = session.capped_expiry_millis();
+        let absolute = session.absolute_expiry_millis();
         let data = encode_data(id, session)?;
         let fresh = version_to_i64(fresh_version());
         let owner = owner_column(session);
@@ -175,8 +216,8 @@ impl SessionStore for SqliteStore {
             let now = now_millis();
             let created = if expires_at <= now {
                 // Created and expired at once: succeeds only if the id is absent, and leaves
-                // it absent.
-                if live_exists(&tx, sql, &key, now)? {
+                // it absent (a live rotated id is not absent).
+                if live_row(&tx, sql, &key, now)?.is_some() {
                     false
                 } else {
                     tx.prepare_cached(&sql.delete_stale)?
@@ -185,7 +226,7 @@ impl SessionStore for SqliteStore {
                 }
             } else {
                 tx.prepare_cached(&sql.insert_if_absent)?
-                    .execute(params![key, data, expires_at, now, fresh, owner])?
+                    .execute(params![key, data, expires_at, now, fresh, owner, absolute])?
                     == 1
             };
             tx.commit()?;
@@ -206,6 +247,7 @@ impl SessionStore for SqliteStore {
         };
         let key = id.as_str().to_owned();
         let expires_at = session.expires_at_millis();
+        let written_absolute = session.absolute_expiry_millis();
         let data = encode_data(id, session)?;
         // `expected + 1`, or a fresh version for an absent session (0) or one at the largest
         // version: the statement stores it only if the live version is still `expected`.
@@ -215,10 +257,20 @@ impl SessionStore for SqliteStore {
         self.write_one("set_if_version", Some(id), move |conn, sql| {
             let tx = immediate(conn)?;
             let now = now_millis();
+            let live = live_row(&tx, sql, &key, now)?;
+            if live.is_some_and(|live| live.rotated) {
+                return Err(OpError::Rotated);
+            }
+            let absolute = kept_absolute_expiry(
+                live.is_some(),
+                live.and_then(|live| live.absolute),
+                written_absolute,
+            );
+            let expires_at = capped(expires_at, absolute);
             let new_version = match (expires_at <= now, expected) {
                 // An expired write to an absent id: nothing to store; drop any stale row.
                 (true, 0) => {
-                    if live_exists(&tx, sql, &key, now)? {
+                    if live.is_some() {
                         return Err(OpError::Conflict(expected_version));
                     }
                     tx.prepare_cached(&sql.delete_stale)?
@@ -236,9 +288,9 @@ impl SessionStore for SqliteStore {
                     0
                 }
                 (false, 0) => {
-                    let inserted = tx
-                        .prepare_cached(&sql.insert_if_absent)?
-                        .execute(params![key, data, expires_at, now, next_sql, owner])?;
+                    let inserted = tx.prepare_cached(&sql.insert_if_absent)?.execute(params![
+                        key, data, expires_at, now, next_sql, owner, absolute
+                    ])?;
                     if inserted != 1 {
                         return Err(OpError::Conflict(expected_version));
                     }
@@ -246,7 +298,7 @@ impl SessionStore for SqliteStore {
                 }
                 (false, expected) => {
                     let updated = tx.prepare_cached(&sql.update_if_version)?.execute(params![
-                        key, data, expires_at, expected, now, next_sql, owner
+                        key, data, expires_at, expected, now, next_sql, owner, absolute
                     ])?;
                     if updated != 1 {
                         return Err(OpError::Conflict(expected_version));
@@ -337,6 +389,56 @@ impl SessionStore for SqliteStore {
         self.scan_page(cursor, limit).await
     }
 
+    /// One transaction: reads the old row and the new id's, copies the old row under the new
+    /// id, and marks the old one rotated (or deletes it for a grace of zero).
+    async fn rotate(&self, old: &SessionId, new: &SessionId, grace: Duration) -> Result<Rotation> {
+        if old == new {
+            return Ok(Rotation::Taken);
+        }
+        let (old_key, new_key) = (old.as_str().to_owned(), new.as_str().to_owned());
+        let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        self.write_one("rotate", Some(old), move |conn, sql| {
+            let tx = immediate(conn)?;
+            let now = now_millis();
+            let source = tx
+                .prepare_cached(&sql.rotate_source)?
+                .query_row(params![old_key, now], |row| {
+                    Ok((
+                        integer_expiry(row.get_ref(0)?),
+                        integer_version(row.get_ref(1)?),
+                        matches!(row.get_ref(2)?, ValueRef::Integer(1)),
+                    ))
+                })
+                .optional()?;
+            let Some((expires_at, version, rotated)) = source else {
+                return Ok(Rotation::Absent);
+            };
+            if rotated {
+                return Ok(Rotation::Absent);
+            }
+            if live_row(&tx, sql, &new_key, now)?.is_some() {
+                return Ok(Rotation::Taken);
+            }
+            // A row whose expiry or version is not valid is not a session to move.
+            let (expires_at, version) = (expires_at?, next_version(version?));
+            tx.prepare_cached(&sql.rotate_copy)?.execute(params![
+                old_key,
+                new_key,
+                version_to_i64(version)
+            ])?;
+            let until = now.saturating_add(grace).min(expires_at);
+            if until <= now {
+                tx.prepare_cached(&sql.delete)?.execute(params![old_key])?;
+            } else {
+                tx.prepare_cached(&sql.rotate_mark)?
+                    .execute(params![old_key, new_key, until])?;
+            }
+            tx.commit()?;
+            Ok(Rotation::Moved { version })
+        })
+        .await
+    }
+
     /// Replaces the row's data with text that is not JSON.
     async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
         let key = id.as_str().to_owned();
@@ -347,7 +449,11 @@ impl SessionStore for SqliteStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_owners(true).with_scan(true)
+        Capabilities::new()
+            .with_owners(true)
+            .with_scan(true)
+            .with_absolute_expiry(true)
+            .with_rotation(true)
     }
 }
 
@@ -473,7 +579,10 @@ impl SqliteStore {
 fn read_session(conn: &mut Connection, sql: &Sql, key: &str) -> Result<Option<Session>, OpError> {
     let mut stmt = conn.prepare_cached(&sql.get)?;
     let row = stmt
-        .query_row(params![key, now_millis()], decode_row)
+        .query_row(params![key, now_millis()], |row| {
+            let rotated = matches!(row.get_ref(5)?, ValueRef::Integer(1));
+            Ok(decode_row(row)?.map(|session| session.with_rotated(rotated)))
+        })
         .optional()?;
     Ok(row.transpose()?)
 }
@@ -483,12 +592,33 @@ fn immediate(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
 }
 
-fn live_exists(conn: &Connection, sql: &Sql, id: &str, now: i64) -> rusqlite::Result<bool> {
-    let mut stmt = conn.prepare_cached(&sql.live_version)?;
-    Ok(stmt
-        .query_row(params![id, now], |_| Ok(()))
-        .optional()?
-        .is_some())
+/// The live row of an id (a session or a rotated id), as a write needs to know it.
+#[derive(Clone, Copy)]
+struct LiveRow {
+    /// Its absolute expiry; a value that is not an integer (only a hand edit stores one) is
+    /// none.
+    absolute: Option<i64>,
+    /// Whether it is a rotated id.
+    rotated: bool,
+}
+
+fn live_row(conn: &Connection, sql: &Sql, id: &str, now: i64) -> rusqlite::Result<Option<LiveRow>> {
+    let mut stmt = conn.prepare_cached(&sql.live)?;
+    stmt.query_row(params![id, now], |row| {
+        Ok(LiveRow {
+            absolute: match row.get_ref(0)? {
+                ValueRef::Integer(ms) => Some(ms),
+                _ => None,
+            },
+            rotated: matches!(row.get_ref(1)?, ValueRef::Integer(1)),
+        })
+    })
+    .optional()
+}
+
+/// `expires_at`, capped by the absolute expiry if there is one.
+fn capped(expires_at: i64, absolute: Option<i64>) -> i64 {
+    absolute.map_or(expires_at, |absolute| absolute.min(expires_at))
 }
 
 /// The session's owner as the `owner` column takes it: NULL for none.

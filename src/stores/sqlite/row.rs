@@ -19,21 +19,36 @@ pub(super) fn describe(value: ValueRef<'_>) -> &'static str {
     }
 }
 
-/// Decodes `data, expires_at, version, owner` into a session, never panicking on what is
-/// stored.
+/// Decodes `data, expires_at, version, owner, absolute_expiry` into a session, never
+/// panicking on what is stored.
 pub(super) fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Session, RowError>> {
     let data = row.get_ref(0)?;
     let expires_at = row.get_ref(1)?;
     let version = row.get_ref(2)?;
     let owner = row.get_ref(3)?;
+    let absolute = row.get_ref(4)?;
     Ok((|| {
         let session = Session::from_parts(
             decode_data(data)?,
             integer_expiry(expires_at)?,
             integer_version(version)?,
         );
-        Ok(session.with_owner(decode_owner(owner)?))
+        Ok(session
+            .with_owner(decode_owner(owner)?)
+            .with_absolute_expiry_millis(decode_absolute(absolute)?))
     })())
+}
+
+/// The `absolute_expiry` column: NULL for none, else an integer (epoch milliseconds).
+pub(super) fn decode_absolute(value: ValueRef<'_>) -> Result<Option<i64>, RowError> {
+    match value {
+        ValueRef::Null => Ok(None),
+        ValueRef::Integer(ms) => Ok(Some(ms)),
+        other => Err(RowError::Column {
+            column: "absolute_expiry",
+            found: describe(other),
+        }),
+    }
 }
 
 pub(super) fn decode_data(value: ValueRef<'_>) -> Result<Map<String, Value>, RowError> {

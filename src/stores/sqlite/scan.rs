@@ -80,10 +80,10 @@ impl SqliteStore {
     }
 }
 
-/// The key of a scanned row (its fifth column) as text; a key that is not UTF-8 text is a
+/// The key of a scanned row (its sixth column) as text; a key that is not UTF-8 text is a
 /// decode error naming what it holds (no cursor could go on past it exactly).
 fn scanned_key(row: &rusqlite::Row<'_>) -> Result<String, OpError> {
-    let value = row.get_ref(4)?;
+    let value = row.get_ref(5)?;
     match value {
         ValueRef::Text(text) => match std::str::from_utf8(text) {
             Ok(key) => Ok(key.to_owned()),

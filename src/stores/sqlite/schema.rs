@@ -12,8 +12,9 @@ use super::error::sql_error;
 use super::worker::sqlite_wait;
 
 /// The schema version this release writes and reads. Version 2 added the `owner` column
-/// and its index; a version 1 table is upgraded when a store opens it.
-pub const SCHEMA_VERSION: i64 = 2;
+/// and its index; version 3 the `absolute_expiry` and `moved_to` columns (absolute expiry
+/// and rotation). A table of an older version is upgraded when a store opens it.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The table that records the schema version of each session table in a database.
 pub const SCHEMA_TABLE: &str = "session_stores_schema";
@@ -88,7 +89,9 @@ impl ConnConfig {
                  data TEXT NOT NULL, \
                  expires_at INTEGER NOT NULL, \
                  version INTEGER NOT NULL, \
-                 owner TEXT NULL)"
+                 owner TEXT NULL, \
+                 absolute_expiry INTEGER NULL, \
+                 moved_to TEXT NULL)"
         ))?;
         let columns: Vec<(String, i64)> = {
             let mut stmt = tx.prepare(&format!(
@@ -121,6 +124,18 @@ impl ConnConfig {
             tx.execute_batch(&format!(
                 "ALTER TABLE \"{table}\" ADD COLUMN owner TEXT NULL"
             ))?;
+        }
+        // Schema version 2 had no lifetimes: its sessions are kept, with no absolute expiry,
+        // none of them a rotated id.
+        for (column, decl) in [
+            ("absolute_expiry", "INTEGER NULL"),
+            ("moved_to", "TEXT NULL"),
+        ] {
+            if !columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(column)) {
+                tx.execute_batch(&format!(
+                    "ALTER TABLE \"{table}\" ADD COLUMN {column} {decl}"
+                ))?;
+            }
         }
         tx.execute_batch(&format!(
             "CREATE INDEX IF NOT EXISTS \"{table}_expires_at\" ON \"{table}\" (expires_at); \

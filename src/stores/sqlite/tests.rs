@@ -200,6 +200,31 @@ fn scans_walk_the_primary_key_without_sorting() {
     });
 }
 
+/// The statements of one session that rotation touched look rows up by the primary key
+/// only: `get`'s self-join to the row a rotated id moved to, `destroy`'s subquery, the
+/// rotation's copy.
+#[test]
+fn rotation_statements_look_up_by_the_primary_key() {
+    rt().block_on(async {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let plans = store
+            .write("test", None, |conn, sql| {
+                Ok([
+                    plan(conn, &sql.get, params!["a", now_millis()]),
+                    plan(conn, &sql.destroy, params!["a", now_millis()]),
+                    plan(conn, &sql.rotate_copy, params!["a", "b", 1]),
+                    plan(conn, &sql.live, params!["a", now_millis()]),
+                ])
+            })
+            .await
+            .unwrap();
+        for plan in plans {
+            assert!(plan.contains("sqlite_autoindex_sessions_1"), "{plan}");
+            assert!(!plan.contains("SCAN"), "{plan}");
+        }
+    });
+}
+
 #[test]
 fn in_memory_store_has_one_connection() {
     rt().block_on(async {
