@@ -468,6 +468,14 @@ mod memory {
         ) -> session_stores::Result<session_stores::ScanPage> {
             self.inner.scan(cursor, limit).await
         }
+        async fn rotate(
+            &self,
+            old: &session_stores::SessionId,
+            new: &session_stores::SessionId,
+            grace: std::time::Duration,
+        ) -> session_stores::Result<session_stores::Rotation> {
+            self.inner.rotate(old, new, grace).await
+        }
         fn capabilities(&self) -> session_stores::Capabilities {
             self.inner.capabilities()
         }

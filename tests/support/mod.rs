@@ -189,6 +189,14 @@ impl<S: session_stores::SessionStore> session_stores::SessionStore for WithDir<S
     ) -> Result<session_stores::ScanPage> {
         self.store.scan(cursor, limit).await
     }
+    async fn rotate(
+        &self,
+        old: &session_stores::SessionId,
+        new: &session_stores::SessionId,
+        grace: std::time::Duration,
+    ) -> session_stores::Result<session_stores::Rotation> {
+        self.store.rotate(old, new, grace).await
+    }
     fn capabilities(&self) -> session_stores::Capabilities {
         self.store.capabilities()
     }

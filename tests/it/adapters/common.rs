@@ -175,6 +175,14 @@ impl SessionStore for Recording {
     async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
         self.inner.scan(cursor, limit).await
     }
+    async fn rotate(
+        &self,
+        old: &session_stores::SessionId,
+        new: &session_stores::SessionId,
+        grace: std::time::Duration,
+    ) -> session_stores::Result<session_stores::Rotation> {
+        self.inner.rotate(old, new, grace).await
+    }
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
