@@ -3449,3 +3449,419 @@ async fn unreadable_values_never_stop_a_scan() {
     }
     store.clear().await.unwrap();
 }
+
+// ----- Lifetimes: absolute expiry and rotation -----
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The stored value of `id`, as bytes (`None` if absent).
+async fn stored(raw: &mut RawAny, store: &RedisStore, id: &SessionId) -> Option<Vec<u8>> {
+    raw.query(redis::cmd("GET").arg(store.key_for(id))).await
+}
+
+/// A session with an absolute expiry `absolute` from now, and `idle` as its expiry.
+fn bounded(data: serde_json::Value, idle: Duration, absolute: Duration) -> Session {
+    let mut session = session(data, idle);
+    session.set_absolute_expiry_millis(Some(
+        now_millis() + i64::try_from(absolute.as_millis()).unwrap(),
+    ));
+    session
+}
+
+/// Writes and touches cap the expiry at the absolute expiry (the value's `@` field and
+/// Redis' own expiry both), a later write keeps the earlier absolute expiry (written with
+/// none or a later one), and a write past it deletes the session.
+async fn absolute_scenario(store: RedisStore, urls: &[String]) {
+    let mut raw = RawAny::of(&store, urls).await;
+    assert!(store.capabilities().absolute_expiry);
+    let id = SessionId::generate();
+    let first = bounded(json!({"n": 1}), HOUR, MINUTE);
+    let abs = first.absolute_expiry_millis().unwrap();
+    let v1 = store.set(&id, &first).await.unwrap();
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.absolute_expiry_millis(), Some(abs));
+    assert_eq!(got.expires_at_millis(), abs, "the write caps the expiry");
+    let value = stored(&mut raw, &store, &id).await.unwrap();
+    assert_eq!(
+        value,
+        format!("{v1}:{abs}:@{abs}:{{\"n\":1}}").into_bytes(),
+        "the value format"
+    );
+    let pttl: i64 = raw.query(redis::cmd("PTTL").arg(store.key_for(&id))).await;
+    assert!(
+        pttl > 0 && pttl <= 60_000,
+        "Redis' expiry is capped too: {pttl}"
+    );
+    // A later write without one, or with a later one, keeps the earlier.
+    let mut next = session(json!({"n": 2}), HOUR);
+    store.set_if_version(&id, &next, v1).await.unwrap();
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.absolute_expiry_millis(), Some(abs));
+    assert_eq!(got.expires_at_millis(), abs);
+    next.set_absolute_expiry_millis(Some(abs + 3_600_000));
+    store.set(&id, &next).await.unwrap();
+    assert_eq!(
+        store
+            .get(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .absolute_expiry_millis(),
+        Some(abs)
+    );
+    // An earlier one wins.
+    next.set_absolute_expiry_millis(Some(abs - 10_000));
+    store.set(&id, &next).await.unwrap();
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.absolute_expiry_millis(), Some(abs - 10_000));
+    assert_eq!(got.expires_at_millis(), abs - 10_000);
+    // touch caps (and still returns true), in place or not.
+    assert!(store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().expires_at_millis(),
+        abs - 10_000
+    );
+    assert!(
+        store
+            .touch(&id, SystemTime::now() + Duration::from_secs(10))
+            .await
+            .unwrap()
+    );
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert!(got.expires_at_millis() < abs - 10_000);
+    assert_eq!(got.absolute_expiry_millis(), Some(abs - 10_000));
+    // A write whose absolute expiry is past deletes the session and returns 0.
+    next.set_absolute_expiry_millis(Some(now_millis() - 1));
+    assert_eq!(store.set(&id, &next).await.unwrap(), 0);
+    assert!(store.get(&id).await.unwrap().is_none());
+    assert!(stored(&mut raw, &store, &id).await.is_none());
+    // A new incarnation stores what it carries: create caps too.
+    let fresh = bounded(json!({}), HOUR, MINUTE);
+    assert!(store.create(&id, &fresh).await.unwrap());
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        got.expires_at_millis(),
+        fresh.absolute_expiry_millis().unwrap()
+    );
+    // A write over an expired (absent) one starts afresh with what it carries.
+    store.destroy(&id).await.unwrap();
+    let owned_one = bounded(json!({}), HOUR, MINUTE).with_owner(Some(owner("abs")));
+    store.set(&id, &owned_one).await.unwrap();
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.owner(), Some(&owner("abs")));
+    assert_eq!(
+        got.absolute_expiry_millis(),
+        owned_one.absolute_expiry_millis()
+    );
+    // A touch past the absolute expiry deletes it (as a past touch does).
+    let mut short = owned_one.clone();
+    short.set_absolute_expiry_millis(Some(now_millis() + 200));
+    let id2 = SessionId::generate();
+    store.set(&id2, &short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.get(&id2).await.unwrap().is_none());
+    assert!(!store.touch(&id2, SystemTime::now() + HOUR).await.unwrap());
+    store.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn absolute_expiry_caps_writes_and_touch() {
+    let Some(url) = url() else { return };
+    absolute_scenario(store(&url).await, &[url]).await;
+}
+
+/// Values written before the absolute expiry and rotation existed (no `@`, no `>`) read as
+/// sessions without an absolute expiry, and a write gives them one.
+#[tokio::test]
+async fn values_without_the_new_fields_still_read() {
+    let Some(url) = url() else { return };
+    let store = store(&url).await;
+    let mut raw = raw(&url).await;
+    let id = SessionId::generate();
+    let expiry = now_millis() + 3_600_000;
+    let _: () = raw
+        .set(store.key_for(&id), format!("5:{expiry}:~3:ada{{\"a\":1}}"))
+        .await
+        .unwrap();
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.version(), 5);
+    assert_eq!(got.absolute_expiry_millis(), None);
+    assert_eq!(got.owner(), Some(&owner("ada")));
+    assert!(store.touch(&id, SystemTime::now() + HOUR).await.unwrap());
+    let abs = now_millis() + 60_000;
+    let mut next = got.clone();
+    next.set_absolute_expiry_millis(Some(abs));
+    assert_eq!(store.set_if_version(&id, &next, 5).await.unwrap(), 6);
+    let value: Vec<u8> = raw.get(store.key_for(&id)).await.unwrap();
+    assert_eq!(
+        value,
+        format!("6:{abs}:@{abs}:~3:ada{{\"a\":1}}").into_bytes()
+    );
+    assert_eq!(store.len().await.unwrap(), 1);
+    assert_eq!(
+        store.sessions_of(&owner("ada"), false).await.unwrap().len(),
+        1
+    );
+    store.clear().await.unwrap();
+}
+
+/// `rotate` and the rotated id: Moved / Absent / Taken, the old id read-only for its
+/// grace and resolving only while the new session lives, not rotated again; `destroy` of
+/// it ends the new one; `len`, `scan`, `sessions_of` and `destroy_owner` skip it.
+async fn rotation_scenario(store: RedisStore, urls: &[String]) {
+    let mut raw = RawAny::of(&store, urls).await;
+    assert!(store.capabilities().rotation);
+    let who = owner("rotating");
+    let old = SessionId::generate();
+    let new = SessionId::generate();
+    let mut first = owned(json!({"n": 1}), HOUR, &who);
+    first.set_absolute_expiry_millis(Some(now_millis() + 2 * 3_600_000));
+    let v1 = store.set(&old, &first).await.unwrap();
+    // Absent / Taken.
+    let nobody = SessionId::generate();
+    assert_eq!(
+        store.rotate(&nobody, &new, MINUTE).await.unwrap(),
+        session_stores::Rotation::Absent
+    );
+    assert_eq!(
+        store.rotate(&old, &old, MINUTE).await.unwrap(),
+        session_stores::Rotation::Taken
+    );
+    let busy = SessionId::generate();
+    store.set(&busy, &session(json!({}), HOUR)).await.unwrap();
+    assert_eq!(
+        store.rotate(&old, &busy, MINUTE).await.unwrap(),
+        session_stores::Rotation::Taken
+    );
+    assert_eq!(store.get(&old).await.unwrap().unwrap().version(), v1);
+    // An expired leftover under new is replaced.
+    let leftover = format!("9:{}:{{}}", now_millis() - 1000);
+    let _: () = raw
+        .query(
+            redis::cmd("SET")
+                .arg(store.key_for(&new))
+                .arg(leftover)
+                .arg("EX")
+                .arg(60),
+        )
+        .await;
+    // Moved.
+    let moved = store.rotate(&old, &new, MINUTE).await.unwrap();
+    let session_stores::Rotation::Moved { version } = moved else {
+        panic!("{moved:?}")
+    };
+    assert_eq!(version, v1 + 1);
+    let under_new = store.get(&new).await.unwrap().unwrap();
+    assert_eq!(under_new.version(), v1 + 1);
+    assert_eq!(under_new.owner(), Some(&who));
+    assert_eq!(under_new.data(), first.data());
+    assert_eq!(under_new.expires_at_millis(), first.capped_expiry_millis());
+    assert_eq!(
+        under_new.absolute_expiry_millis(),
+        first.absolute_expiry_millis()
+    );
+    // The old id: a snapshot, its own version, an expiry within the grace.
+    let snapshot = store.get(&old).await.unwrap().unwrap();
+    assert!(snapshot.is_rotated() && !under_new.is_rotated());
+    assert_eq!(snapshot.version(), v1);
+    assert_eq!(snapshot.data(), first.data());
+    assert!(snapshot.expires_at_millis() <= now_millis() + 60_000);
+    let value = stored(&mut raw, &store, &old).await.unwrap();
+    let moved_field = format!(">{}:{}~", new.as_str().len(), new.as_str());
+    assert!(
+        value
+            .windows(moved_field.len())
+            .any(|w| w == moved_field.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&value)
+    );
+    // A write under new is not seen through old.
+    let mut changed = under_new.clone();
+    changed.insert("n", 2).unwrap();
+    let v3 = store.set_if_version(&new, &changed, version).await.unwrap();
+    assert_eq!(
+        store
+            .get(&old)
+            .await
+            .unwrap()
+            .unwrap()
+            .get::<i64>("n")
+            .unwrap(),
+        Some(1)
+    );
+    // Read-only: writes, CAS, touch, create, rotate through old.
+    let err = store.set(&old, &changed).await.unwrap_err();
+    assert!(
+        matches!(err, session_stores::Error::Rotated { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    let err = store.set_if_version(&old, &changed, v1).await.unwrap_err();
+    assert!(
+        matches!(err, session_stores::Error::Rotated { .. }),
+        "{err:?}"
+    );
+    let err = store.set_if_version(&old, &changed, 0).await.unwrap_err();
+    assert!(
+        matches!(err, session_stores::Error::Rotated { .. }),
+        "{err:?}"
+    );
+    let mut gone = changed.clone();
+    gone.set_expires_at(SystemTime::now() - MINUTE);
+    assert!(
+        store.set(&old, &gone).await.is_err(),
+        "a past write through old changes nothing"
+    );
+    assert!(!store.touch(&old, SystemTime::now() + HOUR).await.unwrap());
+    assert!(!store.create(&old, &changed).await.unwrap());
+    let elsewhere = SessionId::generate();
+    assert_eq!(
+        store.rotate(&old, &elsewhere, MINUTE).await.unwrap(),
+        session_stores::Rotation::Absent
+    );
+    assert!(store.get(&elsewhere).await.unwrap().is_none());
+    // Rotated ids are not sessions: len, scan, sessions_of, destroy_owner.
+    assert_eq!(store.len().await.unwrap(), 2, "new and busy, not old");
+    let page = store.scan(None, 100).await.unwrap();
+    let scanned: BTreeSet<SessionId> = page.sessions.iter().map(|(id, _)| id.clone()).collect();
+    assert!(
+        scanned.contains(&new) && !scanned.contains(&old),
+        "{scanned:?}"
+    );
+    assert_eq!(listed(&store, &who).await, BTreeSet::from([new.clone()]));
+    // A rotated id blocks a rotation onto it (Taken).
+    let third = SessionId::generate();
+    store.set(&third, &session(json!({}), HOUR)).await.unwrap();
+    assert_eq!(
+        store.rotate(&third, &old, MINUTE).await.unwrap(),
+        session_stores::Rotation::Taken
+    );
+    // destroy_owner keeping new keeps old's grace; then counts only new.
+    assert_eq!(store.destroy_owner(&who, Some(&new)).await.unwrap(), 0);
+    assert!(store.get(&old).await.unwrap().is_some());
+    assert_eq!(store.destroy_owner(&who, None).await.unwrap(), 1);
+    assert!(store.get(&new).await.unwrap().is_none());
+    assert!(
+        store.get(&old).await.unwrap().is_none(),
+        "after destroy_owner"
+    );
+    let _ = v3;
+
+    // After destroy(new).
+    let (a, b) = (SessionId::generate(), SessionId::generate());
+    store.set(&a, &owned(json!({}), HOUR, &who)).await.unwrap();
+    assert!(matches!(
+        store.rotate(&a, &b, MINUTE).await.unwrap(),
+        session_stores::Rotation::Moved { .. }
+    ));
+    assert!(store.get(&a).await.unwrap().is_some());
+    store.destroy(&b).await.unwrap();
+    assert!(store.get(&a).await.unwrap().is_none(), "after destroy(new)");
+    // After a second rotate.
+    let (a, b, c) = (
+        SessionId::generate(),
+        SessionId::generate(),
+        SessionId::generate(),
+    );
+    store.set(&a, &session(json!({}), HOUR)).await.unwrap();
+    store.rotate(&a, &b, MINUTE).await.unwrap();
+    assert!(matches!(
+        store.rotate(&b, &c, MINUTE).await.unwrap(),
+        session_stores::Rotation::Moved { .. }
+    ));
+    assert!(
+        store.get(&a).await.unwrap().is_none(),
+        "after a second rotate"
+    );
+    assert!(store.get(&b).await.unwrap().is_some());
+    assert!(store.get(&c).await.unwrap().is_some());
+    // destroy(old) ends new.
+    store.destroy(&b).await.unwrap();
+    assert!(
+        store.get(&c).await.unwrap().is_none(),
+        "destroy(old) ends new"
+    );
+    // After the grace; a grace of zero ends old at once.
+    let (a, b) = (SessionId::generate(), SessionId::generate());
+    store.set(&a, &session(json!({}), HOUR)).await.unwrap();
+    store
+        .rotate(&a, &b, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(store.get(&a).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.get(&a).await.unwrap().is_none(), "after the grace");
+    // ... and once its grace is over, a write through old writes as over nothing.
+    assert!(store.create(&a, &session(json!({}), HOUR)).await.unwrap());
+    let (a, b) = (SessionId::generate(), SessionId::generate());
+    store.set(&a, &owned(json!({}), HOUR, &who)).await.unwrap();
+    store.rotate(&a, &b, Duration::ZERO).await.unwrap();
+    assert!(store.get(&a).await.unwrap().is_none());
+    assert!(stored(&mut raw, &store, &a).await.is_none());
+    assert!(store.get(&b).await.unwrap().is_some());
+    store.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn rotation_moves_the_session_and_the_old_id_is_read_only() {
+    let Some(url) = url() else { return };
+    rotation_scenario(store(&url).await, &[url]).await;
+}
+
+/// A compare-and-set through old racing a rotate: either the write lands first and is what
+/// moves to new, or it fails with `Rotated` (or a conflict); never both, never lost.
+async fn rotation_race_scenario(store: RedisStore) {
+    let store = Arc::new(store);
+    for round in 0..40 {
+        let old = SessionId::generate();
+        let new = SessionId::generate();
+        let v = store
+            .set(&old, &session(json!({"n": 0}), HOUR))
+            .await
+            .unwrap();
+        let writer = {
+            let (store, old) = (Arc::clone(&store), old.clone());
+            tokio::spawn(async move {
+                store
+                    .set_if_version(&old, &session(json!({"n": 1}), HOUR), v)
+                    .await
+            })
+        };
+        let rotator = {
+            let (store, old, new) = (Arc::clone(&store), old.clone(), new.clone());
+            tokio::spawn(async move { store.rotate(&old, &new, MINUTE).await })
+        };
+        let written = writer.await.unwrap();
+        let rotated = rotator.await.unwrap().unwrap();
+        let session_stores::Rotation::Moved { version } = rotated else {
+            panic!("round {round}: {rotated:?}")
+        };
+        let moved = store.get(&new).await.unwrap().unwrap();
+        match written {
+            Ok(w) => {
+                assert_eq!(moved.get::<i64>("n").unwrap(), Some(1), "round {round}");
+                assert_eq!(version, w + 1, "round {round}");
+            }
+            Err(err) => {
+                assert!(err.is_conflict(), "round {round}: {err:?}");
+                assert_eq!(moved.get::<i64>("n").unwrap(), Some(0), "round {round}");
+                assert_eq!(version, v + 1, "round {round}");
+            }
+        }
+    }
+    store.clear().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_old_racing_a_rotate_lands_before_or_fails() {
+    let Some(url) = url() else { return };
+    rotation_race_scenario(store(&url).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_lifetimes() {
+    let Some(urls) = cluster_urls() else { return };
+    absolute_scenario(cluster_store(&urls).await, &urls).await;
+    rotation_scenario(cluster_store(&urls).await, &urls).await;
+    rotation_race_scenario(cluster_store(&urls).await).await;
+}

@@ -1,5 +1,6 @@
 //! A session as the store keeps it in one Redis string:
-//! `<version>:<expires_at_ms>:[~<owner length>:<owner>]<data JSON>`, and its parts.
+//! `<version>:<expires_at_ms>:[@<absolute_ms>:][><length>:<moved_to>][~<owner length>:<owner>]<data JSON>`,
+//! and its parts.
 
 use serde_json::{Map, Value as Json};
 
@@ -17,21 +18,56 @@ pub(super) const MAX_VERSION_DIGITS: usize = 15;
 pub(super) struct Head<'a> {
     pub(super) version: u64,
     pub(super) expires_at: i64,
+    /// The absolute expiry (`@<ms>:`), if the value has one.
+    pub(super) absolute: Option<i64>,
+    /// The id this rotated id moved to (`><length>:<id>`), if it is one (not yet checked to
+    /// be a [`SessionId`]).
+    pub(super) moved_to: Option<&'a [u8]>,
     /// The owner's bytes, if the value names one (not yet checked to be an [`Owner`]).
     pub(super) owner: Option<&'a [u8]>,
+    /// Where the owner field (or, without one, the data JSON) starts.
+    pub(super) owner_at: usize,
     /// Where the data JSON starts.
     pub(super) data_at: usize,
 }
 
 /// How many bytes of a value always hold its whole head: a version of at most 15 digits, an
-/// expiry of at most 20 and an owner field of at most `~128:` and 128 bytes, with the
-/// separators, are 170 bytes.
-pub(super) const HEAD_BYTES: usize = 256;
+/// expiry of at most 20, an absolute expiry field of at most `@` and 15 digits, a moved-to
+/// field of at most `>128:` and 128 bytes and an owner field of at most `~128:` and 128
+/// bytes, with the separators, are 303 bytes.
+pub(super) const HEAD_BYTES: usize = 512;
 
-/// Parses the head of a stored value, `<version>:<expires_at_ms>:` and the owner field
-/// `~<length>:<owner>` if there is one (data JSON always starts with `{`, so a value
-/// without the field, as every value before owners, reads as one without an owner). `raw`
-/// may be cut anywhere after the head. `None` if it does not have this shape.
+/// The most digits of a stored absolute expiry (as of a version: exact in Lua's doubles). A
+/// later deadline (past the year 33,000) is stored as none: see [`stored_absolute`].
+pub(super) const MAX_ABSOLUTE_DIGITS: usize = 15;
+
+/// The most digits of the length of an owner or moved-to field.
+const MAX_LENGTH_DIGITS: usize = 3;
+
+/// A length-prefixed field `<mark><length>:<bytes>` at `at`: the bytes and where the field
+/// ends. `None` if it is malformed (the length of 1 to 3 digits, at least 1, the bytes all
+/// there).
+fn length_field(raw: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let field = raw.get(at + 1..)?;
+    let colon = field
+        .iter()
+        .take(MAX_LENGTH_DIGITS + 1)
+        .position(|&b| b == b':')?;
+    let len = usize::try_from(parse_digits(&field[..colon])?).ok()?;
+    if len == 0 {
+        return None;
+    }
+    let start = at + 1 + colon + 1;
+    let end = start.checked_add(len)?;
+    Some((raw.get(start..end)?, end))
+}
+
+/// Parses the head of a stored value, `<version>:<expires_at_ms>:`, then the optional fields
+/// in this order: the absolute expiry `@<ms>:`, the id a rotated id moved to
+/// `><length>:<id>` and the owner `~<length>:<owner>` (data JSON always starts with `{`, so
+/// a value without a field, as every value before it existed, reads as one without it).
+/// `raw` may be cut anywhere after the head. `None` if it does not have this shape. The
+/// scripts' `parse_head` ([`HEAD_FN`](super::scripts::HEAD_FN)) reads it the same way.
 pub(super) fn decode_head(raw: &[u8]) -> Option<Head<'_>> {
     let first = raw.iter().position(|&b| b == b':')?;
     let version = &raw[..first];
@@ -43,21 +79,65 @@ pub(super) fn decode_head(raw: &[u8]) -> Option<Head<'_>> {
     let second = rest.iter().position(|&b| b == b':')?;
     let expires_at = i64::try_from(parse_digits(&rest[..second])?).ok()?;
     let mut data_at = first + 1 + second + 1;
+    let mut absolute = None;
+    if raw.get(data_at) == Some(&b'@') {
+        let field = &raw[data_at + 1..];
+        let colon = field
+            .iter()
+            .take(MAX_ABSOLUTE_DIGITS + 1)
+            .position(|&b| b == b':')?;
+        absolute = Some(i64::try_from(parse_digits(&field[..colon])?).ok()?);
+        data_at += 1 + colon + 1;
+    }
+    let mut moved_to = None;
+    if raw.get(data_at) == Some(&b'>') {
+        let (id, end) = length_field(raw, data_at)?;
+        moved_to = Some(id);
+        data_at = end;
+    }
+    let owner_at = data_at;
     let mut owner = None;
     if raw.get(data_at) == Some(&b'~') {
-        let field = &raw[data_at + 1..];
-        let colon = field.iter().take(4).position(|&b| b == b':')?;
-        let len = usize::try_from(parse_digits(&field[..colon])?).ok()?;
-        let start = data_at + 1 + colon + 1;
-        owner = Some(raw.get(start..start.checked_add(len)?)?);
-        data_at = start + len;
+        let (name, end) = length_field(raw, data_at)?;
+        owner = Some(name);
+        data_at = end;
     }
     Some(Head {
         version,
         expires_at,
+        absolute,
+        moved_to,
         owner,
+        owner_at,
         data_at,
     })
+}
+
+/// How many bytes of a value always show whether it is a rotated id's: the version, the
+/// expiry and the absolute expiry with their separators are at most 54 bytes, then `>`.
+pub(super) const ROTATED_MARK_BYTES: usize = 64;
+
+/// Whether a value (or its first [`ROTATED_MARK_BYTES`]) is a rotated id's: the field after
+/// the expiry and the absolute expiry, if any, is `>` (what `len` reads of each key). A
+/// value of another shape is not.
+pub(super) fn marks_rotated(raw: &[u8]) -> bool {
+    let mut at = 0;
+    for _ in 0..2 {
+        match raw
+            .get(at..)
+            .and_then(|rest| rest.iter().position(|&b| b == b':'))
+        {
+            Some(colon) => at += colon + 1,
+            None => return false,
+        }
+    }
+    if raw.get(at) == Some(&b'@') {
+        match raw[at..].iter().position(|&b| b == b':') {
+            Some(colon) => at += colon + 1,
+            None => return false,
+        }
+    }
+    raw.get(at) == Some(&b'>')
 }
 
 /// The owner named by a value's head, checked against [`Owner`]'s rules.
@@ -71,18 +151,56 @@ fn decode_owner(id: &SessionId, owner: Option<&[u8]>) -> Result<Option<Owner>> {
         .map_err(|err| Error::decode(id, err))
 }
 
-/// Parses a stored value: `<version>:<expires_at_ms>:[~<owner length>:<owner>]<data JSON>`.
+/// Parses a stored value:
+/// `<version>:<expires_at_ms>:[@<absolute>:][><n>:<moved_to>][~<n>:<owner>]<data JSON>`.
+#[cfg(any(test, fuzzing))]
 pub(super) fn decode_value(id: &SessionId, raw: &[u8]) -> Result<Session> {
+    decode_stored(id, raw).map(|(session, _)| session)
+}
+
+/// [`decode_value`], and the id the value moved to if it is a rotated id's.
+pub(super) fn decode_stored(id: &SessionId, raw: &[u8]) -> Result<(Session, Option<SessionId>)> {
     let Some(head) = decode_head(raw) else {
         return Err(Error::decode(
             id,
-            FormatError("the stored value is not `<version>:<expires_at>:[~<n>:<owner>]<json>`"),
+            FormatError(
+                "the stored value is not \
+                 `<version>:<expires_at>:[@<absolute>:][><n>:<id>][~<n>:<owner>]<json>`",
+            ),
         ));
     };
     let data: Map<String, Json> =
         serde_json::from_slice(&raw[head.data_at..]).map_err(|err| Error::decode(id, err))?;
     let owner = decode_owner(id, head.owner)?;
-    Ok(Session::from_parts(data, head.expires_at, head.version).with_owner(owner))
+    let moved_to = match head.moved_to {
+        None => None,
+        Some(moved) => {
+            let text = std::str::from_utf8(moved).map_err(|err| Error::decode(id, err))?;
+            Some(SessionId::new(text).map_err(|err| Error::decode(id, err))?)
+        }
+    };
+    let session = Session::from_parts(data, head.expires_at, head.version)
+        .with_owner(owner)
+        .with_absolute_expiry_millis(head.absolute)
+        .with_rotated(moved_to.is_some());
+    Ok((session, moved_to))
+}
+
+/// The absolute expiry a write stores for `session`: its own, unless it is too far away to
+/// be written in [`MAX_ABSOLUTE_DIGITS`] digits (then none: no write lives that long anyway).
+pub(super) fn stored_absolute(session: &Session) -> Option<i64> {
+    session
+        .absolute_expiry_millis()
+        .filter(|&at| at < 10_i64.pow(MAX_ABSOLUTE_DIGITS as u32))
+}
+
+/// The absolute expiry's field in a stored value, `@<ms>:` (empty for none). Only a deadline
+/// in the future is ever stored (a write past it deletes the session), so it is never negative.
+pub(super) fn absolute_field(absolute: Option<i64>) -> Vec<u8> {
+    match absolute {
+        Some(at) if at >= 0 => format!("@{at}:").into_bytes(),
+        _ => Vec::new(),
+    }
 }
 
 /// The value decoder, for the fuzz target in `fuzz/` (built with `--cfg fuzzing` only).

@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::session::{Owner, SessionId};
 
 use super::RedisStore;
-use super::connection::{Conn, Lease, cluster_command};
+use super::codec::{ROTATED_MARK_BYTES, marks_rotated};
+use super::connection::{Conn, Lease, cluster_command, join_all};
 use super::error::{FormatError, is_redirect, redis_error};
 
 /// How many keys one `SCAN` call asks for.
@@ -142,6 +143,60 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The keys of `keys` that do not hold a rotated id (which is not a session): the first
+    /// bytes of each value are read, in one pipeline on a single server, concurrently on a
+    /// cluster (each key to its node). A key gone or of another type is kept, as `len`
+    /// counted it before.
+    pub(super) async fn without_rotated(
+        &self,
+        op: &'static str,
+        lease: &mut Lease,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let read = |key: &[u8]| {
+            let mut cmd = redis::cmd("GETRANGE");
+            cmd.arg(key).arg(0).arg(ROTATED_MARK_BYTES - 1);
+            cmd
+        };
+        let heads: Vec<redis::RedisResult<Option<Vec<u8>>>> =
+            if matches!(lease.conn, Conn::Single(_)) {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for key in &keys {
+                    pipe.add_command(read(key));
+                }
+                self.round_trip(&lease.health, op, None, pipe.query_async(&mut lease.conn))
+                    .await?
+            } else {
+                let health = &lease.health;
+                let reads = keys.iter().map(|key| {
+                    let mut conn = lease.conn.clone();
+                    let cmd = read(key);
+                    async move {
+                        self.exchange(
+                            health,
+                            op,
+                            None,
+                            cmd.query_async::<Option<Vec<u8>>>(&mut conn),
+                        )
+                        .await
+                    }
+                });
+                join_all(reads.collect())
+                    .await
+                    .into_iter()
+                    .collect::<Result<_>>()?
+            };
+        Ok(keys
+            .into_iter()
+            .zip(heads)
+            .filter(|(_, head)| !matches!(head, Ok(Some(head)) if marks_rotated(head)))
+            .map(|(key, _)| key)
+            .collect())
+    }
+}
+
 /// What `scan_keys` does with each page of keys (a trait rather than a closure, so that the
 /// batch can borrow the connection across an `.await`).
 #[async_trait]
@@ -225,13 +280,15 @@ impl AsyncBatch for RecentKeys {
         self.forget();
     }
 
+    /// Counts the page's keys but those of rotated ids.
     async fn batch(
         &mut self,
-        _: &RedisStore,
-        _: &mut Lease,
+        store: &RedisStore,
+        lease: &mut Lease,
         _: Option<&SingleNodeRoutingInfo>,
         keys: Vec<Vec<u8>>,
     ) -> Result<()> {
+        let keys = store.without_rotated("len", lease, keys).await?;
         self.count_page(keys);
         Ok(())
     }

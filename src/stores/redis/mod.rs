@@ -9,6 +9,7 @@ mod error;
 mod keyspace;
 mod ops;
 mod owners;
+mod rotate;
 mod scan;
 mod scripts;
 #[cfg(test)]
@@ -29,8 +30,8 @@ use deadpool_redis::redis::Script;
 
 use crate::deadline::{DEFAULT_OPERATION_TIMEOUT, within};
 use crate::error::Result;
-use crate::session::{Owner, Session, SessionId, now_millis};
-use crate::store::{Capabilities, OwnedSession, ScanCursor, ScanPage, SessionStore};
+use crate::session::{Owner, Session, SessionId};
+use crate::store::{Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore};
 use crate::stores::shared::scan_limit;
 
 use builder::check_prefix;
@@ -82,6 +83,13 @@ pub struct RedisStore {
     /// `sessions_of`'s reclaim of dead entries, and `destroy`'s of the entry of the session it
     /// ended, on a single server ([`RECLAIM_LUA`]).
     reclaim: Script,
+    /// `rotate` on a single server.
+    rotate: Script,
+    /// `rotate` on a cluster: claim the new key, mark the old one, release the new one.
+    rotate_claim: Script,
+    rotate_mark: Script,
+    rotate_release: Script,
+    rotate_confirm: Script,
 }
 
 #[async_trait]
@@ -91,13 +99,14 @@ impl SessionStore for RedisStore {
     }
 
     async fn set(&self, id: &SessionId, session: &Session) -> Result<u64> {
-        within(self.operation_timeout, "set", Some(id), async {
-            if session.is_expired_at(now_millis()) {
-                self.destroy_op("set", id).await?;
-                return Ok(0);
-            }
-            self.run_write("set", id, session, None).await
-        })
+        // A past expiry too goes through the write script, which deletes the session (and
+        // refuses, through a rotated id in its grace).
+        within(
+            self.operation_timeout,
+            "set",
+            Some(id),
+            self.run_write("set", id, session, None),
+        )
         .await
     }
 
@@ -201,6 +210,16 @@ impl SessionStore for RedisStore {
         .await
     }
 
+    async fn rotate(&self, old: &SessionId, new: &SessionId, grace: Duration) -> Result<Rotation> {
+        within(
+            self.operation_timeout,
+            "rotate",
+            Some(old),
+            self.rotate_op(old, new, grace),
+        )
+        .await
+    }
+
     /// Keeps the value's head (version, expiry, owner) and replaces its data with bytes
     /// that are not JSON, keeping the key's TTL.
     async fn make_undecodable(&self, id: &SessionId) -> Result<bool> {
@@ -231,12 +250,15 @@ impl SessionStore for RedisStore {
 
     /// Redis expires keys by itself ([`Capabilities::expires_by_itself`]); sessions have
     /// owners ([`Capabilities::owners`]); scans ([`Capabilities::scan`], see
-    /// [Scans](self#scans)).
+    /// [Scans](self#scans)); absolute expiry and rotation (see [Rotation](self#rotation)),
+    /// on a single server and on a cluster.
     fn capabilities(&self) -> Capabilities {
         Capabilities::new()
             .with_expires_by_itself(true)
             .with_owners(true)
             .with_scan(true)
+            .with_absolute_expiry(true)
+            .with_rotation(true)
     }
 }
 
@@ -263,6 +285,11 @@ impl RedisStore {
             create_owned: scripts::create_owned(),
             destroy_owned: scripts::destroy_owned(),
             reclaim: scripts::reclaim(),
+            rotate: scripts::rotate(),
+            rotate_claim: scripts::rotate_claim(),
+            rotate_mark: scripts::rotate_mark(),
+            rotate_release: scripts::rotate_release(),
+            rotate_confirm: scripts::rotate_confirm(),
         }
     }
 

@@ -9,8 +9,11 @@ use crate::error::{Error, Result};
 use crate::session::{Session, SessionId, fresh_version, now_millis, to_millis};
 
 use super::RedisStore;
-use super::codec::{decode_head, decode_value, encode_value, owner_field_of, payload};
-use super::connection::Conn;
+use super::codec::{
+    HEAD_BYTES, absolute_field, decode_head, decode_stored, encode_value, owner_field_of, payload,
+    stored_absolute,
+};
+use super::connection::{Conn, Lease};
 use super::error::{FormatError, redis_error};
 
 impl RedisStore {
@@ -37,7 +40,7 @@ impl RedisStore {
             }
             // A cluster: the index first (another slot), then the write.
             Some(owner_key) => {
-                if session.expires_at_millis() > now {
+                if session.capped_expiry_millis() > now {
                     self.raise_index(&mut lease, op, id, owner_key, session.expires_at_millis())
                         .await?;
                 }
@@ -52,7 +55,8 @@ impl RedisStore {
             .arg(session.expires_at_millis())
             .arg(data)
             .arg(fresh_version())
-            .arg(self.unindex_len(&lease.conn));
+            .arg(self.unindex_len(&lease.conn))
+            .arg(stored_absolute(session).map_or_else(String::new, |at| at.to_string()));
         if owned.is_some() && single {
             invocation
                 .arg(id.as_str())
@@ -69,6 +73,7 @@ impl RedisStore {
             .await?;
         match result {
             -1 => Err(Error::conflict(id, expected.unwrap_or(0))),
+            -3 => Err(Error::rotated(id)),
             -2 => Err(Error::decode(
                 id,
                 FormatError("the stored value is not a session written by this store"),
@@ -104,9 +109,42 @@ impl RedisStore {
         let Some(raw) = raw else {
             return Ok(None);
         };
-        let session = decode_value(id, &raw)?;
+        let (session, moved_to) = decode_stored(id, &raw)?;
         if session.is_expired_at(now_millis()) {
             return Ok(None);
+        }
+        // A rotated id in its grace: its own session, only while the one it moved to is
+        // live and not rotated again (a second read, only for a rotated id).
+        if let Some(target) = moved_to {
+            let reply = self
+                .exchange(
+                    &lease.health,
+                    "get",
+                    Some(id),
+                    redis::cmd("GETRANGE")
+                        .arg(self.key_for(&target))
+                        .arg(0)
+                        .arg(HEAD_BYTES - 1)
+                        .query_async::<Option<Vec<u8>>>(&mut lease.conn),
+                )
+                .await?;
+            let resolves = match reply {
+                // Live and not rotated; or, on a cluster, the pending copy of this very
+                // rotation, not yet confirmed (moved back to this id: see
+                // [Rotation](super#rotation)).
+                Ok(Some(head)) => decode_head(&head).is_some_and(|head| {
+                    head.expires_at > now_millis()
+                        && head
+                            .moved_to
+                            .is_none_or(|back| back == id.as_str().as_bytes())
+                }),
+                Ok(None) => false,
+                Err(err) if err.code() == Some("WRONGTYPE") => false,
+                Err(err) => return Err(redis_error("get", Some(id), err)),
+            };
+            if !resolves {
+                return Ok(None);
+            }
         }
         Ok(Some(session))
     }
@@ -140,9 +178,17 @@ impl RedisStore {
             // An owned session moved later in a cluster: its index entry follows, in its own
             // slot (on a single server the script raised it; see [owners](self#owners)).
             Value::Array(reply) => match reply.as_slice() {
-                [Value::Int(1), Value::BulkString(owner)] => {
+                [
+                    Value::Int(1),
+                    Value::BulkString(owner),
+                    Value::BulkString(stored),
+                ] => {
                     let owner_key = self.owner_key_of(owner);
-                    self.raise_index(&mut lease, "touch", id, &owner_key, expires_at)
+                    // The expiry the script stored (capped by the absolute expiry).
+                    let stored = super::codec::parse_digits(stored)
+                        .and_then(|at| i64::try_from(at).ok())
+                        .unwrap_or(expires_at);
+                    self.raise_index(&mut lease, "touch", id, &owner_key, stored)
                         .await?;
                     Ok(true)
                 }
@@ -163,8 +209,15 @@ impl RedisStore {
     pub(super) async fn create_op(&self, id: &SessionId, session: &Session) -> Result<bool> {
         crate::session::check_nesting(id, session.data())?;
         let data = serde_json::to_vec(session.data()).map_err(|err| Error::encode(id, err))?;
-        let expires_at = session.expires_at_millis();
-        let value = encode_value(fresh_version(), expires_at, &payload(session, data));
+        // A new incarnation: its own absolute expiry, which caps its expiry.
+        let absolute = stored_absolute(session);
+        let expires_at = match absolute {
+            Some(at) => session.expires_at_millis().min(at),
+            None => session.expires_at_millis(),
+        };
+        let mut fields = absolute_field(absolute);
+        fields.extend_from_slice(&payload(session, data));
+        let value = encode_value(fresh_version(), expires_at, &fields);
         let key = self.key_for(id);
         let mut lease = self.conn("create", Some(id)).await?;
         if let Some(owner) = session.owner() {
@@ -234,72 +287,86 @@ impl RedisStore {
 
     pub(super) async fn destroy_op(&self, op: &'static str, id: &SessionId) -> Result<()> {
         let mut lease = self.conn(op, Some(id)).await?;
-        if matches!(lease.conn, Conn::Single(_)) {
-            // One server: the key goes and its value comes back, in one plain command
-            // (`GETDEL`: a third of the server time of a script doing the same, and at 16
-            // tasks a quarter less wall time than a `MULTI` of `GETRANGE` and `UNLINK`, whose
-            // replies cost the client more to read; see [owners](self#owners)).
-            let key = self.key_for(id);
-            let reply = self
-                .exchange(
+        let Some(value) = self.delete_key(&mut lease, op, id).await? else {
+            return Ok(());
+        };
+        // A rotated id in its grace: the session it moved to ends too.
+        if let Some(head) = decode_head(&value)
+            && head.expires_at > now_millis()
+            && let Some(target) = head.moved_to
+            && let Some(target) = std::str::from_utf8(target)
+                .ok()
+                .and_then(|target| SessionId::new(target).ok())
+        {
+            self.delete_key(&mut lease, op, &target).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the key of `id` and returns the value it held (`None` if none, or a key of
+    /// another type, deleted all the same).
+    async fn delete_key(
+        &self,
+        lease: &mut Lease,
+        op: &'static str,
+        id: &SessionId,
+    ) -> Result<Option<Vec<u8>>> {
+        // The key goes and its value comes back, in one plain command (`GETDEL`: on a single
+        // server a third of the server time of a script doing the same, and at 16 tasks a
+        // quarter less wall time than a `MULTI` of `GETRANGE` and `UNLINK`, whose replies
+        // cost the client more to read; see [owners](self#owners)).
+        let key = self.key_for(id);
+        let reply = self
+            .exchange(
+                &lease.health,
+                op,
+                Some(id),
+                redis::cmd("GETDEL")
+                    .arg(&key)
+                    .query_async::<Value>(&mut lease.conn),
+            )
+            .await?;
+        let value = match reply {
+            Ok(Value::BulkString(value)) => value,
+            Ok(_) => return Ok(None),
+            // A key of another type under the prefix: not a session, deleted all the
+            // same, as `UNLINK` would.
+            Err(err) if err.code() == Some("WRONGTYPE") => {
+                self.round_trip(
                     &lease.health,
                     op,
                     Some(id),
-                    redis::cmd("GETDEL")
+                    redis::cmd("UNLINK")
                         .arg(&key)
-                        .query_async::<Value>(&mut lease.conn),
+                        .query_async::<()>(&mut lease.conn),
                 )
                 .await?;
-            let value = match reply {
-                Ok(value) => value,
-                // A key of another type under the prefix: not a session, deleted all the
-                // same, as `UNLINK` would.
-                Err(err) if err.code() == Some("WRONGTYPE") => {
-                    return self
-                        .round_trip(
-                            &lease.health,
-                            op,
-                            Some(id),
-                            redis::cmd("UNLINK")
-                                .arg(&key)
-                                .query_async::<()>(&mut lease.conn),
-                        )
-                        .await;
-                }
-                Err(err) => return Err(redis_error(op, Some(id), err)),
-            };
-            // The session named an owner: its entry in that owner's index goes too, unless
-            // the id holds a live session of that owner again (written meanwhile). Best
-            // effort: the session is gone whatever happens here, and an entry left behind
-            // is one a listing skips and reclaims, as in a cluster.
-            if let Value::BulkString(value) = &value
-                && let Some(owner) = decode_head(value).and_then(|head| head.owner)
-            {
-                let mut invocation = self.reclaim.key(self.owner_key_of(owner));
-                invocation
-                    .key(&key)
-                    .arg(now_millis().saturating_sub(self.index_grace()))
-                    .arg(owner_field_of(owner))
-                    .arg(id.as_str());
-                let _ = self
-                    .round_trip(
-                        &lease.health,
-                        op,
-                        Some(id),
-                        invocation.invoke_async::<i64>(&mut lease.conn),
-                    )
-                    .await;
+                return Ok(None);
             }
-            return Ok(());
+            Err(err) => return Err(redis_error(op, Some(id), err)),
+        };
+        // One server: the session named an owner, so its entry in that owner's index goes
+        // too, unless the id holds a live session of that owner again (written meanwhile).
+        // Best effort: the session is gone whatever happens here, and an entry left behind
+        // is one a listing skips and reclaims, as in a cluster (where the index is left).
+        if matches!(lease.conn, Conn::Single(_))
+            && let Some(owner) = decode_head(&value).and_then(|head| head.owner)
+        {
+            let mut invocation = self.reclaim.key(self.owner_key_of(owner));
+            invocation
+                .key(&key)
+                .arg(now_millis().saturating_sub(self.index_grace()))
+                .arg(owner_field_of(owner))
+                .arg(id.as_str());
+            let _ = self
+                .round_trip(
+                    &lease.health,
+                    op,
+                    Some(id),
+                    invocation.invoke_async::<i64>(&mut lease.conn),
+                )
+                .await;
         }
-        self.round_trip(
-            &lease.health,
-            op,
-            Some(id),
-            redis::cmd("UNLINK")
-                .arg(self.key_for(id))
-                .query_async::<()>(&mut lease.conn),
-        )
-        .await
+        Ok(Some(value))
     }
 }

@@ -16,7 +16,7 @@ use super::error::redis_error;
 use super::{INDEX_GRACE, RedisStore};
 
 #[cfg(doc)]
-use super::scripts::{INDEX_FN, OWNER_FN};
+use super::scripts::{DESTROY_OWNED_LUA, INDEX_FN, OWNER_FN};
 
 /// How many index entries one `ZSCAN` asks for, and how many sessions `sessions_of` and
 /// `destroy_owner` read or delete at once (concurrently, on the multiplexed connection).
@@ -179,7 +179,8 @@ impl RedisStore {
                     dead.push(id);
                     continue;
                 }
-                if head.expires_at <= now {
+                // A rotated id is not a session (its entry stays while it lives).
+                if head.expires_at <= now || head.moved_to.is_some() {
                     continue;
                 }
                 let data = if with_data {
@@ -247,32 +248,132 @@ impl RedisStore {
         let single = matches!(lease.conn, Conn::Single(_));
         let ids: Vec<&SessionId> = ids.iter().filter(|id| Some(*id) != except).collect();
         let mut destroyed = 0;
+        // The rotated ids deleted (each with the id it moved to), followed once every page
+        // is done.
+        let mut edges: Vec<(SessionId, SessionId)> = Vec::new();
         for page in ids.chunks(OWNER_PAGE) {
-            let now = now_millis();
-            // Each one atomically: deleted only if it is still this owner's; on a single
-            // server its index entry goes in the same script, whatever the key held.
-            let deletes = page.iter().map(|&id| {
-                let mut conn = lease.conn.clone();
-                let mut invocation = self.destroy_owned.key(self.key_for(id));
-                if single {
-                    invocation.key(&owner_key);
+            let deletes = page
+                .iter()
+                .map(|&id| self.destroy_owned_step(&lease, &owner_key, &field, id, except, single));
+            for (deleted, &id) in join_all(deletes.collect()).await.into_iter().zip(page) {
+                match deleted? {
+                    Step::Done(n) => destroyed += n,
+                    Step::Moved(target) => edges.push((id.clone(), target)),
                 }
-                invocation.arg(now).arg(&field).arg(id.as_str());
-                let health = &lease.health;
-                async move {
-                    self.round_trip(
-                        health,
-                        OP,
-                        Some(id),
-                        invocation.invoke_async::<i64>(&mut conn),
-                    )
-                    .await
-                }
-            });
-            for deleted in join_all(deletes.collect()).await {
-                destroyed += u64::from(deleted? == 1);
             }
+        }
+        // Each rotated id's session ends where it moved to. Two deleted ids that point at
+        // each other are a cluster rotation's old id and pending copy (see
+        // [Rotation](super#rotation)), both deleted at once by this call: the session was
+        // one of them, ended here, counted once.
+        let deleted: HashSet<SessionId> = edges.iter().map(|(from, _)| from.clone()).collect();
+        for (from, to) in &edges {
+            if Some(to) == except {
+                continue;
+            }
+            if deleted.contains(to) {
+                if from < to && edges.iter().any(|(a, b)| a == to && b == from) {
+                    destroyed += 1;
+                }
+                continue;
+            }
+            destroyed += self
+                .follow_owned(&lease, &owner_key, &field, to, except, single, &deleted)
+                .await?;
         }
         Ok(destroyed)
     }
+
+    /// Ends the session at `id`, reached from a rotated id this `destroy_owner` deleted, as
+    /// [`destroy_owned_step`](Self::destroy_owned_step) does, following a chain of rotated
+    /// ids a few hops. A chain back to an id it deleted (a pending copy and its old id,
+    /// pointing at each other) counts the session ended there.
+    #[allow(clippy::too_many_arguments)]
+    async fn follow_owned(
+        &self,
+        lease: &Lease,
+        owner_key: &str,
+        field: &[u8],
+        id: &SessionId,
+        except: Option<&SessionId>,
+        single: bool,
+        deleted: &HashSet<SessionId>,
+    ) -> Result<u64> {
+        const HOPS: usize = 8;
+        let mut visited = deleted.clone();
+        let mut at = id.clone();
+        for _ in 0..HOPS {
+            match self
+                .destroy_owned_step(lease, owner_key, field, &at, except, single)
+                .await?
+            {
+                Step::Done(n) => return Ok(n),
+                Step::Moved(target) => {
+                    if Some(&target) == except {
+                        return Ok(0);
+                    }
+                    if visited.contains(&target) {
+                        return Ok(1);
+                    }
+                    visited.insert(at);
+                    at = target;
+                }
+            }
+        }
+        Ok(0)
+    }
+
+    /// Deletes `id` if it is still `owner`'s (atomically, [`DESTROY_OWNED_LUA`]; on a single
+    /// server its index entry goes in the same script, whatever the key held): `Done(1)` if
+    /// it was a live session, `Done(0)` if nothing of the owner's was live there, and, for a
+    /// live rotated id of the owner (deleted, not counted), the id it moved to.
+    async fn destroy_owned_step(
+        &self,
+        lease: &Lease,
+        owner_key: &str,
+        field: &[u8],
+        id: &SessionId,
+        except: Option<&SessionId>,
+        single: bool,
+    ) -> Result<Step> {
+        const OP: &str = "destroy_owner";
+        let mut conn = lease.conn.clone();
+        let mut invocation = self.destroy_owned.key(self.key_for(id));
+        if single {
+            invocation.key(owner_key);
+        }
+        invocation
+            .arg(now_millis())
+            .arg(field)
+            .arg(id.as_str())
+            .arg(except.map_or("", SessionId::as_str));
+        let reply: Value = self
+            .round_trip(
+                &lease.health,
+                OP,
+                Some(id),
+                invocation.invoke_async(&mut conn),
+            )
+            .await?;
+        match reply {
+            Value::Int(n) => Ok(Step::Done(u64::from(n == 1))),
+            Value::BulkString(moved) => Ok(std::str::from_utf8(&moved)
+                .ok()
+                .and_then(|target| SessionId::new(target).ok())
+                .map_or(Step::Done(0), Step::Moved)),
+            _ => Err(Error::backend(
+                OP,
+                Some(id),
+                super::error::FormatError("the destroy_owner script returned an unexpected value"),
+            )),
+        }
+    }
+}
+
+/// What `destroy_owner`'s script did with one id.
+enum Step {
+    /// Deleted a live session (1), or nothing live of the owner's (0).
+    Done(u64),
+    /// Deleted a live rotated id of the owner, which moved to this id.
+    Moved(SessionId),
 }

@@ -14,7 +14,7 @@ use crate::session::{SessionId, now_millis};
 use crate::store::{ScanCursor, ScanPage, Undecodable};
 
 use super::RedisStore;
-use super::codec::{HEAD_BYTES, decode_value, parse_digits};
+use super::codec::{HEAD_BYTES, decode_stored, parse_digits};
 use super::connection::{Conn, Lease, join_all};
 use super::error::redis_error;
 use super::keyspace::{SCAN_COUNT, escape_glob};
@@ -170,9 +170,10 @@ impl RedisStore {
                 }
                 Err(err) => return Err(redis_error(OP, Some(&id), err)),
             };
-            match decode_value(&id, &raw) {
-                Ok(session) if session.is_expired_at(now) => {}
-                Ok(session) => sessions.push((id, session)),
+            match decode_stored(&id, &raw) {
+                // Expired, or a rotated id (not a session).
+                Ok((session, moved_to)) if session.is_expired_at(now) || moved_to.is_some() => {}
+                Ok((session, _)) => sessions.push((id, session)),
                 Err(err) => undecodable.push(Undecodable::new(Some(id), err)),
             }
         }

@@ -155,12 +155,17 @@ fn malformed_values_are_decode_errors_never_panics() {
 fn fifteen_digit_versions_are_the_largest_readable() {
     let session = decode_value(&id(), b"999999999999999:1:{}").unwrap();
     assert_eq!(session.version(), 999_999_999_999_999);
-    assert!(WRITE_LUA.contains(&format!("#v > {MAX_VERSION_DIGITS}")));
-    assert!(TOUCH_LUA.contains(&format!("#v > {MAX_VERSION_DIGITS}")));
-    assert!(CREATE_LUA.contains(&format!("#v > {MAX_VERSION_DIGITS}")));
+    // Every script reads a head with `parse_head`, which refuses a longer version.
+    use super::scripts::{HEAD_FN, ROTATE_LUA};
+    assert!(HEAD_FN.contains(&format!("#v > {MAX_VERSION_DIGITS}")));
+    assert!(HEAD_FN.contains(&format!("#a > {}", super::codec::MAX_ABSOLUTE_DIGITS)));
+    for script in [WRITE_LUA, TOUCH_LUA, CREATE_LUA, ROTATE_LUA] {
+        assert!(script.contains("parse_head("));
+    }
     // The script's largest version is MAX_VERSION, which has MAX_VERSION_DIGITS digits.
     use crate::session::MAX_VERSION;
     assert!(WRITE_LUA.contains(&format!("cur < {MAX_VERSION}")));
+    assert!(ROTATE_LUA.contains(&format!("old < {MAX_VERSION}")));
     assert_eq!(MAX_VERSION.to_string().len(), MAX_VERSION_DIGITS);
 }
 
@@ -351,31 +356,85 @@ fn debug_hides_tls_keys() {
 }
 
 /// The scripts a store runs are pinned by their SHA1s (Redis caches a script by the SHA1
-/// of its text, and a change is a change of behaviour): these are those of the scripts the
-/// single-file module composed, except the two write scripts, which since check that their
-/// `SET` stored something before they `APPEND` (no immortal key when Redis' clock is past the
-/// expiry), and then, with the two create scripts, recognise their own completed write when
-/// redis-rs resends them (no collision with itself). The single server's `destroy` script is
-/// gone: a transaction of `GETRANGE` and `UNLINK`, then `reclaim` for an owned session.
+/// of its text, and a change is a change of behaviour). Since the absolute expiry and
+/// rotation, every script that reads a head does so with `parse_head` (`head_fn.lua`),
+/// which reads the `@` and `>` fields: every SHA1 but the index's changed then.
 #[test]
-fn scripts_are_the_ones_of_before_the_lua_files() {
+fn scripts_are_pinned() {
     let store = RedisStore::builder("redis://127.0.0.1").build().unwrap();
-    let write = "d3f1a5487f0d02b5c54bd9b019fa363a035d0a0e";
-    assert_eq!(store.write.get_hash(), write);
-    let touch = "97472aa23f6ea97f146250b80194f82942cccd12";
-    assert_eq!(store.touch.get_hash(), touch);
-    let create = "02ea1c9a1a51259ec4132639addb37f3f9ffa227";
-    assert_eq!(store.create.get_hash(), create);
-    let index = "2cfed487651757f1a006cfd473c38132e8b0cf1d";
-    assert_eq!(store.index.get_hash(), index);
-    let write_owned = "02c4a52119f3079b452dcd358525d69ec3944ef9";
-    assert_eq!(store.write_owned.get_hash(), write_owned);
-    let create_owned = "4f826868c07b6f7d6779c8e79bb6599e76ee33c6";
-    assert_eq!(store.create_owned.get_hash(), create_owned);
-    let destroy_owned = "e00b5bdbae3a37036f0a5127a3dce9c20afa4fbe";
-    assert_eq!(store.destroy_owned.get_hash(), destroy_owned);
-    let reclaim = "83b3efc97a93afc9f568177e694d17ef7ac1cb17";
-    assert_eq!(store.reclaim.get_hash(), reclaim);
+    let scripts = [
+        (
+            "write",
+            &store.write,
+            "f426eb93823ff5ec79327424f540a1e11c97a54d",
+        ),
+        (
+            "touch",
+            &store.touch,
+            "d4235d3f8ceef0d8e4c913eff8cbd3c9822efee2",
+        ),
+        (
+            "create",
+            &store.create,
+            "1ac8e2a7c057eab73df82d3896c28c5ebd48723d",
+        ),
+        (
+            "index",
+            &store.index,
+            "2cfed487651757f1a006cfd473c38132e8b0cf1d",
+        ),
+        (
+            "write_owned",
+            &store.write_owned,
+            "3b6a759a41cc925631877ad902d20df6f43598c7",
+        ),
+        (
+            "create_owned",
+            &store.create_owned,
+            "78418ffdcd26b4bbf90b2fb6ebaf610e5d1159ca",
+        ),
+        (
+            "destroy_owned",
+            &store.destroy_owned,
+            "339fee80ce6dc0dbe2709f1a57f634d7c5327ab2",
+        ),
+        (
+            "reclaim",
+            &store.reclaim,
+            "5d04cf1fb068701703a2f68cc2898068f20228eb",
+        ),
+        (
+            "rotate",
+            &store.rotate,
+            "78391e3df523ac7d87c3dcfb96cf7efd5ce410b8",
+        ),
+        (
+            "rotate_claim",
+            &store.rotate_claim,
+            "bc2af64b40fa02cdb72a08d68fa3a6ec056647eb",
+        ),
+        (
+            "rotate_mark",
+            &store.rotate_mark,
+            "38a4a5defebe58242c524448d1e913f5c50d5bcc",
+        ),
+        (
+            "rotate_release",
+            &store.rotate_release,
+            "ec63917424c3ac921547b4c75b15e4c7958d2232",
+        ),
+        (
+            "rotate_confirm",
+            &store.rotate_confirm,
+            "421c9c6eec8f0fde7727fe6040ac1d57b6d2ab4c",
+        ),
+    ];
+    let wrong: Vec<String> = scripts
+        .iter()
+        .filter(|(_, script, sha)| script.get_hash() != *sha)
+        .map(|(name, script, _)| format!("{name}: {}", script.get_hash()))
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
 /// What a cluster connection resends: what the cluster certainly did not run (redirects,
@@ -484,4 +543,140 @@ fn hash_slots_are_the_clusters() {
     assert_eq!(hash_slot(b"{}foo"), 9500);
     assert_eq!(hash_slot(b"foo{"), 7673);
     assert_eq!(hash_slot(b""), 0);
+}
+
+#[test]
+fn absolute_and_moved_to_fields_round_trip_and_old_values_have_none() {
+    use super::codec::{absolute_field, decode_stored, marks_rotated};
+    let owner = Owner::new("ada").unwrap();
+    let mut fields = absolute_field(Some(1_767_225_660_000));
+    fields.extend_from_slice(b">5:abcde");
+    fields.extend_from_slice(&owner_field(&owner));
+    fields.extend_from_slice(br#"{"a":1}"#);
+    let raw = encode_value(7, 1_767_225_600_000, &fields);
+    assert_eq!(
+        raw,
+        b"7:1767225600000:@1767225660000:>5:abcde~3:ada{\"a\":1}".to_vec()
+    );
+    let (session, moved_to) = decode_stored(&id(), &raw).unwrap();
+    assert_eq!(session.absolute_expiry_millis(), Some(1_767_225_660_000));
+    assert_eq!(moved_to.as_ref().map(SessionId::as_str), Some("abcde"));
+    assert_eq!(session.owner(), Some(&owner));
+    assert_eq!(session.version(), 7);
+    assert!(marks_rotated(&raw));
+    let head = decode_head(&raw).unwrap();
+    assert_eq!(&raw[head.owner_at..head.owner_at + 1], b"~");
+    // Each field on its own, and none (a value of before).
+    for (raw, abs, moved) in [
+        (&b"1:2:@3:{}"[..], Some(3), None),
+        (b"1:2:>1:x{}", None, Some("x")),
+        (b"1:2:{}", None, None),
+        (b"1:2:~1:o{}", None, None),
+    ] {
+        let (session, moved_to) = decode_stored(&id(), raw).unwrap();
+        assert_eq!(session.absolute_expiry_millis(), abs, "{raw:?}");
+        assert_eq!(moved_to.as_ref().map(SessionId::as_str), moved, "{raw:?}");
+        assert_eq!(marks_rotated(raw), moved.is_some(), "{raw:?}");
+    }
+    assert_eq!(absolute_field(None), b"");
+    // The longest head still fits HEAD_BYTES, and the rotated mark fits its bytes.
+    let longest = format!(
+        "{}:{}:@999999999999999:>128:{}~128:{}",
+        crate::session::MAX_VERSION,
+        i64::MAX,
+        "i".repeat(128),
+        "o".repeat(128)
+    );
+    assert!(longest.len() <= HEAD_BYTES);
+    assert!(marks_rotated(
+        &longest.as_bytes()[..super::codec::ROTATED_MARK_BYTES]
+    ));
+}
+
+#[test]
+fn malformed_absolute_and_moved_to_fields_are_decode_errors() {
+    for raw in [
+        &b"1:1:@"[..],
+        b"1:1:@x:{}",
+        b"1:1:@:{}",
+        b"1:1:@1234567890123456:{}",
+        b"1:1:@5{}",
+        b"1:1:>0:{}",
+        b"1:1:>5:ab{}",
+        b"1:1:>1000:a{}",
+        b"1:1:>1:*{}",
+        b"1:1:>x:a{}",
+        b"1:1:>1:a@5:{}",
+        b"1:1:~1:a@5:{}",
+    ] {
+        let err = decode_value(&id(), raw).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Decode, "{raw:?}");
+    }
+}
+
+/// The scripts' head parser (`parse_head`, [`HEAD_FN`]) and [`decode_head`] read every
+/// value the same way: the same version, expiry, absolute expiry, moved-to id and owner
+/// field position, or both refuse it. Against a real Redis (skipped without one).
+#[tokio::test]
+async fn the_scripts_and_decode_head_agree_on_every_head() {
+    use super::scripts::HEAD_FN;
+    let url = std::env::var("SESSION_STORES_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string());
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        eprintln!("SKIPPED: no Redis for the head agreement test");
+        return;
+    };
+    let script = redis::Script::new(&format!(
+        "{HEAD_FN}\nlocal v, e, a, m, at = parse_head(ARGV[1])\n\
+         if not v then return 0 end\nreturn {{v, e, a or '', m or '', at}}"
+    ));
+    let cases: &[&[u8]] = &[
+        b"1:2:{}",
+        b"7:1767225600000:@1767225660000:>5:abcde~3:ada{\"a\":1}",
+        b"1:2:@3:{}",
+        b"1:2:@999999999999999:{}",
+        b"1:2:@1234567890123456:{}",
+        b"1:2:@:{}",
+        b"1:2:@x:{}",
+        b"1:2:@5{}",
+        b"1:2:>1:x{}",
+        b"1:2:>3:abc~1:o{}",
+        b"1:2:>0:{}",
+        b"1:2:>1000:a{}",
+        b"1:2:>9:abc",
+        b"1:2:>x:a{}",
+        b"1:2:@3:>2:ab{}",
+        b"1:2:>2:ab@3:{}",
+        b"1:2:~1:o{}",
+        b"999999999999999:1:{}",
+        b"1000000000000000:1:{}",
+        b"x:1:{}",
+        b"1:x:{}",
+        b"",
+        b"1:2",
+    ];
+    for &raw in cases {
+        let lua: redis::Value = script.arg(raw).invoke_async(&mut conn).await.unwrap();
+        let rust = decode_head(raw).map(|head| {
+            (
+                head.version.to_string(),
+                head.expires_at.to_string(),
+                head.absolute.map(|a| a.to_string()).unwrap_or_default(),
+                head.moved_to
+                    .map(|m| String::from_utf8(m.to_vec()).unwrap())
+                    .unwrap_or_default(),
+                i64::try_from(head.owner_at + 1).unwrap(),
+            )
+        });
+        let lua = match lua {
+            redis::Value::Int(0) => None,
+            other => Some(
+                redis::from_redis_value::<(String, String, String, String, i64)>(other).unwrap(),
+            ),
+        };
+        assert_eq!(lua, rust, "{:?}", String::from_utf8_lossy(raw));
+    }
 }

@@ -2,9 +2,9 @@ local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local kind = redis.call('TYPE', key)['ok']
 if kind == 'string' then
-  local cur = redis.call('GETRANGE', key, 0, 63)
-  local v, e = string.match(cur, '^(%d+):(%d+):')
-  if not v or #v > 15 then return 0 end
+  local v, e = parse_head(redis.call('GETRANGE', key, 0, 511))
+  if not v then return 0 end
+  -- A live session, or a rotated id in its grace, is in the way.
   if tonumber(e) > now then
     -- This very create, sent again after its reply was lost (redis-rs resends a request
     -- whose connection failed): the value begins with a fresh random version, so a stored
