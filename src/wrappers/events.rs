@@ -15,6 +15,7 @@
 //! | [`Ended`](EventKind::Ended)`(`[`Logout`](EndCause::Logout)`)` | `destroy` ended a live session | id, owner |
 //! | [`Ended`](EventKind::Ended)`(`[`OwnerWide`](EndCause::OwnerWide)`)` | `destroy_owner` ended sessions | owner, how many |
 //! | [`Ended`](EventKind::Ended)`(`[`Expired`](EndCause::Expired)`)` | `delete_expired` removed expired entries | how many |
+//! | [`Ended`](EventKind::Ended)`(`[`Expired`](EndCause::Expired)`)` | Redis expired a session by itself (feature `redis`: [`watch_expiries`](crate::stores::redis::watch_expiries), with the server's keyspace notifications on) | id |
 //! | [`Ended`](EventKind::Ended)`(`[`Evicted`](EndCause::Evicted)`)` | a [`MemoryStore`](crate::MemoryStore) evicted a live session to make room (give it the sink with [`MemoryStoreBuilder::events`](crate::stores::memory::MemoryStoreBuilder::events)) | id, owner |
 //!
 //! **No event for a write that did not happen**: a `create` that collided, a refused or

@@ -151,7 +151,11 @@ fn your_sessions_page(server: Server, url: &str) {
     assert_eq!(status, 200, "{url}: {page}");
     assert!(page.contains("3 session(s) of ada"), "{url}: {page}");
     assert!(page.contains("Absolute deadline (UTC)"), "{url}: {page}");
-    assert_eq!(page.matches("<td>?</td>").count(), 0, "each device's start: {url}: {page}");
+    assert_eq!(
+        page.matches("<td>?</td>").count(),
+        0,
+        "each device's start: {url}: {page}"
+    );
     assert_eq!(page.matches("(this device)").count(), 1, "{url}: {page}");
     assert_eq!(
         page.matches("Sign out</button>").count(),

@@ -3865,3 +3865,65 @@ async fn cluster_lifetimes() {
     rotation_scenario(cluster_store(&urls).await, &urls).await;
     rotation_race_scenario(cluster_store(&urls).await).await;
 }
+
+/// Sessions Redis expires by itself are reported as events when the server's keyspace
+/// notifications are on (a test-owned server started with them), only this store's sessions
+/// (not its owner index, not another prefix), and a server without them is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_sessions_are_reported_from_keyspace_notifications() {
+    use session_stores::stores::redis::watch_expiries;
+    use session_stores::wrappers::events::{EndCause, EventKind, EventSink};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let own = format!("redis://127.0.0.1:{port}");
+    let Some(mut server) = start_redis_with(port, dir.path(), &["--notify-keyspace-events", "Ex"])
+    else {
+        return;
+    };
+    wait_until_up(&own).await;
+    let (sink, mut events) = EventSink::channel(64);
+    let watcher = watch_expiries(&own, "exp:", sink.clone()).await.unwrap();
+    let store = RedisStore::builder(&own)
+        .key_prefix("exp:")
+        .connect()
+        .await
+        .unwrap();
+    let other = RedisStore::builder(&own)
+        .key_prefix("other:")
+        .connect()
+        .await
+        .unwrap();
+    let ada = session_stores::Owner::new("ada").unwrap();
+    let (short, long) = (SessionId::generate(), SessionId::generate());
+    let mut session = Session::new(Duration::from_millis(200)).with_owner(Some(ada));
+    session.insert("n", 1).unwrap();
+    store.set(&short, &session).await.unwrap();
+    store
+        .set(&long, &Session::new(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    other
+        .set(
+            &SessionId::generate(),
+            &Session::new(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an expiry event within 10 s")
+        .unwrap();
+    assert_eq!(event.kind, EventKind::Ended(EndCause::Expired));
+    assert_eq!(event.id, Some(session_stores::IdHint::from(&short)));
+    // Nothing else: not the other store's session, not the live one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(events.try_recv().is_err());
+    watcher.abort();
+    let _ = server.kill().await;
+
+    // The shared server keeps its notifications off: refused, and its setting left alone.
+    if let Some(shared) = url() {
+        let err = watch_expiries(&shared, "exp:", sink).await.unwrap_err();
+        assert_eq!(err.kind(), session_stores::ErrorKind::Config, "{err}");
+    }
+}

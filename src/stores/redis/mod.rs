@@ -6,6 +6,7 @@ mod builder;
 mod codec;
 mod connection;
 mod error;
+mod expiries;
 mod keyspace;
 mod ops;
 mod owners;
@@ -17,6 +18,7 @@ mod tests;
 pub(crate) mod url;
 
 pub use builder::RedisStoreBuilder;
+pub use expiries::watch_expiries;
 #[cfg(fuzzing)]
 pub use codec::__fuzz_decode;
 
