@@ -25,7 +25,6 @@ use tower_sessions_core::SessionStore as _;
 use tower_sessions_core::session::{Id, Record};
 
 #[path = "common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 const IDLE: Duration = Duration::from_secs(10);
@@ -81,6 +80,9 @@ async fn new_session(adapter: &TowerSessionsStore<dyn SessionStore>) -> Id {
     record.id
 }
 
+/// A boxed future, as the count and clean-up callbacks return.
+type Boxed<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
+
 /// A backend under test: its store and how to read its server's write count.
 struct Backend {
     name: &'static str,
@@ -88,9 +90,9 @@ struct Backend {
     store: std::sync::Arc<dyn SessionStore>,
     /// The store the requests are timed on (on Postgres, a table without the trigger).
     timed: std::sync::Arc<dyn SessionStore>,
-    writes: Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = u64>>>>,
+    writes: Box<dyn Fn() -> Boxed<u64>>,
     /// Removes what the bench made on the server.
-    drop: Option<Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>>,
+    drop: Option<Box<dyn Fn() -> Boxed<()>>>,
 }
 
 async fn redis_backend() -> Option<Backend> {
@@ -127,7 +129,7 @@ async fn redis_backend() -> Option<Backend> {
                 .and_then(|rest| rest.split(',').next())
                 .and_then(|n| n.parse::<u64>().ok())
                 .unwrap_or(0)
-        }) as std::pin::Pin<Box<dyn std::future::Future<Output = u64>>>
+        }) as Boxed<u64>
     };
     let store: std::sync::Arc<dyn SessionStore> = std::sync::Arc::new(store);
     Some(Backend {
@@ -199,7 +201,7 @@ async fn postgres_backend() -> Option<Backend> {
                     .execute(&pool)
                     .await
                     .expect("drop the bench schema");
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+            }) as Boxed<()>
         }
     };
     let writes = move || {
@@ -211,7 +213,7 @@ async fn postgres_backend() -> Option<Backend> {
                     .await
                     .expect("the write count");
             row.0 as u64
-        }) as std::pin::Pin<Box<dyn std::future::Future<Output = u64>>>
+        }) as Boxed<u64>
     };
     Some(Backend {
         drop: Some(Box::new(dropper)),

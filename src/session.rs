@@ -666,7 +666,7 @@ impl Session {
     /// Whether this session was read through a rotated id (see
     /// [rotation](crate::SessionStore#contract)): it is the session as it was when its id was
     /// rotated, and writes through that id are refused with
-    /// [`Error::Rotated`](crate::Error::Rotated). Never stored; a write ignores it.
+    /// [`Error::Rotated`]. Never stored; a write ignores it.
     pub fn is_rotated(&self) -> bool {
         self.rotated
     }

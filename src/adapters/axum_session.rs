@@ -189,6 +189,7 @@ pub struct AxumSessionPool<S: ?Sized> {
     seen: Arc<Mutex<LruCache<SessionId, Seen>>>,
     owner_key: Option<Arc<str>>,
     on_conflict: OnConflict,
+    absolute_lifetime: Option<std::time::Duration>,
 }
 
 impl<S: SessionStore> AxumSessionPool<S> {
@@ -219,6 +220,7 @@ impl<S: SessionStore + ?Sized> AxumSessionPool<S> {
             seen: lru(DEFAULT_REMEMBERED),
             owner_key: None,
             on_conflict: OnConflict::default(),
+            absolute_lifetime: None,
         }
     }
 
@@ -227,6 +229,24 @@ impl<S: SessionStore + ?Sized> AxumSessionPool<S> {
     pub fn with_remembered(mut self, capacity: usize) -> Self {
         self.seen = lru(capacity);
         self
+    }
+
+    /// Gives every new session an [absolute expiry](crate::Session::absolute_expiry)
+    /// `lifetime` after it is created: however active, it ends then, in every store that
+    /// declares [`absolute_expiry`](crate::Capabilities::absolute_expiry). Default: none.
+    pub fn with_absolute_lifetime(mut self, lifetime: std::time::Duration) -> Self {
+        self.absolute_lifetime = Some(lifetime);
+        self
+    }
+
+    /// A new session with its absolute expiry, if one is configured.
+    fn with_lifetime(&self, mut session: Session) -> Session {
+        if let Some(lifetime) = self.absolute_lifetime {
+            let lifetime = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
+            let absolute = crate::session::now_millis().saturating_add(lifetime);
+            session.set_absolute_expiry_millis(Some(absolute));
+        }
+        session
     }
 
     /// What a save does with a key that another writer changed too since this process last
@@ -327,7 +347,11 @@ impl<S: SessionStore + ?Sized> AxumSessionPool<S> {
             Some(Seen::Synced(loaded)) => (Some(loaded.version), Some(loaded)),
             Some(Seen::Behind(loaded)) => (None, Some(loaded)),
             Some(Seen::New) => {
-                if self.store.create(id, &session).await? {
+                if self
+                    .store
+                    .create(id, &self.with_lifetime(session.clone()))
+                    .await?
+                {
                     // The version is not known until the next read: the next save reads
                     // first (with every request loading, that read is its `load`).
                     let (written, _, _) = session.into_parts();
@@ -401,6 +425,7 @@ impl<S: ?Sized> Clone for AxumSessionPool<S> {
             seen: Arc::clone(&self.seen),
             owner_key: self.owner_key.clone(),
             on_conflict: self.on_conflict,
+            absolute_lifetime: self.absolute_lifetime,
         }
     }
 }

@@ -126,6 +126,7 @@ pub struct PoemSessionStorage<S: ?Sized> {
     store: Arc<S>,
     owner_key: Option<Arc<str>>,
     on_conflict: OnConflict,
+    absolute_lifetime: Option<std::time::Duration>,
     default_ttl: Duration,
 }
 
@@ -150,6 +151,7 @@ impl<S: SessionStore + ?Sized> PoemSessionStorage<S> {
             store,
             owner_key: None,
             on_conflict: OnConflict::default(),
+            absolute_lifetime: None,
             default_ttl: DEFAULT_TTL,
         }
     }
@@ -159,6 +161,24 @@ impl<S: SessionStore + ?Sized> PoemSessionStorage<S> {
     pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = ttl;
         self
+    }
+
+    /// Gives every new session an [absolute expiry](crate::Session::absolute_expiry)
+    /// `lifetime` after it is created: however active, it ends then, in every store that
+    /// declares [`absolute_expiry`](crate::Capabilities::absolute_expiry). Default: none.
+    pub fn with_absolute_lifetime(mut self, lifetime: std::time::Duration) -> Self {
+        self.absolute_lifetime = Some(lifetime);
+        self
+    }
+
+    /// A new session with its absolute expiry, if one is configured.
+    fn with_lifetime(&self, mut session: Session) -> Session {
+        if let Some(lifetime) = self.absolute_lifetime {
+            let lifetime = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
+            let absolute = crate::session::now_millis().saturating_add(lifetime);
+            session.set_absolute_expiry_millis(Some(absolute));
+        }
+        session
     }
 
     /// What a save does with a key that another request changed too since this one loaded
@@ -240,7 +260,7 @@ impl<S: SessionStore + ?Sized> PoemSessionStorage<S> {
             // A new session (poem minted the id), or one this request cleared.
             let owner = self.owner_in(&data)?;
             let session = Session::from_parts(data.clone(), expires_at, 0).with_owner(owner);
-            if self.store.create(id, &session).await? {
+            if self.store.create(id, &self.with_lifetime(session)).await? {
                 return Ok(());
             }
         }
@@ -293,6 +313,7 @@ impl<S: ?Sized> Clone for PoemSessionStorage<S> {
             store: Arc::clone(&self.store),
             owner_key: self.owner_key.clone(),
             on_conflict: self.on_conflict,
+            absolute_lifetime: self.absolute_lifetime,
             default_ttl: self.default_ttl,
         }
     }

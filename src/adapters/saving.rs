@@ -68,6 +68,14 @@ impl Loaded {
 
     /// What a request that loaded `session` under `id` remembers of it, its id and expiry
     /// included.
+    #[cfg_attr(
+        not(any(
+            feature = "tower-sessions",
+            feature = "tower-sessions-014",
+            feature = "actix-session"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn of_id(id: &SessionId, session: &Session) -> Loaded {
         Loaded {
             origin: Some(id.as_str().to_owned()),
@@ -77,6 +85,10 @@ impl Loaded {
     }
 
     /// Whether `data` holds exactly the values that were loaded (by their fingerprints).
+    #[cfg_attr(
+        not(any(feature = "tower-sessions", feature = "tower-sessions-014")),
+        allow(dead_code)
+    )]
     pub(crate) fn unchanged(&self, data: &Map<String, Value>) -> bool {
         data.len() == self.prints.len()
             && data
@@ -85,6 +97,14 @@ impl Loaded {
     }
 
     /// The same, at `version` (the version a rotation moved the session to).
+    #[cfg_attr(
+        not(any(
+            feature = "tower-sessions",
+            feature = "tower-sessions-014",
+            feature = "actix-session"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn at_version(&self, version: u64) -> Loaded {
         Loaded {
             version,
@@ -413,9 +433,7 @@ impl Rotations {
     pub(crate) fn take_moved(&self, old: &str) -> Option<(SessionId, u64)> {
         let id = SessionId::new(old).ok()?;
         let mut pending = self.lock();
-        if pending.get(&id)?.moved.is_none() {
-            return None;
-        }
+        pending.get(&id)?.moved.as_ref()?;
         pending.remove(&id).and_then(|p| p.moved)
     }
 

@@ -475,7 +475,7 @@ macro_rules! tower_impl {
         /// rather than destroyed, so requests already in flight with it keep reading the
         /// session as it was, read-only, for `grace`; the request's changes are saved under
         /// the new id. Without a loaded session (nothing stored yet), a plain `cycle_id`.
-        /// See [lifetimes](self#lifetimes).
+        /// See [lifetimes](crate::adapters::tower_sessions#lifetimes).
         pub async fn cycle_id_with_grace<S: SessionStore + ?Sized + 'static>(
             store: &TowerSessionsStore<S>,
             session: &$core::session::Session,

@@ -18,9 +18,9 @@ mod tests;
 pub(crate) mod url;
 
 pub use builder::RedisStoreBuilder;
-pub use expiries::watch_expiries;
 #[cfg(fuzzing)]
 pub use codec::__fuzz_decode;
+pub use expiries::watch_expiries;
 
 use std::fmt;
 use std::sync::Mutex;

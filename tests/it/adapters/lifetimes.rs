@@ -432,3 +432,63 @@ mod actix {
 
     crate::per_backend!(actix_web::test, run);
 }
+
+/// The axum_session and poem adapters give a new session its absolute expiry, which later
+/// saves keep (their store traits are called directly: each framework's first save of a new
+/// id).
+#[cfg(all(feature = "axum-session", feature = "poem"))]
+mod other_frameworks {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum_session::DatabasePool;
+    use poem::session::SessionStorage;
+    use session_stores::adapters::axum_session::AxumSessionPool;
+    use session_stores::adapters::poem::PoemSessionStorage;
+    use session_stores::{MemoryStore, SessionId, SessionStore, now_millis};
+
+    const LIFETIME: Duration = Duration::from_secs(600);
+
+    fn near(got: Option<i64>, want: i64) -> bool {
+        got.is_some_and(|got| (want - 5_000..=want + 5_000).contains(&got))
+    }
+
+    #[tokio::test]
+    async fn axum_session_gives_new_sessions_their_absolute_expiry() {
+        let store = Arc::new(MemoryStore::new(100));
+        let pool = AxumSessionPool::from_arc(Arc::clone(&store)).with_absolute_lifetime(LIFETIME);
+        let id = SessionId::generate();
+        let sid = id.as_str().to_string();
+        assert!(!pool.exists(&sid, "t").await.unwrap());
+        let far = (now_millis() / 1000) + 3600 * 24;
+        let text = r#"{"data":{"n":"1"},"longterm":false}"#;
+        pool.store(&sid, text, far, "t").await.unwrap();
+        let stored = store.get(&id).await.unwrap().unwrap();
+        let want = now_millis() + LIFETIME.as_millis() as i64;
+        assert!(near(stored.absolute_expiry_millis(), want), "{stored:?}");
+        assert_eq!(
+            stored.expires_at_millis(),
+            stored.absolute_expiry_millis().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn poem_gives_new_sessions_their_absolute_expiry() {
+        let store = Arc::new(MemoryStore::new(100));
+        let storage =
+            PoemSessionStorage::from_arc(Arc::clone(&store)).with_absolute_lifetime(LIFETIME);
+        let id = SessionId::generate();
+        let entries: BTreeMap<String, serde_json::Value> =
+            [("n".to_string(), serde_json::json!(1))]
+                .into_iter()
+                .collect();
+        storage
+            .update_session(id.as_str(), &entries, Some(Duration::from_secs(3600 * 24)))
+            .await
+            .unwrap();
+        let stored = store.get(&id).await.unwrap().unwrap();
+        let want = now_millis() + LIFETIME.as_millis() as i64;
+        assert!(near(stored.absolute_expiry_millis(), want), "{stored:?}");
+    }
+}
