@@ -11,6 +11,7 @@
 
 pub mod deadline;
 pub mod error;
+pub mod events;
 pub mod migrate;
 pub mod session;
 pub mod store;

@@ -59,11 +59,11 @@ use lru::LruCache;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, IdHint, Result};
+use crate::events::{EndCause, EventKind, EventSink, SessionEvent};
 use crate::session::{
     Owner, Session, SessionId, fresh_version, next_version, now_millis, to_millis,
 };
 use crate::store::{Capabilities, OwnedSession, Rotation, ScanCursor, ScanPage, SessionStore};
-use crate::wrappers::events::{EndCause, EventKind, EventSink, SessionEvent};
 
 /// The default capacity of [`MemoryStore::default`]: 100,000 sessions.
 pub const DEFAULT_CAPACITY: usize = 100_000;
@@ -169,7 +169,7 @@ impl MemoryStoreBuilder {
     }
 
     /// Reports each live session this store evicts to make room to `sink`, as
-    /// [`Ended(Evicted)`](crate::wrappers::events::EndCause::Evicted) (see
+    /// [`Ended(Evicted)`](crate::events::EndCause::Evicted) (see
     /// [`Events`](crate::wrappers::events::Events), which reports the rest). Sending never
     /// waits. Default: no events.
     pub fn events(mut self, sink: EventSink) -> Self {

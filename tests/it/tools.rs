@@ -542,3 +542,46 @@ async fn one_undecodable_entry_stops_no_tool() {
         );
     }
 }
+
+/// `copy_sessions` (what `session-stores migrate` runs) carries each session's absolute
+/// expiry, so a migrated session still ends at its deadline, and copies no rotated id: a
+/// rotated id is not a session, and copied it would become a writable one.
+#[tokio::test]
+async fn copy_sessions_keeps_absolute_expiries_and_skips_rotated_ids() {
+    use session_stores::Rotation;
+    let from = Arc::new(MemoryStore::new(100));
+    let to = Arc::new(MemoryStore::new(100));
+    let (kept, old, new) = (
+        SessionId::generate(),
+        SessionId::generate(),
+        SessionId::generate(),
+    );
+    let lived = Session::with_lifetimes(Duration::from_secs(600), Duration::from_secs(3600));
+    from.set(&kept, &lived).await.unwrap();
+    from.set(&old, &lived).await.unwrap();
+    let rotated = from
+        .rotate(&old, &new, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert!(matches!(rotated, Rotation::Moved { .. }));
+    let progress = copy_sessions(
+        Arc::clone(&from) as Arc<dyn SessionStore>,
+        Arc::clone(&to) as Arc<dyn SessionStore>,
+        CopyOptions::default(),
+        |_| Ok(()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(progress.copied, 2, "{progress:?}");
+    for id in [&kept, &new] {
+        let copy = to.get(id).await.unwrap().expect("copied");
+        assert_eq!(
+            copy.absolute_expiry_millis(),
+            lived.absolute_expiry_millis()
+        );
+    }
+    assert!(
+        to.get(&old).await.unwrap().is_none(),
+        "a rotated id was copied"
+    );
+}

@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_core::Stream;
 
 use crate::error::{Error, Result};
+use crate::events::{EndCause, EventKind, EventSink, SessionEvent};
 use crate::session::SessionId;
-use crate::wrappers::events::{EndCause, EventKind, EventSink, SessionEvent};
 
 /// Reports each session of the store under `key_prefix` at `url` that Redis expires by
 /// itself to `sink`, as [`Ended(Expired)`](EndCause::Expired) (with its shortened id; the
