@@ -717,6 +717,46 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_write_keeps_the_earlier_absolute_expiry_of_a_live_session() {
+        assert_eq!(kept_absolute_expiry(true, Some(10), Some(20)), Some(10));
+        assert_eq!(kept_absolute_expiry(true, Some(30), Some(20)), Some(20));
+        assert_eq!(kept_absolute_expiry(true, Some(10), None), Some(10));
+        assert_eq!(kept_absolute_expiry(true, None, Some(20)), Some(20));
+        assert_eq!(kept_absolute_expiry(true, None, None), None);
+        // A new incarnation takes what it carries.
+        assert_eq!(kept_absolute_expiry(false, Some(10), Some(20)), Some(20));
+        assert_eq!(kept_absolute_expiry(false, Some(10), None), None);
+    }
+
+    #[test]
+    fn the_absolute_expiry_caps_the_expiry() {
+        let mut session = Session::from_parts(Map::new(), 5_000, 0);
+        assert_eq!(session.capped_expiry_millis(), 5_000);
+        session.set_absolute_expiry_millis(Some(4_000));
+        assert_eq!(session.capped_expiry_millis(), 4_000);
+        session.set_absolute_expiry_millis(Some(6_000));
+        assert_eq!(session.capped_expiry_millis(), 5_000);
+        let lived = Session::with_lifetimes(Duration::from_secs(60), Duration::from_secs(30));
+        assert_eq!(
+            lived.expires_at_millis(),
+            lived.absolute_expiry_millis().unwrap()
+        );
+        let lived = Session::with_lifetimes(Duration::from_secs(30), Duration::from_secs(60));
+        assert_eq!(
+            lived.absolute_expiry_millis().unwrap() - lived.expires_at_millis(),
+            30_000
+        );
+        // Never stored, so never serialized; the absolute expiry is.
+        let text = serde_json::to_string(&lived.clone().with_rotated(true)).unwrap();
+        let back: Session = serde_json::from_str(&text).unwrap();
+        assert!(!back.is_rotated());
+        assert_eq!(
+            back.absolute_expiry_millis(),
+            lived.absolute_expiry_millis()
+        );
+    }
+
+    #[test]
     fn valid_ids() {
         for id in ["a", "abc-DEF_123", "a.b", "...", "~x+y=", &"x".repeat(128)] {
             assert!(SessionId::new(id).is_ok(), "{id:?} should be valid");

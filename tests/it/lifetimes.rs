@@ -32,6 +32,7 @@ fn kinds(events: &[SessionEvent]) -> Vec<EventKind> {
     events.iter().map(|event| event.kind.clone()).collect()
 }
 
+#[cfg(feature = "conformance")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_events_wrapper_keeps_the_contract() {
     session_stores::conformance::run(|| async {

@@ -83,3 +83,81 @@ fn the_stamp_round_trips_and_refuses_strangers() {
         assert_eq!(Loaded::from_value(&stranger), None, "{stranger}");
     }
 }
+
+#[test]
+fn the_stamp_carries_the_loaded_id_and_expiry() {
+    let id = SessionId::generate();
+    let session = Session::from_parts(map(json!({"a": 1})), 1_234_567, 9);
+    let stamp = Loaded::of_id(&id, &session);
+    let back = Loaded::from_value(&stamp.clone().into_value()).unwrap();
+    assert_eq!(back, stamp);
+    assert_eq!(back.origin.as_deref(), Some(id.as_str()));
+    assert_eq!(back.expires_at, Some(1_234_567));
+    assert_eq!(back.at_version(12).version, 12);
+    assert_eq!(back.at_version(12).origin, back.origin);
+    // A stamp without them (an older one) reads with none.
+    let plain = Loaded::from_value(&Loaded::of(&session).into_value()).unwrap();
+    assert_eq!((plain.origin, plain.expires_at), (None, None));
+}
+
+#[test]
+fn unchanged_means_the_same_keys_and_values() {
+    let base = loaded(json!({"a": 1, "b": [1, 2]}));
+    assert!(base.unchanged(&map(json!({"b": [1, 2], "a": 1}))));
+    assert!(!base.unchanged(&map(json!({"a": 1, "b": [1, 3]}))));
+    assert!(!base.unchanged(&map(json!({"a": 1}))));
+    assert!(!base.unchanged(&map(json!({"a": 1, "b": [1, 2], "c": null}))));
+    assert!(!base.unchanged(&map(json!({"a": 1, "c": [1, 2]}))));
+    assert!(loaded(json!({})).unchanged(&Map::new()));
+}
+
+#[test]
+fn a_touch_is_due_when_it_moves_the_expiry_by_the_fraction() {
+    let now = 1_000_000;
+    let idle = 10_000;
+    // Moving by exactly a tenth of the idle time is due at 0.1; a millisecond less is not.
+    assert!(touch_due(now + idle - 1_000, now + idle, now, 0.1));
+    assert!(!touch_due(now + idle - 999, now + idle, now, 0.1));
+    // 0 always touches; 1 only when the whole idle time passed.
+    assert!(touch_due(now + idle, now + idle, now, 0.0));
+    assert!(!touch_due(now + 1, now + idle, now, 1.0));
+    assert!(touch_due(now, now + idle, now, 1.0));
+    // Out-of-range fractions are clamped; an expiry moved earlier is never due (but at 0).
+    assert!(!touch_due(now + idle + 5, now + idle, now, 0.5));
+    assert!(touch_due(now, now + idle, now, 7.0));
+    assert!(touch_due(now + idle, now + idle, now, -3.0));
+}
+
+#[test]
+fn rotations_follow_a_marked_id_from_delete_to_create() {
+    let rotations = Rotations::default();
+    let (old, new) = (SessionId::generate(), SessionId::generate());
+    assert_eq!(rotations.marked(&old), None);
+    assert!(rotations.mark(old.clone(), std::time::Duration::from_secs(5)));
+    assert_eq!(
+        rotations.marked(&old),
+        Some(std::time::Duration::from_secs(5))
+    );
+    // Not moved yet: nothing to take.
+    assert_eq!(rotations.take_moved(old.as_str()), None);
+    rotations.moved(&old, new.clone(), 42);
+    // Moved: no longer "marked" for another delete, and taken once.
+    assert_eq!(rotations.marked(&old), None);
+    assert_eq!(rotations.take_moved(old.as_str()), Some((new, 42)));
+    assert_eq!(rotations.take_moved(old.as_str()), None);
+    assert_eq!(rotations.take_moved("not a valid id!"), None);
+    // Forgotten.
+    assert!(rotations.mark(old.clone(), std::time::Duration::from_secs(5)));
+    rotations.forget(&old);
+    assert_eq!(rotations.marked(&old), None);
+}
+
+#[test]
+fn rotations_hold_a_bounded_number_of_marks() {
+    let rotations = Rotations::default();
+    for _ in 0..MAX_PENDING {
+        assert!(rotations.mark(SessionId::generate(), std::time::Duration::from_secs(1)));
+    }
+    // Full: a further mark is refused (that cycle simply has no grace).
+    assert!(!rotations.mark(SessionId::generate(), std::time::Duration::from_secs(1)));
+}
