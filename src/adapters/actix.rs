@@ -194,15 +194,6 @@ impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
         marked
     }
 
-    /// A new session's absolute expiry, if one is configured.
-    fn with_lifetime(&self, mut session: Session) -> Session {
-        if let Some(lifetime) = self.absolute_lifetime {
-            let lifetime = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
-            session.set_absolute_expiry_millis(Some(now_millis().saturating_add(lifetime)));
-        }
-        session
-    }
-
     /// Takes each session's [`Owner`] from the value under `key` in its state
     /// (see the [module docs](self)).
     pub fn with_owner_key(mut self, key: impl Into<String>) -> Self {
@@ -261,7 +252,7 @@ impl<S: SessionStore + ?Sized> ActixSessionStore<S> {
     }
 
     async fn save_new(&self, session: &Session) -> Result<SessionKey, Error> {
-        let session = &self.with_lifetime(session.clone());
+        let session = &saving::with_absolute_lifetime(session.clone(), self.absolute_lifetime);
         for _ in 0..MAX_CREATE_ATTEMPTS {
             let id = SessionId::try_generate()?;
             if self.store.create(&id, session).await? {

@@ -239,16 +239,6 @@ impl<S: SessionStore + ?Sized> AxumSessionPool<S> {
         self
     }
 
-    /// A new session with its absolute expiry, if one is configured.
-    fn with_lifetime(&self, mut session: Session) -> Session {
-        if let Some(lifetime) = self.absolute_lifetime {
-            let lifetime = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
-            let absolute = crate::session::now_millis().saturating_add(lifetime);
-            session.set_absolute_expiry_millis(Some(absolute));
-        }
-        session
-    }
-
     /// What a save does with a key that another writer changed too since this process last
     /// saw the session: [`OnConflict::SaverWins`] by default (see [saves](self#saves)).
     pub fn with_on_conflict(mut self, policy: OnConflict) -> Self {
@@ -349,7 +339,10 @@ impl<S: SessionStore + ?Sized> AxumSessionPool<S> {
             Some(Seen::New) => {
                 if self
                     .store
-                    .create(id, &self.with_lifetime(session.clone()))
+                    .create(
+                        id,
+                        &saving::with_absolute_lifetime(session.clone(), self.absolute_lifetime),
+                    )
                     .await?
                 {
                     // The version is not known until the next read: the next save reads

@@ -171,16 +171,6 @@ impl<S: SessionStore + ?Sized> PoemSessionStorage<S> {
         self
     }
 
-    /// A new session with its absolute expiry, if one is configured.
-    fn with_lifetime(&self, mut session: Session) -> Session {
-        if let Some(lifetime) = self.absolute_lifetime {
-            let lifetime = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
-            let absolute = crate::session::now_millis().saturating_add(lifetime);
-            session.set_absolute_expiry_millis(Some(absolute));
-        }
-        session
-    }
-
     /// What a save does with a key that another request changed too since this one loaded
     /// the session: [`OnConflict::SaverWins`] by default (see [saves](self#saves)).
     pub fn with_on_conflict(mut self, policy: OnConflict) -> Self {
@@ -260,7 +250,14 @@ impl<S: SessionStore + ?Sized> PoemSessionStorage<S> {
             // A new session (poem minted the id), or one this request cleared.
             let owner = self.owner_in(&data)?;
             let session = Session::from_parts(data.clone(), expires_at, 0).with_owner(owner);
-            if self.store.create(id, &self.with_lifetime(session)).await? {
+            if self
+                .store
+                .create(
+                    id,
+                    &saving::with_absolute_lifetime(session, self.absolute_lifetime),
+                )
+                .await?
+            {
                 return Ok(());
             }
         }

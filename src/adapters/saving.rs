@@ -319,6 +319,20 @@ where
     Err(Error::conflict(id, expected))
 }
 
+/// `session` with an absolute expiry `lifetime` from now, when the adapter is configured
+/// with one (`with_absolute_lifetime`): what every adapter does to a session it creates.
+pub(crate) fn with_absolute_lifetime(
+    mut session: Session,
+    lifetime: Option<std::time::Duration>,
+) -> Session {
+    if let Some(lifetime) = lifetime {
+        let lifetime = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
+        let absolute = crate::session::now_millis().saturating_add(lifetime);
+        session.set_absolute_expiry_millis(Some(absolute));
+    }
+    session
+}
+
 /// Whether a session whose data did not change should have its expiry moved from
 /// `loaded_expiry` to `new_expiry` now: only when that moves it by at least `fraction` of the
 /// idle timeout (`new_expiry - now`). A throttled touch skips the rest, as Go's scs and

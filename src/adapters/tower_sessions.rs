@@ -369,12 +369,8 @@ impl<S: SessionStore + ?Sized> TowerSessionsStore<S> {
             }
             // Ended since it moved (destroy_owner, expiry): a new session, as without grace.
         }
-        let mut session = self.session_of(data, expiry)?;
-        if let Some(lifetime) = self.absolute_lifetime {
-            let lifetime = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
-            let absolute = crate::session::now_millis().saturating_add(lifetime);
-            session.set_absolute_expiry_millis(Some(absolute));
-        }
+        let session = self.session_of(data, expiry)?;
+        let session = saving::with_absolute_lifetime(session, self.absolute_lifetime);
         for _ in 0..MAX_CREATE_ATTEMPTS {
             if self.store.create(&id, &session).await? {
                 return Ok(id);
