@@ -473,9 +473,15 @@ pub(crate) async fn rotate_reports_absent_and_taken_and_changes_nothing(
             "a refused rotate changed {what}"
         );
     }
+    // Other data than stored, so no store may skip the write as unchanged (the contract
+    // lets a `set` of the live session's exact content return the current version).
+    let other = session_with(HOUR, json!({"after": "refused rotations"}));
+    let written = call!("set", store.set(&old, &other).await);
     ensure!(
-        call!("set", store.set(&old, &sample()).await) == v + 1,
-        "a refused rotate left the old id read-only"
+        written == v + 1,
+        "after refused rotates, a set through the old id returned {written}, not {}: \
+         the old id should be an ordinary live session",
+        v + 1
     );
     // An expired session is absent.
     let expired = id();
