@@ -3927,3 +3927,95 @@ async fn expired_sessions_are_reported_from_keyspace_notifications() {
         assert_eq!(err.kind(), session_stores::ErrorKind::Config, "{err}");
     }
 }
+
+/// The expiry watcher never waits without bound and outlives a dead connection: against a
+/// server that accepts and never answers, `watch_expiries` is a `Timeout` within its 5 s
+/// steps; and when its subscribed connection goes dead without closing (the fault proxy
+/// stalls it), it notices by a `PING` that gets no answer, subscribes again on a new
+/// connection, and reports expiries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expiry_watcher_bounds_its_waits_and_replaces_a_dead_connection() {
+    use crate::proxy::Proxy;
+    use session_stores::stores::redis::watch_expiries;
+    use session_stores::wrappers::events::{EndCause, EventKind, EventSink};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let own = format!("redis://127.0.0.1:{port}");
+    let Some(mut server) = start_redis_with(port, dir.path(), &["--notify-keyspace-events", "Ex"])
+    else {
+        return;
+    };
+    wait_until_up(&own).await;
+    let target = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // A server that never answers: a Timeout, not a hang.
+    let silent = Proxy::start(target).await;
+    silent.half_open(true);
+    let (sink, _events) = EventSink::channel(8);
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        watch_expiries(
+            &format!("redis://127.0.0.1:{}", silent.port()),
+            "exp:",
+            sink,
+        ),
+    )
+    .await
+    .expect("watch_expiries returned within 30 s")
+    .unwrap_err();
+    assert_eq!(err.kind(), session_stores::ErrorKind::Timeout, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A subscribed connection that goes dead is replaced.
+    let proxy = Proxy::start(target).await;
+    let (sink, mut events) = EventSink::channel(64);
+    let through = format!("redis://127.0.0.1:{}", proxy.port());
+    let watcher = watch_expiries(&through, "exp:", sink).await.unwrap();
+    let store = RedisStore::builder(&own)
+        .key_prefix("exp:")
+        .connect()
+        .await
+        .unwrap();
+    let expiring = || async {
+        let id = SessionId::generate();
+        store
+            .set(&id, &Session::new(Duration::from_millis(100)))
+            .await
+            .unwrap();
+        id
+    };
+    let first = expiring().await;
+    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an expiry event within 10 s")
+        .unwrap();
+    assert_eq!(event.id, Some(session_stores::IdHint::from(&first)));
+    let accepted = proxy.accepted();
+    proxy.stall_open_connections();
+    // Sessions keep expiring; those whose events were sent on the dead connection are lost
+    // (fire-and-forget), and one after the watcher's new subscription is reported.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let reported = loop {
+        expiring().await;
+        match tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
+            // Only an event received on a new connection counts: one already on its way
+            // when the connection was stalled may still arrive.
+            Ok(Some(event)) if proxy.accepted() > accepted => break Some(event),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the event channel closed"),
+            Err(_) if std::time::Instant::now() < deadline => {}
+            Err(_) => break None,
+        }
+    };
+    let event = reported.expect(
+        "an expiry reported on a new connection within 40 s of the watcher's connection dying",
+    );
+    assert_eq!(event.kind, EventKind::Ended(EndCause::Expired));
+    watcher.abort();
+    let _ = server.kill().await;
+}
