@@ -3866,6 +3866,16 @@ async fn cluster_lifetimes() {
     rotation_race_scenario(cluster_store(&urls).await).await;
 }
 
+/// A test-owned `redis-server` with keyspace notifications for expired keys on: the
+/// process, its URL and its port; `None` when the test is skipped (no `redis-server`).
+async fn notifying_redis(dir: &std::path::Path) -> Option<(tokio::process::Child, String, u16)> {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let server = start_redis_with(port, dir, &["--notify-keyspace-events", "Ex"])?;
+    wait_until_up(&url).await;
+    Some((server, url, port))
+}
+
 /// Sessions Redis expires by itself are reported as events when the server's keyspace
 /// notifications are on (a test-owned server started with them), only this store's sessions
 /// (not its owner index, not another prefix), and a server without them is refused.
@@ -3874,13 +3884,9 @@ async fn expired_sessions_are_reported_from_keyspace_notifications() {
     use session_stores::stores::redis::watch_expiries;
     use session_stores::wrappers::events::{EndCause, EventKind, EventSink};
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let own = format!("redis://127.0.0.1:{port}");
-    let Some(mut server) = start_redis_with(port, dir.path(), &["--notify-keyspace-events", "Ex"])
-    else {
+    let Some((mut server, own, _)) = notifying_redis(dir.path()).await else {
         return;
     };
-    wait_until_up(&own).await;
     let (sink, mut events) = EventSink::channel(64);
     let watcher = watch_expiries(&own, "exp:", sink.clone()).await.unwrap();
     let store = RedisStore::builder(&own)
@@ -3939,13 +3945,9 @@ async fn the_expiry_watcher_bounds_its_waits_and_replaces_a_dead_connection() {
     use session_stores::stores::redis::watch_expiries;
     use session_stores::wrappers::events::{EndCause, EventKind, EventSink};
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let own = format!("redis://127.0.0.1:{port}");
-    let Some(mut server) = start_redis_with(port, dir.path(), &["--notify-keyspace-events", "Ex"])
-    else {
+    let Some((mut server, own, port)) = notifying_redis(dir.path()).await else {
         return;
     };
-    wait_until_up(&own).await;
     let target = format!("127.0.0.1:{port}").parse().unwrap();
 
     // A server that never answers: a Timeout, not a hang.
