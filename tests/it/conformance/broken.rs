@@ -411,6 +411,7 @@ impl SessionStore for Faulty {
             // Read the version, let other tasks run, then write: two writers get one version.
             let live = self.live_for_write(&self.map.lock().unwrap(), id, now);
             tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             let next = self.next(live, session);
             return Ok(self.put(&mut self.map.lock().unwrap(), id, session, next, now));
         }
@@ -493,6 +494,7 @@ impl SessionStore for Faulty {
                 return Ok(false);
             };
             tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             session.set_expires_at(expires_at);
             self.map.lock().unwrap().insert(self.key(id), session);
             return Ok(true);
@@ -567,6 +569,7 @@ impl SessionStore for Faulty {
                 return Ok(false);
             }
             tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             let fresh = self.fresh();
             self.put(&mut self.map.lock().unwrap(), id, session, fresh, now);
             return Ok(true);
@@ -743,6 +746,7 @@ impl SessionStore for Faulty {
             // that it still belongs to `owner`.
             let ids = self.indexed_ids(owner);
             tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             let map = self.map.lock().unwrap();
             return Ok(ids
                 .into_iter()
