@@ -11,6 +11,11 @@ use crate::error::{Error, Result};
 use crate::events::{EndCause, EventKind, EventSink, SessionEvent};
 use crate::session::SessionId;
 
+use super::error::redis_error;
+
+/// The operation errors name.
+const OPERATION: &str = "watch_expiries";
+
 /// How long each step of (re)subscribing may take: connecting, reading the setting,
 /// subscribing, and a liveness `PING`.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -128,29 +133,17 @@ async fn watch(subscribed: &mut Subscribed, prefix: &str, sink: &EventSink) {
     }
 }
 
-/// `step`, bounded by [`STEP_TIMEOUT`]: a server that does not answer (within this bound or
-/// redis-rs' own) is a [`Error::Timeout`] naming `what`, another failure
-/// [`Error::Unavailable`].
+/// `step`, bounded by [`STEP_TIMEOUT`]: a server that does not answer within it is a
+/// [`Error::Timeout`] naming `what`; a driver error is classed as the store classes them
+/// (its own timeouts a `Timeout`, a dropped connection `Unavailable`, a refusal `Backend`).
 async fn bounded<T>(
     what: &'static str,
     step: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T> {
     match tokio::time::timeout(STEP_TIMEOUT, step).await {
-        Ok(Ok(value)) => Ok(value),
-        // redis-rs' own bounds (its connection and response timeouts) ran out first.
-        Ok(Err(err)) if err.is_timeout() => Err(Error::Timeout {
-            operation: "watch_expiries",
-            id: None,
-            what,
-            source: Some(Box::new(err)),
-        }),
-        Ok(Err(err)) => Err(Error::Unavailable {
-            operation: "watch_expiries",
-            id: None,
-            source: Box::new(err),
-        }),
+        Ok(result) => result.map_err(|err| redis_error(OPERATION, None, err)),
         Err(_elapsed) => Err(Error::Timeout {
-            operation: "watch_expiries",
+            operation: OPERATION,
             id: None,
             what,
             source: None,
