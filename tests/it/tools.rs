@@ -53,6 +53,16 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// Copies every session of `from` into `to` with `options`, saving no position: what the
+/// copy did.
+async fn copy_everything(
+    from: Arc<dyn SessionStore>,
+    to: Arc<dyn SessionStore>,
+    options: CopyOptions,
+) -> session_stores::migrate::CopyProgress {
+    copy_sessions(from, to, options, |_| Ok(())).await.unwrap()
+}
+
 fn session(n: usize, owner: Option<&str>) -> Session {
     let mut s = Session::with_expiry(SystemTime::now() + Duration::from_secs(3600));
     s.insert("n", n).unwrap();
@@ -268,14 +278,7 @@ async fn a_session_logged_out_during_a_copy_is_not_live_at_the_destination() {
         source: Arc::clone(&source),
         victim: victim.clone(),
     });
-    let progress = copy_sessions(
-        Arc::clone(&source) as Arc<dyn SessionStore>,
-        Arc::clone(&target) as Arc<dyn SessionStore>,
-        CopyOptions::default(),
-        |_| Ok(()),
-    )
-    .await
-    .unwrap();
+    let progress = copy_everything(source.clone(), target.clone(), CopyOptions::default()).await;
     assert_eq!(progress.vanished, 1, "{progress:?}");
     assert_eq!(progress.copied, 9, "{progress:?}");
     assert!(target.get(&victim).await.unwrap().is_none(), "revived");
@@ -294,14 +297,7 @@ async fn a_session_the_destination_refuses_is_reported_and_the_copy_goes_on() {
             .unwrap();
     }
     let target = Destination::new(OnCreate::RefuseEveryThird(AtomicUsize::new(0)));
-    let progress = copy_sessions(
-        source as Arc<dyn SessionStore>,
-        Arc::clone(&target) as Arc<dyn SessionStore>,
-        CopyOptions::default().page(2),
-        |_| Ok(()),
-    )
-    .await
-    .unwrap();
+    let progress = copy_everything(source, target.clone(), CopyOptions::default().page(2)).await;
     assert_eq!(progress.failures.len(), 3, "{progress:?}");
     assert_eq!(progress.copied, 6, "{progress:?}");
     assert_eq!(target.len().await.unwrap(), 6);
@@ -330,14 +326,7 @@ async fn migrating_counts_and_ends_each_session_once_after_a_bulk_copy() {
             .await
             .unwrap();
     }
-    let progress = copy_sessions(
-        Arc::clone(&old) as Arc<dyn SessionStore>,
-        Arc::clone(&new) as Arc<dyn SessionStore>,
-        CopyOptions::default(),
-        |_| Ok(()),
-    )
-    .await
-    .unwrap();
+    let progress = copy_everything(old.clone(), new.clone(), CopyOptions::default()).await;
     assert_eq!(progress.copied, 8);
     let migrating = Migrating::new(Arc::clone(&old), Arc::clone(&new));
     assert_eq!(migrating.len().await.unwrap(), 8);
@@ -564,14 +553,7 @@ async fn copy_sessions_keeps_absolute_expiries_and_skips_rotated_ids() {
         .await
         .unwrap();
     assert!(matches!(rotated, Rotation::Moved { .. }));
-    let progress = copy_sessions(
-        Arc::clone(&from) as Arc<dyn SessionStore>,
-        Arc::clone(&to) as Arc<dyn SessionStore>,
-        CopyOptions::default(),
-        |_| Ok(()),
-    )
-    .await
-    .unwrap();
+    let progress = copy_everything(from.clone(), to.clone(), CopyOptions::default()).await;
     assert_eq!(progress.copied, 2, "{progress:?}");
     for id in [&kept, &new] {
         let copy = to.get(id).await.unwrap().expect("copied");
